@@ -1,0 +1,409 @@
+"""AST -> graph: expand blocks, repetitions and branches, infer shapes, check everything once.
+
+Validation happens here, once (Caffe's SetUp): arguments, then shapes. The runtime trusts the graph.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+from collections import Counter
+
+import networkx as nx
+
+from netc.dsl import ast
+from netc.dsl.errors import ShapeError, Source, SpecError, SpecWarning
+
+from . import registry, settings
+from .graph import Net, Node
+from .registry import LayerError
+
+
+class _Scope:
+    """A path prefix and the counters that name what is made inside it (conv1, conv2 ...)."""
+
+    def __init__(self, path=()):
+        self.path, self.counts = tuple(path), Counter()
+
+    def next(self, stem: str) -> str:
+        self.counts[stem] += 1
+        return f"{stem}{self.counts[stem]}"
+
+    def child(self, segment: str) -> "_Scope":
+        return _Scope(self.path + (segment,))
+
+
+class Builder:
+    def __init__(self, spec: ast.Spec, source: Source):
+        self.spec, self.source = spec, source
+        self.g = nx.DiGraph()
+        self.defaults: dict[str, dict] = {}
+        self.warnings: list[SpecWarning] = []
+        self.calls: list[tuple[str, ast.Pos]] = []  # the block calls being expanded
+        self.user_names: dict[str, ast.Pos] = {}
+        self.rf_warned = False
+
+    # ---- errors -----------------------------------------------------------------------------
+    def error(self, message, pos, hint=None, cls=SpecError, layer=None):
+        if self.calls:
+            where = " <- ".join(f"{name} (line {p.line})" for name, p in reversed(self.calls))
+            hint = (hint + "\n      " if hint else "") + f"inside block {where}"
+        return cls(message, hint, line=pos.line if pos else None,
+                   column=pos.column if pos else None, width=pos.width if pos else 1,
+                   source=self.source, layer=layer)
+
+    def warn(self, message, pos):
+        self.warnings.append(SpecWarning(message, pos.line, pos.column, self.source.filename))
+
+    # ---- the network ------------------------------------------------------------------------
+    def build(self) -> Net:
+        spec = self.spec
+        if spec.input is None:
+            raise self.error("the spec has no `input` line", ast.Pos(1, 1),
+                             "add `input HxWxC` (e.g. input 32x32x1) or `input N` for vectors")
+        shape = self._input_shape(spec.input, spec.input_pos)
+        self._add(Node("input", "INPUT", (), {}, (), (), shape, line=spec.input_pos.line,
+                       column=spec.input_pos.column))
+        cur, scope = "input", _Scope()
+        for st in spec.body:
+            if isinstance(st, ast.Default):
+                self._default(st)
+            else:
+                cur = self.chain(st, cur, scope, {})
+        if cur == "input":
+            raise self.error("the spec has no layers", spec.input_pos,
+                             "add a chain of layers, e.g. `CONV 3x3 16 - POOL - FC 10`")
+        train = settings.check(spec.train, self.source)
+        net = Net(spec.name or "network", self.g, cur, self.source, self.warnings, train)
+        net.spec_hash = fingerprint(net)
+        return net
+
+    def _input_shape(self, dims, pos):
+        if any(d < 1 for d in dims):
+            raise self.error(f"input sizes must be positive; received {'x'.join(map(str, dims))}",
+                             pos, "e.g. input 32x32x1")
+        if len(dims) == 3:
+            h, w, c = dims
+            return (c, h, w)
+        if len(dims) == 1:
+            return dims
+        raise self.error(f"input must be HxWxC or N; received {'x'.join(map(str, dims))}", pos,
+                         "for a grey image write 28x28x1")
+
+    def _default(self, st: ast.Default):
+        kind = self._kind(st.kind, st.pos)
+        merged = dict(self.defaults.get(st.kind, {}))
+        written = self._written(kind, st.args, {}, st.pos)
+        for key, (value, pos) in written.items():
+            self._parse(kind, key, value, pos)  # fail early, at the default's line
+        merged.update(written)
+        self.defaults[st.kind] = merged
+
+    def _kind(self, name, pos):
+        try:
+            kind = registry.get(name)
+        except LayerError as e:
+            raise self.error(e.message, pos, e.hint) from None
+        if kind.internal:
+            raise self.error(f"{name} is made by the compiler, not written in specs", pos,
+                             "write RES[...] for a residual unit, CONCAT[a | b] to concatenate")
+        return kind
+
+    # ---- chains and elements ----------------------------------------------------------------
+    def chain(self, chain: ast.Chain, cur: str, scope: _Scope, env: dict) -> str:
+        for el in chain.elements:
+            for _ in range(el.repeat):
+                cur = self.item(el.item, cur, scope, env)
+            if el.repeat < 1:
+                raise self.error("a repeat count must be at least 1", el.repeat_pos, "write x1 or more")
+        return cur
+
+    def item(self, item, cur, scope, env):
+        if isinstance(item, ast.Layer):
+            return self.layer(item, cur, scope, env)
+        if isinstance(item, ast.Group):
+            return self.chain(item.chain, cur, scope, env)
+        if isinstance(item, ast.Call):
+            return self.call(item, cur, scope, env)
+        return self.branch(item, cur, scope, env)
+
+    def layer(self, layer: ast.Layer, cur, scope, env) -> str:
+        kind = self._kind(layer.kind, layer.pos)
+        written = dict(self.defaults.get(layer.kind, {}))
+        written.update(self._written(kind, layer.args, env, layer.pos))
+        hyper = {key: self._parse(kind, key, value, pos) for key, (value, pos) in written.items()}
+        name = hyper.pop("name", None)
+        if name is not None:
+            pos = written["name"][1]
+            if name in self.user_names or name in self.g:
+                raise self.error(f"the layer name {name!r} is used twice", pos,
+                                 "names must be unique; a repeated layer (x2) cannot carry name=")
+            self.user_names[name] = pos
+        return self.node(kind, hyper, [cur], scope, layer.pos, name=name, written=written)
+
+    # ---- arguments ----------------------------------------------------------------------------
+    def _written(self, kind, args, env, pos) -> dict:
+        """Map each written argument to its key: {key: (value, pos)}; a key given twice is an error."""
+        out = {}
+        for arg in args:
+            for key, value in self._keyed(kind, arg, env):
+                if key in out:
+                    raise self.error(f"{kind.name} argument `{key}` is given twice", arg.pos,
+                                     "keep one of them")
+                out[key] = (value, arg.pos)
+        return out
+
+    def _keyed(self, kind, arg: ast.Arg, env):
+        raw = arg.value
+        if isinstance(raw, ast.Strided):
+            stride = self.value(raw.stride, env, arg.pos)
+            pairs = [("kernel", tuple(raw.dims.sizes)), ("stride", stride)]
+        else:
+            pairs = [(arg.key, self.value(raw, env, arg.pos))]
+        for key, value in pairs:
+            if key is None:
+                key = kind.positional_key(value)
+                if key is None:
+                    raise self.error(
+                        f"{kind.name} does not take a positional {_type_word(value)} ({_show(value)})",
+                        arg.pos, _usage(kind))
+            if key not in kind.all_keys():
+                close = difflib.get_close_matches(key, kind.all_keys(), n=1)
+                hint = (f"did you mean `{close[0]}`? " if close else "") + _usage(kind)
+                raise self.error(f"{kind.name} has no argument `{key}`", arg.pos, hint)
+            yield key, value
+
+    def _parse(self, kind, key, value, pos):
+        try:
+            return kind.all_keys()[key].parse(value, key)
+        except LayerError as e:
+            raise self.error(f"{kind.name}: {e.message}", pos, e.hint) from None
+
+    def value(self, v, env, pos):
+        """Resolve a written value: block parameters, products, sizes."""
+        if isinstance(v, ast.Name):
+            return env.get(v.id, v.id)
+        if isinstance(v, ast.Dims):
+            return tuple(v.sizes)
+        if isinstance(v, ast.Product):
+            out = 1
+            for f in v.factors:
+                f = self.value(f, env, pos)
+                if isinstance(f, bool) or not isinstance(f, (int, float)):
+                    raise self.error(f"cannot multiply {f!r}: only numbers multiply", pos,
+                                     "is a block parameter misspelled?")
+                out *= f
+            return out
+        if isinstance(v, ast.Strided):
+            raise self.error("a strided size (3x3/2) is only a kernel", pos,
+                             "give it as a layer's positional kernel, e.g. `CONV 3x3/2 64`")
+        if isinstance(v, tuple):
+            return tuple(self.value(x, env, pos) for x in v)
+        return v
+
+    # ---- nodes ----------------------------------------------------------------------------------
+    def node(self, kind, hyper, inputs, scope, pos, name=None, stem=None, written=None) -> str:
+        """Make one node: defaults, the kind's rules, shape, counts, receptive field."""
+        written = written or {}
+        for key, k in kind.all_keys().items():
+            if key not in hyper and k.default is not None and key != "name":
+                hyper[key] = k.parse(k.default, key)
+        xs = tuple(self.g.nodes[i]["node"].out_shape for i in inputs)
+        gen = scope.next(stem or kind.name.lower())
+        if name is None:
+            name = ".".join(scope.path + (gen,))
+        path = scope.path + (name if name in self.user_names else gen,)
+        if kind.spatial and len(xs[0]) != 3:
+            src = self.g.nodes[inputs[0]]["node"]
+            raise self.error(
+                f"{kind.name} needs an image (C x H x W) but its input is a vector of {xs[0][0]} "
+                f"(made by {src.name}, {src.kind})", pos,
+                f"put {kind.name} before the first FC/GAP/FLATTEN, or use `input HxWxC`",
+                cls=ShapeError, layer=name)
+        try:
+            hyper = kind.resolve(hyper, xs)
+            y = kind.shape(hyper, xs)
+            node = Node(name, kind.name, path, hyper, tuple(inputs), xs, tuple(y),
+                        params=kind.params(hyper, xs), buffers=kind.buffers(hyper, xs),
+                        line=pos.line, column=pos.column)
+            node.macs = kind.macs(hyper, xs, y)
+            node.flops = kind.flops(hyper, xs, y)
+        except LayerError as e:
+            where = written.get(e.key, (None, pos))[1] if e.key else pos
+            if e.key == "stride" and "stride" not in written and "kernel" in written:
+                where = written["kernel"][1]
+            raise self.error(f"{name}: {e.message}", where, e.hint, cls=ShapeError, layer=name) from None
+        if any(d < 1 for d in y):
+            raise self.error(f"{name}: the output would be empty ({'x'.join(map(str, y))})", pos,
+                             "use a smaller kernel or stride, or more padding", cls=ShapeError)
+        self._receptive_field(node, kind, pos)
+        if hasattr(kind, "dropped") and any(kind.dropped(hyper, xs)):
+            dh, dw = kind.dropped(hyper, xs)
+            self.warn(f"{name}: pooling drops {dh} bottom row(s) and {dw} right column(s) of the "
+                      f"{xs[0][1]}x{xs[0][2]} input; pad or round=ceil keeps them", pos)
+        self._add(node)
+        return name
+
+    def _add(self, node: Node):
+        self.g.add_node(node.name, node=node)
+        for i in node.inputs:
+            self.g.add_edge(i, node.name, shape=self.g.nodes[i]["node"].out_shape)
+
+    def _receptive_field(self, node, kind, pos):
+        ins = [self.g.nodes[i]["node"] for i in node.inputs]
+        if not ins[0].receptive_field:
+            if len(ins[0].out_shape) == 3 and ins[0].kind == "INPUT":
+                ins[0].receptive_field, ins[0].jump = (1, 1), (1, 1)
+            else:
+                return
+        rf = tuple(max(n.receptive_field[d] for n in ins if n.receptive_field) for d in (0, 1))
+        jump = ins[0].jump
+        win = kind.window(node.hyper, node.in_shapes)
+        if win == "global":
+            x = node.in_shapes[0]
+            rf = (rf[0] + (x[1] - 1) * jump[0], rf[1] + (x[2] - 1) * jump[1]) if len(x) == 3 else rf
+        elif win is not None:
+            (kh, kw), (sh, sw) = win
+            rf = (rf[0] + (kh - 1) * jump[0], rf[1] + (kw - 1) * jump[1])
+            jump = (jump[0] * sh, jump[1] * sw)
+            image = self.g.nodes["input"]["node"].out_shape
+            if not self.rf_warned and (rf[0] > image[1] or rf[1] > image[2]):
+                self.rf_warned = True
+                self.warn(f"{node.name}: the receptive field ({rf[0]}x{rf[1]}) is larger than the "
+                          f"{image[1]}x{image[2]} input: deeper layers see padding", pos)
+        node.receptive_field, node.jump = rf, jump
+
+    # ---- blocks -------------------------------------------------------------------------------
+    def call(self, c: ast.Call, cur, scope, env):
+        block = self.spec.blocks.get(c.name)
+        if block is None:
+            known = list(self.spec.blocks)
+            close = difflib.get_close_matches(c.name, known, n=1)
+            hint = f"did you mean {close[0]}?" if close else (
+                f"known blocks: {', '.join(known)}" if known else "define it with `block NAME(params) = chain`")
+            if c.name.upper() in registry.kinds():
+                hint = f"layer kinds are upper-case: {c.name.upper()}"
+            raise self.error(f"unknown block {c.name!r}", c.pos, hint)
+        if any(name == c.name for name, _ in self.calls):
+            cycle = " -> ".join([n for n, _ in self.calls] + [c.name])
+            raise self.error(f"block {c.name} uses itself ({cycle}): blocks cannot be recursive",
+                             c.pos, "write the repetition with [chain]xN instead")
+        bound, segment = self._bind(block, c, env)
+        self.calls.append((c.name, c.pos))
+        out = self.chain(block.body, cur, scope.child(segment or scope.next(c.name)), bound)
+        self.calls.pop()
+        return out
+
+    def _bind(self, block: ast.Block, c: ast.Call, env):
+        names = [p.name for p in block.params]
+        bound, segment = {}, None
+        positional = [a for a in c.args if a.key is None]
+        if len(positional) > len(names):
+            raise self.error(f"block {block.name} takes {len(names)} argument(s); received "
+                             f"{len(positional)}", positional[len(names)].pos,
+                             f"its parameters: {', '.join(names) or 'none'}")
+        for p, a in zip(block.params, positional):
+            bound[p.name] = self.value(a.value, env, a.pos)
+        for a in c.args:
+            if a.key is None:
+                continue
+            if a.key == "name":
+                segment = self.value(a.value, env, a.pos)
+                continue
+            if a.key not in names:
+                close = difflib.get_close_matches(a.key, names, n=1)
+                raise self.error(f"block {block.name} has no parameter `{a.key}`", a.pos,
+                                 f"did you mean `{close[0]}`?" if close else
+                                 f"its parameters: {', '.join(names) or 'none'}")
+            if a.key in bound:
+                raise self.error(f"block {block.name}: `{a.key}` is given twice", a.pos,
+                                 "keep one of them")
+            bound[a.key] = self.value(a.value, env, a.pos)
+        for p in block.params:
+            if p.name not in bound:
+                if p.default is None:
+                    raise self.error(f"block {block.name} needs `{p.name}`", c.pos,
+                                     f"e.g. {block.name}({', '.join(names)}) with values")
+                bound[p.name] = self.value(p.default, bound, p.pos)
+        return bound, segment
+
+    # ---- branches -----------------------------------------------------------------------------
+    def branch(self, br: ast.Branch, cur, scope, env):
+        sub = scope.child(scope.next(br.kind.lower()))
+        allowed = {"RES": {"act": registry.Choice(registry.ACTIVATIONS)}}.get(br.kind, {})
+        opts = {}
+        for a in br.args:
+            if a.key not in allowed:
+                raise self.error(f"{br.kind}[...] has no argument `{a.key}`", a.pos,
+                                 "RES[...] takes act=...; CONCAT and DENSE take none")
+            try:
+                opts[a.key] = allowed[a.key].parse(self.value(a.value, env, a.pos), a.key)
+            except LayerError as e:
+                raise self.error(e.message, a.pos, e.hint) from None
+        if br.kind != "CONCAT" and len(br.chains) > 1:
+            raise self.error(f"{br.kind}[...] takes one chain; `|` separates CONCAT branches",
+                             br.pos, "use CONCAT[a | b] for parallel branches")
+        if br.kind == "CONCAT":
+            outs = [self.chain(ch, cur, sub.child(f"b{i + 1}"), env) for i, ch in enumerate(br.chains)]
+            return self.node(registry.get("CONCAT"), {}, outs, sub, br.pos)
+        before = len(self.g)
+        y = self.chain(br.chains[0], cur, sub, env)
+        if br.kind == "DENSE":
+            return self.node(registry.get("CONCAT"), {}, [cur, y], sub, br.pos)
+        uses_bn = any(self.g.nodes[n]["node"].kind == "BN" for n in list(self.g)[before:])
+        short = self._shortcut(cur, y, sub, uses_bn, br.pos)
+        return self.node(registry.get("ADD"), dict(opts), [y, short], sub, br.pos)
+
+    def _shortcut(self, x, y, scope, uses_bn, pos):
+        """Identity when shapes agree; else a 1x1 projection with the needed stride (+BN)."""
+        xs, ys = self.g.nodes[x]["node"].out_shape, self.g.nodes[y]["node"].out_shape
+        if xs == ys:
+            return x
+        if len(xs) != len(ys):
+            raise self.error(f"RES cannot join its input {_shape(xs)} with its branch {_shape(ys)}",
+                             pos, "keep the branch an image (no FC/GAP inside RES[...])", cls=ShapeError)
+        if len(xs) == 1:
+            return self.node(registry.get("FC"), {"units": ys[0], "act": "none"}, [x], scope, pos,
+                             stem="proj")
+        s = max(1, round(xs[1] / ys[1])), max(1, round(xs[2] / ys[2]))
+        if (xs[1] - 1) // s[0] + 1 != ys[1] or (xs[2] - 1) // s[1] + 1 != ys[2]:
+            raise self.error(f"RES cannot join its input {_shape(xs)} with its branch {_shape(ys)}: "
+                             "no strided 1x1 projection maps one onto the other", pos,
+                             "use pad=same in the branch so that it only divides the size by its stride",
+                             cls=ShapeError)
+        hyper = {"filters": ys[0], "kernel": (1, 1), "stride": s, "pad": (0, 0),
+                 "bias": not uses_bn, "act": "none", "round": "floor"}
+        proj = self.node(registry.get("CONV"), hyper, [x], scope, pos, stem="proj")
+        if uses_bn:
+            proj = self.node(registry.get("BN"), {}, [proj], scope, pos, stem="proj_bn")
+        return proj
+
+
+def fingerprint(net: Net) -> str:
+    """A hash of the architecture (kinds, hyperparameters, shapes): what a checkpoint must match."""
+    h = hashlib.sha256()
+    for n in net.nodes:
+        h.update(repr((n.name, n.kind, n.inputs, sorted((k, repr(v)) for k, v in n.hyper.items()),
+                       n.out_shape, sorted(n.params.items()))).encode())
+    return h.hexdigest()[:16]
+
+
+def _shape(s):
+    return "x".join(map(str, s))
+
+
+def _show(v):
+    return _shape(v) if isinstance(v, tuple) else repr(v) if isinstance(v, str) else str(v)
+
+
+def _type_word(v):
+    return {tuple: "size", int: "integer", float: "number", str: "word"}.get(type(v), "value")
+
+
+def _usage(kind) -> str:
+    keys = ", ".join(k for k in kind.all_keys())
+    return f"{kind.name}: {kind.doc}. Arguments: {keys}" if kind.doc else f"{kind.name} arguments: {keys}"
+
+
+def build(spec: ast.Spec, source: Source) -> Net:
+    return Builder(spec, source).build()
+

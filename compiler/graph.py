@@ -1,0 +1,111 @@
+"""The graph IR: a networkx DiGraph with one Node per layer; edges carry tensor shapes."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+
+@dataclass
+class Node:
+    """One layer of the compiled network. Shapes exclude the batch: (C, H, W) or (N,)."""
+
+    name: str                 # unique; parameters are keyed "<name>.weight", "<name>.bias"
+    kind: str                 # a registered kind (CONV, POOL, ..., INPUT, ADD, CONCAT)
+    path: tuple               # ("stage3", "basic2", "conv1"): blocks and branches it sits in
+    hyper: dict               # resolved hyperparameters (kernel, stride, pad as pairs ...)
+    inputs: tuple             # names of the input nodes, in order
+    in_shapes: tuple
+    out_shape: tuple
+    params: dict = field(default_factory=dict)   # trainable: short name -> shape
+    buffers: dict = field(default_factory=dict)  # saved, not trained (running statistics)
+    macs: int = 0
+    flops: int = 0
+    receptive_field: tuple | None = None         # (h, w) in input pixels; None for vectors
+    jump: tuple | None = None                    # cumulative stride (h, w)
+    line: int | None = None
+    column: int | None = None
+
+    @property
+    def param_count(self) -> int:
+        return sum(math.prod(s) for s in self.params.values())
+
+    @property
+    def buffer_count(self) -> int:
+        return sum(math.prod(s) for s in self.buffers.values())
+
+    @property
+    def activations(self) -> int:
+        return math.prod(self.out_shape)
+
+    def param_names(self):
+        return {f"{self.name}.{k}": s for k, s in self.params.items()}
+
+
+class Net:
+    """A compiled network: the graph, its nodes in topological order, and its totals."""
+
+    def __init__(self, name: str, graph: nx.DiGraph, output: str, source=None, warnings=(),
+                 train=None, spec_hash: str = ""):
+        self.name, self.graph, self.output = name, graph, output
+        self.source, self.warnings = source, list(warnings)
+        self.train = dict(train or {})
+        self.spec_hash = spec_hash
+
+    @property
+    def nodes(self) -> list[Node]:
+        """Nodes in topological order (insertion order is one: inputs come first)."""
+        return [self.graph.nodes[n]["node"] for n in self.graph.nodes]
+
+    def node(self, name: str) -> Node:
+        return self.graph.nodes[name]["node"]
+
+    @property
+    def input(self) -> Node:
+        return self.nodes[0]
+
+    @property
+    def input_shape(self) -> tuple:
+        return self.input.out_shape
+
+    @property
+    def output_shape(self) -> tuple:
+        return self.node(self.output).out_shape
+
+    def param_shapes(self) -> dict:
+        """Every trainable parameter, "<layer>.<short>" -> shape, in topological order."""
+        out = {}
+        for n in self.nodes:
+            out.update(n.param_names())
+        return out
+
+    @property
+    def total_params(self) -> int:
+        """All parameters, as torchvision counts them (running statistics are not parameters)."""
+        return sum(n.param_count for n in self.nodes)
+
+    @property
+    def trainable_params(self) -> int:
+        return sum(n.param_count for n in self.nodes if not n.hyper.get("frozen"))
+
+    @property
+    def buffer_count(self) -> int:
+        """Saved state that is not a parameter: BN's running mean and variance."""
+        return sum(n.buffer_count for n in self.nodes)
+
+    @property
+    def total_macs(self) -> int:
+        return sum(n.macs for n in self.nodes)
+
+    @property
+    def total_flops(self) -> int:
+        return sum(n.flops for n in self.nodes)
+
+    @property
+    def activation_count(self) -> int:
+        return sum(n.activations for n in self.nodes)
+
+    def __repr__(self):
+        return (f"Net({self.name!r}, {len(self.graph)} nodes, {self.trainable_params:,} params, "
+                f"{self.total_macs:,} MACs)")

@@ -1,0 +1,108 @@
+"""Activations as layers: RELU, LEAKY, PRELU, ELU, SIGMOID, TANH, SOFTMAX, MAXOUT; and DROPOUT."""
+from __future__ import annotations
+
+import math
+
+from ..registry import Bool, Float, Int, LayerError, LayerKind, register
+
+
+class _Activation(LayerKind):
+    elementwise = True
+
+
+@register
+class Relu(_Activation):
+    name = "RELU"
+    doc = "max(0, x)"
+
+
+@register
+class Leaky(_Activation):
+    name = "LEAKY"
+    doc = "leaky ReLU: x if x > 0 else slope*x (slope 0.01 unless given)"
+    keys = {"slope": Float(0.01)}
+    positional = {float: "slope"}
+
+    def label(self, h):
+        return f"LEAKY {h['slope']:g}"
+
+
+@register
+class PRelu(_Activation):
+    name = "PRELU"
+    doc = "parametric ReLU: a learned slope per channel (shared=true: one slope)"
+    keys = {"shared": Bool(False)}
+
+    def params(self, h, xs):
+        return {"weight": (1 if h["shared"] else xs[0][0],)}
+
+
+@register
+class Elu(_Activation):
+    name = "ELU"
+    doc = "x if x > 0 else alpha*(exp(x) - 1)"
+    keys = {"alpha": Float(1.0)}
+    positional = {float: "alpha"}
+
+
+@register
+class Sigmoid(_Activation):
+    name = "SIGMOID"
+    doc = "1 / (1 + exp(-x))"
+
+
+@register
+class Tanh(_Activation):
+    name = "TANH"
+    doc = "tanh(x)"
+
+
+@register
+class Softmax(_Activation):
+    name = "SOFTMAX"
+    doc = "softmax over the features (a vector input)"
+
+    def resolve(self, h, xs):
+        if len(xs[0]) != 1:
+            raise LayerError(f"SOFTMAX needs a vector input; received {xs[0]}",
+                             hint="put GAP or FLATTEN before it")
+        return h
+
+
+@register
+class Maxout(LayerKind):
+    name = "MAXOUT"
+    doc = "maxout: the maximum over groups of `pieces` consecutive channels (features)"
+    keys = {"pieces": Int(2, low=2)}
+    positional = {int: "pieces"}
+
+    def resolve(self, h, xs):
+        if xs[0][0] % h["pieces"]:
+            raise LayerError(f"MAXOUT with {h['pieces']} pieces needs a channel count divisible by "
+                             f"{h['pieces']}; received {xs[0][0]}", key="pieces",
+                             hint="make the previous layer's width a multiple of the pieces")
+        return h
+
+    def shape(self, h, xs):
+        return (xs[0][0] // h["pieces"],) + tuple(xs[0][1:])
+
+    def flops(self, h, xs, y):
+        return math.prod(xs[0])
+
+    def label(self, h):
+        return f"MAXOUT {h['pieces']}"
+
+
+@register
+class Dropout(LayerKind):
+    name = "DROPOUT"
+    doc = "inverted dropout with drop probability p (training only): `DROPOUT 0.5`"
+    elementwise = True
+    keys = {"p": Float(0.5, low=0.0, high=1.0)}
+    positional = {float: "p"}
+
+    def flops(self, h, xs, y):
+        return 0
+
+    def label(self, h):
+        return f"DROPOUT {h['p']:g}"

@@ -1,0 +1,67 @@
+"""POOL (max | avg) and GAP (global average pooling)."""
+from __future__ import annotations
+
+import math
+
+from ..registry import Choice, LayerKind, Pad, Pair, register
+from ..shapes import resolve_pad
+from .conv import conv_geometry
+
+
+@register
+class Pool(LayerKind):
+    name = "POOL"
+    doc = "max or average pooling: `POOL max 3x3/2`, `POOL avg 2x2/2` (avg counts padded zeros)"
+    spatial = True
+    keys = {
+        "mode": Choice(("max", "avg"), "max"),
+        "kernel": Pair((2, 2)),
+        "stride": Pair(None),
+        "pad": Pad(0),
+        "round": Choice(("floor", "ceil", "exact"), "floor"),
+    }
+    positional = {str: "mode", tuple: "kernel", int: "kernel"}
+
+    def resolve(self, h, xs):
+        if h["stride"] is None:  # as PyTorch: the stride defaults to the kernel size
+            h["stride"] = h["kernel"]
+        h["pad"] = resolve_pad(h["pad"], h["kernel"])
+        return h
+
+    def shape(self, h, xs):
+        oh, ow, _, _ = conv_geometry(h, xs[0])
+        return (xs[0][0], oh, ow)
+
+    def dropped(self, h, xs):
+        """Input pixels at the bottom/right border that no window covers (a warning)."""
+        _, _, dh, dw = conv_geometry(h, xs[0])
+        return dh, dw
+
+    def flops(self, h, xs, y):
+        return math.prod(y) * h["kernel"][0] * h["kernel"][1]
+
+    def window(self, h, xs):
+        return h["kernel"], h["stride"]
+
+    def label(self, h):
+        (kh, kw), (sh, sw) = h["kernel"], h["stride"]
+        text = f"POOL {h['mode']} {kh}x{kw}" + (f"/{sh}" if sh == sw else f"/{sh}x{sw}")
+        if h["pad"] != (0, 0):
+            text += f" pad={h['pad'][0]}"
+        return text
+
+
+@register
+class GlobalAvgPool(LayerKind):
+    name = "GAP"
+    doc = "global average pooling: C x H x W -> C"
+    spatial = True
+
+    def shape(self, h, xs):
+        return (xs[0][0],)
+
+    def flops(self, h, xs, y):
+        return math.prod(xs[0])
+
+    def window(self, h, xs):
+        return "global"

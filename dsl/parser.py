@@ -1,0 +1,248 @@
+"""Text -> Spec. The grammar is dsl/net.lark (LALR, positions propagated); the Transformer keeps
+one small method per rule; syntax errors are matched against a catalogue of known-bad snippets."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedInput, v_args
+from lark.exceptions import UnexpectedEOF, UnexpectedToken, VisitError
+
+from . import ast
+from .errors import Source, SpecError, SpecSyntaxError
+
+
+@lru_cache(maxsize=1)
+def _parser() -> Lark:
+    return Lark.open_from_package("netc.dsl", "net.lark", parser="lalr",
+                                  propagate_positions=True, maybe_placeholders=False)
+
+
+def _pos(meta_or_token, width=None) -> ast.Pos:
+    if isinstance(meta_or_token, Token):
+        return ast.Pos(meta_or_token.line, meta_or_token.column, len(meta_or_token))
+    m = meta_or_token
+    if width is None:
+        width = m.end_column - m.column if m.end_line == m.line else 1
+    return ast.Pos(m.line, m.column, width)
+
+
+@v_args(meta=True)
+class _ToAst(Transformer):
+    def int(self, meta, c):
+        return int(c[0])
+
+    def float(self, meta, c):
+        return float(c[0])
+
+    def dims(self, meta, c):
+        return ast.Dims(tuple(int(s) for s in c[0].split("x")))
+
+    def strided(self, meta, c):
+        return ast.Strided(ast.Dims(tuple(int(s) for s in c[0].split("x"))), c[1])
+
+    def name(self, meta, c):
+        return ast.Name(str(c[0]))
+
+    def string(self, meta, c):
+        return str(c[0])[1:-1]
+
+    def list(self, meta, c):
+        return tuple(c)
+
+    def product(self, meta, c):
+        return ast.Product(tuple(c))
+
+    def kwarg(self, meta, c):
+        return ast.Arg(str(c[0]), c[1], _pos(c[0]))
+
+    def arg(self, meta, c):
+        return c[0] if isinstance(c[0], ast.Arg) else ast.Arg(None, c[0], _pos(meta))
+
+    def layer(self, meta, c):
+        return ast.Layer(str(c[0]), tuple(c[1:]), _pos(c[0]))
+
+    def default(self, meta, c):
+        return ast.Default(str(c[0]), tuple(c[1:]), _pos(c[0]))
+
+    def call(self, meta, c):
+        return ast.Call(str(c[0]), tuple(c[1:]), _pos(c[0]))
+
+    def bare_call(self, meta, c):
+        return ast.Call(str(c[0]), (), _pos(c[0]))
+
+    def group(self, meta, c):
+        return ast.Group(c[0], _pos(meta, 1))
+
+    def branch(self, meta, c):
+        chains = tuple(x for x in c[1:] if isinstance(x, ast.Chain))
+        args = tuple(x for x in c[1:] if isinstance(x, ast.Arg))
+        return ast.Branch(str(c[0]), chains, args, _pos(c[0]))
+
+    def element(self, meta, c):
+        item = c[0]
+        if len(c) == 2:
+            tok = c[1]
+            return ast.Element(item, int(str(tok)[1:].strip()), item.pos, _pos(tok))
+        return ast.Element(item, 1, item.pos)
+
+    def chain(self, meta, c):
+        return ast.Chain(tuple(c), _pos(meta, 1))
+
+    def param(self, meta, c):
+        return ast.Param(str(c[0]), c[1] if len(c) > 1 else None, _pos(c[0]))
+
+    def block(self, meta, c):
+        name, *params, body = c
+        return ast.Block(str(name), tuple(params), body, _pos(name))
+
+    def network(self, meta, c):
+        return ("network", str(c[0]), _pos(c[0]))
+
+    def input(self, meta, c):
+        tok = c[0]
+        return ("input", tuple(int(s) for s in str(tok).split("x")), _pos(tok))
+
+    def train(self, meta, c):
+        return ("train", tuple(c), _pos(meta, 5))
+
+    def setting(self, meta, c):
+        return ("setting", tuple(c), _pos(meta))
+
+    def start(self, meta, c):
+        return list(c)
+
+
+# Known-bad snippets -> what to tell the user. Each snippet is also a test (tests/dsl).
+_CATALOGUE = {
+    "an argument cannot start a line: write the layer kind first, e.g. `CONV 3x3 64`": [
+        "3x3 64", "64", "0.5",
+    ],
+    "layer kinds are upper-case (CONV, POOL, FC, OUT ...); lower-case names are blocks and need "
+    "`(...)` after them when given arguments": [
+        "conv 3x3", "fc 10", "pool max",
+    ],
+    "two separators in a row: a layer is missing between them": [
+        "CONV 3x3 8 - - POOL", "CONV 3x3 8 -> -> POOL", "FC 10 - -> OUT 2",
+    ],
+    "an unclosed `[`: every `[` needs its `]`": [
+        "[CONV 3x3 8 - POOL", "RES[CONV 3x3 8", "[CONV 3x3 8 - POOL\n",
+    ],
+    "a `]` with no `[` before it": [
+        "CONV 3x3 8]", "CONV 3x3 8 - POOL]x2",
+    ],
+    "the chain ends in a separator: a layer is missing after it": [
+        "CONV 3x3 8 -", "CONV 3x3 8 ->",
+    ],
+    "`x` repeats need a count: write `x2`, `x 3`": [
+        "[CONV 3x3 8]x", "CONV 3x3 8 x",
+    ],
+    "a key needs a value after `=`: e.g. `pad=1`, `act=relu`": [
+        "CONV 3x3 8 pad=", "CONV 3x3 8 act= - POOL",
+    ],
+    "`input` takes the size as HxWxC (227x227x3) or N for vectors": [
+        "input", "input relu", "input 3 x 32",
+    ],
+    "`network` takes a name made of letters, digits and `_`: `network LeNet5`": [
+        "network", "network 5",
+    ],
+}
+
+
+def _friendly(err: UnexpectedInput, text: str) -> str | None:
+    try:
+        return err.match_examples(_parser().parse, _CATALOGUE, use_accepts=True)
+    except Exception:  # the catalogue is best-effort: never hide the real error behind ours
+        return None
+
+
+_TOKEN_WORDS = {
+    "_SEP": "a separator (-, -> or →)", "_NL": "a new line", "KIND": "a layer kind (CONV, FC ...)",
+    "NAME": "a name", "IDENT": "a name", "INT": "an integer", "FLOAT": "a number", "DIMS": "a size such as 3x3",
+    "REPEAT": "a repeat such as x2", "LSQB": "`[`", "RSQB": "`]`", "LPAR": "`(`", "RPAR": "`)`",
+    "EQUAL": "`=`", "COMMA": "`,`", "COLON": "`:`", "SLASH": "`/`", "STAR": "`*`", "VBAR": "`|`",
+    "STRING": "a string", "RES": "RES", "CONCAT": "CONCAT", "DENSE": "DENSE", "$END": "the end of the file",
+}
+
+
+def _expected(err) -> str:
+    names = sorted(getattr(err, "expected", None) or getattr(err, "allowed", None) or [])
+    words = sorted({_TOKEN_WORDS.get(n, f"`{n.lower()}`" if n.isupper() and len(n) < 9 else n)
+                    for n in names})
+    return ", ".join(words[:8]) + (" ..." if len(words) > 8 else "")
+
+
+def _syntax_error(err: UnexpectedInput, source: Source) -> SpecSyntaxError:
+    friendly = _friendly(err, source.text)
+    line, col = err.line, err.column
+    if isinstance(err, UnexpectedToken) and err.token.type == "$END":
+        lines = source.text.rstrip("\n").splitlines() or [""]
+        line, col = len(lines), len(lines[-1]) + 1
+    if line is None or line < 1:
+        line, col = 1, 1
+    if isinstance(err, UnexpectedCharacters):
+        ch = source.line(line)[col - 1:col]
+        msg = f"unexpected character {ch!r}"
+        width = 1
+    elif isinstance(err, UnexpectedEOF):
+        msg = "unexpected end of the file"
+        width = 1
+    else:
+        tok = err.token
+        shown = "end of the file" if tok.type == "$END" else (
+            "end of the line" if tok.type == "_NL" else repr(str(tok)))
+        msg = f"unexpected {shown}"
+        width = len(str(tok)) if tok.type not in ("$END", "_NL") else 1
+    hint = friendly or f"expected {_expected(err)} here"
+    return SpecSyntaxError(msg, hint, line=line, column=col, width=width, source=source)
+
+
+def parse(text: str, filename: str = "<spec>") -> ast.Spec:
+    """Parse the text of a .net spec into a Spec; raise SpecSyntaxError with its position."""
+    source = Source(text, filename)
+    try:
+        stmts = _ToAst().transform(_parser().parse(text))
+    except UnexpectedInput as err:
+        raise _syntax_error(err, source) from None
+    except VisitError as err:  # pragma: no cover - a transformer bug, not a user mistake
+        raise err.orig_exc
+    return _assemble(stmts, source)
+
+
+def _assemble(stmts, source: Source) -> ast.Spec:
+    name = name_pos = inp = inp_pos = None
+    body, blocks, train = [], {}, []
+    in_train = False
+    for st in stmts:
+        if isinstance(st, tuple) and st[0] == "network":
+            if name is not None:
+                raise _dup("network", st[2], name_pos, source)
+            name, name_pos = st[1], st[2]
+        elif isinstance(st, tuple) and st[0] == "input":
+            if inp is not None:
+                raise _dup("input", st[2], inp_pos, source)
+            inp, inp_pos = st[1], st[2]
+        elif isinstance(st, tuple) and st[0] == "train":
+            in_train = True
+            train.extend(st[1])
+        elif isinstance(st, tuple) and st[0] == "setting":
+            if not in_train:
+                p = st[1][0].pos
+                raise SpecSyntaxError(
+                    f"setting `{st[1][0].key}=...` outside a train section", "write `train` on a "
+                    "line of its own before the settings, or put them on the `train` line",
+                    line=p.line, column=p.column, width=p.width, source=source)
+            train.extend(st[1])
+        elif isinstance(st, ast.Block):
+            if st.name in blocks:
+                raise _dup(f"block {st.name}", st.pos, blocks[st.name].pos, source)
+            blocks[st.name] = st
+        else:
+            in_train = False if isinstance(st, ast.Chain) else in_train
+            body.append(st)
+    return ast.Spec(name, inp, inp_pos, tuple(body), blocks, tuple(train), name_pos)
+
+
+def _dup(what, pos, first, source) -> SpecError:
+    return SpecSyntaxError(f"`{what}` given twice (first on line {first.line})",
+                           "keep one of them", line=pos.line, column=pos.column,
+                           width=pos.width, source=source)

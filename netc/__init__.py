@@ -1,0 +1,11 @@
+"""netc: a declarative neural-network compiler.
+
+    net = netc.compile("specs/lenet5.net")      # the checked graph, with shapes and counts
+    print(netc.summary(net))                     # the lecture's table
+"""
+from netc.compiler import Net, compile  # noqa: A004
+from netc.dsl import DataError, NetcError, NumericsError, ShapeError, SpecError
+
+__version__ = "0.1.0"
+
+__all__ = ["compile", "Net", "NetcError", "SpecError", "ShapeError", "DataError", "NumericsError"]
