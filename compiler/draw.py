@@ -41,7 +41,7 @@ def graph(net: Net, depth: int | None = None, rankdir: str = "TB") -> graphviz.D
         if box[n.name] != n.name:
             continue
         label = "input" if n.kind == "INPUT" else kinds[n.kind].label(n.hyper)
-        text = f"{n.name}\n{label}" if n.kind != "INPUT" else f"input\n{_hw(n.out_shape)}"
+        text = f"{n.path[-1]}\n{label}" if n.kind != "INPUT" else f"input\n{_hw(n.out_shape)}"
         _cluster(dot, clusters, n.path[:-1]).node(n.name, text, fillcolor=_COLORS.get(n.kind, "#ffffff"))
     for key, members in folded.items():
         params = sum(m.param_count for m in members)
