@@ -115,7 +115,7 @@ class _ToAst(Transformer):
 # Known-bad snippets -> what to tell the user. Each snippet is also a test (tests/dsl).
 _CATALOGUE = {
     "an argument cannot start a line: write the layer kind first, e.g. `CONV 3x3 64`": [
-        "3x3 64", "64", "0.5",
+        "3x3 64", "64", "0.5", "input 8\n3x3 64", "input 8\n64 - FC 2",
     ],
     "layer kinds are upper-case (CONV, POOL, FC, OUT ...); lower-case names are blocks and need "
     "`(...)` after them when given arguments": [
@@ -131,7 +131,7 @@ _CATALOGUE = {
         "CONV 3x3 8]", "CONV 3x3 8 - POOL]x2",
     ],
     "the chain ends in a separator: a layer is missing after it": [
-        "CONV 3x3 8 -", "CONV 3x3 8 ->",
+        "CONV 3x3 8 -", "CONV 3x3 8 ->", "CONV 3x3 8 -\n", "CONV 3x3 8 ->\n",
     ],
     "`x` repeats need a count: write `x2`, `x 3`": [
         "[CONV 3x3 8]x", "CONV 3x3 8 x",
@@ -148,11 +148,33 @@ _CATALOGUE = {
 }
 
 
-def _friendly(err: UnexpectedInput, text: str) -> str | None:
-    try:
-        return err.match_examples(_parser().parse, _CATALOGUE, use_accepts=True)
-    except Exception:  # the catalogue is best-effort: never hide the real error behind ours
-        return None
+def _state(err):
+    st = getattr(err, "state", None)
+    tok = getattr(err, "token", None)
+    return (getattr(st, "position", st), frozenset(getattr(err, "accepts", None) or ()),
+            getattr(tok, "type", None))
+
+
+@lru_cache(maxsize=1)
+def _catalogue_states():
+    """The parser state each catalogued snippet fails in (Lark's match_examples compares whole
+    stacks, so a snippet would only match at the same nesting depth; the state is enough)."""
+    table = {}
+    for message, snippets in _CATALOGUE.items():
+        for text in snippets:
+            try:
+                _parser().parse(text)
+            except UnexpectedInput as e:
+                key = _state(e)
+                table.setdefault(key, message)
+                table.setdefault(key[:2], message)
+    return table
+
+
+def _friendly(err: UnexpectedInput) -> str | None:
+    key = _state(err)
+    table = _catalogue_states()
+    return table.get(key) or table.get(key[:2])
 
 
 _TOKEN_WORDS = {
@@ -172,7 +194,7 @@ def _expected(err) -> str:
 
 
 def _syntax_error(err: UnexpectedInput, source: Source) -> SpecSyntaxError:
-    friendly = _friendly(err, source.text)
+    friendly = _friendly(err)
     line, col = err.line, err.column
     if isinstance(err, UnexpectedToken) and err.token.type == "$END":
         lines = source.text.rstrip("\n").splitlines() or [""]
