@@ -134,7 +134,7 @@ _CATALOGUE = {
         "CONV 3x3 8 -", "CONV 3x3 8 ->", "CONV 3x3 8 -\n", "CONV 3x3 8 ->\n",
     ],
     "`x` repeats need a count: write `x2`, `x 3`": [
-        "[CONV 3x3 8]x", "CONV 3x3 8 x",
+        "[CONV 3x3 8]x", "[CONV 3x3 8] x",
     ],
     "a key needs a value after `=`: e.g. `pad=1`, `act=relu`": [
         "CONV 3x3 8 pad=", "CONV 3x3 8 act= - POOL",

@@ -23,7 +23,7 @@ class Pool(LayerKind):
     positional = {str: "mode", tuple: "kernel", int: "kernel"}
 
     def resolve(self, h, xs):
-        if h["stride"] is None:  # as PyTorch: the stride defaults to the kernel size
+        if h.get("stride") is None:  # as PyTorch: the stride defaults to the kernel size
             h["stride"] = h["kernel"]
         h["pad"] = resolve_pad(h["pad"], h["kernel"])
         return h

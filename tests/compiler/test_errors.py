@@ -1,0 +1,98 @@
+"""Every mistake in a spec is an error with its line, column and a hint; warnings where due."""
+import pytest
+
+import netc
+from netc.dsl import ShapeError, SpecError
+
+
+def error(text):
+    with pytest.raises(SpecError) as e:
+        netc.compile(text)
+    return e.value
+
+
+@pytest.mark.parametrize("text,line,col,words,hint", [
+    ("input 8x8x1\nCONVV 3x3 8", 2, 1, "unknown layer kind 'CONVV'", "did you mean CONV"),
+    ("input 8x8x1\nCONV 3x3 8 padd=1", 2, 12, "no argument `padd`", "did you mean `pad`"),
+    ("input 8x8x1\nCONV 3x3 8 pad=1 pad=2", 2, 18, "`pad` is given twice", "keep one"),
+    ("input 8x8x1\nCONV 0x3 8", 2, 6, "`kernel` must be >= 1", "positive"),
+    ("input 8x8x1\nCONV 3x3 0", 2, 10, "`filters` must be >= 1", "positive"),
+    ("input 8\nFC 0", 2, 4, "`units` must be >= 1", "positive"),
+    ("input 0x8x1\nFC 2", 1, 7, "input sizes must be positive", "input"),
+    ("input 4x4x1\nCONV 5x5 8", 2, 6, "larger than the input", "pad=1"),
+    ("input 8x8x3\nCONV 3x3 8 groups=2", 2, 12, "groups=2 must divide", "common divisors: 1"),
+    ("input 8x8x3\nFC 10 - CONV 3x3 4", 2, 9, "needs an image", "before the first FC"),
+    ("input 8x8x3\nGAP - POOL", 2, 7, "needs an image", "GAP"),
+    ("input 8x8x3\nCONCAT[CONV 3x3 8 | CONV 1x1 4]", 2, 1, "same spatial size", "pad=same"),
+    ("input 8x8x3\nRES[GAP]", 2, 1, "RES cannot join", "no FC/GAP"),
+    ("input 8x8x3\nCONV 3x3 4 act=relux", 2, 12, "`act` must be one of", "act=relu"),
+    ("input 8x8x3\nbasic(3)", 2, 1, "unknown block 'basic'", "block NAME"),
+    ("input 8x8x3\nblock b(c) = CONV 3x3 c\nb(3, 4)", 3, 6, "takes 1 argument", "c"),
+    ("input 8x8x3\nblock b(c) = CONV 3x3 c\nb(d=3)", 3, 3, "no parameter `d`", None),
+    ("input 8x8x3\nblock b(c) = CONV 3x3 c\nb()", 3, 1, "needs `c`", None),
+    ("input 8x8x3\nCONV 3x3 4 name=a - CONV 3x3 4 name=a", 2, 32, "used twice", "unique"),
+    ("input 8x8x3\nCONV 3x3 4\ntrain optimiser=sgd", 3, 7, "unknown train setting", "optimizer"),
+    ("input 8x8x3\nCONV 3x3 4\ntrain lr=fast", 3, 7, "`lr` must be a number", None),
+    ("input 8x8x3\nINPUT", 2, 1, "made by the compiler", None),
+    ("input 8x8x3\nPOOL max 2x2/2 mode=avg", 2, 16, "`mode` is given twice", None),
+    ("input 8x8x3\nCONV 3x3", 2, 1, "needs the number of filters", "CONV 3x3 64"),
+    ("input 8x8x3\nCONV 3x3 4 - OUT 3 relu", 2, 20, "`act` must be one of softmax", None),
+    ("input 8\nFC 6 - MAXOUT 4", 2, 15, "divisible by 4", None),
+    ("CONV 3x3 4", 1, 1, "no `input` line", "input HxWxC"),
+])
+def test_spec_errors(text, line, col, words, hint):
+    err = error(text)
+    assert (err.line, err.column) == (line, col), err.format()
+    assert words in err.message, err.format()
+    if hint:
+        assert hint in err.hint, err.format()
+    shown = err.format().splitlines()
+    assert shown[1].strip() == text.splitlines()[line - 1].strip()
+    assert shown[2].index("^") - 4 == col - 1
+
+
+def test_lecture_stride_example():
+    """A 7x7 input with a 3x3 filter at stride 3 does not fit: name the layer, show the
+    arithmetic, suggest a pad and input sizes that fit."""
+    err = error("input 7x7x3\nCONV 3x3/3 4 name=c1")
+    assert isinstance(err, ShapeError)
+    assert err.message.startswith("c1: ")
+    assert "(7 - 3 + 2*0)/3 + 1 = 2.333" in err.message
+    assert "pad=1" in err.hint and "6 or 9" in err.hint
+    assert (err.line, err.column) == (2, 6)
+
+
+def test_recursive_blocks():
+    err = error("input 8x8x3\nblock a(c) = CONV 3x3 c - b(c)\nblock b(c) = a(c)\na(4)")
+    assert "recursive" in err.message and "a -> b -> a" in err.message
+    assert (err.line, err.column) == (3, 14)
+    assert "inside block" in err.hint
+
+
+def test_error_inside_block_names_the_call_site():
+    err = error("input 8x8x3\nblock b(c) = CONV 3x3 c groups=2\n\nb(4)")
+    assert err.line == 2 and "inside block b (line 4)" in err.hint
+
+
+def test_stride_in_block_with_parameter():
+    net = netc.compile("input 8x8x3\nblock b(c, s=1) = CONV 3x3/s c pad=same\nb(4, s=2)")
+    assert net.output_shape == (4, 4, 4)
+
+
+def test_warnings_pool_drops_and_receptive_field():
+    net = netc.compile("input 9x9x3\nPOOL max 2x2/2")
+    assert len(net.warnings) == 1 and "drops 1 bottom row" in net.warnings[0].message
+    assert net.warnings[0].line == 2
+    net = netc.compile("input 8x8x1\nCONV 5x5 2 pad=2 - CONV 5x5 2 pad=2")
+    assert any("receptive field (9x9) is larger" in w.message for w in net.warnings)
+    assert not netc.compile("input 8x8x1\nPOOL max 2x2/2 - CONV 3x3 2").warnings
+
+
+def test_round_floor_accepts_what_exact_refuses():
+    net = netc.compile("input 7x7x3\nCONV 3x3/3 4 round=floor")
+    assert net.output_shape == (4, 2, 2)
+
+
+def test_missing_file_is_a_clean_error(tmp_path):
+    with pytest.raises(SpecError, match="no such spec file"):
+        netc.compile(str(tmp_path / "nope.net"))
