@@ -136,7 +136,7 @@ class Pad(Key):
 
 
 ACTIVATIONS = ("relu", "leaky", "prelu", "elu", "sigmoid", "tanh", "none")
-INITS = ("he", "xavier", "xavier_uniform", "gaussian", "zeros")
+INITS = ("he", "xavier", "glorot", "gaussian", "zeros")
 
 
 # ---- the kind base class -------------------------------------------------------------------

@@ -8,4 +8,12 @@ from netc.dsl import DataError, NetcError, NumericsError, ShapeError, SpecError
 
 __version__ = "0.1.0"
 
-__all__ = ["compile", "Net", "NetcError", "SpecError", "ShapeError", "DataError", "NumericsError"]
+__all__ = ["compile", "Model", "gradcheck", "Net", "NetcError", "SpecError", "ShapeError", "DataError", "NumericsError"]
+
+
+def __getattr__(name):
+    """The runtime (and numba) load only when asked for: summary/check/draw never need them."""
+    if name in ("Model", "gradcheck"):
+        from netc import runtime
+        return getattr(runtime, name)
+    raise AttributeError(f"module 'netc' has no attribute {name!r}")

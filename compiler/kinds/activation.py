@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..registry import Bool, Float, Int, LayerError, LayerKind, register
 
 
@@ -106,3 +108,124 @@ class Dropout(LayerKind):
 
     def label(self, h):
         return f"DROPOUT {h['p']:g}"
+
+
+# ---- runtime: shared elementwise math (fused into CONV/FC/OUT/ADD and used by the layers) ----
+def act_forward(name, z, slope=None, alpha=1.0):
+    """y = act(z); slope is LEAKY's constant or PRELU's learned slope (broadcastable)."""
+    if name == "none":
+        return z
+    if name == "relu":
+        return np.maximum(z, 0)
+    if name == "leaky":
+        return np.where(z > 0, z, z * (0.01 if slope is None else slope))
+    if name == "prelu":
+        return np.where(z > 0, z, z * slope)
+    if name == "elu":
+        return np.where(z > 0, z, alpha * np.expm1(np.minimum(z, 0)))
+    if name == "sigmoid":
+        return _sigmoid(z)
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "softmax":
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    raise ValueError(name)  # pragma: no cover - names are checked at compile time
+
+
+def act_backward(name, z, y, dy, slope=None, alpha=1.0):
+    """dL/dz from dL/dy; returns (dz, dslope) where dslope is summed to the slope's shape."""
+    if name == "none":
+        return dy, None
+    if name == "relu":
+        return dy * (z > 0), None
+    if name == "leaky":
+        return np.where(z > 0, dy, dy * (0.01 if slope is None else slope)), None
+    if name == "prelu":
+        dz = np.where(z > 0, dy, dy * slope)
+        dslope = np.where(z > 0, 0, dy * z)
+        return dz, _sum_to(dslope, slope.shape)
+    if name == "elu":
+        return np.where(z > 0, dy, dy * (y + alpha)), None
+    if name == "sigmoid":
+        return dy * y * (1 - y), None
+    if name == "tanh":
+        return dy * (1 - y * y), None
+    if name == "softmax":
+        return y * (dy - (dy * y).sum(axis=1, keepdims=True)), None
+    raise ValueError(name)  # pragma: no cover
+
+
+def _sigmoid(z):
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _sum_to(g, shape):
+    """Sum a broadcast gradient back to a parameter's shape (per channel, or shared)."""
+    if g.ndim > 1:
+        g = g.sum(axis=0)
+        if g.ndim > 1:
+            g = g.reshape(g.shape[0], -1).sum(axis=1)
+    return g.sum(keepdims=True).reshape(shape) if shape == (1,) else g.reshape(shape)
+
+
+def channel_view(p, ndim):
+    """A per-channel vector shaped to broadcast over (N, C[, H, W])."""
+    return p.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _elementwise(act_name):
+    """forward/backward of an activation layer named by its fused-activation word."""
+    def forward(self, h, p, xs, ctx):
+        z = xs[0]
+        slope = channel_view(p["weight"], z.ndim) if "weight" in p else h.get("slope")
+        y = act_forward(act_name, z, slope, h.get("alpha", 1.0))
+        return y, (z, y)
+
+    def backward(self, h, p, cache, dy, ctx):
+        z, y = cache
+        slope = channel_view(p["weight"], z.ndim) if "weight" in p else h.get("slope")
+        dz, dslope = act_backward(act_name, z, y, dy, slope, h.get("alpha", 1.0))
+        return [dz], ({"weight": dslope.reshape(p["weight"].shape)} if "weight" in p else {})
+    return forward, backward
+
+
+for _kind, _act in ((Relu, "relu"), (Leaky, "leaky"), (PRelu, "prelu"), (Elu, "elu"),
+                    (Sigmoid, "sigmoid"), (Tanh, "tanh"), (Softmax, "softmax")):
+    _kind.forward, _kind.backward = _elementwise(_act)
+
+
+def _maxout_forward(self, h, p, xs, ctx):
+    x = xs[0]
+    k = h["pieces"]
+    g = x.reshape((x.shape[0], x.shape[1] // k, k) + x.shape[2:])
+    idx = g.argmax(axis=2)
+    return np.take_along_axis(g, idx[:, :, None], axis=2)[:, :, 0], (x.shape, idx)
+
+
+def _maxout_backward(self, h, p, cache, dy, ctx):
+    shape, idx = cache
+    k = h["pieces"]
+    dg = np.zeros((shape[0], shape[1] // k, k) + shape[2:], dtype=dy.dtype)
+    np.put_along_axis(dg, idx[:, :, None], dy[:, :, None], axis=2)
+    return [dg.reshape(shape)], {}
+
+
+Maxout.forward, Maxout.backward = _maxout_forward, _maxout_backward
+
+
+def _dropout_forward(self, h, p, xs, ctx):
+    x = xs[0]
+    if not ctx.train or h["p"] == 0:
+        return x, None
+    keep = 1.0 - h["p"]
+    mask = (ctx.rng.random(x.shape) < keep).astype(x.dtype) / keep
+    return x * mask, mask
+
+
+def _dropout_backward(self, h, p, mask, dy, ctx):
+    return [dy if mask is None else dy * mask], {}
+
+
+Dropout.forward, Dropout.backward = _dropout_forward, _dropout_backward

@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
+from ..jit import cpu_kernel, prange
 from ..registry import (ACTIVATIONS, Bool, Choice, Int, LayerError, LayerKind, Pad, Pair,
                         register)
 from ..shapes import resolve_pad, window_out
+from .activation import act_backward, act_forward, channel_view
 
 
 def conv_geometry(h, x):
@@ -87,3 +91,113 @@ class Conv(LayerKind):
         if h["act"] != "none":
             text += f" {h['act']}"
         return text
+
+    # ---- runtime ------------------------------------------------------------------------------
+    def forward(self, h, p, xs, ctx):
+        x = xs[0]
+        n = x.shape[0]
+        f, g = h["filters"], h["groups"]
+        oh, ow = conv_out_hw(h, x.shape)
+        cols = im2col(x, h, oh, ow)                           # (C*kh*kw, N*oh*ow)
+        w = p["weight"].reshape(g, f // g, -1)                # (g, F/g, C/g*kh*kw)
+        z = np.matmul(w, cols.reshape(g, -1, cols.shape[1]))  # (g, F/g, N*oh*ow)
+        z = z.reshape(f, n, oh, ow).transpose(1, 0, 2, 3)
+        if "bias" in p:
+            z = z + p["bias"].reshape(1, f, 1, 1)
+        z = np.ascontiguousarray(z)
+        y = fused_forward(h, p, z)
+        return y, (x.shape, cols, z if h["act"] != "none" else None, y)
+
+    def backward(self, h, p, cache, dy, ctx):
+        xshape, cols, z, y = cache
+        dz, grads = fused_backward(h, p, z, y, dy)
+        f, g = h["filters"], h["groups"]
+        if "bias" in p:
+            grads["bias"] = dz.sum(axis=(0, 2, 3))
+        d2 = dz.transpose(1, 0, 2, 3).reshape(g, f // g, -1)                   # (g, F/g, N*L)
+        c3 = cols.reshape(g, -1, cols.shape[1])                                 # (g, K, N*L)
+        grads["weight"] = np.matmul(d2, c3.transpose(0, 2, 1)).reshape(p["weight"].shape)
+        w = p["weight"].reshape(g, f // g, -1)
+        dcols = np.matmul(w.transpose(0, 2, 1), d2).reshape(cols.shape)         # (C*kh*kw, N*L)
+        return [col2im(dcols, xshape, h, dz.shape[2], dz.shape[3])], grads
+
+
+def conv_out_hw(h, xshape):
+    oh, ow, _, _ = conv_geometry(h, xshape[1:])
+    return oh, ow
+
+
+def fused_forward(h, p, z):
+    """The activation fused into a CONV/FC (PReLU's slope is the layer's `slope` parameter)."""
+    slope = channel_view(p["slope"], z.ndim) if "slope" in p else None
+    return act_forward(h["act"], z, slope)
+
+
+def fused_backward(h, p, z, y, dy):
+    if h["act"] == "none":
+        return dy, {}
+    slope = channel_view(p["slope"], z.ndim) if "slope" in p else None
+    dz, dslope = act_backward(h["act"], z, y, dy, slope)
+    return dz, ({"slope": dslope} if dslope is not None else {})
+
+
+def im2col(x, h, oh, ow):
+    (kh, kw), (sh, sw), (ph, pw) = h["kernel"], h["stride"], h["pad"]
+    n, c = x.shape[:2]
+    out = np.empty((c * kh * kw, n * oh * ow), dtype=x.dtype)
+    _im2col_cpu(np.ascontiguousarray(x), kh, kw, sh, sw, ph, pw, oh, ow, out)
+    return out
+
+
+def col2im(dcols, xshape, h, oh, ow):
+    (kh, kw), (sh, sw), (ph, pw) = h["kernel"], h["stride"], h["pad"]
+    dx = np.empty(xshape, dtype=dcols.dtype)
+    _col2im_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dx)
+    return dx
+
+
+@cpu_kernel(parallel=True)
+def _im2col_cpu(x, kh, kw, sh, sw, ph, pw, oh, ow, out):
+    """out[(c, i, j), (n, y, x)] = x[n, c, y*sh - ph + i, x*sw - pw + j], zero outside."""
+    n_, c_, h_, w_ = x.shape
+    for r in prange(c_ * kh * kw):
+        c = r // (kh * kw)
+        i = (r // kw) % kh
+        j = r % kw
+        for n in range(n_):
+            base = n * oh * ow
+            for oy in range(oh):
+                iy = oy * sh - ph + i
+                row = base + oy * ow
+                if iy < 0 or iy >= h_:
+                    for ox in range(ow):
+                        out[r, row + ox] = 0
+                    continue
+                for ox in range(ow):
+                    ix = ox * sw - pw + j
+                    out[r, row + ox] = x[n, c, iy, ix] if 0 <= ix < w_ else 0
+
+
+@cpu_kernel(parallel=True)
+def _col2im_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dx):
+    """The adjoint of im2col: every (n, c) image is summed by one thread (no write races)."""
+    n_, c_, h_, w_ = dx.shape
+    for nc in prange(n_ * c_):
+        n = nc // c_
+        c = nc % c_
+        for y in range(h_):
+            for x in range(w_):
+                dx[n, c, y, x] = 0
+        base = n * oh * ow
+        for i in range(kh):
+            for j in range(kw):
+                r = (c * kh + i) * kw + j
+                for oy in range(oh):
+                    iy = oy * sh - ph + i
+                    if iy < 0 or iy >= h_:
+                        continue
+                    row = base + oy * ow
+                    for ox in range(ow):
+                        ix = ox * sw - pw + j
+                        if 0 <= ix < w_:
+                            dx[n, c, iy, ix] += dcols[r, row + ox]

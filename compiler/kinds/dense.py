@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 from ..registry import ACTIVATIONS, Bool, Choice, Int, LayerError, LayerKind, register
+from .conv import fused_backward, fused_forward
 
 
 @register
@@ -49,6 +50,32 @@ class FullyConnected(LayerKind):
     def label(self, h):
         return f"{self.name} {h['units']}" + (f" {h['act']}" if h["act"] != "none" else "")
 
+    # ---- runtime ------------------------------------------------------------------------------
+    def forward(self, h, p, xs, ctx):
+        x = xs[0]
+        x2 = x.reshape(x.shape[0], -1)
+        z = x2 @ p["weight"].T
+        if "bias" in p:
+            z += p["bias"]
+        y = fused_forward(h, p, z)
+        return y, (x.shape, x2, z, y)
+
+    def backward(self, h, p, cache, dy, ctx):
+        return self.backward_linear(h, p, cache, fused_backward(h, p, cache[2], cache[3], dy))
+
+    def backward_linear(self, h, p, cache, dz_grads):
+        """The backward pass from dL/dz (a loss fused with the output activation starts here)."""
+        xshape, x2, _, _ = cache
+        dz, grads = dz_grads
+        grads["weight"] = dz.T @ x2
+        if "bias" in p:
+            grads["bias"] = dz.sum(axis=0)
+        return [(dz @ p["weight"]).reshape(xshape)], grads
+
+    @staticmethod
+    def logits(cache):
+        return cache[2]
+
 
 @register
 class Output(FullyConnected):
@@ -70,3 +97,9 @@ class Flatten(LayerKind):
 
     def window(self, h, xs):
         return "global" if len(xs[0]) == 3 else None
+
+    def forward(self, h, p, xs, ctx):
+        return xs[0].reshape(xs[0].shape[0], -1), xs[0].shape
+
+    def backward(self, h, p, shape, dy, ctx):
+        return [dy.reshape(shape)], {}

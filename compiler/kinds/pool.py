@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
+from ..jit import cpu_kernel, prange
 from ..registry import Choice, LayerKind, Pad, Pair, register
 from ..shapes import resolve_pad
 from .conv import conv_geometry
@@ -50,6 +53,30 @@ class Pool(LayerKind):
             text += f" pad={h['pad'][0]}"
         return text
 
+    # ---- runtime ------------------------------------------------------------------------------
+    def forward(self, h, p, xs, ctx):
+        x = np.ascontiguousarray(xs[0])
+        oh, ow, _, _ = conv_geometry(h, x.shape[1:])
+        (kh, kw), (sh, sw), (ph, pw) = h["kernel"], h["stride"], h["pad"]
+        y = np.empty(x.shape[:2] + (oh, ow), dtype=x.dtype)
+        if h["mode"] == "max":
+            arg = np.empty(y.shape, dtype=np.int64)
+            _maxpool_cpu(x, kh, kw, sh, sw, ph, pw, y, arg)
+            return y, (x.shape, arg)
+        _avgpool_cpu(x, kh, kw, sh, sw, ph, pw, y)
+        return y, (x.shape, None)
+
+    def backward(self, h, p, cache, dy, ctx):
+        xshape, arg = cache
+        (kh, kw), (sh, sw), (ph, pw) = h["kernel"], h["stride"], h["pad"]
+        dx = np.empty(xshape, dtype=dy.dtype)
+        dy = np.ascontiguousarray(dy)
+        if arg is not None:
+            _maxpool_back_cpu(dy, arg, dx)
+        else:
+            _avgpool_back_cpu(dy, kh, kw, sh, sw, ph, pw, dx)
+        return [dx], {}
+
 
 @register
 class GlobalAvgPool(LayerKind):
@@ -65,3 +92,96 @@ class GlobalAvgPool(LayerKind):
 
     def window(self, h, xs):
         return "global"
+
+    def forward(self, h, p, xs, ctx):
+        x = xs[0]
+        return x.mean(axis=(2, 3)), x.shape
+
+    def backward(self, h, p, shape, dy, ctx):
+        dx = np.broadcast_to((dy / (shape[2] * shape[3]))[:, :, None, None], shape)
+        return [np.ascontiguousarray(dx)], {}
+
+@cpu_kernel(parallel=True)
+def _maxpool_cpu(x, kh, kw, sh, sw, ph, pw, y, arg):
+    """y = the window maximum (padding never wins); arg = its flat index in the H*W image."""
+    n_, c_, h_, w_ = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    for nc in prange(n_ * c_):
+        n = nc // c_
+        c = nc % c_
+        for oy in range(oh):
+            for ox in range(ow):
+                best = -np.inf
+                where = -1
+                for i in range(kh):
+                    iy = oy * sh - ph + i
+                    if iy < 0 or iy >= h_:
+                        continue
+                    for j in range(kw):
+                        ix = ox * sw - pw + j
+                        if 0 <= ix < w_ and (where < 0 or x[n, c, iy, ix] > best):
+                            best = x[n, c, iy, ix]
+                            where = iy * w_ + ix
+                y[n, c, oy, ox] = best
+                arg[n, c, oy, ox] = where
+
+
+@cpu_kernel(parallel=True)
+def _maxpool_back_cpu(dy, arg, dx):
+    n_, c_, h_, w_ = dx.shape
+    for nc in prange(n_ * c_):
+        n = nc // c_
+        c = nc % c_
+        for y in range(h_):
+            for x in range(w_):
+                dx[n, c, y, x] = 0
+        for oy in range(dy.shape[2]):
+            for ox in range(dy.shape[3]):
+                k = arg[n, c, oy, ox]
+                dx[n, c, k // w_, k % w_] += dy[n, c, oy, ox]
+
+
+@cpu_kernel(parallel=True)
+def _avgpool_cpu(x, kh, kw, sh, sw, ph, pw, y):
+    """y = the window mean, padded zeros counted (divide by kh*kw, as PyTorch and Caffe)."""
+    n_, c_, h_, w_ = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    scale = 1.0 / (kh * kw)
+    for nc in prange(n_ * c_):
+        n = nc // c_
+        c = nc % c_
+        for oy in range(oh):
+            for ox in range(ow):
+                s = 0.0
+                for i in range(kh):
+                    iy = oy * sh - ph + i
+                    if iy < 0 or iy >= h_:
+                        continue
+                    for j in range(kw):
+                        ix = ox * sw - pw + j
+                        if 0 <= ix < w_:
+                            s += x[n, c, iy, ix]
+                y[n, c, oy, ox] = s * scale
+
+
+@cpu_kernel(parallel=True)
+def _avgpool_back_cpu(dy, kh, kw, sh, sw, ph, pw, dx):
+    n_, c_, h_, w_ = dx.shape
+    scale = 1.0 / (kh * kw)
+    for nc in prange(n_ * c_):
+        n = nc // c_
+        c = nc % c_
+        for y in range(h_):
+            for x in range(w_):
+                dx[n, c, y, x] = 0
+        for oy in range(dy.shape[2]):
+            for i in range(kh):
+                iy = oy * sh - ph + i
+                if iy < 0 or iy >= h_:
+                    continue
+                for ox in range(dy.shape[3]):
+                    g = dy[n, c, oy, ox] * scale
+                    for j in range(kw):
+                        ix = ox * sw - pw + j
+                        if 0 <= ix < w_:
+                            dx[n, c, iy, ix] += g

@@ -1,0 +1,87 @@
+"""Checks on what users hand to a Model: arrays and labels. Each failure names the argument, what
+was expected and what was received; nothing reaches a kernel unchecked."""
+from __future__ import annotations
+
+import numpy as np
+
+from netc.dsl.errors import DataError
+
+from . import losses
+
+
+def _shape(s):
+    return "(" + ", ".join(map(str, s)) + ")"
+
+
+def _numeric(a, name):
+    try:
+        arr = np.asarray(a)
+    except Exception as e:  # ragged lists and the like
+        raise DataError(f"{name}: cannot be read as an array ({e})") from None
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{name}: expected a numeric array; received dtype {arr.dtype}",
+                        "convert it with np.asarray(..., dtype=np.float32)")
+    return arr
+
+
+def _finite(arr, name):
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise DataError(f"{name}: contains NaN or Inf (first at index {tuple(int(i) for i in bad)})",
+                        "clean or impute the data before training")
+
+
+def inputs(x, input_shape, dtype, name="x"):
+    """x must be (N,) + the spec's input shape, NCHW for images."""
+    arr = _numeric(x, name)
+    want = tuple(input_shape)
+    if arr.ndim == len(want):
+        arr = arr[None]  # a single sample
+    if arr.shape[1:] != want or arr.shape[0] < 1:
+        hint = "images are NCHW: (batch, channels, height, width)"
+        if len(want) == 3 and arr.ndim == 4 and arr.shape[1:] == (want[1], want[2], want[0]):
+            hint = "this looks like NHWC: use x.transpose(0, 3, 1, 2)"
+        elif len(want) == 1 and arr.ndim > 2 and int(np.prod(arr.shape[1:])) == want[0]:
+            hint = f"flatten it: x.reshape(len(x), {want[0]})"
+        raise DataError(f"{name}: expected shape (N, {', '.join(map(str, want))}) for the spec's "
+                        f"input; received {_shape(arr.shape)}", hint)
+    _finite(arr, name)
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def labels(y, loss, out_shape, n, dtype, name="y"):
+    """Targets for a loss: class indices for cross-entropy/multiclass hinge, arrays otherwise."""
+    arr = _numeric(y, name)
+    k = out_shape[0]
+    if arr.shape[:1] != (n,):
+        raise DataError(f"{name}: expected {n} targets, one per sample of x; received shape "
+                        f"{_shape(arr.shape)}")
+    _finite(arr, name)
+    if loss in losses.CLASS_LABELS and arr.ndim == 1:
+        if arr.dtype.kind == "f":
+            if not np.all(arr == np.round(arr)):
+                raise DataError(f"{name}: {loss} needs integer class labels; received fractions",
+                                "pass class indices 0..K-1 (or one-hot rows for cross_entropy)")
+        if arr.min() < 0 or arr.max() >= k:
+            raise DataError(f"{name}: labels must lie in 0..{k - 1} for an output of {k} classes; "
+                            f"received values from {arr.min()} to {arr.max()}",
+                            "check the OUT layer's size and the data's labels")
+        return arr.astype(np.int64)
+    if loss == "multiclass_hinge":
+        raise DataError(f"{name}: multiclass_hinge needs class indices of shape ({n},); received "
+                        f"{_shape(arr.shape)}")
+    want = (n,) + tuple(out_shape)
+    if arr.shape != want:
+        if arr.shape == (n,) and out_shape == (1,):
+            arr = arr.reshape(n, 1)
+        else:
+            raise DataError(f"{name}: expected shape {_shape(want)} for the {loss} loss; received "
+                            f"{_shape(arr.shape)}",
+                            "class indices need cross_entropy; other losses need a target per output")
+    if loss == "bce" and (arr.min() < 0 or arr.max() > 1):
+        raise DataError(f"{name}: bce targets must lie in [0, 1]; received {arr.min()}..{arr.max()}")
+    if loss == "hinge" and not np.all(np.abs(arr) == 1):
+        raise DataError(f"{name}: hinge targets must be -1 or +1", "map labels {0, 1} to {-1, +1}")
+    if loss == "kl" and (arr.min() < 0 or not np.allclose(arr.sum(axis=1), 1, atol=1e-4)):
+        raise DataError(f"{name}: kl targets must be probability rows (non-negative, summing to 1)")
+    return np.ascontiguousarray(arr, dtype=dtype)

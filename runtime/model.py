@@ -1,0 +1,198 @@
+"""A compiled network with parameters: forward, reverse-mode gradients, save and load.
+
+Reverse mode is micrograd's algorithm on the graph: walk the nodes in reverse topological order,
+each kind's backward returns one gradient per input, gradients add up where a tensor fans out.
+Forward keeps only what each backward needs, and drops it as soon as the backward has run.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+from netc.compiler import Net
+from netc.compiler import compile as compile_spec
+from netc.compiler import registry
+from netc.dsl.errors import DataError, NetcError
+
+from . import checks, losses
+from .init import init_node
+
+BACKENDS = ("cpu",)
+DTYPES = ("float32", "float64")
+
+
+class _Context:
+    """What a kernel may need besides its inputs: the mode and the random generator (dropout)."""
+
+    def __init__(self, train, rng):
+        self.train, self.rng = train, rng
+
+
+class Model:
+    def __init__(self, net, backend: str = "cpu", dtype: str = "float32", seed: int = 0):
+        if not isinstance(net, Net):
+            net = compile_spec(net)
+        if backend not in BACKENDS:
+            raise NetcError(f"backend must be one of {', '.join(BACKENDS)}; received {backend!r}",
+                            "the CUDA backend is not available yet: use backend='cpu'")
+        if str(dtype) not in DTYPES:
+            raise NetcError(f"dtype must be float32 or float64; received {dtype!r}")
+        self.net, self.backend, self.dtype = net, backend, np.dtype(str(dtype))
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self._kinds = registry.kinds()
+        self.params: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
+        init_rng = np.random.default_rng(seed)
+        for node in net.nodes:
+            for short, value in init_node(net, node, init_rng, self.dtype).items():
+                (self.params if short in node.params else self.buffers)[f"{node.name}.{short}"] = value
+        out = net.node(net.output)
+        self.output_act = out.hyper.get("act", "softmax" if out.kind == "SOFTMAX" else "none")
+
+    # ---- running the graph ----------------------------------------------------------------------
+    def _node_arrays(self, node):
+        p = {k: self.params[f"{node.name}.{k}"] for k in node.params}
+        p.update({k: self.buffers[f"{node.name}.{k}"] for k in node.buffers})
+        return p
+
+    def _forward(self, x, train, keep):
+        """Run every node; return (output, caches) - caches only when `keep` (for backward)."""
+        ctx = _Context(train, self.rng)
+        values, caches = {}, {}
+        remaining = {n: self.net.graph.out_degree(n) for n in self.net.graph.nodes}
+        for node in self.net.nodes:
+            xs = [values[i] for i in node.inputs] if node.inputs else [x]
+            y, cache = self._kinds[node.kind].forward(node.hyper, self._node_arrays(node), xs, ctx)
+            values[node.name] = y
+            if keep:
+                caches[node.name] = cache
+            for i in node.inputs:  # free what no later node reads
+                remaining[i] -= 1
+                if remaining[i] == 0:
+                    del values[i]
+        return values[self.net.output], caches
+
+    def forward(self, x, train: bool = False):
+        """The network's output for x (NCHW, or N x features), after OUT's activation."""
+        x = checks.inputs(x, self.net.input_shape, self.dtype)
+        return self._forward(x, train, keep=False)[0]
+
+    __call__ = forward
+
+    def loss_name(self, loss=None) -> str:
+        """The loss to use: the given one, or the output's natural loss."""
+        if loss is None:
+            loss = self.net.train.get("loss") or losses.NATURAL[self.output_act]
+        if loss not in losses.LOSSES:
+            raise NetcError(f"unknown loss {loss!r}", "one of " + ", ".join(losses.LOSSES))
+        if loss == "bce" and self.output_act == "softmax":
+            raise NetcError("bce needs a sigmoid (or linear) output; this network ends in softmax",
+                            "use cross_entropy, or `OUT K sigmoid`")
+        return loss
+
+    def loss_and_grads(self, x, y, loss=None, train=True, input_grad=False):
+        """(loss, grads) with grads keyed like params; with input_grad, also dL/dx."""
+        loss = self.loss_name(loss)
+        x = checks.inputs(x, self.net.input_shape, self.dtype)
+        y = checks.labels(y, loss, self.net.output_shape, x.shape[0], self.dtype)
+        out, caches = self._forward(x, train, keep=True)
+        node = self.net.node(self.net.output)
+        kind = self._kinds[node.kind]
+        fused = losses.FUSED.get(loss) == self.output_act and hasattr(kind, "backward_linear")
+        value, dout = losses.compute(loss, kind.logits(caches[node.name]) if fused else out, y, fused,
+                                     self.net.train.get("huber_delta", 1.0))
+        grads, dx = self._backward(caches, dout.astype(self.dtype, copy=False), fused)
+        return (float(value), grads, dx) if input_grad else (float(value), grads)
+
+    def _backward(self, caches, dout, fused):
+        ctx = _Context(True, self.rng)
+        pending = {self.net.output: dout}
+        grads = {}
+        for node in reversed(self.net.nodes):
+            dy = pending.pop(node.name, None)
+            cache = caches.pop(node.name)
+            if node.kind == "INPUT":
+                return grads, dy
+            kind = self._kinds[node.kind]
+            p = self._node_arrays(node)
+            if dy is None:  # no path to the loss
+                dxs, dps = [None] * len(node.inputs), {k: np.zeros_like(v) for k, v in p.items()}
+            elif fused and node.name == self.net.output:
+                dxs, dps = kind.backward_linear(node.hyper, p, cache, (dy, {}))
+            else:
+                dxs, dps = kind.backward(node.hyper, p, cache, dy, ctx)
+            for short in node.params:
+                grads[f"{node.name}.{short}"] = dps[short]
+            for i, dx in zip(node.inputs, dxs):
+                if dx is not None:
+                    pending[i] = dx if i not in pending else pending[i] + dx
+        return grads, None  # pragma: no cover - the input node is always first
+
+    # ---- checkpoints -------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {**self.params, **self.buffers}
+
+    def save(self, path: str):
+        """Write an .npz (no pickle) with the parameters, buffers, the spec and its hash; the file
+        appears whole or not at all (temp file + rename)."""
+        meta = {"__netc_spec__": np.array(self.net.source.text if self.net.source else ""),
+                "__netc_hash__": np.array(self.net.spec_hash),
+                "__netc_dtype__": np.array(str(self.dtype))}
+        folder = os.path.dirname(os.path.abspath(path))
+        try:
+            fd, tmp = tempfile.mkstemp(suffix=".npz.tmp", dir=folder)
+        except OSError as e:
+            raise NetcError(f"cannot write {path}: {e.strerror}", "check the folder exists") from None
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **self.state(), **meta)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    def load_state(self, arrays, strict=True):
+        """Copy arrays into the parameters and buffers, checking names and shapes."""
+        mine = self.state()
+        missing = [k for k in mine if k not in arrays]
+        if strict and missing:
+            raise DataError(f"checkpoint lacks {len(missing)} array(s), e.g. {missing[0]}",
+                            "was it saved from another network?")
+        for k, v in arrays.items():
+            if k.startswith("__netc"):
+                continue
+            if k not in mine:
+                if strict:
+                    raise DataError(f"checkpoint has {k!r}, which this network does not")
+                continue
+            if v.shape != mine[k].shape:
+                raise DataError(f"checkpoint's {k} has shape {v.shape}; the network needs {mine[k].shape}")
+            mine[k][...] = v
+
+    @classmethod
+    def load(cls, path: str, spec=None, backend="cpu", dtype=None):
+        """A Model from a checkpoint; its spec comes from the file unless given (then it must match)."""
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+        except FileNotFoundError:
+            raise DataError(f"no such checkpoint: {path}") from None
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot read checkpoint {path}: {e}", "is it a netc .npz file?") from None
+        if "__netc_hash__" not in arrays:
+            raise DataError(f"{path} is not a netc checkpoint (no spec hash)")
+        net = compile_spec(spec) if spec is not None else compile_spec(str(arrays["__netc_spec__"]))
+        if net.spec_hash != str(arrays["__netc_hash__"]):
+            raise DataError(f"{path} was saved from a different network than the spec given",
+                            "use the spec it was trained with (it is stored in the checkpoint)")
+        model = cls(net, backend, dtype or str(arrays["__netc_dtype__"]))
+        model.load_state(arrays)
+        return model
+
+    @property
+    def num_params(self) -> int:
+        return sum(v.size for v in self.params.values())
