@@ -154,6 +154,8 @@ class LayerKind:
     elementwise = False
     # these kinds need an image (C, H, W) input
     spatial = False
+    # (input, chain): a small network that exercises the kind, for the test harness and docs
+    example: tuple = ()
 
     COMMON = {"name": Ident(), "init": Choice(INITS)}
 

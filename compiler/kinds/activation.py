@@ -15,12 +15,14 @@ class _Activation(LayerKind):
 @register
 class Relu(_Activation):
     name = "RELU"
+    example = ("8", "RELU")
     doc = "max(0, x)"
 
 
 @register
 class Leaky(_Activation):
     name = "LEAKY"
+    example = ("8", "LEAKY 0.2")
     doc = "leaky ReLU: x if x > 0 else slope*x (slope 0.01 unless given)"
     keys = {"slope": Float(0.01)}
     positional = {float: "slope"}
@@ -32,6 +34,7 @@ class Leaky(_Activation):
 @register
 class PRelu(_Activation):
     name = "PRELU"
+    example = ("2x2x3", "PRELU")
     doc = "parametric ReLU: a learned slope per channel (shared=true: one slope)"
     keys = {"shared": Bool(False)}
 
@@ -42,6 +45,7 @@ class PRelu(_Activation):
 @register
 class Elu(_Activation):
     name = "ELU"
+    example = ("8", "ELU")
     doc = "x if x > 0 else alpha*(exp(x) - 1)"
     keys = {"alpha": Float(1.0)}
     positional = {float: "alpha"}
@@ -50,18 +54,21 @@ class Elu(_Activation):
 @register
 class Sigmoid(_Activation):
     name = "SIGMOID"
+    example = ("8", "SIGMOID")
     doc = "1 / (1 + exp(-x))"
 
 
 @register
 class Tanh(_Activation):
     name = "TANH"
+    example = ("8", "TANH")
     doc = "tanh(x)"
 
 
 @register
 class Softmax(_Activation):
     name = "SOFTMAX"
+    example = ("8", "SOFTMAX")
     doc = "softmax over the features (a vector input)"
 
     def resolve(self, h, xs):
@@ -74,6 +81,7 @@ class Softmax(_Activation):
 @register
 class Maxout(LayerKind):
     name = "MAXOUT"
+    example = ("2x2x6", "MAXOUT 3")
     doc = "maxout: the maximum over groups of `pieces` consecutive channels (features)"
     keys = {"pieces": Int(2, low=2)}
     positional = {int: "pieces"}
@@ -98,6 +106,7 @@ class Maxout(LayerKind):
 @register
 class Dropout(LayerKind):
     name = "DROPOUT"
+    example = ("8", "DROPOUT 0.5")
     doc = "inverted dropout with drop probability p (training only): `DROPOUT 0.5`"
     elementwise = True
     keys = {"p": Float(0.5, low=0.0, high=1.0)}

@@ -23,6 +23,7 @@ def conv_geometry(h, x):
 @register
 class Conv(LayerKind):
     name = "CONV"
+    example = ("5x6x4", "CONV 3x3/2 6 pad=1 groups=2 act=prelu")
     doc = "2-D convolution: `CONV 11x11/4 96`, `CONV 3x3 64 pad=same act=relu`, `groups=G`"
     spatial = True
     keys = {

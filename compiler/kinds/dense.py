@@ -10,6 +10,7 @@ from .conv import fused_backward, fused_forward
 @register
 class FullyConnected(LayerKind):
     name = "FC"
+    example = ("3x3x2", "FC 5 act=tanh")
     doc = "fully connected: `FC 4096`, `FC 84 act=tanh`; a C x H x W input is flattened first"
     keys = {
         "units": Int(doc="the number of units, an integer >= 1"),
@@ -80,6 +81,7 @@ class FullyConnected(LayerKind):
 @register
 class Output(FullyConnected):
     name = "OUT"
+    example = ("6", "OUT 4 softmax")
     doc = "the output layer, an FC with the output activation: `OUT 10 softmax`"
     keys = {**FullyConnected.keys, "act": Choice(("softmax", "sigmoid", "none"), "none")}
 
@@ -87,6 +89,7 @@ class Output(FullyConnected):
 @register
 class Flatten(LayerKind):
     name = "FLATTEN"
+    example = ("2x3x2", "FLATTEN")
     doc = "C x H x W -> C*H*W"
 
     def shape(self, h, xs):

@@ -13,6 +13,7 @@ from .activation import act_backward, act_forward
 @register
 class Input(LayerKind):
     name = "INPUT"
+    example = ("4", "FC 2")
     internal = True
 
     def flops(self, h, xs, y):
@@ -22,6 +23,7 @@ class Input(LayerKind):
 @register
 class Add(LayerKind):
     name = "ADD"
+    example = ("4x4x3", "RES[CONV 3x3 3 pad=same - BN]")
     doc = "y = act(a + b): the join of a residual unit"
     internal = True
     join = True
@@ -43,6 +45,7 @@ class Add(LayerKind):
 @register
 class Concat(LayerKind):
     name = "CONCAT"
+    example = ("4x4x2", "CONCAT[CONV 1x1 3 | POOL max 3x3/1 pad=1]")
     doc = "concatenation along channels (features)"
     internal = True
     join = True

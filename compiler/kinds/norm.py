@@ -12,6 +12,7 @@ from .activation import channel_view
 @register
 class BatchNorm(LayerKind):
     name = "BN"
+    example = ("3x3x4", "BN")
     doc = "batch normalization: 2*C trainable (gamma, beta) and 2*C running statistics"
     elementwise = True
     keys = {"eps": Float(1e-5, low=0.0), "momentum": Float(0.1, low=0.0, high=1.0 + 1e-12)}
@@ -32,6 +33,7 @@ class BatchNorm(LayerKind):
 @register
 class LocalResponseNorm(LayerKind):
     name = "LRN"
+    example = ("3x3x6", "LRN 3 alpha=0.1")
     doc = "local response normalization across channels (AlexNet: size=5 alpha=1e-4 beta=0.75 k=2)"
     elementwise = True
     spatial = True

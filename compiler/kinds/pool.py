@@ -14,6 +14,7 @@ from .conv import conv_geometry
 @register
 class Pool(LayerKind):
     name = "POOL"
+    example = ("7x7x3", "POOL avg 3x3/2 pad=1")
     doc = "max or average pooling: `POOL max 3x3/2`, `POOL avg 2x2/2` (avg counts padded zeros)"
     spatial = True
     keys = {
@@ -81,6 +82,7 @@ class Pool(LayerKind):
 @register
 class GlobalAvgPool(LayerKind):
     name = "GAP"
+    example = ("4x5x3", "GAP")
     doc = "global average pooling: C x H x W -> C"
     spatial = True
 

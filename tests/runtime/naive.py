@@ -1,0 +1,109 @@
+"""Plain NumPy reference implementations, written with loops and formulas, independent of the
+kernels (STUMPY's tests/naive.py). Keyed by layer kind; every registered kind needs one."""
+import numpy as np
+
+
+def act(name, z, slope=0.01):
+    return {"none": lambda: z, "relu": lambda: np.maximum(z, 0),
+            "leaky": lambda: np.where(z > 0, z, slope * z),
+            "prelu": lambda: np.where(z > 0, z, slope * z),
+            "elu": lambda: np.where(z > 0, z, np.exp(z) - 1),
+            "sigmoid": lambda: 1 / (1 + np.exp(-z)), "tanh": lambda: np.tanh(z),
+            "softmax": lambda: np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)}[name]()
+
+
+def conv(x, w, b, stride, pad, groups):
+    n, c, h, wd = x.shape
+    f, cg, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
+    oh = (h + 2 * pad[0] - kh) // stride[0] + 1
+    ow = (wd + 2 * pad[1] - kw) // stride[1] + 1
+    y = np.zeros((n, f, oh, ow))
+    fg = f // groups
+    for o in range(f):
+        g = o // fg
+        for i in range(oh):
+            for j in range(ow):
+                patch = xp[:, g * cg:(g + 1) * cg, i * stride[0]:i * stride[0] + kh,
+                           j * stride[1]:j * stride[1] + kw]
+                y[:, o, i, j] = (patch * w[o]).sum(axis=(1, 2, 3)) + (b[o] if b is not None else 0)
+    return y
+
+
+def pool(x, mode, k, s, pad, oh, ow):
+    n, c, h, w = x.shape
+    fill = -np.inf if mode == "max" else 0.0
+    xp = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[0] + k[0]), (pad[1], pad[1] + k[1])),
+                constant_values=fill)
+    y = np.zeros((n, c, oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            win = xp[:, :, i * s[0]:i * s[0] + k[0], j * s[1]:j * s[1] + k[1]]
+            y[:, :, i, j] = win.max(axis=(2, 3)) if mode == "max" else win.sum(axis=(2, 3)) / (k[0] * k[1])
+    return y
+
+
+def lrn(x, size, alpha, beta, k):
+    y = np.empty_like(x)
+    c = x.shape[1]
+    for ch in range(c):
+        lo, hi = max(0, ch - size // 2), min(c, ch + (size - 1) // 2 + 1)
+        s = k + alpha / size * (x[:, lo:hi] ** 2).sum(axis=1)
+        y[:, ch] = x[:, ch] / s ** beta
+    return y
+
+
+def batchnorm(x, gamma, beta, eps, mean=None, var=None):
+    axes = (0,) if x.ndim == 2 else (0, 2, 3)
+    if mean is None:
+        mean, var = x.mean(axis=axes), x.var(axis=axes)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps) * gamma.reshape(shape) \
+        + beta.reshape(shape)
+
+
+def maxout(x, pieces):
+    out = np.empty((x.shape[0], x.shape[1] // pieces) + x.shape[2:])
+    for c in range(out.shape[1]):
+        out[:, c] = x[:, c * pieces:(c + 1) * pieces].max(axis=1)
+    return out
+
+
+def layer(node, p, x, train):
+    """The reference output of one compiled node on input x (a list for joins)."""
+    h, kind = node.hyper, node.kind
+    if kind == "CONV":
+        z = conv(x, p["weight"], p.get("bias"), h["stride"], h["pad"], h["groups"])
+        return act(h["act"], z, p["slope"].reshape(1, -1, 1, 1) if "slope" in p else 0.01)
+    if kind in ("FC", "OUT"):
+        z = x.reshape(len(x), -1) @ p["weight"].T + p.get("bias", 0)
+        return act(h["act"], z, p.get("slope", 0.01))
+    if kind == "POOL":
+        return pool(x, h["mode"], h["kernel"], h["stride"], h["pad"], *node.out_shape[1:])
+    if kind == "GAP":
+        return x.mean(axis=(2, 3))
+    if kind == "FLATTEN":
+        return x.reshape(len(x), -1)
+    if kind == "BN":
+        if train:
+            return batchnorm(x, p["weight"], p["bias"], h["eps"])
+        return batchnorm(x, p["weight"], p["bias"], h["eps"], p["running_mean"], p["running_var"])
+    if kind == "LRN":
+        return lrn(x, h["size"], h["alpha"], h["beta"], h["k"])
+    if kind == "MAXOUT":
+        return maxout(x, h["pieces"])
+    if kind == "DROPOUT":
+        return x  # evaluation mode; training is checked statistically
+    if kind == "PRELU":
+        return act("prelu", x, p["weight"].reshape((1, -1) + (1,) * (x.ndim - 2)))
+    if kind == "LEAKY":
+        return act("leaky", x, h["slope"])
+    if kind in ("RELU", "ELU", "SIGMOID", "TANH", "SOFTMAX"):
+        return act(kind.lower(), x)
+    if kind == "ADD":
+        return act(h["act"], sum(x))
+    if kind == "CONCAT":
+        return np.concatenate(x, axis=1)
+    if kind == "INPUT":
+        return x
+    raise KeyError(f"no NumPy reference for kind {kind}: add one to tests/runtime/naive.py")

@@ -1,0 +1,140 @@
+"""One harness over the layer registry: every kind's forward against a plain NumPy reference and
+its gradients by central finite differences in float64. Registering a kind enrolls it here."""
+import numpy as np
+import pytest
+
+import netc
+from netc.compiler import registry
+
+from . import naive
+
+KINDS = registry.kinds()
+TOL = 1e-6
+
+
+def randomized(spec, seed=1):
+    model = netc.Model(spec, dtype="float64", seed=seed)
+    rng = np.random.default_rng(seed)
+    for name, arr in model.params.items():  # move away from the tidy initial values
+        arr[...] = rng.standard_normal(arr.shape) * (0.5 if name.endswith("weight") else 0.3)
+    for name, arr in model.buffers.items():
+        arr[...] = rng.random(arr.shape) + (0.5 if name.endswith("var") else -0.5)
+    return model
+
+
+def reference(model, x, train):
+    values = {}
+    for node in model.net.nodes:
+        xs = [values[i] for i in node.inputs] or [x]
+        p = {k: model.params[f"{node.name}.{k}"] for k in node.params}
+        p.update({k: model.buffers[f"{node.name}.{k}"] for k in node.buffers})
+        values[node.name] = naive.layer(node, p, xs if node.kind in ("ADD", "CONCAT") else xs[0], train)
+    return values[model.net.output]
+
+
+def test_every_kind_has_an_example():
+    missing = [k for k, kind in KINDS.items() if not kind.example]
+    assert not missing, f"give these kinds an `example`: {missing}"
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_forward_matches_numpy_reference(kind):
+    inp, chain = KINDS[kind].example
+    model = randomized(f"input {inp}\n{chain}")
+    x = np.random.default_rng(2).standard_normal((3,) + model.net.input_shape)
+    assert kind in {n.kind for n in model.net.nodes}
+    for train in (False, True):
+        if kind == "DROPOUT" and train:
+            continue
+        got = model.forward(x, train=train)
+        np.testing.assert_allclose(got, reference(model, x, train), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_gradients_by_finite_differences(kind):
+    inp, chain = KINDS[kind].example
+    report = netc.gradcheck(f"input {inp}\n{chain} - FC 3", batch=3, seed=3)
+    bad = {k: v for k, v in report.items() if v >= TOL}
+    assert not bad, bad
+
+
+EXTRA = [
+    ("9x9x2", "CONV 3x3/2 4 act=relu round=floor - POOL max 2x2/2 pad=1"),
+    ("6x6x2", "CONV 3x3 4 pad=same bias=false act=leaky - POOL max 3x3/2 pad=1 round=ceil"),
+    ("5x5x2", "CONV 2x3/1x2 3 pad=1x0 act=elu - LEAKY - FLATTEN"),
+    ("6x6x4", "CONV 1x1 4 groups=4 act=sigmoid - BN - GAP - MAXOUT 2"),
+    ("10", "FC 6 act=prelu - BN - DROPOUT 0.2 - OUT 3 sigmoid"),
+]
+
+
+@pytest.mark.parametrize("inp,chain", EXTRA)
+def test_more_configurations(inp, chain):
+    model = randomized(f"input {inp}\n{chain}")
+    x = np.random.default_rng(4).standard_normal((2,) + model.net.input_shape)
+    np.testing.assert_allclose(model.forward(x), reference(model, x, False), rtol=1e-10, atol=1e-12)
+    report = netc.gradcheck(f"input {inp}\n{chain} - FC 2", batch=4, seed=5)
+    assert max(report.values()) < TOL, report
+
+
+SMALL_RESNET = """input 8x8x3
+CONV: pad=same bias=false
+block basic(c, s=1) = RES[CONV 3x3/s c - BN - RELU - CONV 3x3 c - BN]
+CONV 3x3 4 - BN - RELU - basic(4) - basic(6, s=2) - GAP - OUT 5 softmax"""
+
+SMALL_INCEPTION = """input 6x6x3
+CONV: pad=same act=relu
+CONCAT[CONV 1x1 2 | CONV 1x1 2 - CONV 3x3 3 | CONV 1x1 1 - CONV 5x5 2 | POOL max 3x3/1 pad=1 - CONV 1x1 2] -
+DENSE[CONV 3x3 2] - POOL avg 2x2/2 - FC 4 act=tanh - OUT 3 softmax"""
+
+
+@pytest.mark.parametrize("spec", [SMALL_RESNET, SMALL_INCEPTION], ids=["resnet", "inception"])
+def test_whole_networks_with_branches(spec):
+    report = netc.gradcheck(spec, batch=2, seed=6)
+    assert max(report.values()) < TOL, report
+
+
+def test_float32_agrees_with_float64():
+    spec = SMALL_RESNET
+    m64 = netc.Model(spec, dtype="float64", seed=0)
+    m32 = netc.Model(spec, dtype="float32", seed=0)
+    x = np.random.default_rng(0).standard_normal((4,) + m64.net.input_shape)
+    y = np.random.default_rng(1).integers(0, 5, 4)
+    l64, g64 = m64.loss_and_grads(x, y)
+    l32, g32 = m32.loss_and_grads(x, y)
+    assert g32["out1.weight"].dtype == np.float32
+    assert abs(l64 - l32) < 1e-5
+    for k in g64:
+        np.testing.assert_allclose(g32[k], g64[k], rtol=1e-3, atol=1e-4)
+
+
+def test_dropout_is_inverted_and_training_only():
+    model = netc.Model("input 1000\nDROPOUT 0.3", dtype="float64")
+    x = np.ones((4, 1000))
+    y = model.forward(x, train=True)
+    kept = y != 0
+    assert np.allclose(y[kept], 1 / 0.7)
+    assert abs(kept.mean() - 0.7) < 0.03
+    assert np.array_equal(model.forward(x, train=False), x)
+
+
+def test_batchnorm_running_statistics_follow_pytorch():
+    model = netc.Model("input 2x2x3\nBN", dtype="float64")
+    x = np.random.default_rng(0).standard_normal((5, 3, 2, 2)) * 2 + 1
+    model.forward(x, train=True)
+    mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3), ddof=1)
+    np.testing.assert_allclose(model.buffers["bn1.running_mean"], 0.1 * mean)
+    np.testing.assert_allclose(model.buffers["bn1.running_var"], 0.9 + 0.1 * var)
+
+
+def test_initializers():
+    model = netc.Model("input 400\nFC 300 act=relu - FC 200 act=tanh - FC 100 init=glorot - "
+                       "FC 100 init=gaussian - FC 5 init=zeros", seed=0)
+    p = model.params
+    assert abs(p["fc1.weight"].std() - np.sqrt(2 / 400)) < 0.005      # He
+    assert abs(p["fc2.weight"].std() - np.sqrt(1 / 300)) < 0.005      # Xavier 1/n_in
+    assert abs(p["fc3.weight"].std() - np.sqrt(2 / 300)) < 0.005      # Glorot 2/(in+out)
+    assert abs(p["fc4.weight"].std() - 0.01) < 0.001
+    assert not p["fc5.weight"].any() and not p["fc1.bias"].any()
+    again = netc.Model(model.net, seed=0)
+    assert np.array_equal(again.params["fc1.weight"], p["fc1.weight"])
+    assert not np.array_equal(netc.Model(model.net, seed=1).params["fc1.weight"], p["fc1.weight"])

@@ -1,0 +1,64 @@
+"""Every loss: its value against the textbook formula, its gradient by finite differences."""
+import numpy as np
+import pytest
+
+import netc
+from netc.runtime import losses
+
+rng = np.random.default_rng(0)
+
+
+def softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_values_against_formulas():
+    z = rng.standard_normal((5, 4))
+    y = np.array([0, 3, 1, 1, 2])
+    p = softmax(z)
+    assert np.isclose(losses.cross_entropy(z, y)[0], -np.mean(np.log(p[np.arange(5), y])))
+    t = rng.integers(0, 2, (5, 4)).astype(float)
+    s = 1 / (1 + np.exp(-z))
+    assert np.isclose(losses.bce(z, t)[0], -np.mean(t * np.log(s) + (1 - t) * np.log(1 - s)))
+    r = rng.standard_normal((5, 4))
+    assert np.isclose(losses.mse(z, r)[0], np.mean((z - r) ** 2))
+    assert np.isclose(losses.mae(z, r)[0], np.mean(np.abs(z - r)))
+    d = np.abs(z - r)
+    assert np.isclose(losses.huber(z, r, 0.5)[0], np.mean(np.where(d < 0.5, 0.5 * d * d, 0.5 * (d - 0.25))))
+    pm = np.sign(r)
+    assert np.isclose(losses.hinge(z, pm)[0], np.maximum(0, 1 - pm * z).sum() / 5)
+    mc = sum(max(0, z[i, j] - z[i, y[i]] + 1) for i in range(5) for j in range(4) if j != y[i]) / 5
+    assert np.isclose(losses.multiclass_hinge(z, y)[0], mc)
+    q = softmax(rng.standard_normal((5, 4)))
+    assert np.isclose(losses.kl(z, q)[0], np.sum(q * (np.log(q) - np.log(p))) / 5)
+
+
+def test_cross_entropy_gradient_is_softmax_minus_onehot():
+    z = rng.standard_normal((3, 4))
+    y = np.array([1, 0, 3])
+    onehot = np.eye(4)[y]
+    np.testing.assert_allclose(losses.cross_entropy(z, y)[1], (softmax(z) - onehot) / 3)
+    np.testing.assert_allclose(losses.cross_entropy(z, onehot)[1], (softmax(z) - onehot) / 3)
+
+
+def test_bce_is_stable_for_large_logits():
+    value, grad = losses.bce(np.array([[800.0, -800.0]]), np.array([[1.0, 0.0]]))
+    assert np.isfinite(value) and value < 1e-12 and np.all(np.isfinite(grad))
+    assert np.isfinite(losses.cross_entropy(np.array([[1000.0, -1000.0]]), np.array([1]))[0])
+
+
+@pytest.mark.parametrize("loss,out", [
+    ("cross_entropy", "softmax"), ("cross_entropy", "none"), ("kl", "softmax"), ("kl", "none"),
+    ("bce", "sigmoid"), ("bce", "none"), ("mse", "none"), ("mse", "softmax"), ("mae", "none"),
+    ("huber", "sigmoid"), ("hinge", "none"), ("multiclass_hinge", "none")])
+def test_loss_gradients(loss, out):
+    report = netc.gradcheck(f"input 5\nFC 4 act=tanh - OUT 3 {out}", batch=4, loss=loss, seed=2)
+    assert max(report.values()) < 1e-6, report
+
+
+def test_natural_loss_follows_the_output():
+    assert netc.Model("input 3\nOUT 2 softmax").loss_name() == "cross_entropy"
+    assert netc.Model("input 3\nOUT 2 sigmoid").loss_name() == "bce"
+    assert netc.Model("input 3\nOUT 2").loss_name() == "mse"
+    assert netc.Model("input 3\nOUT 2\ntrain loss=huber").loss_name() == "huber"

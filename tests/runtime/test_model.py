@@ -1,0 +1,88 @@
+"""The Model API: bad inputs get errors naming the argument; checkpoints round-trip."""
+import numpy as np
+import pytest
+
+import netc
+from netc import DataError, NetcError
+
+LENET = "specs/lenet5.net"
+
+
+@pytest.fixture(scope="module")
+def model(request):
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return netc.Model(os.path.join(root, LENET), seed=0)
+
+
+def error(fn, *args, **kw):
+    with pytest.raises(NetcError) as e:
+        fn(*args, **kw)
+    return e.value
+
+
+def test_forward_shape_and_probabilities(model):
+    p = model.forward(np.random.default_rng(0).standard_normal((3, 1, 32, 32)))
+    assert p.shape == (3, 10) and p.dtype == np.float32
+    np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-5)
+    assert model.forward(np.zeros((1, 32, 32))).shape == (1, 10)  # one sample
+
+
+def test_param_names_and_layouts(model):
+    assert model.params["conv1.weight"].shape == (6, 1, 5, 5)
+    assert model.params["fc1.weight"].shape == (84, 120)
+    assert set(model.params) == set(model.net.param_shapes())
+
+
+def test_wrong_input_shape(model):
+    e = error(model.forward, np.zeros((2, 1, 28, 28)))
+    assert isinstance(e, DataError) and e.message.startswith("x: expected shape (N, 1, 32, 32)")
+    assert "(2, 1, 28, 28)" in e.message
+    e = error(model.forward, np.zeros((2, 32, 32, 1)))
+    assert "transpose(0, 3, 1, 2)" in e.hint
+
+
+def test_nan_and_dtype(model):
+    x = np.zeros((2, 1, 32, 32))
+    x[1, 0, 3, 4] = np.nan
+    assert "NaN or Inf (first at index (1, 0, 3, 4))" in error(model.forward, x).message
+    assert "numeric array" in error(model.forward, np.array([["a"]])).message
+    assert "numeric array" in error(model.forward, np.zeros((1, 1, 32, 32), complex)).message
+
+
+def test_bad_labels(model):
+    x = np.zeros((3, 1, 32, 32))
+    e = error(model.loss_and_grads, x, np.array([0, 1, 10]))
+    assert e.message.startswith("y: labels must lie in 0..9") and "10" in e.message
+    assert "3 targets" in error(model.loss_and_grads, x, np.array([0, 1])).message
+    assert "integer class labels" in error(model.loss_and_grads, x, np.array([0.5, 1, 2])).message
+    assert "NaN" in error(model.loss_and_grads, x, np.array([0, np.inf, 1])).message
+    e = error(model.loss_and_grads, x, np.zeros((3, 10)), loss="hinge")
+    assert "-1 or +1" in e.message
+    assert "unknown loss" in error(model.loss_and_grads, x, np.array([0, 1, 2]), loss="l7").message
+
+
+def test_bad_model_arguments():
+    assert "backend" in error(netc.Model, "input 2\nFC 1", backend="tpu").message
+    assert "float32 or float64" in error(netc.Model, "input 2\nFC 1", dtype="int8").message
+
+
+def test_save_and_load_round_trip(model, tmp_path):
+    path = str(tmp_path / "m.npz")
+    model.save(path)
+    again = netc.Model.load(path)
+    x = np.random.default_rng(1).standard_normal((2, 1, 32, 32))
+    np.testing.assert_array_equal(again.forward(x), model.forward(x))
+    with np.load(path, allow_pickle=False) as f:
+        assert "conv1.weight" in f.files and str(f["__netc_hash__"]) == model.net.spec_hash
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]  # no temporary file left
+
+
+def test_load_refuses_another_network(model, tmp_path):
+    path = str(tmp_path / "m.npz")
+    model.save(path)
+    e = error(netc.Model.load, path, spec="input 32x32x1\nCONV 5x5 6 - FC 10")
+    assert "different network" in e.message
+    assert "no such checkpoint" in error(netc.Model.load, str(tmp_path / "none.npz")).message
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    assert "cannot read checkpoint" in error(netc.Model.load, str(tmp_path / "junk.npz")).message
