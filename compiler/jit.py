@@ -10,7 +10,8 @@ import functools
 
 
 def cpu_kernel(parallel: bool = False, fastmath: bool = False):
-    """Decorate a module-level kernel; it becomes `njit(cache=True, parallel=...)` on first call."""
+    """Decorate a module-level kernel; it becomes `njit(cache=True, nogil=True, parallel=...)` on
+    first call (nogil: the runtime's worker threads run kernels side by side)."""
     def wrap(fn):
         return _LazyKernel(fn, dict(parallel=parallel, fastmath=fastmath))
     return wrap
@@ -21,13 +22,23 @@ class _LazyKernel:
         self.py_func, self.options, self._jitted = fn, options, None
         functools.update_wrapper(self, fn)
 
-    def __call__(self, *args):
+    def dispatcher(self):
+        """The numba dispatcher. Kernels this one calls are swapped in the module's globals for
+        their dispatchers first, since numba only calls what it can type."""
         if self._jitted is None:
             import numba
-            if self.py_func.__globals__.get("prange") is prange:
-                self.py_func.__globals__["prange"] = numba.prange  # the kernel's module's name
-            self._jitted = numba.njit(cache=True, **self.options)(self.py_func)
-        return self._jitted(*args)
+            # njit compiles on the first call, so making it first ends any recursion below
+            self._jitted = numba.njit(cache=True, nogil=True, **self.options)(self.py_func)
+            names = self.py_func.__globals__
+            if names.get("prange") is prange:
+                names["prange"] = numba.prange  # the kernel's module's name
+            for name, value in list(names.items()):
+                if isinstance(value, _LazyKernel):
+                    names[name] = value.dispatcher()
+        return self._jitted
+
+    def __call__(self, *args):
+        return self.dispatcher()(*args)
 
 
 def prange(*args):

@@ -49,6 +49,30 @@ def cmd_draw(args):
     return 0
 
 
+def cmd_gradcheck(args):
+    from netc.runtime import gradcheck
+    net = _compile(args)
+    if args.layer and args.layer not in net.graph:
+        raise NetcError(f"--layer: no layer named {args.layer!r}",
+                        "layers: " + ", ".join(n.name for n in net.nodes if n.params))
+    report = gradcheck(net, batch=args.batch, seed=args.seed, layer=args.layer)
+    width = max(len(k) for k in report)
+    worst = max(report.values())
+    for name, err in report.items():
+        flag = "" if err < args.tol else "  <-- above tolerance"
+        print(f"{name:<{width}}  {err:.2e}{flag}")
+    print(f"max relative error {worst:.2e} (tolerance {args.tol:g}): "
+          + ("ok" if worst < args.tol else "FAILED"))
+    return 0 if worst < args.tol else 1
+
+
+def cmd_bench(args):
+    from netc.runtime.bench import bench, format_bench
+    net = _compile(args)
+    print(format_bench(bench(net, batch=args.batch, iters=args.iters), net.name))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     from netc.compiler.settings import OPTIMIZERS
     p = argparse.ArgumentParser(prog="netc", description="netc: the .net neural-network compiler")
@@ -80,6 +104,19 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--depth", type=_positive, default=None, help="fold blocks deeper than K")
     c.add_argument("--rankdir", choices=("LR", "TB"), default="TB", help="direction (default TB)")
     c.set_defaults(func=cmd_draw)
+
+    c = spec_cmd("gradcheck", "check the gradients by central finite differences in float64")
+    c.add_argument("--layer", default=None, help="check only this layer's parameters")
+    c.add_argument("--batch", type=_positive, default=2, help="random batch size (default 2)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--tol", type=float, default=1e-6, help="tolerance (default 1e-6); exit 1 above")
+    c.set_defaults(func=cmd_gradcheck)
+
+    c = spec_cmd("bench", "time forward and backward per layer, and the training step")
+    c.add_argument("--batch", type=_positive, default=64)
+    c.add_argument("--iters", type=_positive, default=20)
+    c.add_argument("--device", choices=("cpu",), default="cpu")
+    c.set_defaults(func=cmd_bench)
     return p
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from netc.compiler import compile as compile_spec
 from netc.compiler import registry
 from netc.dsl.errors import DataError, NetcError
 
-from . import checks, losses
+from . import checks, losses, threads
 from .init import init_node
 
 BACKENDS = ("cpu",)
@@ -24,10 +25,35 @@ DTYPES = ("float32", "float64")
 
 
 class _Context:
-    """What a kernel may need besides its inputs: the mode and the random generator (dropout)."""
+    """What a kernel may need besides its inputs: the mode, the random generator (dropout), and
+    the model's workspace, so that a training step allocates nothing large after the first."""
 
-    def __init__(self, train, rng):
-        self.train, self.rng = train, rng
+    def __init__(self, train, rng, arena=None, pool=None):
+        self.train, self.rng, self.arena, self.pool = train, rng, arena, pool
+        self.node, self.fresh = None, True
+
+    def split(self, n, work):
+        """Run work(lo, hi, worker) over contiguous parts of range(n), one part per worker
+        thread (kernels release the GIL; BLAS runs single-threaded inside each)."""
+        workers = min(n, threads.count()) if self.pool is not None else 1
+        if workers <= 1:
+            return work(0, n, 0)
+        bounds = [n * t // workers for t in range(workers + 1)]
+        futures = [self.pool.submit(work, bounds[t], bounds[t + 1], t) for t in range(1, workers)]
+        work(bounds[0], bounds[1], 0)
+        for fut in futures:
+            fut.result()
+
+    def buffer(self, tag, shape, dtype):
+        """A scratch array owned by the current node, reused from step to step (never handed
+        back to the user: the network's output and all parameter gradients are fresh arrays)."""
+        if self.arena is None or (self.fresh and tag == "y"):
+            return np.empty(shape, dtype)
+        key = (self.node, tag)
+        arr = self.arena.get(key)
+        if arr is None or arr.shape != tuple(shape) or arr.dtype != dtype:
+            arr = self.arena[key] = np.empty(shape, dtype)
+        return arr
 
 
 class Model:
@@ -43,6 +69,7 @@ class Model:
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self._kinds = registry.kinds()
+        self._arena: dict = {}  # scratch buffers by (node, tag), reused between steps
         self.params: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
         init_rng = np.random.default_rng(seed)
@@ -58,14 +85,19 @@ class Model:
         p.update({k: self.buffers[f"{node.name}.{k}"] for k in node.buffers})
         return p
 
-    def _forward(self, x, train, keep):
-        """Run every node; return (output, caches) - caches only when `keep` (for backward)."""
-        ctx = _Context(train, self.rng)
+    def _forward(self, x, train, keep, clock=None):
+        """Run every node; return (output, caches) - caches only when `keep` (for backward).
+        With a `clock` dict, add each node's seconds to clock[name]."""
+        ctx = _Context(train, self.rng, self._arena if keep else None, threads.pool())
         values, caches = {}, {}
         remaining = {n: self.net.graph.out_degree(n) for n in self.net.graph.nodes}
         for node in self.net.nodes:
             xs = [values[i] for i in node.inputs] if node.inputs else [x]
+            ctx.node, ctx.fresh = node.name, node.name == self.net.output
+            t0 = clock is not None and time.perf_counter()
             y, cache = self._kinds[node.kind].forward(node.hyper, self._node_arrays(node), xs, ctx)
+            if clock is not None:
+                clock[node.name] = clock.get(node.name, 0.0) + time.perf_counter() - t0
             values[node.name] = y
             if keep:
                 caches[node.name] = cache
@@ -93,22 +125,24 @@ class Model:
                             "use cross_entropy, or `OUT K sigmoid`")
         return loss
 
-    def loss_and_grads(self, x, y, loss=None, train=True, input_grad=False):
-        """(loss, grads) with grads keyed like params; with input_grad, also dL/dx."""
+    def loss_and_grads(self, x, y, loss=None, train=True, input_grad=False, clock=None):
+        """(loss, grads) with grads keyed like params; with input_grad, also dL/dx.
+        `clock`: optional (forward, backward) dicts that collect seconds per node."""
         loss = self.loss_name(loss)
         x = checks.inputs(x, self.net.input_shape, self.dtype)
         y = checks.labels(y, loss, self.net.output_shape, x.shape[0], self.dtype)
-        out, caches = self._forward(x, train, keep=True)
+        fclock, bclock = clock or (None, None)
+        out, caches = self._forward(x, train, keep=True, clock=fclock)
         node = self.net.node(self.net.output)
         kind = self._kinds[node.kind]
         fused = losses.FUSED.get(loss) == self.output_act and hasattr(kind, "backward_linear")
         value, dout = losses.compute(loss, kind.logits(caches[node.name]) if fused else out, y, fused,
                                      self.net.train.get("huber_delta", 1.0))
-        grads, dx = self._backward(caches, dout.astype(self.dtype, copy=False), fused)
+        grads, dx = self._backward(caches, dout.astype(self.dtype, copy=False), fused, bclock)
         return (float(value), grads, dx) if input_grad else (float(value), grads)
 
-    def _backward(self, caches, dout, fused):
-        ctx = _Context(True, self.rng)
+    def _backward(self, caches, dout, fused, clock=None):
+        ctx = _Context(True, self.rng, self._arena, threads.pool())
         pending = {self.net.output: dout}
         grads = {}
         for node in reversed(self.net.nodes):
@@ -118,12 +152,16 @@ class Model:
                 return grads, dy
             kind = self._kinds[node.kind]
             p = self._node_arrays(node)
+            ctx.node, ctx.fresh = node.name, False
+            t0 = clock is not None and time.perf_counter()
             if dy is None:  # no path to the loss
                 dxs, dps = [None] * len(node.inputs), {k: np.zeros_like(v) for k, v in p.items()}
             elif fused and node.name == self.net.output:
                 dxs, dps = kind.backward_linear(node.hyper, p, cache, (dy, {}))
             else:
                 dxs, dps = kind.backward(node.hyper, p, cache, dy, ctx)
+            if clock is not None:
+                clock[node.name] = clock.get(node.name, 0.0) + time.perf_counter() - t0
             for short in node.params:
                 grads[f"{node.name}.{short}"] = dps[short]
             for i, dx in zip(node.inputs, dxs):

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from ..jit import cpu_kernel, prange
+from ..jit import cpu_kernel
 from ..registry import (ACTIVATIONS, Bool, Choice, Int, LayerError, LayerKind, Pad, Pair,
                         register)
 from ..shapes import resolve_pad, window_out
@@ -94,33 +94,83 @@ class Conv(LayerKind):
         return text
 
     # ---- runtime ------------------------------------------------------------------------------
+    # im2col + GEMM, a chunk of samples at a time so that the unfolded chunk stays in cache; the
+    # batch is split across the runtime's workers (BLAS runs single-threaded inside each), each
+    # with its own buffers; backward unfolds again instead of keeping the unfolded input.
     def forward(self, h, p, xs, ctx):
-        x = xs[0]
-        n = x.shape[0]
-        f, g = h["filters"], h["groups"]
+        x = np.ascontiguousarray(xs[0])
+        n, f = x.shape[0], h["filters"]
         oh, ow = conv_out_hw(h, x.shape)
-        cols = im2col(x, h, oh, ow)                           # (C*kh*kw, N*oh*ow)
-        w = p["weight"].reshape(g, f // g, -1)                # (g, F/g, C/g*kh*kw)
-        z = np.matmul(w, cols.reshape(g, -1, cols.shape[1]))  # (g, F/g, N*oh*ow)
-        z = z.reshape(f, n, oh, ow).transpose(1, 0, 2, 3)
+        w = p["weight"].reshape(f, -1)                                   # (F, C/g*kh*kw)
+        z = ctx.buffer("z" if h["act"] != "none" else "y", (n, f, oh, ow), x.dtype)
+
+        def work(lo, hi, t):
+            for s, e, cols in _chunks(x, lo, hi, h, oh, ow, ctx, t):
+                zf = ctx.buffer(f"zf{t}", (f, cols.shape[1]), x.dtype)    # (F, m*oh*ow)
+                for fs, ks in _group_slices(h, cols.shape[0]):
+                    np.matmul(w[fs], cols[ks], out=zf[fs])               # one GEMM per group
+                np.copyto(z[s:e], zf.reshape(f, e - s, oh, ow).transpose(1, 0, 2, 3))
+
+        ctx.split(n, work)
         if "bias" in p:
-            z = z + p["bias"].reshape(1, f, 1, 1)
-        z = np.ascontiguousarray(z)
+            z += p["bias"].reshape(1, f, 1, 1)
         y = fused_forward(h, p, z)
-        return y, (x.shape, cols, z if h["act"] != "none" else None, y)
+        return y, (x, z if h["act"] != "none" else None, y)
 
     def backward(self, h, p, cache, dy, ctx):
-        xshape, cols, z, y = cache
+        x, z, y = cache
         dz, grads = fused_backward(h, p, z, y, dy)
-        f, g = h["filters"], h["groups"]
+        f = h["filters"]
         if "bias" in p:
             grads["bias"] = dz.sum(axis=(0, 2, 3))
-        d2 = dz.transpose(1, 0, 2, 3).reshape(g, f // g, -1)                   # (g, F/g, N*L)
-        c3 = cols.reshape(g, -1, cols.shape[1])                                 # (g, K, N*L)
-        grads["weight"] = np.matmul(d2, c3.transpose(0, 2, 1)).reshape(p["weight"].shape)
-        w = p["weight"].reshape(g, f // g, -1)
-        dcols = np.matmul(w.transpose(0, 2, 1), d2).reshape(cols.shape)         # (C*kh*kw, N*L)
-        return [col2im(dcols, xshape, h, dz.shape[2], dz.shape[3])], grads
+        oh, ow = dz.shape[2], dz.shape[3]
+        w = p["weight"].reshape(f, -1)
+        dx = ctx.buffer("dx", x.shape, dz.dtype)
+        partial = {}  # per-worker weight gradients, summed afterwards
+
+        def work(lo, hi, t):
+            dw = partial[t] = np.zeros_like(w)
+            part = np.empty_like(w)
+            for s, e, cols in _chunks(x, lo, hi, h, oh, ow, ctx, t):
+                d2 = ctx.buffer(f"d2{t}", (f, cols.shape[1]), dz.dtype)   # (F, m*oh*ow)
+                np.copyto(d2.reshape(f, e - s, oh, ow), dz[s:e].transpose(1, 0, 2, 3))
+                dcols = ctx.buffer(f"dcols{t}", cols.shape, cols.dtype)
+                for fs, ks in _group_slices(h, cols.shape[0]):
+                    np.matmul(d2[fs], cols[ks].T, out=part[fs])
+                    np.matmul(w[fs].T, d2[fs], out=dcols[ks])
+                dw += part
+                _col2im_cpu(dcols, *_geometry(h), oh, ow, dx[s:e])
+
+        ctx.split(x.shape[0], work)
+        grads["weight"] = sum(partial.values()).reshape(p["weight"].shape)
+        return [dx], grads
+
+
+CHUNK_BYTES = 1 << 20  # the unfolded input of one chunk of samples: about 1 MiB
+
+
+def _geometry(h):
+    (kh, kw), (sh, sw), (ph, pw) = h["kernel"], h["stride"], h["pad"]
+    return kh, kw, sh, sw, ph, pw
+
+
+def _chunks(x, lo, hi, h, oh, ow, ctx, t):
+    """(start, end, unfolded chunk) over samples lo..hi, chunks whose im2col is ~CHUNK_BYTES."""
+    c = x.shape[1]
+    k = c * h["kernel"][0] * h["kernel"][1]
+    per = max(1, min(hi - lo, CHUNK_BYTES // (k * oh * ow * x.itemsize)))
+    flat = ctx.buffer(f"cols{t}", (k * per * oh * ow,), x.dtype)
+    for s in range(lo, hi, per):
+        e = min(hi, s + per)
+        cols = flat[:k * (e - s) * oh * ow].reshape(k, (e - s) * oh * ow)
+        _im2col_cpu(x[s:e], *_geometry(h), oh, ow, cols)
+        yield s, e, cols
+
+
+def _group_slices(h, k):
+    """(filter rows, im2col rows) of each group."""
+    f, g = h["filters"], h["groups"]
+    return [(slice(i * f // g, (i + 1) * f // g), slice(i * k // g, (i + 1) * k // g)) for i in range(g)]
 
 
 def conv_out_hw(h, xshape):
@@ -142,63 +192,62 @@ def fused_backward(h, p, z, y, dy):
     return dz, ({"slope": dslope} if dslope is not None else {})
 
 
-def im2col(x, h, oh, ow):
-    (kh, kw), (sh, sw), (ph, pw) = h["kernel"], h["stride"], h["pad"]
-    n, c = x.shape[:2]
-    out = np.empty((c * kh * kw, n * oh * ow), dtype=x.dtype)
-    _im2col_cpu(np.ascontiguousarray(x), kh, kw, sh, sw, ph, pw, oh, ow, out)
-    return out
+@cpu_kernel()
+def _valid(o, s, p, k, size):
+    """The first and one-past-last output positions whose tap k lands inside [0, size)."""
+    lo = 0
+    while lo < o and lo * s - p + k < 0:
+        lo += 1
+    hi = o
+    while hi > lo and (hi - 1) * s - p + k >= size:
+        hi -= 1
+    return lo, hi
 
 
-def col2im(dcols, xshape, h, oh, ow):
-    (kh, kw), (sh, sw), (ph, pw) = h["kernel"], h["stride"], h["pad"]
-    dx = np.empty(xshape, dtype=dcols.dtype)
-    _col2im_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dx)
-    return dx
-
-
-@cpu_kernel(parallel=True)
+@cpu_kernel()
 def _im2col_cpu(x, kh, kw, sh, sw, ph, pw, oh, ow, out):
     """out[(c, i, j), (n, y, x)] = x[n, c, y*sh - ph + i, x*sw - pw + j], zero outside."""
     n_, c_, h_, w_ = x.shape
-    for r in prange(c_ * kh * kw):
+    for r in range(c_ * kh * kw):
         c = r // (kh * kw)
         i = (r // kw) % kh
         j = r % kw
+        ylo, yhi = _valid(oh, sh, ph, i, h_)
+        xlo, xhi = _valid(ow, sw, pw, j, w_)
         for n in range(n_):
             base = n * oh * ow
-            for oy in range(oh):
-                iy = oy * sh - ph + i
+            out[r, base:base + ylo * ow] = 0
+            out[r, base + yhi * ow:base + oh * ow] = 0
+            for oy in range(ylo, yhi):
                 row = base + oy * ow
-                if iy < 0 or iy >= h_:
-                    for ox in range(ow):
-                        out[r, row + ox] = 0
-                    continue
-                for ox in range(ow):
-                    ix = ox * sw - pw + j
-                    out[r, row + ox] = x[n, c, iy, ix] if 0 <= ix < w_ else 0
+                iy = oy * sh - ph + i
+                out[r, row:row + xlo] = 0
+                out[r, row + xhi:row + ow] = 0
+                if sw == 1:
+                    out[r, row + xlo:row + xhi] = x[n, c, iy, xlo - pw + j:xhi - pw + j]
+                else:
+                    for ox in range(xlo, xhi):
+                        out[r, row + ox] = x[n, c, iy, ox * sw - pw + j]
 
 
-@cpu_kernel(parallel=True)
+@cpu_kernel()
 def _col2im_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dx):
-    """The adjoint of im2col: every (n, c) image is summed by one thread (no write races)."""
+    """The adjoint of im2col: fold dcols (C*kh*kw, N*oh*ow) into dx (N, C, H, W)."""
     n_, c_, h_, w_ = dx.shape
-    for nc in prange(n_ * c_):
-        n = nc // c_
-        c = nc % c_
-        for y in range(h_):
-            for x in range(w_):
-                dx[n, c, y, x] = 0
+    dx[:] = 0
+    for n in range(n_):
         base = n * oh * ow
-        for i in range(kh):
-            for j in range(kw):
-                r = (c * kh + i) * kw + j
-                for oy in range(oh):
-                    iy = oy * sh - ph + i
-                    if iy < 0 or iy >= h_:
-                        continue
-                    row = base + oy * ow
-                    for ox in range(ow):
-                        ix = ox * sw - pw + j
-                        if 0 <= ix < w_:
-                            dx[n, c, iy, ix] += dcols[r, row + ox]
+        for c in range(c_):
+            for i in range(kh):
+                ylo, yhi = _valid(oh, sh, ph, i, h_)
+                for j in range(kw):
+                    xlo, xhi = _valid(ow, sw, pw, j, w_)
+                    r = (c * kh + i) * kw + j
+                    for oy in range(ylo, yhi):
+                        iy = oy * sh - ph + i
+                        row = base + oy * ow
+                        if sw == 1:
+                            dx[n, c, iy, xlo - pw + j:xhi - pw + j] += dcols[r, row + xlo:row + xhi]
+                        else:
+                            for ox in range(xlo, xhi):
+                                dx[n, c, iy, ox * sw - pw + j] += dcols[r, row + ox]

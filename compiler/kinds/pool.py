@@ -59,9 +59,9 @@ class Pool(LayerKind):
         x = np.ascontiguousarray(xs[0])
         oh, ow, _, _ = conv_geometry(h, x.shape[1:])
         (kh, kw), (sh, sw), (ph, pw) = h["kernel"], h["stride"], h["pad"]
-        y = np.empty(x.shape[:2] + (oh, ow), dtype=x.dtype)
+        y = ctx.buffer("y", x.shape[:2] + (oh, ow), x.dtype)
         if h["mode"] == "max":
-            arg = np.empty(y.shape, dtype=np.int64)
+            arg = ctx.buffer("arg", y.shape, np.int64)
             _maxpool_cpu(x, kh, kw, sh, sw, ph, pw, y, arg)
             return y, (x.shape, arg)
         _avgpool_cpu(x, kh, kw, sh, sw, ph, pw, y)
@@ -70,7 +70,7 @@ class Pool(LayerKind):
     def backward(self, h, p, cache, dy, ctx):
         xshape, arg = cache
         (kh, kw), (sh, sw), (ph, pw) = h["kernel"], h["stride"], h["pad"]
-        dx = np.empty(xshape, dtype=dy.dtype)
+        dx = ctx.buffer("dx", xshape, dy.dtype)
         dy = np.ascontiguousarray(dy)
         if arg is not None:
             _maxpool_back_cpu(dy, arg, dx)

@@ -1,0 +1,48 @@
+"""`netc bench`: time per layer, forward and backward (like `caffe time`), and the step rate."""
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+
+from .gradcheck import random_targets
+from .model import Model
+
+
+def step_inputs(model, batch, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch,) + model.net.input_shape).astype(model.dtype)
+    return x, random_targets(model, model.loss_name(), batch, rng)
+
+
+def bench(spec, batch=64, iters=20, warmup=3, seed=0):
+    """Median seconds per node (forward, backward) and per whole step (loss and all gradients)."""
+    model = Model(spec, seed=seed)
+    x, y = step_inputs(model, batch, seed)
+    for _ in range(warmup):  # compiles the kernels (once; Numba caches them on disk)
+        model.loss_and_grads(x, y)
+    steps, fw, bw = [], {}, {}
+    for _ in range(iters):
+        f, b = {}, {}
+        t0 = time.perf_counter()
+        model.loss_and_grads(x, y, clock=(f, b))
+        steps.append(time.perf_counter() - t0)
+        for name, t in f.items():
+            fw.setdefault(name, []).append(t)
+        for name, t in b.items():
+            bw.setdefault(name, []).append(t)
+    layers = [(n.name, n.kind, statistics.median(fw.get(n.name, [0.0])),
+               statistics.median(bw.get(n.name, [0.0]))) for n in model.net.nodes]
+    return {"batch": batch, "iters": iters, "step": statistics.median(steps), "layers": layers}
+
+
+def format_bench(result, name) -> str:
+    lines = [f"{name}: batch {result['batch']}, median of {result['iters']} steps",
+             f"{'layer':<28} {'kind':<8} {'forward ms':>11} {'backward ms':>12}"]
+    for layer, kind, f, b in result["layers"]:
+        lines.append(f"{layer:<28} {kind:<8} {f * 1e3:>11.3f} {b * 1e3:>12.3f}")
+    step = result["step"]
+    lines.append(f"step (forward + loss + backward): {step * 1e3:.2f} ms, "
+                 f"{result['batch'] / step:,.0f} samples/s")
+    return "\n".join(lines)
