@@ -9,11 +9,12 @@ from __future__ import annotations
 import functools
 
 
-def cpu_kernel(parallel: bool = False, fastmath: bool = False):
-    """Decorate a module-level kernel; it becomes `njit(cache=True, nogil=True, parallel=...)` on
-    first call (nogil: the runtime's worker threads run kernels side by side)."""
+def cpu_kernel(fastmath: bool = False):
+    """Decorate a module-level kernel; it becomes `njit(cache=True, nogil=True)` on first call.
+    Kernels are serial: the runtime splits batches across its own worker threads (nogil lets them
+    run side by side), so no second thread pool (Numba's OpenMP, BLAS's) competes for the cores."""
     def wrap(fn):
-        return _LazyKernel(fn, dict(parallel=parallel, fastmath=fastmath))
+        return _LazyKernel(fn, dict(fastmath=fastmath))
     return wrap
 
 
@@ -30,8 +31,6 @@ class _LazyKernel:
             # njit compiles on the first call, so making it first ends any recursion below
             self._jitted = numba.njit(cache=True, nogil=True, **self.options)(self.py_func)
             names = self.py_func.__globals__
-            if names.get("prange") is prange:
-                names["prange"] = numba.prange  # the kernel's module's name
             for name, value in list(names.items()):
                 if isinstance(value, _LazyKernel):
                     names[name] = value.dispatcher()
@@ -39,8 +38,3 @@ class _LazyKernel:
 
     def __call__(self, *args):
         return self.dispatcher()(*args)
-
-
-def prange(*args):
-    """numba.prange inside compiled kernels; plain range when a kernel runs as Python."""
-    return range(*args)

@@ -30,12 +30,12 @@ class _Context:
 
     def __init__(self, train, rng, arena=None, pool=None):
         self.train, self.rng, self.arena, self.pool = train, rng, arena, pool
-        self.node, self.fresh = None, True
+        self.node, self.fresh, self.need_dx = None, True, True
 
-    def split(self, n, work):
+    def split(self, n, work, min_rows=1):
         """Run work(lo, hi, worker) over contiguous parts of range(n), one part per worker
         thread (kernels release the GIL; BLAS runs single-threaded inside each)."""
-        workers = min(n, threads.count()) if self.pool is not None else 1
+        workers = min(n // min_rows, threads.count()) if self.pool is not None else 1
         if workers <= 1:
             return work(0, n, 0)
         bounds = [n * t // workers for t in range(workers + 1)]
@@ -138,10 +138,11 @@ class Model:
         fused = losses.FUSED.get(loss) == self.output_act and hasattr(kind, "backward_linear")
         value, dout = losses.compute(loss, kind.logits(caches[node.name]) if fused else out, y, fused,
                                      self.net.train.get("huber_delta", 1.0))
-        grads, dx = self._backward(caches, dout.astype(self.dtype, copy=False), fused, bclock)
+        grads, dx = self._backward(caches, dout.astype(self.dtype, copy=False), fused, bclock,
+                                   input_grad)
         return (float(value), grads, dx) if input_grad else (float(value), grads)
 
-    def _backward(self, caches, dout, fused, clock=None):
+    def _backward(self, caches, dout, fused, clock=None, input_grad=False):
         ctx = _Context(True, self.rng, self._arena, threads.pool())
         pending = {self.net.output: dout}
         grads = {}
@@ -153,11 +154,13 @@ class Model:
             kind = self._kinds[node.kind]
             p = self._node_arrays(node)
             ctx.node, ctx.fresh = node.name, False
+            # nobody needs the gradient with respect to the data, unless asked
+            ctx.need_dx = input_grad or any(i != "input" for i in node.inputs)
             t0 = clock is not None and time.perf_counter()
             if dy is None:  # no path to the loss
                 dxs, dps = [None] * len(node.inputs), {k: np.zeros_like(v) for k, v in p.items()}
             elif fused and node.name == self.net.output:
-                dxs, dps = kind.backward_linear(node.hyper, p, cache, (dy, {}))
+                dxs, dps = kind.backward_linear(node.hyper, p, cache, (dy, {}), ctx)
             else:
                 dxs, dps = kind.backward(node.hyper, p, cache, dy, ctx)
             if clock is not None:

@@ -96,54 +96,131 @@ class Conv(LayerKind):
     # ---- runtime ------------------------------------------------------------------------------
     # im2col + GEMM, a chunk of samples at a time so that the unfolded chunk stays in cache; the
     # batch is split across the runtime's workers (BLAS runs single-threaded inside each), each
-    # with its own buffers; backward unfolds again instead of keeping the unfolded input.
+    # with its own buffers; bias and activation are applied as the GEMM's result is written back;
+    # backward unfolds again instead of keeping the unfolded input.
     def forward(self, h, p, xs, ctx):
         x = np.ascontiguousarray(xs[0])
         n, f = x.shape[0], h["filters"]
         oh, ow = conv_out_hw(h, x.shape)
         w = p["weight"].reshape(f, -1)                                   # (F, C/g*kh*kw)
-        z = ctx.buffer("z" if h["act"] != "none" else "y", (n, f, oh, ow), x.dtype)
+        fused = h["act"] in ACT_CODES
+        y = ctx.buffer("y" if fused else "z", (n, f, oh, ow), x.dtype)
+        bias = p.get("bias", np.zeros(f, x.dtype))
+        code = ACT_CODES.get(h["act"], 0)
 
         def work(lo, hi, t):
             for s, e, cols in _chunks(x, lo, hi, h, oh, ow, ctx, t):
                 zf = ctx.buffer(f"zf{t}", (f, cols.shape[1]), x.dtype)    # (F, m*oh*ow)
                 for fs, ks in _group_slices(h, cols.shape[0]):
                     np.matmul(w[fs], cols[ks], out=zf[fs])               # one GEMM per group
-                np.copyto(z[s:e], zf.reshape(f, e - s, oh, ow).transpose(1, 0, 2, 3))
+                _epilogue_cpu(zf, bias, code, y.reshape(n, f, oh * ow), s)
 
         ctx.split(n, work)
-        if "bias" in p:
-            z += p["bias"].reshape(1, f, 1, 1)
+        if fused:
+            return y, (x, None, y)
+        z = y  # PReLU: its learned slope is applied apart
         y = fused_forward(h, p, z)
-        return y, (x, z if h["act"] != "none" else None, y)
+        return y, (x, z, y)
 
     def backward(self, h, p, cache, dy, ctx):
         x, z, y = cache
-        dz, grads = fused_backward(h, p, z, y, dy)
         f = h["filters"]
-        if "bias" in p:
-            grads["bias"] = dz.sum(axis=(0, 2, 3))
-        oh, ow = dz.shape[2], dz.shape[3]
+        n, _, oh, ow = dy.shape
         w = p["weight"].reshape(f, -1)
-        dx = ctx.buffer("dx", x.shape, dz.dtype)
-        partial = {}  # per-worker weight gradients, summed afterwards
+        grads = {}
+        if z is not None:  # PReLU
+            dy, grads = fused_backward(h, p, z, y, dy)
+            code = 0
+        else:
+            code = ACT_CODES[h["act"]]
+        dy = np.ascontiguousarray(dy).reshape(n, f, oh * ow)
+        yv = y.reshape(n, f, oh * ow)
+        dx = ctx.buffer("dx", x.shape, dy.dtype) if ctx.need_dx else None
+        partial = {}  # per-worker weight and bias gradients, summed afterwards
 
         def work(lo, hi, t):
-            dw = partial[t] = np.zeros_like(w)
+            dw, db = np.zeros_like(w), np.zeros(f, dy.dtype)
+            partial[t] = (dw, db)
             part = np.empty_like(w)
             for s, e, cols in _chunks(x, lo, hi, h, oh, ow, ctx, t):
-                d2 = ctx.buffer(f"d2{t}", (f, cols.shape[1]), dz.dtype)   # (F, m*oh*ow)
-                np.copyto(d2.reshape(f, e - s, oh, ow), dz[s:e].transpose(1, 0, 2, 3))
-                dcols = ctx.buffer(f"dcols{t}", cols.shape, cols.dtype)
+                d2 = ctx.buffer(f"d2{t}", (f, cols.shape[1]), dy.dtype)   # (F, m*oh*ow)
+                _prologue_cpu(dy, yv, code, s, d2, db)
+                dcols = ctx.buffer(f"dcols{t}", cols.shape, cols.dtype) if dx is not None else None
                 for fs, ks in _group_slices(h, cols.shape[0]):
                     np.matmul(d2[fs], cols[ks].T, out=part[fs])
-                    np.matmul(w[fs].T, d2[fs], out=dcols[ks])
+                    if dcols is not None:
+                        np.matmul(w[fs].T, d2[fs], out=dcols[ks])
                 dw += part
-                _col2im_cpu(dcols, *_geometry(h), oh, ow, dx[s:e])
+                if dx is not None:
+                    _col2im_cpu(dcols, *_geometry(h), oh, ow, dx[s:e])
 
-        ctx.split(x.shape[0], work)
-        grads["weight"] = sum(partial.values()).reshape(p["weight"].shape)
+        ctx.split(n, work)
+        grads["weight"] = sum(dw for dw, _ in partial.values()).reshape(p["weight"].shape)
+        if "bias" in p:
+            grads["bias"] = sum(db for _, db in partial.values())
         return [dx], grads
+
+
+# activations applied in the conv kernels (PReLU, with its learned slope, goes through NumPy)
+ACT_CODES = {"none": 0, "relu": 1, "leaky": 2, "elu": 3, "sigmoid": 4, "tanh": 5}
+
+
+@cpu_kernel()
+def _act(code, v):
+    if code == 1:
+        return v if v > 0 else 0.0 * v
+    if code == 2:
+        return v if v > 0 else 0.01 * v
+    if code == 3:
+        return v if v > 0 else np.expm1(v)
+    if code == 4:
+        return 1 / (1 + np.exp(-v)) if v >= 0 else np.exp(v) / (1 + np.exp(v))
+    if code == 5:
+        return np.tanh(v)
+    return v
+
+
+@cpu_kernel()
+def _act_grad_from_y(code, y):
+    """act'(z) written with y = act(z) (z itself is not kept)."""
+    if code == 1:
+        return 1.0 if y > 0 else 0.0
+    if code == 2:
+        return 1.0 if y > 0 else 0.01
+    if code == 3:
+        return 1.0 if y > 0 else y + 1.0
+    if code == 4:
+        return y * (1 - y)
+    if code == 5:
+        return 1 - y * y
+    return 1.0
+
+
+@cpu_kernel()
+def _epilogue_cpu(zf, bias, code, y, s):
+    """y[s + n, f, l] = act(zf[f, n*L + l] + bias[f]) for the chunk's samples n."""
+    f_, ml = zf.shape
+    ll = y.shape[2]
+    for f in range(f_):
+        b = bias[f]
+        for n in range(ml // ll):
+            for l in range(ll):
+                y[s + n, f, l] = _act(code, zf[f, n * ll + l] + b)
+
+
+@cpu_kernel()
+def _prologue_cpu(dy, y, code, s, d2, dbias):
+    """d2[f, n*L + l] = dy * act'(z) for the chunk's samples; dbias[f] accumulates it."""
+    f_, ml = d2.shape
+    ll = dy.shape[2]
+    for f in range(f_):
+        acc = 0.0
+        for n in range(ml // ll):
+            for l in range(ll):
+                g = dy[s + n, f, l] * _act_grad_from_y(code, y[s + n, f, l])
+                d2[f, n * ll + l] = g
+                acc += g
+        dbias[f] += acc
 
 
 CHUNK_BYTES = 1 << 20  # the unfolded input of one chunk of samples: about 1 MiB
@@ -208,46 +285,49 @@ def _valid(o, s, p, k, size):
 def _im2col_cpu(x, kh, kw, sh, sw, ph, pw, oh, ow, out):
     """out[(c, i, j), (n, y, x)] = x[n, c, y*sh - ph + i, x*sw - pw + j], zero outside."""
     n_, c_, h_, w_ = x.shape
+    src = x.reshape(-1)
     for r in range(c_ * kh * kw):
         c = r // (kh * kw)
         i = (r // kw) % kh
         j = r % kw
         ylo, yhi = _valid(oh, sh, ph, i, h_)
         xlo, xhi = _valid(ow, sw, pw, j, w_)
+        dst = out[r]
         for n in range(n_):
             base = n * oh * ow
-            out[r, base:base + ylo * ow] = 0
-            out[r, base + yhi * ow:base + oh * ow] = 0
-            for oy in range(ylo, yhi):
+            plane = (n * c_ + c) * h_ * w_
+            for oy in range(oh):
                 row = base + oy * ow
-                iy = oy * sh - ph + i
-                out[r, row:row + xlo] = 0
-                out[r, row + xhi:row + ow] = 0
-                if sw == 1:
-                    out[r, row + xlo:row + xhi] = x[n, c, iy, xlo - pw + j:xhi - pw + j]
-                else:
-                    for ox in range(xlo, xhi):
-                        out[r, row + ox] = x[n, c, iy, ox * sw - pw + j]
+                if oy < ylo or oy >= yhi:
+                    for ox in range(ow):
+                        dst[row + ox] = 0
+                    continue
+                line = plane + (oy * sh - ph + i) * w_ - pw + j
+                for ox in range(xlo):
+                    dst[row + ox] = 0
+                for ox in range(xlo, xhi):
+                    dst[row + ox] = src[line + ox * sw]
+                for ox in range(xhi, ow):
+                    dst[row + ox] = 0
 
 
 @cpu_kernel()
 def _col2im_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dx):
     """The adjoint of im2col: fold dcols (C*kh*kw, N*oh*ow) into dx (N, C, H, W)."""
     n_, c_, h_, w_ = dx.shape
-    dx[:] = 0
+    dst = dx.reshape(-1)
+    dst[:] = 0
     for n in range(n_):
         base = n * oh * ow
         for c in range(c_):
+            plane = (n * c_ + c) * h_ * w_
             for i in range(kh):
                 ylo, yhi = _valid(oh, sh, ph, i, h_)
                 for j in range(kw):
                     xlo, xhi = _valid(ow, sw, pw, j, w_)
-                    r = (c * kh + i) * kw + j
+                    src = dcols[(c * kh + i) * kw + j]
                     for oy in range(ylo, yhi):
-                        iy = oy * sh - ph + i
                         row = base + oy * ow
-                        if sw == 1:
-                            dx[n, c, iy, xlo - pw + j:xhi - pw + j] += dcols[r, row + xlo:row + xhi]
-                        else:
-                            for ox in range(xlo, xhi):
-                                dx[n, c, iy, ox * sw - pw + j] += dcols[r, row + ox]
+                        line = plane + (oy * sh - ph + i) * w_ - pw + j
+                        for ox in range(xlo, xhi):
+                            dst[line + ox * sw] += src[row + ox]

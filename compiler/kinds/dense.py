@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..registry import ACTIVATIONS, Bool, Choice, Int, LayerError, LayerKind, register
 from .conv import fused_backward, fused_forward
 
@@ -55,23 +57,39 @@ class FullyConnected(LayerKind):
     def forward(self, h, p, xs, ctx):
         x = xs[0]
         x2 = x.reshape(x.shape[0], -1)
-        z = x2 @ p["weight"].T
+        z = np.empty((x2.shape[0], h["units"]), x.dtype)
+        wt = p["weight"].T
+
+        def work(lo, hi, t):
+            np.matmul(x2[lo:hi], wt, out=z[lo:hi])
+
+        ctx.split(x2.shape[0], work, min_rows=16)
         if "bias" in p:
             z += p["bias"]
         y = fused_forward(h, p, z)
         return y, (x.shape, x2, z, y)
 
     def backward(self, h, p, cache, dy, ctx):
-        return self.backward_linear(h, p, cache, fused_backward(h, p, cache[2], cache[3], dy))
+        return self.backward_linear(h, p, cache, fused_backward(h, p, cache[2], cache[3], dy), ctx)
 
-    def backward_linear(self, h, p, cache, dz_grads):
+    def backward_linear(self, h, p, cache, dz_grads, ctx):
         """The backward pass from dL/dz (a loss fused with the output activation starts here)."""
         xshape, x2, _, _ = cache
         dz, grads = dz_grads
-        grads["weight"] = dz.T @ x2
+        w = p["weight"]
+        dx = np.empty(x2.shape, dz.dtype) if ctx.need_dx else None
+        partial = {}
+
+        def work(lo, hi, t):  # per-worker weight gradients, summed afterwards
+            partial[t] = dz[lo:hi].T @ x2[lo:hi]
+            if dx is not None:
+                np.matmul(dz[lo:hi], w, out=dx[lo:hi])
+
+        ctx.split(x2.shape[0], work, min_rows=16)
+        grads["weight"] = sum(partial.values())
         if "bias" in p:
             grads["bias"] = dz.sum(axis=0)
-        return [(dz @ p["weight"]).reshape(xshape)], grads
+        return [None if dx is None else dx.reshape(xshape)], grads
 
     @staticmethod
     def logits(cache):

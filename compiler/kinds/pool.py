@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from ..jit import cpu_kernel, prange
+from ..jit import cpu_kernel
 from ..registry import Choice, LayerKind, Pad, Pair, register
 from ..shapes import resolve_pad
 from .conv import conv_geometry
@@ -62,9 +62,10 @@ class Pool(LayerKind):
         y = ctx.buffer("y", x.shape[:2] + (oh, ow), x.dtype)
         if h["mode"] == "max":
             arg = ctx.buffer("arg", y.shape, np.int64)
-            _maxpool_cpu(x, kh, kw, sh, sw, ph, pw, y, arg)
+            ctx.split(len(x), lambda lo, hi, t: _maxpool_cpu(x[lo:hi], kh, kw, sh, sw, ph, pw,
+                                                             y[lo:hi], arg[lo:hi]))
             return y, (x.shape, arg)
-        _avgpool_cpu(x, kh, kw, sh, sw, ph, pw, y)
+        ctx.split(len(x), lambda lo, hi, t: _avgpool_cpu(x[lo:hi], kh, kw, sh, sw, ph, pw, y[lo:hi]))
         return y, (x.shape, None)
 
     def backward(self, h, p, cache, dy, ctx):
@@ -73,9 +74,10 @@ class Pool(LayerKind):
         dx = ctx.buffer("dx", xshape, dy.dtype)
         dy = np.ascontiguousarray(dy)
         if arg is not None:
-            _maxpool_back_cpu(dy, arg, dx)
+            ctx.split(len(dy), lambda lo, hi, t: _maxpool_back_cpu(dy[lo:hi], arg[lo:hi], dx[lo:hi]))
         else:
-            _avgpool_back_cpu(dy, kh, kw, sh, sw, ph, pw, dx)
+            ctx.split(len(dy), lambda lo, hi, t: _avgpool_back_cpu(dy[lo:hi], kh, kw, sh, sw, ph, pw,
+                                                                   dx[lo:hi]))
         return [dx], {}
 
 
@@ -103,12 +105,12 @@ class GlobalAvgPool(LayerKind):
         dx = np.broadcast_to((dy / (shape[2] * shape[3]))[:, :, None, None], shape)
         return [np.ascontiguousarray(dx)], {}
 
-@cpu_kernel(parallel=True)
+@cpu_kernel()
 def _maxpool_cpu(x, kh, kw, sh, sw, ph, pw, y, arg):
     """y = the window maximum (padding never wins); arg = its flat index in the H*W image."""
     n_, c_, h_, w_ = x.shape
     oh, ow = y.shape[2], y.shape[3]
-    for nc in prange(n_ * c_):
+    for nc in range(n_ * c_):
         n = nc // c_
         c = nc % c_
         for oy in range(oh):
@@ -128,10 +130,10 @@ def _maxpool_cpu(x, kh, kw, sh, sw, ph, pw, y, arg):
                 arg[n, c, oy, ox] = where
 
 
-@cpu_kernel(parallel=True)
+@cpu_kernel()
 def _maxpool_back_cpu(dy, arg, dx):
     n_, c_, h_, w_ = dx.shape
-    for nc in prange(n_ * c_):
+    for nc in range(n_ * c_):
         n = nc // c_
         c = nc % c_
         for y in range(h_):
@@ -143,13 +145,13 @@ def _maxpool_back_cpu(dy, arg, dx):
                 dx[n, c, k // w_, k % w_] += dy[n, c, oy, ox]
 
 
-@cpu_kernel(parallel=True)
+@cpu_kernel()
 def _avgpool_cpu(x, kh, kw, sh, sw, ph, pw, y):
     """y = the window mean, padded zeros counted (divide by kh*kw, as PyTorch and Caffe)."""
     n_, c_, h_, w_ = x.shape
     oh, ow = y.shape[2], y.shape[3]
     scale = 1.0 / (kh * kw)
-    for nc in prange(n_ * c_):
+    for nc in range(n_ * c_):
         n = nc // c_
         c = nc % c_
         for oy in range(oh):
@@ -166,11 +168,11 @@ def _avgpool_cpu(x, kh, kw, sh, sw, ph, pw, y):
                 y[n, c, oy, ox] = s * scale
 
 
-@cpu_kernel(parallel=True)
+@cpu_kernel()
 def _avgpool_back_cpu(dy, kh, kw, sh, sw, ph, pw, dx):
     n_, c_, h_, w_ = dx.shape
     scale = 1.0 / (kh * kw)
-    for nc in prange(n_ * c_):
+    for nc in range(n_ * c_):
         n = nc // c_
         c = nc % c_
         for y in range(h_):
