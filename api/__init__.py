@@ -13,7 +13,7 @@ __all__ = ["compile", "Model", "gradcheck", "Net", "NetcError", "SpecError", "Sh
 
 def __getattr__(name):
     """The runtime (and numba) load only when asked for: summary/check/draw never need them."""
-    if name in ("Model", "gradcheck"):
+    if name in ("Model", "gradcheck", "optimizer", "train", "Schedule"):
         from netc import runtime
         return getattr(runtime, name)
     raise AttributeError(f"module 'netc' has no attribute {name!r}")

@@ -73,8 +73,159 @@ def cmd_bench(args):
     return 0
 
 
+TRAIN_FLAGS = ("epochs", "batch", "lr", "optimizer", "seed", "data", "loss", "momentum",
+               "weight_decay", "schedule", "val_split", "test_split", "l1", "l2", "clip_norm",
+               "clip_value", "warmup", "patience", "init_from")
+
+
+def cmd_train(args):
+    from netc.runtime import trainer as training
+    net = _compile(args)
+    overrides = {k: getattr(args, k) for k in TRAIN_FLAGS}
+    if args.early_stop:
+        overrides["early_stop"] = True
+    if args.augment:
+        overrides["augment"] = tuple(a.strip() for a in args.augment.split(",") if a.strip())
+    if args.freeze:
+        overrides["freeze"] = tuple(args.freeze.split(","))
+    progress = not args.quiet and sys.stderr.isatty()
+    try:
+        if args.compare:
+            training.compare(net, overrides, args.compare.split(","), args.out, progress)
+        elif args.folds:
+            training.cross_validate(net, overrides, args.folds, args.out, progress)
+        else:
+            result, folder = training.train(net, overrides, args.out, args.resume, progress,
+                                             args.diagnose)
+            acc = "" if result["test_acc"] is None else f", test accuracy {100 * result['test_acc']:.2f}%"
+            print(f"done in {result['seconds']:.1f}s: test loss {result['test_loss']:.4f}{acc} "
+                  f"(best epoch {result['best_epoch']}); {folder}/")
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _weights_model(args):
+    from netc.runtime import Model
+    net = _compile(args)
+    return Model.load(args.weights, spec=net.source.text)
+
+
+def cmd_eval(args):
+    import numpy as np
+    from netc.runtime import data as datasets
+    from netc.runtime import losses
+    model = _weights_model(args)
+    loss = model.loss_name(args.loss)
+    source = args.data or model.net.train.get("data")
+    if not source:
+        raise NetcError("eval needs data: --data, or data= in the spec's train section")
+    ds = datasets.load(source, model.net.input_shape, model.net.output_shape[0],
+                       loss in losses.CLASS_LABELS)
+    mean, std = _norm(args.weights)
+    if ds.x_test is not None:
+        x, y = ds.x_test, ds.y_test
+    elif args.all:
+        x, y = ds.x, ds.y
+    else:
+        cfg = model.net.train
+        _, _, test = datasets.split(ds, cfg.get("val_split", 0.1), cfg.get("test_split", 0.2),
+                                    cfg.get("seed", 0))
+        x, y = ds.x[test], ds.y[test]
+    value, out = model.evaluate((x - mean) / std, y, loss)
+    line = f"{len(x)} samples: loss {value:.4f}"
+    if loss in losses.CLASS_LABELS:
+        line += f", accuracy {100 * float((out.argmax(axis=1) == y).mean()):.2f}%"
+    print(line)
+    return 0
+
+
+def _norm(path):
+    import numpy as np
+    with np.load(path, allow_pickle=False) as f:
+        if "__netc_norm_mean__" in f.files:
+            return f["__netc_norm_mean__"], f["__netc_norm_std__"]
+    return np.float32(0), np.float32(1)
+
+
+def cmd_predict(args):
+    import numpy as np
+    model = _weights_model(args)
+    x = _read_inputs(args.input, model.net.input_shape)
+    mean, std = _norm(args.weights)
+    out = model.forward((x - mean) / std)
+    for i, row in enumerate(out):
+        top = np.argsort(row)[::-1][:args.top]
+        shown = ", ".join(f"{k}: {row[k]:.4f}" for k in top)
+        print(f"{i}: class {top[0]}  ({shown})" if model.output_act == "softmax" else
+              f"{i}: " + " ".join(f"{v:.4f}" for v in row))
+    return 0
+
+
+def _read_inputs(path, input_shape):
+    import numpy as np
+    from netc.runtime import data as datasets
+    if path.endswith(".npz"):
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                x = f["x"] if "x" in f.files else f[f.files[0]]
+        except (OSError, ValueError, KeyError, IndexError) as e:
+            raise NetcError(f"cannot read {path}: {e}") from None
+        return datasets.fit_shape(np.asarray(x, np.float32), input_shape, path)
+    if path.lower().endswith(".png"):
+        import matplotlib.image as mpimg
+        try:
+            img = mpimg.imread(path).astype(np.float32)
+        except (OSError, ValueError, SyntaxError) as e:
+            raise NetcError(f"cannot read {path}: {e}") from None
+        return _image_to_input(img, input_shape, path)
+    raise NetcError(f"predict reads .npz (array x) or .png files; received {path!r}")
+
+
+def _image_to_input(img, input_shape, path):
+    import numpy as np
+    if len(input_shape) != 3:
+        raise NetcError(f"{path}: an image needs a spec with an image input (input HxWxC)")
+    c, h, w = input_shape
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = img[:, :, :3]
+    if c == 1 and img.ndim == 3:
+        img = img.mean(axis=2)
+    if c == 3 and img.ndim == 2:
+        img = np.stack([img] * 3, axis=2)
+    rows = (np.arange(h) * img.shape[0] / h).astype(int)  # nearest-neighbour resize
+    cols = (np.arange(w) * img.shape[1] / w).astype(int)
+    img = img[rows][:, cols]
+    return (img[None, None] if c == 1 else img.transpose(2, 0, 1)[None]).astype(np.float32)
+
+
+def cmd_lr(args):
+    from netc.runtime import Schedule
+    from netc.runtime.trainer import resolve
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    net = _compile(args)
+    cfg = resolve(net, {"data": "-", "epochs": args.epochs, "lr": args.lr,
+                        "schedule": args.schedule, "warmup": args.warmup})
+    from netc.runtime.schedule import from_settings
+    sched = from_settings(cfg)
+    values = [sched.lr(e) for e in range(cfg["epochs"])]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(range(1, len(values) + 1), values, marker="o", ms=3)
+    ax.set(xlabel="epoch", ylabel="learning rate",
+           title=f"{net.name}: {cfg.get('schedule', 'constant')}"
+                 + (f" with {cfg['warmup']} warm-up epochs" if cfg.get("warmup") else ""))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(args.output, dpi=100)
+    for e, v in enumerate(values, 1):
+        print(f"{e}\t{v:.6g}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
-    from netc.compiler.settings import OPTIMIZERS
+    from netc.compiler.settings import LOSSES, OPTIMIZERS, SCHEDULES
     p = argparse.ArgumentParser(prog="netc", description="netc: the .net neural-network compiler")
     p.add_argument("--version", action="version", version="netc 0.1.0")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -117,6 +268,58 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--iters", type=_positive, default=20)
     c.add_argument("--device", choices=("cpu",), default="cpu")
     c.set_defaults(func=cmd_bench)
+
+    c = spec_cmd("train", "train the network (settings: the spec's train section, then these flags)")
+    c.add_argument("--epochs", type=_positive)
+    c.add_argument("--batch", type=_positive)
+    c.add_argument("--lr", type=float)
+    c.add_argument("--optimizer", choices=OPTIMIZERS)
+    c.add_argument("--seed", type=int)
+    c.add_argument("--data", help="digits | mnist:DIR | fashion:DIR | FILE.npz | FILE.csv[#label] | synthetic")
+    c.add_argument("--loss", choices=LOSSES)
+    c.add_argument("--momentum", type=float)
+    c.add_argument("--weight-decay", dest="weight_decay", type=float)
+    c.add_argument("--schedule", choices=SCHEDULES)
+    c.add_argument("--warmup", type=int)
+    c.add_argument("--val-split", dest="val_split", type=float)
+    c.add_argument("--test-split", dest="test_split", type=float)
+    c.add_argument("--l1", type=float)
+    c.add_argument("--l2", type=float)
+    c.add_argument("--clip-norm", dest="clip_norm", type=float)
+    c.add_argument("--clip-value", dest="clip_value", type=float)
+    c.add_argument("--early-stop", dest="early_stop", action="store_true")
+    c.add_argument("--patience", type=int)
+    c.add_argument("--augment", help="comma-separated: crop, flip")
+    c.add_argument("--init-from", dest="init_from", help="a checkpoint to copy matching layers from")
+    c.add_argument("--freeze", help="comma-separated layer names or path patterns (conv*, stage1.*)")
+    c.add_argument("--out", help="the run folder (default runs/NAME-TIMESTAMP)")
+    c.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly")
+    c.add_argument("--folds", type=_positive, help="K-fold cross-validation")
+    c.add_argument("--compare", help="comma-separated optimizers trained from the same weights")
+    c.add_argument("--diagnose", action="store_true", help="per-layer gradient and activation norms")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=cmd_train)
+
+    c = spec_cmd("eval", "evaluate saved weights on the test split (or --data)")
+    c.add_argument("--weights", required=True)
+    c.add_argument("--data")
+    c.add_argument("--loss", choices=LOSSES)
+    c.add_argument("--all", action="store_true", help="every sample of --data, not its test split")
+    c.set_defaults(func=cmd_eval)
+
+    c = spec_cmd("predict", "predict with saved weights")
+    c.add_argument("--weights", required=True)
+    c.add_argument("input", metavar="FILE", help="FILE.npz (array x) or an image FILE.png")
+    c.add_argument("--top", type=_positive, default=3)
+    c.set_defaults(func=cmd_predict)
+
+    c = spec_cmd("lr", "plot the learning-rate schedule ahead of time")
+    c.add_argument("-o", "--output", required=True, help="FILE.png")
+    c.add_argument("--epochs", type=_positive)
+    c.add_argument("--lr", type=float)
+    c.add_argument("--schedule", choices=SCHEDULES)
+    c.add_argument("--warmup", type=int)
+    c.set_defaults(func=cmd_lr)
     return p
 
 

@@ -1,6 +1,10 @@
-"""netc.runtime: kernels, reverse-mode autodiff, losses, initializers (and training, next)."""
+"""netc.runtime: kernels, reverse-mode autodiff, losses, initializers, optimizers, training."""
 from .gradcheck import gradcheck
 from .losses import LOSSES
 from .model import Model
+from .optim import optimizer
+from .schedule import Schedule
+from .trainer import compare, cross_validate, train
 
-__all__ = ["Model", "gradcheck", "LOSSES"]
+__all__ = ["Model", "gradcheck", "LOSSES", "optimizer", "Schedule", "train", "cross_validate",
+           "compare"]

@@ -70,6 +70,7 @@ class Model:
         self.rng = np.random.default_rng(seed)
         self._kinds = registry.kinds()
         self._arena: dict = {}  # scratch buffers by (node, tag), reused between steps
+        self.observe: dict | None = None  # set to a dict to record each node's output RMS
         self.params: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
         init_rng = np.random.default_rng(seed)
@@ -99,6 +100,8 @@ class Model:
             if clock is not None:
                 clock[node.name] = clock.get(node.name, 0.0) + time.perf_counter() - t0
             values[node.name] = y
+            if self.observe is not None:
+                self.observe[node.name] = float(np.sqrt(np.mean(np.square(y, dtype=np.float64))))
             if keep:
                 caches[node.name] = cache
             for i in node.inputs:  # free what no later node reads
@@ -125,6 +128,23 @@ class Model:
                             "use cross_entropy, or `OUT K sigmoid`")
         return loss
 
+    def _loss(self, out, caches, y, loss):
+        """(value, dL/dout, fused) from the forward's output and caches."""
+        node = self.net.node(self.net.output)
+        kind = self._kinds[node.kind]
+        fused = losses.FUSED.get(loss) == self.output_act and hasattr(kind, "backward_linear")
+        value, dout = losses.compute(loss, kind.logits(caches[node.name]) if fused else out, y, fused,
+                                     self.net.train.get("huber_delta", 1.0))
+        return float(value), dout, fused
+
+    def evaluate(self, x, y, loss=None):
+        """(loss, outputs) without gradients, in evaluation mode."""
+        loss = self.loss_name(loss)
+        x = checks.inputs(x, self.net.input_shape, self.dtype)
+        y = checks.labels(y, loss, self.net.output_shape, x.shape[0], self.dtype)
+        out, caches = self._forward(x, False, keep=True)
+        return self._loss(out, caches, y, loss)[0], out.copy()
+
     def loss_and_grads(self, x, y, loss=None, train=True, input_grad=False, clock=None):
         """(loss, grads) with grads keyed like params; with input_grad, also dL/dx.
         `clock`: optional (forward, backward) dicts that collect seconds per node."""
@@ -133,14 +153,10 @@ class Model:
         y = checks.labels(y, loss, self.net.output_shape, x.shape[0], self.dtype)
         fclock, bclock = clock or (None, None)
         out, caches = self._forward(x, train, keep=True, clock=fclock)
-        node = self.net.node(self.net.output)
-        kind = self._kinds[node.kind]
-        fused = losses.FUSED.get(loss) == self.output_act and hasattr(kind, "backward_linear")
-        value, dout = losses.compute(loss, kind.logits(caches[node.name]) if fused else out, y, fused,
-                                     self.net.train.get("huber_delta", 1.0))
+        value, dout, fused = self._loss(out, caches, y, loss)
         grads, dx = self._backward(caches, dout.astype(self.dtype, copy=False), fused, bclock,
                                    input_grad)
-        return (float(value), grads, dx) if input_grad else (float(value), grads)
+        return (value, grads, dx) if input_grad else (value, grads)
 
     def _backward(self, caches, dout, fused, clock=None, input_grad=False):
         ctx = _Context(True, self.rng, self._arena, threads.pool())
@@ -172,13 +188,34 @@ class Model:
                     pending[i] = dx if i not in pending else pending[i] + dx
         return grads, None  # pragma: no cover - the input node is always first
 
+    def jacobian(self, x, y):
+        """For least squares: a function () -> (residuals, J) at the current parameters, with
+        residuals = output - y (flattened) and J their Jacobian (one backward pass per residual);
+        residuals_only=True skips J."""
+        x = checks.inputs(x, self.net.input_shape, self.dtype)
+        y = checks.labels(y, "mse", self.net.output_shape, x.shape[0], self.dtype)
+
+        def fn(residuals_only=False):
+            out, caches = self._forward(x, False, keep=not residuals_only)
+            r = (out - y).reshape(-1).astype(np.float64)
+            if residuals_only:
+                return r, None
+            rows = np.empty((r.size, sum(p.size for p in self.params.values())))
+            for i in range(r.size):
+                dout = np.zeros_like(out)
+                dout.flat[i] = 1
+                grads, _ = self._backward(dict(caches), dout, fused=False)
+                rows[i] = np.concatenate([grads[k].reshape(-1) for k in self.params])
+            return r, rows
+        return fn
+
     # ---- checkpoints -------------------------------------------------------------------------------
     def state(self) -> dict:
         return {**self.params, **self.buffers}
 
-    def save(self, path: str):
-        """Write an .npz (no pickle) with the parameters, buffers, the spec and its hash; the file
-        appears whole or not at all (temp file + rename)."""
+    def save(self, path: str, extra: dict | None = None):
+        """Write an .npz (no pickle) with the parameters, buffers, the spec and its hash (and
+        `extra` arrays, e.g. training state); the file appears whole or not at all."""
         meta = {"__netc_spec__": np.array(self.net.source.text if self.net.source else ""),
                 "__netc_hash__": np.array(self.net.spec_hash),
                 "__netc_dtype__": np.array(str(self.dtype))}
@@ -189,7 +226,7 @@ class Model:
             raise NetcError(f"cannot write {path}: {e.strerror}", "check the folder exists") from None
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, **self.state(), **meta)
+                np.savez(f, **self.state(), **meta, **(extra or {}))
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -204,7 +241,7 @@ class Model:
             raise DataError(f"checkpoint lacks {len(missing)} array(s), e.g. {missing[0]}",
                             "was it saved from another network?")
         for k, v in arrays.items():
-            if k.startswith("__netc"):
+            if k.startswith("__netc") or k.startswith("opt::"):
                 continue
             if k not in mine:
                 if strict:

@@ -1,0 +1,225 @@
+"""Data for training: built-in digits, MNIST/Fashion-MNIST IDX folders, .npz, CSV, synthetic;
+deterministic splits, shuffled batches, K folds, augmentation and normalization.
+
+    data=digits                 the built-in UCI 8x8 digits (1,797 images, 10 classes)
+    data=mnist:DIR              IDX files (train-images-idx3-ubyte[.gz] ...) in DIR; fashion:DIR too
+    data="file.npz"             arrays x and y (optionally x_test and y_test)
+    data="file.csv"             numeric CSV with a header; the label column is `label`
+    data="file.csv#target"      ... or the column named after '#'
+    data=synthetic              random inputs labelled by a random linear teacher (benchmarks)
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from netc.dsl.errors import DataError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@dataclass
+class Dataset:
+    x: np.ndarray            # float32 (N, ...) in the spec's input shape
+    y: np.ndarray            # int64 labels (N,) or float targets (N, K)
+    name: str
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+
+
+def load(source: str, input_shape: tuple, outputs: int, classify: bool, seed: int = 0,
+         size: int = 1024) -> Dataset:
+    """Read a data source and fit it to the spec's input; check labels against the output."""
+    if source == "digits":
+        with np.load(os.path.join(HERE, "data", "digits.npz"), allow_pickle=False) as f:
+            ds = Dataset(f["x"].astype(np.float32) / 16.0, f["y"].astype(np.int64), "digits")
+    elif source == "synthetic":
+        ds = synthetic(input_shape, outputs, classify, size, seed)
+    elif source.split(":", 1)[0] in ("mnist", "fashion") and ":" in source:
+        ds = idx_folder(source.split(":", 1)[1], source.split(":", 1)[0])
+    else:
+        path, _, column = source.partition("#")
+        if not os.path.exists(path):
+            raise DataError(f"data: no such file or folder: {path}",
+                            "data=digits uses the built-in digits; mnist:DIR reads IDX files")
+        if path.endswith(".npz"):
+            ds = npz(path)
+        elif path.endswith(".csv"):
+            ds = csv_file(path, column or "label")
+        else:
+            raise DataError(f"data: cannot read {path!r}", "use a .npz (x, y), a .csv, mnist:DIR, "
+                            "fashion:DIR, digits or synthetic")
+    ds.x = fit_shape(ds.x, input_shape, "data x")
+    if ds.x_test is not None:
+        ds.x_test = fit_shape(ds.x_test, input_shape, "data x_test")
+    for x, y, what in ((ds.x, ds.y, "y"), (ds.x_test, ds.y_test, "y_test")):
+        if x is not None:
+            check(x, y, outputs, classify, what)
+    return ds
+
+
+def fit_shape(x, input_shape, name):
+    """Accept (N, H, W) for one-channel images and flattened vectors for an `input N` spec."""
+    want = tuple(input_shape)
+    if x.shape[1:] == want:
+        return np.ascontiguousarray(x, np.float32)
+    if len(want) == 3 and want[0] == 1 and x.shape[1:] == want[1:]:
+        return np.ascontiguousarray(x[:, None], np.float32)
+    if len(want) == 1 and int(np.prod(x.shape[1:])) == want[0]:
+        return np.ascontiguousarray(x.reshape(len(x), -1), np.float32)
+    if len(want) == 3 and x.ndim == 4 and x.shape[1:] == (want[1], want[2], want[0]):
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2), np.float32)
+    shown = "x".join(map(str, (want[1], want[2], want[0]))) if len(want) == 3 else str(want[0])
+    raise DataError(f"{name}: samples of shape {tuple(x.shape[1:])} do not fit the spec's input "
+                    f"{shown}", f"change the spec's `input` line to the data's size")
+
+
+def check(x, y, outputs, classify, what):
+    if len(x) != len(y):
+        raise DataError(f"data: {len(x)} samples but {len(y)} labels ({what})")
+    if not np.isfinite(x).all():
+        raise DataError("data: the inputs contain NaN or Inf", "clean or impute the data first")
+    if classify:
+        if y.ndim != 1 or (y.dtype.kind == "f" and not np.all(y == np.round(y))):
+            raise DataError(f"data: classification needs integer labels; {what} has shape "
+                            f"{y.shape} and dtype {y.dtype}")
+        if len(y) and (y.min() < 0 or y.max() >= outputs):
+            raise DataError(f"data: labels run from {y.min()} to {y.max()} but the network has "
+                            f"{outputs} outputs", f"make the OUT layer `OUT {int(y.max()) + 1} ...`")
+
+
+def synthetic(input_shape, outputs, classify, n, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n,) + tuple(input_shape)).astype(np.float32)
+    teacher = rng.standard_normal((int(np.prod(input_shape)), outputs))
+    scores = x.reshape(n, -1) @ teacher
+    y = scores.argmax(axis=1) if classify else scores.astype(np.float32)
+    return Dataset(x, y, "synthetic")
+
+
+def npz(path):
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "x" not in f.files or "y" not in f.files:
+                raise DataError(f"data: {path} must hold arrays named x and y; it has "
+                                f"{', '.join(f.files) or 'none'}")
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as e:
+        raise DataError(f"data: cannot read {path}: {e}") from None
+    x, y = arrays["x"], arrays["y"]
+    for name, a in (("x", x), ("y", y)):
+        if a.dtype.kind not in "biuf":
+            raise DataError(f"data: {path}: {name} must be numeric; it is {a.dtype}")
+    y = y.astype(np.int64) if y.dtype.kind in "biu" else y
+    return Dataset(x.astype(np.float32), y, os.path.basename(path),
+                   arrays.get("x_test"), arrays.get("y_test"))
+
+
+def csv_file(path, column):
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"data: cannot read {path}: {e}") from None
+    if len(rows) < 2:
+        raise DataError(f"data: {path} has no data rows", "the first row names the columns")
+    header = [h.strip() for h in rows[0]]
+    if column not in header:
+        raise DataError(f"data: {path} has no column named {column!r}; its columns: "
+                        f"{', '.join(header)}", f'name the label column: data="{path}#COLUMN"')
+    try:
+        table = np.array([[float(v) for v in r] for r in rows[1:] if r], dtype=np.float64)
+    except ValueError as e:
+        raise DataError(f"data: {path}: every value must be a number ({e})") from None
+    k = header.index(column)
+    y = table[:, k]
+    x = np.delete(table, k, axis=1).astype(np.float32)
+    return Dataset(x, y.astype(np.int64) if np.all(y == np.round(y)) else y.astype(np.float32),
+                   os.path.basename(path))
+
+
+def _idx(path):
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
+        raise DataError(f"data: {path} is not an IDX file of unsigned bytes")
+    dims = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(dims))
+    body = np.frombuffer(raw, np.uint8, offset=4 + 4 * dims)
+    if body.size != int(np.prod(shape)):
+        raise DataError(f"data: {path} is truncated ({body.size} of {int(np.prod(shape))} bytes)")
+    return body.reshape(shape)
+
+
+def idx_folder(folder, name):
+    def find(stem):
+        for suffix in ("", ".gz"):
+            for sep in ("-", "."):
+                p = os.path.join(folder, stem.replace("-", sep, 2) + suffix)
+                if os.path.exists(p):
+                    return p
+        raise DataError(f"data: {folder} lacks {stem} (or {stem}.gz)",
+                        f"put the four {name} IDX files in {folder}")
+    x = _idx(find("train-images-idx3-ubyte")).astype(np.float32) / 255
+    y = _idx(find("train-labels-idx1-ubyte")).astype(np.int64)
+    xt = _idx(find("t10k-images-idx3-ubyte")).astype(np.float32) / 255
+    yt = _idx(find("t10k-labels-idx1-ubyte")).astype(np.int64)
+    return Dataset(x, y, name, xt, yt)
+
+
+# ---- splits, batches, augmentation ------------------------------------------------------------
+def split(ds: Dataset, val_split: float, test_split: float, seed: int):
+    """(train, val, test) index arrays, shuffled once from the seed; a given test set is kept."""
+    n = len(ds.x)
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = 0 if ds.x_test is not None else int(round(n * test_split))
+    n_val = int(round(n * val_split))
+    if n - n_test - n_val < 1:
+        raise DataError(f"data: {n} samples leave none to train on with val_split={val_split} "
+                        f"and test_split={test_split}")
+    return order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]
+
+
+def folds(indices, k: int, seed: int):
+    """K (train, validation) pairs over the given indices."""
+    if k < 2 or k > len(indices):
+        raise DataError(f"--folds must be between 2 and the number of samples ({len(indices)})")
+    parts = np.array_split(np.random.default_rng(seed).permutation(indices), k)
+    return [(np.concatenate(parts[:i] + parts[i + 1:]), parts[i]) for i in range(k)]
+
+
+def batches(indices, batch: int, rng):
+    order = rng.permutation(indices)
+    return [order[i:i + batch] for i in range(0, len(order), batch)]
+
+
+def augment(x, ops, rng):
+    """Random crop with padding (`crop`: pad by 1/8 of the size, then crop back) and horizontal
+    flip (`flip`), per sample; only for images."""
+    if x.ndim != 4:
+        return x
+    out = x
+    if "flip" in ops:
+        out = out.copy()
+        flip = rng.random(len(out)) < 0.5
+        out[flip] = out[flip, :, :, ::-1]
+    if "crop" in ops:
+        n, c, h, w = out.shape
+        p = max(1, h // 8)
+        padded = np.pad(out, ((0, 0), (0, 0), (p, p), (p, p)))
+        dy, dx = rng.integers(0, 2 * p + 1, n), rng.integers(0, 2 * p + 1, n)
+        out = np.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    return out
+
+
+def normalizer(x):
+    """Per-channel (images) or per-feature (vectors) mean and std of the training set."""
+    axes = (0, 2, 3) if x.ndim == 4 else (0,)
+    mean = x.mean(axis=axes, keepdims=True)[0]
+    std = x.std(axis=axes, keepdims=True)[0]
+    return mean.astype(np.float32), np.where(std > 1e-8, std, 1).astype(np.float32)

@@ -1,0 +1,437 @@
+"""`netc train`: the training loop. Settings come from the spec's train section, overridden by the
+command line; everything random is drawn from (seed, epoch, batch), so a resumed run repeats an
+uninterrupted one exactly."""
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from netc.dsl.errors import DataError, NetcError, NumericsError
+
+from . import data, losses, runs, schedule
+from .model import Model
+from .optim import FULL_BATCH, optimizer
+
+DEFAULTS = {"optimizer": "sgd", "batch": 32, "epochs": 10, "seed": 0, "val_split": 0.1,
+            "test_split": 0.2, "normalize": True, "schedule": "constant", "early_stop": False,
+            "patience": 5, "max_iter": 1, "augment": ()}
+OPTIMIZER_KEYS = ("momentum", "dampening", "alpha", "betas", "eps", "weight_decay", "history",
+                  "damping")
+
+
+def resolve(net, overrides: dict) -> dict:
+    """The run's settings: defaults < the spec's train section < the command line."""
+    cfg = {**DEFAULTS, **net.train, **{k: v for k, v in overrides.items() if v is not None}}
+    if "data" not in cfg:
+        raise NetcError("no training data: the spec's train section has no `data=` and none was "
+                        "given", "add `train data=digits` to the spec, or pass --data")
+    if "lr" not in cfg:
+        cfg["lr"] = optimizer(cfg["optimizer"], {}).lr
+    if cfg["optimizer"] == "lm" and cfg.get("loss", "mse") != "mse" and net.train.get("loss"):
+        raise NetcError("lm minimises a sum of squares", "use loss=mse with optimizer=lm")
+    return cfg
+
+
+class Trainer:
+    def __init__(self, net, cfg: dict, folder: str, progress=True, diagnose=False, out=sys.stdout,
+                 split=None):
+        self.net, self.cfg, self.folder = net, cfg, folder
+        self.progress, self.diagnose, self.out = progress, diagnose, out
+        seed = cfg["seed"]
+        self.model = Model(net, seed=seed)
+        self.loss = self.model.loss_name(cfg.get("loss"))
+        self.classify = self.loss in losses.CLASS_LABELS or self.loss == "bce"
+        ds = data.load(cfg["data"], net.input_shape, net.output_shape[0],
+                       self.loss in losses.CLASS_LABELS, seed)
+        self.train_idx, self.val_idx, self.test_idx = split or data.split(
+            ds, cfg["val_split"], cfg["test_split"], seed)
+        self.ds = ds
+        self.mean, self.std = (data.normalizer(ds.x[self.train_idx]) if cfg["normalize"]
+                               else (np.float32(0), np.float32(1)))
+        if cfg.get("init_from"):
+            self.init_from(cfg["init_from"])
+        self.opt = self.make_optimizer()
+        self.sched = schedule.from_settings(cfg)
+        self.epoch, self.batch_pos, self.best, self.best_epoch, self.bad = 0, 0, math.inf, 0, 0
+        self.sums = [0.0, 0.0, 0]
+        self.stop = False
+
+    # ---- set-up ------------------------------------------------------------------------------
+    def make_optimizer(self):
+        cfg = self.cfg
+        hyper = {k: cfg[k] for k in OPTIMIZER_KEYS if k in cfg}
+        name = cfg["optimizer"]
+        known = optimizer(name, {}).defaults
+        bad = [k for k in hyper if k not in known]
+        if bad:
+            raise NetcError(f"optimizer {name} does not take {', '.join(bad)}",
+                            f"{name} takes: lr, {', '.join(known) or 'nothing else'}")
+        if name == "lm":
+            x, y = self.inputs(self.train_idx)
+            hyper["jacobian"] = self.model.jacobian(x, y)
+        opt = optimizer(name, self.model.params, lr=cfg["lr"], **hyper)
+        opt.lr_mult = self.lr_multipliers()
+        return opt
+
+    def lr_multipliers(self) -> dict:
+        """freeze=[pattern ...] sets a multiplier of 0; lr_mult=[m1, m2 ...] scales layer by layer
+        in spec order (the layers that have parameters)."""
+        mult = {}
+        layers = [n for n in self.net.nodes if n.params]
+        for i, m in enumerate(self.cfg.get("lr_mult", ())):
+            if i < len(layers):
+                for short in layers[i].params:
+                    mult[f"{layers[i].name}.{short}"] = float(m)
+        for pattern in self.cfg.get("freeze", ()):
+            hit = [n for n in layers if fnmatch.fnmatch(n.name, pattern)
+                   or fnmatch.fnmatch(".".join(n.path), pattern)]
+            if not hit:
+                raise NetcError(f"freeze: no layer matches {pattern!r}",
+                                "layers: " + ", ".join(n.name for n in layers))
+            for n in hit:
+                n.hyper["frozen"] = True
+                for short in n.params:
+                    mult[f"{n.name}.{short}"] = 0.0
+        return mult
+
+    def init_from(self, path):
+        """Transfer learning: copy the arrays whose layer name and shape match."""
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+        except (OSError, ValueError) as e:
+            raise DataError(f"init_from: cannot read {path}: {e}") from None
+        state = self.model.state()
+        copied = [k for k, v in arrays.items() if k in state and state[k].shape == v.shape]
+        if not copied:
+            raise DataError(f"init_from: no layer of {path} matches this network by name and shape")
+        for k in copied:
+            state[k][...] = arrays[k]
+        self.say(f"init_from {path}: {len(copied)} arrays copied")
+
+    # ---- batches -----------------------------------------------------------------------------
+    def inputs(self, idx, ds_x=None, ds_y=None, augment_rng=None):
+        x = (self.ds.x if ds_x is None else ds_x)[idx]
+        y = (self.ds.y if ds_y is None else ds_y)[idx]
+        if augment_rng is not None and self.cfg["augment"]:
+            x = data.augment(x, self.cfg["augment"], augment_rng)
+        return (x - self.mean) / self.std, y
+
+    def accuracy(self, out, y):
+        if not self.classify:
+            return None
+        if self.loss == "bce":
+            return float(((out > 0.5) == (y.reshape(out.shape) > 0.5)).mean())
+        return float((out.argmax(axis=1) == y).mean())
+
+    def measure(self, idx, ds_x=None, ds_y=None):
+        """Mean loss and accuracy over samples, in evaluation mode, in batches."""
+        if len(idx) == 0:
+            return None, None
+        total, correct, n = 0.0, 0.0, 0
+        for part in np.array_split(idx, max(1, len(idx) // 512)):
+            x, y = self.inputs(part, ds_x, ds_y)
+            loss, out = self.model.evaluate(x, y, self.loss)
+            total += loss * len(part)
+            acc = self.accuracy(out, y)
+            correct += (acc or 0.0) * len(part)
+            n += len(part)
+        return total / n, (correct / n if self.classify else None)
+
+    # ---- one step ---------------------------------------------------------------------------
+    def regularize(self, grads) -> float:
+        """L1/L2 (elastic net with both) on CONV/FC/OUT weights; biases, BN and slopes excluded."""
+        l1, l2 = self.cfg.get("l1", 0.0), self.cfg.get("l2", 0.0)
+        extra = 0.0
+        if l1 or l2:
+            for n in self.net.nodes:
+                if n.kind in ("CONV", "FC", "OUT"):
+                    w = self.model.params[f"{n.name}.weight"]
+                    extra += l1 * float(np.abs(w).sum()) + 0.5 * l2 * float((w * w).sum())
+                    grads[f"{n.name}.weight"] = grads[f"{n.name}.weight"] + l1 * np.sign(w) + l2 * w
+        return extra
+
+    def clip(self, grads):
+        cv, cn = self.cfg.get("clip_value"), self.cfg.get("clip_norm")
+        if cv:
+            for k in grads:
+                np.clip(grads[k], -cv, cv, out=grads[k])
+        if cn:
+            norm = math.sqrt(sum(float((g * g).sum()) for g in grads.values()))
+            if norm > cn:
+                for k in grads:
+                    grads[k] *= cn / norm
+
+    def check_finite(self, loss, grads, where):
+        if math.isfinite(loss) and all(np.isfinite(g).all() for g in grads.values()):
+            return
+        norms = {}
+        for name, g in grads.items():
+            layer = name.rsplit(".", 1)[0]
+            v = float(np.sqrt(np.nansum(np.square(np.nan_to_num(g, posinf=1e300, neginf=-1e300),
+                                                  dtype=np.float64))))
+            bad = not np.isfinite(g).all()
+            norms[layer] = max(norms.get(layer, 0.0), math.inf if bad else v)
+        order = [n.name for n in reversed(self.net.nodes) if n.name in norms]  # backward order
+        culprit = next((n for n in order if norms[n] == math.inf), max(norms, key=norms.get))
+        raise NumericsError(
+            f"{where}: the loss became {loss:g}; the gradients of layer {culprit} blew up "
+            f"(norm {norms[culprit]:g})",
+            f"lower the learning rate (lr={self.opt.lr:g}), or clip the gradients "
+            "(clip_norm=1); the last good checkpoint is kept")
+
+    def sgd_step(self, idx, epoch, b):
+        rng_aug = np.random.default_rng([self.cfg["seed"], epoch, b, 2])
+        self.model.rng = np.random.default_rng([self.cfg["seed"], epoch, b, 3])
+        x, y = self.inputs(idx, augment_rng=rng_aug)
+        loss, grads = self.model.loss_and_grads(x, y, self.loss)
+        loss += self.regularize(grads)
+        self.check_finite(loss, grads, f"epoch {epoch + 1}, step {b + 1}")
+        self.clip(grads)
+        self.opt.step(grads)
+        return loss
+
+    def full_batch_step(self, epoch):
+        x, y = self.inputs(self.train_idx)
+
+        def closure():
+            self.model.rng = np.random.default_rng([self.cfg["seed"], epoch, 3])
+            loss, grads = self.model.loss_and_grads(x, y, self.loss)
+            loss += self.regularize(grads)
+            return loss, grads
+
+        for it in range(self.cfg["max_iter"]):
+            loss = self.opt.step(closure)
+            if not math.isfinite(loss):
+                raise NumericsError(f"epoch {epoch + 1}: the loss became {loss}",
+                                    "lower lr or use another optimizer")
+        return loss
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def run(self) -> dict:
+        cfg = self.cfg
+        started = time.perf_counter()
+        try:
+            while self.epoch < cfg["epochs"] and not self.stop:
+                self.run_epoch()
+        except KeyboardInterrupt:
+            self.save("last.npz")
+            self.say(f"interrupted in epoch {self.epoch + 1}: saved {self.folder}/last.npz; "
+                     f"continue with --resume {self.folder}")
+            raise
+        if cfg["early_stop"] and os.path.exists(os.path.join(self.folder, "best.npz")):
+            self.restore("best.npz")
+        test_loss, test_acc = self.measure(self.test_idx)
+        if self.ds.x_test is not None:
+            test_loss, test_acc = self.measure(np.arange(len(self.ds.x_test)), self.ds.x_test,
+                                               self.ds.y_test)
+        result = {"network": self.net.name, "epochs": self.epoch, "seconds": round(
+            time.perf_counter() - started + self.cfg.get("_seconds", 0.0), 2),
+            "best_epoch": self.best_epoch, "best_val_loss": None if math.isinf(self.best)
+            else self.best, "test_loss": test_loss, "test_acc": test_acc,
+            "test_samples": int(len(self.ds.x_test) if self.ds.x_test is not None
+                                else len(self.test_idx))}
+        runs.write_json(os.path.join(self.folder, "result.json"), result)
+        runs.plot({self.net.name: runs.read_metrics(self.folder)},
+                  os.path.join(self.folder, "curves.png"), self.net.name)
+        return result
+
+    def run_epoch(self):
+        cfg, epoch = self.cfg, self.epoch
+        lr = self.sched.lr(epoch)
+        self.opt.lr = lr
+        t0 = time.perf_counter()
+        if cfg["optimizer"] in FULL_BATCH:
+            self.full_batch_step(epoch)
+        else:
+            order = data.batches(self.train_idx, cfg["batch"],
+                                 np.random.default_rng([cfg["seed"], epoch, 1]))
+            bar = self.bar(len(order), epoch)
+            for b in range(self.batch_pos, len(order)):
+                loss = self.sgd_step(order[b], epoch, b)
+                self.sums[0] += loss * len(order[b])
+                self.sums[2] += len(order[b])
+                self.batch_pos = b + 1
+                if bar is not None:
+                    bar.update(1)
+                    done = self.sums[2]
+                    bar.set_postfix(loss=f"{self.sums[0] / done:.4f}", lr=f"{lr:.3g}",
+                                    rate=f"{done / max(time.perf_counter() - t0, 1e-9):,.0f}/s")
+            if bar is not None:
+                bar.close()
+        self.finish_epoch(lr, time.perf_counter() - t0)
+
+    def bar(self, total, epoch):
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+        return tqdm(total=total, initial=self.batch_pos, desc=f"epoch {epoch + 1}/{self.cfg['epochs']}",
+                    unit="batch", leave=False, file=sys.stderr, dynamic_ncols=True)
+
+    def finish_epoch(self, lr, seconds):
+        train_loss, train_acc = self.measure(self.train_idx)
+        val_loss, val_acc = self.measure(self.val_idx)
+        self.epoch += 1
+        self.batch_pos, self.sums = 0, [0.0, 0.0, 0]
+        row = {"epoch": self.epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
+               "val_loss": val_loss, "val_acc": val_acc, "seconds": round(seconds, 3)}
+        runs.append_metrics(self.folder, row)
+        watched = val_loss if val_loss is not None else train_loss
+        if watched < self.best - 1e-12:
+            self.best, self.best_epoch, self.bad = watched, self.epoch, 0
+            self.save("best.npz")
+        else:
+            self.bad += 1
+        self.sched.observe(watched)
+        self.save("last.npz")
+        self.say(self.line(row))
+        if self.diagnose:
+            self.say(self.diagnostics())
+        if self.cfg["early_stop"] and self.bad >= self.cfg["patience"]:
+            self.say(f"early stopping: no better validation loss for {self.bad} epochs; "
+                     f"best was epoch {self.best_epoch}")
+            self.stop = True
+
+    def line(self, r):
+        def pct(v):
+            return "" if v is None else f" acc {100 * v:5.1f}%"
+        val = "" if r["val_loss"] is None else f" | val loss {r['val_loss']:.4f}{pct(r['val_acc'])}"
+        return (f"epoch {r['epoch']:>3}/{self.cfg['epochs']}  lr {r['lr']:.3g} | train loss "
+                f"{r['train_loss']:.4f}{pct(r['train_acc'])}{val} | {r['seconds']:.1f}s")
+
+    def diagnostics(self) -> str:
+        """Per-layer gradient norms and activation RMS on one training batch."""
+        idx = self.train_idx[:min(len(self.train_idx), self.cfg["batch"])]
+        x, y = self.inputs(idx)
+        self.model.observe = {}
+        _, grads = self.model.loss_and_grads(x, y, self.loss, train=False)
+        acts, self.model.observe = self.model.observe, None
+        lines = ["  layer                      grad norm   activation rms"]
+        for n in self.net.nodes:
+            if n.kind == "INPUT":
+                continue
+            g = [grads[f"{n.name}.{k}"] for k in n.params]
+            gn = math.sqrt(sum(float((v * v).sum()) for v in g)) if g else None
+            lines.append(f"  {n.name:<26} {'' if gn is None else f'{gn:.3e}':>9}   {acts[n.name]:.3e}")
+        return "\n".join(lines)
+
+    def say(self, text):
+        print(text, file=self.out, flush=True)
+
+    # ---- checkpoints and resume --------------------------------------------------------------
+    def save(self, name):
+        meta = {"epoch": self.epoch, "batch_pos": self.batch_pos, "best": self.best,
+                "best_epoch": self.best_epoch, "bad": self.bad, "sums": self.sums,
+                "schedule": self.sched.state()}
+        extra = {f"opt::{k}": v for k, v in self.opt.state_arrays().items()}
+        extra["__netc_train__"] = np.array(json.dumps(meta))
+        extra["__netc_norm_mean__"] = np.asarray(self.mean)
+        extra["__netc_norm_std__"] = np.asarray(self.std)
+        self.model.save(os.path.join(self.folder, name), extra)
+
+    def restore(self, name):
+        with np.load(os.path.join(self.folder, name), allow_pickle=False) as f:
+            self.model.load_state({k: f[k] for k in f.files})
+
+    def resume(self):
+        path = os.path.join(self.folder, "last.npz")
+        if not os.path.exists(path):
+            raise NetcError(f"--resume: {self.folder} has no last.npz to continue from")
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+        if str(arrays.get("__netc_hash__")) != self.net.spec_hash:
+            raise NetcError(f"--resume: {self.folder} was trained from a different spec")
+        self.model.load_state(arrays)
+        self.opt.load_state_arrays({k[5:]: v for k, v in arrays.items() if k.startswith("opt::")})
+        meta = json.loads(str(arrays["__netc_train__"]))
+        self.epoch, self.batch_pos = meta["epoch"], meta["batch_pos"]
+        self.best, self.best_epoch, self.bad = meta["best"], meta["best_epoch"], meta["bad"]
+        self.sums = meta["sums"]
+        self.sched.load(meta["schedule"])
+        runs.truncate_metrics(self.folder, self.epoch)
+
+
+# ---- what the CLI and the Python API call --------------------------------------------------------
+def train(net, overrides=None, out=None, resume=None, progress=True, diagnose=False,
+          stdout=sys.stdout):
+    """Train `net` (a compiled Net) and return (result, folder). With `resume`, continue the run
+    in that folder from its last checkpoint (its saved settings; `epochs` may be raised)."""
+    from netc.compiler import report
+    overrides = dict(overrides or {})
+    if resume:
+        folder = runs.prepare(resume, resume=True)
+        saved = runs.read_json(os.path.join(folder, "config.json"))
+        cfg = {**saved["settings"], **{k: v for k, v in overrides.items() if k == "epochs" and v}}
+    else:
+        cfg = resolve(net, overrides)
+        folder = runs.prepare(out or runs.default_dir(net.name))
+    trainer = Trainer(net, _plain(cfg), folder, progress, diagnose, stdout)
+    if resume:
+        trainer.resume()
+    runs.write_json(os.path.join(folder, "config.json"), {
+        "network": net.name, "spec": net.source.text if net.source else None,
+        "spec_hash": net.spec_hash, "settings": cfg})
+    print(report.one_line(net, cfg["batch"], cfg["optimizer"]), file=stdout)
+    print(f"data {trainer.ds.name}: {len(trainer.train_idx)} train, {len(trainer.val_idx)} "
+          f"validation, {len(trainer.test_idx) if trainer.ds.x_test is None else len(trainer.ds.x_test)}"
+          f" test; {cfg['optimizer']} lr={cfg['lr']:g}, batch {cfg['batch']}, {cfg['epochs']} "
+          f"epochs -> {folder}", file=stdout)
+    result = trainer.run()
+    return result, folder
+
+
+def _plain(cfg):
+    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items()}
+
+
+def cross_validate(net, overrides, k, out=None, progress=True, stdout=sys.stdout):
+    """K-fold cross-validation over the training part (the test split is kept apart)."""
+    cfg = resolve(net, overrides)
+    folder = runs.prepare(out or runs.default_dir(net.name + "-cv"))
+    probe = Trainer(net, _plain(cfg), folder, False, False, stdout)
+    rest = np.concatenate([probe.train_idx, probe.val_idx])
+    results = []
+    for i, (tr, va) in enumerate(data.folds(rest, k, cfg["seed"])):
+        sub = runs.prepare(os.path.join(folder, f"fold{i + 1}"))
+        print(f"fold {i + 1}/{k}", file=stdout)
+        t = Trainer(net, _plain(cfg), sub, progress, False, stdout, split=(tr, va, probe.test_idx))
+        t.run()
+        rows = runs.read_metrics(sub)
+        results.append(rows[-1])
+    summary = {"folds": k}
+    for key in ("val_loss", "val_acc"):
+        vals = [r[key] for r in results if r[key] is not None]
+        if vals:
+            summary[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "values": vals}
+    runs.write_json(os.path.join(folder, "result.json"), summary)
+    for key in ("val_loss", "val_acc"):
+        if key in summary:
+            print(f"{key}: {summary[key]['mean']:.4f} +- {summary[key]['std']:.4f} over {k} folds",
+                  file=stdout)
+    return summary, folder
+
+
+def compare(net, overrides, names, out=None, progress=True, stdout=sys.stdout):
+    """Train the same initial weights with each optimizer; plot their curves together."""
+    folder = runs.prepare(out or runs.default_dir(net.name + "-compare"))
+    curves, table = {}, []
+    for name in names:
+        o = {**overrides, "optimizer": name}
+        if overrides.get("lr") is None:
+            o["lr"] = optimizer(name, {}).lr  # the spec's lr was tuned for its own optimizer
+        print(f"--- {name}", file=stdout)
+        result, sub = train(net, o, os.path.join(folder, name), progress=progress, stdout=stdout)
+        curves[name] = runs.read_metrics(sub)
+        table.append((name, result))
+    runs.plot(curves, os.path.join(folder, "compare.png"), net.name)
+    print(f"{'optimizer':<10} {'test loss':>10} {'test acc':>9} {'best epoch':>11}", file=stdout)
+    for name, r in table:
+        acc = "" if r["test_acc"] is None else f"{100 * r['test_acc']:.1f}%"
+        print(f"{name:<10} {r['test_loss']:>10.4f} {acc:>9} {r['best_epoch']:>11}", file=stdout)
+    return table, folder
