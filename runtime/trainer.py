@@ -39,10 +39,10 @@ def resolve(net, overrides: dict) -> dict:
 
 
 class Trainer:
-    def __init__(self, net, cfg: dict, folder: str, progress=True, diagnose=False, out=sys.stdout,
+    def __init__(self, net, cfg: dict, folder: str, progress=True, diagnose=False, out=None,
                  split=None):
         self.net, self.cfg, self.folder = net, cfg, folder
-        self.progress, self.diagnose, self.out = progress, diagnose, out
+        self.progress, self.diagnose, self.out = progress, diagnose, out or sys.stdout
         seed = cfg["seed"]
         self.model = Model(net, seed=seed)
         self.loss = self.model.loss_name(cfg.get("loss"))
@@ -174,9 +174,8 @@ class Trainer:
         norms = {}
         for name, g in grads.items():
             layer = name.rsplit(".", 1)[0]
-            v = float(np.sqrt(np.nansum(np.square(np.nan_to_num(g, posinf=1e300, neginf=-1e300),
-                                                  dtype=np.float64))))
             bad = not np.isfinite(g).all()
+            v = float(np.sqrt(np.square(g, dtype=np.float64).sum())) if not bad else math.inf
             norms[layer] = max(norms.get(layer, 0.0), math.inf if bad else v)
         order = [n.name for n in reversed(self.net.nodes) if n.name in norms]  # backward order
         culprit = next((n for n in order if norms[n] == math.inf), max(norms, key=norms.get))
@@ -190,8 +189,9 @@ class Trainer:
         rng_aug = np.random.default_rng([self.cfg["seed"], epoch, b, 2])
         self.model.rng = np.random.default_rng([self.cfg["seed"], epoch, b, 3])
         x, y = self.inputs(idx, augment_rng=rng_aug)
-        loss, grads = self.model.loss_and_grads(x, y, self.loss)
-        loss += self.regularize(grads)
+        with np.errstate(all="ignore"):  # a blow-up is reported below, with its layer
+            loss, grads = self.model.loss_and_grads(x, y, self.loss)
+            loss += self.regularize(grads)
         self.check_finite(loss, grads, f"epoch {epoch + 1}, step {b + 1}")
         self.clip(grads)
         self.opt.step(grads)
@@ -359,10 +359,11 @@ class Trainer:
 
 # ---- what the CLI and the Python API call --------------------------------------------------------
 def train(net, overrides=None, out=None, resume=None, progress=True, diagnose=False,
-          stdout=sys.stdout):
+          stdout=None):
     """Train `net` (a compiled Net) and return (result, folder). With `resume`, continue the run
     in that folder from its last checkpoint (its saved settings; `epochs` may be raised)."""
     from netc.compiler import report
+    stdout = stdout or sys.stdout
     overrides = dict(overrides or {})
     if resume:
         folder = runs.prepare(resume, resume=True)
@@ -390,8 +391,9 @@ def _plain(cfg):
     return {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items()}
 
 
-def cross_validate(net, overrides, k, out=None, progress=True, stdout=sys.stdout):
+def cross_validate(net, overrides, k, out=None, progress=True, stdout=None):
     """K-fold cross-validation over the training part (the test split is kept apart)."""
+    stdout = stdout or sys.stdout
     cfg = resolve(net, overrides)
     folder = runs.prepare(out or runs.default_dir(net.name + "-cv"))
     probe = Trainer(net, _plain(cfg), folder, False, False, stdout)
@@ -417,8 +419,9 @@ def cross_validate(net, overrides, k, out=None, progress=True, stdout=sys.stdout
     return summary, folder
 
 
-def compare(net, overrides, names, out=None, progress=True, stdout=sys.stdout):
+def compare(net, overrides, names, out=None, progress=True, stdout=None):
     """Train the same initial weights with each optimizer; plot their curves together."""
+    stdout = stdout or sys.stdout
     folder = runs.prepare(out or runs.default_dir(net.name + "-compare"))
     curves, table = {}, []
     for name in names:

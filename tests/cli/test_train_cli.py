@@ -1,0 +1,70 @@
+"""netc train / eval / predict / lr / gradcheck / bench from the command line."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from netc.cli import main
+
+SPEC = """network Tiny
+input 8x8x1
+CONV 3x3 4 pad=same act=relu - POOL max 2x2/2 - FC 16 act=relu - OUT 10 softmax
+train optimizer=adam lr=0.01 batch=64 epochs=2 data=digits
+"""
+
+
+@pytest.fixture
+def spec(tmp_path):
+    path = tmp_path / "tiny.net"
+    path.write_text(SPEC)
+    return str(path)
+
+
+def test_train_eval_predict(capsys, spec, tmp_path):
+    out = str(tmp_path / "run")
+    assert main(["train", spec, "--out", out, "--epochs", "3", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("Tiny: 1,250 params") and "epoch   3/3" in text and "test accuracy" in text
+    assert json.load(open(f"{out}/result.json"))["epochs"] == 3
+    assert main(["eval", spec, "--weights", f"{out}/best.npz"]) == 0
+    assert "359 samples: loss" in capsys.readouterr().out
+    x = np.random.default_rng(0).random((2, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x=x)
+    assert main(["predict", spec, "--weights", f"{out}/best.npz", str(tmp_path / "x.npz")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("0: class ")
+    import matplotlib.image as mpimg
+    mpimg.imsave(tmp_path / "d.png", np.kron(x[0], np.ones((4, 4))), cmap="gray")
+    assert main(["predict", spec, "--weights", f"{out}/best.npz", str(tmp_path / "d.png")]) == 0
+    assert capsys.readouterr().out.startswith("0: class ")
+
+
+def test_train_errors_exit_2(capsys, spec, tmp_path):
+    assert main(["train", spec, "--data", str(tmp_path / "none.npz"), "--quiet"]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["train", spec, "--optimizer", "adam", "--momentum", "0.9", "--quiet",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "does not take momentum" in capsys.readouterr().err
+    assert main(["train", spec, "--resume", str(tmp_path)]) == 2
+    assert "not a netc run folder" in capsys.readouterr().err
+    assert main(["eval", spec, "--weights", str(tmp_path / "w.npz")]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
+
+
+def test_lr_plot(capsys, spec, tmp_path):
+    png = tmp_path / "lr.png"
+    assert main(["lr", spec, "-o", str(png), "--schedule", "step", "--epochs", "6",
+                 "--warmup", "2"]) == 0
+    values = [float(line.split()[1]) for line in capsys.readouterr().out.splitlines()]
+    assert len(values) == 6 and values[0] < values[1] < values[2] == 0.01
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_gradcheck_and_bench(capsys, spec):
+    assert main(["gradcheck", spec, "--no-warn"]) == 0
+    out = capsys.readouterr().out
+    assert "conv1.weight" in out and out.rstrip().endswith("ok")
+    assert main(["bench", spec, "--batch", "8", "--iters", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "conv1" in out and "samples/s" in out

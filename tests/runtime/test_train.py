@@ -1,0 +1,186 @@
+"""The trainer: files written, exact resume, early stopping, bad data, transfer learning."""
+import gzip
+import json
+import os
+
+import numpy as np
+import pytest
+
+import netc
+from netc import DataError, NetcError, NumericsError
+from netc.runtime import data, runs, trainer
+
+SPEC = """network Tiny
+input 8x8x1
+CONV 3x3 4 pad=same act=relu - POOL max 2x2/2 - FC 16 act=relu - DROPOUT 0.2 - OUT 10 softmax
+train optimizer=adam lr=0.01 batch=64 epochs=3 data=digits seed=1
+"""
+
+
+def quiet(tmp_path, spec=SPEC, name="run", **overrides):
+    import io
+    return trainer.train(netc.compile(spec), overrides, str(tmp_path / name), progress=False,
+                         stdout=io.StringIO())
+
+
+def test_training_writes_the_run_folder(tmp_path):
+    result, folder = quiet(tmp_path)
+    assert sorted(os.listdir(folder)) == ["best.npz", "config.json", "curves.png", "last.npz",
+                                          "metrics.csv", "result.json"]
+    rows = runs.read_metrics(folder)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    doc = json.load(open(os.path.join(folder, "result.json")))
+    assert doc["test_acc"] > 0.85 and doc["epochs"] == 3 and doc["test_samples"] == 359
+    assert json.load(open(os.path.join(folder, "config.json")))["settings"]["optimizer"] == "adam"
+    model = netc.Model.load(os.path.join(folder, "best.npz"))
+    assert model.params["conv1.weight"].shape == (4, 1, 3, 3)
+
+
+def test_resume_continues_exactly(tmp_path):
+    _, full = quiet(tmp_path, name="full", epochs=4)
+    _, part = quiet(tmp_path, name="part", epochs=2)
+    trainer.train(netc.compile(SPEC), {"epochs": 4}, resume=part, progress=False,
+                  stdout=open(os.devnull, "w"))
+    a, b = runs.read_metrics(full), runs.read_metrics(part)
+    assert [r["epoch"] for r in b] == [1, 2, 3, 4]
+    for ra, rb in zip(a, b):
+        assert ra["train_loss"] == rb["train_loss"] and ra["val_loss"] == rb["val_loss"]
+
+
+def test_resume_mid_epoch_after_interrupt(tmp_path):
+    net = netc.compile(SPEC)
+    cfg = trainer.resolve(net, {"epochs": 2})
+    folder = runs.prepare(str(tmp_path / "cut"))
+    t = trainer.Trainer(net, cfg, folder, progress=False, out=open(os.devnull, "w"))
+    runs.write_json(os.path.join(folder, "config.json"), {"settings": cfg})
+    calls = {"n": 0}
+    original = t.sgd_step
+
+    def interrupt_after_5(idx, epoch, b):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return original(idx, epoch, b)
+
+    t.sgd_step = interrupt_after_5
+    with pytest.raises(KeyboardInterrupt):
+        t.run()
+    trainer.train(net, {}, resume=folder, progress=False, stdout=open(os.devnull, "w"))
+    _, full = quiet(tmp_path, name="full", epochs=2)
+    for ra, rb in zip(runs.read_metrics(full), runs.read_metrics(folder)):
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-6)
+
+
+def test_early_stopping_restores_the_best_weights(tmp_path):
+    spec = SPEC.replace("epochs=3", "epochs=30 early_stop=true patience=2").replace("lr=0.01", "lr=0.05")
+    result, folder = quiet(tmp_path, spec)
+    assert result["epochs"] < 30
+    assert result["epochs"] - result["best_epoch"] == 2
+
+
+def test_nan_stops_with_the_layer_and_the_cure(tmp_path):
+    spec = SPEC.replace("optimizer=adam lr=0.01", "optimizer=sgd lr=1e8")
+    with pytest.raises(NumericsError) as e:
+        quiet(tmp_path, spec)
+    assert "blew up" in e.value.message and "lower the learning rate" in e.value.hint
+
+
+def test_freeze_and_transfer(tmp_path):
+    _, first = quiet(tmp_path, name="first", epochs=1)
+    net = netc.compile(SPEC)
+    import io
+    t = trainer.Trainer(net, trainer.resolve(net, {"epochs": 1, "init_from": f"{first}/last.npz",
+                                                  "freeze": ("conv*",)}),
+                        runs.prepare(str(tmp_path / "second")), progress=False, out=io.StringIO())
+    before = t.model.params["conv1.weight"].copy()
+    assert np.array_equal(before, netc.Model.load(f"{first}/last.npz").params["conv1.weight"])
+    t.run()
+    assert np.array_equal(t.model.params["conv1.weight"], before)
+    assert net.trainable_params < net.total_params
+
+
+def test_cross_validation_and_compare(tmp_path):
+    import io
+    net = netc.compile(SPEC)
+    summary, _ = trainer.cross_validate(net, {"epochs": 1}, 3, str(tmp_path / "cv"), False,
+                                        io.StringIO())
+    assert summary["folds"] == 3 and len(summary["val_acc"]["values"]) == 3
+    table, folder = trainer.compare(net, {"epochs": 1}, ["sgd", "adam"], str(tmp_path / "cmp"),
+                                    False, io.StringIO())
+    assert [name for name, _ in table] == ["sgd", "adam"]
+    assert os.path.exists(os.path.join(folder, "compare.png"))
+    w_sgd = netc.Model.load(os.path.join(folder, "sgd", "last.npz"))
+    assert w_sgd.params["conv1.weight"].shape == (4, 1, 3, 3)
+
+
+def test_out_folder_must_be_new(tmp_path):
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "x").write_text("x")
+    with pytest.raises(NetcError, match="exists and is not empty"):
+        quiet(tmp_path, name="used")
+
+
+# ---- data ---------------------------------------------------------------------------------------
+def test_data_errors(tmp_path):
+    with pytest.raises(NetcError, match="no training data"):
+        trainer.resolve(netc.compile("input 4\nOUT 2 softmax"), {})
+    with pytest.raises(DataError, match="no such file"):
+        data.load(str(tmp_path / "none.npz"), (4,), 2, True)
+    np.savez(tmp_path / "bad.npz", a=np.zeros(3))
+    with pytest.raises(DataError, match="arrays named x and y"):
+        data.load(str(tmp_path / "bad.npz"), (4,), 2, True)
+    np.savez(tmp_path / "labels.npz", x=np.zeros((5, 4)), y=np.array([0, 1, 2, 3, 4]))
+    with pytest.raises(DataError, match="labels run from 0 to 4 but the network has 2 outputs"):
+        data.load(str(tmp_path / "labels.npz"), (4,), 2, True)
+    np.savez(tmp_path / "shape.npz", x=np.zeros((5, 3)), y=np.zeros(5, int))
+    with pytest.raises(DataError, match="do not fit the spec's input"):
+        data.load(str(tmp_path / "shape.npz"), (4,), 2, True)
+    x = np.zeros((5, 4))
+    x[2, 1] = np.nan
+    np.savez(tmp_path / "nan.npz", x=x, y=np.zeros(5, int))
+    with pytest.raises(DataError, match="NaN"):
+        data.load(str(tmp_path / "nan.npz"), (4,), 2, True)
+
+
+def test_csv_with_named_label(tmp_path):
+    (tmp_path / "t.csv").write_text("a,b,target\n1,2,0\n3,4,1\n5,6,1\n")
+    ds = data.load(f"{tmp_path / 't.csv'}#target", (2,), 2, True)
+    assert ds.x.tolist() == [[1, 2], [3, 4], [5, 6]] and ds.y.tolist() == [0, 1, 1]
+    with pytest.raises(DataError, match="no column named 'label'"):
+        data.load(str(tmp_path / "t.csv"), (2,), 2, True)
+
+
+def write_idx(path, arr):
+    header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.astype(np.uint8).tobytes())
+
+
+def test_mnist_idx_folder(tmp_path):
+    r = np.random.default_rng(0)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", r.integers(0, 256, (6, 28, 28)))
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.arange(6) % 10)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", r.integers(0, 256, (2, 28, 28)))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([3, 4]))
+    ds = data.load(f"mnist:{tmp_path}", (1, 28, 28), 10, True)
+    assert ds.x.shape == (6, 1, 28, 28) and ds.x.max() <= 1 and ds.y_test.tolist() == [3, 4]
+    flat = data.load(f"fashion:{tmp_path}", (784,), 10, True)
+    assert flat.x.shape == (6, 784)
+    os.unlink(tmp_path / "t10k-labels-idx1-ubyte.gz")
+    with pytest.raises(DataError, match="lacks t10k-labels-idx1-ubyte"):
+        data.load(f"mnist:{tmp_path}", (1, 28, 28), 10, True)
+
+
+def test_splits_augmentation_normalization():
+    ds = data.load("digits", (1, 8, 8), 10, True)
+    tr, va, te = data.split(ds, 0.1, 0.2, seed=0)
+    assert len(tr) + len(va) + len(te) == 1797 and not set(tr) & set(te)
+    assert np.array_equal(data.split(ds, 0.1, 0.2, seed=0)[0], tr)
+    x = ds.x[:8]
+    aug = data.augment(x, ("crop", "flip"), np.random.default_rng(0))
+    assert aug.shape == x.shape and not np.array_equal(aug, x)
+    mean, std = data.normalizer(ds.x[tr])
+    assert mean.shape == (1, 1, 1) and std.shape == (1, 1, 1)
+    folds = data.folds(tr, 4, 0)
+    assert len(folds) == 4 and sorted(np.concatenate([v for _, v in folds])) == sorted(tr)
