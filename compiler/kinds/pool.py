@@ -133,12 +133,10 @@ def _maxpool_cpu(x, kh, kw, sh, sw, ph, pw, y, arg):
 @cpu_kernel()
 def _maxpool_back_cpu(dy, arg, dx):
     n_, c_, h_, w_ = dx.shape
+    dx[:] = 0
     for nc in range(n_ * c_):
         n = nc // c_
         c = nc % c_
-        for y in range(h_):
-            for x in range(w_):
-                dx[n, c, y, x] = 0
         for oy in range(dy.shape[2]):
             for ox in range(dy.shape[3]):
                 k = arg[n, c, oy, ox]
@@ -172,12 +170,10 @@ def _avgpool_cpu(x, kh, kw, sh, sw, ph, pw, y):
 def _avgpool_back_cpu(dy, kh, kw, sh, sw, ph, pw, dx):
     n_, c_, h_, w_ = dx.shape
     scale = 1.0 / (kh * kw)
+    dx[:] = 0
     for nc in range(n_ * c_):
         n = nc // c_
         c = nc % c_
-        for y in range(h_):
-            for x in range(w_):
-                dx[n, c, y, x] = 0
         for oy in range(dy.shape[2]):
             for i in range(kh):
                 iy = oy * sh - ph + i
