@@ -39,7 +39,13 @@ class _Context:
         if workers <= 1:
             return work(0, n, 0)
         bounds = [n * t // workers for t in range(workers + 1)]
-        futures = [self.pool.submit(work, bounds[t], bounds[t + 1], t) for t in range(1, workers)]
+        err = np.geterr()  # np.errstate is per thread: the workers take the caller's
+
+        def run(lo, hi, t):
+            with np.errstate(**err):
+                return work(lo, hi, t)
+
+        futures = [self.pool.submit(run, bounds[t], bounds[t + 1], t) for t in range(1, workers)]
         work(bounds[0], bounds[1], 0)
         for fut in futures:
             fut.result()
@@ -154,6 +160,7 @@ class Model:
         fclock, bclock = clock or (None, None)
         out, caches = self._forward(x, train, keep=True, clock=fclock)
         value, dout, fused = self._loss(out, caches, y, loss)
+        self.last_output = out  # the network's output for this batch (a fresh array)
         grads, dx = self._backward(caches, dout.astype(self.dtype, copy=False), fused, bclock,
                                    input_grad)
         return (value, grads, dx) if input_grad else (value, grads)

@@ -7,7 +7,9 @@ import fnmatch
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -60,7 +62,7 @@ class Trainer:
         self.sched = schedule.from_settings(cfg)
         self.epoch, self.batch_pos, self.best, self.best_epoch, self.bad = 0, 0, math.inf, 0, 0
         self.sums = [0.0, 0.0, 0]
-        self.stop = False
+        self.stop, self.interrupted = False, False
 
     # ---- set-up ------------------------------------------------------------------------------
     def make_optimizer(self):
@@ -195,7 +197,7 @@ class Trainer:
         self.check_finite(loss, grads, f"epoch {epoch + 1}, step {b + 1}")
         self.clip(grads)
         self.opt.step(grads)
-        return loss
+        return loss, self.accuracy(self.model.last_output, y)
 
     def full_batch_step(self, epoch):
         x, y = self.inputs(self.train_idx)
@@ -217,14 +219,18 @@ class Trainer:
     def run(self) -> dict:
         cfg = self.cfg
         started = time.perf_counter()
+        previous = self._catch_interrupt()
         try:
             while self.epoch < cfg["epochs"] and not self.stop:
                 self.run_epoch()
         except KeyboardInterrupt:
             self.save("last.npz")
-            self.say(f"interrupted in epoch {self.epoch + 1}: saved {self.folder}/last.npz; "
-                     f"continue with --resume {self.folder}")
+            self.say(f"interrupted in epoch {self.epoch + 1} after step {self.batch_pos}: saved "
+                     f"{self.folder}/last.npz; continue with --resume {self.folder}")
             raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         if cfg["early_stop"] and os.path.exists(os.path.join(self.folder, "best.npz")):
             self.restore("best.npz")
         test_loss, test_acc = self.measure(self.test_idx)
@@ -242,6 +248,17 @@ class Trainer:
                   os.path.join(self.folder, "curves.png"), self.net.name)
         return result
 
+    def _catch_interrupt(self):
+        """Ctrl-C sets a flag; the loop stops after the step in progress (never half-way through
+        an update) and writes last.npz."""
+        self.interrupted = False
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            self.interrupted = True
+        return signal.signal(signal.SIGINT, handler)
+
     def run_epoch(self):
         cfg, epoch = self.cfg, self.epoch
         lr = self.sched.lr(epoch)
@@ -254,15 +271,21 @@ class Trainer:
                                  np.random.default_rng([cfg["seed"], epoch, 1]))
             bar = self.bar(len(order), epoch)
             for b in range(self.batch_pos, len(order)):
-                loss = self.sgd_step(order[b], epoch, b)
+                loss, acc = self.sgd_step(order[b], epoch, b)
                 self.sums[0] += loss * len(order[b])
+                self.sums[1] += (acc or 0.0) * len(order[b])
                 self.sums[2] += len(order[b])
                 self.batch_pos = b + 1
                 if bar is not None:
                     bar.update(1)
                     done = self.sums[2]
-                    bar.set_postfix(loss=f"{self.sums[0] / done:.4f}", lr=f"{lr:.3g}",
+                    shown = {"loss": f"{self.sums[0] / done:.4f}"}
+                    if acc is not None:
+                        shown["acc"] = f"{100 * self.sums[1] / done:.1f}%"
+                    bar.set_postfix(**shown, lr=f"{lr:.3g}",
                                     rate=f"{done / max(time.perf_counter() - t0, 1e-9):,.0f}/s")
+                if self.interrupted:
+                    raise KeyboardInterrupt
             if bar is not None:
                 bar.close()
         self.finish_epoch(lr, time.perf_counter() - t0)

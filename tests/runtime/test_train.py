@@ -72,6 +72,29 @@ def test_resume_mid_epoch_after_interrupt(tmp_path):
         assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-6)
 
 
+def test_ctrl_c_stops_after_the_step_and_saves(tmp_path):
+    import signal
+    net = netc.compile(SPEC)
+    cfg = trainer.resolve(net, {"epochs": 2})
+    folder = runs.prepare(str(tmp_path / "sig"))
+    t = trainer.Trainer(net, cfg, folder, progress=False, out=open(os.devnull, "w"))
+    original = t.sgd_step
+
+    def step_then_signal(idx, epoch, b):
+        out = original(idx, epoch, b)
+        if b == 3:
+            signal.raise_signal(signal.SIGINT)  # arrives during the step: handled after it
+        return out
+
+    t.sgd_step = step_then_signal
+    with pytest.raises(KeyboardInterrupt):
+        t.run()
+    with np.load(os.path.join(folder, "last.npz"), allow_pickle=False) as f:
+        meta = json.loads(str(f["__netc_train__"]))
+    assert (meta["epoch"], meta["batch_pos"]) == (0, 4)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_early_stopping_restores_the_best_weights(tmp_path):
     spec = SPEC.replace("epochs=3", "epochs=30 early_stop=true patience=2").replace("lr=0.01", "lr=0.05")
     result, folder = quiet(tmp_path, spec)
