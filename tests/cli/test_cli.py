@@ -84,6 +84,20 @@ def test_draw_formats(capsys, spec_path, tmp_path, fmt):
     assert not (tmp_path / f"net.{fmt}.tmp").exists()
 
 
+def test_every_spec_draws_to_svg_and_png(tmp_path):
+    """Every spec of the zoo renders (SVG and PNG with dot; the DOT source without it)."""
+    import glob
+    from netc.compiler import compile as compile_spec
+    from netc.compiler import draw
+    have_dot = shutil.which("dot") is not None
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for path in sorted(glob.glob(os.path.join(root, "specs", "*.net"))):
+        net = compile_spec(path)
+        for fmt in (("svg", "png") if have_dot else ("dot",)):
+            out = draw.render(net, str(tmp_path / f"n.{fmt}"), depth=None if len(net.graph) < 120 else 2)
+            assert os.path.getsize(out) > 500, path
+
+
 def test_draw_dot_shows_clusters_and_shapes(capsys, spec_path, tmp_path):
     out = tmp_path / "r.dot"
     run(capsys, "draw", spec_path("resnet18"), "-o", str(out), "--rankdir", "LR", "--no-warn")

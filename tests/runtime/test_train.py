@@ -137,6 +137,26 @@ def test_cross_validation_and_compare(tmp_path):
     assert w_sgd.params["conv1.weight"].shape == (4, 1, 3, 3)
 
 
+def test_diagnose_reports_gradient_and_activation_norms(tmp_path):
+    import io
+    out = io.StringIO()
+    trainer.train(netc.compile(SPEC), {"epochs": 1}, str(tmp_path / "d"), progress=False,
+                  diagnose=True, stdout=out)
+    lines = out.getvalue().splitlines()
+    head = lines.index("  layer                      grad norm   activation rms")
+    conv = next(line for line in lines[head:] if line.strip().startswith("conv1"))
+    grad, act = (float(v) for v in conv.split()[1:3])
+    assert grad > 0 and act > 0
+    assert any(line.strip().startswith("pool1") and len(line.split()) == 2 for line in lines[head:])
+
+
+def test_synthetic_data_regression_and_classification():
+    cls = data.load("synthetic", (3, 4, 4), 5, True, seed=0, size=64)
+    assert cls.x.shape == (64, 3, 4, 4) and cls.y.max() < 5 and cls.y.dtype == np.int64
+    reg = data.load("synthetic", (6,), 2, False, seed=0, size=32)
+    assert reg.y.shape == (32, 2) and reg.y.dtype == np.float32
+
+
 def test_out_folder_must_be_new(tmp_path):
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "x").write_text("x")
