@@ -32,10 +32,13 @@ class _Context:
         self.train, self.rng, self.arena, self.pool = train, rng, arena, pool
         self.node, self.fresh, self.need_dx = None, True, True
 
-    def split(self, n, work, min_rows=1):
+    def split(self, n, work, cost=0):
         """Run work(lo, hi, worker) over contiguous parts of range(n), one part per worker
-        thread (kernels release the GIL; BLAS runs single-threaded inside each)."""
-        workers = min(n // min_rows, threads.count()) if self.pool is not None else 1
+        thread (kernels release the GIL; BLAS runs single-threaded inside each). `cost`: the
+        multiply-adds of one row; a part gets at least threads.MIN_MACS of them, since handing
+        work to a thread costs about as much as that many multiply-adds."""
+        rows = max(1, -(-threads.MIN_MACS // cost)) if cost else 1
+        workers = min(n // rows, threads.count()) if self.pool is not None else 1
         if workers <= 1:
             return work(0, n, 0)
         bounds = [n * t // workers for t in range(workers + 1)]

@@ -115,7 +115,7 @@ class Conv(LayerKind):
                     np.matmul(w[fs], cols[ks], out=zf[fs])               # one GEMM per group
                 _epilogue_cpu(zf, bias, code, y.reshape(n, f, oh * ow), s)
 
-        ctx.split(n, work)
+        ctx.split(n, work, cost=self.macs(h, [x.shape[1:]], (f, oh, ow)))
         if fused:
             return y, (x, None, y)
         z = y  # PReLU: its learned slope is applied apart
@@ -154,7 +154,7 @@ class Conv(LayerKind):
                 if dx is not None:
                     _col2im_cpu(dcols, *_geometry(h), oh, ow, dx[s:e])
 
-        ctx.split(n, work)
+        ctx.split(n, work, cost=2 * self.macs(h, [x.shape[1:]], (f, oh, ow)))
         grads["weight"] = sum(dw for dw, _ in partial.values()).reshape(p["weight"].shape)
         if "bias" in p:
             grads["bias"] = sum(db for _, db in partial.values())

@@ -63,7 +63,7 @@ class FullyConnected(LayerKind):
         def work(lo, hi, t):
             np.matmul(x2[lo:hi], wt, out=z[lo:hi])
 
-        ctx.split(x2.shape[0], work, min_rows=16)
+        ctx.split(x2.shape[0], work, cost=3 * x2.shape[1] * h["units"])
         if "bias" in p:
             z += p["bias"]
         y = fused_forward(h, p, z)
@@ -85,7 +85,7 @@ class FullyConnected(LayerKind):
             if dx is not None:
                 np.matmul(dz[lo:hi], w, out=dx[lo:hi])
 
-        ctx.split(x2.shape[0], work, min_rows=16)
+        ctx.split(x2.shape[0], work, cost=3 * x2.shape[1] * h["units"])
         grads["weight"] = sum(partial.values())
         if "bias" in p:
             grads["bias"] = dz.sum(axis=0)

@@ -60,12 +60,14 @@ class Pool(LayerKind):
         oh, ow, _, _ = conv_geometry(h, x.shape[1:])
         (kh, kw), (sh, sw), (ph, pw) = h["kernel"], h["stride"], h["pad"]
         y = ctx.buffer("y", x.shape[:2] + (oh, ow), x.dtype)
+        cost = y[0].size * kh * kw  # comparisons or adds per sample
         if h["mode"] == "max":
             arg = ctx.buffer("arg", y.shape, np.int64)
             ctx.split(len(x), lambda lo, hi, t: _maxpool_cpu(x[lo:hi], kh, kw, sh, sw, ph, pw,
-                                                             y[lo:hi], arg[lo:hi]))
+                                                             y[lo:hi], arg[lo:hi]), cost)
             return y, (x.shape, arg)
-        ctx.split(len(x), lambda lo, hi, t: _avgpool_cpu(x[lo:hi], kh, kw, sh, sw, ph, pw, y[lo:hi]))
+        ctx.split(len(x), lambda lo, hi, t: _avgpool_cpu(x[lo:hi], kh, kw, sh, sw, ph, pw, y[lo:hi]),
+                  cost)
         return y, (x.shape, None)
 
     def backward(self, h, p, cache, dy, ctx):
@@ -73,11 +75,13 @@ class Pool(LayerKind):
         (kh, kw), (sh, sw), (ph, pw) = h["kernel"], h["stride"], h["pad"]
         dx = ctx.buffer("dx", xshape, dy.dtype)
         dy = np.ascontiguousarray(dy)
+        cost = dy[0].size * kh * kw
         if arg is not None:
-            ctx.split(len(dy), lambda lo, hi, t: _maxpool_back_cpu(dy[lo:hi], arg[lo:hi], dx[lo:hi]))
+            ctx.split(len(dy), lambda lo, hi, t: _maxpool_back_cpu(dy[lo:hi], arg[lo:hi], dx[lo:hi]),
+                      cost)
         else:
             ctx.split(len(dy), lambda lo, hi, t: _avgpool_back_cpu(dy[lo:hi], kh, kw, sh, sw, ph, pw,
-                                                                   dx[lo:hi]))
+                                                                   dx[lo:hi]), cost)
         return [dx], {}
 
 
