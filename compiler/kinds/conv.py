@@ -204,8 +204,17 @@ def _epilogue_cpu(zf, bias, code, y, s):
     for f in range(f_):
         b = bias[f]
         for n in range(ml // ll):
-            for l in range(ll):
-                y[s + n, f, l] = _act(code, zf[f, n * ll + l] + b)
+            src, dst = zf[f, n * ll:(n + 1) * ll], y[s + n, f]
+            if code == 0:  # the activation is chosen outside the inner loops
+                for l in range(ll):
+                    dst[l] = src[l] + b
+            elif code == 1:
+                for l in range(ll):
+                    v = src[l] + b
+                    dst[l] = v if v > 0 else 0
+            else:
+                for l in range(ll):
+                    dst[l] = _act(code, src[l] + b)
 
 
 @cpu_kernel()
@@ -216,10 +225,21 @@ def _prologue_cpu(dy, y, code, s, d2, dbias):
     for f in range(f_):
         acc = 0.0
         for n in range(ml // ll):
-            for l in range(ll):
-                g = dy[s + n, f, l] * _act_grad_from_y(code, y[s + n, f, l])
-                d2[f, n * ll + l] = g
-                acc += g
+            g, out, dst = dy[s + n, f], y[s + n, f], d2[f, n * ll:(n + 1) * ll]
+            if code == 0:
+                for l in range(ll):
+                    dst[l] = g[l]
+                    acc += g[l]
+            elif code == 1:
+                for l in range(ll):
+                    v = g[l] if out[l] > 0 else 0
+                    dst[l] = v
+                    acc += v
+            else:
+                for l in range(ll):
+                    v = g[l] * _act_grad_from_y(code, out[l])
+                    dst[l] = v
+                    acc += v
         dbias[f] += acc
 
 
