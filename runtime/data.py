@@ -39,7 +39,11 @@ def load(source: str, input_shape: tuple, outputs: int, classify: bool, seed: in
             ds = Dataset(f["x"].astype(np.float32) / 16.0, f["y"].astype(np.int64), "digits")
     elif source == "synthetic":
         ds = synthetic(input_shape, outputs, classify, size, seed)
-    elif source.split(":", 1)[0] in ("mnist", "fashion") and ":" in source:
+    elif source in ("mnist", "fashion"):
+        raise DataError(f"data={source} needs the folder that holds its four IDX files: "
+                        f"data={source}:DIR", f"{source} is not built in (netc downloads nothing); "
+                        "data=digits is")
+    elif source.split(":", 1)[0] in ("mnist", "fashion"):
         ds = idx_folder(source.split(":", 1)[1], source.split(":", 1)[0])
     else:
         path, _, column = source.partition("#")
@@ -157,6 +161,11 @@ def _idx(path):
 
 
 def idx_folder(folder, name):
+    if not os.path.isdir(folder):
+        raise DataError(f"data: no such folder: {folder}",
+                        f"put the four {name} IDX files (train-images-idx3-ubyte.gz ...) in a folder "
+                        f"and give data={name}:FOLDER")
+
     def find(stem):
         for suffix in ("", ".gz"):
             for sep in ("-", "."):
