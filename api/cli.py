@@ -96,7 +96,7 @@ def cmd_train(args):
             training.cross_validate(net, overrides, args.folds, args.out, progress)
         else:
             result, folder = training.train(net, overrides, args.out, args.resume, progress,
-                                             args.diagnose)
+                                            args.diagnose)
             acc = "" if result["test_acc"] is None else f", test accuracy {100 * result['test_acc']:.2f}%"
             print(f"done in {result['seconds']:.1f}s: test loss {result['test_loss']:.4f}{acc} "
                   f"(best epoch {result['best_epoch']}); {folder}/")
@@ -112,7 +112,6 @@ def _weights_model(args):
 
 
 def cmd_eval(args):
-    import numpy as np
     from netc.runtime import data as datasets
     from netc.runtime import losses
     model = _weights_model(args)
@@ -200,7 +199,6 @@ def _image_to_input(img, input_shape, path):
 
 
 def cmd_lr(args):
-    from netc.runtime import Schedule
     from netc.runtime.trainer import resolve
     import matplotlib
     matplotlib.use("Agg")

@@ -406,4 +406,3 @@ def _usage(kind) -> str:
 
 def build(spec: ast.Spec, source: Source) -> Net:
     return Builder(spec, source).build()
-

@@ -79,7 +79,7 @@ def fit_shape(x, input_shape, name):
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2), np.float32)
     shown = "x".join(map(str, (want[1], want[2], want[0]))) if len(want) == 3 else str(want[0])
     raise DataError(f"{name}: samples of shape {tuple(x.shape[1:])} do not fit the spec's input "
-                    f"{shown}", f"change the spec's `input` line to the data's size")
+                    f"{shown}", "change the spec's `input` line to the data's size")
 
 
 def check(x, y, outputs, classify, what):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from netc.dsl.errors import NetcError, NumericsError
+from netc.dsl.errors import NetcError
 
 
 class Optimizer:

@@ -8,118 +8,7 @@ import numpy as np
 from ..registry import Bool, Float, Int, LayerError, LayerKind, register
 
 
-class _Activation(LayerKind):
-    elementwise = True
-
-
-@register
-class Relu(_Activation):
-    name = "RELU"
-    example = ("8", "RELU")
-    doc = "max(0, x)"
-
-
-@register
-class Leaky(_Activation):
-    name = "LEAKY"
-    example = ("8", "LEAKY 0.2")
-    doc = "leaky ReLU: x if x > 0 else slope*x (slope 0.01 unless given)"
-    keys = {"slope": Float(0.01)}
-    positional = {float: "slope"}
-
-    def label(self, h):
-        return f"LEAKY {h['slope']:g}"
-
-
-@register
-class PRelu(_Activation):
-    name = "PRELU"
-    example = ("2x2x3", "PRELU")
-    doc = "parametric ReLU: a learned slope per channel (shared=true: one slope)"
-    keys = {"shared": Bool(False)}
-
-    def params(self, h, xs):
-        return {"weight": (1 if h["shared"] else xs[0][0],)}
-
-
-@register
-class Elu(_Activation):
-    name = "ELU"
-    example = ("8", "ELU")
-    doc = "x if x > 0 else alpha*(exp(x) - 1)"
-    keys = {"alpha": Float(1.0)}
-    positional = {float: "alpha"}
-
-
-@register
-class Sigmoid(_Activation):
-    name = "SIGMOID"
-    example = ("8", "SIGMOID")
-    doc = "1 / (1 + exp(-x))"
-
-
-@register
-class Tanh(_Activation):
-    name = "TANH"
-    example = ("8", "TANH")
-    doc = "tanh(x)"
-
-
-@register
-class Softmax(_Activation):
-    name = "SOFTMAX"
-    example = ("8", "SOFTMAX")
-    doc = "softmax over the features (a vector input)"
-
-    def resolve(self, h, xs):
-        if len(xs[0]) != 1:
-            raise LayerError(f"SOFTMAX needs a vector input; received {xs[0]}",
-                             hint="put GAP or FLATTEN before it")
-        return h
-
-
-@register
-class Maxout(LayerKind):
-    name = "MAXOUT"
-    example = ("2x2x6", "MAXOUT 3")
-    doc = "maxout: the maximum over groups of `pieces` consecutive channels (features)"
-    keys = {"pieces": Int(2, low=2)}
-    positional = {int: "pieces"}
-
-    def resolve(self, h, xs):
-        if xs[0][0] % h["pieces"]:
-            raise LayerError(f"MAXOUT with {h['pieces']} pieces needs a channel count divisible by "
-                             f"{h['pieces']}; received {xs[0][0]}", key="pieces",
-                             hint="make the previous layer's width a multiple of the pieces")
-        return h
-
-    def shape(self, h, xs):
-        return (xs[0][0] // h["pieces"],) + tuple(xs[0][1:])
-
-    def flops(self, h, xs, y):
-        return math.prod(xs[0])
-
-    def label(self, h):
-        return f"MAXOUT {h['pieces']}"
-
-
-@register
-class Dropout(LayerKind):
-    name = "DROPOUT"
-    example = ("8", "DROPOUT 0.5")
-    doc = "inverted dropout with drop probability p (training only): `DROPOUT 0.5`"
-    elementwise = True
-    keys = {"p": Float(0.5, low=0.0, high=1.0)}
-    positional = {float: "p"}
-
-    def flops(self, h, xs, y):
-        return 0
-
-    def label(self, h):
-        return f"DROPOUT {h['p']:g}"
-
-
-# ---- runtime: shared elementwise math (fused into CONV/FC/OUT/ADD and used by the layers) ----
+# ---- the elementwise math, shared by these layers and the activations fused into CONV/FC/ADD ----
 def act_forward(name, z, slope=None, alpha=1.0):
     """y = act(z); slope is LEAKY's constant or PRELU's learned slope (broadcastable)."""
     if name == "none":
@@ -184,57 +73,159 @@ def channel_view(p, ndim):
     return p.reshape((1, -1) + (1,) * (ndim - 2))
 
 
-def _elementwise(act_name):
-    """forward/backward of an activation layer named by its fused-activation word."""
+class _Activation(LayerKind):
+    """A layer that applies one of the fused-activation words elementwise."""
+    elementwise = True
+    act = "none"
+
+    def _slope(self, h, p, ndim):
+        return channel_view(p["weight"], ndim) if "weight" in p else h.get("slope")
+
     def forward(self, h, p, xs, ctx):
         z = xs[0]
-        slope = channel_view(p["weight"], z.ndim) if "weight" in p else h.get("slope")
-        y = act_forward(act_name, z, slope, h.get("alpha", 1.0))
+        y = act_forward(self.act, z, self._slope(h, p, z.ndim), h.get("alpha", 1.0))
         return y, (z, y)
 
     def backward(self, h, p, cache, dy, ctx):
         z, y = cache
-        slope = channel_view(p["weight"], z.ndim) if "weight" in p else h.get("slope")
-        dz, dslope = act_backward(act_name, z, y, dy, slope, h.get("alpha", 1.0))
+        dz, dslope = act_backward(self.act, z, y, dy, self._slope(h, p, z.ndim), h.get("alpha", 1.0))
         return [dz], ({"weight": dslope.reshape(p["weight"].shape)} if "weight" in p else {})
-    return forward, backward
 
 
-for _kind, _act in ((Relu, "relu"), (Leaky, "leaky"), (PRelu, "prelu"), (Elu, "elu"),
-                    (Sigmoid, "sigmoid"), (Tanh, "tanh"), (Softmax, "softmax")):
-    _kind.forward, _kind.backward = _elementwise(_act)
+@register
+class Relu(_Activation):
+    name = "RELU"
+    act = "relu"
+    example = ("8", "RELU")
+    doc = "max(0, x)"
 
 
-def _maxout_forward(self, h, p, xs, ctx):
-    x = xs[0]
-    k = h["pieces"]
-    g = x.reshape((x.shape[0], x.shape[1] // k, k) + x.shape[2:])
-    idx = g.argmax(axis=2)
-    return np.take_along_axis(g, idx[:, :, None], axis=2)[:, :, 0], (x.shape, idx)
+@register
+class Leaky(_Activation):
+    name = "LEAKY"
+    act = "leaky"
+    example = ("8", "LEAKY 0.2")
+    doc = "leaky ReLU: x if x > 0 else slope*x (slope 0.01 unless given)"
+    keys = {"slope": Float(0.01)}
+    positional = {float: "slope"}
+
+    def label(self, h):
+        return f"LEAKY {h['slope']:g}"
 
 
-def _maxout_backward(self, h, p, cache, dy, ctx):
-    shape, idx = cache
-    k = h["pieces"]
-    dg = np.zeros((shape[0], shape[1] // k, k) + shape[2:], dtype=dy.dtype)
-    np.put_along_axis(dg, idx[:, :, None], dy[:, :, None], axis=2)
-    return [dg.reshape(shape)], {}
+@register
+class PRelu(_Activation):
+    name = "PRELU"
+    act = "prelu"
+    example = ("2x2x3", "PRELU")
+    doc = "parametric ReLU: a learned slope per channel (shared=true: one slope)"
+    keys = {"shared": Bool(False)}
+
+    def params(self, h, xs):
+        return {"weight": (1 if h["shared"] else xs[0][0],)}
 
 
-Maxout.forward, Maxout.backward = _maxout_forward, _maxout_backward
+@register
+class Elu(_Activation):
+    name = "ELU"
+    act = "elu"
+    example = ("8", "ELU")
+    doc = "x if x > 0 else alpha*(exp(x) - 1)"
+    keys = {"alpha": Float(1.0)}
+    positional = {float: "alpha"}
 
 
-def _dropout_forward(self, h, p, xs, ctx):
-    x = xs[0]
-    if not ctx.train or h["p"] == 0:
-        return x, None
-    keep = 1.0 - h["p"]
-    mask = (ctx.rng.random(x.shape) < keep).astype(x.dtype) / keep
-    return x * mask, mask
+@register
+class Sigmoid(_Activation):
+    name = "SIGMOID"
+    act = "sigmoid"
+    example = ("8", "SIGMOID")
+    doc = "1 / (1 + exp(-x))"
 
 
-def _dropout_backward(self, h, p, mask, dy, ctx):
-    return [dy if mask is None else dy * mask], {}
+@register
+class Tanh(_Activation):
+    name = "TANH"
+    act = "tanh"
+    example = ("8", "TANH")
+    doc = "tanh(x)"
 
 
-Dropout.forward, Dropout.backward = _dropout_forward, _dropout_backward
+@register
+class Softmax(_Activation):
+    name = "SOFTMAX"
+    act = "softmax"
+    example = ("8", "SOFTMAX")
+    doc = "softmax over the features (a vector input)"
+
+    def resolve(self, h, xs):
+        if len(xs[0]) != 1:
+            raise LayerError(f"SOFTMAX needs a vector input; received {xs[0]}",
+                             hint="put GAP or FLATTEN before it")
+        return h
+
+
+@register
+class Maxout(LayerKind):
+    name = "MAXOUT"
+    example = ("2x2x6", "MAXOUT 3")
+    doc = "maxout: the maximum over groups of `pieces` consecutive channels (features)"
+    keys = {"pieces": Int(2, low=2)}
+    positional = {int: "pieces"}
+
+    def resolve(self, h, xs):
+        if xs[0][0] % h["pieces"]:
+            raise LayerError(f"MAXOUT with {h['pieces']} pieces needs a channel count divisible by "
+                             f"{h['pieces']}; received {xs[0][0]}", key="pieces",
+                             hint="make the previous layer's width a multiple of the pieces")
+        return h
+
+    def shape(self, h, xs):
+        return (xs[0][0] // h["pieces"],) + tuple(xs[0][1:])
+
+    def flops(self, h, xs, y):
+        return math.prod(xs[0])
+
+    def label(self, h):
+        return f"MAXOUT {h['pieces']}"
+
+    def forward(self, h, p, xs, ctx):
+        x = xs[0]
+        k = h["pieces"]
+        g = x.reshape((x.shape[0], x.shape[1] // k, k) + x.shape[2:])
+        idx = g.argmax(axis=2)
+        return np.take_along_axis(g, idx[:, :, None], axis=2)[:, :, 0], (x.shape, idx)
+
+    def backward(self, h, p, cache, dy, ctx):
+        shape, idx = cache
+        k = h["pieces"]
+        dg = np.zeros((shape[0], shape[1] // k, k) + shape[2:], dtype=dy.dtype)
+        np.put_along_axis(dg, idx[:, :, None], dy[:, :, None], axis=2)
+        return [dg.reshape(shape)], {}
+
+
+@register
+class Dropout(LayerKind):
+    name = "DROPOUT"
+    example = ("8", "DROPOUT 0.5")
+    doc = "inverted dropout with drop probability p (training only): `DROPOUT 0.5`"
+    elementwise = True
+    keys = {"p": Float(0.5, low=0.0, high=1.0)}
+    positional = {float: "p"}
+
+    def flops(self, h, xs, y):
+        return 0
+
+    def label(self, h):
+        return f"DROPOUT {h['p']:g}"
+
+    def forward(self, h, p, xs, ctx):
+        x = xs[0]
+        if not ctx.train or h["p"] == 0:
+            return x, None
+        keep = 1.0 - h["p"]
+        mask = (ctx.rng.random(x.shape) < keep).astype(x.dtype) / keep
+        return x * mask, mask
+
+    def backward(self, h, p, mask, dy, ctx):
+        return [dy if mask is None else dy * mask], {}

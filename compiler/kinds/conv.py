@@ -198,47 +198,47 @@ def _act_grad_from_y(code, y):
 
 @cpu_kernel()
 def _epilogue_cpu(zf, bias, code, y, s):
-    """y[s + n, f, l] = act(zf[f, n*L + l] + bias[f]) for the chunk's samples n."""
+    """y[s + n, f, k] = act(zf[f, n*L + k] + bias[f]) for the chunk's samples n."""
     f_, ml = zf.shape
-    ll = y.shape[2]
+    ln = y.shape[2]
     for f in range(f_):
         b = bias[f]
-        for n in range(ml // ll):
-            src, dst = zf[f, n * ll:(n + 1) * ll], y[s + n, f]
+        for n in range(ml // ln):
+            src, dst = zf[f, n * ln:(n + 1) * ln], y[s + n, f]
             if code == 0:  # the activation is chosen outside the inner loops
-                for l in range(ll):
-                    dst[l] = src[l] + b
+                for k in range(ln):
+                    dst[k] = src[k] + b
             elif code == 1:
-                for l in range(ll):
-                    v = src[l] + b
-                    dst[l] = v if v > 0 else 0
+                for k in range(ln):
+                    v = src[k] + b
+                    dst[k] = v if v > 0 else 0
             else:
-                for l in range(ll):
-                    dst[l] = _act(code, src[l] + b)
+                for k in range(ln):
+                    dst[k] = _act(code, src[k] + b)
 
 
 @cpu_kernel()
 def _prologue_cpu(dy, y, code, s, d2, dbias):
-    """d2[f, n*L + l] = dy * act'(z) for the chunk's samples; dbias[f] accumulates it."""
+    """d2[f, n*L + k] = dy * act'(z) for the chunk's samples; dbias[f] accumulates it."""
     f_, ml = d2.shape
-    ll = dy.shape[2]
+    ln = dy.shape[2]
     for f in range(f_):
         acc = 0.0
-        for n in range(ml // ll):
-            g, out, dst = dy[s + n, f], y[s + n, f], d2[f, n * ll:(n + 1) * ll]
+        for n in range(ml // ln):
+            g, out, dst = dy[s + n, f], y[s + n, f], d2[f, n * ln:(n + 1) * ln]
             if code == 0:
-                for l in range(ll):
-                    dst[l] = g[l]
-                    acc += g[l]
+                for k in range(ln):
+                    dst[k] = g[k]
+                    acc += g[k]
             elif code == 1:
-                for l in range(ll):
-                    v = g[l] if out[l] > 0 else 0
-                    dst[l] = v
+                for k in range(ln):
+                    v = g[k] if out[k] > 0 else 0
+                    dst[k] = v
                     acc += v
             else:
-                for l in range(ll):
-                    v = g[l] * _act_grad_from_y(code, out[l])
-                    dst[l] = v
+                for k in range(ln):
+                    v = g[k] * _act_grad_from_y(code, out[k])
+                    dst[k] = v
                     acc += v
         dbias[f] += acc
 

@@ -19,6 +19,9 @@ class Input(LayerKind):
     def flops(self, h, xs, y):
         return 0
 
+    def forward(self, h, p, xs, ctx):
+        return xs[0], None
+
 
 @register
 class Add(LayerKind):
@@ -40,6 +43,18 @@ class Add(LayerKind):
 
     def label(self, h):
         return "ADD" + (f" {h['act']}" if h["act"] != "none" else "")
+
+    def forward(self, h, p, xs, ctx):
+        z = xs[0] + xs[1]
+        for x in xs[2:]:
+            z = z + x
+        y = act_forward(h["act"], z)
+        return y, (z, y, len(xs))
+
+    def backward(self, h, p, cache, dy, ctx):
+        z, y, k = cache
+        dz, _ = act_backward(h["act"], z, y, dy)
+        return [dz] * k, {}
 
 
 @register
@@ -64,34 +79,8 @@ class Concat(LayerKind):
     def flops(self, h, xs, y):
         return 0
 
+    def forward(self, h, p, xs, ctx):
+        return np.concatenate(xs, axis=1), [x.shape[1] for x in xs]
 
-# ---- runtime ---------------------------------------------------------------------------------
-def _input_forward(self, h, p, xs, ctx):
-    return xs[0], None
-
-
-def _add_forward(self, h, p, xs, ctx):
-    z = xs[0] + xs[1]
-    for x in xs[2:]:
-        z = z + x
-    y = act_forward(h["act"], z)
-    return y, (z, y, len(xs))
-
-
-def _add_backward(self, h, p, cache, dy, ctx):
-    z, y, k = cache
-    dz, _ = act_backward(h["act"], z, y, dy)
-    return [dz] * k, {}
-
-
-def _concat_forward(self, h, p, xs, ctx):
-    return np.concatenate(xs, axis=1), [x.shape[1] for x in xs]
-
-
-def _concat_backward(self, h, p, sizes, dy, ctx):
-    return np.split(dy, np.cumsum(sizes)[:-1], axis=1), {}
-
-
-Input.forward = _input_forward
-Add.forward, Add.backward = _add_forward, _add_backward
-Concat.forward, Concat.backward = _concat_forward, _concat_backward
+    def backward(self, h, p, sizes, dy, ctx):
+        return np.split(dy, np.cumsum(sizes)[:-1], axis=1), {}

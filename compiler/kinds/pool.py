@@ -113,6 +113,7 @@ class GlobalAvgPool(LayerKind):
         dx = np.broadcast_to((dy / (shape[2] * shape[3]))[:, :, None, None], shape)
         return [np.ascontiguousarray(dx)], {}
 
+
 # Average pooling runs tap by tap: for each (i, j) of the window, one long sweep over the output
 # rows; max pooling keeps the index of each maximum for its backward scatter, and 2x2/2 windows,
 # the common case, get an unrolled kernel (ten times faster than the general loops).

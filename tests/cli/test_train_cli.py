@@ -1,6 +1,5 @@
 """netc train / eval / predict / lr / gradcheck / bench from the command line."""
 import json
-import os
 
 import numpy as np
 import pytest
