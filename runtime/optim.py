@@ -52,7 +52,7 @@ class Optimizer:
     def load_state_arrays(self, arrays: dict):
         self.t = int(arrays.get("__t", 0))
         for key, v in arrays.items():
-            if "::" in key:
+            if "::" in key and key.split("::", 1)[0] in self.state:
                 name, k = key.split("::", 1)
                 if name in self.state:
                     self.state[name][k] = v.copy() if v.ndim else v.item()

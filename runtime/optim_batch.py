@@ -75,6 +75,19 @@ class LBFGS(FullBatch):
         super().__init__(params, lr, **hyper)
         self.pairs = []
 
+    def state_arrays(self):
+        out = super().state_arrays()
+        if self.pairs:
+            out["lbfgs::s"] = np.stack([s for s, _, _ in self.pairs])
+            out["lbfgs::y"] = np.stack([y for _, y, _ in self.pairs])
+        return out
+
+    def load_state_arrays(self, arrays):
+        super().load_state_arrays(arrays)
+        if "lbfgs::s" in arrays:
+            self.pairs = [(s.copy(), y.copy(), 1.0 / (s @ y))
+                          for s, y in zip(arrays["lbfgs::s"], arrays["lbfgs::y"])]
+
     def direction(self, g):
         q = g.copy()
         alphas = []
@@ -116,6 +129,17 @@ class ConjugateGradient(FullBatch):
         super().__init__(params, lr, **hyper)
         self.prev = None  # (g, d, t)
 
+    def state_arrays(self):
+        out = super().state_arrays()
+        if self.prev is not None:
+            out["cg::g"], out["cg::d"], out["cg::t"] = self.prev[0], self.prev[1], np.array(self.prev[2])
+        return out
+
+    def load_state_arrays(self, arrays):
+        super().load_state_arrays(arrays)
+        if "cg::g" in arrays:
+            self.prev = (arrays["cg::g"].copy(), arrays["cg::d"].copy(), float(arrays["cg::t"]))
+
     def step(self, closure):
         self.t += 1
         theta, f, g = self.current(closure)
@@ -146,6 +170,14 @@ class LevenbergMarquardt(FullBatch):
             raise NetcError("lm needs the residuals' Jacobian",
                             "use it through netc train (loss=mse), or pass jacobian=model.jacobian(x, y)")
         self.jacobian, self.lam = jacobian, self.hyper["damping"]
+
+    def state_arrays(self):
+        return {**super().state_arrays(), "lm::lambda": np.array(self.lam)}
+
+    def load_state_arrays(self, arrays):
+        super().load_state_arrays(arrays)
+        if "lm::lambda" in arrays:
+            self.lam = float(arrays["lm::lambda"])
 
     def step(self, closure):
         self.t += 1

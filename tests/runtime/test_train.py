@@ -48,6 +48,17 @@ def test_resume_continues_exactly(tmp_path):
         assert ra["train_loss"] == rb["train_loss"] and ra["val_loss"] == rb["val_loss"]
 
 
+@pytest.mark.parametrize("name", ["lbfgs", "cg"])
+def test_resume_is_exact_for_full_batch_methods(tmp_path, name):
+    spec = "input 8x8x1\nFC 12 act=tanh - OUT 10 softmax\ntrain data=digits seed=0"
+    _, full = quiet(tmp_path, spec, name=f"{name}-full", optimizer=name, epochs=4)
+    _, part = quiet(tmp_path, spec, name=f"{name}-part", optimizer=name, epochs=2)
+    trainer.train(netc.compile(spec), {"epochs": 4}, resume=part, progress=False,
+                  stdout=open(os.devnull, "w"))
+    assert [r["train_loss"] for r in runs.read_metrics(full)] == \
+        [r["train_loss"] for r in runs.read_metrics(part)]
+
+
 def test_resume_mid_epoch_after_interrupt(tmp_path):
     net = netc.compile(SPEC)
     cfg = trainer.resolve(net, {"epochs": 2})
