@@ -321,6 +321,9 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+OPTIONAL = ("numba", "threadpoolctl", "matplotlib", "tqdm")  # the `run` extra
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -333,6 +336,13 @@ def main(argv=None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except ModuleNotFoundError as e:
+        if e.name not in OPTIONAL:
+            raise
+        print(f"error: netc {args.command} needs {e.name}, which is not installed\n"
+              "hint: install the runtime: pip install 'netc[run]' (from a clone: pip install '.[run]')",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -67,3 +67,15 @@ def test_gradcheck_and_bench(capsys, spec):
     assert main(["bench", spec, "--batch", "8", "--iters", "2"]) == 0
     out = capsys.readouterr().out
     assert "conv1" in out and "samples/s" in out
+
+
+def test_missing_runtime_says_what_to_install(spec):
+    """With only the base install, training says which extra to install (no traceback)."""
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['numba'] = None\n"  # as if numba were not installed
+            "from netc.cli import main\n"
+            f"sys.exit(main(['gradcheck', {spec!r}]))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 2 and "pip install 'netc[run]'" in proc.stderr
+    assert "Traceback" not in proc.stderr
