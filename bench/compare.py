@@ -2,9 +2,12 @@
 
     python bench/compare.py [--repeats 30] [--only lenet5-64,...]
 
-Both run the same architecture with the same thread count, interleaved in one process (a netc step,
-then a PyTorch step, ...), so that both see the same machine state. Prints the median milliseconds
-per step, the ratio (PyTorch time / netc time: above 1 means netc is faster) and the target.
+Both run the same architecture with the same thread count, interleaved in one process: blocks of
+--block steps of netc, then of PyTorch, and so on, so that both see the same machine state while
+each block measures a steady state (PyTorch's OpenMP threads spin for a while after its calls and
+would otherwise slow the first steps that follow, whoever runs them). Prints the median
+milliseconds per step, the ratio (PyTorch time / netc time: above 1 means netc is faster) and the
+target.
 Needs `pip install torch` (a CPU build).
 """
 from __future__ import annotations
@@ -54,7 +57,7 @@ def torch_model(torch, name):
     return nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
 
 
-def measure(name, spec, batch, repeats, torch):
+def measure(name, spec, batch, repeats, torch, block=5):
     import netc
     model = netc.Model(spec, seed=0)
     rng = np.random.default_rng(0)
@@ -75,19 +78,19 @@ def measure(name, spec, batch, repeats, torch):
         netc_step()
         torch_step()
     ours, theirs = [], []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        netc_step()
-        ours.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        torch_step()
-        theirs.append(time.perf_counter() - t)
+    for _ in range(max(1, repeats // block)):
+        for step, times in ((netc_step, ours), (torch_step, theirs)):
+            for _ in range(block):
+                t = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - t)
     return statistics.median(ours), statistics.median(theirs)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--repeats", type=int, default=30, help="steps of each, in total")
+    ap.add_argument("--block", type=int, default=5, help="steps in a row before switching")
     ap.add_argument("--only", default="", help="comma-separated case names")
     args = ap.parse_args(argv)
     try:
@@ -103,7 +106,7 @@ def main(argv=None):
     for name, spec, batch, target in CASES:
         if args.only and name not in args.only.split(","):
             continue
-        ours, theirs = measure(name, spec, batch, args.repeats, torch)
+        ours, theirs = measure(name, spec, batch, args.repeats, torch, args.block)
         ratio = theirs / ours
         print(f"{name:<14} {ours * 1e3:>9.2f} {theirs * 1e3:>9.2f} {ratio:>8.2f}x {target:>6.1f}x"
               + ("" if ratio >= target else "  (below target)"))
