@@ -21,22 +21,8 @@ import time
 
 import numpy as np
 
-LENET = """network LeNet5ReLU
-input 32x32x1
-CONV: 5x5 act=relu
-POOL: max 2x2/2
-CONV 6 - POOL - CONV 16 - POOL - CONV 120 - FC 84 act=relu - OUT 10 softmax
-"""
-SMALL_VGG = """network SmallVGG
-input 32x32x3
-CONV: 3x3 pad=same act=relu
-POOL: max 2x2/2
-[CONV 32 x2 - POOL] - [CONV 64 x2 - POOL] - FC 256 act=relu - OUT 10 softmax
-"""
-MLP = """network MLP
-input 784
-FC 256 act=relu - OUT 10 softmax
-"""
+HERE = os.path.dirname(os.path.abspath(__file__))
+LENET, SMALL_VGG, MLP = (os.path.join(HERE, f) for f in ("lenet5_relu.net", "small_vgg.net", "mlp.net"))
 
 # name, spec, batch, target speed-up over PyTorch
 CASES = [("lenet5-1", LENET, 1, 2.0), ("lenet5-64", LENET, 64, 2.0), ("lenet5-256", LENET, 256, 2.0),
