@@ -106,30 +106,36 @@ def cmd_train(args):
 
 
 def _weights_model(args):
+    """(model, normalization mean, std) from --weights, read once."""
+    import numpy as np
     from netc.runtime import Model
+    from netc.runtime.model import read_checkpoint
     net = _compile(args)
-    return Model.load(args.weights, spec=net.source.text)
+    arrays = read_checkpoint(args.weights)
+    model = Model.from_arrays(arrays, args.weights, spec=net.source.text)
+    if "__netc_norm_mean__" in arrays:
+        return model, arrays["__netc_norm_mean__"], arrays["__netc_norm_std__"]
+    return model, np.float32(0), np.float32(1)
 
 
 def cmd_eval(args):
     from netc.runtime import data as datasets
     from netc.runtime import losses
-    model = _weights_model(args)
+    from netc.runtime.trainer import resolve
+    model, mean, std = _weights_model(args)
     loss = model.loss_name(args.loss)
     source = args.data or model.net.train.get("data")
     if not source:
         raise NetcError("eval needs data: --data, or data= in the spec's train section")
     ds = datasets.load(source, model.net.input_shape, model.net.output_shape[0],
                        loss in losses.CLASS_LABELS)
-    mean, std = _norm(args.weights)
     if ds.x_test is not None:
         x, y = ds.x_test, ds.y_test
     elif args.all:
         x, y = ds.x, ds.y
     else:
-        cfg = model.net.train
-        _, _, test = datasets.split(ds, cfg.get("val_split", 0.1), cfg.get("test_split", 0.2),
-                                    cfg.get("seed", 0))
+        cfg = resolve(model.net, {"data": source})  # the split the training run made
+        _, _, test = datasets.split(ds, cfg["val_split"], cfg["test_split"], cfg["seed"])
         x, y = ds.x[test], ds.y[test]
     value, out = model.evaluate((x - mean) / std, y, loss)
     line = f"{len(x)} samples: loss {value:.4f}"
@@ -139,19 +145,10 @@ def cmd_eval(args):
     return 0
 
 
-def _norm(path):
-    import numpy as np
-    with np.load(path, allow_pickle=False) as f:
-        if "__netc_norm_mean__" in f.files:
-            return f["__netc_norm_mean__"], f["__netc_norm_std__"]
-    return np.float32(0), np.float32(1)
-
-
 def cmd_predict(args):
     import numpy as np
-    model = _weights_model(args)
+    model, mean, std = _weights_model(args)
     x = _read_inputs(args.input, model.net.input_shape)
-    mean, std = _norm(args.weights)
     out = model.forward((x - mean) / std)
     for i, row in enumerate(out):
         top = np.argsort(row)[::-1][:args.top]

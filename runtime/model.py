@@ -24,6 +24,17 @@ BACKENDS = ("cpu",)
 DTYPES = ("float32", "float64")
 
 
+def read_checkpoint(path: str, what: str = "checkpoint") -> dict:
+    """Every array of a netc .npz (read without pickle), or a DataError saying why not."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise DataError(f"no such {what}: {path}") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"cannot read {what} {path}: {e}", "is it a netc .npz file?") from None
+
+
 class _Context:
     """What a kernel may need besides its inputs: the mode, the random generator (dropout), and
     the model's workspace, so that a training step allocates nothing large after the first."""
@@ -264,13 +275,11 @@ class Model:
     @classmethod
     def load(cls, path: str, spec=None, backend="cpu", dtype=None):
         """A Model from a checkpoint; its spec comes from the file unless given (then it must match)."""
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files}
-        except FileNotFoundError:
-            raise DataError(f"no such checkpoint: {path}") from None
-        except (OSError, ValueError) as e:
-            raise DataError(f"cannot read checkpoint {path}: {e}", "is it a netc .npz file?") from None
+        return cls.from_arrays(read_checkpoint(path), path, spec, backend, dtype)
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, path: str, spec=None, backend="cpu", dtype=None):
+        """A Model from a checkpoint's arrays (see read_checkpoint)."""
         if "__netc_hash__" not in arrays:
             raise DataError(f"{path} is not a netc checkpoint (no spec hash)")
         net = compile_spec(spec) if spec is not None else compile_spec(str(arrays["__netc_spec__"]))

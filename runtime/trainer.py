@@ -17,7 +17,7 @@ import numpy as np
 from netc.dsl.errors import DataError, NetcError, NumericsError
 
 from . import data, losses, runs, schedule
-from .model import Model
+from .model import Model, read_checkpoint
 from .optim import FULL_BATCH, optimizer
 
 DEFAULTS = {"optimizer": "sgd", "batch": 32, "epochs": 10, "seed": 0, "val_split": 0.1,
@@ -104,11 +104,7 @@ class Trainer:
 
     def init_from(self, path):
         """Transfer learning: copy the arrays whose layer name and shape match."""
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files}
-        except (OSError, ValueError) as e:
-            raise DataError(f"init_from: cannot read {path}: {e}") from None
+        arrays = read_checkpoint(path, "init_from checkpoint")
         state = self.model.state()
         copied = [k for k, v in arrays.items() if k in state and state[k].shape == v.shape]
         if not copied:
@@ -359,15 +355,13 @@ class Trainer:
         self.model.save(os.path.join(self.folder, name), extra)
 
     def restore(self, name):
-        with np.load(os.path.join(self.folder, name), allow_pickle=False) as f:
-            self.model.load_state({k: f[k] for k in f.files})
+        self.model.load_state(read_checkpoint(os.path.join(self.folder, name)))
 
     def resume(self):
         path = os.path.join(self.folder, "last.npz")
         if not os.path.exists(path):
             raise NetcError(f"--resume: {self.folder} has no last.npz to continue from")
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
+        arrays = read_checkpoint(path)
         if str(arrays.get("__netc_hash__")) != self.net.spec_hash:
             raise NetcError(f"--resume: {self.folder} was trained from a different spec")
         self.model.load_state(arrays)

@@ -168,6 +168,15 @@ def test_synthetic_data_regression_and_classification():
     assert reg.y.shape == (32, 2) and reg.y.dtype == np.float32
 
 
+def test_resume_from_a_damaged_checkpoint_is_a_clean_error(tmp_path):
+    _, folder = quiet(tmp_path, epochs=1)
+    with open(os.path.join(folder, "last.npz"), "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(DataError, match="cannot read checkpoint"):
+        trainer.train(netc.compile(SPEC), {"epochs": 2}, resume=folder, progress=False,
+                      stdout=open(os.devnull, "w"))
+
+
 def test_out_folder_must_be_new(tmp_path):
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "x").write_text("x")
