@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import zipfile
 
 import numpy as np
 
@@ -31,7 +32,7 @@ def read_checkpoint(path: str, what: str = "checkpoint") -> dict:
             return {k: f[k] for k in f.files}
     except FileNotFoundError:
         raise DataError(f"no such {what}: {path}") from None
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"cannot read {what} {path}: {e}", "is it a netc .npz file?") from None
 
 
