@@ -154,6 +154,8 @@ class LayerKind:
     elementwise = False
     # these kinds need an image (C, H, W) input
     spatial = False
+    # made by the compiler (INPUT, ADD, CONCAT), never written in a spec
+    internal = False
     # (input, chain): a small network that exercises the kind, for the test harness and docs
     example: tuple = ()
 
@@ -229,6 +231,3 @@ def get(name: str) -> LayerKind:
     listed = ", ".join(sorted(k for k in known if not known[k].internal))
     raise LayerError(f"unknown layer kind {name!r}",
                      hint=(f"did you mean {close[0]}? " if close else "") + f"Known kinds: {listed}")
-
-
-LayerKind.internal = False  # internal kinds (INPUT, ADD) are made by the compiler, not written

@@ -87,7 +87,6 @@ class Model:
         if str(dtype) not in DTYPES:
             raise NetcError(f"dtype must be float32 or float64; received {dtype!r}")
         self.net, self.backend, self.dtype = net, backend, np.dtype(str(dtype))
-        self.seed = seed
         self.rng = np.random.default_rng(seed)
         self._kinds = registry.kinds()
         self._arena: dict = {}  # scratch buffers by (node, tag), reused between steps

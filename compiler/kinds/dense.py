@@ -26,8 +26,6 @@ class FullyConnected(LayerKind):
             raise LayerError(f"{self.name} needs the number of units", key="units",
                              hint=f"write it after the kind, e.g. `{self.name} 10`, or set a "
                                   f"default with `{self.name}: 10`")
-        if isinstance(h.get("kernel"), tuple):  # pragma: no cover - guarded by keys
-            raise LayerError("FC takes no kernel")
         return h
 
     def shape(self, h, xs):
