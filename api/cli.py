@@ -201,8 +201,8 @@ def cmd_lr(args):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     net = _compile(args)
-    cfg = resolve(net, {"data": "-", "epochs": args.epochs, "lr": args.lr,
-                        "schedule": args.schedule, "warmup": args.warmup})
+    cfg = resolve(net, {"epochs": args.epochs, "lr": args.lr, "schedule": args.schedule,
+                        "warmup": args.warmup}, need_data=False)
     from netc.runtime.schedule import from_settings
     sched = from_settings(cfg)
     values = [sched.lr(e) for e in range(cfg["epochs"])]

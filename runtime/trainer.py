@@ -27,10 +27,10 @@ OPTIMIZER_KEYS = ("momentum", "dampening", "alpha", "betas", "eps", "weight_deca
                   "damping")
 
 
-def resolve(net, overrides: dict) -> dict:
+def resolve(net, overrides: dict, need_data: bool = True) -> dict:
     """The run's settings: defaults < the spec's train section < the command line."""
     cfg = {**DEFAULTS, **net.train, **{k: v for k, v in overrides.items() if v is not None}}
-    if "data" not in cfg:
+    if need_data and "data" not in cfg:
         raise NetcError("no training data: the spec's train section has no `data=` and none was "
                         "given", "add `train data=digits` to the spec, or pass --data")
     if "lr" not in cfg:
