@@ -4,8 +4,9 @@
 
 Both run the same architecture with the same thread count, interleaved in one process: blocks of
 --block steps of netc, then of PyTorch, and so on, so that both see the same machine state while
-each block measures a steady state (PyTorch's OpenMP threads spin for a while after its calls and
-would otherwise slow the first steps that follow, whoever runs them). Prints the median
+each block measures a steady state: both run on OpenMP threads (netc through Numba, with the
+system's libgomp; PyTorch with the one in its wheel), which spin for a while after their calls and
+slow the first steps that follow, whoever runs them. Prints the median
 milliseconds per step, the ratio (PyTorch time / netc time: above 1 means netc is faster) and the
 target.
 Needs `pip install torch` (a CPU build).
@@ -83,11 +84,11 @@ def main(argv=None):
         import torch
     except ImportError:
         sys.exit("bench/compare.py needs PyTorch: pip install torch (a CPU build)")
-    from netc.runtime import threads
-    torch.set_num_threads(threads.count())
+    from netc.compiler import jit
+    torch.set_num_threads(jit.num_threads())
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
-          f"threads {threads.count()}")
+          f"threads {jit.num_threads()}")
     print(f"{'case':<14} {'netc ms':>9} {'torch ms':>9} {'speed-up':>9} {'target':>7}")
     for name, spec, batch, target in CASES:
         if args.only and name not in args.only.split(","):

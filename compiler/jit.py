@@ -1,20 +1,68 @@
-"""Numba kernels that compile on first use.
+"""Numba kernels that compile on first use, and the threads they run on.
 
 Kernels live beside their layer kind's shape rule (one place per kind), yet `netc summary`, `check`
 and `draw` never import numba: the decorator below keeps the plain function and hands it to
 `numba.njit(cache=True)` the first time the runtime calls it.
+
+Threads: a parallel kernel splits its batch over Numba's threads with `prange` (one part per
+thread, each with its own slice of a workspace), and the BLAS it calls for its GEMMs runs
+single-threaded inside each part. One pool of threads, so nothing spins against anything: BLAS's
+own threads would otherwise fight Numba's for the cores (a step ran 5x slower that way on 2
+cores). Numba's OpenMP layer starts a parallel region in about 2 us; its workqueue fallback takes
+about 100 us, which costs small networks dearly (see README, Speed).
 """
 from __future__ import annotations
 
 import functools
+import os
+
+_state: dict = {}
+
+# kernels write `for t in prange(...)`; until numba is loaded this is plain range, and the kernel's
+# module gets numba.prange in its place when the kernel compiles (see _LazyKernel.dispatcher)
+prange = range
 
 
-def cpu_kernel(fastmath: bool = False):
-    """Decorate a module-level kernel; it becomes `njit(cache=True, nogil=True)` on first call.
-    Kernels are serial: the runtime splits batches across its own worker threads (nogil lets them
-    run side by side), so no second thread pool (Numba's OpenMP, BLAS's) competes for the cores."""
+def num_threads() -> int:
+    """The threads kernels use: NETC_NUM_THREADS, else the cores this process may use."""
+    if "threads" not in _state:
+        env = os.environ.get("NETC_NUM_THREADS")
+        try:
+            n = int(env) if env else len(os.sched_getaffinity(0))
+        except (ValueError, AttributeError):
+            n = os.cpu_count() or 1
+        _state["threads"] = max(1, n)
+    return _state["threads"]
+
+
+def setup():
+    """Once, before the first kernel runs: load the BLAS that Numba's np.dot calls (SciPy's) and
+    limit every BLAS to one thread, then give Numba its thread count."""
+    if _state.get("ready"):
+        return
+    import numba
+    try:  # numba's np.dot calls scipy's BLAS: load it now, so that the limit below reaches it
+        import scipy.linalg.cython_blas  # noqa: F401
+    except ImportError:  # pragma: no cover - numba then refuses np.dot with its own message
+        pass
+    from threadpoolctl import threadpool_limits
+    _state["blas_limit"] = threadpool_limits(limits=1, user_api="blas")  # kept for the process
+    numba.set_num_threads(min(num_threads(), numba.config.NUMBA_NUM_THREADS))
+    _state["ready"] = True
+
+
+def workers() -> int:
+    """How many parts a parallel kernel splits its work into (the size of its workspaces)."""
+    setup()
+    import numba
+    return numba.get_num_threads()
+
+
+def cpu_kernel(fastmath: bool = False, parallel: bool = False):
+    """Decorate a module-level kernel; it becomes `njit(cache=True, nogil=True)` on first call,
+    with `parallel` for kernels that split their batch with `prange`."""
     def wrap(fn):
-        return _LazyKernel(fn, dict(fastmath=fastmath))
+        return _LazyKernel(fn, dict(fastmath=fastmath, parallel=parallel))
     return wrap
 
 
@@ -27,10 +75,13 @@ class _LazyKernel:
         """The numba dispatcher. Kernels this one calls are swapped in the module's globals for
         their dispatchers first, since numba only calls what it can type."""
         if self._jitted is None:
+            setup()
             import numba
             # njit compiles on the first call, so making it first ends any recursion below
             self._jitted = numba.njit(cache=True, nogil=True, **self.options)(self.py_func)
             names = self.py_func.__globals__
+            if names.get("prange") is range:
+                names["prange"] = numba.prange
             for name, value in list(names.items()):
                 if isinstance(value, _LazyKernel):
                     names[name] = value.dispatcher()

@@ -15,10 +15,10 @@ import numpy as np
 
 from netc.compiler import Net
 from netc.compiler import compile as compile_spec
-from netc.compiler import registry
+from netc.compiler import jit, registry
 from netc.dsl.errors import DataError, NetcError
 
-from . import checks, losses, threads
+from . import checks, losses
 from .init import init_node
 
 BACKENDS = ("cpu",)
@@ -40,30 +40,10 @@ class _Context:
     """What a kernel may need besides its inputs: the mode, the random generator (dropout), and
     the model's workspace, so that a training step allocates nothing large after the first."""
 
-    def __init__(self, train, rng, arena=None, pool=None):
-        self.train, self.rng, self.arena, self.pool = train, rng, arena, pool
+    def __init__(self, train, rng, arena=None):
+        self.train, self.rng, self.arena = train, rng, arena
         self.node, self.fresh, self.need_dx = None, True, True
-
-    def split(self, n, work, cost=0):
-        """Run work(lo, hi, worker) over contiguous parts of range(n), one part per worker
-        thread (kernels release the GIL; BLAS runs single-threaded inside each). `cost`: the
-        multiply-adds of one row; a part gets at least threads.MIN_MACS of them, since handing
-        work to a thread costs about as much as that many multiply-adds."""
-        rows = max(1, -(-threads.MIN_MACS // cost)) if cost else 1
-        workers = min(n // rows, threads.count()) if self.pool is not None else 1
-        if workers <= 1:
-            return work(0, n, 0)
-        bounds = [n * t // workers for t in range(workers + 1)]
-        err = np.geterr()  # np.errstate is per thread: the workers take the caller's
-
-        def run(lo, hi, t):
-            with np.errstate(**err):
-                return work(lo, hi, t)
-
-        futures = [self.pool.submit(run, bounds[t], bounds[t + 1], t) for t in range(1, workers)]
-        work(bounds[0], bounds[1], 0)
-        for fut in futures:
-            fut.result()
+        self.workers = jit.workers()  # parallel kernels split their batch into this many parts
 
     def buffer(self, tag, shape, dtype):
         """A scratch array owned by the current node, reused from step to step (never handed
@@ -109,7 +89,7 @@ class Model:
     def _forward(self, x, train, keep, clock=None):
         """Run every node; return (output, caches) - caches only when `keep` (for backward).
         With a `clock` dict, add each node's seconds to clock[name]."""
-        ctx = _Context(train, self.rng, self._arena if keep else None, threads.pool())
+        ctx = _Context(train, self.rng, self._arena if keep else None)
         values, caches = {}, {}
         remaining = {n: self.net.graph.out_degree(n) for n in self.net.graph.nodes}
         for node in self.net.nodes:
@@ -180,7 +160,7 @@ class Model:
         return (value, grads, dx) if input_grad else (value, grads)
 
     def _backward(self, caches, dout, fused, clock=None, input_grad=False):
-        ctx = _Context(True, self.rng, self._arena, threads.pool())
+        ctx = _Context(True, self.rng, self._arena)
         pending = {self.net.output: dout}
         grads = {}
         for node in reversed(self.net.nodes):

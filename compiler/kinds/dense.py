@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from ..jit import cpu_kernel, prange
 from ..registry import ACTIVATIONS, Bool, Choice, Int, LayerError, LayerKind, register
 from .conv import fused_backward, fused_forward
 
@@ -52,18 +53,14 @@ class FullyConnected(LayerKind):
         return f"{self.name} {h['units']}" + (f" {h['act']}" if h["act"] != "none" else "")
 
     # ---- runtime ------------------------------------------------------------------------------
+    # Both passes are one parallel kernel each: the batch's rows are split between the threads
+    # for z = x W^T + b and dx = dz W, the units for dW = dz^T x (so no partial sums to add).
     def forward(self, h, p, xs, ctx):
         x = xs[0]
-        x2 = x.reshape(x.shape[0], -1)
+        x2 = np.ascontiguousarray(x.reshape(x.shape[0], -1))
         z = np.empty((x2.shape[0], h["units"]), x.dtype)
-        wt = p["weight"].T
-
-        def work(lo, hi, t):
-            np.matmul(x2[lo:hi], wt, out=z[lo:hi])
-
-        ctx.split(x2.shape[0], work, cost=3 * x2.shape[1] * h["units"])
-        if "bias" in p:
-            z += p["bias"]
+        bias = p.get("bias", np.zeros(0, x.dtype))
+        _linear_forward_cpu(x2, p["weight"], bias, ctx.workers, z)
         y = fused_forward(h, p, z)
         return y, (x.shape, x2, z, y)
 
@@ -74,24 +71,45 @@ class FullyConnected(LayerKind):
         """The backward pass from dL/dz (a loss fused with the output activation starts here)."""
         xshape, x2, _, _ = cache
         dz, grads = dz_grads
+        dz = np.ascontiguousarray(dz)
         w = p["weight"]
-        dx = np.empty(x2.shape, dz.dtype) if ctx.need_dx else None
-        partial = {}
-
-        def work(lo, hi, t):  # per-worker weight gradients, summed afterwards
-            partial[t] = dz[lo:hi].T @ x2[lo:hi]
-            if dx is not None:
-                np.matmul(dz[lo:hi], w, out=dx[lo:hi])
-
-        ctx.split(x2.shape[0], work, cost=3 * x2.shape[1] * h["units"])
-        grads["weight"] = sum(partial.values())
+        dx = np.empty(x2.shape if ctx.need_dx else (0, x2.shape[1]), dz.dtype)
+        grads["weight"] = np.empty_like(w)
+        _linear_backward_cpu(x2, w, dz, np.ascontiguousarray(dz.T), ctx.workers, grads["weight"], dx)
         if "bias" in p:
             grads["bias"] = dz.sum(axis=0)
-        return [None if dx is None else dx.reshape(xshape)], grads
+        return [dx.reshape(xshape) if ctx.need_dx else None], grads
 
     @staticmethod
     def logits(cache):
         return cache[2]
+
+
+@cpu_kernel(parallel=True)
+def _linear_forward_cpu(x, w, bias, parts, z):
+    """z = x w^T + bias (bias may be empty), the rows split into `parts`."""
+    n, u = z.shape
+    for t in prange(parts):
+        lo, hi = n * t // parts, n * (t + 1) // parts
+        if hi > lo:
+            np.dot(x[lo:hi], w.T, z[lo:hi])
+            if bias.size:
+                for i in range(lo, hi):
+                    for j in range(u):
+                        z[i, j] += bias[j]
+
+
+@cpu_kernel(parallel=True)
+def _linear_backward_cpu(x, w, dz, dzt, parts, dw, dx):
+    """dw = dz^T x (split by units) and, unless dx is empty, dx = dz w (split by rows)."""
+    n, u = dz.shape
+    for t in prange(parts):
+        lo, hi = u * t // parts, u * (t + 1) // parts
+        if hi > lo:
+            np.dot(dzt[lo:hi], x, dw[lo:hi])
+        lo, hi = n * t // parts, n * (t + 1) // parts
+        if dx.shape[0] and hi > lo:
+            np.dot(dz[lo:hi], w, dx[lo:hi])
 
 
 @register

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from ..jit import cpu_kernel
+from ..jit import cpu_kernel, prange
 from ..registry import Choice, LayerKind, Pad, Pair, register
 from ..shapes import resolve_pad
 from .conv import _geometry, _valid, conv_geometry
@@ -60,32 +60,24 @@ class Pool(LayerKind):
         oh, ow, _, _ = conv_geometry(h, x.shape[1:])
         geo = _geometry(h)
         y = ctx.buffer("y", x.shape[:2] + (oh, ow), x.dtype)
-        cost = y[0].size * geo[0] * geo[1]
         if h["mode"] == "avg":
-            ctx.split(len(x), lambda lo, hi, t: _avgpool_cpu(x[lo:hi], *geo, y[lo:hi]), cost)
+            _avgpool_cpu(x, *geo, y)
             return y, (x.shape, None)
         arg = ctx.buffer("arg", y.shape, np.int32)
         if geo == (2, 2, 2, 2, 0, 0):  # the common case gets its own unrolled kernel
-            def work(lo, hi, t):
-                _maxpool2x2_cpu(x[lo:hi], y[lo:hi], arg[lo:hi])
+            _maxpool2x2_cpu(x, y, arg)
         else:
-            def work(lo, hi, t):
-                _maxpool_cpu(x[lo:hi], *geo, y[lo:hi], arg[lo:hi])
-        ctx.split(len(x), work, cost)
+            _maxpool_cpu(x, *geo, y, arg)
         return y, (x.shape, arg)
 
     def backward(self, h, p, cache, dy, ctx):
         xshape, arg = cache
-        geo = _geometry(h)
         dx = ctx.buffer("dx", xshape, dy.dtype)
         dy = np.ascontiguousarray(dy)
         if arg is not None:
-            def work(lo, hi, t):
-                _maxpool_back_cpu(dy[lo:hi], arg[lo:hi], dx[lo:hi])
+            _maxpool_back_cpu(dy, arg, dx)
         else:
-            def work(lo, hi, t):
-                _avgpool_back_cpu(dy[lo:hi], *geo, dx[lo:hi])
-        ctx.split(len(dy), work, cost=dy[0].size * geo[0] * geo[1])
+            _avgpool_back_cpu(dy, *_geometry(h), dx)
         return [dx], {}
 
 
@@ -116,13 +108,14 @@ class GlobalAvgPool(LayerKind):
 
 # Average pooling runs tap by tap: for each (i, j) of the window, one long sweep over the output
 # rows; max pooling keeps the index of each maximum for its backward scatter, and 2x2/2 windows,
-# the common case, get an unrolled kernel (ten times faster than the general loops).
-@cpu_kernel()
+# the common case, get an unrolled kernel (ten times faster than the general loops). Every kernel
+# runs the samples of the batch in parallel.
+@cpu_kernel(parallel=True)
 def _maxpool_cpu(x, kh, kw, sh, sw, ph, pw, y, arg):
     """y = the window maximum (padding never wins); arg = its flat index in the H*W image, the
     first maximum in row-major order, as PyTorch keeps it."""
     n_, c_, h_, w_ = x.shape
-    for n in range(n_):
+    for n in prange(n_):
         for c in range(c_):
             img = x[n, c]
             for oy in range(y.shape[2]):
@@ -140,11 +133,11 @@ def _maxpool_cpu(x, kh, kw, sh, sw, ph, pw, y, arg):
                     arg[n, c, oy, ox] = where
 
 
-@cpu_kernel()
+@cpu_kernel(parallel=True)
 def _maxpool2x2_cpu(x, y, arg):
     """2x2 windows at stride 2, no padding: unrolled."""
     n_, c_, h_, w_ = x.shape
-    for n in range(n_):
+    for n in prange(n_):
         for c in range(c_):
             for oy in range(y.shape[2]):
                 top = 2 * oy * w_
@@ -161,28 +154,31 @@ def _maxpool2x2_cpu(x, y, arg):
                     arg[n, c, oy, ox] = k
 
 
-@cpu_kernel()
+@cpu_kernel(parallel=True)
 def _maxpool_back_cpu(dy, arg, dx):
     n_, c_, h_, w_ = dx.shape
-    dx[:] = 0
-    for n in range(n_):
+    for n in prange(n_):
         for c in range(c_):
             flat = dx[n, c].reshape(-1)
+            for k in range(h_ * w_):
+                flat[k] = 0
             for oy in range(dy.shape[2]):
                 for ox in range(dy.shape[3]):
                     flat[arg[n, c, oy, ox]] += dy[n, c, oy, ox]
 
 
-@cpu_kernel()
+@cpu_kernel(parallel=True)
 def _avgpool_cpu(x, kh, kw, sh, sw, ph, pw, y):
     """y = the window mean, padded zeros counted (divide by kh*kw, as PyTorch and Caffe)."""
     n_, c_, h_, w_ = x.shape
     oh, ow = y.shape[2], y.shape[3]
     scale = 1.0 / (kh * kw)
-    for n in range(n_):
+    for n in prange(n_):
         for c in range(c_):
             img, out = x[n, c], y[n, c]
-            out[:] = 0
+            for oy in range(oh):
+                for ox in range(ow):
+                    out[oy, ox] = 0
             for i in range(kh):
                 ylo, yhi = _valid(oh, sh, ph, i, h_)
                 for j in range(kw):
@@ -191,18 +187,22 @@ def _avgpool_cpu(x, kh, kw, sh, sw, ph, pw, y):
                         iy = oy * sh - ph + i
                         for ox in range(xlo, xhi):
                             out[oy, ox] += img[iy, ox * sw - pw + j]
-            out *= scale
+            for oy in range(oh):
+                for ox in range(ow):
+                    out[oy, ox] *= scale
 
 
-@cpu_kernel()
+@cpu_kernel(parallel=True)
 def _avgpool_back_cpu(dy, kh, kw, sh, sw, ph, pw, dx):
     n_, c_, h_, w_ = dx.shape
     oh, ow = dy.shape[2], dy.shape[3]
     scale = 1.0 / (kh * kw)
-    dx[:] = 0
-    for n in range(n_):
+    for n in prange(n_):
         for c in range(c_):
             g, out = dy[n, c], dx[n, c]
+            for iy in range(h_):
+                for ix in range(w_):
+                    out[iy, ix] = 0
             for i in range(kh):
                 ylo, yhi = _valid(oh, sh, ph, i, h_)
                 for j in range(kw):
