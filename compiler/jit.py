@@ -35,6 +35,15 @@ def num_threads() -> int:
     return _state["threads"]
 
 
+def gemm(ta, tb, alpha, a, b, beta, c):
+    """c = alpha op(a) op(b) + beta c (c is not read when beta is 0), with op(x) = x.T where its
+    flag is set. a, b, c: 2-D arrays whose elements are contiguous within a row, rows at any
+    stride (a column block of a C array will do). Compiled, it calls the BLAS directly (see
+    blas.py); this plain version serves Python callers."""
+    prod = alpha * ((a.T if ta else a) @ (b.T if tb else b))
+    c[...] = prod if beta == 0 else prod + beta * c
+
+
 def setup():
     """Once, before the first kernel runs: load the BLAS that Numba's np.dot calls (SciPy's) and
     limit every BLAS to one thread, then give Numba its thread count."""
@@ -45,6 +54,8 @@ def setup():
         import scipy.linalg.cython_blas  # noqa: F401
     except ImportError:  # pragma: no cover - numba then refuses np.dot with its own message
         pass
+    from . import blas  # noqa: F401 - registers gemm's compiled form
+    blas.bind()
     from threadpoolctl import threadpool_limits
     _state["blas_limit"] = threadpool_limits(limits=1, user_api="blas")  # kept for the process
     numba.set_num_threads(min(num_threads(), numba.config.NUMBA_NUM_THREADS))

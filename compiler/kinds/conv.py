@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from ..jit import cpu_kernel, prange
+from ..jit import cpu_kernel, gemm, prange
 from ..registry import (ACTIVATIONS, Bool, Choice, Int, LayerError, LayerKind, Pad, Pair,
                         register)
 from ..shapes import resolve_pad, window_out
@@ -133,10 +133,9 @@ class Conv(LayerKind):
         per, cols, d2, dcols = _workspace(ctx, h, x, f, oh, ow, ("cols", "d2", "dcols"))
         t = cols.shape[0]
         dw = ctx.buffer("dw", (t,) + w.shape, dy.dtype)
-        part = ctx.buffer("dwpart", (t,) + w.shape, dy.dtype)
         db = ctx.buffer("db", (t, f), dy.dtype)
         _conv_backward_cpu(x, w, dy, y.reshape(n, f, oh * ow), code, h["groups"], *_geometry(h),
-                           oh, ow, per, need_dx, cols, d2, dcols, part, dw, db, dx)
+                           oh, ow, per, need_dx, cols, d2, dcols, dw, db, dx)
         grads["weight"] = dw.sum(axis=0).reshape(p["weight"].shape)
         if "bias" in p:
             grads["bias"] = db.sum(axis=0)
@@ -175,20 +174,21 @@ def _conv_forward_cpu(x, w, bias, code, groups, kh, kw, sh, sw, ph, pw, oh, ow, 
             cols = _unfold_cpu(x, s, e, kh, kw, sh, sw, ph, pw, oh, ow, cols_ws, t)
             z = z_ws[t, :f_ * (e - s) * ln].reshape(f_, (e - s) * ln)
             for g in range(groups):  # one GEMM per group
-                np.dot(w[g * fg:(g + 1) * fg], cols[g * k:(g + 1) * k], z[g * fg:(g + 1) * fg])
+                gemm(False, False, 1.0, w[g * fg:(g + 1) * fg], cols[g * k:(g + 1) * k], 0.0,
+                     z[g * fg:(g + 1) * fg])
             _epilogue_cpu(z, bias, code, y, s)
 
 
 @cpu_kernel(parallel=True)
 def _conv_backward_cpu(x, w, dy, y, code, groups, kh, kw, sh, sw, ph, pw, oh, ow, per, need_dx,
-                       cols_ws, d2_ws, dcols_ws, part_ws, dw_ws, db_ws, dx):
+                       cols_ws, d2_ws, dcols_ws, dw_ws, db_ws, dx):
     """dw_ws[t], db_ws[t]: thread t's weight and bias gradients; dx: the input gradient."""
     n, parts = x.shape[0], d2_ws.shape[0]
     f_, k = w.shape
     kc, fg, ln = k * groups, f_ // groups, oh * ow
     for t in prange(parts):
         lo, hi = n * t // parts, n * (t + 1) // parts
-        dw, db, part = dw_ws[t], db_ws[t], part_ws[t]
+        dw, db = dw_ws[t], db_ws[t]
         _fill_cpu(dw.reshape(-1), 0.0)
         _fill_cpu(db, 0.0)
         for s in range(lo, hi, per):
@@ -197,13 +197,14 @@ def _conv_backward_cpu(x, w, dy, y, code, groups, kh, kw, sh, sw, ph, pw, oh, ow
             cols = _unfold_cpu(x, s, e, kh, kw, sh, sw, ph, pw, oh, ow, cols_ws, t)
             d2 = d2_ws[t, :f_ * m].reshape(f_, m)
             _prologue_cpu(dy, y, code, s, d2, db)
-            for g in range(groups):
-                np.dot(d2[g * fg:(g + 1) * fg], cols[g * k:(g + 1) * k].T, part[g * fg:(g + 1) * fg])
-            _add_cpu(dw.reshape(-1), part.reshape(-1))
+            for g in range(groups):  # dw += d2 cols^T, accumulated by the GEMM itself
+                gemm(False, True, 1.0, d2[g * fg:(g + 1) * fg], cols[g * k:(g + 1) * k], 1.0,
+                     dw[g * fg:(g + 1) * fg])
             if need_dx:
                 dcols = dcols_ws[t, :kc * m].reshape(kc, m)
                 for g in range(groups):
-                    np.dot(w[g * fg:(g + 1) * fg].T, d2[g * fg:(g + 1) * fg], dcols[g * k:(g + 1) * k])
+                    gemm(True, False, 1.0, w[g * fg:(g + 1) * fg], d2[g * fg:(g + 1) * fg], 0.0,
+                         dcols[g * k:(g + 1) * k])
                 _col2im_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dx, s, e)
 
 
@@ -223,12 +224,6 @@ def _unfold_cpu(x, s, e, kh, kw, sh, sw, ph, pw, oh, ow, cols_ws, t):
 def _fill_cpu(a, v):
     for i in range(a.size):
         a[i] = v
-
-
-@cpu_kernel()
-def _add_cpu(a, b):
-    for i in range(a.size):
-        a[i] += b[i]
 
 
 # activations applied in the conv kernels (PReLU, with its learned slope, goes through NumPy)

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from ..jit import cpu_kernel, prange
+from ..jit import cpu_kernel, gemm, prange
 from ..registry import ACTIVATIONS, Bool, Choice, Int, LayerError, LayerKind, register
 from .conv import fused_backward, fused_forward
 
@@ -75,7 +75,7 @@ class FullyConnected(LayerKind):
         w = p["weight"]
         dx = np.empty(x2.shape if ctx.need_dx else (0, x2.shape[1]), dz.dtype)
         grads["weight"] = np.empty_like(w)
-        _linear_backward_cpu(x2, w, dz, np.ascontiguousarray(dz.T), ctx.workers, grads["weight"], dx)
+        _linear_backward_cpu(x2, w, dz, ctx.workers, grads["weight"], dx)
         if "bias" in p:
             grads["bias"] = dz.sum(axis=0)
         return [dx.reshape(xshape) if ctx.need_dx else None], grads
@@ -92,7 +92,7 @@ def _linear_forward_cpu(x, w, bias, parts, z):
     for t in prange(parts):
         lo, hi = n * t // parts, n * (t + 1) // parts
         if hi > lo:
-            np.dot(x[lo:hi], w.T, z[lo:hi])
+            gemm(False, True, 1.0, x[lo:hi], w, 0.0, z[lo:hi])
             if bias.size:
                 for i in range(lo, hi):
                     for j in range(u):
@@ -100,16 +100,16 @@ def _linear_forward_cpu(x, w, bias, parts, z):
 
 
 @cpu_kernel(parallel=True)
-def _linear_backward_cpu(x, w, dz, dzt, parts, dw, dx):
+def _linear_backward_cpu(x, w, dz, parts, dw, dx):
     """dw = dz^T x (split by units) and, unless dx is empty, dx = dz w (split by rows)."""
     n, u = dz.shape
     for t in prange(parts):
         lo, hi = u * t // parts, u * (t + 1) // parts
         if hi > lo:
-            np.dot(dzt[lo:hi], x, dw[lo:hi])
+            gemm(True, False, 1.0, dz[:, lo:hi], x, 0.0, dw[lo:hi])
         lo, hi = n * t // parts, n * (t + 1) // parts
         if dx.shape[0] and hi > lo:
-            np.dot(dz[lo:hi], w, dx[lo:hi])
+            gemm(False, False, 1.0, dz[lo:hi], w, 0.0, dx[lo:hi])
 
 
 @register
