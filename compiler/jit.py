@@ -69,7 +69,13 @@ def workers() -> int:
     return numba.get_num_threads()
 
 
-def cpu_kernel(fastmath: bool = False, parallel: bool = False):
+# fastmath flags for kernels that sum: reassociation lets LLVM vectorize a reduction (and with
+# it, the branches around it become selects: a ReLU mask's unpredictable branch cost a LeNet
+# step 1 ms); NaN and Inf keep their meaning, so bad numbers still show.
+REDUCE = {"reassoc", "nsz", "contract"}
+
+
+def cpu_kernel(fastmath: bool | set = False, parallel: bool = False):
     """Decorate a module-level kernel; it becomes `njit(cache=True, nogil=True)` on first call,
     with `parallel` for kernels that split their batch with `prange`."""
     def wrap(fn):

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from ..jit import cpu_kernel, gemm, prange
+from ..jit import REDUCE, cpu_kernel, gemm, prange
 from ..registry import (ACTIVATIONS, Bool, Choice, Int, LayerError, LayerKind, Pad, Pair,
                         register)
 from ..shapes import resolve_pad, window_out
@@ -107,9 +107,15 @@ class Conv(LayerKind):
         fused = h["act"] in ACT_CODES
         y = ctx.buffer("y" if fused else "z", (n, f, oh, ow), x.dtype)
         bias = p.get("bias", np.zeros(f, x.dtype))
-        per, cols, z = _workspace(ctx, h, x, f, oh, ow, ("cols", "z"))
-        _conv_forward_cpu(x, w, bias, ACT_CODES.get(h["act"], 0), h["groups"], *_geometry(h),
-                          oh, ow, per, cols, z, y.reshape(n, f, oh * ow))
+        code = ACT_CODES.get(h["act"], 0)
+        if _shifted(h, x.shape):
+            per, xp, z = _shift_workspace(ctx, h, x, f, ("xp", "z"))
+            _conv_shift_forward_cpu(x, _taps(p["weight"]), bias, code, *_geometry(h), oh, ow,
+                                    per, xp, z, y)
+        else:
+            per, cols, z = _workspace(ctx, h, x, f, oh, ow, ("cols", "z"))
+            _conv_forward_cpu(x, w, bias, code, h["groups"], *_geometry(h), oh, ow, per, cols, z,
+                              y.reshape(n, f, oh * ow))
         if fused:
             return y, (x, None, y)
         z = y  # PReLU: its learned slope is applied apart
@@ -127,9 +133,22 @@ class Conv(LayerKind):
             code = 0
         else:
             code = ACT_CODES[h["act"]]
-        dy = np.ascontiguousarray(dy).reshape(n, f, oh * ow)
+        dy = np.ascontiguousarray(dy)
         need_dx = bool(ctx.need_dx)
         dx = ctx.buffer("dx", x.shape if need_dx else (0,) + x.shape[1:], dy.dtype)
+        if _shifted(h, x.shape):
+            per, xp, d2, dxp = _shift_workspace(ctx, h, x, f, ("xp", "d2", "dxp"))
+            kh, kw = h["kernel"]
+            dw = ctx.buffer("dw", (xp.shape[0], kh * kw, f, x.shape[1]), dy.dtype)
+            db = ctx.buffer("db", (xp.shape[0], f), dy.dtype)
+            _conv_shift_backward_cpu(x, _taps(p["weight"]), dy, y, code, *_geometry(h), oh, ow,
+                                     per, need_dx, xp, d2, dxp, dw, db, dx)
+            grads["weight"] = np.ascontiguousarray(
+                dw.sum(axis=0).reshape(kh, kw, f, -1).transpose(2, 3, 0, 1))
+            if "bias" in p:
+                grads["bias"] = db.sum(axis=0)
+            return [dx if need_dx else None], grads
+        dy = dy.reshape(n, f, oh * ow)
         per, cols, d2, dcols = _workspace(ctx, h, x, f, oh, ow, ("cols", "d2", "dcols"))
         t = cols.shape[0]
         dw = ctx.buffer("dw", (t,) + w.shape, dy.dtype)
@@ -155,6 +174,147 @@ def _workspace(ctx, h, x, f, oh, ow, tags):
     size = {"cols": 0 if _pointwise(h) else k * per * oh * ow, "dcols": k * per * oh * ow,
             "z": f * per * oh * ow, "d2": f * per * oh * ow}
     return (per,) + tuple(ctx.buffer(tag, (t, size[tag]), x.dtype) for tag in tags)
+
+
+# Stride-1 convolutions over many channels skip im2col: with the input zero-padded to
+# (C, Hp*Wp), tap (i, j) of the window reads the same matrix shifted by i*Wp + j, so the layer is
+# kh*kw GEMMs of (F x C) by a shifted (C x L) block, summed by the GEMM itself (beta = 1), over a
+# "wide" output of L = (oh-1)*Wp + ow columns whose Wp - ow columns past each row are discarded.
+# Backward is the same GEMMs transposed; the input gradient accumulates into a padded buffer
+# instead of going through col2im. Several samples side by side make one longer L. Measured on
+# the small VGG's 32- and 64-channel layers, it is 1.3-1.6x faster than im2col (bench/).
+SHIFT_MIN_CHANNELS = 16  # fewer, and the GEMMs (K = C) are too thin to pay
+SHIFT_MIN_OUTPUT = 64    # output pixels: fewer, and kh*kw small GEMMs lose to one im2col GEMM
+
+
+def _shifted(h, xshape):
+    oh, ow, _, _ = conv_geometry(h, xshape[1:])
+    return (h["stride"] == (1, 1) and h["groups"] == 1 and xshape[1] >= SHIFT_MIN_CHANNELS
+            and h["kernel"] != (1, 1) and oh * ow >= SHIFT_MIN_OUTPUT)
+
+
+def _taps(weight):
+    """(F, C, kh, kw) weights as (kh*kw, F, C): one (F x C) matrix per tap."""
+    f, c, kh, kw = weight.shape
+    return np.ascontiguousarray(weight.transpose(2, 3, 0, 1)).reshape(kh * kw, f, c)
+
+
+def _shift_workspace(ctx, h, x, f, tags):
+    """(samples per chunk, then a (threads, size) scratch per tag): 'xp' the chunk's padded
+    input (C, m*Hp*Wp), 'dxp' its gradient, 'z'/'d2' the wide output or its gradient (F, ~m*Hp*Wp)."""
+    (ph, pw), (n, c, hh, ww) = h["pad"], x.shape
+    img = (hh + 2 * ph) * (ww + 2 * pw)
+    per = max(1, min(-(-n // ctx.workers), CHUNK_BYTES // (c * img * x.itemsize)))
+    size = {"xp": c * per * img, "dxp": c * per * img, "z": f * per * img, "d2": f * per * img}
+    return (per,) + tuple(ctx.buffer(tag, (ctx.workers, size[tag]), x.dtype) for tag in tags)
+
+
+@cpu_kernel(parallel=True)
+def _conv_shift_forward_cpu(x, wt, bias, code, kh, kw, sh, sw, ph, pw, oh, ow, per, xp_ws, z_ws, y):
+    """y (N, F, oh, ow) = act(conv(x, w) + bias) for stride 1, from the taps wt (kh*kw, F, C)."""
+    n, c_ = x.shape[0], x.shape[1]
+    parts, f_ = z_ws.shape[0], wt.shape[1]
+    wp = x.shape[3] + 2 * pw
+    img = (x.shape[2] + 2 * ph) * wp
+    for t in prange(parts):
+        lo, hi = n * t // parts, n * (t + 1) // parts
+        for s in range(lo, hi, per):
+            m = min(hi, s + per) - s
+            xp = xp_ws[t, :c_ * m * img].reshape(c_, m * img)
+            _pad_cpu(x, s, m, ph, pw, xp)
+            wide = (m - 1) * img + (oh - 1) * wp + ow
+            z = z_ws[t, :f_ * wide].reshape(f_, wide)
+            for i in range(kh):
+                for j in range(kw):
+                    off = i * wp + j
+                    gemm(False, False, 1.0, wt[i * kw + j], xp[:, off:off + wide],
+                         0.0 if i + j == 0 else 1.0, z)
+            for f in range(f_):
+                b = bias[f]
+                for q in range(m):
+                    for oy in range(oh):
+                        _act_row_cpu(code, z[f, q * img + oy * wp:], b, y[s + q, f, oy], ow)
+
+
+@cpu_kernel(parallel=True)
+def _conv_shift_backward_cpu(x, wt, dy, y, code, kh, kw, sh, sw, ph, pw, oh, ow, per, need_dx,
+                             xp_ws, d2_ws, dxp_ws, dw_ws, db_ws, dx):
+    """Stride-1 backward: dw_ws[t] (kh*kw, F, C) and db_ws[t], thread t's weight and bias
+    gradients; dx (unless empty) the input gradient."""
+    n, c_, hh, ww = x.shape
+    parts, f_ = d2_ws.shape[0], wt.shape[1]
+    wp = ww + 2 * pw
+    img = (hh + 2 * ph) * wp
+    for t in prange(parts):
+        lo, hi = n * t // parts, n * (t + 1) // parts
+        dw, db = dw_ws[t], db_ws[t]
+        _fill_cpu(dw.reshape(-1), 0.0)
+        _fill_cpu(db, 0.0)
+        for s in range(lo, hi, per):
+            m = min(hi, s + per) - s
+            xp = xp_ws[t, :c_ * m * img].reshape(c_, m * img)
+            _pad_cpu(x, s, m, ph, pw, xp)
+            wide = (m - 1) * img + (oh - 1) * wp + ow
+            d2 = d2_ws[t, :f_ * wide].reshape(f_, wide)
+            _wide_prologue_cpu(dy, y, code, s, m, img, wp, d2, db)
+            for i in range(kh):
+                for j in range(kw):
+                    off = i * wp + j
+                    gemm(False, True, 1.0, d2, xp[:, off:off + wide], 1.0, dw[i * kw + j])
+            if need_dx:
+                dxp = dxp_ws[t, :c_ * m * img].reshape(c_, m * img)
+                _fill_cpu(dxp.reshape(-1), 0.0)
+                for i in range(kh):
+                    for j in range(kw):
+                        off = i * wp + j
+                        gemm(True, False, 1.0, wt[i * kw + j], d2, 1.0, dxp[:, off:off + wide])
+                for c in range(c_):
+                    for q in range(m):
+                        for iy in range(hh):
+                            src, dst = dxp[c, q * img + (iy + ph) * wp + pw:], dx[s + q, c, iy]
+                            for ix in range(ww):
+                                dst[ix] = src[ix]
+
+
+@cpu_kernel()
+def _pad_cpu(x, s, m, ph, pw, xp):
+    """xp (C, m*Hp*Wp) = samples s..s+m-1 of x, zero-padded, side by side."""
+    c_, hh, ww = x.shape[1], x.shape[2], x.shape[3]
+    wp = ww + 2 * pw
+    img = (hh + 2 * ph) * wp
+    for c in range(c_):
+        row = xp[c]
+        for q in range(m):
+            base = q * img
+            for k in range(ph * wp):
+                row[base + k] = 0
+                row[base + img - 1 - k] = 0
+            for iy in range(hh):
+                at = base + (iy + ph) * wp
+                src = x[s + q, c, iy]
+                for k in range(pw):
+                    row[at + k] = 0
+                    row[at + wp - 1 - k] = 0
+                for ix in range(ww):
+                    row[at + pw + ix] = src[ix]
+
+
+@cpu_kernel(fastmath=REDUCE)
+def _wide_prologue_cpu(dy, y, code, s, m, img, wp, d2, dbias):
+    """d2 (F, wide) = dy * act'(z) at the valid positions of the wide layout, zero elsewhere;
+    dbias[f] accumulates its sum."""
+    f_, wide = d2.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    for f in range(f_):
+        row = d2[f]
+        for k in range(wide):
+            row[k] = 0
+        acc = 0.0
+        for q in range(m):
+            for oy in range(oh):
+                acc += _grad_row_cpu(code, dy[s + q, f, oy], y[s + q, f, oy],
+                                     row[q * img + oy * wp:], ow)
+        dbias[f] += acc
 
 
 def _pointwise(h):
@@ -269,20 +429,10 @@ def _epilogue_cpu(zf, bias, code, y, s):
     for f in range(f_):
         b = bias[f]
         for n in range(ml // ln):
-            src, dst = zf[f, n * ln:(n + 1) * ln], y[s + n, f]
-            if code == 0:  # the activation is chosen outside the inner loops
-                for k in range(ln):
-                    dst[k] = src[k] + b
-            elif code == 1:
-                for k in range(ln):
-                    v = src[k] + b
-                    dst[k] = v if v > 0 else 0
-            else:
-                for k in range(ln):
-                    dst[k] = _act(code, src[k] + b)
+            _act_row_cpu(code, zf[f, n * ln:(n + 1) * ln], b, y[s + n, f], ln)
 
 
-@cpu_kernel()
+@cpu_kernel(fastmath=REDUCE)
 def _prologue_cpu(dy, y, code, s, d2, dbias):
     """d2[f, n*L + k] = dy * act'(z) for the chunk's samples; dbias[f] accumulates it."""
     f_, ml = d2.shape
@@ -290,22 +440,44 @@ def _prologue_cpu(dy, y, code, s, d2, dbias):
     for f in range(f_):
         acc = 0.0
         for n in range(ml // ln):
-            g, out, dst = dy[s + n, f], y[s + n, f], d2[f, n * ln:(n + 1) * ln]
-            if code == 0:
-                for k in range(ln):
-                    dst[k] = g[k]
-                    acc += g[k]
-            elif code == 1:
-                for k in range(ln):
-                    v = g[k] if out[k] > 0 else 0
-                    dst[k] = v
-                    acc += v
-            else:
-                for k in range(ln):
-                    v = g[k] * _act_grad_from_y(code, out[k])
-                    dst[k] = v
-                    acc += v
+            acc += _grad_row_cpu(code, dy[s + n, f], y[s + n, f], d2[f, n * ln:(n + 1) * ln], ln)
         dbias[f] += acc
+
+
+@cpu_kernel()
+def _act_row_cpu(code, src, b, dst, count):
+    """dst[:count] = act(src[:count] + b); the activation is chosen outside the inner loops."""
+    if code == 0:
+        for k in range(count):
+            dst[k] = src[k] + b
+    elif code == 1:
+        for k in range(count):
+            v = src[k] + b
+            dst[k] = v if v > 0 else 0
+    else:
+        for k in range(count):
+            dst[k] = _act(code, src[k] + b)
+
+
+@cpu_kernel(fastmath=REDUCE)
+def _grad_row_cpu(code, g, out, dst, count):
+    """dst[:count] = g * act'(z) (from out = act(z)); returns its sum (for the bias gradient)."""
+    acc = 0.0
+    if code == 0:
+        for k in range(count):
+            dst[k] = g[k]
+            acc += g[k]
+    elif code == 1:
+        for k in range(count):
+            v = g[k] if out[k] > 0 else 0
+            dst[k] = v
+            acc += v
+    else:
+        for k in range(count):
+            v = g[k] * _act_grad_from_y(code, out[k])
+            dst[k] = v
+            acc += v
+    return acc
 
 
 CHUNK_BYTES = 1 << 20  # the unfolded input of one chunk of samples: about 1 MiB

@@ -65,6 +65,10 @@ EXTRA = [
     ("6x6x4", "CONV 1x1 4 groups=4 act=sigmoid - BN - GAP - MAXOUT 2"),
     ("10", "FC 6 act=prelu - BN - DROPOUT 0.2 - OUT 3 sigmoid"),
     ("6x8x3", "POOL max 2x2/2 - CONV 1x1 2 act=tanh - POOL max 2x2/2"),  # the unrolled 2x2 kernel
+    # stride 1 over >= 16 channels, >= 64 output pixels: the shifted-GEMM kernels (conv.py), with
+    # and without the input gradient, uneven padding, the fused ReLU and PReLU apart
+    ("8x10x16", "CONV 3x3 16 pad=1 act=relu - CONV 2x3 3 pad=1x0 act=prelu"),
+    ("8x8x16", "CONV 3x3 17 pad=same bias=false act=tanh - CONV 3x3 2 pad=2 act=relu"),
 ]
 
 
