@@ -143,3 +143,37 @@ def test_initializers():
     again = netc.Model(model.net, seed=0)
     assert np.array_equal(again.params["fc1.weight"], p["fc1.weight"])
     assert not np.array_equal(netc.Model(model.net, seed=1).params["fc1.weight"], p["fc1.weight"])
+
+
+# The CPU runs a CONV three ways (conv.py: im2col, shifted GEMMs, Winograd F(2x2, 3x3)); each must
+# give the same outputs and gradients, at odd sizes (partial Winograd tiles), uneven padding and
+# with every fused activation.
+ALGORITHM_CASES = [
+    ("8x10x16", "CONV 3x3 5 pad=1 act=relu"),
+    ("7x9x16", "CONV 3x3 4 act=tanh"),
+    ("9x8x16", "CONV 3x3 3 pad=1x2 act=elu"),
+    ("8x8x17", "CONV 3x3 6 pad=2 bias=false act=prelu"),
+    ("7x8x16", "CONV 2x3 4 pad=1 act=sigmoid"),
+]
+
+
+@pytest.mark.parametrize("inp,chain", ALGORITHM_CASES)
+@pytest.mark.parametrize("algorithm", ["shift", "winograd"])
+def test_conv_algorithms_agree_with_im2col(monkeypatch, inp, chain, algorithm):
+    from netc.compiler.kinds import conv
+    spec = f"input {inp}\n{chain}"
+    rng = np.random.default_rng(7)
+    results = []
+    for force in ("im2col", algorithm):
+        monkeypatch.setattr(conv, "FORCE", force)
+        model = randomized(spec)
+        x = rng.standard_normal((3,) + model.net.input_shape) if not results else results[0][0]
+        target = rng.standard_normal((3,) + model.net.output_shape) if not results else results[0][1]
+        out = model.forward(x)
+        _, grads, dx = model.loss_and_grads(x, target, loss="mse", input_grad=True)
+        results.append((x, target, out, grads, dx))
+    (_, _, out0, grads0, dx0), (_, _, out1, grads1, dx1) = results
+    np.testing.assert_allclose(out1, out0, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx1, dx0, rtol=1e-10, atol=1e-14)
+    for name in grads0:
+        np.testing.assert_allclose(grads1[name], grads0[name], rtol=1e-10, atol=1e-14, err_msg=name)
