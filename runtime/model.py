@@ -6,6 +6,7 @@ Forward keeps only what each backward needs, and drops it as soon as the backwar
 """
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -40,10 +41,22 @@ class _Context:
     """What a kernel may need besides its inputs: the mode, the random generator (dropout), and
     the model's workspace, so that a training step allocates nothing large after the first."""
 
-    def __init__(self, train, rng, arena=None):
+    def __init__(self, train, rng, arena=None, workspace=None):
         self.train, self.rng, self.arena = train, rng, arena
+        self.workspace = workspace if workspace is not None else {}
         self.node, self.fresh, self.need_dx = None, True, True
         self.workers = jit.workers()  # parallel kernels split their batch into this many parts
+
+    def scratch(self, tag, shape, dtype):
+        """A workspace that lives only during one kernel call (an unfolded input, per-thread
+        partial gradients...): one per tag for the whole model, shared by every node, since no
+        two nodes run at once; it grows to the largest size asked and is reused between steps."""
+        size = math.prod(shape)
+        key = ("scratch", tag, np.dtype(dtype).str)
+        flat = self.workspace.get(key)
+        if flat is None or flat.size < size:
+            flat = self.workspace[key] = np.empty(size, dtype)
+        return flat[:size].reshape(shape)
 
     def buffer(self, tag, shape, dtype):
         """A scratch array owned by the current node, reused from step to step (never handed
@@ -69,7 +82,8 @@ class Model:
         self.net, self.backend, self.dtype = net, backend, np.dtype(str(dtype))
         self.rng = np.random.default_rng(seed)
         self._kinds = registry.kinds()
-        self._arena: dict = {}  # scratch buffers by (node, tag), reused between steps
+        self._arena: dict = {}  # buffers by (node, tag), reused between steps
+        self._workspace: dict = {}  # kernel workspaces by tag, shared by all nodes
         self.observe: dict | None = None  # set to a dict to record each node's output RMS
         self.params: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
@@ -89,7 +103,7 @@ class Model:
     def _forward(self, x, train, keep, clock=None):
         """Run every node; return (output, caches) - caches only when `keep` (for backward).
         With a `clock` dict, add each node's seconds to clock[name]."""
-        ctx = _Context(train, self.rng, self._arena if keep else None)
+        ctx = _Context(train, self.rng, self._arena if keep else None, self._workspace)
         values, caches = {}, {}
         remaining = {n: self.net.graph.out_degree(n) for n in self.net.graph.nodes}
         for node in self.net.nodes:
@@ -160,7 +174,7 @@ class Model:
         return (value, grads, dx) if input_grad else (value, grads)
 
     def _backward(self, caches, dout, fused, clock=None, input_grad=False):
-        ctx = _Context(True, self.rng, self._arena)
+        ctx = _Context(True, self.rng, self._arena, self._workspace)
         pending = {self.net.output: dout}
         grads = {}
         for node in reversed(self.net.nodes):

@@ -146,8 +146,8 @@ class Conv(LayerKind):
             u = _winograd_weights(p["weight"])
             per, xp, v, dm, dv, o = _winograd_workspace(ctx, x, f, oh, ow,
                                                         ("xp", "v", "m", "dv", "o"))
-            du = ctx.buffer("dw", (xp.shape[0],) + u.shape, dy.dtype)
-            db = ctx.buffer("db", (xp.shape[0], f), dy.dtype)
+            du = ctx.scratch("dw", (xp.shape[0],) + u.shape, dy.dtype)
+            db = ctx.scratch("db", (xp.shape[0], f), dy.dtype)
             _winograd_backward_cpu(x, u, dy, y, code, *h["pad"], per, need_dx, xp, v, dm, dv, o,
                                    du, db, dx)
             grads["weight"] = _winograd_weight_grad(du.sum(axis=0))
@@ -157,8 +157,8 @@ class Conv(LayerKind):
         if algorithm == "shift":
             per, xp, d2, dxp = _shift_workspace(ctx, h, x, f, ("xp", "d2", "dxp"))
             kh, kw = h["kernel"]
-            dw = ctx.buffer("dw", (xp.shape[0], kh * kw, f, x.shape[1]), dy.dtype)
-            db = ctx.buffer("db", (xp.shape[0], f), dy.dtype)
+            dw = ctx.scratch("dw", (xp.shape[0], kh * kw, f, x.shape[1]), dy.dtype)
+            db = ctx.scratch("db", (xp.shape[0], f), dy.dtype)
             _conv_shift_backward_cpu(x, _taps(p["weight"]), dy, y, code, *_geometry(h), oh, ow,
                                      per, need_dx, xp, d2, dxp, dw, db, dx)
             grads["weight"] = np.ascontiguousarray(
@@ -169,8 +169,8 @@ class Conv(LayerKind):
         dy = dy.reshape(n, f, oh * ow)
         per, cols, d2, dcols = _workspace(ctx, h, x, f, oh, ow, ("cols", "d2", "dcols"))
         t = cols.shape[0]
-        dw = ctx.buffer("dw", (t,) + w.shape, dy.dtype)
-        db = ctx.buffer("db", (t, f), dy.dtype)
+        dw = ctx.scratch("dw", (t,) + w.shape, dy.dtype)
+        db = ctx.scratch("db", (t, f), dy.dtype)
         _conv_backward_cpu(x, w, dy, y.reshape(n, f, oh * ow), code, h["groups"], *_geometry(h),
                            oh, ow, per, need_dx, cols, d2, dcols, dw, db, dx)
         grads["weight"] = dw.sum(axis=0).reshape(p["weight"].shape)
@@ -191,7 +191,7 @@ def _workspace(ctx, h, x, f, oh, ow, tags):
         per = 1
     size = {"cols": 0 if _pointwise(h) else k * per * oh * ow, "dcols": k * per * oh * ow,
             "z": f * per * oh * ow, "d2": f * per * oh * ow}
-    return (per,) + tuple(ctx.buffer(tag, (t, size[tag]), x.dtype) for tag in tags)
+    return (per,) + tuple(ctx.scratch(tag, (t, size[tag]), x.dtype) for tag in tags)
 
 
 # Stride-1 convolutions over many channels skip im2col: with the input zero-padded to
@@ -231,7 +231,7 @@ def _shift_workspace(ctx, h, x, f, tags):
     img = (hh + 2 * ph) * (ww + 2 * pw)
     per = max(1, min(-(-n // ctx.workers), CHUNK_BYTES // (c * img * x.itemsize)))
     size = {"xp": c * per * img, "dxp": c * per * img, "z": f * per * img, "d2": f * per * img}
-    return (per,) + tuple(ctx.buffer(tag, (ctx.workers, size[tag]), x.dtype) for tag in tags)
+    return (per,) + tuple(ctx.scratch(tag, (ctx.workers, size[tag]), x.dtype) for tag in tags)
 
 
 @cpu_kernel(parallel=True)
@@ -381,7 +381,7 @@ def _winograd_workspace(ctx, x, f, oh, ow, tags):
     shapes = {"xp": (2 * th + 2, 2 * tw + 2, c), "v": (16, _skew(tiles, c * size), c),
               "dv": (16, _skew(tiles, c * size), c), "m": (16, _skew(tiles, f * size), f),
               "o": (f, 2 * th, _skew(2 * tw, 2 * th * size))}
-    return (per,) + tuple(ctx.buffer(tag, (t,) + shapes[tag], x.dtype) for tag in tags)
+    return (per,) + tuple(ctx.scratch(tag, (t,) + shapes[tag], x.dtype) for tag in tags)
 
 
 def _skew(count, unit_bytes):

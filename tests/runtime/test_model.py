@@ -86,3 +86,22 @@ def test_load_refuses_another_network(model, tmp_path):
     assert "no such checkpoint" in error(netc.Model.load, str(tmp_path / "none.npz")).message
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     assert "cannot read checkpoint" in error(netc.Model.load, str(tmp_path / "junk.npz")).message
+
+
+def test_steps_reuse_memory_and_nodes_share_workspaces():
+    """After the first step, a step allocates nothing new in the model; the kernels' workspaces
+    are shared by all nodes (one per tag), not kept per node."""
+    model = netc.Model("input 12x12x16\nCONV 3x3 16 pad=1 act=relu - CONV 3x3 16 pad=1 act=relu - "
+                       "POOL - CONV 5x5 8 - CONV 2x2 8 - OUT 3 softmax", dtype="float64")
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((5, 16, 12, 12)), rng.integers(0, 3, 5)
+    model.loss_and_grads(x, y)
+    arena = {k: id(v) for k, v in model._arena.items()}
+    workspace = {k: id(v) for k, v in model._workspace.items()}
+    for _ in range(2):
+        model.loss_and_grads(x, y)
+    assert {k: id(v) for k, v in model._arena.items()} == arena
+    assert {k: id(v) for k, v in model._workspace.items()} == workspace
+    tags = {key[1] for key in workspace}
+    assert len(workspace) == len(tags)  # one per tag, whichever conv asked
+    assert {"v", "m", "cols"} <= tags  # Winograd's (the 3x3 convs) and im2col's (5x5, 2x2)
