@@ -119,8 +119,11 @@ class Conv(LayerKind):
                                     per, xp, z, y)
         else:
             per, cols, z = _workspace(ctx, h, x, f, oh, ow, ("cols", "z"))
-            _conv_forward_cpu(x, w, bias, code, h["groups"], *_geometry(h), oh, ow, per, cols, z,
-                              y.reshape(n, f, oh * ow))
+            size = cols.shape[1] and x.shape[0] * w.shape[1] * h["groups"] * oh * ow
+            kept = ctx.buffer("cols", (size if ctx.arena is not None and
+                                       size * x.itemsize <= KEEP_COLS_BYTES else 0,), x.dtype)
+            _conv_forward_cpu(x, w, bias, code, h["groups"], *_geometry(h), oh, ow, per, cols,
+                              kept, z, y.reshape(n, f, oh * ow))
         if fused:
             return y, (x, None, y)
         z = y  # PReLU: its learned slope is applied apart
@@ -168,11 +171,13 @@ class Conv(LayerKind):
             return [dx if need_dx else None], grads
         dy = dy.reshape(n, f, oh * ow)
         per, cols, d2, dcols = _workspace(ctx, h, x, f, oh, ow, ("cols", "d2", "dcols"))
+        kept = ctx.buffer("cols", (0,), dy.dtype) if ctx.arena is None else ctx.arena.get(
+            (ctx.node, "cols"), np.zeros(0, dy.dtype))  # forward's unfolded input, if it kept it
         t = cols.shape[0]
         dw = ctx.scratch("dw", (t,) + w.shape, dy.dtype)
         db = ctx.scratch("db", (t, f), dy.dtype)
         _conv_backward_cpu(x, w, dy, y.reshape(n, f, oh * ow), code, h["groups"], *_geometry(h),
-                           oh, ow, per, need_dx, cols, d2, dcols, dw, db, dx)
+                           oh, ow, per, need_dx, cols, kept, d2, dcols, dw, db, dx)
         grads["weight"] = dw.sum(axis=0).reshape(p["weight"].shape)
         if "bias" in p:
             grads["bias"] = db.sum(axis=0)
@@ -564,7 +569,8 @@ def _pointwise(h):
 
 
 @cpu_kernel(parallel=True)
-def _conv_forward_cpu(x, w, bias, code, groups, kh, kw, sh, sw, ph, pw, oh, ow, per, cols_ws, z_ws, y):
+def _conv_forward_cpu(x, w, bias, code, groups, kh, kw, sh, sw, ph, pw, oh, ow, per, cols_ws, kept,
+                      z_ws, y):
     """y (N, F, oh*ow) = act(conv(x, w) + bias), each thread on its part of the batch."""
     n, parts = x.shape[0], z_ws.shape[0]
     f_, k = w.shape
@@ -573,7 +579,7 @@ def _conv_forward_cpu(x, w, bias, code, groups, kh, kw, sh, sw, ph, pw, oh, ow, 
         lo, hi = n * t // parts, n * (t + 1) // parts
         for s in range(lo, hi, per):
             e = min(hi, s + per)
-            cols = _unfold_cpu(x, s, e, kh, kw, sh, sw, ph, pw, oh, ow, cols_ws, t)
+            cols = _unfold_cpu(x, s, e, kh, kw, sh, sw, ph, pw, oh, ow, cols_ws, t, kept, True)
             z = z_ws[t, :f_ * (e - s) * ln].reshape(f_, (e - s) * ln)
             for g in range(groups):  # one GEMM per group
                 gemm(False, False, 1.0, w[g * fg:(g + 1) * fg], cols[g * k:(g + 1) * k], 0.0,
@@ -583,7 +589,7 @@ def _conv_forward_cpu(x, w, bias, code, groups, kh, kw, sh, sw, ph, pw, oh, ow, 
 
 @cpu_kernel(parallel=True, fastmath=REDUCE)  # REDUCE: so the row kernels inline
 def _conv_backward_cpu(x, w, dy, y, code, groups, kh, kw, sh, sw, ph, pw, oh, ow, per, need_dx,
-                       cols_ws, d2_ws, dcols_ws, dw_ws, db_ws, dx):
+                       cols_ws, kept, d2_ws, dcols_ws, dw_ws, db_ws, dx):
     """dw_ws[t], db_ws[t]: thread t's weight and bias gradients; dx: the input gradient."""
     n, parts = x.shape[0], d2_ws.shape[0]
     f_, k = w.shape
@@ -596,7 +602,7 @@ def _conv_backward_cpu(x, w, dy, y, code, groups, kh, kw, sh, sw, ph, pw, oh, ow
         for s in range(lo, hi, per):
             e = min(hi, s + per)
             m = (e - s) * ln
-            cols = _unfold_cpu(x, s, e, kh, kw, sh, sw, ph, pw, oh, ow, cols_ws, t)
+            cols = _unfold_cpu(x, s, e, kh, kw, sh, sw, ph, pw, oh, ow, cols_ws, t, kept, False)
             d2 = d2_ws[t, :f_ * m].reshape(f_, m)
             _prologue_cpu(dy, y, code, s, d2, db)
             for g in range(groups):  # dw += d2 cols^T, accumulated by the GEMM itself
@@ -611,13 +617,20 @@ def _conv_backward_cpu(x, w, dy, y, code, groups, kh, kw, sh, sw, ph, pw, oh, ow
 
 
 @cpu_kernel()
-def _unfold_cpu(x, s, e, kh, kw, sh, sw, ph, pw, oh, ow, cols_ws, t):
-    """Samples s..e-1 unfolded to (C*kh*kw, (e-s)*oh*ow), in thread t's workspace; a 1x1/1 conv
-    (an empty workspace) reads its one sample in place."""
+def _unfold_cpu(x, s, e, kh, kw, sh, sw, ph, pw, oh, ow, cols_ws, t, kept, fill):
+    """Samples s..e-1 unfolded to (C*kh*kw, (e-s)*oh*ow): in `kept` (the whole batch's, chunk
+    after chunk) when it is not empty, filled only if `fill` (forward fills it, backward reads
+    it), else in thread t's workspace; a 1x1/1 conv (an empty workspace) reads its one sample in
+    place."""
     kc, m = x.shape[1] * kh * kw, (e - s) * oh * ow
     if cols_ws.shape[1] == 0:
         return x[s].reshape(kc, m)
-    cols = cols_ws[t, :kc * m].reshape(kc, m)
+    if kept.size:
+        cols = kept[kc * s * oh * ow:kc * e * oh * ow].reshape(kc, m)
+        if not fill:
+            return cols
+    else:
+        cols = cols_ws[t, :kc * m].reshape(kc, m)
     _im2col_cpu(x, s, e, kh, kw, sh, sw, ph, pw, oh, ow, cols)
     return cols
 
@@ -723,6 +736,9 @@ def _grad_row_cpu(code, g, out, dst, count):
 
 
 CHUNK_BYTES = 1 << 20  # the unfolded input of one chunk of samples: about 1 MiB
+# a layer whose whole batch unfolds into at most this keeps it from forward to backward instead of
+# unfolding twice (LeNet's convolutions: 4-5 MB each at batch 64; 10% of a step)
+KEEP_COLS_BYTES = 32 << 20
 
 
 def _geometry(h):
