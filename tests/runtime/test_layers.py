@@ -65,11 +65,21 @@ EXTRA = [
     ("6x6x4", "CONV 1x1 4 groups=4 act=sigmoid - BN - GAP - MAXOUT 2"),
     ("10", "FC 6 act=prelu - BN - DROPOUT 0.2 - OUT 3 sigmoid"),
     ("6x8x3", "POOL max 2x2/2 - CONV 1x1 2 act=tanh - POOL max 2x2/2"),  # the unrolled 2x2 kernel
+    # strided and padded convs after the first layer: their input gradient goes through the
+    # channels-last fold (conv._fold_cpu)
+    ("7x8x2", "CONV 3x3 4 - CONV 3x3/2 3 pad=1 act=relu round=floor - CONV 2x3/2x1 2 pad=1x2"),
     # stride 1 over >= 16 channels, >= 64 output pixels: the shifted-GEMM kernels (conv.py), with
     # and without the input gradient, uneven padding, the fused ReLU and PReLU apart
     ("8x10x16", "CONV 3x3 16 pad=1 act=relu - CONV 2x3 3 pad=1x0 act=prelu"),
     ("8x8x16", "CONV 3x3 17 pad=same bias=false act=tanh - CONV 3x3 2 pad=2 act=relu"),
 ]
+
+
+def test_ceil_mode_conv_gradients():
+    """round=ceil (no NumPy reference above): the last window runs past the padding."""
+    report = netc.gradcheck("input 7x8x2\nCONV 3x3 4 - CONV 3x3/3 3 pad=1 act=relu round=ceil - "
+                            "CONV 1x2/3x2 2 round=ceil - FC 2", batch=3, seed=2)
+    assert max(report.values()) < TOL, report
 
 
 @pytest.mark.parametrize("inp,chain", EXTRA)
