@@ -109,6 +109,13 @@ class Conv(LayerKind):
         bias = p.get("bias", np.zeros(f, x.dtype))
         code = ACT_CODES.get(h["act"], 0)
         algorithm = _algorithm(h, x.shape)
+        if algorithm == "dense":  # the window covers the input: y = act(x W^T + b), an FC
+            from .dense import _linear_forward_cpu
+            # (with no activation z is the output: the "y" buffer, fresh where the model's output)
+            z = ctx.buffer("y" if h["act"] == "none" else "z", (n, f, 1, 1), x.dtype)
+            _linear_forward_cpu(x.reshape(n, -1), w, p.get("bias", np.zeros(0, x.dtype)),
+                                ctx.workers, z.reshape(n, f))
+            return fused_forward(h, p, z), (x, z, None)
         if algorithm == "winograd":
             per, xp, v, z, o = _winograd_workspace(ctx, x, f, oh, ow, ("xp", "v", "m", "o"))
             _winograd_forward_cpu(x, _winograd_weights(p["weight"]), bias, code, *h["pad"], oh, ow,
@@ -136,6 +143,17 @@ class Conv(LayerKind):
         n, _, oh, ow = dy.shape
         w = p["weight"].reshape(f, -1)
         grads = {}
+        if y is None:  # dense: z is the pre-activation
+            from .dense import _linear_backward_cpu
+            dz, grads = fused_backward(h, p, z, fused_forward(h, p, z), dy)
+            dz = np.ascontiguousarray(dz).reshape(n, f)
+            dx = np.empty(x.shape if ctx.need_dx else (0,) + x.shape[1:], dz.dtype)
+            grads["weight"] = np.empty_like(p["weight"])
+            _linear_backward_cpu(x.reshape(n, -1), w, dz, ctx.workers, grads["weight"].reshape(f, -1),
+                                 dx.reshape(dx.shape[0], -1))
+            if "bias" in p:
+                grads["bias"] = dz.sum(axis=0)
+            return [dx if ctx.need_dx else None], grads
         if z is not None:  # PReLU
             dy, grads = fused_backward(h, p, z, y, dy)
             code = 0
@@ -220,13 +238,20 @@ FORCE = None  # "im2col" | "shift" | "winograd" where allowed: for tests and ben
 
 
 def _algorithm(h, xshape):
-    """How a CONV runs on the CPU: winograd (3x3/1), shift (other stride-1) or im2col."""
+    """How a CONV runs on the CPU: dense (its window covers the whole input: an FC), winograd
+    (3x3/1), shift (other stride-1 kernels) or im2col."""
     oh, ow, _, _ = conv_geometry(h, xshape[1:])
-    if h["stride"] != (1, 1) or h["groups"] != 1 or h["kernel"] == (1, 1):
-        return "im2col"
+    dense = h["groups"] == 1 and h["pad"] == (0, 0) and h["kernel"] == tuple(xshape[2:])
+    stride1 = h["stride"] == (1, 1) and h["groups"] == 1 and h["kernel"] != (1, 1)
     if FORCE is not None:
+        if FORCE == "dense":
+            return "dense" if dense else "im2col"
+        if FORCE == "im2col" or not stride1:
+            return "im2col"
         return "shift" if FORCE == "winograd" and h["kernel"] != (3, 3) else FORCE
-    if xshape[1] < SHIFT_MIN_CHANNELS or oh * ow < SHIFT_MIN_OUTPUT:
+    if dense:
+        return "dense"
+    if not stride1 or xshape[1] < SHIFT_MIN_CHANNELS or oh * ow < SHIFT_MIN_OUTPUT:
         return "im2col"
     return "winograd" if h["kernel"] == (3, 3) else "shift"
 

@@ -164,11 +164,13 @@ ALGORITHM_CASES = [
     ("9x8x16", "CONV 3x3 3 pad=1x2 act=elu"),
     ("8x8x17", "CONV 3x3 6 pad=2 bias=false act=prelu"),
     ("7x8x16", "CONV 2x3 4 pad=1 act=sigmoid"),
+    ("3x4x5", "CONV 3x4 6 act=relu"),  # a window over the whole input: dense
+    ("3x4x5", "CONV 3x4/2 6 bias=false act=prelu"),
 ]
 
 
 @pytest.mark.parametrize("inp,chain", ALGORITHM_CASES)
-@pytest.mark.parametrize("algorithm", ["shift", "winograd", "im2col-unkept"])
+@pytest.mark.parametrize("algorithm", ["shift", "winograd", "dense", "im2col-unkept"])
 def test_conv_algorithms_agree_with_im2col(monkeypatch, inp, chain, algorithm):
     """(im2col-unkept: im2col unfolding again in backward, as layers too big to keep do.)"""
     from netc.compiler.kinds import conv
