@@ -8,7 +8,8 @@ import numpy as np
 from ..jit import cpu_kernel, prange
 from ..registry import Choice, LayerKind, Pad, Pair, register
 from ..shapes import resolve_pad
-from .conv import _geometry, _valid, conv_geometry
+from .conv import _geometry, conv_geometry
+from .conv.common import _valid
 
 
 @register

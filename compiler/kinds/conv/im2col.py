@@ -1,0 +1,201 @@
+"""CONV by im2col + GEMM (any stride, padding and groups), with the input gradient folded back."""
+from __future__ import annotations
+
+from ...jit import REDUCE, cpu_kernel, gemm, prange
+from .common import CHUNK_BYTES, _act_row_cpu, _fill_cpu, _grad_row_cpu, _valid
+
+
+def _workspace(ctx, h, x, f, oh, ow, tags):
+    """(samples per chunk, then one (threads, size) scratch array per tag): 'cols' holds a
+    chunk's unfolded input, 'z'/'d2' its (F, m*oh*ow) GEMM result or output gradient, 'dcols'
+    the unfolded input gradient. A 1x1/1 unpadded conv reads its input in place (no cols)."""
+    c = x.shape[1]
+    k = c * h["kernel"][0] * h["kernel"][1]
+    t = ctx.workers
+    per = max(1, min(-(-x.shape[0] // t), CHUNK_BYTES // (k * oh * ow * x.itemsize)))
+    if _pointwise(h):
+        per = 1
+    size = {"cols": 0 if _pointwise(h) else k * per * oh * ow, "dcols": k * per * oh * ow,
+            "z": f * per * oh * ow, "d2": f * per * oh * ow}
+    return (per,) + tuple(ctx.scratch(tag, (t, size[tag]), x.dtype) for tag in tags)
+
+
+def _pointwise(h):
+    return h["kernel"] == (1, 1) and h["stride"] == (1, 1) and h["pad"] == (0, 0)
+
+
+@cpu_kernel(parallel=True)
+def _conv_forward_cpu(x, w, bias, code, groups, kh, kw, sh, sw, ph, pw, oh, ow, per, cols_ws, kept,
+                      z_ws, y):
+    """y (N, F, oh*ow) = act(conv(x, w) + bias), each thread on its part of the batch."""
+    n, parts = x.shape[0], z_ws.shape[0]
+    f_, k = w.shape
+    fg, ln = f_ // groups, oh * ow
+    for t in prange(parts):
+        lo, hi = n * t // parts, n * (t + 1) // parts
+        for s in range(lo, hi, per):
+            e = min(hi, s + per)
+            cols = _unfold_cpu(x, s, e, kh, kw, sh, sw, ph, pw, oh, ow, cols_ws, t, kept, True)
+            z = z_ws[t, :f_ * (e - s) * ln].reshape(f_, (e - s) * ln)
+            for g in range(groups):  # one GEMM per group
+                gemm(False, False, 1.0, w[g * fg:(g + 1) * fg], cols[g * k:(g + 1) * k], 0.0,
+                     z[g * fg:(g + 1) * fg])
+            _epilogue_cpu(z, bias, code, y, s)
+
+
+@cpu_kernel(parallel=True, fastmath=REDUCE)  # REDUCE: so the row kernels inline
+def _conv_backward_cpu(x, w, dy, y, code, groups, kh, kw, sh, sw, ph, pw, oh, ow, per, need_dx,
+                       cols_ws, kept, d2_ws, dcols_ws, wt, dxp_ws, dw_ws, db_ws, dx):
+    """dw_ws[t], db_ws[t]: thread t's weight and bias gradients; dx: the input gradient."""
+    n, parts = x.shape[0], d2_ws.shape[0]
+    f_, k = w.shape
+    kc, fg, ln = k * groups, f_ // groups, oh * ow
+    for t in prange(parts):
+        lo, hi = n * t // parts, n * (t + 1) // parts
+        dw, db = dw_ws[t], db_ws[t]
+        _fill_cpu(dw.reshape(-1), 0.0)
+        _fill_cpu(db, 0.0)
+        for s in range(lo, hi, per):
+            e = min(hi, s + per)
+            m = (e - s) * ln
+            cols = _unfold_cpu(x, s, e, kh, kw, sh, sw, ph, pw, oh, ow, cols_ws, t, kept, False)
+            d2 = d2_ws[t, :f_ * m].reshape(f_, m)
+            _prologue_cpu(dy, y, code, s, d2, db)
+            for g in range(groups):  # dw += d2 cols^T, accumulated by the GEMM itself
+                gemm(False, True, 1.0, d2[g * fg:(g + 1) * fg], cols[g * k:(g + 1) * k], 1.0,
+                     dw[g * fg:(g + 1) * fg])
+            if need_dx and groups == 1:  # dcols^T = d2^T W', folded channels last
+                dcols = dcols_ws[t, :kc * m].reshape(m, kc)
+                gemm(True, False, 1.0, d2, wt, 0.0, dcols)
+                _fold_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dxp_ws[t], dx, s, e)
+            elif need_dx:
+                dcols = dcols_ws[t, :kc * m].reshape(kc, m)
+                for g in range(groups):
+                    gemm(True, False, 1.0, w[g * fg:(g + 1) * fg], d2[g * fg:(g + 1) * fg], 0.0,
+                         dcols[g * k:(g + 1) * k])
+                _col2im_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dx, s, e)
+
+
+@cpu_kernel()
+def _unfold_cpu(x, s, e, kh, kw, sh, sw, ph, pw, oh, ow, cols_ws, t, kept, fill):
+    """Samples s..e-1 unfolded to (C*kh*kw, (e-s)*oh*ow): in `kept` (the whole batch's, chunk
+    after chunk) when it is not empty, filled only if `fill` (forward fills it, backward reads
+    it), else in thread t's workspace; a 1x1/1 conv (an empty workspace) reads its one sample in
+    place."""
+    kc, m = x.shape[1] * kh * kw, (e - s) * oh * ow
+    if cols_ws.shape[1] == 0:
+        return x[s].reshape(kc, m)
+    if kept.size:
+        cols = kept[kc * s * oh * ow:kc * e * oh * ow].reshape(kc, m)
+        if not fill:
+            return cols
+    else:
+        cols = cols_ws[t, :kc * m].reshape(kc, m)
+    _im2col_cpu(x, s, e, kh, kw, sh, sw, ph, pw, oh, ow, cols)
+    return cols
+
+
+@cpu_kernel()
+def _epilogue_cpu(zf, bias, code, y, s):
+    """y[s + n, f, k] = act(zf[f, n*L + k] + bias[f]) for the chunk's samples n."""
+    f_, ml = zf.shape
+    ln = y.shape[2]
+    for f in range(f_):
+        b = bias[f]
+        for n in range(ml // ln):
+            _act_row_cpu(code, zf[f, n * ln:(n + 1) * ln], b, y[s + n, f], ln)
+
+
+@cpu_kernel(fastmath=REDUCE)
+def _prologue_cpu(dy, y, code, s, d2, dbias):
+    """d2[f, n*L + k] = dy * act'(z) for the chunk's samples; dbias[f] accumulates it."""
+    f_, ml = d2.shape
+    ln = dy.shape[2]
+    for f in range(f_):
+        acc = 0.0
+        for n in range(ml // ln):
+            acc += _grad_row_cpu(code, dy[s + n, f], y[s + n, f], d2[f, n * ln:(n + 1) * ln], ln)
+        dbias[f] += acc
+
+
+@cpu_kernel()
+def _im2col_cpu(x, n0, n1, kh, kw, sh, sw, ph, pw, oh, ow, out):
+    """out[(c, i, j), (n - n0, y, x)] = x[n, c, y*sh - ph + i, x*sw - pw + j], zero outside,
+    for the samples n0 <= n < n1. (The bounds test inside the innermost loop vectorizes better
+    than loops split at the borders, as measured.)"""
+    c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
+    ln = oh * ow
+    for c in range(c_):
+        for i in range(kh):
+            for j in range(kw):
+                r = (c * kh + i) * kw + j
+                for n in range(n0, n1):
+                    base = (n - n0) * ln
+                    for oy in range(oh):
+                        iy = oy * sh - ph + i
+                        dst = out[r, base + oy * ow:base + (oy + 1) * ow]
+                        if iy < 0 or iy >= h_:
+                            for ox in range(ow):
+                                dst[ox] = 0
+                            continue
+                        src = x[n, c, iy]
+                        if sw == 1:
+                            for ox in range(ow):
+                                ix = ox - pw + j
+                                dst[ox] = src[ix] if 0 <= ix < w_ else 0
+                        else:
+                            for ox in range(ow):
+                                ix = ox * sw - pw + j
+                                dst[ox] = src[ix] if 0 <= ix < w_ else 0
+
+
+@cpu_kernel()
+def _fold_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dxp, dx, n0, n1):
+    """col2im from the transposed unfolding, dcols[(n, oy, ox), (i, j, c)], through a padded
+    channels-last image dxp (Hp, Wp*C): for an output pixel and a kernel row i, the kw*C values
+    (j, c) land on kw*C consecutive values of dxp's row, so every add is a vector of kw*C
+    (for LeNet's second layer, 8x faster than col2im's rows of ow). Then dx[n0:n1] = dxp's
+    interior, channels first."""
+    c_, hh, ww = dx.shape[1], dx.shape[2], dx.shape[3]
+    run = kw * c_
+    for n in range(n0, n1):
+        for r in range(dxp.shape[0]):
+            row = dxp[r]
+            for k in range(row.size):
+                row[k] = 0
+        for oy in range(oh):
+            p0 = (n - n0) * oh * ow + oy * ow
+            for i in range(kh):
+                row = dxp[oy * sh + i]
+                for ox in range(ow):
+                    src, at = dcols[p0 + ox], ox * sw * c_
+                    for k in range(run):
+                        row[at + k] += src[i * run + k]
+        for c in range(c_):
+            for iy in range(hh):
+                src, dst = dxp[iy + ph], dx[n, c, iy]
+                for ix in range(ww):
+                    dst[ix] = src[(ix + pw) * c_ + c]
+
+
+@cpu_kernel()
+def _col2im_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dx, n0, n1):
+    """The adjoint of im2col: fold dcols (C*kh*kw, (n1-n0)*oh*ow) into dx[n0:n1] (N, C, H, W)."""
+    c_, h_, w_ = dx.shape[1], dx.shape[2], dx.shape[3]
+    for n in range(n0, n1):
+        base = (n - n0) * oh * ow
+        for c in range(c_):
+            img = dx[n, c]
+            for iy in range(h_):
+                for ix in range(w_):
+                    img[iy, ix] = 0
+            for i in range(kh):
+                ylo, yhi = _valid(oh, sh, ph, i, h_)
+                for j in range(kw):
+                    xlo, xhi = _valid(ow, sw, pw, j, w_)
+                    src = dcols[(c * kh + i) * kw + j]
+                    for oy in range(ylo, yhi):
+                        row = img[oy * sh - ph + i]
+                        at = base + oy * ow
+                        for ox in range(xlo, xhi):
+                            row[ox * sw - pw + j] += src[at + ox]
