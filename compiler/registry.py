@@ -201,6 +201,10 @@ class LayerKind:
     def label(self, h):
         return self.name
 
+    def cpu_algorithm(self, h, xs):
+        """How the CPU runs this layer, where there is a choice (`netc bench` shows it)."""
+        return ""
+
 
 _REGISTRY: dict[str, LayerKind] = {}
 

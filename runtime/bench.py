@@ -6,6 +6,8 @@ import time
 
 import numpy as np
 
+from netc.compiler import registry
+
 from .gradcheck import random_targets
 from .model import Model
 
@@ -32,16 +34,18 @@ def bench(spec, batch=64, iters=20, warmup=3, seed=0):
             fw.setdefault(name, []).append(t)
         for name, t in b.items():
             bw.setdefault(name, []).append(t)
-    layers = [(n.name, n.kind, statistics.median(fw.get(n.name, [0.0])),
-               statistics.median(bw.get(n.name, [0.0]))) for n in model.net.nodes]
+    kinds = registry.kinds()
+    layers = [(n.name, n.kind, kinds[n.kind].cpu_algorithm(n.hyper, n.in_shapes),
+               statistics.median(fw.get(n.name, [0.0])), statistics.median(bw.get(n.name, [0.0])))
+              for n in model.net.nodes]
     return {"batch": batch, "iters": iters, "step": statistics.median(steps), "layers": layers}
 
 
 def format_bench(result, name) -> str:
     lines = [f"{name}: batch {result['batch']}, median of {result['iters']} steps",
-             f"{'layer':<28} {'kind':<8} {'forward ms':>11} {'backward ms':>12}"]
-    for layer, kind, f, b in result["layers"]:
-        lines.append(f"{layer:<28} {kind:<8} {f * 1e3:>11.3f} {b * 1e3:>12.3f}")
+             f"{'layer':<28} {'kind':<8} {'runs as':<9} {'forward ms':>11} {'backward ms':>12}"]
+    for layer, kind, how, f, b in result["layers"]:
+        lines.append(f"{layer:<28} {kind:<8} {how:<9} {f * 1e3:>11.3f} {b * 1e3:>12.3f}")
     step = result["step"]
     lines.append(f"step (forward + loss + backward): {step * 1e3:.2f} ms, "
                  f"{result['batch'] / step:,.0f} samples/s")

@@ -67,6 +67,17 @@ def test_gradcheck_and_bench(capsys, spec):
     assert main(["bench", spec, "--batch", "8", "--iters", "2"]) == 0
     out = capsys.readouterr().out
     assert "conv1" in out and "samples/s" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[2:-1]}
+    assert rows["conv1"][2] == "im2col" and float(rows["conv1"][3]) > 0  # the algorithm column
+
+
+def test_bench_names_each_conv_algorithm(capsys, tmp_path):
+    spec = tmp_path / "algos.net"
+    spec.write_text("input 10x10x16\nCONV 3x3 16 pad=1 act=relu - CONV 2x2 16 pad=1 - "
+                    "CONV 3x3/2 8 - CONV 5x5 4\nOUT 3 softmax\n")
+    assert main(["bench", str(spec), "--batch", "2", "--iters", "1"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[2:-1]}
+    assert [rows[f"conv{i}"][2] for i in range(1, 5)] == ["winograd", "shift", "im2col", "dense"]
 
 
 def test_missing_runtime_says_what_to_install(spec):

@@ -101,6 +101,9 @@ class Conv(LayerKind):
             text += f" {h['act']}"
         return text
 
+    def cpu_algorithm(self, h, xs):
+        return _algorithm(h, (1,) + tuple(xs[0]))
+
     # ---- runtime ------------------------------------------------------------------------------
     # im2col + GEMM inside one parallel kernel: each thread takes a contiguous part of the batch
     # and unfolds it a chunk of samples at a time into its own workspace (so the chunk stays in
