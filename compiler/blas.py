@@ -41,6 +41,11 @@ def _find_cblas():
     folders = [os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs"),
                os.path.join(os.path.dirname(np.__file__), ".dylibs")]
     candidates = [p for folder in folders for p in sorted(glob.glob(os.path.join(folder, "*blas*")))]
+    try:  # and the BLAS libraries already loaded (NumPy's, wherever it lives: conda, system)
+        from threadpoolctl import threadpool_info
+        candidates += [info["filepath"] for info in threadpool_info() if info["user_api"] == "blas"]
+    except Exception:  # pragma: no cover - threadpoolctl's view is only a bonus here
+        pass
     for path in candidates:
         try:
             lib = ctypes.CDLL(path)
