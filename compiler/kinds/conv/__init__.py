@@ -105,11 +105,10 @@ class Conv(LayerKind):
         return _algorithm(h, (1,) + tuple(xs[0]))
 
     # ---- runtime ------------------------------------------------------------------------------
-    # im2col + GEMM inside one parallel kernel: each thread takes a contiguous part of the batch
-    # and unfolds it a chunk of samples at a time into its own workspace (so the chunk stays in
-    # cache), multiplies by BLAS (single-threaded inside the thread) and writes the result back
-    # with the bias and the activation applied. Backward unfolds again instead of keeping the
-    # unfolded input; each thread sums its own weight gradient, and the parts are added after.
+    # Each pass is one parallel kernel of the algorithm _algorithm picks: every thread takes a
+    # contiguous part of the batch, with its own workspace, runs its GEMMs single-threaded, and
+    # writes the result back with bias and activation applied; each thread sums its own weight
+    # gradient, and the parts are added after. PReLU's learned slope is applied apart (NumPy).
     def forward(self, h, p, xs, ctx):
         x = np.ascontiguousarray(xs[0])
         n, f = x.shape[0], h["filters"]
