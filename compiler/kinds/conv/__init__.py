@@ -1,8 +1,8 @@
 """CONV: 2-D convolution with stride, padding, groups and a fused activation.
 
 This file is the kind: its keys, shape rule, counts, label, and forward/backward, which pick one
-of the CPU algorithms beside it (im2col.py, shift.py, winograd.py, or one GEMM when the window
-covers the input) from the layer's shape; common.py holds the kernels they share."""
+of the CPU algorithms beside it (im2col.py, winograd.py, or one GEMM when the window covers the
+input) from the layer's shape; common.py holds the kernels they share."""
 from __future__ import annotations
 
 import math
@@ -15,7 +15,6 @@ from ...shapes import resolve_pad, window_out
 from ..activation import act_backward, act_forward, channel_view
 from .common import ACT_CODES
 from .im2col import _conv_backward_cpu, _conv_forward_cpu, _workspace
-from .shift import _conv_shift_backward_cpu, _conv_shift_forward_cpu, _shift_workspace, _taps
 from .winograd import (_winograd_backward_cpu, _winograd_forward_cpu, _winograd_weight_grad,
                        _winograd_weights, _winograd_workspace)
 
@@ -130,10 +129,6 @@ class Conv(LayerKind):
             per, xp, v, z, o = _winograd_workspace(ctx, x, f, oh, ow, ("xp", "v", "m", "o"))
             _winograd_forward_cpu(x, _winograd_weights(p["weight"]), bias, code, *h["pad"], oh, ow,
                                   per, xp, v, z, o, y)
-        elif algorithm == "shift":
-            per, xp, z = _shift_workspace(ctx, h, x, f, ("xp", "z"))
-            _conv_shift_forward_cpu(x, _taps(p["weight"]), bias, code, *_geometry(h), oh, ow,
-                                    per, xp, z, y)
         else:
             per, cols, z = _workspace(ctx, h, x, f, oh, ow, ("cols", "z"))
             size = cols.shape[1] and x.shape[0] * w.shape[1] * h["groups"] * oh * ow
@@ -185,18 +180,6 @@ class Conv(LayerKind):
             if "bias" in p:
                 grads["bias"] = db.sum(axis=0)
             return [dx if need_dx else None], grads
-        if algorithm == "shift":
-            per, xp, d2, dxp = _shift_workspace(ctx, h, x, f, ("xp", "d2", "dxp"))
-            kh, kw = h["kernel"]
-            dw = ctx.scratch("dw", (xp.shape[0], kh * kw, f, x.shape[1]), dy.dtype)
-            db = ctx.scratch("db", (xp.shape[0], f), dy.dtype)
-            _conv_shift_backward_cpu(x, _taps(p["weight"]), dy, y, code, *_geometry(h), oh, ow,
-                                     per, need_dx, xp, d2, dxp, dw, db, dx)
-            grads["weight"] = np.ascontiguousarray(
-                dw.sum(axis=0).reshape(kh, kw, f, -1).transpose(2, 3, 0, 1))
-            if "bias" in p:
-                grads["bias"] = db.sum(axis=0)
-            return [dx if need_dx else None], grads
         dy = dy.reshape(n, f, oh * ow)
         per, cols, d2, dcols = _workspace(ctx, h, x, f, oh, ow, ("cols", "d2", "dcols"))
         (kh, kw), (ph, pw), c = h["kernel"], h["pad"], x.shape[1]
@@ -220,28 +203,26 @@ class Conv(LayerKind):
         return [dx if need_dx else None], grads
 
 
-SHIFT_MIN_CHANNELS = 16  # fewer, and the GEMMs (K = C) are too thin to pay
-SHIFT_MIN_OUTPUT = 64    # output pixels: fewer, and kh*kw small GEMMs lose to one im2col GEMM
-FORCE = None  # "im2col" | "shift" | "winograd" where allowed: for tests and benchmarks
+WINOGRAD_MIN_CHANNELS = 16  # fewer, and its GEMMs (K = C) are too thin to pay
+WINOGRAD_MIN_OUTPUT = 64    # output pixels: fewer, and 16 small GEMMs lose to one im2col GEMM
+FORCE = None  # "im2col" | "winograd" | "dense" where allowed: for tests and benchmarks
 
 
 def _algorithm(h, xshape):
     """How a CONV runs on the CPU: dense (its window covers the whole input: an FC), winograd
-    (3x3/1), shift (other stride-1 kernels) or im2col."""
+    (3x3/1 over enough channels and pixels) or im2col. (Shifted GEMMs over the padded input, kh*kw
+    of them accumulated, were measured too: no faster than im2col with its unfolding kept, and
+    up to 1.3x slower on 5x5 layers; removed.)"""
     oh, ow, _, _ = conv_geometry(h, xshape[1:])
     dense = h["groups"] == 1 and h["pad"] == (0, 0) and h["kernel"] == tuple(xshape[2:])
-    stride1 = h["stride"] == (1, 1) and h["groups"] == 1 and h["kernel"] != (1, 1)
+    winograd = h["stride"] == (1, 1) and h["groups"] == 1 and h["kernel"] == (3, 3)
     if FORCE is not None:
-        if FORCE == "dense":
-            return "dense" if dense else "im2col"
-        if FORCE == "im2col" or not stride1:
-            return "im2col"
-        return "shift" if FORCE == "winograd" and h["kernel"] != (3, 3) else FORCE
+        return FORCE if {"dense": dense, "winograd": winograd}.get(FORCE, True) else "im2col"
     if dense:
         return "dense"
-    if not stride1 or xshape[1] < SHIFT_MIN_CHANNELS or oh * ow < SHIFT_MIN_OUTPUT:
-        return "im2col"
-    return "winograd" if h["kernel"] == (3, 3) else "shift"
+    if winograd and xshape[1] >= WINOGRAD_MIN_CHANNELS and oh * ow >= WINOGRAD_MIN_OUTPUT:
+        return "winograd"
+    return "im2col"
 
 
 # a layer whose whole batch unfolds into at most this keeps it from forward to backward instead of
