@@ -108,6 +108,7 @@ class Conv(LayerKind):
     # contiguous part of the batch, with its own workspace, runs its GEMMs single-threaded, and
     # writes the result back with bias and activation applied; each thread sums its own weight
     # gradient, and the parts are added after. PReLU's learned slope is applied apart (NumPy).
+    # The cache is (input, pre-activation where kept apart, output, im2col's kept unfolding).
     def forward(self, h, p, xs, ctx):
         x = np.ascontiguousarray(xs[0])
         n, f = x.shape[0], h["filters"]
@@ -124,7 +125,9 @@ class Conv(LayerKind):
             z = ctx.buffer("y" if h["act"] == "none" else "z", (n, f, 1, 1), x.dtype)
             _linear_forward_cpu(x.reshape(n, -1), w, p.get("bias", np.zeros(0, x.dtype)),
                                 ctx.workers, z.reshape(n, f))
-            return fused_forward(h, p, z), (x, z, None)
+            y = fused_forward(h, p, z)
+            return y, (x, z, y, None)
+        kept = None
         if algorithm == "winograd":
             per, xp, v, z, o = _winograd_workspace(ctx, x, f, oh, ow, ("xp", "v", "m", "o"))
             _winograd_forward_cpu(x, _winograd_weights(p["weight"]), bias, code, *h["pad"], oh, ow,
@@ -137,37 +140,37 @@ class Conv(LayerKind):
             _conv_forward_cpu(x, w, bias, code, h["groups"], *_geometry(h), oh, ow, per, cols,
                               kept, z, y.reshape(n, f, oh * ow))
         if fused:
-            return y, (x, None, y)
+            return y, (x, None, y, kept)
         z = y  # PReLU: its learned slope is applied apart
         y = fused_forward(h, p, z)
-        return y, (x, z, y)
+        return y, (x, z, y, kept)
 
     def backward(self, h, p, cache, dy, ctx):
-        x, z, y = cache
+        x, z, y, kept = cache
         f = h["filters"]
         n, _, oh, ow = dy.shape
         w = p["weight"].reshape(f, -1)
         grads = {}
-        if y is None:  # dense: z is the pre-activation
+        need_dx = bool(ctx.need_dx)
+        algorithm = _algorithm(h, x.shape)
+        if algorithm == "dense":  # z is the pre-activation
             from ..dense import _linear_backward_cpu
-            dz, grads = fused_backward(h, p, z, fused_forward(h, p, z), dy)
+            dz, grads = fused_backward(h, p, z, y, dy)
             dz = np.ascontiguousarray(dz).reshape(n, f)
-            dx = np.empty(x.shape if ctx.need_dx else (0,) + x.shape[1:], dz.dtype)
+            dx = ctx.buffer("dx", x.shape if need_dx else (0,) + x.shape[1:], dz.dtype)
             grads["weight"] = np.empty_like(p["weight"])
             _linear_backward_cpu(x.reshape(n, -1), w, dz, ctx.workers, grads["weight"].reshape(f, -1),
                                  dx.reshape(dx.shape[0], -1))
             if "bias" in p:
                 grads["bias"] = dz.sum(axis=0)
-            return [dx if ctx.need_dx else None], grads
+            return [dx if need_dx else None], grads
         if z is not None:  # PReLU
             dy, grads = fused_backward(h, p, z, y, dy)
             code = 0
         else:
             code = ACT_CODES[h["act"]]
         dy = np.ascontiguousarray(dy)
-        need_dx = bool(ctx.need_dx)
         dx = ctx.buffer("dx", x.shape if need_dx else (0,) + x.shape[1:], dy.dtype)
-        algorithm = _algorithm(h, x.shape)
         if algorithm == "winograd":
             u = _winograd_weights(p["weight"])
             per, xp, v, dm, dv, o = _winograd_workspace(ctx, x, f, oh, ow,
@@ -177,9 +180,17 @@ class Conv(LayerKind):
             _winograd_backward_cpu(x, u, dy, y, code, *h["pad"], per, need_dx, xp, v, dm, dv, o,
                                    du, db, dx)
             grads["weight"] = _winograd_weight_grad(du.sum(axis=0))
-            if "bias" in p:
-                grads["bias"] = db.sum(axis=0)
-            return [dx if need_dx else None], grads
+        else:
+            db = self._backward_im2col(h, p, x, dy, y, code, need_dx, kept, grads, dx, ctx)
+        if "bias" in p:
+            grads["bias"] = db.sum(axis=0)
+        return [dx if need_dx else None], grads
+
+    @staticmethod
+    def _backward_im2col(h, p, x, dy, y, code, need_dx, kept, grads, dx, ctx):
+        """im2col's backward: fills grads["weight"] and dx; returns the per-thread bias sums."""
+        n, f, oh, ow = dy.shape
+        w = p["weight"].reshape(f, -1)
         dy = dy.reshape(n, f, oh * ow)
         per, cols, d2, dcols = _workspace(ctx, h, x, f, oh, ow, ("cols", "d2", "dcols"))
         (kh, kw), (ph, pw), c = h["kernel"], h["pad"], x.shape[1]
@@ -190,17 +201,13 @@ class Conv(LayerKind):
                                       (x.shape[3] + 2 * pw + kw + sw) * c), dy.dtype)
         else:
             wt, dxp = w[:0], ctx.scratch("dxp", (ctx.workers, 0, 0), dy.dtype)
-        kept = ctx.buffer("cols", (0,), dy.dtype) if ctx.arena is None else ctx.arena.get(
-            (ctx.node, "cols"), np.zeros(0, dy.dtype))  # forward's unfolded input, if it kept it
         t = cols.shape[0]
         dw = ctx.scratch("dw", (t,) + w.shape, dy.dtype)
         db = ctx.scratch("db", (t, f), dy.dtype)
         _conv_backward_cpu(x, w, dy, y.reshape(n, f, oh * ow), code, h["groups"], *_geometry(h),
                            oh, ow, per, need_dx, cols, kept, d2, dcols, wt, dxp, dw, db, dx)
         grads["weight"] = dw.sum(axis=0).reshape(p["weight"].shape)
-        if "bias" in p:
-            grads["bias"] = db.sum(axis=0)
-        return [dx if need_dx else None], grads
+        return db
 
 
 WINOGRAD_MIN_CHANNELS = 16  # fewer, and its GEMMs (K = C) are too thin to pay
