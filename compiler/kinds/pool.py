@@ -9,7 +9,7 @@ from ..jit import cpu_kernel, prange
 from ..registry import Choice, LayerKind, Pad, Pair, register
 from ..shapes import resolve_pad
 from .conv import _geometry, conv_geometry
-from .conv.common import _valid
+from .conv.common import _fill_cpu, _valid
 
 
 @register
@@ -161,8 +161,7 @@ def _maxpool_back_cpu(dy, arg, dx):
     for n in prange(n_):
         for c in range(c_):
             flat = dx[n, c].reshape(-1)
-            for k in range(h_ * w_):
-                flat[k] = 0
+            _fill_cpu(flat, 0.0)
             for oy in range(dy.shape[2]):
                 for ox in range(dy.shape[3]):
                     flat[arg[n, c, oy, ox]] += dy[n, c, oy, ox]
@@ -177,9 +176,7 @@ def _avgpool_cpu(x, kh, kw, sh, sw, ph, pw, y):
     for n in prange(n_):
         for c in range(c_):
             img, out = x[n, c], y[n, c]
-            for oy in range(oh):
-                for ox in range(ow):
-                    out[oy, ox] = 0
+            _fill_cpu(out.reshape(-1), 0.0)
             for i in range(kh):
                 ylo, yhi = _valid(oh, sh, ph, i, h_)
                 for j in range(kw):
@@ -201,9 +198,7 @@ def _avgpool_back_cpu(dy, kh, kw, sh, sw, ph, pw, dx):
     for n in prange(n_):
         for c in range(c_):
             g, out = dy[n, c], dx[n, c]
-            for iy in range(h_):
-                for ix in range(w_):
-                    out[iy, ix] = 0
+            _fill_cpu(out.reshape(-1), 0.0)
             for i in range(kh):
                 ylo, yhi = _valid(oh, sh, ph, i, h_)
                 for j in range(kw):

@@ -164,10 +164,7 @@ def _fold_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dxp, dx, n0, n1):
     c_, hh, ww = dx.shape[1], dx.shape[2], dx.shape[3]
     run = kw * c_
     for n in range(n0, n1):
-        for r in range(dxp.shape[0]):
-            row = dxp[r]
-            for k in range(row.size):
-                row[k] = 0
+        _fill_cpu(dxp.reshape(-1), 0.0)
         for oy in range(oh):
             p0 = (n - n0) * oh * ow + oy * ow
             for i in range(kh):
@@ -191,9 +188,7 @@ def _col2im_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dx, n0, n1):
         base = (n - n0) * oh * ow
         for c in range(c_):
             img = dx[n, c]
-            for iy in range(h_):
-                for ix in range(w_):
-                    img[iy, ix] = 0
+            _fill_cpu(img.reshape(-1), 0.0)
             for i in range(kh):
                 ylo, yhi = _valid(oh, sh, ph, i, h_)
                 for j in range(kw):

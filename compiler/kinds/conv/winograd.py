@@ -126,9 +126,7 @@ def _winograd_input_cpu(x, s, m, ph, pw, th, tw, xp, v):
 def _winograd_pad_cpu(img, ph, pw, xp):
     """xp (Hq, Wq, C) = one sample (C, H, W) placed at (ph, pw) on zeros, channels last."""
     c_, hh, ww = img.shape
-    flat = xp.reshape(-1)
-    for k in range(flat.size):
-        flat[k] = 0
+    _fill_cpu(xp.reshape(-1), 0.0)
     for c in range(c_):
         for iy in range(hh):
             src = img[c, iy]
@@ -200,9 +198,7 @@ def _winograd_grad_in_cpu(dv, col0, th, tw, dxp):
     """dxp (Hq, Wq, C) = the sum over tiles of B dV B^T placed at (2ty, 2tx) (tiles overlap by
     two rows and columns). Each tile is transformed into a small buffer first (B's 1-D form,
     x -> (x0, x1 - x2 + x3, x1 + x2 - x0, -x3), on columns then rows), then added in place."""
-    flat = dxp.reshape(-1)
-    for k in range(flat.size):
-        flat[k] = 0
+    _fill_cpu(dxp.reshape(-1), 0.0)
     c_ = dxp.shape[2]
     tile = np.empty((16, c_), dxp.dtype)
     for ty in range(th):
