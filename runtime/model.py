@@ -180,8 +180,8 @@ class Model:
         for node in reversed(self.net.nodes):
             dy = pending.pop(node.name, None)
             cache = caches.pop(node.name)
-            if node.kind == "INPUT":
-                return grads, dy
+            if node.kind == "INPUT":  # dy may be a layer's reused buffer: the caller gets its own
+                return grads, None if dy is None else dy.copy()
             kind = self._kinds[node.kind]
             p = self._node_arrays(node)
             ctx.node, ctx.fresh = node.name, False

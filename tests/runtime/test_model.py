@@ -88,6 +88,15 @@ def test_load_refuses_another_network(model, tmp_path):
     assert "cannot read checkpoint" in error(netc.Model.load, str(tmp_path / "junk.npz")).message
 
 
+def test_input_gradient_is_not_overwritten_by_the_next_step():
+    model = netc.Model("input 6x6x2\nCONV 3x3 3 act=relu - OUT 2 softmax", dtype="float64")
+    x, y = np.random.default_rng(0).random((2, 2, 6, 6)), np.array([0, 1])
+    _, _, dx = model.loss_and_grads(x, y, input_grad=True)
+    kept = dx.copy()
+    model.loss_and_grads(3 * x, y, input_grad=True)
+    np.testing.assert_array_equal(dx, kept)
+
+
 def test_steps_reuse_memory_and_nodes_share_workspaces():
     """After the first step, a step allocates nothing new in the model; the kernels' workspaces
     are shared by all nodes (one per tag), not kept per node."""
