@@ -59,8 +59,9 @@ def _find_cblas():
     return None
 
 
-def _numpy_gemm(ctype, dtype):
-    """A cblas_?gemm stand-in (row-major only) written with NumPy, for machines without a CBLAS."""
+def _numpy_gemm(ctype):
+    """A cblas_?gemm stand-in (row-major only): jit.gemm's NumPy form on views of the pointers,
+    for machines without a 64-bit CBLAS."""
     proto = ctypes.CFUNCTYPE(None, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32, ctypes.c_int64,
                              ctypes.c_int64, ctypes.c_int64, ctype, ctypes.c_int64, ctypes.c_int64,
                              ctypes.c_int64, ctypes.c_int64, ctype, ctypes.c_int64, ctypes.c_int64)
@@ -69,14 +70,12 @@ def _numpy_gemm(ctype, dtype):
         flat = np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctype)), ((rows - 1) * ld + cols,))
         return np.lib.stride_tricks.as_strided(flat, (rows, cols), (ld * flat.itemsize, flat.itemsize))
 
-    def gemm(order, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    def call(order, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
         a = view(a, *((k, m) if ta == TRANS else (m, k)), lda)
         b = view(b, *((n, k) if tb == TRANS else (k, n)), ldb)
-        out = view(c, m, n, ldc)
-        prod = (a.T if ta == TRANS else a) @ (b.T if tb == TRANS else b)
-        out[...] = alpha * prod + (beta * out if beta else 0)
+        gemm(ta == TRANS, tb == TRANS, alpha, a, b, beta, view(c, m, n, ldc))
 
-    return proto(gemm)
+    return proto(call)
 
 
 def bind():
@@ -85,7 +84,7 @@ def bind():
         return
     found = _find_cblas()
     if found is None:
-        found = (_numpy_gemm(ctypes.c_float, np.float32), _numpy_gemm(ctypes.c_double, np.float64))
+        found = (_numpy_gemm(ctypes.c_float), _numpy_gemm(ctypes.c_double))
     _keep.extend(found)
     for name, fn in zip(("netc_cblas_sgemm", "netc_cblas_dgemm"), found):
         llvm.add_symbol(name, ctypes.cast(fn, ctypes.c_void_p).value)

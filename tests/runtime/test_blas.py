@@ -54,7 +54,7 @@ def test_compiled_gemm_on_row_blocks():
 @pytest.mark.parametrize("ta,tb", CASES)
 def test_numpy_stand_in_and_python_form(ta, tb):
     from netc.compiler import blas
-    fn = blas._numpy_gemm(ctypes.c_double, np.float64)
+    fn = blas._numpy_gemm(ctypes.c_double)
     rng = np.random.default_rng(2)
     a, b, c, want = operands(ta, tb, np.float64, rng)
     ptr = lambda arr: arr.ctypes.data  # noqa: E731
