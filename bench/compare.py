@@ -89,6 +89,9 @@ def main(argv=None):
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
           f"threads {jit.num_threads()}")
+    from netc.compiler import blas
+    jit.setup()
+    print(f"netc's BLAS: {blas.describe()}")
     print(f"{'case':<14} {'netc ms':>9} {'torch ms':>9} {'speed-up':>9} {'target':>7}")
     for name, spec, batch, target in CASES:
         if args.only and name not in args.only.split(","):

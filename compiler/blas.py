@@ -1,20 +1,31 @@
 """GEMM for the kernels: C = alpha op(A) op(B) + beta C, called from inside Numba code.
 
-Numba's own np.dot goes through SciPy's BLAS, which here is 1.3-2x slower than the OpenBLAS that
-NumPy's wheel bundles on the small shapes a layer has (a 32x288x1024 conv GEMM: 260 us against
-197 us, one thread), and it cannot accumulate (beta) or take a leading dimension. So `gemm` calls
-cblas_?gemm of NumPy's BLAS directly: the function's address is given to LLVM under a fixed name,
-which keeps the compiled kernels cacheable (the address is looked up again in every process).
-Where no 64-bit-integer CBLAS can be found, the same names lead to NumPy through ctypes: slower,
-and still correct.
+Numba's np.dot cannot accumulate (beta) nor take a leading dimension, and costs a Python-level
+check per call, so `gemm` calls cblas_?gemm directly: the function's address is given to LLVM under
+a fixed name, which keeps the compiled kernels cacheable (the address is looked up again in every
+process).
+
+Which CBLAS: netc's own copy of OpenBLAS (the scipy-openblas32 wheel, 32-bit integers), loaded by
+netc alone with one thread, since the kernels run it inside their own threads. NumPy's BLAS, and
+its thread count, stay the user's. OpenBLAS picks its kernels for the CPU when it loads; an
+OPENBLAS_CORETYPE in the environment pins them, for netc's copy too, unless NETC_BLAS_CORETYPE
+says otherwise ("auto": OpenBLAS's own choice; or a core name, such as Haswell or SkylakeX).
+`describe()` tells what runs, and says when a pin leaves AVX-512 unused (about half the speed).
+Without that wheel: another loaded 32-bit-integer CBLAS (SciPy's OpenBLAS, MKL, Accelerate),
+limited to one thread; without any, the same names lead to NumPy through ctypes: slower, and
+still correct.
 
 Imported by jit.setup() only: it needs numba.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import ctypes.util
 import glob
+import importlib.util
 import os
+import sys
 
 import numpy as np
 from llvmlite import binding as llvm
@@ -24,47 +35,143 @@ from numba.extending import overload
 from .jit import gemm
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
-_I32, _I64 = types.int32, types.int64
+INT_MAX = 2**31 - 1  # CBLAS's int: every dimension and leading dimension must fit
+_I32 = types.int32
+# OpenBLAS core types whose kernels use AVX-512, and the CPU features those kernels need
+_AVX512_CORES = {"skylakex", "cooperlake", "sapphirerapids"}
+_AVX512 = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
 
 
 def _signature(real):
-    return types.void(_I32, _I32, _I32, _I64, _I64, _I64, real, _I64, _I64, _I64, _I64, real, _I64, _I64)
+    return types.void(_I32, _I32, _I32, _I32, _I32, _I32, real, types.intp, _I32, types.intp, _I32,
+                      real, types.intp, _I32)
 
 
 _SGEMM = types.ExternalFunction("netc_cblas_sgemm", _signature(types.float32))
 _DGEMM = types.ExternalFunction("netc_cblas_dgemm", _signature(types.float64))
 _keep: list = []  # ctypes objects whose addresses LLVM holds
+_bound: dict = {}  # what bind() chose, for describe()
+
+
+@contextlib.contextmanager
+def _environment(**values):
+    """os.environ with values set (None: removed) for the duration, then as it was."""
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+        yield
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+
+
+def _openblas_text(lib, prefix, what):
+    """OpenBLAS's get_config / get_corename string, or None for another BLAS."""
+    try:
+        fn = lib[f"{prefix}openblas_get_{what}"]
+    except AttributeError:
+        return None
+    fn.restype = ctypes.c_char_p
+    return fn().decode(errors="replace")
+
+
+def _lp64_gemm(lib):
+    """(sgemm, dgemm, prefix) of a CBLAS with 32-bit integers in lib, or None."""
+    for prefix in ("scipy_", ""):
+        try:
+            sgemm, dgemm = lib[f"{prefix}cblas_sgemm"], lib[f"{prefix}cblas_dgemm"]
+        except AttributeError:
+            continue
+        config = _openblas_text(lib, prefix, "config")
+        if config is not None and "USE64BITINT" in config:
+            return None  # an ILP64 OpenBLAS that kept the plain names
+        if config is None and "ILP64" in os.environ.get("MKL_INTERFACE_LAYER", "").upper():
+            return None
+        return sgemm, dgemm, prefix
+    return None
+
+
+def _private_openblas():
+    """netc's own OpenBLAS (scipy-openblas32), loaded with one thread and the kernels that
+    NETC_BLAS_CORETYPE asks for; None where the wheel is missing."""
+    spec = importlib.util.find_spec("scipy_openblas32")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = os.path.join(spec.submodule_search_locations[0], "lib")
+    paths = [p for ext in ("so", "dylib", "dll") for p in glob.glob(os.path.join(folder, f"*openblas*.{ext}"))]
+    if not paths:
+        return None
+    core = os.environ.get("NETC_BLAS_CORETYPE", "").strip()
+    pin = {"OPENBLAS_CORETYPE": None if core.lower() == "auto" else core} if core else {}
+    if hasattr(os, "add_dll_directory"):  # Windows: its runtime libraries lie beside it
+        os.add_dll_directory(folder)
+    with _environment(OPENBLAS_NUM_THREADS="1", **pin):
+        try:
+            return ctypes.CDLL(paths[0]), paths[0]
+        except OSError:
+            return None
+
+
+def _shared_blas_paths():
+    """Loaded BLAS libraries (SciPy's, MKL, a system OpenBLAS), and Accelerate on macOS."""
+    paths = []
+    try:
+        from threadpoolctl import threadpool_info
+        paths += [info["filepath"] for info in threadpool_info() if info["user_api"] == "blas"]
+    except Exception:  # pragma: no cover - threadpoolctl's view is only a bonus here
+        pass
+    if sys.platform == "darwin":
+        paths.append(ctypes.util.find_library("Accelerate"))
+    return [p for p in paths if p]
 
 
 def _find_cblas():
-    """(sgemm, dgemm) ctypes functions of a CBLAS with 64-bit integers, NumPy's first."""
-    folders = [os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs"),
-               os.path.join(os.path.dirname(np.__file__), ".dylibs")]
-    candidates = [p for folder in folders for p in sorted(glob.glob(os.path.join(folder, "*blas*")))]
-    try:  # and the BLAS libraries already loaded (NumPy's, wherever it lives: conda, system)
-        from threadpoolctl import threadpool_info
-        candidates += [info["filepath"] for info in threadpool_info() if info["user_api"] == "blas"]
-    except Exception:  # pragma: no cover - threadpoolctl's view is only a bonus here
-        pass
-    for path in candidates:
+    """(sgemm, dgemm, description, private) of a 32-bit-integer CBLAS, netc's own first."""
+    private = _private_openblas()
+    candidates = [(*private, True)] if private else []
+    for path in _shared_blas_paths():
         try:
-            lib = ctypes.CDLL(path)
+            candidates.append((ctypes.CDLL(path), path, False))
         except OSError:
             continue
-        for prefix, suffix in (("scipy_", "64_"), ("", "64_"), ("", "_64")):
-            try:
-                return lib[f"{prefix}cblas_sgemm{suffix}"], lib[f"{prefix}cblas_dgemm{suffix}"]
-            except AttributeError:
-                continue
+    for lib, path, own in candidates:
+        found = _lp64_gemm(lib)
+        if found is None:
+            continue
+        sgemm, dgemm, prefix = found
+        corename = _openblas_text(lib, prefix, "corename")
+        if corename:
+            version = (_openblas_text(lib, prefix, "config") or "").split(" ")[1:2]
+            name = " ".join(["OpenBLAS", *version]) + f" ({corename} kernels"
+            name += ", netc's own copy)" if own else ", shared, one thread)"
+            name += _pin_hint(corename)
+        else:
+            name = "CBLAS (shared, one thread)"
+        return sgemm, dgemm, f"{name} [{os.path.normpath(path)}]", own
     return None
+
+
+def _pin_hint(corename, features=None, environ=os.environ) -> str:
+    """What to do where OpenBLAS runs kernels without AVX-512 on a CPU that has it."""
+    if corename.lower() in _AVX512_CORES:
+        return ""
+    features = llvm.get_host_cpu_features() if features is None else features
+    if not all(features.get(name, False) for name in _AVX512):
+        return ""
+    if environ.get("NETC_BLAS_CORETYPE"):
+        return f"; NETC_BLAS_CORETYPE={environ['NETC_BLAS_CORETYPE']} leaves this CPU's AVX-512 unused"
+    if environ.get("OPENBLAS_CORETYPE"):
+        return (f"; OPENBLAS_CORETYPE={environ['OPENBLAS_CORETYPE']} pins them, leaving this CPU's AVX-512 "
+                "unused: NETC_BLAS_CORETYPE=auto lets netc's copy choose (GEMMs up to twice as fast)")
+    return "; this CPU's AVX-512 is unused: NETC_BLAS_CORETYPE=SkylakeX may be faster"
 
 
 def _numpy_gemm(ctype):
     """A cblas_?gemm stand-in (row-major only): jit.gemm's NumPy form on views of the pointers,
-    for machines without a 64-bit CBLAS."""
-    proto = ctypes.CFUNCTYPE(None, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32, ctypes.c_int64,
-                             ctypes.c_int64, ctypes.c_int64, ctype, ctypes.c_int64, ctypes.c_int64,
-                             ctypes.c_int64, ctypes.c_int64, ctype, ctypes.c_int64, ctypes.c_int64)
+    for machines without a 32-bit-integer CBLAS."""
+    i32, ptr = ctypes.c_int32, ctypes.c_void_p
+    proto = ctypes.CFUNCTYPE(None, i32, i32, i32, i32, i32, i32, ctype, ptr, i32, ptr, i32, ctype, ptr, i32)
 
     def view(ptr, rows, cols, ld):
         flat = np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctype)), ((rows - 1) * ld + cols,))
@@ -78,16 +185,25 @@ def _numpy_gemm(ctype):
     return proto(call)
 
 
-def bind():
-    """Give LLVM the addresses behind netc_cblas_sgemm / netc_cblas_dgemm (once per process)."""
-    if _keep:
-        return
-    found = _find_cblas()
-    if found is None:
-        found = (_numpy_gemm(ctypes.c_float), _numpy_gemm(ctypes.c_double))
-    _keep.extend(found)
-    for name, fn in zip(("netc_cblas_sgemm", "netc_cblas_dgemm"), found):
-        llvm.add_symbol(name, ctypes.cast(fn, ctypes.c_void_p).value)
+def bind() -> bool:
+    """Give LLVM the addresses behind netc_cblas_sgemm / netc_cblas_dgemm (once per process).
+    True where the BLAS behind them is shared with NumPy or SciPy: jit.setup() then limits it to
+    one thread, as the kernels call it from their own threads."""
+    if not _keep:
+        found = _find_cblas()
+        if found is None:
+            found = (_numpy_gemm(ctypes.c_float), _numpy_gemm(ctypes.c_double),
+                     "NumPy through ctypes (no CBLAS with 32-bit integers found; slow)", False)
+        *fns, _bound["description"], _bound["private"] = found
+        _keep.extend(fns)
+        for name, fn in zip(("netc_cblas_sgemm", "netc_cblas_dgemm"), fns):
+            llvm.add_symbol(name, ctypes.cast(fn, ctypes.c_void_p).value)
+    return not _bound["private"]
+
+
+def describe() -> str:
+    """Which BLAS the kernels call, with which kernels (after bind())."""
+    return _bound.get("description", "not bound yet")
 
 
 @overload(gemm, jit_options={"cache": True})
@@ -99,7 +215,11 @@ def _gemm_overload(ta, tb, alpha, a, b, beta, c):
         k = a.shape[0] if ta else a.shape[1]
         if m == 0 or n == 0:
             return
-        fn(ROW_MAJOR, TRANS if ta else NO_TRANS, TRANS if tb else NO_TRANS, m, n, k, real(alpha),
-           a.ctypes.data, a.strides[0] // a.itemsize, b.ctypes.data, b.strides[0] // b.itemsize,
-           real(beta), c.ctypes.data, c.strides[0] // c.itemsize)
+        if max(m, n, k, a.strides[0] // a.itemsize, b.strides[0] // b.itemsize,
+               c.strides[0] // c.itemsize) > INT_MAX:
+            raise ValueError("a GEMM dimension does not fit CBLAS's 32-bit integers")
+        i32 = np.int32
+        fn(i32(ROW_MAJOR), i32(TRANS if ta else NO_TRANS), i32(TRANS if tb else NO_TRANS), i32(m),
+           i32(n), i32(k), real(alpha), a.ctypes.data, i32(a.strides[0] // a.itemsize), b.ctypes.data,
+           i32(b.strides[0] // b.itemsize), real(beta), c.ctypes.data, i32(c.strides[0] // c.itemsize))
     return impl

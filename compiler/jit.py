@@ -45,19 +45,15 @@ def gemm(ta, tb, alpha, a, b, beta, c):
 
 
 def setup():
-    """Once, before the first kernel runs: load the BLAS that Numba's np.dot calls (SciPy's) and
-    limit every BLAS to one thread, then give Numba its thread count."""
+    """Once, before the first kernel runs: bind the BLAS the kernels call (limited to one thread
+    where it is shared with NumPy), then give Numba its thread count."""
     if _state.get("ready"):
         return
     import numba
-    try:  # numba's np.dot calls scipy's BLAS: load it now, so that the limit below reaches it
-        import scipy.linalg.cython_blas  # noqa: F401
-    except ImportError:  # pragma: no cover - numba then refuses np.dot with its own message
-        pass
-    from . import blas  # noqa: F401 - registers gemm's compiled form
-    blas.bind()
-    from threadpoolctl import threadpool_limits
-    _state["blas_limit"] = threadpool_limits(limits=1, user_api="blas")  # kept for the process
+    from . import blas  # registers gemm's compiled form
+    if blas.bind():
+        from threadpoolctl import threadpool_limits
+        _state["blas_limit"] = threadpool_limits(limits=1, user_api="blas")  # kept for the process
     numba.set_num_threads(min(num_threads(), numba.config.NUMBA_NUM_THREADS))
     _state["ready"] = True
 

@@ -38,11 +38,15 @@ def bench(spec, batch=64, iters=20, warmup=3, seed=0):
     layers = [(n.name, n.kind, kinds[n.kind].cpu_algorithm(n.hyper, n.in_shapes),
                statistics.median(fw.get(n.name, [0.0])), statistics.median(bw.get(n.name, [0.0])))
               for n in model.net.nodes]
-    return {"batch": batch, "iters": iters, "step": statistics.median(steps), "layers": layers}
+    from netc.compiler import blas, jit
+    return {"batch": batch, "iters": iters, "step": statistics.median(steps), "layers": layers,
+            "threads": jit.workers(), "blas": blas.describe()}
 
 
 def format_bench(result, name) -> str:
-    lines = [f"{name}: batch {result['batch']}, median of {result['iters']} steps",
+    lines = [f"{name}: batch {result['batch']}, median of {result['iters']} steps, "
+             f"{result['threads']} threads",
+             f"BLAS: {result['blas']}",
              f"{'layer':<28} {'kind':<8} {'runs as':<9} {'forward ms':>11} {'backward ms':>12}"]
     for layer, kind, how, f, b in result["layers"]:
         lines.append(f"{layer:<28} {kind:<8} {how:<9} {f * 1e3:>11.3f} {b * 1e3:>12.3f}")

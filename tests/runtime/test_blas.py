@@ -1,6 +1,12 @@
-"""The GEMM the kernels call: compiled (NumPy's CBLAS through LLVM), its NumPy stand-in for
-machines without a 64-bit CBLAS, and the plain-Python form, against NumPy's matmul."""
+"""The GEMM the kernels call: compiled (netc's own OpenBLAS through LLVM), its NumPy stand-in for
+machines without a CBLAS, and the plain-Python form, against NumPy's matmul; and which OpenBLAS
+kernels netc's copy loads with."""
 import ctypes
+import json
+import os
+import platform
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -66,3 +72,67 @@ def test_numpy_stand_in_and_python_form(ta, tb):
     a, b, c, want = operands(ta, tb, np.float64, rng)
     jit.gemm(ta, tb, 1.5, a, b, 0.5, c)
     np.testing.assert_allclose(c, want, rtol=1e-12)
+
+
+AVX512 = {name: True for name in ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")}
+
+
+def test_pin_hint_names_the_setting_that_leaves_avx512_unused():
+    from netc.compiler import blas
+    assert blas._pin_hint("SkylakeX", AVX512, {}) == ""
+    assert blas._pin_hint("Haswell", {**AVX512, "avx512bw": False}, {}) == ""  # no AVX-512 to use
+    pinned = blas._pin_hint("Haswell", AVX512, {"OPENBLAS_CORETYPE": "Haswell"})
+    assert "OPENBLAS_CORETYPE=Haswell" in pinned and "NETC_BLAS_CORETYPE=auto" in pinned
+    assert "NETC_BLAS_CORETYPE=Zen" in blas._pin_hint("Zen", AVX512, {"NETC_BLAS_CORETYPE": "Zen",
+                                                                      "OPENBLAS_CORETYPE": "Haswell"})
+    assert "NETC_BLAS_CORETYPE=SkylakeX" in blas._pin_hint("Haswell", AVX512, {})
+
+
+def test_environment_is_restored():
+    from netc.compiler import blas
+    os.environ["NETC_TEST_A"] = "1"
+    os.environ.pop("NETC_TEST_B", None)
+    with blas._environment(NETC_TEST_A=None, NETC_TEST_B="2"):
+        assert "NETC_TEST_A" not in os.environ and os.environ["NETC_TEST_B"] == "2"
+    assert os.environ.pop("NETC_TEST_A") == "1" and "NETC_TEST_B" not in os.environ
+
+
+PROBE = """
+import json, os
+from threadpoolctl import threadpool_info
+import numpy
+def threads():
+    return {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+before = threads()
+from netc.compiler import blas, jit
+jit.setup()
+after = threads()
+print(json.dumps({"describe": blas.describe(), "numpy_before": before,
+                  "numpy_after": {p: n for p, n in after.items() if p in before},
+                  "env": [k for k in ("OPENBLAS_NUM_THREADS",) if k in os.environ]}))
+"""
+
+
+def probe(**env):
+    environ = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "NETC_BLAS_CORETYPE")}
+    out = subprocess.run([sys.executable, "-c", PROBE], env={**environ, **env}, capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+needs_own_openblas = pytest.mark.skipif(
+    platform.machine().lower() not in ("x86_64", "amd64")
+    or __import__("importlib").util.find_spec("scipy_openblas32") is None,
+    reason="netc's own OpenBLAS (scipy-openblas32) on x86-64")
+
+
+@needs_own_openblas
+def test_own_openblas_leaves_numpys_threads_and_follows_the_pins():
+    result = probe(OPENBLAS_CORETYPE="Haswell")
+    assert "(Haswell kernels, netc's own copy" in result["describe"]
+    assert result["numpy_after"] == result["numpy_before"]  # the user's BLAS keeps its threads
+    assert result["env"] == []  # OPENBLAS_NUM_THREADS=1 was for netc's copy only
+    result = probe(OPENBLAS_CORETYPE="Haswell", NETC_BLAS_CORETYPE="Sandybridge")
+    assert "(Sandybridge kernels, netc's own copy" in result["describe"]
+    result = probe(OPENBLAS_CORETYPE="Prescott", NETC_BLAS_CORETYPE="auto")  # OpenBLAS's own choice
+    assert "netc's own copy" in result["describe"] and "(Prescott kernels" not in result["describe"]
