@@ -87,29 +87,44 @@ class FullyConnected(LayerKind):
 
 @cpu_kernel(parallel=True)
 def _linear_forward_cpu(x, w, bias, parts, z):
-    """z = x w^T + bias (bias may be empty), the rows split into `parts`."""
+    """z = x w^T + bias (bias may be empty), split into `parts` by rows (samples) or, where there
+    are more units than samples, by units: each part's GEMM packs the whole of the other operand,
+    so the split goes along the larger one (an MLP's 64 x 784 x 256 layer: 79 us against 118)."""
     n, u = z.shape
+    by_units = u > n
     for t in prange(parts):
-        lo, hi = n * t // parts, n * (t + 1) // parts
+        size = u if by_units else n
+        lo, hi = size * t // parts, size * (t + 1) // parts
         if hi > lo:
-            gemm(False, True, 1.0, x[lo:hi], w, 0.0, z[lo:hi])
+            if by_units:
+                gemm(False, True, 1.0, x, w[lo:hi], 0.0, z[:, lo:hi])
+            else:
+                gemm(False, True, 1.0, x[lo:hi], w, 0.0, z[lo:hi])
             if bias.size:
-                for i in range(lo, hi):
-                    for j in range(u):
+                rows, cols = (range(n), range(lo, hi)) if by_units else (range(lo, hi), range(u))
+                for i in rows:
+                    for j in cols:
                         z[i, j] += bias[j]
 
 
 @cpu_kernel(parallel=True)
 def _linear_backward_cpu(x, w, dz, parts, dw, dx):
-    """dw = dz^T x (split by units) and, unless dx is empty, dx = dz w (split by rows)."""
+    """dw = dz^T x (split by units) and, unless dx is empty, dx = dz w (split by rows, or by
+    input features where there are more of them than samples, as in the forward pass)."""
     n, u = dz.shape
+    k = w.shape[1]
+    by_features = k > n
     for t in prange(parts):
         lo, hi = u * t // parts, u * (t + 1) // parts
         if hi > lo:
             gemm(True, False, 1.0, dz[:, lo:hi], x, 0.0, dw[lo:hi])
-        lo, hi = n * t // parts, n * (t + 1) // parts
-        if dx.shape[0] and hi > lo:
-            gemm(False, False, 1.0, dz[lo:hi], w, 0.0, dx[lo:hi])
+        if dx.shape[0]:
+            size = k if by_features else n
+            lo, hi = size * t // parts, size * (t + 1) // parts
+            if hi > lo and by_features:
+                gemm(False, False, 1.0, dz, w[:, lo:hi], 0.0, dx[:, lo:hi])
+            elif hi > lo:
+                gemm(False, False, 1.0, dz[lo:hi], w, 0.0, dx[lo:hi])
 
 
 @register

@@ -191,3 +191,23 @@ def test_conv_algorithms_agree_with_im2col(monkeypatch, inp, chain, algorithm):
     np.testing.assert_allclose(dx1, dx0, rtol=1e-10, atol=1e-14)
     for name in grads0:
         np.testing.assert_allclose(grads1[name], grads0[name], rtol=1e-10, atol=1e-14, err_msg=name)
+
+
+@pytest.mark.parametrize("n,k,u", [(5, 3, 2), (2, 6, 7), (4, 4, 4)])
+def test_fc_splits_by_samples_or_units_alike(n, k, u):
+    """FC splits its GEMMs over samples, or over units / input features where those outnumber
+    the samples: each way against NumPy, values and gradients."""
+    model = randomized(f"input {k}\nFC {u}")
+    rng = np.random.default_rng(n)
+    x, target = rng.standard_normal((n, k)), rng.standard_normal((n, u))
+    (name,) = {p.split(".")[0] for p in model.params}
+    w, b = model.params[f"{name}.weight"], model.params[f"{name}.bias"]
+    out = x @ w.T + b
+    np.testing.assert_allclose(model.forward(x), out, rtol=1e-12)
+    for _ in range(2):  # the second step, on reused buffers
+        loss, grads, dx = model.loss_and_grads(x, target, loss="mse", input_grad=True)
+    dz = 2 * (out - target) / out.size
+    np.testing.assert_allclose(loss, np.mean((out - target) ** 2), rtol=1e-12)
+    np.testing.assert_allclose(grads[f"{name}.weight"], dz.T @ x, rtol=1e-10)
+    np.testing.assert_allclose(grads[f"{name}.bias"], dz.sum(0), rtol=1e-10)
+    np.testing.assert_allclose(dx, dz @ w, rtol=1e-10)
