@@ -76,7 +76,9 @@ def test_bench_names_each_conv_algorithm(capsys, tmp_path):
     spec.write_text("input 10x10x16\nCONV 3x3 16 pad=1 act=relu - CONV 2x2 16 pad=1 - "
                     "CONV 3x3/2 8 - CONV 5x5 4\nOUT 3 softmax\n")
     assert main(["bench", str(spec), "--batch", "2", "--iters", "1"]) == 0
-    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[2:-1]}
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("BLAS: ") and "kernels" in lines[1]  # which BLAS, which kernels
+    rows = {line.split()[0]: line.split() for line in lines[3:-1]}
     assert [rows[f"conv{i}"][2] for i in range(1, 5)] == ["winograd", "im2col", "im2col", "dense"]
 
 
