@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 from netc.dsl.errors import NetcError
 
@@ -321,10 +322,16 @@ def parser() -> argparse.ArgumentParser:
 OPTIONAL = ("numba", "threadpoolctl", "matplotlib", "tqdm")  # the `run` extra
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning  # "warning: ..." lines, as the spec's warnings
+            return args.func(args)
     except NetcError as e:
         print(e.format(), file=sys.stderr)
         return 2

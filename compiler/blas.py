@@ -26,6 +26,7 @@ import glob
 import importlib.util
 import os
 import sys
+import warnings
 
 import numpy as np
 from llvmlite import binding as llvm
@@ -108,9 +109,16 @@ def _private_openblas():
         os.add_dll_directory(folder)
     with _environment(OPENBLAS_NUM_THREADS="1", **pin):
         try:
-            return ctypes.CDLL(paths[0]), paths[0]
+            lib = ctypes.CDLL(paths[0])
         except OSError:
             return None
+    chosen = _openblas_text(lib, "scipy_", "corename") or ""
+    if core and core.lower() != "auto" and chosen.lower() != core.lower():
+        warnings.warn(f"NETC_BLAS_CORETYPE={core!r}: OpenBLAS runs its {chosen} kernels instead (the "
+                      "name is unknown to it, or it maps that core to another); names it knows "
+                      "include Haswell, SkylakeX, Cooperlake, SapphireRapids, or auto",
+                      RuntimeWarning, stacklevel=2)
+    return lib, paths[0]
 
 
 def _shared_blas_paths():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 
 _state: dict = {}
 
@@ -26,12 +27,17 @@ prange = range
 def num_threads() -> int:
     """The threads kernels use: NETC_NUM_THREADS, else the cores this process may use."""
     if "threads" not in _state:
-        env = os.environ.get("NETC_NUM_THREADS")
         try:
-            n = int(env) if env else len(os.sched_getaffinity(0))
-        except (ValueError, AttributeError):
-            n = os.cpu_count() or 1
-        _state["threads"] = max(1, n)
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # macOS, Windows
+            cores = os.cpu_count() or 1
+        env = os.environ.get("NETC_NUM_THREADS", "").strip()
+        valid = env.isdigit() and int(env) >= 1
+        n = int(env) if valid else cores
+        if env and not valid:
+            warnings.warn(f"NETC_NUM_THREADS={env!r} is not a whole number >= 1: using the {cores} "
+                          "cores this process may use", RuntimeWarning, stacklevel=2)
+        _state["threads"] = n
     return _state["threads"]
 
 

@@ -92,3 +92,17 @@ def test_missing_runtime_says_what_to_install(spec):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 2 and "pip install 'netc[run]'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_bad_environment_setting_is_a_warning_line(spec):
+    """A setting netc reads from the environment, given a bad value: one `warning:` line, and the
+    command goes on."""
+    import os
+    import subprocess
+    import sys
+    code = f"import sys; from netc.cli import main; sys.exit(main(['gradcheck', {spec!r}]))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "NETC_NUM_THREADS": "many"})
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: NETC_NUM_THREADS='many' is not a whole number >= 1" in proc.stderr
+    assert "Traceback" not in proc.stderr and "RuntimeWarning" not in proc.stderr

@@ -136,3 +136,23 @@ def test_own_openblas_leaves_numpys_threads_and_follows_the_pins():
     assert "(Sandybridge kernels, netc's own copy" in result["describe"]
     result = probe(OPENBLAS_CORETYPE="Prescott", NETC_BLAS_CORETYPE="auto")  # OpenBLAS's own choice
     assert "netc's own copy" in result["describe"] and "(Prescott kernels" not in result["describe"]
+
+
+def test_bad_thread_count_warns_and_uses_the_cores(monkeypatch):
+    monkeypatch.setattr(jit, "_state", {})
+    monkeypatch.setenv("NETC_NUM_THREADS", "two")
+    with pytest.warns(RuntimeWarning, match="NETC_NUM_THREADS='two' is not a whole number"):
+        n = jit.num_threads()
+    assert n >= 1
+    monkeypatch.setattr(jit, "_state", {})
+    monkeypatch.setenv("NETC_NUM_THREADS", "3")
+    assert jit.num_threads() == 3
+
+
+@needs_own_openblas
+def test_unknown_core_name_warns():
+    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    code = "from netc.compiler import jit; jit.setup()"
+    out = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True,
+                         env={**environ, "NETC_BLAS_CORETYPE": "NoSuchCore"}, check=True)
+    assert "NETC_BLAS_CORETYPE='NoSuchCore': OpenBLAS runs its" in out.stderr
