@@ -41,9 +41,10 @@ class _Context:
     """What a kernel may need besides its inputs: the mode, the random generator (dropout), and
     the model's workspace, so that a training step allocates nothing large after the first."""
 
-    def __init__(self, train, rng, arena=None, workspace=None):
+    def __init__(self, train, rng, arena=None, workspace=None, grads=None):
         self.train, self.rng, self.arena = train, rng, arena
         self.workspace = workspace if workspace is not None else {}
+        self.grads = grads  # a _GradPool in backward: the input-gradient buffers
         self.node, self.fresh, self.need_dx = None, True, True
         self.workers = jit.workers()  # parallel kernels split their batch into this many parts
 
@@ -63,11 +64,48 @@ class _Context:
         back to the user: the network's output and all parameter gradients are fresh arrays)."""
         if self.arena is None or (self.fresh and tag == "y"):
             return np.empty(shape, dtype)
+        if tag == "dx" and self.grads is not None:  # dead once the node before has used it
+            return self.grads.take(shape, dtype)
         key = (self.node, tag)
         arr = self.arena.get(key)
         if arr is None or arr.shape != tuple(shape) or arr.dtype != dtype:
             arr = self.arena[key] = np.empty(shape, dtype)
         return arr
+
+
+class _GradPool:
+    """The input-gradient ("dx") buffers of a backward pass, shared between nodes: a node's dx
+    becomes the next node's dy and is dead once that node has run, so its buffer goes back to
+    the pool for a later node of the same shape (a chain needs two per shape, not one per node).
+    The buffers are kept from step to step, and each step takes them in the same order."""
+
+    def __init__(self):
+        self.arrays: dict = {}  # (shape, dtype) -> every buffer of that kind
+
+    def start(self):
+        self.free = {key: list(arrays) for key, arrays in self.arrays.items()}
+        self.ids = {id(a) for arrays in self.arrays.values() for a in arrays}
+        return self
+
+    def take(self, shape, dtype):
+        key = (tuple(shape), np.dtype(dtype).str)
+        free = self.free.setdefault(key, [])
+        if free:
+            return free.pop()
+        arr = np.empty(shape, dtype)
+        self.arrays.setdefault(key, []).append(arr)
+        self.ids.add(id(arr))
+        return arr
+
+    def release(self, arr, live):
+        """Give arr's buffer back (if it is one of ours) unless an array in `live` may use it."""
+        while arr is not None and id(arr) not in self.ids:
+            arr = arr.base
+        if arr is None or any(o is not None and np.may_share_memory(arr, o) for o in live):
+            return
+        free = self.free[(arr.shape, arr.dtype.str)]
+        if not any(f is arr for f in free):
+            free.append(arr)
 
 
 class Model:
@@ -84,6 +122,7 @@ class Model:
         self._kinds = registry.kinds()
         self._arena: dict = {}  # buffers by (node, tag), reused between steps
         self._workspace: dict = {}  # kernel workspaces by tag, shared by all nodes
+        self._grads = _GradPool()  # input-gradient buffers, shared along the backward pass
         self.observe: dict | None = None  # set to a dict to record each node's output RMS
         self.params: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
@@ -174,7 +213,8 @@ class Model:
         return (value, grads, dx) if input_grad else (value, grads)
 
     def _backward(self, caches, dout, fused, clock=None, input_grad=False):
-        ctx = _Context(True, self.rng, self._arena, self._workspace)
+        pool = self._grads.start()
+        ctx = _Context(True, self.rng, self._arena, self._workspace, pool)
         pending = {self.net.output: dout}
         grads = {}
         for node in reversed(self.net.nodes):
@@ -198,9 +238,15 @@ class Model:
                 clock[node.name] = clock.get(node.name, 0.0) + time.perf_counter() - t0
             for short in node.params:
                 grads[f"{node.name}.{short}"] = dps[short]
+            dead = [dy]
             for i, dx in zip(node.inputs, dxs):
-                if dx is not None:
-                    pending[i] = dx if i not in pending else pending[i] + dx
+                if dx is not None and i in pending:  # a fan-out: the sum is a new array
+                    dead += [pending[i], dx]
+                    pending[i] = pending[i] + dx
+                elif dx is not None:
+                    pending[i] = dx
+            for arr in dead:
+                pool.release(arr, list(pending.values()))
         return grads, None  # pragma: no cover - the input node is always first
 
     def jacobian(self, x, y):

@@ -73,7 +73,7 @@ class FullyConnected(LayerKind):
         dz, grads = dz_grads
         dz = np.ascontiguousarray(dz)
         w = p["weight"]
-        dx = np.empty(x2.shape if ctx.need_dx else (0, x2.shape[1]), dz.dtype)
+        dx = ctx.buffer("dx", x2.shape if ctx.need_dx else (0, x2.shape[1]), dz.dtype)
         grads["weight"] = np.empty_like(w)
         _linear_backward_cpu(x2, w, dz, ctx.workers, grads["weight"], dx)
         if "bias" in p:

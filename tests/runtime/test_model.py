@@ -111,6 +111,53 @@ def test_steps_reuse_memory_and_nodes_share_workspaces():
         model.loss_and_grads(x, y)
     assert {k: id(v) for k, v in model._arena.items()} == arena
     assert {k: id(v) for k, v in model._workspace.items()} == workspace
+    pooled = {k: [id(a) for a in v] for k, v in model._grads.arrays.items()}
+    model.loss_and_grads(x, y)
+    assert {k: [id(a) for a in v] for k, v in model._grads.arrays.items()} == pooled
     tags = {key[1] for key in workspace}
     assert len(workspace) == len(tags)  # one per tag, whichever conv asked
     assert {"v", "m", "cols"} <= tags  # Winograd's (the 3x3 convs) and im2col's (5x5, 2x2)
+
+
+CHAIN = "input 8x8x2\n" + " - ".join(["CONV 3x3 2 pad=1 act=tanh"] * 4) + " - FC 3"
+# (a RES whose sum feeds one CONV hands that CONV's reused gradient buffer to both its inputs)
+BRANCHES = """input 6x6x2
+CONV 3x3 4 pad=1 - RES[CONV 3x3 4 pad=1 act=relu - CONV 3x3 4 pad=1] - CONV 3x3 4 pad=1
+RES[CONV 3x3 4 pad=1 - RELU] - CONV 3x3 4 pad=1
+CONCAT[CONV 1x1 2 | POOL max 3x3/1 pad=1 | RES[CONV 3x3 4 pad=1]] - FC 3"""
+
+
+@pytest.mark.parametrize("spec", [CHAIN, BRANCHES], ids=["chain", "branches"])
+def test_input_gradient_buffers_are_shared_along_the_backward_pass(monkeypatch, spec):
+    """A node's input gradient is dead once the node before it has run backward, so its buffer
+    serves a later node: a chain of four same-shaped convs needs two, not three. The gradients
+    are those of a model that shares nothing, over steps on different inputs."""
+    from netc.runtime import model as model_module
+    rng = np.random.default_rng(0)
+    batches = [(rng.standard_normal((3, 2) + (8, 8) if spec is CHAIN else (3, 2, 6, 6)),
+                rng.standard_normal((3, 3))) for _ in range(3)]
+    shared = netc.Model(spec, dtype="float64", seed=1)
+    got = [shared.loss_and_grads(x, t, loss="mse", input_grad=True) for x, t in batches]
+    if spec is CHAIN:
+        (buffers,) = [v for (shape, _), v in shared._grads.arrays.items() if shape == (3, 2, 8, 8)]
+        assert len(buffers) == 2
+    monkeypatch.setattr(model_module._GradPool, "release", lambda self, arr, live: None)
+    alone = netc.Model(spec, dtype="float64", seed=1)
+    for (x, t), (loss, grads, dx) in zip(batches, got):
+        loss1, grads1, dx1 = alone.loss_and_grads(x, t, loss="mse", input_grad=True)
+        assert loss == loss1
+        np.testing.assert_array_equal(dx, dx1)
+        for name in grads1:
+            np.testing.assert_array_equal(grads[name], grads1[name], err_msg=name)
+
+
+def test_grad_pool_keeps_a_buffer_that_is_still_pending():
+    from netc.runtime.model import _GradPool
+    pool = _GradPool().start()
+    a = pool.take((2, 3), np.float64)
+    pool.release(a.reshape(6)[:3], live=[a[1]])  # a view of it is still pending somewhere
+    assert pool.take((2, 3), np.float64) is not a
+    pool.release(a.reshape(6), live=[])  # dead now: the next node of that shape gets it
+    pool.release(a, live=[])  # (once)
+    assert pool.take((2, 3), np.float64) is a and pool.take((2, 3), np.float64) is not a
+    assert pool.take((3, 2), np.float64) is not a  # another shape: another buffer
