@@ -78,7 +78,8 @@ def _openblas_text(lib, prefix, what):
 
 
 def _lp64_gemm(lib):
-    """(sgemm, dgemm, prefix) of a CBLAS with 32-bit integers in lib, or None."""
+    """(sgemm, dgemm, prefix, OpenBLAS's config or None) of a CBLAS with 32-bit integers in lib,
+    or None."""
     for prefix in ("scipy_", ""):
         try:
             sgemm, dgemm = lib[f"{prefix}cblas_sgemm"], lib[f"{prefix}cblas_dgemm"]
@@ -89,7 +90,7 @@ def _lp64_gemm(lib):
             return None  # an ILP64 OpenBLAS that kept the plain names
         if config is None and "ILP64" in os.environ.get("MKL_INTERFACE_LAYER", "").upper():
             return None
-        return sgemm, dgemm, prefix
+        return sgemm, dgemm, prefix, config
     return None
 
 
@@ -147,10 +148,10 @@ def _find_cblas():
         found = _lp64_gemm(lib)
         if found is None:
             continue
-        sgemm, dgemm, prefix = found
+        sgemm, dgemm, prefix, config = found
         corename = _openblas_text(lib, prefix, "corename")
         if corename:
-            version = (_openblas_text(lib, prefix, "config") or "").split(" ")[1:2]
+            version = (config or "").split(" ")[1:2]
             name = " ".join(["OpenBLAS", *version]) + f" ({corename} kernels"
             name += ", netc's own copy)" if own else ", shared, one thread)"
             name += _pin_hint(corename)
@@ -223,11 +224,11 @@ def _gemm_overload(ta, tb, alpha, a, b, beta, c):
         k = a.shape[0] if ta else a.shape[1]
         if m == 0 or n == 0:
             return
-        if max(m, n, k, a.strides[0] // a.itemsize, b.strides[0] // b.itemsize,
-               c.strides[0] // c.itemsize) > INT_MAX:
+        lda, ldb, ldc = a.strides[0] // a.itemsize, b.strides[0] // b.itemsize, c.strides[0] // c.itemsize
+        if max(m, n, k, lda, ldb, ldc) > INT_MAX:
             raise ValueError("a GEMM dimension does not fit CBLAS's 32-bit integers")
         i32 = np.int32
         fn(i32(ROW_MAJOR), i32(TRANS if ta else NO_TRANS), i32(TRANS if tb else NO_TRANS), i32(m),
-           i32(n), i32(k), real(alpha), a.ctypes.data, i32(a.strides[0] // a.itemsize), b.ctypes.data,
-           i32(b.strides[0] // b.itemsize), real(beta), c.ctypes.data, i32(c.strides[0] // c.itemsize))
+           i32(n), i32(k), real(alpha), a.ctypes.data, i32(lda), b.ctypes.data, i32(ldb), real(beta),
+           c.ctypes.data, i32(ldc))
     return impl
