@@ -81,10 +81,10 @@ class _GradPool:
 
     def __init__(self):
         self.arrays: dict = {}  # (shape, dtype) -> every buffer of that kind
+        self.ids: set = set()  # their ids, to tell ours from other arrays
 
     def start(self):
         self.free = {key: list(arrays) for key, arrays in self.arrays.items()}
-        self.ids = {id(a) for arrays in self.arrays.values() for a in arrays}
         return self
 
     def take(self, shape, dtype):
