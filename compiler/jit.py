@@ -77,11 +77,16 @@ def workers() -> int:
 REDUCE = {"reassoc", "nsz", "contract"}
 
 
-def cpu_kernel(fastmath: bool | set = False, parallel: bool = False):
+def cpu_kernel(fastmath: bool | set = False, parallel: bool = False, inline: bool = False):
     """Decorate a module-level kernel; it becomes `njit(cache=True, nogil=True)` on first call,
-    with `parallel` for kernels that split their batch with `prange`."""
+    with `parallel` for kernels that split their batch with `prange`. `inline` puts its body into
+    every caller at Numba's level, for inner loops called many times over short work: LLVM does
+    not inline across the call, and the call then costs as much as the loop."""
     def wrap(fn):
-        return _LazyKernel(fn, dict(fastmath=fastmath, parallel=parallel))
+        options = dict(fastmath=fastmath, parallel=parallel)
+        if inline:
+            options["inline"] = "always"
+        return _LazyKernel(fn, options)
     return wrap
 
 

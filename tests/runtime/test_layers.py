@@ -155,9 +155,9 @@ def test_initializers():
     assert not np.array_equal(netc.Model(model.net, seed=1).params["fc1.weight"], p["fc1.weight"])
 
 
-# The CPU runs a CONV three ways (conv/: im2col, Winograd F(2x2, 3x3), dense); each must give the
-# same outputs and gradients, at odd sizes (partial Winograd tiles), uneven padding and with every
-# fused activation.
+# The CPU runs a CONV four ways (conv/: im2col, Winograd F(2x2, 3x3), direct, dense); each must
+# give the same outputs and gradients, at odd sizes (partial Winograd tiles; filters, channels and
+# taps that do not fill direct's blocks), uneven padding and with every fused activation.
 ALGORITHM_CASES = [
     ("8x10x16", "CONV 3x3 5 pad=1 act=relu"),
     ("7x9x16", "CONV 3x3 4 act=tanh"),
@@ -166,11 +166,15 @@ ALGORITHM_CASES = [
     ("7x8x16", "CONV 3x3 4 pad=1 act=sigmoid"),
     ("3x4x5", "CONV 3x4 6 act=relu"),  # a window over the whole input: dense
     ("3x4x5", "CONV 3x4/2 6 bias=false act=prelu"),
+    ("12x11x1", "CONV 5x5 6 act=relu"),
+    ("9x10x3", "CONV 3x3 9 pad=2 act=leaky"),
+    ("6x7x6", "CONV 2x4 3 pad=1x2"),
+    ("9x9x2", "CONV 7x7 5 pad=3 act=relu"),
 ]
 
 
 @pytest.mark.parametrize("inp,chain", ALGORITHM_CASES)
-@pytest.mark.parametrize("algorithm", ["winograd", "dense", "im2col-unkept"])
+@pytest.mark.parametrize("algorithm", ["winograd", "direct", "dense", "im2col-unkept"])
 def test_conv_algorithms_agree_with_im2col(monkeypatch, inp, chain, algorithm):
     """(im2col-unkept: im2col unfolding again in backward, as layers too big to keep do.)"""
     from netc.compiler.kinds import conv

@@ -1,0 +1,211 @@
+"""CONV at stride 1 computed directly on a "wide" output grid, without unfolding or transforms.
+
+Pad one sample's planes to (Hp, Wp) and compute the output on a grid whose rows are as long as
+the padded input's: output (oy, X) of tap (ky, kx) reads the padded plane at a fixed offset
+ky*Wp + kx from position oy*Wp + X, so for every tap
+
+    wide[f, p] += w[f, c, ky, kx] * xpad[c, p + ky*Wp + kx]      for p < oh*Wp
+
+is one contiguous multiply-add over the plane (the Wp - ow columns past the output are computed
+and dropped). The kernel below does nine taps for four filters per pass: 36 weights held in
+registers, each input load feeding four multiply-adds and each output load and store carrying
+nine. These loops are what LLVM vectorizes to the CPU's full width (AVX-512 where it has it),
+whatever the BLAS runs. A kernel's taps are padded with zero weights to a multiple of nine, and
+the filters to a multiple of four.
+
+Backward: the output gradient goes on the same wide grid (zero past column ow) after a margin of
+zeros, so that the input gradient is the same correlation run the other way (offsets
+margin - ky*Wp - kx, weights with filters and channels swapped) and the weight gradient is dot
+products of the gradient plane with the shifted input planes, nine taps for two filters a pass.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...jit import REDUCE, cpu_kernel, prange
+from .common import _act_row_cpu, _fill_cpu, _grad_row_cpu
+
+TAPS, BLOCK = 9, 4  # taps and filters per pass of _taps_cpu
+
+
+def _direct_plan(h, xshape):
+    """(offsets of the taps in the padded plane, padded to a multiple of TAPS with zeros; the
+    margin before backward's output gradient; Wp; the plane's length)."""
+    (kh, kw), (ph, pw) = h["kernel"], h["pad"]
+    hp, wp = xshape[2] + 2 * ph, xshape[3] + 2 * pw
+    offs = (np.arange(kh)[:, None] * wp + np.arange(kw)[None, :]).ravel()
+    offs = np.concatenate([offs, np.zeros(-len(offs) % TAPS, np.int64)])
+    return offs, (kh - 1) * wp + kw - 1, wp, hp * wp + wp  # one spare row: the last taps' reach
+
+
+def _direct_weights(weight, transpose=False):
+    """(F, C, kh, kw) -> (blocks, C, groups, BLOCK, TAPS) for _taps_cpu, zero-padded; with
+    transpose, filters and channels swap places (the input gradient's correlation)."""
+    w = weight.reshape(weight.shape[0], weight.shape[1], -1)
+    if transpose:
+        w = w.transpose(1, 0, 2)
+    f, c, taps = w.shape
+    fp, tp = -(-f // BLOCK) * BLOCK, -(-taps // TAPS) * TAPS
+    out = np.zeros((fp, c, tp), weight.dtype)
+    out[:f, :, :taps] = w
+    return np.ascontiguousarray(
+        out.reshape(fp // BLOCK, BLOCK, c, tp // TAPS, TAPS).transpose(0, 2, 3, 1, 4))
+
+
+def _direct_workspace(ctx, x, f, oh, plane, margin, tags):
+    """Per-thread scratch: 'xp' one sample's padded planes, 'acc' four output planes on the
+    wide grid (or four padded input-gradient planes), 'g' the output gradient on the wide grid
+    after the margin, for every filter (rounded up to BLOCK)."""
+    c = x.shape[1]
+    shapes = {"xp": (c, plane), "acc": (BLOCK, plane),
+              "g": (-(-f // BLOCK) * BLOCK, margin + plane)}
+    return tuple(ctx.scratch("direct_" + tag, (ctx.workers,) + shapes[tag], x.dtype)
+                 for tag in tags)
+
+
+@cpu_kernel(parallel=True)
+def _direct_forward_cpu(x, wk, bias, code, ph, pw, offs, oh, ow, xp_ws, acc_ws, y):
+    """y (N, F, oh, ow) = act(conv(x, w) + bias) at stride 1, each thread on its part of the
+    batch; wk from _direct_weights."""
+    n, c_, hh, ww = x.shape
+    f_ = y.shape[1]
+    wp = ww + 2 * pw
+    count = oh * wp
+    parts = xp_ws.shape[0]
+    for t in prange(parts):
+        lo, hi = n * t // parts, n * (t + 1) // parts
+        xp, acc = xp_ws[t], acc_ws[t]
+        if lo < hi:
+            _fill_cpu(xp.reshape(-1), 0.0)  # the border stays zero
+        for s in range(lo, hi):
+            _pad_planes_cpu(x[s], ph, pw, xp)
+            for b in range(wk.shape[0]):
+                _fill_cpu(acc.reshape(-1), 0.0)
+                _taps_cpu(xp, offs, wk[b], acc, count)
+                for i in range(min(4, f_ - 4 * b)):
+                    for oy in range(oh):
+                        _act_row_cpu(code, acc[i, oy * wp:oy * wp + ow], bias[4 * b + i],
+                                     y[s, 4 * b + i, oy], ow)
+
+
+@cpu_kernel(parallel=True, fastmath=REDUCE)  # REDUCE: so the row kernels inline
+def _direct_backward_cpu(x, wt, dy, y, code, ph, pw, offs, margin, need_dx, xp_ws, g_ws, acc_ws,
+                         dw_ws, db_ws, dx):
+    """dw_ws[t] (F rounded up, C, taps rounded up), db_ws[t]: thread t's weight and bias
+    gradients; dx the input gradient (wt: _direct_weights(w, transpose=True))."""
+    n, c_, hh, ww = x.shape
+    f_, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
+    wp = ww + 2 * pw
+    count, plane = oh * wp, (hh + 2 * ph) * wp
+    back = margin - offs
+    parts = xp_ws.shape[0]
+    for t in prange(parts):
+        lo, hi = n * t // parts, n * (t + 1) // parts
+        xp, g, acc, dw, db = xp_ws[t], g_ws[t], acc_ws[t], dw_ws[t], db_ws[t]
+        if lo < hi:
+            _fill_cpu(xp.reshape(-1), 0.0)
+            _fill_cpu(g.reshape(-1), 0.0)  # the margin, the columns past ow, the filters past F
+        _fill_cpu(dw.reshape(-1), 0.0)
+        _fill_cpu(db, 0.0)
+        for s in range(lo, hi):
+            _pad_planes_cpu(x[s], ph, pw, xp)
+            for f in range(f_):
+                gf = g[f, margin:]
+                for oy in range(oh):
+                    db[f] += _grad_row_cpu(code, dy[s, f, oy], y[s, f, oy],
+                                           gf[oy * wp:oy * wp + ow], ow)
+            for f in range(0, g.shape[0], 2):
+                _tap_dots_cpu(g[f, margin:], g[f + 1, margin:], xp, offs, count, dw[f:f + 2])
+            if need_dx:
+                for b in range(wt.shape[0]):
+                    _fill_cpu(acc.reshape(-1), 0.0)
+                    _taps_cpu(g[:f_], back, wt[b], acc, plane)
+                    for i in range(min(4, c_ - 4 * b)):
+                        for iy in range(hh):
+                            src, dst = acc[i, (iy + ph) * wp + pw:], dx[s, 4 * b + i, iy]
+                            for ix in range(ww):
+                                dst[ix] = src[ix]
+
+
+@cpu_kernel()
+def _pad_planes_cpu(img, ph, pw, xp):
+    """xp (C, >= Hp*Wp) = img (C, H, W) placed at (ph, pw); the border is left as it is (zero)."""
+    c_, hh, ww = img.shape
+    wp = ww + 2 * pw
+    for c in range(c_):
+        for iy in range(hh):
+            src, dst = img[c, iy], xp[c, (iy + ph) * wp + pw:]
+            for ix in range(ww):
+                dst[ix] = src[ix]
+
+
+@cpu_kernel(fastmath=REDUCE)
+def _taps_cpu(planes, offs, wk, acc, count):
+    """acc[i, p] += sum_c sum_t wk[c, t // 9, i, t % 9] * planes[c, offs[t] + p] for p < count:
+    four output planes i from every input plane c (one call per block of four filters, so that
+    the slices below are made and released inside the function, not once per call)."""
+    for c in range(planes.shape[0]):
+        for j in range(wk.shape[1]):
+            _nine_taps_cpu(planes[c], offs[9 * j:9 * j + 9], wk[c, j], acc, count)
+
+
+@cpu_kernel(fastmath=REDUCE, inline=True)
+def _nine_taps_cpu(x, offs, k, acc, count):
+    """acc[i, p] += sum_j k[i, j] * x[offs[j] + p] for four rows i, nine taps j, p < count.
+    The 36 weights are named one by one so that they stay in registers (read through a view
+    inside the loop, they kept LLVM from vectorizing it). Inlined into _taps_cpu: called, it
+    cost as much as its loop on 16x16 planes."""
+    o0, o1, o2, o3, o4, o5, o6, o7, o8 = _offsets(offs)
+    a0, a1, a2, a3, a4, a5, a6, a7, a8 = k[0, 0], k[0, 1], k[0, 2], k[0, 3], k[0, 4], k[0, 5], k[0, 6], k[0, 7], k[0, 8]
+    b0, b1, b2, b3, b4, b5, b6, b7, b8 = k[1, 0], k[1, 1], k[1, 2], k[1, 3], k[1, 4], k[1, 5], k[1, 6], k[1, 7], k[1, 8]
+    c0, c1, c2, c3, c4, c5, c6, c7, c8 = k[2, 0], k[2, 1], k[2, 2], k[2, 3], k[2, 4], k[2, 5], k[2, 6], k[2, 7], k[2, 8]
+    d0, d1, d2, d3, d4, d5, d6, d7, d8 = k[3, 0], k[3, 1], k[3, 2], k[3, 3], k[3, 4], k[3, 5], k[3, 6], k[3, 7], k[3, 8]
+    for p in range(np.uint64(count)):
+        v0, v1, v2, v3, v4 = x[o0 + p], x[o1 + p], x[o2 + p], x[o3 + p], x[o4 + p]
+        v5, v6, v7, v8 = x[o5 + p], x[o6 + p], x[o7 + p], x[o8 + p]
+        # three partial sums each: shorter chains of dependent multiply-adds
+        acc[0, p] += (a0 * v0 + a1 * v1 + a2 * v2) + (a3 * v3 + a4 * v4 + a5 * v5) + (a6 * v6 + a7 * v7 + a8 * v8)
+        acc[1, p] += (b0 * v0 + b1 * v1 + b2 * v2) + (b3 * v3 + b4 * v4 + b5 * v5) + (b6 * v6 + b7 * v7 + b8 * v8)
+        acc[2, p] += (c0 * v0 + c1 * v1 + c2 * v2) + (c3 * v3 + c4 * v4 + c5 * v5) + (c6 * v6 + c7 * v7 + c8 * v8)
+        acc[3, p] += (d0 * v0 + d1 * v1 + d2 * v2) + (d3 * v3 + d4 * v4 + d5 * v5) + (d6 * v6 + d7 * v7 + d8 * v8)
+
+
+@cpu_kernel(fastmath=REDUCE)
+def _tap_dots_cpu(g0, g1, planes, offs, count, out):
+    """out[i, c, t] += sum_p g_i[p] * planes[c, offs[t] + p] for the gradient planes g0, g1 of
+    two filters, every input plane c and tap t, p < count."""
+    for c in range(planes.shape[0]):
+        for j in range(out.shape[2] // 9):
+            _nine_dots_cpu(g0, g1, planes[c], offs[9 * j:9 * j + 9], count,
+                           out[:, c, 9 * j:9 * j + 9])
+
+
+@cpu_kernel(fastmath=REDUCE, inline=True)
+def _nine_dots_cpu(g0, g1, x, offs, count, out):
+    """out[i, j] += sum_p g_i[p] * x[offs[j] + p] for the two gradient planes g0, g1 and nine
+    taps j, p < count: 18 sums in registers, each input load feeding two of them."""
+    o0, o1, o2, o3, o4, o5, o6, o7, o8 = _offsets(offs)
+    z = g0[0] * np.float32(0)  # in the arrays' precision (times an int 0 it would be float64)
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = z
+    b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = b8 = z
+    for p in range(np.uint64(count)):
+        v0, v1, v2, v3, v4 = x[o0 + p], x[o1 + p], x[o2 + p], x[o3 + p], x[o4 + p]
+        v5, v6, v7, v8 = x[o5 + p], x[o6 + p], x[o7 + p], x[o8 + p]
+        u, w = g0[p], g1[p]
+        a0, a1, a2, a3, a4 = a0 + u * v0, a1 + u * v1, a2 + u * v2, a3 + u * v3, a4 + u * v4
+        a5, a6, a7, a8 = a5 + u * v5, a6 + u * v6, a7 + u * v7, a8 + u * v8
+        b0, b1, b2, b3, b4 = b0 + w * v0, b1 + w * v1, b2 + w * v2, b3 + w * v3, b4 + w * v4
+        b5, b6, b7, b8 = b5 + w * v5, b6 + w * v6, b7 + w * v7, b8 + w * v8
+    out[0, 0] += a0; out[0, 1] += a1; out[0, 2] += a2; out[0, 3] += a3; out[0, 4] += a4  # noqa: E702
+    out[0, 5] += a5; out[0, 6] += a6; out[0, 7] += a7; out[0, 8] += a8                   # noqa: E702
+    out[1, 0] += b0; out[1, 1] += b1; out[1, 2] += b2; out[1, 3] += b3; out[1, 4] += b4  # noqa: E702
+    out[1, 5] += b5; out[1, 6] += b6; out[1, 7] += b7; out[1, 8] += b8                   # noqa: E702
+
+
+@cpu_kernel(inline=True)
+def _offsets(offs):
+    """The nine offsets as unsigned integers: an index that Numba cannot prove non-negative
+    gets a wraparound check, which turns every vector load into a gather."""
+    return (np.uint64(offs[0]), np.uint64(offs[1]), np.uint64(offs[2]), np.uint64(offs[3]),
+            np.uint64(offs[4]), np.uint64(offs[5]), np.uint64(offs[6]), np.uint64(offs[7]),
+            np.uint64(offs[8]))
