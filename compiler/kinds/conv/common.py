@@ -47,7 +47,7 @@ def _act_grad_from_y(code, y):
     return 1.0
 
 
-@cpu_kernel()
+@cpu_kernel(inline=True)  # called once per output row: a call cost as much as a short row
 def _act_row_cpu(code, src, b, dst, count):
     """dst[:count] = act(src[:count] + b); the activation is chosen outside the inner loops."""
     if code == 0:
@@ -62,7 +62,7 @@ def _act_row_cpu(code, src, b, dst, count):
             dst[k] = _act(code, src[k] + b)
 
 
-@cpu_kernel(fastmath=REDUCE)
+@cpu_kernel(fastmath=REDUCE, inline=True)
 def _grad_row_cpu(code, g, out, dst, count):
     """dst[:count] = g * act'(z) (from out = act(z)); returns its sum (for the bias gradient)."""
     acc = 0.0
