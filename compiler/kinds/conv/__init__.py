@@ -131,8 +131,8 @@ class Conv(LayerKind):
             return y, (x, z, y, None)
         kept = None
         if algorithm == "direct":
-            offs, margin, _, plane = _direct_plan(h, x.shape)
-            xp, acc = _direct_workspace(ctx, x, f, oh, plane, margin, ("xp", "acc"))
+            offs, margin, plane = _direct_plan(h, x.shape)
+            xp, acc = _direct_workspace(ctx, x, f, plane, margin, ("xp", "acc"))
             _direct_forward_cpu(x, _direct_weights(p["weight"]), bias, code, *h["pad"], offs, oh,
                                 ow, xp, acc, y)
         elif algorithm == "winograd":
@@ -179,8 +179,8 @@ class Conv(LayerKind):
         dy = np.ascontiguousarray(dy)
         dx = ctx.buffer("dx", x.shape if need_dx else (0,) + x.shape[1:], dy.dtype)
         if algorithm == "direct":
-            offs, margin, _, plane = _direct_plan(h, x.shape)
-            xp, g, acc = _direct_workspace(ctx, x, f, oh, plane, margin, ("xp", "g", "acc"))
+            offs, margin, plane = _direct_plan(h, x.shape)
+            xp, g, acc = _direct_workspace(ctx, x, f, plane, margin, ("xp", "g", "acc"))
             dw = ctx.scratch("dw", (xp.shape[0], g.shape[1], x.shape[1], len(offs)), dy.dtype)
             db = ctx.scratch("db", (xp.shape[0], f), dy.dtype)
             _direct_backward_cpu(x, _direct_weights(p["weight"], transpose=True), dy, y, code,

@@ -30,12 +30,12 @@ TAPS, BLOCK = 9, 4  # taps and filters per pass of _taps_cpu
 
 def _direct_plan(h, xshape):
     """(offsets of the taps in the padded plane, padded to a multiple of TAPS with zeros; the
-    margin before backward's output gradient; Wp; the plane's length)."""
+    margin before backward's output gradient; the plane's length)."""
     (kh, kw), (ph, pw) = h["kernel"], h["pad"]
     hp, wp = xshape[2] + 2 * ph, xshape[3] + 2 * pw
     offs = (np.arange(kh)[:, None] * wp + np.arange(kw)[None, :]).ravel()
     offs = np.concatenate([offs, np.zeros(-len(offs) % TAPS, np.int64)])
-    return offs, (kh - 1) * wp + kw - 1, wp, hp * wp + wp  # one spare row: the last taps' reach
+    return offs, (kh - 1) * wp + kw - 1, hp * wp + wp  # one spare row: the last taps' reach
 
 
 def _direct_weights(weight, transpose=False):
@@ -52,7 +52,7 @@ def _direct_weights(weight, transpose=False):
         out.reshape(fp // BLOCK, BLOCK, c, tp // TAPS, TAPS).transpose(0, 2, 3, 1, 4))
 
 
-def _direct_workspace(ctx, x, f, oh, plane, margin, tags):
+def _direct_workspace(ctx, x, f, plane, margin, tags):
     """Per-thread scratch: 'xp' one sample's padded planes, 'acc' four output planes on the
     wide grid (or four padded input-gradient planes), 'g' the output gradient on the wide grid
     after the margin, for every filter (rounded up to BLOCK)."""
