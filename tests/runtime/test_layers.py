@@ -197,6 +197,23 @@ def test_conv_algorithms_agree_with_im2col(monkeypatch, inp, chain, algorithm):
         np.testing.assert_allclose(grads1[name], grads0[name], rtol=1e-10, atol=1e-14, err_msg=name)
 
 
+@pytest.mark.parametrize("inp,chain,expected", [
+    ("32x32x1", "CONV 5x5 6", "direct"),                  # LeNet's C1: one channel, long rows
+    ("14x14x6", "CONV 5x5 16", "im2col"),                 # LeNet's C2: rows too short
+    ("32x32x32", "CONV 3x3 32 pad=1", "direct"),          # a small VGG's second layer
+    ("16x16x32", "CONV 3x3 64 pad=1", "winograd"),        # ... its third: 16x16 planes
+    ("32x32x64", "CONV 3x3 64 pad=1", "winograd"),        # 64 channels
+    ("32x32x3", "CONV 3x3/2 16 pad=1", "im2col"),         # strided
+    ("32x32x8", "CONV 3x3 16 pad=1 groups=2", "im2col"),  # grouped
+    ("5x5x8", "CONV 5x5 16", "dense"),                    # the window covers the input
+])
+def test_conv_algorithm_rule(inp, chain, expected):
+    """The rule README's table gives, on the layers it was measured on."""
+    net = netc.compile(f"input {inp}\n{chain}")
+    (node,) = [n for n in net.nodes if n.kind == "CONV"]
+    assert registry.kinds()["CONV"].cpu_algorithm(node.hyper, node.in_shapes) == expected
+
+
 @pytest.mark.parametrize("n,k,u", [(5, 3, 2), (2, 6, 7), (4, 4, 4)])
 def test_fc_splits_by_samples_or_units_alike(n, k, u):
     """FC splits its GEMMs over samples, or over units / input features where those outnumber
