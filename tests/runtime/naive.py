@@ -12,12 +12,15 @@ def act(name, z, slope=0.01):
             "softmax": lambda: np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)}[name]()
 
 
-def conv(x, w, b, stride, pad, groups):
+def conv(x, w, b, stride, pad, groups, out_hw=None):
+    """out_hw: the output's size where round=ceil makes it larger than the formula's floor; the
+    last windows then reach past the padding, into zeros."""
     n, c, h, wd = x.shape
     f, cg, kh, kw = w.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
+    xp = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[0] + kh), (pad[1], pad[1] + kw)))
     oh = (h + 2 * pad[0] - kh) // stride[0] + 1
     ow = (wd + 2 * pad[1] - kw) // stride[1] + 1
+    oh, ow = out_hw or (oh, ow)
     y = np.zeros((n, f, oh, ow))
     fg = f // groups
     for o in range(f):
@@ -73,7 +76,8 @@ def layer(node, p, x, train):
     """The reference output of one compiled node on input x (a list for joins)."""
     h, kind = node.hyper, node.kind
     if kind == "CONV":
-        z = conv(x, p["weight"], p.get("bias"), h["stride"], h["pad"], h["groups"])
+        z = conv(x, p["weight"], p.get("bias"), h["stride"], h["pad"], h["groups"],
+                 node.out_shape[1:])
         return act(h["act"], z, p["slope"].reshape(1, -1, 1, 1) if "slope" in p else 0.01)
     if kind in ("FC", "OUT"):
         z = x.reshape(len(x), -1) @ p["weight"].T + p.get("bias", 0)
