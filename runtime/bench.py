@@ -19,7 +19,8 @@ def step_inputs(model, batch, seed=0):
 
 
 def bench(spec, batch=64, iters=20, warmup=3, seed=0):
-    """Median seconds per node (forward, backward) and per whole step (loss and all gradients)."""
+    """Median seconds per node (forward, backward, with the node's multiply-adds for the batch)
+    and per whole step (loss and all gradients)."""
     model = Model(spec, seed=seed)
     x, y = step_inputs(model, batch, seed)
     for _ in range(warmup):  # compiles the kernels (once; Numba caches them on disk)
@@ -36,8 +37,8 @@ def bench(spec, batch=64, iters=20, warmup=3, seed=0):
             bw.setdefault(name, []).append(t)
     kinds = registry.kinds()
     layers = [(n.name, n.kind, kinds[n.kind].cpu_algorithm(n.hyper, n.in_shapes),
-               statistics.median(fw.get(n.name, [0.0])), statistics.median(bw.get(n.name, [0.0])))
-              for n in model.net.nodes]
+               statistics.median(fw.get(n.name, [0.0])), statistics.median(bw.get(n.name, [0.0])),
+               n.macs * batch) for n in model.net.nodes]
     from netc.compiler import blas, jit
     return {"batch": batch, "iters": iters, "step": statistics.median(steps), "layers": layers,
             "threads": jit.workers(), "blas": blas.describe()}
@@ -47,9 +48,11 @@ def format_bench(result, name) -> str:
     lines = [f"{name}: batch {result['batch']}, median of {result['iters']} steps, "
              f"{result['threads']} thread{'s' if result['threads'] > 1 else ''}",
              f"BLAS: {result['blas']}",
-             f"{'layer':<28} {'kind':<8} {'runs as':<9} {'forward ms':>11} {'backward ms':>12}"]
-    for layer, kind, how, f, b in result["layers"]:
-        lines.append(f"{layer:<28} {kind:<8} {how:<9} {f * 1e3:>11.3f} {b * 1e3:>12.3f}")
+             f"{'layer':<28} {'kind':<8} {'runs as':<9} {'forward ms':>11} {'backward ms':>12} "
+             f"{'forward GFLOP/s':>16}"]
+    for layer, kind, how, f, b, macs in result["layers"]:
+        rate = f"{2 * macs / f / 1e9:>16.1f}" if macs and f > 0 else f"{'-':>16}"
+        lines.append(f"{layer:<28} {kind:<8} {how:<9} {f * 1e3:>11.3f} {b * 1e3:>12.3f} {rate}")
     step = result["step"]
     lines.append(f"step (forward + loss + backward): {step * 1e3:.2f} ms, "
                  f"{result['batch'] / step:,.0f} samples/s")
