@@ -6,6 +6,8 @@ backward instead of unfolding twice. The input gradient goes back through a chan
 (_fold_cpu) or, with groups, through col2im."""
 from __future__ import annotations
 
+import numpy as np
+
 from ...jit import REDUCE, cpu_kernel, gemm, prange
 from .common import CHUNK_BYTES, _act_row_cpu, _fill_cpu, _grad_row_cpu, _valid
 
@@ -126,32 +128,36 @@ def _prologue_cpu(dy, y, code, s, d2, dbias):
 @cpu_kernel()
 def _im2col_cpu(x, n0, n1, kh, kw, sh, sw, ph, pw, oh, ow, out):
     """out[(c, i, j), (n - n0, y, x)] = x[n, c, y*sh - ph + i, x*sw - pw + j], zero outside,
-    for the samples n0 <= n < n1. (The bounds test inside the innermost loop vectorizes better
-    than loops split at the borders, as measured.)"""
+    for the samples n0 <= n < n1. Each output row copies the input's columns that exist and
+    zeroes the rest; the flat unsigned indices spare every load Numba's wraparound check (an
+    index it cannot prove non-negative): on LeNet's second layer (rows of 10) the unfolding took
+    0.23 ns a value against 0.38 with a view and a bounds test per row, on strided 3x3 and 7x7
+    layers 0.30 against 0.55."""
     c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
-    ln = oh * ow
+    ln, m = oh * ow, out.shape[1]
+    xf, of = x.reshape(-1), out.reshape(-1)
+    u, step = np.uint64, np.uint64(sw)
     for c in range(c_):
         for i in range(kh):
+            ylo, yhi = _valid(oh, sh, ph, i, h_)
             for j in range(kw):
+                xlo, xhi = _valid(ow, sw, pw, j, w_)
                 r = (c * kh + i) * kw + j
                 for n in range(n0, n1):
-                    base = (n - n0) * ln
                     for oy in range(oh):
-                        iy = oy * sh - ph + i
-                        dst = out[r, base + oy * ow:base + (oy + 1) * ow]
-                        if iy < 0 or iy >= h_:
-                            for ox in range(ow):
-                                dst[ox] = 0
+                        row = u(r * m + (n - n0) * ln + oy * ow)
+                        if oy < ylo or oy >= yhi:
+                            for ox in range(u(ow)):
+                                of[row + ox] = 0
                             continue
-                        src = x[n, c, iy]
-                        if sw == 1:
-                            for ox in range(ow):
-                                ix = ox - pw + j
-                                dst[ox] = src[ix] if 0 <= ix < w_ else 0
-                        else:
-                            for ox in range(ow):
-                                ix = ox * sw - pw + j
-                                dst[ox] = src[ix] if 0 <= ix < w_ else 0
+                        # where x's row starts, shifted so that column ox reads x[.., ox*sw - pw + j]
+                        src = u(((n * c_ + c) * h_ + oy * sh - ph + i) * w_ + xlo * sw - pw + j)
+                        for ox in range(u(xlo)):
+                            of[row + ox] = 0
+                        for ox in range(u(xhi - xlo)):
+                            of[row + u(xlo) + ox] = xf[src + ox * step]
+                        for ox in range(u(xhi), u(ow)):
+                            of[row + ox] = 0
 
 
 @cpu_kernel()
@@ -160,24 +166,26 @@ def _fold_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dxp, dx, n0, n1):
     channels-last image dxp (Hp, Wp*C): for an output pixel and a kernel row i, the kw*C values
     (j, c) land on kw*C consecutive values of dxp's row, so every add is a vector of kw*C
     (for LeNet's second layer, 8x faster than col2im's rows of ow). Then dx[n0:n1] = dxp's
-    interior, channels first."""
+    interior, channels first. Flat unsigned indices, as in _im2col_cpu (views per run took
+    twice as long)."""
     c_, hh, ww = dx.shape[1], dx.shape[2], dx.shape[3]
-    run = kw * c_
+    run, kc, wq = kw * c_, dcols.shape[1], dxp.shape[1]
+    u = np.uint64
+    acc, src = dxp.reshape(-1), dcols.reshape(-1)
     for n in range(n0, n1):
-        _fill_cpu(dxp.reshape(-1), 0.0)
+        _fill_cpu(acc, 0.0)
         for oy in range(oh):
             p0 = (n - n0) * oh * ow + oy * ow
             for i in range(kh):
-                row = dxp[oy * sh + i]
                 for ox in range(ow):
-                    src, at = dcols[p0 + ox], ox * sw * c_
-                    for k in range(run):
-                        row[at + k] += src[i * run + k]
+                    at, frm = u((oy * sh + i) * wq + ox * sw * c_), u((p0 + ox) * kc + i * run)
+                    for k in range(u(run)):
+                        acc[at + k] += src[frm + k]
         for c in range(c_):
             for iy in range(hh):
-                src, dst = dxp[iy + ph], dx[n, c, iy]
-                for ix in range(ww):
-                    dst[ix] = src[(ix + pw) * c_ + c]
+                frm, dst = u((iy + ph) * wq + pw * c_ + c), dx[n, c, iy]
+                for ix in range(u(ww)):
+                    dst[ix] = acc[frm + ix * u(c_)]
 
 
 @cpu_kernel()
