@@ -55,10 +55,11 @@ def _direct_weights(weight, transpose=False):
 def _direct_workspace(ctx, x, f, plane, margin, tags):
     """Per-thread scratch: 'xp' one sample's padded planes, 'acc' four output planes on the
     wide grid (or four padded input-gradient planes), 'g' the output gradient on the wide grid
-    after the margin, for every filter (rounded up to BLOCK)."""
+    after the margin, for every filter (rounded up to even: the weight gradient takes two a
+    pass)."""
     c = x.shape[1]
     shapes = {"xp": (c, plane), "acc": (BLOCK, plane),
-              "g": (-(-f // BLOCK) * BLOCK, margin + plane)}
+              "g": (f + f % 2, margin + plane)}
     return tuple(ctx.scratch("direct_" + tag, (ctx.workers,) + shapes[tag], x.dtype)
                  for tag in tags)
 
