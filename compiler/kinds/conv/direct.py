@@ -92,8 +92,9 @@ def _direct_forward_cpu(x, wk, bias, code, ph, pw, offs, oh, ow, xp_ws, acc_ws, 
 @cpu_kernel(parallel=True, fastmath=REDUCE)  # REDUCE: so the row kernels inline
 def _direct_backward_cpu(x, wt, dy, y, code, ph, pw, offs, margin, need_dx, xp_ws, g_ws, acc_ws,
                          dw_ws, db_ws, dx):
-    """dw_ws[t] (F rounded up, C, taps rounded up), db_ws[t]: thread t's weight and bias
-    gradients; dx the input gradient (wt: _direct_weights(w, transpose=True))."""
+    """dw_ws[t] (F rounded up to even, C, taps rounded up to a multiple of nine), db_ws[t]:
+    thread t's weight and bias gradients; dx the input gradient (wt: _direct_weights(w,
+    transpose=True))."""
     n, c_, hh, ww = x.shape
     f_, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
     wp = ww + 2 * pw
