@@ -25,7 +25,7 @@ import numpy as np
 from ...jit import REDUCE, cpu_kernel, prange
 from .common import _act_row_cpu, _fill_cpu, _grad_row_cpu
 
-TAPS, BLOCK = 9, 4  # taps and filters per pass of _taps_cpu
+TAPS, BLOCK = 9, 4  # taps and filters per pass: what _nine_taps_cpu spells out by name
 
 
 def _direct_plan(h, xshape):
@@ -83,13 +83,13 @@ def _direct_forward_cpu(x, wk, bias, code, ph, pw, offs, oh, ow, xp_ws, acc_ws, 
             for b in range(wk.shape[0]):
                 _fill_cpu(acc.reshape(-1), 0.0)
                 _taps_cpu(xp, offs, wk[b], acc, count)
-                for i in range(min(4, f_ - 4 * b)):
+                for i in range(min(BLOCK, f_ - BLOCK * b)):
                     for oy in range(oh):
-                        _act_row_cpu(code, acc[i, oy * wp:oy * wp + ow], bias[4 * b + i],
-                                     y[s, 4 * b + i, oy], ow)
+                        _act_row_cpu(code, acc[i, oy * wp:oy * wp + ow], bias[BLOCK * b + i],
+                                     y[s, BLOCK * b + i, oy], ow)
 
 
-@cpu_kernel(parallel=True, fastmath=REDUCE)  # REDUCE: so the row kernels inline
+@cpu_kernel(parallel=True, fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
 def _direct_backward_cpu(x, wt, dy, y, code, ph, pw, offs, margin, need_dx, xp_ws, g_ws, acc_ws,
                          dw_ws, db_ws, dx):
     """dw_ws[t] (F rounded up to even, C, taps rounded up to a multiple of nine), db_ws[t]:
@@ -122,9 +122,9 @@ def _direct_backward_cpu(x, wt, dy, y, code, ph, pw, offs, margin, need_dx, xp_w
                 for b in range(wt.shape[0]):
                     _fill_cpu(acc.reshape(-1), 0.0)
                     _taps_cpu(g[:f_], back, wt[b], acc, plane)
-                    for i in range(min(4, c_ - 4 * b)):
+                    for i in range(min(BLOCK, c_ - BLOCK * b)):
                         for iy in range(hh):
-                            src, dst = acc[i, (iy + ph) * wp + pw:], dx[s, 4 * b + i, iy]
+                            src, dst = acc[i, (iy + ph) * wp + pw:], dx[s, BLOCK * b + i, iy]
                             for ix in range(ww):
                                 dst[ix] = src[ix]
 
@@ -148,7 +148,7 @@ def _taps_cpu(planes, offs, wk, acc, count):
     the slices below are made and released inside the function, not once per call)."""
     for c in range(planes.shape[0]):
         for j in range(wk.shape[1]):
-            _nine_taps_cpu(planes[c], offs[9 * j:9 * j + 9], wk[c, j], acc, count)
+            _nine_taps_cpu(planes[c], offs[TAPS * j:TAPS * j + TAPS], wk[c, j], acc, count)
 
 
 @cpu_kernel(fastmath=REDUCE, inline=True)
@@ -177,9 +177,9 @@ def _tap_dots_cpu(g0, g1, planes, offs, count, out):
     """out[i, c, t] += sum_p g_i[p] * planes[c, offs[t] + p] for the gradient planes g0, g1 of
     two filters, every input plane c and tap t, p < count."""
     for c in range(planes.shape[0]):
-        for j in range(out.shape[2] // 9):
-            _nine_dots_cpu(g0, g1, planes[c], offs[9 * j:9 * j + 9], count,
-                           out[:, c, 9 * j:9 * j + 9])
+        for j in range(out.shape[2] // TAPS):
+            _nine_dots_cpu(g0, g1, planes[c], offs[TAPS * j:TAPS * j + TAPS], count,
+                           out[:, c, TAPS * j:TAPS * j + TAPS])
 
 
 @cpu_kernel(fastmath=REDUCE, inline=True)

@@ -50,7 +50,7 @@ def _conv_forward_cpu(x, w, bias, code, groups, kh, kw, sh, sw, ph, pw, oh, ow, 
             _epilogue_cpu(z, bias, code, y, s)
 
 
-@cpu_kernel(parallel=True, fastmath=REDUCE)  # REDUCE: so the row kernels inline
+@cpu_kernel(parallel=True, fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
 def _conv_backward_cpu(x, w, dy, y, code, groups, kh, kw, sh, sw, ph, pw, oh, ow, per, need_dx,
                        cols_ws, kept, d2_ws, dcols_ws, wt, dxp_ws, dw_ws, db_ws, dx):
     """dw_ws[t], db_ws[t]: thread t's weight and bias gradients; dx: the input gradient."""

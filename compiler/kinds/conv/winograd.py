@@ -13,8 +13,8 @@ from .common import CHUNK_BYTES, _act_row_cpu, _fill_cpu, _grad_row_cpu
 # V = B^T d B (16 matrices of C x tiles); multiply M = U V by the transformed weights U = G g G^T
 # (16 GEMMs of F x C by C x tiles); transform back, Y = A^T M A, adding bias and activation.
 # Backward is the exact adjoint of those linear maps: dM = A dY A^T, then dV = U^T dM (scattered
-# back through B dV B^T) and dU = dM V^T (gathered through G^T dU G in NumPy). Every pass does the
-# 2.25x fewer multiplications; the transforms are additions only.
+# back through B dV B^T) and dU = dM V^T (gathered through G^T dU G, one small product after
+# the kernel). Every pass does the 2.25x fewer multiplications; the transforms are additions only.
 _WINO_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 _WINO_GG = np.kron(_WINO_G, _WINO_G)  # (16, 9): vec(G g G^T) = (G (x) G) vec(g), row-major
 
@@ -89,7 +89,7 @@ def _winograd_forward_cpu(x, u, bias, code, ph, pw, oh, ow, per, xp_ws, v_ws, m_
                         _act_row_cpu(code, o[f, oy], bias[f], y[s + q, f, oy], ow)
 
 
-@cpu_kernel(parallel=True, fastmath=REDUCE)  # REDUCE: so the row kernels inline
+@cpu_kernel(parallel=True, fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
 def _winograd_backward_cpu(x, u, dy, y, code, ph, pw, per, need_dx, xp_ws, v_ws, m_ws, dv_ws,
                            o_ws, du_ws, db_ws, dx):
     n = x.shape[0]
