@@ -201,8 +201,9 @@ class LayerKind:
     def label(self, h):
         return self.name
 
-    def cpu_algorithm(self, h, xs):
-        """How the CPU runs this layer, where there is a choice (`netc bench` shows it)."""
+    def cpu_algorithm(self, h, xs, batch=None):
+        """How the CPU runs this layer at this batch size, where there is a choice (`netc bench`
+        shows it)."""
         return ""
 
 

@@ -36,7 +36,7 @@ def bench(spec, batch=64, iters=20, warmup=3, seed=0):
         for name, t in b.items():
             bw.setdefault(name, []).append(t)
     kinds = registry.kinds()
-    layers = [(n.name, n.kind, kinds[n.kind].cpu_algorithm(n.hyper, n.in_shapes),
+    layers = [(n.name, n.kind, kinds[n.kind].cpu_algorithm(n.hyper, n.in_shapes, batch),
                statistics.median(fw.get(n.name, [0.0])), statistics.median(bw.get(n.name, [0.0])),
                n.macs * batch) for n in model.net.nodes]
     from netc.compiler import blas, jit

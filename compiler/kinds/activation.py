@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from ..jit import cpu_kernel
 from ..registry import Bool, Float, Int, LayerError, LayerKind, register
 
 
@@ -25,10 +26,26 @@ def act_forward(name, z, slope=None, alpha=1.0):
         return _sigmoid(z)
     if name == "tanh":
         return np.tanh(z)
-    if name == "softmax":
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+    if name == "softmax":  # one kernel: NumPy's five operations took 10 us at 64 x 10
+        y = np.empty(z.shape, z.dtype)
+        _softmax_rows_cpu(np.ascontiguousarray(z).reshape(len(z), -1), y.reshape(len(z), -1))
+        return y
     raise ValueError(name)  # pragma: no cover - names are checked at compile time
+
+
+@cpu_kernel()
+def _softmax_rows_cpu(z, y):
+    """y[i] = exp(z[i] - max z[i]) / sum: softmax over each row."""
+    for i in range(z.shape[0]):
+        m = z[i, 0]
+        for j in range(1, z.shape[1]):
+            m = max(m, z[i, j])
+        s = 0.0
+        for j in range(z.shape[1]):
+            y[i, j] = np.exp(z[i, j] - m)
+            s += y[i, j]
+        for j in range(z.shape[1]):
+            y[i, j] = y[i, j] / s
 
 
 def act_backward(name, z, y, dy, slope=None, alpha=1.0):

@@ -74,13 +74,15 @@ def test_gradcheck_and_bench(capsys, spec):
 def test_bench_names_each_conv_algorithm(capsys, tmp_path):
     spec = tmp_path / "algos.net"
     spec.write_text("input 23x23x1\nCONV 3x3 16 pad=1 act=relu - CONV 3x3/2 16 - CONV 3x3 24 pad=1 - "
-                    "CONV 2x2 8 pad=1 - CONV 12x12 4\nOUT 3 softmax\n")
-    assert main(["bench", str(spec), "--batch", "2", "--iters", "1"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[1].startswith("BLAS: ") and "kernels" in lines[1]  # which BLAS, which kernels
-    rows = {line.split()[0]: line.split() for line in lines[3:-1]}
-    assert [rows[f"conv{i}"][2] for i in range(1, 6)] == ["direct", "im2col", "winograd", "im2col",
-                                                          "dense"]
+                    "CONV 2x2 8 pad=1 - CONV 12x12 4 - FC 20\nOUT 3 softmax\n")
+    for batch, fc in ((2, "dots"), (16, "gemm")):  # FC: rows of 16 values, dots below 16 samples
+        assert main(["bench", str(spec), "--batch", str(batch), "--iters", "1"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[1].startswith("BLAS: ") and "kernels" in lines[1]  # which BLAS and kernels
+        rows = {line.split()[0]: line.split() for line in lines[3:-1]}
+        assert [rows[f"conv{i}"][2] for i in range(1, 6)] == ["direct", "im2col", "winograd",
+                                                              "im2col", "dense"]
+        assert rows["fc1"][2] == rows["out1"][2] == fc
 
 
 def test_bench_rates_follow_the_layers_multiply_adds(capsys, tmp_path):
@@ -93,7 +95,7 @@ def test_bench_rates_follow_the_layers_multiply_adds(capsys, tmp_path):
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[3:-1]}
     checked = 0
     for node in net.nodes:
-        fwd_ms, rate = float(rows[node.name][-3]), rows[node.name][-1]  # ("runs as": CONV only)
+        fwd_ms, rate = float(rows[node.name][-3]), rows[node.name][-1]  # (no "runs as" for POOL)
         if node.macs and fwd_ms >= 0.02:  # printed to 3 decimals: a rate from what is printed
             assert float(rate) == pytest.approx(2 * node.macs * 32 / (fwd_ms * 1e-3) / 1e9, rel=0.05)
             checked += 1

@@ -230,3 +230,52 @@ def test_fc_splits_by_samples_or_units_alike(n, k, u):
     np.testing.assert_allclose(grads[f"{name}.weight"], dz.T @ x, rtol=1e-10)
     np.testing.assert_allclose(grads[f"{name}.bias"], dz.sum(0), rtol=1e-10)
     np.testing.assert_allclose(dx, dz @ w, rtol=1e-10)
+
+
+# FC's forward runs two ways (dense.py: netc's own dot-product loops, or a GEMM); the backward is
+# GEMMs either way, with the fused activation's gradient and the bias sums in its kernel. Each
+# way against NumPy: odd batches (a last sample paired with itself), unit counts that do not fill
+# the nine-unit groups, every activation fused or kept apart (PReLU; none at the output).
+FC_CASES = [(17, 30, 13, "relu"), (5, 9, 9, "tanh"), (16, 7, 20, "sigmoid"), (1, 11, 4, "elu"),
+            (19, 12, 10, "leaky"), (3, 40, 1, "prelu"), (2, 5, 3, "none")]
+
+
+@pytest.mark.parametrize("algorithm", ["dots", "gemm"])
+@pytest.mark.parametrize("n,k,u,act", FC_CASES)
+def test_fc_algorithms_against_numpy(monkeypatch, algorithm, n, k, u, act):
+    from netc.compiler.kinds import dense
+    monkeypatch.setattr(dense, "FORCE", algorithm)
+    model = randomized(f"input {k}\nFC {u} act={act} - FC 3 act=tanh")
+    rng = np.random.default_rng(n + u)
+    x, target = rng.standard_normal((n, k)), rng.standard_normal((n, 3))
+    w, b = model.params["fc1.weight"], model.params["fc1.bias"]
+    slope = model.params.get("fc1.slope", 0.01)
+    z = x @ w.T + b
+    h = naive.act(act, z, slope)
+    w2, b2 = model.params["fc2.weight"], model.params["fc2.bias"]
+    out = np.tanh(h @ w2.T + b2)
+    np.testing.assert_allclose(model.forward(x), out, rtol=1e-12, atol=1e-14)
+    for _ in range(2):  # the second step, on reused buffers
+        loss, grads, dx = model.loss_and_grads(x, target, loss="mse", input_grad=True)
+    dout = 2 * (out - target) / out.size * (1 - out ** 2)
+    dh = dout @ w2
+    eps = 1e-6  # dh/dz by central differences of the reference activation, elementwise
+    dz = dh * (naive.act(act, z + eps, slope) - naive.act(act, z - eps, slope)) / (2 * eps)
+    np.testing.assert_allclose(loss, np.mean((out - target) ** 2), rtol=1e-12)
+    np.testing.assert_allclose(grads["fc2.weight"], dout.T @ h, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(grads["fc1.weight"], dz.T @ x, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(grads["fc1.bias"], dz.sum(0), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(dx, dz @ w, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("n,k,expected", [
+    (64, 784, "dots"),     # an MLP's first layer: rows of 3 KiB
+    (64, 400, "dots"),     # LeNet's C5 as an FC
+    (64, 120, "gemm"),     # rows too short for the 18 sums to pay
+    (64, 4096, "gemm"),    # nine rows of 16 KiB do not stay in L1
+    (1, 4096, "dots"),     # a batch too small for a GEMM's packing
+])
+def test_fc_algorithm_rule(n, k, expected):
+    net = netc.compile(f"input {k}\nFC 256")
+    (node,) = [m for m in net.nodes if m.kind == "FC"]
+    assert registry.kinds()["FC"].cpu_algorithm(node.hyper, node.in_shapes, n) == expected

@@ -42,6 +42,19 @@ def test_cross_entropy_gradient_is_softmax_minus_onehot():
     np.testing.assert_allclose(losses.cross_entropy(z, onehot)[1], (softmax(z) - onehot) / 3)
 
 
+def test_cross_entropy_with_labels_keeps_the_dtype_and_nan():
+    """Integer labels go through one kernel (losses._cross_entropy_labels_cpu)."""
+    z = rng.standard_normal((4, 3)).astype(np.float32)
+    y = np.array([0, 2, 1, 1])
+    value, grad = losses.cross_entropy(z, y)
+    assert grad.dtype == np.float32
+    p = softmax(z.astype(np.float64))
+    assert abs(value - -np.mean(np.log(p[np.arange(4), y]))) < 1e-6
+    np.testing.assert_allclose(grad, (p - np.eye(3)[y]) / 4, atol=1e-7)
+    z[2, 1] = np.nan  # a diverged network shows as a NaN loss
+    assert np.isnan(losses.cross_entropy(z, y)[0])
+
+
 def test_bce_is_stable_for_large_logits():
     value, grad = losses.bce(np.array([[800.0, -800.0]]), np.array([[1.0, 0.0]]))
     assert np.isfinite(value) and value < 1e-12 and np.all(np.isfinite(grad))

@@ -102,7 +102,7 @@ class Conv(LayerKind):
             text += f" {h['act']}"
         return text
 
-    def cpu_algorithm(self, h, xs):
+    def cpu_algorithm(self, h, xs, batch=None):
         return _algorithm(h, (1,) + tuple(xs[0]))
 
     # ---- runtime ------------------------------------------------------------------------------
@@ -121,16 +121,11 @@ class Conv(LayerKind):
         bias = p.get("bias", np.zeros(f, x.dtype))
         code = ACT_CODES.get(h["act"], 0)
         algorithm = _algorithm(h, x.shape)
-        if algorithm == "dense":  # the window covers the input: y = act(x W^T + b), an FC
-            from ..dense import _linear_forward_cpu
-            # (with no activation z is the output: the "y" buffer, fresh where the model's output)
-            z = ctx.buffer("y" if h["act"] == "none" else "z", (n, f, 1, 1), x.dtype)
-            _linear_forward_cpu(x.reshape(n, -1), w, p.get("bias", np.zeros(0, x.dtype)),
-                                ctx.workers, z.reshape(n, f))
-            y = fused_forward(h, p, z)
-            return y, (x, z, y, None)
         kept = None
-        if algorithm == "direct":
+        if algorithm == "dense":  # the window covers the input: y = act(x W^T + b), an FC
+            from ..dense import linear_forward
+            linear_forward(x.reshape(n, -1), w, p.get("bias"), code, ctx.workers, y.reshape(n, f))
+        elif algorithm == "direct":
             offs, margin, plane = _direct_plan(h, x.shape)
             xp, acc = _direct_workspace(ctx, x, f, plane, margin, ("xp", "acc"))
             _direct_forward_cpu(x, _direct_weights(p["weight"]), bias, code, *h["pad"], offs, oh,
@@ -160,17 +155,6 @@ class Conv(LayerKind):
         grads = {}
         need_dx = bool(ctx.need_dx)
         algorithm = _algorithm(h, x.shape)
-        if algorithm == "dense":  # z is the pre-activation
-            from ..dense import _linear_backward_cpu
-            dz, grads = fused_backward(h, p, z, y, dy)
-            dz = np.ascontiguousarray(dz).reshape(n, f)
-            dx = ctx.buffer("dx", x.shape if need_dx else (0,) + x.shape[1:], dz.dtype)
-            grads["weight"] = np.empty_like(p["weight"])
-            _linear_backward_cpu(x.reshape(n, -1), w, dz, ctx.workers, grads["weight"].reshape(f, -1),
-                                 dx.reshape(dx.shape[0], -1))
-            if "bias" in p:
-                grads["bias"] = dz.sum(axis=0)
-            return [dx if need_dx else None], grads
         if z is not None:  # PReLU
             dy, grads = fused_backward(h, p, z, y, dy)
             code = 0
@@ -178,6 +162,12 @@ class Conv(LayerKind):
             code = ACT_CODES[h["act"]]
         dy = np.ascontiguousarray(dy)
         dx = ctx.buffer("dx", x.shape if need_dx else (0,) + x.shape[1:], dy.dtype)
+        if algorithm == "dense":
+            from ..dense import linear_backward
+            k = x[0].size
+            grads.update(linear_backward(x.reshape(n, k), p, dy, y, code, ctx,
+                                         dx.reshape(dx.shape[0], k)))
+            return [dx if need_dx else None], grads
         if algorithm == "direct":
             offs, margin, plane = _direct_plan(h, x.shape)
             xp, g, acc = _direct_workspace(ctx, x, f, plane, margin, ("xp", "g", "acc"))
