@@ -95,11 +95,11 @@ class FullyConnected(LayerKind):
 # pass with the 18 sums in registers (the direct CONV's _nine_dots_cpu), vectorized at the CPU's
 # full width whatever the BLAS is pinned to; it pays where each row holds 1-4 KiB (long enough
 # for its 18 sums, short enough that nine units' rows stay in L1) or the batch is under 16 (too
-# few rows for a GEMM's packing to pay). "gemm": the BLAS, for everything else. Measured on 2
-# threads against OpenBLAS's AVX2 kernels (float32): the MLP's 64 x 784 x 256 layer 1.4-1.8x
-# faster, 400 -> 120 (LeNet's C5) 1.3-1.8x, batch 1 2-5x; rows of 2048 values or more 0.7-1.0x,
-# rows of 120 at batch 64 and over 0.75-1.1x. The backward passes stay GEMMs: direct's tap loops
-# on the weight gradient were 1.1x slower at batch 64, 1.15x faster at 256.
+# few rows for a GEMM's packing to pay). "gemm": the BLAS, for everything else. Measured by
+# bench/fc.py on 2 threads against OpenBLAS's AVX2 kernels (float32): the MLP's 64 x 784 x 256
+# layer 1.3-1.8x faster, 400 -> 120 (LeNet's C5) 1.3-1.6x, batch 1 3.7-4.6x; rows of 120 at
+# batch 64 0.92-0.97x, rows of 4096 0.95-1.3x. The backward passes stay GEMMs: direct's tap
+# loops on the weight gradient were 1.1x slower at batch 64, 1.15x faster at 256.
 DOTS_ROW_BYTES = (1024, 4096)
 DOTS_SMALL_BATCH = 16
 FORCE = None  # "dots" | "gemm": for tests and benchmarks
@@ -179,10 +179,24 @@ def _linear_forward_cpu(x, w, bias, code, parts, z):
             else:
                 gemm(False, True, 1.0, x[lo:hi], w, 0.0, z[lo:hi])
             if bias.size or code:
-                rows, cols = (range(n), range(lo, hi)) if by_units else (range(lo, hi), range(u))
+                rows, c0, c1 = (range(n), lo, hi) if by_units else (range(lo, hi), 0, u)
                 for i in rows:
-                    for j in cols:
-                        z[i, j] = _act(code, z[i, j] + (bias[j] if bias.size else 0))
+                    _bias_act_cpu(z[i, c0:c1], bias[c0:c1] if bias.size else bias, code)
+
+
+@cpu_kernel(inline=True)
+def _bias_act_cpu(row, bias, code):
+    """row = act(row + bias) in place (bias may be empty); ReLU apart, as a select that
+    vectorizes (through _act, a call per value, 64 x 84 values took 10 us)."""
+    if bias.size:
+        for j in range(row.size):
+            row[j] += bias[j]
+    if code == 1:
+        for j in range(row.size):
+            row[j] = row[j] if row[j] > 0 else 0
+    elif code:
+        for j in range(row.size):
+            row[j] = _act(code, row[j])
 
 
 @cpu_kernel(parallel=True, fastmath=REDUCE)  # REDUCE: the bias sums vectorize
@@ -192,7 +206,11 @@ def _linear_backward_cpu(x, w, dy, y, code, parts, dz, dw, db, dx):
     rows, or by input features where there are more of them than samples, as in forward)."""
     n, u = dz.shape
     k = w.shape[1]
-    if code:
+    if code == 1:  # ReLU apart: a select that vectorizes
+        for i in range(n):
+            for j in range(u):
+                dz[i, j] = dy[i, j] if y[i, j] > 0 else 0
+    elif code:
         for i in range(n):
             for j in range(u):
                 dz[i, j] = dy[i, j] * _act_grad_from_y(code, y[i, j])
