@@ -151,7 +151,6 @@ class Conv(LayerKind):
         x, z, y, kept = cache
         f = h["filters"]
         n, _, oh, ow = dy.shape
-        w = p["weight"].reshape(f, -1)
         grads = {}
         need_dx = bool(ctx.need_dx)
         algorithm = _algorithm(h, x.shape)
