@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from netc.compiler.jit import cpu_kernel
+from netc.compiler.kinds.activation import _exp_row_cpu
 
 LOSSES = ("cross_entropy", "bce", "mse", "mae", "huber", "hinge", "multiclass_hinge", "kl")
 # losses that take the logits when the output activation matches
@@ -41,14 +42,7 @@ def _cross_entropy_labels_cpu(z, y, grad):
     n, k = z.shape
     total = 0.0
     for i in range(n):
-        m = z[i, 0]
-        for j in range(1, k):
-            m = max(m, z[i, j])
-        s = 0.0
-        for j in range(k):
-            e = np.exp(z[i, j] - m)
-            grad[i, j] = e
-            s += e
+        m, s = _exp_row_cpu(z[i], grad[i])
         total += np.log(s) + m - z[i, y[i]]
         for j in range(k):
             grad[i, j] = grad[i, j] / s / n

@@ -37,15 +37,23 @@ def act_forward(name, z, slope=None, alpha=1.0):
 def _softmax_rows_cpu(z, y):
     """y[i] = exp(z[i] - max z[i]) / sum: softmax over each row."""
     for i in range(z.shape[0]):
-        m = z[i, 0]
-        for j in range(1, z.shape[1]):
-            m = max(m, z[i, j])
-        s = 0.0
-        for j in range(z.shape[1]):
-            y[i, j] = np.exp(z[i, j] - m)
-            s += y[i, j]
+        _, s = _exp_row_cpu(z[i], y[i])
         for j in range(z.shape[1]):
             y[i, j] = y[i, j] / s
+
+
+@cpu_kernel(inline=True)
+def _exp_row_cpu(z, e):
+    """e = exp(z - max z) for one row; returns (max z, the sum of e): a softmax before its
+    division, and the log-sum-exp's parts (losses.py's cross-entropy kernel shares it)."""
+    m = z[0]
+    for j in range(1, z.size):
+        m = max(m, z[j])
+    s = 0.0
+    for j in range(z.size):
+        e[j] = np.exp(z[j] - m)
+        s += e[j]
+    return m, s
 
 
 def act_backward(name, z, y, dy, slope=None, alpha=1.0):

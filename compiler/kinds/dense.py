@@ -8,7 +8,7 @@ import numpy as np
 from ..jit import REDUCE, cpu_kernel, gemm, prange
 from ..registry import ACTIVATIONS, Bool, Choice, Int, LayerError, LayerKind, register
 from .conv import fused_backward, fused_forward
-from .conv.common import ACT_CODES, _act, _act_grad_from_y
+from .conv.common import ACT_CODES, _act, _act_row_cpu, _grad_row_cpu
 from .conv.direct import TAPS, _nine_dots_cpu
 
 
@@ -181,22 +181,12 @@ def _linear_forward_cpu(x, w, bias, code, parts, z):
             if bias.size or code:
                 rows, c0, c1 = (range(n), lo, hi) if by_units else (range(lo, hi), 0, u)
                 for i in rows:
-                    _bias_act_cpu(z[i, c0:c1], bias[c0:c1] if bias.size else bias, code)
-
-
-@cpu_kernel(inline=True)
-def _bias_act_cpu(row, bias, code):
-    """row = act(row + bias) in place (bias may be empty); ReLU apart, as a select that
-    vectorizes (through _act, a call per value, 64 x 84 values took 10 us)."""
-    if bias.size:
-        for j in range(row.size):
-            row[j] += bias[j]
-    if code == 1:
-        for j in range(row.size):
-            row[j] = row[j] if row[j] > 0 else 0
-    elif code:
-        for j in range(row.size):
-            row[j] = _act(code, row[j])
+                    row = z[i, c0:c1]
+                    if bias.size:
+                        for j in range(c1 - c0):
+                            row[j] += bias[c0 + j]
+                    if code:  # (np.float32: a bias of 0 that keeps float32 rows in float32)
+                        _act_row_cpu(code, row, np.float32(0), row, c1 - c0)
 
 
 @cpu_kernel(parallel=True, fastmath=REDUCE)  # REDUCE: the bias sums vectorize
@@ -206,14 +196,9 @@ def _linear_backward_cpu(x, w, dy, y, code, parts, dz, dw, db, dx):
     rows, or by input features where there are more of them than samples, as in forward)."""
     n, u = dz.shape
     k = w.shape[1]
-    if code == 1:  # ReLU apart: a select that vectorizes
+    if code:
         for i in range(n):
-            for j in range(u):
-                dz[i, j] = dy[i, j] if y[i, j] > 0 else 0
-    elif code:
-        for i in range(n):
-            for j in range(u):
-                dz[i, j] = dy[i, j] * _act_grad_from_y(code, y[i, j])
+            _grad_row_cpu(code, dy[i], y[i], dz[i], u)
     if db.size:
         for j in range(u):
             db[j] = 0
@@ -262,4 +247,3 @@ class Flatten(LayerKind):
 
     def backward(self, h, p, shape, dy, ctx):
         return [dy.reshape(shape)], {}
-
