@@ -91,7 +91,7 @@ def main(argv=None):
           f"threads {jit.num_threads()}")
     from netc.compiler import blas
     jit.setup()
-    print(f"netc's BLAS: {blas.describe()}")
+    print(f"netc's GEMM: {blas.describe()}")
     print(f"{'case':<14} {'netc ms':>9} {'torch ms':>9} {'speed-up':>9} {'target':>7}")
     for name, spec, batch, target in CASES:
         if args.only and name not in args.only.split(","):

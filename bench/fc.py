@@ -55,7 +55,7 @@ def main(argv=None):
     shapes = ([tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
               if args.shapes else SHAPES)
     jit.setup()
-    print(f"BLAS: {blas.describe()}; {jit.workers()} threads")
+    print(f"GEMM: {blas.describe()}; {jit.workers()} threads")
     print(f"{'samples x features x units':<28} {'dots us':>8} {'gemm us':>8} {'gemm/dots':>10}  rule")
     for n, k, u in shapes:
         t = measure(n, k, u, args.repeats)

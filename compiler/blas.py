@@ -10,7 +10,9 @@ netc alone with one thread, since the kernels run it inside their own threads. N
 its thread count, stay the user's. OpenBLAS picks its kernels for the CPU when it loads; an
 OPENBLAS_CORETYPE in the environment pins them, for netc's copy too, unless NETC_BLAS_CORETYPE
 says otherwise ("auto": OpenBLAS's own choice; or a core name, such as Haswell or SkylakeX).
-`describe()` tells what runs, and says when a pin leaves AVX-512 unused (about half the speed).
+`describe()` tells what runs. On CPUs with AVX-512 the kernels' GEMMs run on netc's own tiles
+(tiles.py) instead, whatever the BLAS is pinned to: about twice as fast as OpenBLAS's AVX2 kernels
+and at least as fast as its AVX-512 ones on the layers' shapes.
 Without that wheel: another loaded 32-bit-integer CBLAS (SciPy's OpenBLAS, MKL, Accelerate),
 limited to one thread; without any, the same names lead to NumPy through ctypes: slower, and
 still correct.
@@ -34,12 +36,12 @@ from numba import types
 from numba.extending import overload
 
 from .jit import gemm
+from .tiles import gemm_tiles, gemm_tiles_nt
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 INT_MAX = 2**31 - 1  # CBLAS's int: every dimension and leading dimension must fit
 _I32 = types.int32
-# OpenBLAS core types whose kernels use AVX-512, and the CPU features those kernels need
-_AVX512_CORES = {"skylakex", "cooperlake", "sapphirerapids"}
+# the CPU features netc's tiles need to run at full width
 _AVX512 = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
 
 
@@ -154,26 +156,10 @@ def _find_cblas():
             version = (config or "").split(" ")[1:2]
             name = " ".join(["OpenBLAS", *version]) + f" ({corename} kernels"
             name += ", netc's own copy)" if own else ", shared, one thread)"
-            name += _pin_hint(corename)
         else:
             name = "CBLAS (shared, one thread)"
         return sgemm, dgemm, f"{name} [{os.path.normpath(path)}]", own
     return None
-
-
-def _pin_hint(corename, features=None, environ=os.environ) -> str:
-    """What to do where OpenBLAS runs kernels without AVX-512 on a CPU that has it."""
-    if corename.lower() in _AVX512_CORES:
-        return ""
-    features = llvm.get_host_cpu_features() if features is None else features
-    if not all(features.get(name, False) for name in _AVX512):
-        return ""
-    if environ.get("NETC_BLAS_CORETYPE"):
-        return f"; NETC_BLAS_CORETYPE={environ['NETC_BLAS_CORETYPE']} leaves this CPU's AVX-512 unused"
-    if environ.get("OPENBLAS_CORETYPE"):
-        return (f"; OPENBLAS_CORETYPE={environ['OPENBLAS_CORETYPE']} pins them, leaving this CPU's AVX-512 "
-                "unused: NETC_BLAS_CORETYPE=auto lets netc's copy choose (GEMMs up to twice as fast)")
-    return "; this CPU's AVX-512 is unused: NETC_BLAS_CORETYPE=SkylakeX may be faster"
 
 
 def _numpy_gemm(ctype):
@@ -211,12 +197,35 @@ def bind() -> bool:
 
 
 def describe() -> str:
-    """Which BLAS the kernels call, with which kernels (after bind())."""
-    return _bound.get("description", "not bound yet")
+    """What runs the kernels' GEMMs (after bind()): netc's tiles, and which BLAS with which
+    kernels."""
+    blas = _bound.get("description", "not bound yet")
+    if own_tiles():
+        return f"netc's own AVX-512 tiles; for A^T B^T (unused by the layers), {blas}"
+    return blas
 
 
-@overload(gemm, jit_options={"cache": True})
-def _gemm_overload(ta, tb, alpha, a, b, beta, c):
+def own_tiles(features=None) -> bool:
+    """Whether gemm runs C = op(A) B on netc's own tiles (tiles.py) rather than the BLAS: on CPUs
+    with AVX-512, where they are about twice as fast as OpenBLAS's AVX2 kernels and at least as
+    fast as its AVX-512 ones on the shapes netc sends (see bench/gemm.py)."""
+    if features is None:
+        if "host" not in _tiles_on:  # asking LLVM takes about 100 us: once per process
+            _tiles_on["host"] = own_tiles(llvm.get_host_cpu_features())
+        return _tiles_on["host"]
+    return all(features.get(name, False) for name in _AVX512)
+
+
+_tiles_on: dict = {}
+
+
+def blas_gemm(ta, tb, alpha, a, b, beta, c):
+    """jit.gemm, always by the BLAS (compiled; its plain form is jit.gemm's): for benchmarks."""
+    gemm(ta, tb, alpha, a, b, beta, c)
+
+
+@overload(blas_gemm, jit_options={"cache": True})
+def _blas_gemm_overload(ta, tb, alpha, a, b, beta, c):
     fn, real = (_SGEMM, np.float32) if c.dtype == types.float32 else (_DGEMM, np.float64)
 
     def impl(ta, tb, alpha, a, b, beta, c):
@@ -231,4 +240,18 @@ def _gemm_overload(ta, tb, alpha, a, b, beta, c):
         fn(i32(ROW_MAJOR), i32(TRANS if ta else NO_TRANS), i32(TRANS if tb else NO_TRANS), i32(m),
            i32(n), i32(k), real(alpha), a.ctypes.data, i32(lda), b.ctypes.data, i32(ldb), real(beta),
            c.ctypes.data, i32(ldc))
+    return impl
+
+
+@overload(gemm, jit_options={"cache": True})
+def _gemm_overload(ta, tb, alpha, a, b, beta, c):
+    tiles = own_tiles()  # fixed when the kernel compiles: Numba's cache is kept per CPU
+
+    def impl(ta, tb, alpha, a, b, beta, c):
+        if tiles and not tb:
+            gemm_tiles(ta, alpha, a, b, beta, c)
+        elif tiles and not ta:
+            gemm_tiles_nt(alpha, a, b, beta, c)
+        else:
+            blas_gemm(ta, tb, alpha, a, b, beta, c)
     return impl

@@ -201,9 +201,10 @@ class LayerKind:
     def label(self, h):
         return self.name
 
-    def cpu_algorithm(self, h, xs, batch=None):
+    def cpu_algorithm(self, h, xs, batch=None, tiles=None):
         """How the CPU runs this layer at this batch size, where there is a choice (`netc bench`
-        shows it)."""
+        shows it); `tiles`: whether the GEMMs run on netc's own tiles (by default, whether this
+        CPU has them)."""
         return ""
 
 

@@ -47,7 +47,7 @@ def bench(spec, batch=64, iters=20, warmup=3, seed=0):
 def format_bench(result, name) -> str:
     lines = [f"{name}: batch {result['batch']}, median of {result['iters']} steps, "
              f"{result['threads']} thread{'s' if result['threads'] > 1 else ''}",
-             f"BLAS: {result['blas']}",
+             f"GEMM: {result['blas']}",
              f"{'layer':<28} {'kind':<8} {'runs as':<9} {'forward ms':>11} {'backward ms':>12} "
              f"{'forward GFLOP/s':>16}"]
     for layer, kind, how, f, b, macs in result["layers"]:

@@ -54,8 +54,8 @@ class FullyConnected(LayerKind):
     def label(self, h):
         return f"{self.name} {h['units']}" + (f" {h['act']}" if h["act"] != "none" else "")
 
-    def cpu_algorithm(self, h, xs, batch=None):
-        return linear_algorithm(batch or 1, math.prod(xs[0]), 4)
+    def cpu_algorithm(self, h, xs, batch=None, tiles=None):
+        return linear_algorithm(batch or 1, math.prod(xs[0]), 4, tiles)
 
     # ---- runtime ------------------------------------------------------------------------------
     # Both passes are one parallel kernel each (see linear_forward, linear_backward). The
@@ -93,24 +93,31 @@ class FullyConnected(LayerKind):
 
 # FC's forward runs one of two ways. "dots": netc's own loop, two samples against nine units a
 # pass with the 18 sums in registers (the direct CONV's _nine_dots_cpu), vectorized at the CPU's
-# full width whatever the BLAS is pinned to; it pays where each row holds 1-4 KiB (long enough
-# for its 18 sums, short enough that nine units' rows stay in L1) or the batch is under 16 (too
-# few rows for a GEMM's packing to pay). "gemm": the BLAS, for everything else. Measured by
-# bench/fc.py on 2 threads against OpenBLAS's AVX2 kernels (float32): the MLP's 64 x 784 x 256
-# layer 1.3-1.8x faster, 400 -> 120 (LeNet's C5) 1.3-1.6x, batch 1 3.7-4.6x; rows of 120 at
-# batch 64 0.92-0.97x, rows of 4096 0.95-1.3x. The backward passes stay GEMMs: direct's tap
-# loops on the weight gradient were 1.1x slower at batch 64, 1.15x faster at 256.
+# full width whatever the BLAS is pinned to. "gemm": the kernels' gemm, which on CPUs with AVX-512
+# is netc's own register tiles (compiler/tiles.py) and elsewhere the BLAS. With the tiles, gemm
+# wins from 16 samples on; measured by bench/fc.py on 2 threads (float32), gemm / dots: the
+# MLP's 64 x 784 x 256 layer 0.74x, 400 -> 120 (LeNet's C5) 0.82x, rows of 120 0.78x, rows of
+# 4096 0.56x; batch 1 0.98x. Against OpenBLAS's AVX2 kernels, dots paid where each row holds
+# 1-4 KiB (long enough for its 18 sums, short enough that nine units' rows stay in L1) or the
+# batch is under 16 (too few rows for a GEMM's packing to pay): the MLP's layer 1.3-1.8x faster,
+# C5 1.3-1.6x, batch 1 3.7-4.6x; rows of 120 at batch 64 0.92-0.97x, rows of 4096 0.95-1.3x.
 DOTS_ROW_BYTES = (1024, 4096)
 DOTS_SMALL_BATCH = 16
 FORCE = None  # "dots" | "gemm": for tests and benchmarks
 
 
-def linear_algorithm(n, k, itemsize):
-    """'dots' or 'gemm' for n samples of k features (see above)."""
+def linear_algorithm(n, k, itemsize, tiles=None):
+    """'dots' or 'gemm' for n samples of k features (see above); `tiles`: whether gemm runs on
+    netc's own tiles (by default, whether this CPU has them)."""
     if FORCE is not None:
         return FORCE
+    if n < DOTS_SMALL_BATCH:
+        return "dots"
+    if tiles is None:
+        from ..blas import own_tiles
+        tiles = own_tiles()
     lo, hi = DOTS_ROW_BYTES
-    return "dots" if n < DOTS_SMALL_BATCH or lo <= k * itemsize <= hi else "gemm"
+    return "gemm" if tiles or not lo <= k * itemsize <= hi else "dots"
 
 
 def linear_forward(x2, w, bias, code, workers, z):

@@ -78,7 +78,7 @@ def test_bench_names_each_conv_algorithm(capsys, tmp_path):
     for batch, fc in ((2, "dots"), (16, "gemm")):  # FC: rows of 16 values, dots below 16 samples
         assert main(["bench", str(spec), "--batch", str(batch), "--iters", "1"]) == 0
         lines = capsys.readouterr().out.splitlines()
-        assert lines[1].startswith("BLAS: ") and "kernels" in lines[1]  # which BLAS and kernels
+        assert lines[1].startswith("GEMM: ") and "kernels" in lines[1]  # which BLAS and kernels
         rows = {line.split()[0]: line.split() for line in lines[3:-1]}
         assert [rows[f"conv{i}"][2] for i in range(1, 6)] == ["direct", "im2col", "winograd",
                                                               "im2col", "dense"]

@@ -1,4 +1,5 @@
-"""The GEMM the kernels call: compiled (netc's own OpenBLAS through LLVM), its NumPy stand-in for
+"""The GEMM the kernels call: compiled (netc's own tiles on CPUs with AVX-512, else netc's own
+OpenBLAS through LLVM; and that BLAS alone), its NumPy stand-in for
 machines without a CBLAS, and the plain-Python form, against NumPy's matmul; and which OpenBLAS
 kernels netc's copy loads with."""
 import ctypes
@@ -31,13 +32,20 @@ def test_compiled_gemm(ta, tb, dtype):
     import numba
     jit.setup()
 
+    from netc.compiler import blas
+
     @numba.njit
     def call(ta, tb, a, b, c):
         jit.gemm(ta, tb, 1.5, a, b, 0.5, c)
 
-    a, b, c, want = operands(ta, tb, dtype, np.random.default_rng(0))
-    call(ta, tb, a, b, c)
-    np.testing.assert_allclose(c, want, rtol=1e-5 if dtype == np.float32 else 1e-12)
+    @numba.njit
+    def call_blas(ta, tb, a, b, c):  # the BLAS itself, where gemm runs netc's tiles
+        blas.blas_gemm(ta, tb, 1.5, a, b, 0.5, c)
+
+    for fn in (call, call_blas):
+        a, b, c, want = operands(ta, tb, dtype, np.random.default_rng(0))
+        fn(ta, tb, a, b, c)
+        np.testing.assert_allclose(c, want, rtol=1e-5 if dtype == np.float32 else 1e-12)
 
 
 def test_compiled_gemm_on_row_blocks():
@@ -72,20 +80,6 @@ def test_numpy_stand_in_and_python_form(ta, tb):
     a, b, c, want = operands(ta, tb, np.float64, rng)
     jit.gemm(ta, tb, 1.5, a, b, 0.5, c)
     np.testing.assert_allclose(c, want, rtol=1e-12)
-
-
-AVX512 = {name: True for name in ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")}
-
-
-def test_pin_hint_names_the_setting_that_leaves_avx512_unused():
-    from netc.compiler import blas
-    assert blas._pin_hint("SkylakeX", AVX512, {}) == ""
-    assert blas._pin_hint("Haswell", {**AVX512, "avx512bw": False}, {}) == ""  # no AVX-512 to use
-    pinned = blas._pin_hint("Haswell", AVX512, {"OPENBLAS_CORETYPE": "Haswell"})
-    assert "OPENBLAS_CORETYPE=Haswell" in pinned and "NETC_BLAS_CORETYPE=auto" in pinned
-    assert "NETC_BLAS_CORETYPE=Zen" in blas._pin_hint("Zen", AVX512, {"NETC_BLAS_CORETYPE": "Zen",
-                                                                      "OPENBLAS_CORETYPE": "Haswell"})
-    assert "NETC_BLAS_CORETYPE=SkylakeX" in blas._pin_hint("Haswell", AVX512, {})
 
 
 def test_environment_is_restored():

@@ -195,21 +195,23 @@ def test_conv_algorithms_agree_with_im2col(monkeypatch, inp, chain, algorithm):
         np.testing.assert_allclose(grads1[name], grads0[name], rtol=1e-10, atol=1e-14, err_msg=name)
 
 
-@pytest.mark.parametrize("inp,chain,expected", [
-    ("32x32x1", "CONV 5x5 6", "direct"),                  # LeNet's C1: one channel, long rows
-    ("14x14x6", "CONV 5x5 16", "im2col"),                 # LeNet's C2: rows too short
-    ("32x32x32", "CONV 3x3 32 pad=1", "direct"),          # a small VGG's second layer
-    ("16x16x32", "CONV 3x3 64 pad=1", "winograd"),        # ... its third: 16x16 planes
-    ("32x32x64", "CONV 3x3 64 pad=1", "winograd"),        # 64 channels
-    ("32x32x3", "CONV 3x3/2 16 pad=1", "im2col"),         # strided
-    ("32x32x8", "CONV 3x3 16 pad=1 groups=2", "im2col"),  # grouped
-    ("5x5x8", "CONV 5x5 16", "dense"),                    # the window covers the input
+@pytest.mark.parametrize("inp,chain,tiles,expected", [
+    ("32x32x1", "CONV 5x5 6", True, "direct"),                  # LeNet's C1: one channel, long rows
+    ("14x14x6", "CONV 5x5 16", True, "im2col"),                 # LeNet's C2: rows too short
+    ("32x32x32", "CONV 3x3 32 pad=1", False, "direct"),         # a small VGG's second layer ...
+    ("32x32x32", "CONV 3x3 32 pad=1", True, "winograd"),        # ... with netc's own GEMM tiles
+    ("32x32x16", "CONV 3x3 32 pad=1", True, "direct"),
+    ("16x16x32", "CONV 3x3 64 pad=1", False, "winograd"),       # ... its third: 16x16 planes
+    ("32x32x64", "CONV 3x3 64 pad=1", False, "winograd"),       # 64 channels
+    ("32x32x3", "CONV 3x3/2 16 pad=1", True, "im2col"),         # strided
+    ("32x32x8", "CONV 3x3 16 pad=1 groups=2", True, "im2col"),  # grouped
+    ("5x5x8", "CONV 5x5 16", True, "dense"),                    # the window covers the input
 ])
-def test_conv_algorithm_rule(inp, chain, expected):
+def test_conv_algorithm_rule(inp, chain, tiles, expected):
     """The rule README's table gives, on the layers it was measured on."""
     net = netc.compile(f"input {inp}\n{chain}")
     (node,) = [n for n in net.nodes if n.kind == "CONV"]
-    assert registry.kinds()["CONV"].cpu_algorithm(node.hyper, node.in_shapes) == expected
+    assert registry.kinds()["CONV"].cpu_algorithm(node.hyper, node.in_shapes, None, tiles) == expected
 
 
 @pytest.mark.parametrize("n,k,u", [(5, 3, 2), (2, 6, 7), (4, 4, 4)])
@@ -268,14 +270,17 @@ def test_fc_algorithms_against_numpy(monkeypatch, algorithm, n, k, u, act):
     np.testing.assert_allclose(dx, dz @ w, rtol=1e-7, atol=1e-9)
 
 
-@pytest.mark.parametrize("n,k,expected", [
-    (64, 784, "dots"),     # an MLP's first layer: rows of 3 KiB
-    (64, 400, "dots"),     # LeNet's C5 as an FC
-    (64, 120, "gemm"),     # rows too short for the 18 sums to pay
-    (64, 4096, "gemm"),    # nine rows of 16 KiB do not stay in L1
-    (1, 4096, "dots"),     # a batch too small for a GEMM's packing
+@pytest.mark.parametrize("n,k,tiles,expected", [
+    (64, 784, False, "dots"),   # an MLP's first layer, rows of 3 KiB, against the BLAS
+    (64, 400, False, "dots"),   # LeNet's C5 as an FC
+    (64, 120, False, "gemm"),   # rows too short for the 18 sums to pay
+    (64, 4096, False, "gemm"),  # nine rows of 16 KiB do not stay in L1
+    (1, 4096, False, "dots"),   # a batch too small for a GEMM's packing
+    (64, 784, True, "gemm"),    # netc's own tiles beat dots from 16 samples on
+    (16, 120, True, "gemm"),
+    (15, 784, True, "dots"),
 ])
-def test_fc_algorithm_rule(n, k, expected):
+def test_fc_algorithm_rule(n, k, tiles, expected):
     net = netc.compile(f"input {k}\nFC 256")
     (node,) = [m for m in net.nodes if m.kind == "FC"]
-    assert registry.kinds()["FC"].cpu_algorithm(node.hyper, node.in_shapes, n) == expected
+    assert registry.kinds()["FC"].cpu_algorithm(node.hyper, node.in_shapes, n, tiles) == expected

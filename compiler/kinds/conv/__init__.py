@@ -102,8 +102,8 @@ class Conv(LayerKind):
             text += f" {h['act']}"
         return text
 
-    def cpu_algorithm(self, h, xs, batch=None):
-        return _algorithm(h, (1,) + tuple(xs[0]))
+    def cpu_algorithm(self, h, xs, batch=None, tiles=None):
+        return _algorithm(h, (1,) + tuple(xs[0]), tiles)
 
     # ---- runtime ------------------------------------------------------------------------------
     # Each pass is one parallel kernel of the algorithm _algorithm picks: every thread takes a
@@ -132,8 +132,8 @@ class Conv(LayerKind):
                                 ow, xp, acc, y)
         elif algorithm == "winograd":
             per, xp, v, z, o = _winograd_workspace(ctx, x, f, oh, ow, ("xp", "v", "m", "o"))
-            _winograd_forward_cpu(x, _winograd_weights(p["weight"]), bias, code, *h["pad"], oh, ow,
-                                  per, xp, v, z, o, y)
+            ut = np.ascontiguousarray(_winograd_weights(p["weight"]).transpose(0, 2, 1))
+            _winograd_forward_cpu(x, ut, bias, code, *h["pad"], oh, ow, per, xp, v, z, o, y)
         else:
             per, cols, z = _workspace(ctx, h, x, f, oh, ow, ("cols", "z"))
             size = cols.shape[1] and x.shape[0] * w.shape[1] * h["groups"] * oh * ow
@@ -224,15 +224,21 @@ WINOGRAD_MIN_OUTPUT = 64    # output pixels: fewer, and 16 small GEMMs lose to o
 # 32 -> 32 on 32x32 (a VGG's second layer) 1.2x, or even with AVX-512 GEMMs. Winograd wins from
 # 64 channels (1.15x on 32x32) and on 16x16 planes (pass 288), im2col on LeNet's C2 (pass 140).
 DIRECT_MAX_CHANNELS = 32
+# where the GEMMs run on netc's own tiles (AVX-512), Winograd wins over direct above 16 channels:
+# 32 -> 32 on 32x32 (the small VGG's conv2) 14.3 ms forward + backward against direct's 17.6
+# (2 threads, batch 64)
+DIRECT_MAX_CHANNELS_TILES = 16
 DIRECT_MIN_PASS = 512
 FORCE = None  # "im2col" | "winograd" | "direct" | "dense" where allowed: for tests and benchmarks
 
 
-def _algorithm(h, xshape):
+def _algorithm(h, xshape, tiles=None):
     """How a CONV runs on the CPU: dense (its window covers the whole input: an FC), winograd
-    (3x3/1 over enough channels and pixels), direct (stride 1, few channels, long rows) or im2col. (Shifted GEMMs over the padded input, kh*kw
+    (3x3/1 over enough channels and pixels), direct (stride 1, few channels, long rows) or
+    im2col. (Shifted GEMMs over the padded input, kh*kw
     of them accumulated, were measured too: no faster than im2col with its unfolding kept, and
-    up to 1.3x slower on 5x5 layers; removed.)"""
+    up to 1.3x slower on 5x5 layers; removed.) `tiles`: whether the GEMMs run on netc's own tiles
+    (by default, whether this CPU has them)."""
     oh, ow, _, _ = conv_geometry(h, xshape[1:])
     dense = h["groups"] == 1 and h["pad"] == (0, 0) and h["kernel"] == tuple(xshape[2:])
     direct = h["stride"] == (1, 1) and h["groups"] == 1
@@ -242,11 +248,17 @@ def _algorithm(h, xshape):
         return FORCE if allowed else "im2col"
     if dense:
         return "dense"
+    winograd = winograd and xshape[1] >= WINOGRAD_MIN_CHANNELS and oh * ow >= WINOGRAD_MIN_OUTPUT
     if direct and xshape[1] <= DIRECT_MAX_CHANNELS and oh * (xshape[3] + 2 * h["pad"][1]) >= DIRECT_MIN_PASS:
-        return "direct"
-    if winograd and xshape[1] >= WINOGRAD_MIN_CHANNELS and oh * ow >= WINOGRAD_MIN_OUTPUT:
-        return "winograd"
-    return "im2col"
+        if not (winograd and xshape[1] > DIRECT_MAX_CHANNELS_TILES
+                and (_own_tiles() if tiles is None else tiles)):
+            return "direct"
+    return "winograd" if winograd else "im2col"
+
+
+def _own_tiles():
+    from ...blas import own_tiles  # the runtime's question (it needs numba): asked only there
+    return own_tiles()
 
 
 # a layer whose whole batch unfolds into at most this keeps it from forward to backward instead of

@@ -69,7 +69,9 @@ def _skew(count, unit_bytes):
 
 
 @cpu_kernel(parallel=True)
-def _winograd_forward_cpu(x, u, bias, code, ph, pw, oh, ow, per, xp_ws, v_ws, m_ws, o_ws, y):
+def _winograd_forward_cpu(x, ut, bias, code, ph, pw, oh, ow, per, xp_ws, v_ws, m_ws, o_ws, y):
+    """y = act(conv(x, w) + bias), ut = U^T (16, C, F): V U^T as V times a matrix with
+    contiguous rows, the GEMM that netc's tiles run at full speed."""
     n = x.shape[0]
     parts = xp_ws.shape[0]
     th, tw = -(-oh // 2), -(-ow // 2)
@@ -81,7 +83,7 @@ def _winograd_forward_cpu(x, u, bias, code, ph, pw, oh, ow, per, xp_ws, v_ws, m_
             cols = m * th * tw
             _winograd_input_cpu(x, s, m, ph, pw, th, tw, xp, v)
             for k in range(16):  # M = V U^T, tile by tile
-                gemm(False, True, 1.0, v[k, :cols], u[k], 0.0, mm[k, :cols])
+                gemm(False, False, 1.0, v[k, :cols], ut[k], 0.0, mm[k, :cols])
             for q in range(m):
                 _winograd_out_cpu(mm, q * th * tw, th, tw, o)
                 for f in range(o.shape[0]):
