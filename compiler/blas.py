@@ -12,7 +12,7 @@ OPENBLAS_CORETYPE in the environment pins them, for netc's copy too, unless NETC
 says otherwise ("auto": OpenBLAS's own choice; or a core name, such as Haswell or SkylakeX).
 `describe()` tells what runs. On CPUs with AVX-512 the kernels' GEMMs run on netc's own tiles
 (tiles.py) instead, whatever the BLAS is pinned to: about twice as fast as OpenBLAS's AVX2 kernels
-and at least as fast as its AVX-512 ones on the layers' shapes.
+and as fast or faster than its AVX-512 ones on most of the layers' shapes (bench/gemm.py).
 Without that wheel: another loaded 32-bit-integer CBLAS (SciPy's OpenBLAS, MKL, Accelerate),
 limited to one thread; without any, the same names lead to NumPy through ctypes: slower, and
 still correct.
@@ -207,8 +207,8 @@ def describe() -> str:
 
 def own_tiles(features=None) -> bool:
     """Whether gemm runs C = op(A) B on netc's own tiles (tiles.py) rather than the BLAS: on CPUs
-    with AVX-512, where they are about twice as fast as OpenBLAS's AVX2 kernels and at least as
-    fast as its AVX-512 ones on the shapes netc sends (see bench/gemm.py)."""
+    with AVX-512, where they are about twice as fast as OpenBLAS's AVX2 kernels and as fast or
+    faster than its AVX-512 ones on most shapes netc sends (see bench/gemm.py)."""
     if features is None:
         if "host" not in _tiles_on:  # asking LLVM takes about 100 us: once per process
             _tiles_on["host"] = own_tiles(llvm.get_host_cpu_features())

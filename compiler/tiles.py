@@ -6,8 +6,9 @@ Numba gets. So the tile is written in LLVM's own vector IR through Numba's `@int
 of ROWS rows of C by up to four 64-byte vectors (6 x 64 floats: 24 accumulators, 4 row loads and
 6 broadcasts per 24 fused multiply-adds), summed over all of K in registers and written once.
 On AVX-512 that is what a BLAS's inner kernel does; measured on a 2-core Zen 5 against netc's
-OpenBLAS, the MLP's weight gradient (256 x 784 over 64 samples) ran at 233 GFLOP/s per core,
-against 110 with the Haswell kernels that OPENBLAS_CORETYPE pins and 167 with the AVX-512 ones.
+OpenBLAS, the MLP's weight gradient (256 x 784 over 64 samples) ran at 235 GFLOP/s per core,
+against 114 with the Haswell kernels that OPENBLAS_CORETYPE pins and 210 with the AVX-512 ones
+(bench/gemm.py).
 
 B and C need contiguous rows (C = op(A) B, not B^T): that is the row that a vector loads. A is
 read one element at a time (broadcast), so A or A^T are the same to the tile. No packing: the
