@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import ctypes.util
 import glob
 import importlib.util
@@ -210,13 +211,14 @@ def own_tiles(features=None) -> bool:
     with AVX-512, where they are about twice as fast as OpenBLAS's AVX2 kernels and as fast or
     faster than its AVX-512 ones on most shapes netc sends (see bench/gemm.py)."""
     if features is None:
-        if "host" not in _tiles_on:  # asking LLVM takes about 100 us: once per process
-            _tiles_on["host"] = own_tiles(llvm.get_host_cpu_features())
-        return _tiles_on["host"]
+        return _host_tiles()
     return all(features.get(name, False) for name in _AVX512)
 
 
-_tiles_on: dict = {}
+@functools.cache
+def _host_tiles() -> bool:
+    """own_tiles() for this CPU: asking LLVM takes about 100 us, so once per process."""
+    return own_tiles(llvm.get_host_cpu_features())
 
 
 def blas_gemm(ta, tb, alpha, a, b, beta, c):

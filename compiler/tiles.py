@@ -14,8 +14,9 @@ B and C need contiguous rows (C = op(A) B, not B^T): that is the row that a vect
 read one element at a time (broadcast), so A or A^T are the same to the tile. No packing: the
 shapes netc sends here keep a 64-wide panel of B in L1 or L2.
 
-`gemm_tiles` is the Numba-side driver; blas.py's gemm calls it on CPUs with AVX-512 (where the
-vectors are registers: elsewhere LLVM splits them, which is correct and slower than the BLAS).
+`gemm_tiles` (C = op(A) B) and `gemm_tiles_nt` (C = A B^T, inner products) are the Numba-side
+drivers; blas.py's gemm calls them on CPUs with AVX-512 (where the vectors are registers:
+elsewhere LLVM splits them, which is correct and slower than the BLAS).
 Imported by jit.setup() only: it needs numba.
 """
 from __future__ import annotations
@@ -102,17 +103,28 @@ def _emit_tile(builder, elem, lanes, pa, sar, sac, pb, ldb, pc, ldc, k, alpha, b
             for v in range(nv):
                 builder.store(builder.call(fma, [s, bs[v], builder.load(accs[r][v])]), accs[r][v])
     va, vb = _splat(builder, alpha, vt), _splat(builder, beta, vt)
-    keep = builder.fcmp_unordered("!=", beta, ir.Constant(elem, 0.0))
+    keep = _beta_nonzero(builder, beta)
     for r in range(rows):
         crow = builder.gep(pc, [builder.mul(ir.Constant(_I64, r), ldc)])
         for v in range(nv):
-            ptr = vec_at(crow, ir.Constant(_I64, v * lanes))
-            value = builder.fmul(va, builder.load(accs[r][v]))
-            with builder.if_else(keep) as (add, put):  # beta 0: C is not read (it may hold anything)
-                with add:
-                    store(builder.fadd(value, builder.fmul(vb, load(ptr, v == nv - 1))), ptr, v == nv - 1)
-                with put:
-                    store(value, ptr, v == nv - 1)
+            ptr, last = vec_at(crow, ir.Constant(_I64, v * lanes)), v == nv - 1
+            _write(builder, keep, builder.fmul(va, builder.load(accs[r][v])), vb,
+                   lambda: load(ptr, last), lambda value: store(value, ptr, last))
+
+
+def _beta_nonzero(builder, beta):
+    return builder.fcmp_unordered("!=", beta, ir.Constant(beta.type, 0.0))
+
+
+def _write(builder, keep, value, beta, load, store):
+    """store(value + beta * load()) where `keep` (beta is not 0), else store(value): with beta
+    0, C is not read (it may hold anything, NaN included). The lambdas are called while the IR
+    is built, inside each branch."""
+    with builder.if_else(keep) as (add, put):
+        with add:
+            store(builder.fadd(value, builder.fmul(beta, load())))
+        with put:
+            store(value)
 
 
 def _splat(builder, scalar, vt):
@@ -122,13 +134,19 @@ def _splat(builder, scalar, vt):
                                   ir.Constant(ir.VectorType(_I32, vt.count), [0] * vt.count))
 
 
+def _float_arrays(*arrays):
+    """Whether the tiles can take these argument types: arrays of one float type."""
+    return (all(isinstance(t, types.Array) and isinstance(t.dtype, types.Float) for t in arrays)
+            and len({t.dtype for t in arrays}) == 1)
+
+
 @intrinsic
 def _tile(typingctx, a, ao, sar, sac, b, bo, ldb, c, co, ldc, k, alpha, beta, rows, width):
     """C[co + r*ldc + j] = alpha sum_k A[ao + r*sar + k*sac] B[bo + k*ldb + j] + beta C[...] for
     r < rows (1..ROWS) and j < width (1..VECTORS*lanes), where lanes = 64 bytes of the arrays'
     type: a full tile, or as many vectors as cover width with the last one masked. Offsets and strides
     in elements; a, b, c are arrays of one float type, used only for their data pointers."""
-    if not all(isinstance(t, types.Array) for t in (a, b, c)) or len({a.dtype, b.dtype, c.dtype}) != 1:
+    if not _float_arrays(a, b, c):
         return None
     sig = types.void(a, types.intp, types.intp, types.intp, b, types.intp, types.intp, c,
                      types.intp, types.intp, types.intp, c.dtype, c.dtype, types.intp, types.intp)
@@ -190,17 +208,13 @@ def _emit_nt(builder, elem, lanes, pa, lda, pb, ldb, pc, ldc, k, alpha, beta, ro
     rest = builder.sub(k, done)
     with builder.if_then(builder.icmp_signed(">", rest, ir.Constant(_I64, 0))):
         step(done, vec.mask(rest))
-    keep = builder.fcmp_unordered("!=", beta, ir.Constant(elem, 0.0))
+    keep = _beta_nonzero(builder, beta)
     for r in range(rows):
         crow = builder.gep(pc, [builder.mul(ir.Constant(_I64, r), ldc)])
         for j in range(cols):
             ptr = builder.gep(crow, [ir.Constant(_I64, j)])
-            value = builder.fmul(alpha, _sum_lanes(builder, builder.load(accs[r][j])))
-            with builder.if_else(keep) as (add, put):
-                with add:
-                    builder.store(builder.fadd(value, builder.fmul(beta, builder.load(ptr))), ptr)
-                with put:
-                    builder.store(value, ptr)
+            _write(builder, keep, builder.fmul(alpha, _sum_lanes(builder, builder.load(accs[r][j]))),
+                   beta, lambda: builder.load(ptr), lambda value: builder.store(value, ptr))
 
 
 def _sum_lanes(builder, v):
@@ -219,7 +233,7 @@ def _sum_lanes(builder, v):
 def _tile_nt(typingctx, a, ao, lda, b, bo, ldb, c, co, ldc, k, alpha, beta, rows, cols):
     """C[co + r*ldc + j] = alpha sum_k A[ao + r*lda + k] B[bo + j*ldb + k] + beta C[...] for
     r < rows (1..NT_ROWS), j < cols (1..NT_COLS): C = A B^T, with K contiguous in both."""
-    if not all(isinstance(t, types.Array) for t in (a, b, c)) or len({a.dtype, b.dtype, c.dtype}) != 1:
+    if not _float_arrays(a, b, c):
         return None
     sig = types.void(a, types.intp, types.intp, b, types.intp, types.intp, c, types.intp,
                      types.intp, types.intp, c.dtype, c.dtype, types.intp, types.intp)

@@ -132,8 +132,8 @@ class Conv(LayerKind):
                                 ow, xp, acc, y)
         elif algorithm == "winograd":
             per, xp, v, z, o = _winograd_workspace(ctx, x, f, oh, ow, ("xp", "v", "m", "o"))
-            ut = np.ascontiguousarray(_winograd_weights(p["weight"]).transpose(0, 2, 1))
-            _winograd_forward_cpu(x, ut, bias, code, *h["pad"], oh, ow, per, xp, v, z, o, y)
+            _winograd_forward_cpu(x, _winograd_weights(p["weight"], transpose=True), bias, code,
+                                  *h["pad"], oh, ow, per, xp, v, z, o, y)
         else:
             per, cols, z = _workspace(ctx, h, x, f, oh, ow, ("cols", "z"))
             size = cols.shape[1] and x.shape[0] * w.shape[1] * h["groups"] * oh * ow

@@ -19,13 +19,15 @@ _WINO_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 _WINO_GG = np.kron(_WINO_G, _WINO_G)  # (16, 9): vec(G g G^T) = (G (x) G) vec(g), row-major
 
 
-def _winograd_weights(weight):
+def _winograd_weights(weight, transpose=False):
     """(F, C, 3, 3) weights -> U (16, F, C), U = G g G^T for every (filter, channel): one
-    product by G (x) G, which maps a flattened 3x3 g to the flattened 4x4 U, in float64."""
+    product by G (x) G, which maps a flattened 3x3 g to the flattened 4x4 U, in float64; with
+    transpose, U^T (16, C, F) (forward's GEMM), in the same one copy."""
     f, c = weight.shape[:2]
     u = np.empty((16, f * c))
     _product_cpu(False, True, _WINO_GG, weight.reshape(f * c, 9).astype(np.float64), u)
-    return np.ascontiguousarray(u.reshape(16, f, c), dtype=weight.dtype)
+    u = u.reshape(16, f, c)
+    return np.ascontiguousarray(u.transpose(0, 2, 1) if transpose else u, dtype=weight.dtype)
 
 
 def _winograd_weight_grad(du):
