@@ -84,13 +84,11 @@ def main(argv=None):
         import torch
     except ImportError:
         sys.exit("bench/compare.py needs PyTorch: pip install torch (a CPU build)")
-    from netc.compiler import jit
+    from netc.runtime.backends.cpu import blas, jit
     torch.set_num_threads(jit.num_threads())
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
           f"threads {jit.num_threads()}")
-    from netc.compiler import blas
-    jit.setup()
     print(f"netc's GEMM: {blas.describe()}")
     print(f"{'case':<14} {'netc ms':>9} {'torch ms':>9} {'speed-up':>9} {'target':>7}")
     for name, spec, batch, target in CASES:

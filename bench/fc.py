@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 
-from netc.compiler import blas, jit
-from netc.compiler.kinds import dense
+from netc.runtime.backends.cpu import blas, dense, jit
+from netc.runtime.backends.cpu.common import act_pair
 
 # an MLP's first layer at batch 64 and 256, LeNet's C5 and F6, batch 1, a small VGG's FC (rows
 # of 16 KiB)
@@ -29,18 +29,18 @@ def measure(n, k, u, repeats):
     w = rng.standard_normal((u, k)).astype(np.float32)
     b = rng.standard_normal(u).astype(np.float32)
     z = np.empty((n, u), np.float32)
-    parts = jit.workers()
+    relu = act_pair("relu", np.float32)
     times = {"dots": [], "gemm": []}
     try:
         for _ in range(3):  # compiles (or loads the cache)
             for way in times:
                 dense.FORCE = way
-                dense.linear_forward(x, w, b, 1, parts, z)
+                dense.linear_forward(x, w, b, relu, z)
         for _ in range(repeats):
             for way, ts in times.items():
                 dense.FORCE = way
                 t = time.perf_counter()
-                dense.linear_forward(x, w, b, 1, parts, z)
+                dense.linear_forward(x, w, b, relu, z)
                 ts.append(time.perf_counter() - t)
     finally:
         dense.FORCE = None

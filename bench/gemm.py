@@ -1,5 +1,5 @@
 """GFLOP/s of the GEMMs netc's kernels call, on one thread, for layer-sized shapes: netc's own
-register tiles (compiler/tiles.py, used on CPUs with AVX-512) against the BLAS, interleaved.
+register tiles (runtime/backends/cpu/tiles.py, used on CPUs with AVX-512) against the BLAS, interleaved.
 
     python bench/gemm.py                          # the BLAS kernels OpenBLAS runs here
     NETC_BLAS_CORETYPE=auto python bench/gemm.py  # OpenBLAS's own choice, past OPENBLAS_CORETYPE
@@ -14,7 +14,7 @@ import time
 import numba
 import numpy as np
 
-from netc.compiler import blas, jit, tiles
+from netc.runtime.backends.cpu import blas, jit, tiles
 
 # (name, ta, tb, m, n, k) for C (m x n) = op(A) op(B) over k
 SHAPES = [

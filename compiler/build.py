@@ -11,10 +11,14 @@ from collections import Counter
 import networkx as nx
 
 from netc.dsl import ast
-from netc.dsl.errors import ShapeError, Source, SpecError, SpecWarning
+from netc.dsl.errors import NetcError, ShapeError, Source, SpecError, SpecWarning
 
 from . import registry, settings
 from .graph import Net, Node
+from .kinds.conv import Conv
+from .kinds.dense import FullyConnected
+from .kinds.join import Add, Concat, Input
+from .kinds.norm import BatchNorm
 from .registry import LayerError
 
 
@@ -61,7 +65,7 @@ class Builder:
             raise self.error("the spec has no `input` line", ast.Pos(1, 1),
                              "add `input HxWxC` (e.g. input 32x32x1) or `input N` for vectors")
         shape = self._input_shape(spec.input, spec.input_pos)
-        self._add(Node("input", "INPUT", (), {}, (), (), shape, line=spec.input_pos.line,
+        self._add(Node("input", Input.name, (), {}, (), (), shape, line=spec.input_pos.line,
                        column=spec.input_pos.column))
         cur, scope = "input", _Scope()
         for st in spec.body:
@@ -75,6 +79,12 @@ class Builder:
         train = settings.check(spec.train, self.source)
         net = Net(spec.name or "network", self.g, cur, self.source, self.warnings, train)
         net.spec_hash = fingerprint(net)
+        if "freeze" in train:
+            try:
+                net.frozen = frozenset(n.name for n in net.layers_matching(train["freeze"]))
+            except NetcError as e:
+                pos = next(a.pos for a in spec.train if a.key == "freeze")
+                raise self.error(e.message, pos, e.hint) from None
         return net
 
     def _input_shape(self, dims, pos):
@@ -251,7 +261,7 @@ class Builder:
     def _receptive_field(self, node, kind, pos):
         ins = [self.g.nodes[i]["node"] for i in node.inputs]
         if not ins[0].receptive_field:
-            if len(ins[0].out_shape) == 3 and ins[0].kind == "INPUT":
+            if len(ins[0].out_shape) == 3 and not ins[0].inputs:  # the input image
                 ins[0].receptive_field, ins[0].jump = (1, 1), (1, 1)
             else:
                 return
@@ -329,7 +339,7 @@ class Builder:
     # ---- branches -----------------------------------------------------------------------------
     def branch(self, br: ast.Branch, cur, scope, env):
         sub = scope.child(scope.next(br.kind.lower()))
-        allowed = {"RES": {"act": registry.Choice(registry.ACTIVATIONS)}}.get(br.kind, {})
+        allowed = {ast.RES: {"act": registry.Choice(registry.ACTIVATIONS)}}.get(br.kind, {})
         opts = {}
         for a in br.args:
             if a.key not in allowed:
@@ -339,19 +349,20 @@ class Builder:
                 opts[a.key] = allowed[a.key].parse(self.value(a.value, env, a.pos), a.key)
             except LayerError as e:
                 raise self.error(e.message, a.pos, e.hint) from None
-        if br.kind != "CONCAT" and len(br.chains) > 1:
+        if br.kind != ast.CONCAT and len(br.chains) > 1:
             raise self.error(f"{br.kind}[...] takes one chain; `|` separates CONCAT branches",
                              br.pos, "use CONCAT[a | b] for parallel branches")
-        if br.kind == "CONCAT":
+        concat = registry.get(Concat.name)
+        if br.kind == ast.CONCAT:
             outs = [self.chain(ch, cur, sub.child(f"b{i + 1}"), env) for i, ch in enumerate(br.chains)]
-            return self.node(registry.get("CONCAT"), {}, outs, sub, br.pos)
+            return self.node(concat, {}, outs, sub, br.pos)
         before = len(self.g)
         y = self.chain(br.chains[0], cur, sub, env)
-        if br.kind == "DENSE":
-            return self.node(registry.get("CONCAT"), {}, [cur, y], sub, br.pos)
-        uses_bn = any(self.g.nodes[n]["node"].kind == "BN" for n in list(self.g)[before:])
+        if br.kind == ast.DENSE:
+            return self.node(concat, {}, [cur, y], sub, br.pos)
+        uses_bn = any(self.g.nodes[n]["node"].kind == BatchNorm.name for n in list(self.g)[before:])
         short = self._shortcut(cur, y, sub, uses_bn, br.pos)
-        return self.node(registry.get("ADD"), dict(opts), [y, short], sub, br.pos)
+        return self.node(registry.get(Add.name), dict(opts), [y, short], sub, br.pos)
 
     def _shortcut(self, x, y, scope, uses_bn, pos):
         """Identity when shapes agree; else a 1x1 projection with the needed stride (+BN)."""
@@ -362,8 +373,8 @@ class Builder:
             raise self.error(f"RES cannot join its input {_shape(xs)} with its branch {_shape(ys)}",
                              pos, "keep the branch an image (no FC/GAP inside RES[...])", cls=ShapeError)
         if len(xs) == 1:
-            return self.node(registry.get("FC"), {"units": ys[0], "act": "none"}, [x], scope, pos,
-                             stem="proj")
+            return self.node(registry.get(FullyConnected.name), {"units": ys[0], "act": "none"},
+                             [x], scope, pos, stem="proj")
         s = max(1, round(xs[1] / ys[1])), max(1, round(xs[2] / ys[2]))
         if (xs[1] - 1) // s[0] + 1 != ys[1] or (xs[2] - 1) // s[1] + 1 != ys[2]:
             raise self.error(f"RES cannot join its input {_shape(xs)} with its branch {_shape(ys)}: "
@@ -372,9 +383,9 @@ class Builder:
                              cls=ShapeError)
         hyper = {"filters": ys[0], "kernel": (1, 1), "stride": s, "pad": (0, 0),
                  "bias": not uses_bn, "act": "none", "round": "floor"}
-        proj = self.node(registry.get("CONV"), hyper, [x], scope, pos, stem="proj")
+        proj = self.node(registry.get(Conv.name), hyper, [x], scope, pos, stem="proj")
         if uses_bn:
-            proj = self.node(registry.get("BN"), {}, [proj], scope, pos, stem="proj_bn")
+            proj = self.node(registry.get(BatchNorm.name), {}, [proj], scope, pos, stem="proj_bn")
         return proj
 
 

@@ -15,9 +15,6 @@ from .graph import Net
 from .report import _hw
 
 FORMATS = ("svg", "png", "pdf", "dot")
-_COLORS = {"CONV": "#cfe2f3", "POOL": "#d9ead3", "GAP": "#d9ead3", "FC": "#fce5cd",
-           "OUT": "#f4cccc", "BN": "#eeeeee", "ADD": "#fff2cc", "CONCAT": "#fff2cc",
-           "INPUT": "#ffffff", "DROPOUT": "#eeeeee"}
 
 
 def graph(net: Net, depth: int | None = None, rankdir: str = "TB") -> graphviz.Digraph:
@@ -40,9 +37,9 @@ def graph(net: Net, depth: int | None = None, rankdir: str = "TB") -> graphviz.D
     for n in net.nodes:
         if box[n.name] != n.name:
             continue
-        label = "input" if n.kind == "INPUT" else kinds[n.kind].label(n.hyper)
-        text = f"{n.path[-1]}\n{label}" if n.kind != "INPUT" else f"input\n{_hw(n.out_shape)}"
-        _cluster(dot, clusters, n.path[:-1]).node(n.name, text, fillcolor=_COLORS.get(n.kind, "#ffffff"))
+        kind = kinds[n.kind]
+        text = f"{n.path[-1]}\n{kind.label(n.hyper)}" if n.inputs else f"input\n{_hw(n.out_shape)}"
+        _cluster(dot, clusters, n.path[:-1]).node(n.name, text, fillcolor=kind.color)
     for key, members in folded.items():
         params = sum(m.param_count for m in members)
         text = f"{key}\n[{len(members)} layers, {params:,} params]"

@@ -1,10 +1,13 @@
 """The graph IR: a networkx DiGraph with one Node per layer; edges carry tensor shapes."""
 from __future__ import annotations
 
+import fnmatch
 import math
 from dataclasses import dataclass, field
 
 import networkx as nx
+
+from netc.dsl.errors import NetcError
 
 
 @dataclass
@@ -52,6 +55,8 @@ class Net:
         self.source, self.warnings = source, list(warnings)
         self.train = dict(train or {})
         self.spec_hash = spec_hash
+        # the layers the train section's freeze=[...] keeps fixed (set by the builder)
+        self.frozen: frozenset = frozenset()
 
     @property
     def nodes(self) -> list[Node]:
@@ -87,7 +92,27 @@ class Net:
 
     @property
     def trainable_params(self) -> int:
-        return sum(n.param_count for n in self.nodes if not n.hyper.get("frozen"))
+        """Parameters outside the layers the spec's train section freezes."""
+        return self.trainable()
+
+    def trainable(self, frozen=None) -> int:
+        """Parameters outside the `frozen` layers (by default, the spec's own)."""
+        frozen = self.frozen if frozen is None else frozen
+        return sum(n.param_count for n in self.nodes if n.name not in frozen)
+
+    def layers_matching(self, patterns) -> list:
+        """The layers with parameters whose name or path matches one of the glob patterns
+        (freeze=[conv*, stage1.*]), in order; a pattern that matches none is an error."""
+        layers = [n for n in self.nodes if n.params]
+        hit = set()
+        for pattern in patterns:
+            found = {n.name for n in layers if fnmatch.fnmatch(n.name, pattern)
+                     or fnmatch.fnmatch(".".join(n.path), pattern)}
+            if not found:
+                raise NetcError(f"freeze: no layer matches {pattern!r}",
+                                "layers: " + ", ".join(n.name for n in layers))
+            hit |= found
+        return [n for n in layers if n.name in hit]
 
     @property
     def buffer_count(self) -> int:

@@ -1,8 +1,10 @@
 """The layer-kind registry: one class per kind, registered once (Caffe's layer_factory).
 
-A kind says, in one place, how its arguments are read, its shape rule, its parameter, MAC and FLOP
-counts, its receptive-field window and its diagram label. The runtime adds its kernels to the same
-class (see compiler/kinds/*.py): adding a kind is one file and one `@register`.
+A kind says, in one place, everything about it that holds before anything runs: how its arguments
+are read, its shape rule, its parameter, MAC and FLOP counts, its receptive-field window, its
+diagram label and colour, how its parameters are initialised and which are regularised. (Its ONNX
+mapping will join these.) How it runs is the runtime's: one implementation per backend, registered
+against the kind in runtime/backends/. Nothing here imports numba.
 """
 from __future__ import annotations
 
@@ -201,11 +203,30 @@ class LayerKind:
     def label(self, h):
         return self.name
 
-    def cpu_algorithm(self, h, xs, batch=None, tiles=None):
-        """How the CPU runs this layer at this batch size, where there is a choice (`netc bench`
-        shows it); `tiles`: whether the GEMMs run on netc's own tiles (by default, whether this
-        CPU has them)."""
-        return ""
+    # the diagram's fill colour
+    color = "#ffffff"
+
+    def act_of(self, h):
+        """The activation this layer ends with ('none' if none): its fused `act=`, or what an
+        activation layer applies. The output layer's decides the natural loss."""
+        return h.get("act", "none")
+
+    def act_on_input(self, h):
+        """The activation this layer applies straight to its input (an activation layer, ADD's
+        act), not after weights of its own: what decides the initialisation of the layer before."""
+        return self.act_of(h) if self.elementwise or self.join else "none"
+
+    # BN and DROPOUT leave the choice of initialisation to the activation after them
+    init_passthrough = False
+
+    def init_rule(self, short):
+        """How a parameter or buffer starts: "weights" (drawn by the layer's scheme: He for the
+        ReLU family, Xavier otherwise, or its `init=`), "zeros", "ones", or a constant."""
+        return "zeros" if short == "bias" else "weights"
+
+    def regularized(self, h):
+        """The parameters that l1/l2 penalise (weights; not biases, nor BN's scale and shift)."""
+        return ()
 
 
 _REGISTRY: dict[str, LayerKind] = {}

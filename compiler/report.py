@@ -1,12 +1,9 @@
 """Accounting reports: memory estimates, the summary table, the JSON document."""
 from __future__ import annotations
 
+from . import registry
 from .graph import Net
-
-# optimizer state kept per trainable value (PyTorch's implementations)
-OPTIMIZER_STATE = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1,
-                   "adam": 2, "adamw": 2, "cg": 2, "lm": 2, "newton": 2}
-LBFGS_HISTORY = 10
+from .settings import LBFGS_HISTORY, OPTIMIZER_STATE
 
 
 def state_per_value(optimizer: str, history: int = LBFGS_HISTORY) -> int:
@@ -15,16 +12,19 @@ def state_per_value(optimizer: str, history: int = LBFGS_HISTORY) -> int:
     return OPTIMIZER_STATE[optimizer]
 
 
-def memory(net: Net, batch: int = 1, optimizer: str = "sgd", itemsize: int = 4) -> dict:
+def memory(net: Net, batch: int = 1, optimizer: str = "sgd", itemsize: int = 4,
+           frozen=None) -> dict:
     """Bytes for float32 values: parameters, forward activations, and a training estimate.
 
     training = parameters + buffers + gradients + optimizer state
                + batch * every node's output (what backward keeps)
-               + batch * 2 * the largest output (the gradient flowing back, in and out)."""
+               + batch * 2 * the largest output (the gradient flowing back, in and out).
+    `frozen`: the layers that do not train (by default those the spec's train section freezes)."""
+    trainable = net.trainable(frozen)
     params = net.total_params * itemsize
     buffers = net.buffer_count * itemsize
-    grads = net.trainable_params * itemsize
-    state = state_per_value(optimizer) * net.trainable_params * itemsize
+    grads = trainable * itemsize
+    state = state_per_value(optimizer) * trainable * itemsize
     acts = batch * net.activation_count * itemsize
     largest = max(n.activations for n in net.nodes)
     training = params + buffers + grads + state + acts + 2 * batch * largest * itemsize
@@ -61,7 +61,6 @@ def human_bytes(n: float) -> str:
 
 def rows(net: Net, depth: int | None = None):
     """Table rows: one per node, or one per block folded at `depth` path segments."""
-    from netc.compiler import registry
     kinds = registry.kinds()
     out = []
     for node in net.nodes:
@@ -73,7 +72,7 @@ def rows(net: Net, depth: int | None = None):
             row["activations"] += node.activations
             row["shape"], row["rf"], row["layers"] = _hw(node.out_shape), _rf(node), row["layers"] + 1
             continue
-        label = "input" if node.kind == "INPUT" else kinds[node.kind].label(node.hyper)
+        label = kinds[node.kind].label(node.hyper)
         out.append({"fold": key, "name": ".".join(key) if key else node.name,
                     "label": label if key is None else "", "layers": 1,
                     "shape": _hw(node.out_shape), "params": node.param_count, "macs": node.macs,
@@ -118,9 +117,9 @@ def summary(net: Net, batch: int = 1, depth: int | None = None, optimizer: str =
     return "\n".join(lines)
 
 
-def one_line(net: Net, batch: int = 1, optimizer: str = "sgd") -> str:
-    mem = memory(net, batch, optimizer)
-    return (f"{net.name}: {net.trainable_params:,} params, {human(net.total_macs)}MACs/sample, "
+def one_line(net: Net, batch: int = 1, optimizer: str = "sgd", frozen=None) -> str:
+    mem = memory(net, batch, optimizer, frozen=frozen)
+    return (f"{net.name}: {net.trainable(frozen):,} params, {human(net.total_macs)}MACs/sample, "
             f"~{human_bytes(mem['training'])} to train at batch {batch} with {optimizer}")
 
 
@@ -131,7 +130,7 @@ def to_json(net: Net, batch: int = 1, optimizer: str = "sgd") -> dict:
         layers.append({
             "name": n.name, "path": ".".join(n.path), "kind": n.kind, "inputs": list(n.inputs),
             "output_shape": list(n.out_shape), "params": n.param_count,
-            "trainable_params": 0 if n.hyper.get("frozen") else n.param_count,
+            "trainable_params": 0 if n.name in net.frozen else n.param_count,
             "buffers": n.buffer_count, "macs": n.macs, "flops": n.flops,
             "activations": n.activations,
             "receptive_field": list(n.receptive_field) if n.receptive_field else None,

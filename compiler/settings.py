@@ -1,4 +1,6 @@
-"""The `train` section: the keys it accepts and their types (the training issue gives them meaning)."""
+"""The training vocabulary, in one place: the `train` section's keys and their types, and the names
+of the optimizers, losses and schedules (the runtime implements each under the same name; the CLI
+offers these names)."""
 from __future__ import annotations
 
 import difflib
@@ -9,7 +11,16 @@ from .registry import Bool, Choice, Float, Int, Key, LayerError
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw",
               "lbfgs", "cg", "lm", "newton")
+# methods that take the whole training split at every step (max_iter steps per epoch)
+FULL_BATCH = ("lbfgs", "cg", "lm", "newton")
+# optimizer state kept per trainable value, for the memory estimate (PyTorch's implementations;
+# lbfgs keeps 2 * history + 2)
+OPTIMIZER_STATE = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1,
+                   "adam": 2, "adamw": 2, "cg": 2, "lm": 2, "newton": 2}
+LBFGS_HISTORY = 10
 LOSSES = ("cross_entropy", "bce", "mse", "mae", "huber", "hinge", "multiclass_hinge", "kl")
+# losses whose targets are class indices (cross-entropy also takes probability rows)
+CLASS_LABELS = ("cross_entropy", "multiclass_hinge")
 SCHEDULES = ("constant", "step", "multistep", "exponential", "plateau", "cosine", "cyclic")
 
 

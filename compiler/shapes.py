@@ -63,3 +63,11 @@ def _stride_error(w, k, s, p, axis):
         f"the stride does not fit: ({w} - {k} + 2*{p})/{s} + 1 = {exact:.4g} is not an integer "
         f"(input {axis} {w}, filter {k}, pad {p}, stride {s})",
         key="stride", hint="use " + "; or ".join(fixes))
+
+
+def window_geometry(h, x):
+    """(out_h, out_w, dropped_h, dropped_w) of a CONV or POOL window over x = (C, H, W)."""
+    (kh, kw), (sh, sw), (ph, pw) = h["kernel"], h["stride"], h["pad"]
+    oh, dh = window_out(x[1], kh, sh, ph, h["round"], axis="height")
+    ow, dw = window_out(x[2], kw, sw, pw, h["round"], axis="width")
+    return oh, ow, dh, dw

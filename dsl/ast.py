@@ -75,6 +75,10 @@ class Group:
     pos: Pos
 
 
+# the branch constructs, as net.lark spells their keywords
+RES, CONCAT, DENSE = "RES", "CONCAT", "DENSE"
+
+
 @dataclass(frozen=True)
 class Branch:
     """RES[chain], CONCAT[chain | chain ...], DENSE[chain]."""

@@ -6,8 +6,6 @@ import time
 
 import numpy as np
 
-from netc.compiler import registry
-
 from .gradcheck import random_targets
 from .model import Model
 
@@ -35,19 +33,17 @@ def bench(spec, batch=64, iters=20, warmup=3, seed=0):
             fw.setdefault(name, []).append(t)
         for name, t in b.items():
             bw.setdefault(name, []).append(t)
-    kinds = registry.kinds()
-    layers = [(n.name, n.kind, kinds[n.kind].cpu_algorithm(n.hyper, n.in_shapes, batch),
+    layers = [(n.name, n.kind, model.algorithm(n.name, batch),
                statistics.median(fw.get(n.name, [0.0])), statistics.median(bw.get(n.name, [0.0])),
                n.macs * batch) for n in model.net.nodes]
-    from netc.compiler import blas, jit
     return {"batch": batch, "iters": iters, "step": statistics.median(steps), "layers": layers,
-            "threads": jit.workers(), "blas": blas.describe()}
+            **model.describe()}
 
 
 def format_bench(result, name) -> str:
     lines = [f"{name}: batch {result['batch']}, median of {result['iters']} steps, "
              f"{result['threads']} thread{'s' if result['threads'] > 1 else ''}",
-             f"GEMM: {result['blas']}",
+             f"GEMM: {result['GEMM']}",
              f"{'layer':<28} {'kind':<8} {'runs as':<9} {'forward ms':>11} {'backward ms':>12} "
              f"{'forward GFLOP/s':>16}"]
     for layer, kind, how, f, b, macs in result["layers"]:

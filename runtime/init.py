@@ -1,28 +1,32 @@
 """Initializers: Gaussian(sigma), Xavier (variance 1/n_in), Glorot (2/(n_in + n_out)), He (2/n_in).
-Biases start at 0, BN at gamma=1, beta=0, PReLU slopes at 0.25. He is the default for the ReLU
-family, Xavier for tanh/sigmoid/linear; `init=` on a layer chooses."""
+Each kind says how its parameters and buffers start (LayerKind.init_rule: biases 0, BN's scale 1,
+PReLU slopes 0.25, weights by the scheme); the scheme is He for the ReLU family, Xavier for
+tanh/sigmoid/linear, unless the layer's `init=` chooses."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
+from netc.compiler import registry
+
 RELU_FAMILY = {"relu", "leaky", "prelu", "elu"}
-_ACT_LAYERS = {"RELU": "relu", "LEAKY": "leaky", "PRELU": "prelu", "ELU": "elu",
-               "SIGMOID": "sigmoid", "TANH": "tanh"}
 GAUSSIAN_SIGMA = 0.01
 
 
 def default_scheme(net, node) -> str:
-    """he when the layer's activation (fused, or the next activation layer, past a BN) is ReLU-like."""
-    act = node.hyper.get("act", "none")
+    """he when the layer's activation is ReLU-like: its own (fused), or else that of the next
+    layer that acts on its output directly (an activation layer, a residual join), past BN and
+    dropout."""
+    kinds = registry.kinds()
+    act = kinds[node.kind].act_of(node.hyper)
     if act == "none":
         succ = list(net.graph.successors(node.name))
-        while len(succ) == 1 and net.node(succ[0]).kind in ("BN", "DROPOUT"):
+        while len(succ) == 1 and kinds[net.node(succ[0]).kind].init_passthrough:
             succ = list(net.graph.successors(succ[0]))
         if len(succ) == 1:
             nxt = net.node(succ[0])
-            act = _ACT_LAYERS.get(nxt.kind, nxt.hyper.get("act", "none") if nxt.kind == "ADD" else "none")
+            act = kinds[nxt.kind].act_on_input(nxt.hyper)
     return "he" if act in RELU_FAMILY else "xavier"
 
 
@@ -38,17 +42,15 @@ def weight(shape, scheme, rng, dtype):
 
 def init_node(net, node, rng, dtype) -> dict:
     """Fresh parameters and buffers for one node, by short name."""
-    out = {}
+    kind = registry.kinds()[node.kind]
     scheme = node.hyper.get("init") or default_scheme(net, node)
-    for name, shape in node.params.items():
-        if node.kind == "BN":
-            out[name] = (np.ones if name == "weight" else np.zeros)(shape, dtype)
-        elif name == "bias":
-            out[name] = np.zeros(shape, dtype)
-        elif name == "slope" or node.kind == "PRELU":
-            out[name] = np.full(shape, 0.25, dtype)
-        else:
+    out = {}
+    for name, shape in {**node.params, **node.buffers}.items():
+        rule = kind.init_rule(name)
+        if rule == "weights":
             out[name] = weight(shape, scheme, rng, dtype)
-    for name, shape in node.buffers.items():
-        out[name] = (np.ones if name == "running_var" else np.zeros)(shape, dtype)
+        elif rule in ("zeros", "ones"):
+            out[name] = (np.zeros if rule == "zeros" else np.ones)(shape, dtype)
+        else:
+            out[name] = np.full(shape, rule, dtype)
     return out

@@ -6,7 +6,6 @@ Forward keeps only what each backward needs, and drops it as soon as the backwar
 """
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import time
@@ -16,13 +15,13 @@ import numpy as np
 
 from netc.compiler import Net
 from netc.compiler import compile as compile_spec
-from netc.compiler import jit, registry
+from netc.compiler import registry
 from netc.dsl.errors import DataError, NetcError
 
 from . import checks, losses
+from .backends import registry as backends
 from .init import init_node
 
-BACKENDS = ("cpu",)
 DTYPES = ("float32", "float64")
 
 
@@ -37,92 +36,18 @@ def read_checkpoint(path: str, what: str = "checkpoint") -> dict:
         raise DataError(f"cannot read {what} {path}: {e}", "is it a netc .npz file?") from None
 
 
-class _Context:
-    """What a kernel may need besides its inputs: the mode, the random generator (dropout), and
-    the model's workspace, so that a training step allocates nothing large after the first."""
-
-    def __init__(self, train, rng, arena=None, workspace=None, grads=None):
-        self.train, self.rng, self.arena = train, rng, arena
-        self.workspace = workspace if workspace is not None else {}
-        self.grads = grads  # a _GradPool in backward: the input-gradient buffers
-        self.node, self.fresh, self.need_dx = None, True, True
-        self.workers = jit.workers()  # parallel kernels split their batch into this many parts
-
-    def scratch(self, tag, shape, dtype):
-        """A workspace that lives only during one kernel call (an unfolded input, per-thread
-        partial gradients...): one per tag for the whole model, shared by every node, since no
-        two nodes run at once; it grows to the largest size asked and is reused between steps."""
-        size = math.prod(shape)
-        key = ("scratch", tag, np.dtype(dtype).str)
-        flat = self.workspace.get(key)
-        if flat is None or flat.size < size:
-            flat = self.workspace[key] = np.empty(size, dtype)
-        return flat[:size].reshape(shape)
-
-    def buffer(self, tag, shape, dtype):
-        """A scratch array owned by the current node, reused from step to step (never handed
-        back to the user: the network's output and all parameter gradients are fresh arrays)."""
-        if self.arena is None or (self.fresh and tag == "y"):
-            return np.empty(shape, dtype)
-        if tag == "dx" and self.grads is not None:  # dead once the node before has used it
-            return self.grads.take(shape, dtype)
-        key = (self.node, tag)
-        arr = self.arena.get(key)
-        if arr is None or arr.shape != tuple(shape) or arr.dtype != dtype:
-            arr = self.arena[key] = np.empty(shape, dtype)
-        return arr
-
-
-class _GradPool:
-    """The input-gradient ("dx") buffers of a backward pass, shared between nodes: a node's dx
-    becomes the next node's dy and is dead once that node has run, so its buffer goes back to
-    the pool for a later node of the same shape (a chain needs two per shape, not one per node).
-    The buffers are kept from step to step, and each step takes them in the same order."""
-
-    def __init__(self):
-        self.arrays: dict = {}  # (shape, dtype) -> every buffer of that kind
-        self.ids: set = set()  # their ids, to tell ours from other arrays
-
-    def start(self):
-        self.free = {key: list(arrays) for key, arrays in self.arrays.items()}
-        return self
-
-    def take(self, shape, dtype):
-        key = (tuple(shape), np.dtype(dtype).str)
-        free = self.free.setdefault(key, [])
-        if free:
-            return free.pop()
-        arr = np.empty(shape, dtype)
-        self.arrays.setdefault(key, []).append(arr)
-        self.ids.add(id(arr))
-        return arr
-
-    def release(self, arr, live):
-        """Give arr's buffer back (if it is one of ours) unless an array in `live` may use it."""
-        while arr is not None and id(arr) not in self.ids:
-            arr = arr.base
-        if arr is None or any(o is not None and np.may_share_memory(arr, o) for o in live):
-            return
-        free = self.free[(arr.shape, arr.dtype.str)]
-        if not any(f is arr for f in free):
-            free.append(arr)
-
-
 class Model:
     def __init__(self, net, backend: str = "cpu", dtype: str = "float32", seed: int = 0):
         if not isinstance(net, Net):
             net = compile_spec(net)
-        if backend not in BACKENDS:
-            raise NetcError(f"backend must be one of {', '.join(BACKENDS)}; received {backend!r}",
-                            "the CUDA backend is not available yet: use backend='cpu'")
         if str(dtype) not in DTYPES:
             raise NetcError(f"dtype must be float32 or float64; received {dtype!r}")
+        self._backend = backends.load(backend)
         self.net, self.backend, self.dtype = net, backend, np.dtype(str(dtype))
         self.rng = np.random.default_rng(seed)
-        self._kinds = registry.kinds()
-        self._arena: dict = {}  # buffers by (node, tag), reused between steps
-        self._workspace: dict = {}  # kernel workspaces by tag, shared by all nodes
-        self._grads = _GradPool()  # input-gradient buffers, shared along the backward pass
+        # each node's implementation on this backend
+        self._impls = {n.name: backends.implementation(n.kind, backend) for n in net.nodes}
+        self.memory = self._backend.memory()  # buffers, workspaces, gradient arrays
         self.observe: dict | None = None  # set to a dict to record each node's output RMS
         self.params: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
@@ -131,7 +56,7 @@ class Model:
             for short, value in init_node(net, node, init_rng, self.dtype).items():
                 (self.params if short in node.params else self.buffers)[f"{node.name}.{short}"] = value
         out = net.node(net.output)
-        self.output_act = out.hyper.get("act", "softmax" if out.kind == "SOFTMAX" else "none")
+        self.output_act = registry.kinds()[out.kind].act_of(out.hyper)
 
     # ---- running the graph ----------------------------------------------------------------------
     def _node_arrays(self, node):
@@ -142,14 +67,14 @@ class Model:
     def _forward(self, x, train, keep, clock=None):
         """Run every node; return (output, caches) - caches only when `keep` (for backward).
         With a `clock` dict, add each node's seconds to clock[name]."""
-        ctx = _Context(train, self.rng, self._arena if keep else None, self._workspace)
+        ctx = self._backend.context(self.memory, train, self.rng, backward=keep)
         values, caches = {}, {}
         remaining = {n: self.net.graph.out_degree(n) for n in self.net.graph.nodes}
         for node in self.net.nodes:
             xs = [values[i] for i in node.inputs] if node.inputs else [x]
-            ctx.node, ctx.fresh = node.name, node.name == self.net.output
+            ctx.node, ctx.output = node.name, node.name == self.net.output
             t0 = clock is not None and time.perf_counter()
-            y, cache = self._kinds[node.kind].forward(node.hyper, self._node_arrays(node), xs, ctx)
+            y, cache = self._impls[node.name].forward(node.hyper, self._node_arrays(node), xs, ctx)
             if clock is not None:
                 clock[node.name] = clock.get(node.name, 0.0) + time.perf_counter() - t0
             values[node.name] = y
@@ -173,7 +98,7 @@ class Model:
     def loss_name(self, loss=None) -> str:
         """The loss to use: the given one, or the output's natural loss."""
         if loss is None:
-            loss = self.net.train.get("loss") or losses.NATURAL[self.output_act]
+            loss = self.net.train.get("loss") or losses.natural(self.output_act)
         if loss not in losses.LOSSES:
             raise NetcError(f"unknown loss {loss!r}", "one of " + ", ".join(losses.LOSSES))
         if loss == "bce" and self.output_act == "softmax":
@@ -183,10 +108,9 @@ class Model:
 
     def _loss(self, out, caches, y, loss):
         """(value, dL/dout, fused) from the forward's output and caches."""
-        node = self.net.node(self.net.output)
-        kind = self._kinds[node.kind]
-        fused = losses.FUSED.get(loss) == self.output_act and hasattr(kind, "backward_linear")
-        value, dout = losses.compute(loss, kind.logits(caches[node.name]) if fused else out, y, fused,
+        logits = self._impls[self.net.output].logits(caches[self.net.output])
+        fused = losses.FUSED.get(loss) == self.output_act and logits is not None
+        value, dout = losses.compute(loss, logits if fused else out, y, fused, self._backend,
                                      self.net.train.get("huber_delta", 1.0))
         return float(value), dout, fused
 
@@ -213,27 +137,27 @@ class Model:
         return (value, grads, dx) if input_grad else (value, grads)
 
     def _backward(self, caches, dout, fused, clock=None, input_grad=False):
-        pool = self._grads.start()
-        ctx = _Context(True, self.rng, self._arena, self._workspace, pool)
+        pool = self.memory.grads.start()
+        ctx = self._backend.context(self.memory, True, self.rng, backward=True)
         pending = {self.net.output: dout}
         grads = {}
         for node in reversed(self.net.nodes):
             dy = pending.pop(node.name, None)
             cache = caches.pop(node.name)
-            if node.kind == "INPUT":  # dy may be a layer's reused buffer: the caller gets its own
+            if not node.inputs:  # the input: dy may be a reused array, the caller gets its own
                 return grads, None if dy is None else dy.copy()
-            kind = self._kinds[node.kind]
+            impl = self._impls[node.name]
             p = self._node_arrays(node)
-            ctx.node, ctx.fresh = node.name, False
+            ctx.node, ctx.output = node.name, False
             # nobody needs the gradient with respect to the data, unless asked
             ctx.need_dx = input_grad or any(i != "input" for i in node.inputs)
             t0 = clock is not None and time.perf_counter()
             if dy is None:  # no path to the loss
                 dxs, dps = [None] * len(node.inputs), {k: np.zeros_like(v) for k, v in p.items()}
             elif fused and node.name == self.net.output:
-                dxs, dps = kind.backward_linear(node.hyper, p, cache, (dy, {}), ctx)
+                dxs, dps = impl.backward_logits(node.hyper, p, cache, dy, ctx)
             else:
-                dxs, dps = kind.backward(node.hyper, p, cache, dy, ctx)
+                dxs, dps = impl.backward(node.hyper, p, cache, dy, ctx)
             if clock is not None:
                 clock[node.name] = clock.get(node.name, 0.0) + time.perf_counter() - t0
             for short in node.params:
@@ -329,6 +253,16 @@ class Model:
         model = cls(net, backend, dtype or str(arrays["__netc_dtype__"]))
         model.load_state(arrays)
         return model
+
+    def algorithm(self, node: str, batch: int) -> str:
+        """How this backend runs a node at a batch size, where it has a choice ('' elsewhere):
+        CONV's algorithm, FC's dots or gemm (netc bench shows it)."""
+        n = self.net.node(node)
+        return self._impls[node].algorithm(n.hyper, n.in_shapes, batch)
+
+    def describe(self) -> dict:
+        """What runs this model's kernels: {"threads": ..., "GEMM": ...} on the CPU."""
+        return self._backend.describe()
 
     @property
     def num_params(self) -> int:

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import math
 
+from netc.compiler.settings import SCHEDULES
 from netc.dsl.errors import NetcError
-
-SCHEDULES = ("constant", "step", "multistep", "exponential", "plateau", "cosine", "cyclic")
 
 
 class Schedule:

@@ -3,7 +3,6 @@ command line; everything random is drawn from (seed, epoch, batch), so a resumed
 uninterrupted one exactly."""
 from __future__ import annotations
 
-import fnmatch
 import json
 import math
 import os
@@ -14,11 +13,12 @@ import time
 
 import numpy as np
 
+from netc.compiler import registry
+from netc.compiler.settings import FULL_BATCH
 from netc.dsl.errors import DataError, NetcError, NumericsError
 
-from . import data, losses, runs, schedule
+from . import data, losses, optim, runs, schedule
 from .model import Model, read_checkpoint
-from .optim import FULL_BATCH, optimizer
 
 DEFAULTS = {"optimizer": "sgd", "batch": 32, "epochs": 10, "seed": 0, "val_split": 0.1,
             "test_split": 0.2, "normalize": True, "schedule": "constant", "early_stop": False,
@@ -34,7 +34,7 @@ def resolve(net, overrides: dict, need_data: bool = True) -> dict:
         raise NetcError("no training data: the spec's train section has no `data=` and none was "
                         "given", "add `train data=digits` to the spec, or pass --data")
     if "lr" not in cfg:
-        cfg["lr"] = optimizer(cfg["optimizer"], {}).lr
+        cfg["lr"] = optim.defaults(cfg["optimizer"])["lr"]
     if cfg["optimizer"] == "lm" and cfg.get("loss", "mse") != "mse" and net.train.get("loss"):
         raise NetcError("lm minimises a sum of squares", "use loss=mse with optimizer=lm")
     return cfg
@@ -69,7 +69,7 @@ class Trainer:
         cfg = self.cfg
         hyper = {k: cfg[k] for k in OPTIMIZER_KEYS if k in cfg}
         name = cfg["optimizer"]
-        known = optimizer(name, {}).defaults
+        known = [k for k in optim.defaults(name) if k != "lr"]
         bad = [k for k in hyper if k not in known]
         if bad:
             raise NetcError(f"optimizer {name} does not take {', '.join(bad)}",
@@ -77,7 +77,7 @@ class Trainer:
         if name == "lm":
             x, y = self.inputs(self.train_idx)
             hyper["jacobian"] = self.model.jacobian(x, y)
-        opt = optimizer(name, self.model.params, lr=cfg["lr"], **hyper)
+        opt = optim.optimizer(name, self.model.params, lr=cfg["lr"], **hyper)
         opt.lr_mult = self.lr_multipliers()
         return opt
 
@@ -90,17 +90,15 @@ class Trainer:
             if i < len(layers):
                 for short in layers[i].params:
                     mult[f"{layers[i].name}.{short}"] = float(m)
-        for pattern in self.cfg.get("freeze", ()):
-            hit = [n for n in layers if fnmatch.fnmatch(n.name, pattern)
-                   or fnmatch.fnmatch(".".join(n.path), pattern)]
-            if not hit:
-                raise NetcError(f"freeze: no layer matches {pattern!r}",
-                                "layers: " + ", ".join(n.name for n in layers))
-            for n in hit:
-                n.hyper["frozen"] = True
-                for short in n.params:
-                    mult[f"{n.name}.{short}"] = 0.0
+        for n in self.net.layers_matching(self.cfg.get("freeze", ())):
+            for short in n.params:
+                mult[f"{n.name}.{short}"] = 0.0
         return mult
+
+    @property
+    def frozen(self) -> set:
+        """The layers this run keeps fixed (freeze=, from the spec or the command line)."""
+        return {n.name for n in self.net.layers_matching(self.cfg.get("freeze", ()))}
 
     def init_from(self, path):
         """Transfer learning: copy the arrays whose layer name and shape match."""
@@ -144,15 +142,18 @@ class Trainer:
 
     # ---- one step ---------------------------------------------------------------------------
     def regularize(self, grads) -> float:
-        """L1/L2 (elastic net with both) on CONV/FC/OUT weights; biases, BN and slopes excluded."""
+        """L1/L2 (elastic net with both) on the parameters each kind says are regularised (CONV,
+        FC, OUT weights; biases, BN and slopes excluded)."""
         l1, l2 = self.cfg.get("l1", 0.0), self.cfg.get("l2", 0.0)
         extra = 0.0
         if l1 or l2:
+            kinds = registry.kinds()
             for n in self.net.nodes:
-                if n.kind in ("CONV", "FC", "OUT"):
-                    w = self.model.params[f"{n.name}.weight"]
+                for short in kinds[n.kind].regularized(n.hyper):
+                    key = f"{n.name}.{short}"
+                    w = self.model.params[key]
                     extra += l1 * float(np.abs(w).sum()) + 0.5 * l2 * float((w * w).sum())
-                    grads[f"{n.name}.weight"] = grads[f"{n.name}.weight"] + l1 * np.sign(w) + l2 * w
+                    grads[key] = grads[key] + l1 * np.sign(w) + l2 * w
         return extra
 
     def clip(self, grads):
@@ -205,7 +206,7 @@ class Trainer:
             return loss, grads
 
         for it in range(self.cfg["max_iter"]):
-            loss = self.opt.step(closure)
+            loss = self.opt.iterate(closure)
             if not math.isfinite(loss):
                 raise NumericsError(f"epoch {epoch + 1}: the loss became {loss}",
                                     "lower lr or use another optimizer")
@@ -333,7 +334,7 @@ class Trainer:
         acts, self.model.observe = self.model.observe, None
         lines = ["  layer                      grad norm   activation rms"]
         for n in self.net.nodes:
-            if n.kind == "INPUT":
+            if not n.inputs:  # the input
                 continue
             g = [grads[f"{n.name}.{k}"] for k in n.params]
             gn = math.sqrt(sum(float((v * v).sum()) for v in g)) if g else None
@@ -395,7 +396,7 @@ def train(net, overrides=None, out=None, resume=None, progress=True, diagnose=Fa
     runs.write_json(os.path.join(folder, "config.json"), {
         "network": net.name, "spec": net.source.text if net.source else None,
         "spec_hash": net.spec_hash, "settings": cfg})
-    print(report.one_line(net, cfg["batch"], cfg["optimizer"]), file=stdout)
+    print(report.one_line(net, cfg["batch"], cfg["optimizer"], trainer.frozen), file=stdout)
     print(f"data {trainer.ds.name}: {len(trainer.train_idx)} train, {len(trainer.val_idx)} "
           f"validation, {len(trainer.test_idx) if trainer.ds.x_test is None else len(trainer.ds.x_test)}"
           f" test; {cfg['optimizer']} lr={cfg['lr']:g}, batch {cfg['batch']}, {cfg['epochs']} "
@@ -444,7 +445,7 @@ def compare(net, overrides, names, out=None, progress=True, stdout=None):
     for name in names:
         o = {**overrides, "optimizer": name}
         if overrides.get("lr") is None:
-            o["lr"] = optimizer(name, {}).lr  # the spec's lr was tuned for its own optimizer
+            o["lr"] = optim.defaults(name)["lr"]  # the spec's lr was tuned for its own optimizer
         print(f"--- {name}", file=stdout)
         result, sub = train(net, o, os.path.join(folder, name), progress=progress, stdout=stdout)
         curves[name] = runs.read_metrics(sub)

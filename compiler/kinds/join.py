@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from ..registry import ACTIVATIONS, Choice, LayerError, LayerKind, register
-from .activation import act_backward, act_forward
 
 
 @register
@@ -19,8 +16,8 @@ class Input(LayerKind):
     def flops(self, h, xs, y):
         return 0
 
-    def forward(self, h, p, xs, ctx):
-        return xs[0], None
+    def label(self, h):
+        return "input"
 
 
 @register
@@ -30,12 +27,17 @@ class Add(LayerKind):
     doc = "y = act(a + b): the join of a residual unit"
     internal = True
     join = True
+    color = "#fff2cc"
     keys = {"act": Choice(ACTIVATIONS, "relu")}
 
     def resolve(self, h, xs):
         if any(x != xs[0] for x in xs):
             raise LayerError("the residual branch and its shortcut have different shapes: "
                              + " vs ".join("x".join(map(str, x)) for x in xs))
+        if h["act"] == "prelu":
+            raise LayerError("a residual unit's act cannot be prelu: the join has no parameters "
+                             "to learn a slope with", key="act",
+                             hint="write RES[...] act=none - PRELU")
         return h
 
     def flops(self, h, xs, y):
@@ -43,18 +45,6 @@ class Add(LayerKind):
 
     def label(self, h):
         return "ADD" + (f" {h['act']}" if h["act"] != "none" else "")
-
-    def forward(self, h, p, xs, ctx):
-        z = xs[0] + xs[1]
-        for x in xs[2:]:
-            z = z + x
-        y = act_forward(h["act"], z)
-        return y, (z, y, len(xs))
-
-    def backward(self, h, p, cache, dy, ctx):
-        z, y, k = cache
-        dz, _ = act_backward(h["act"], z, y, dy)
-        return [dz] * k, {}
 
 
 @register
@@ -64,6 +54,7 @@ class Concat(LayerKind):
     doc = "concatenation along channels (features)"
     internal = True
     join = True
+    color = "#fff2cc"
 
     def resolve(self, h, xs):
         if len({len(x) for x in xs}) > 1 or len({tuple(x[1:]) for x in xs}) > 1:
@@ -78,9 +69,3 @@ class Concat(LayerKind):
 
     def flops(self, h, xs, y):
         return 0
-
-    def forward(self, h, p, xs, ctx):
-        return np.concatenate(xs, axis=1), [x.shape[1] for x in xs]
-
-    def backward(self, h, p, sizes, dy, ctx):
-        return np.split(dy, np.cumsum(sizes)[:-1], axis=1), {}

@@ -3,10 +3,7 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from ..registry import Float, Int, LayerKind, register
-from .activation import channel_view
 
 
 @register
@@ -15,6 +12,8 @@ class BatchNorm(LayerKind):
     example = ("3x3x4", "BN")
     doc = "batch normalization: 2*C trainable (gamma, beta) and 2*C running statistics"
     elementwise = True
+    init_passthrough = True
+    color = "#eeeeee"
     keys = {"eps": Float(1e-5, low=0.0), "momentum": Float(0.1, low=0.0, high=1.0 + 1e-12)}
     positional = {float: "eps"}
 
@@ -29,36 +28,9 @@ class BatchNorm(LayerKind):
     def flops(self, h, xs, y):
         return 2 * math.prod(y)
 
-    def forward(self, h, p, xs, ctx):
-        x = xs[0]
-        view = channel_view
-        if ctx.train:
-            axes = _axes(x)
-            mean, var = x.mean(axis=axes), x.var(axis=axes)
-            m = x.size // x.shape[1]
-            mom = h["momentum"]
-            p["running_mean"] *= 1 - mom
-            p["running_mean"] += mom * mean
-            p["running_var"] *= 1 - mom
-            p["running_var"] += mom * var * (m / max(m - 1, 1))  # unbiased, as PyTorch
-        else:
-            mean, var = p["running_mean"], p["running_var"]
-        inv = 1.0 / np.sqrt(var + h["eps"])
-        xhat = (x - view(mean, x.ndim)) * view(inv, x.ndim)
-        y = xhat * view(p["weight"], x.ndim) + view(p["bias"], x.ndim)
-        return y, (xhat, inv, ctx.train)
-
-    def backward(self, h, p, cache, dy, ctx):
-        xhat, inv, train = cache
-        axes = _axes(dy)
-        grads = {"weight": (dy * xhat).sum(axis=axes), "bias": dy.sum(axis=axes)}
-        g = channel_view(p["weight"] * inv, dy.ndim)
-        if not train:
-            return [dy * g], grads
-        m = dy.size // dy.shape[1]
-        dmean = channel_view(grads["bias"] / m, dy.ndim)
-        dvar = channel_view(grads["weight"] / m, dy.ndim)
-        return [g * (dy - dmean - xhat * dvar)], grads
+    def init_rule(self, short):
+        """gamma and the running variance start at 1, beta and the running mean at 0."""
+        return "ones" if short in ("weight", "running_var") else "zeros"
 
 
 @register
@@ -76,31 +48,3 @@ class LocalResponseNorm(LayerKind):
 
     def label(self, h):
         return f"LRN {h['size']}"
-
-    def forward(self, h, p, xs, ctx):
-        """b_c = a_c / (k + alpha/size * sum_{c' near c} a_c'^2)^beta  (PyTorch's LocalResponseNorm)."""
-        a = xs[0]
-        n = h["size"]
-        s = h["k"] + h["alpha"] / n * _window_sum(a * a, n // 2, (n - 1) // 2)
-        y = a * s ** -h["beta"]
-        return y, (a, s)
-
-    def backward(self, h, p, cache, dy, ctx):
-        a, s = cache
-        n, beta = h["size"], h["beta"]
-        t = dy * a * s ** (-beta - 1)
-        back = _window_sum(t, (n - 1) // 2, n // 2)  # the channels whose window holds this one
-        return [dy * s ** -beta - 2 * h["alpha"] * beta / n * a * back], {}
-
-
-def _axes(x):
-    return (0,) if x.ndim == 2 else (0, 2, 3)
-
-
-def _window_sum(a, before, after):
-    """s[:, c] = sum of a[:, c - before : c + after + 1] over channels (zero outside)."""
-    c = a.shape[1]
-    padded = np.concatenate([np.zeros_like(a[:, :1]), np.cumsum(a, axis=1)], axis=1)
-    hi = np.minimum(np.arange(c) + after + 1, c)
-    lo = np.maximum(np.arange(c) - before, 0)
-    return padded[:, hi] - padded[:, lo]

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from netc.cli import main
+from netc.compiler.settings import OPTIMIZERS
 
 SPEC = """network Tiny
 input 8x8x1
@@ -128,3 +129,30 @@ def test_bad_environment_setting_is_a_warning_line(spec):
     assert proc.returncode == 0, proc.stderr
     assert "warning: NETC_NUM_THREADS='many' is not a whole number >= 1" in proc.stderr
     assert "Traceback" not in proc.stderr and "RuntimeWarning" not in proc.stderr
+
+
+CLASSIFY = """input 8x8x1
+FC 12 act=tanh - OUT 10 softmax
+train data=digits epochs=2 batch=64 seed=0
+"""
+LEAST_SQUARES = """input 6
+FC 4 act=tanh - OUT 2
+train data=synthetic epochs=2 seed=0
+"""
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_optimizer_trains_from_the_command_line(name, tmp_path, capsys):
+    """`netc train --optimizer NAME` for every name the README lists: classification for the
+    first-order methods, L-BFGS and CG; lm and newton on a least-squares network (lm needs a sum of
+    squares, newton a Hessian that fits)."""
+    spec = tmp_path / "s.net"
+    spec.write_text(LEAST_SQUARES if name in ("lm", "newton") else CLASSIFY)
+    out = tmp_path / "run"
+    assert main(["train", str(spec), "--optimizer", name, "--out", str(out), "--quiet"]) == 0, \
+        capsys.readouterr().err
+    assert f"; {name} lr=" in capsys.readouterr().out
+    rows = [line.split(",") for line in (out / "metrics.csv").read_text().splitlines()[1:]]
+    losses = [float(r[2]) for r in rows]
+    assert len(losses) == 2 and losses[1] < losses[0], losses
+    assert np.isfinite(json.load(open(out / "result.json"))["test_loss"])

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from netc.compiler import jit
+from netc.runtime.backends.cpu import blas, jit
 
 CASES = [(False, False), (True, False), (False, True), (True, True)]
 
@@ -32,11 +32,9 @@ def test_compiled_gemm(ta, tb, dtype):
     import numba
     jit.setup()
 
-    from netc.compiler import blas
-
     @numba.njit
     def call(ta, tb, a, b, c):
-        jit.gemm(ta, tb, 1.5, a, b, 0.5, c)
+        blas.gemm(ta, tb, 1.5, a, b, 0.5, c)
 
     @numba.njit
     def call_blas(ta, tb, a, b, c):  # the BLAS itself, where gemm runs netc's tiles
@@ -55,7 +53,7 @@ def test_compiled_gemm_on_row_blocks():
 
     @numba.njit
     def call(a, b, c):
-        jit.gemm(False, False, 1.0, a[:, 2:5], b, 0.0, c[1:3])
+        blas.gemm(False, False, 1.0, a[:, 2:5], b, 0.0, c[1:3])
 
     rng = np.random.default_rng(1)
     a, b = rng.standard_normal((2, 8)), rng.standard_normal((3, 4))
@@ -67,7 +65,6 @@ def test_compiled_gemm_on_row_blocks():
 
 @pytest.mark.parametrize("ta,tb", CASES)
 def test_numpy_stand_in_and_python_form(ta, tb):
-    from netc.compiler import blas
     fn = blas._numpy_gemm(ctypes.c_double)
     rng = np.random.default_rng(2)
     a, b, c, want = operands(ta, tb, np.float64, rng)
@@ -78,12 +75,11 @@ def test_numpy_stand_in_and_python_form(ta, tb):
        m, n, k, 1.5, ptr(a), a.shape[1], ptr(b), b.shape[1], 0.5, ptr(c), n)
     np.testing.assert_allclose(c, want, rtol=1e-12)
     a, b, c, want = operands(ta, tb, np.float64, rng)
-    jit.gemm(ta, tb, 1.5, a, b, 0.5, c)
+    blas.gemm(ta, tb, 1.5, a, b, 0.5, c)
     np.testing.assert_allclose(c, want, rtol=1e-12)
 
 
 def test_environment_is_restored():
-    from netc.compiler import blas
     os.environ["NETC_TEST_A"] = "1"
     os.environ.pop("NETC_TEST_B", None)
     with blas._environment(NETC_TEST_A=None, NETC_TEST_B="2"):
@@ -98,7 +94,7 @@ import numpy
 def threads():
     return {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
 before = threads()
-from netc.compiler import blas, jit
+from netc.runtime.backends.cpu import blas, jit
 jit.setup()
 after = threads()
 print(json.dumps({"describe": blas.describe(), "numpy_before": before,
@@ -146,7 +142,7 @@ def test_bad_thread_count_warns_and_uses_the_cores(monkeypatch):
 @needs_own_openblas
 def test_unknown_core_name_warns():
     environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
-    code = "from netc.compiler import jit; jit.setup()"
+    code = "from netc.runtime.backends.cpu import jit; jit.setup()"
     out = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True,
                          env={**environ, "NETC_BLAS_CORETYPE": "NoSuchCore"}, check=True)
     assert "NETC_BLAS_CORETYPE='NoSuchCore': OpenBLAS runs its" in out.stderr

@@ -5,6 +5,7 @@ import pytest
 
 import netc
 from netc.compiler import registry
+from netc.runtime.backends import registry as backends
 
 from . import naive
 
@@ -75,10 +76,6 @@ EXTRA = [
     # round=ceil: the last window runs past the padding (into zeros)
     ("7x8x2", "CONV 3x3 4 - CONV 3x3/3 3 pad=1 act=relu round=ceil - CONV 1x2/3x2 2 round=ceil"),
 ]
-
-
-
-
 
 @pytest.mark.parametrize("inp,chain", EXTRA)
 def test_more_configurations(inp, chain):
@@ -175,7 +172,7 @@ ALGORITHM_CASES = [
 @pytest.mark.parametrize("algorithm", ["winograd", "direct", "dense", "im2col-unkept"])
 def test_conv_algorithms_agree_with_im2col(monkeypatch, inp, chain, algorithm):
     """(im2col-unkept: im2col unfolding again in backward, as layers too big to keep do.)"""
-    from netc.compiler.kinds import conv
+    from netc.runtime.backends.cpu import conv
     spec = f"input {inp}\n{chain}"
     rng = np.random.default_rng(7)
     results = []
@@ -211,7 +208,8 @@ def test_conv_algorithm_rule(inp, chain, tiles, expected):
     """The rule README's table gives, on the layers it was measured on."""
     net = netc.compile(f"input {inp}\n{chain}")
     (node,) = [n for n in net.nodes if n.kind == "CONV"]
-    assert registry.kinds()["CONV"].cpu_algorithm(node.hyper, node.in_shapes, None, tiles) == expected
+    assert backends.implementation("CONV", "cpu").algorithm(node.hyper, node.in_shapes, None,
+                                                            tiles) == expected
 
 
 @pytest.mark.parametrize("n,k,u", [(5, 3, 2), (2, 6, 7), (4, 4, 4)])
@@ -245,7 +243,7 @@ FC_CASES = [(17, 30, 13, "relu"), (5, 9, 9, "tanh"), (16, 7, 20, "sigmoid"), (1,
 @pytest.mark.parametrize("algorithm", ["dots", "gemm"])
 @pytest.mark.parametrize("n,k,u,act", FC_CASES)
 def test_fc_algorithms_against_numpy(monkeypatch, algorithm, n, k, u, act):
-    from netc.compiler.kinds import dense
+    from netc.runtime.backends.cpu import dense
     monkeypatch.setattr(dense, "FORCE", algorithm)
     model = randomized(f"input {k}\nFC {u} act={act} - FC 3 act=tanh")
     rng = np.random.default_rng(n + u)
@@ -283,4 +281,5 @@ def test_fc_algorithms_against_numpy(monkeypatch, algorithm, n, k, u, act):
 def test_fc_algorithm_rule(n, k, tiles, expected):
     net = netc.compile(f"input {k}\nFC 256")
     (node,) = [m for m in net.nodes if m.kind == "FC"]
-    assert registry.kinds()["FC"].cpu_algorithm(node.hyper, node.in_shapes, n, tiles) == expected
+    assert backends.implementation("FC", "cpu").algorithm(node.hyper, node.in_shapes, n,
+                                                          tiles) == expected

@@ -4,8 +4,15 @@ import pytest
 
 import netc
 from netc.runtime import losses
+from netc.runtime.backends import registry as backends
 
 rng = np.random.default_rng(0)
+CPU = backends.load("cpu")
+
+
+def loss(name, out, y, fused=True, delta=1.0):
+    """(value, gradient) of a loss on the CPU backend; `out` is the logits when fused."""
+    return losses.compute(name, np.asarray(out), np.asarray(y), fused, CPU, delta)
 
 
 def softmax(z):
@@ -17,48 +24,48 @@ def test_values_against_formulas():
     z = rng.standard_normal((5, 4))
     y = np.array([0, 3, 1, 1, 2])
     p = softmax(z)
-    assert np.isclose(losses.cross_entropy(z, y)[0], -np.mean(np.log(p[np.arange(5), y])))
+    assert np.isclose(loss("cross_entropy", z, y)[0], -np.mean(np.log(p[np.arange(5), y])))
     t = rng.integers(0, 2, (5, 4)).astype(float)
     s = 1 / (1 + np.exp(-z))
-    assert np.isclose(losses.bce(z, t)[0], -np.mean(t * np.log(s) + (1 - t) * np.log(1 - s)))
+    assert np.isclose(loss("bce", z, t)[0], -np.mean(t * np.log(s) + (1 - t) * np.log(1 - s)))
     r = rng.standard_normal((5, 4))
-    assert np.isclose(losses.mse(z, r)[0], np.mean((z - r) ** 2))
-    assert np.isclose(losses.mae(z, r)[0], np.mean(np.abs(z - r)))
+    assert np.isclose(loss("mse", z, r)[0], np.mean((z - r) ** 2))
+    assert np.isclose(loss("mae", z, r)[0], np.mean(np.abs(z - r)))
     d = np.abs(z - r)
-    assert np.isclose(losses.huber(z, r, 0.5)[0], np.mean(np.where(d < 0.5, 0.5 * d * d, 0.5 * (d - 0.25))))
+    assert np.isclose(loss("huber", z, r, delta=0.5)[0], np.mean(np.where(d < 0.5, 0.5 * d * d, 0.5 * (d - 0.25))))
     pm = np.sign(r)
-    assert np.isclose(losses.hinge(z, pm)[0], np.maximum(0, 1 - pm * z).sum() / 5)
+    assert np.isclose(loss("hinge", z, pm)[0], np.maximum(0, 1 - pm * z).sum() / 5)
     mc = sum(max(0, z[i, j] - z[i, y[i]] + 1) for i in range(5) for j in range(4) if j != y[i]) / 5
-    assert np.isclose(losses.multiclass_hinge(z, y)[0], mc)
+    assert np.isclose(loss("multiclass_hinge", z, y)[0], mc)
     q = softmax(rng.standard_normal((5, 4)))
-    assert np.isclose(losses.kl(z, q)[0], np.sum(q * (np.log(q) - np.log(p))) / 5)
+    assert np.isclose(loss("kl", z, q)[0], np.sum(q * (np.log(q) - np.log(p))) / 5)
 
 
 def test_cross_entropy_gradient_is_softmax_minus_onehot():
     z = rng.standard_normal((3, 4))
     y = np.array([1, 0, 3])
     onehot = np.eye(4)[y]
-    np.testing.assert_allclose(losses.cross_entropy(z, y)[1], (softmax(z) - onehot) / 3)
-    np.testing.assert_allclose(losses.cross_entropy(z, onehot)[1], (softmax(z) - onehot) / 3)
+    np.testing.assert_allclose(loss("cross_entropy", z, y)[1], (softmax(z) - onehot) / 3)
+    np.testing.assert_allclose(loss("cross_entropy", z, onehot)[1], (softmax(z) - onehot) / 3)
 
 
 def test_cross_entropy_with_labels_keeps_the_dtype_and_nan():
-    """Integer labels go through one kernel (losses._cross_entropy_labels_cpu)."""
+    """Integer labels go through the row kernel (elementwise.cross_entropy_row)."""
     z = rng.standard_normal((4, 3)).astype(np.float32)
     y = np.array([0, 2, 1, 1])
-    value, grad = losses.cross_entropy(z, y)
+    value, grad = loss("cross_entropy", z, y)
     assert grad.dtype == np.float32
     p = softmax(z.astype(np.float64))
     assert abs(value - -np.mean(np.log(p[np.arange(4), y]))) < 1e-6
     np.testing.assert_allclose(grad, (p - np.eye(3)[y]) / 4, atol=1e-7)
     z[2, 1] = np.nan  # a diverged network shows as a NaN loss
-    assert np.isnan(losses.cross_entropy(z, y)[0])
+    assert np.isnan(loss("cross_entropy", z, y)[0])
 
 
 def test_bce_is_stable_for_large_logits():
-    value, grad = losses.bce(np.array([[800.0, -800.0]]), np.array([[1.0, 0.0]]))
+    value, grad = loss("bce", np.array([[800.0, -800.0]]), np.array([[1.0, 0.0]]))
     assert np.isfinite(value) and value < 1e-12 and np.all(np.isfinite(grad))
-    assert np.isfinite(losses.cross_entropy(np.array([[1000.0, -1000.0]]), np.array([1]))[0])
+    assert np.isfinite(loss("cross_entropy", np.array([[1000.0, -1000.0]]), np.array([1]))[0])
 
 
 @pytest.mark.parametrize("loss,out", [
@@ -75,3 +82,24 @@ def test_natural_loss_follows_the_output():
     assert netc.Model("input 3\nOUT 2 sigmoid").loss_name() == "bce"
     assert netc.Model("input 3\nOUT 2").loss_name() == "mse"
     assert netc.Model("input 3\nOUT 2\ntrain loss=huber").loss_name() == "huber"
+
+
+@pytest.mark.parametrize("spec,loss", [("input 5\nFC 3 - SOFTMAX", "cross_entropy"),
+                                       ("input 5\nFC 3 - SIGMOID", "bce"),
+                                       ("input 3x3x2\nCONV 2x2 1 act=sigmoid", "bce")])
+def test_activation_at_the_output_fuses_with_its_loss(spec, loss):
+    """An output that ends in a SOFTMAX or SIGMOID layer, or a CONV with act=sigmoid, hands the
+    loss its logits: the loss is that of the network's probabilities, not of a second squashing."""
+    model = netc.Model(spec, dtype="float64", seed=1)
+    r = np.random.default_rng(3)
+    x = r.standard_normal((4,) + model.net.input_shape)
+    p = model.forward(x)
+    if loss == "cross_entropy":
+        y = np.array([0, 2, 1, 1])
+        want = -np.mean(np.log(p[np.arange(4), y]))
+    else:
+        y = r.integers(0, 2, p.shape).astype(float)
+        want = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+    assert np.isclose(model.loss_and_grads(x, y, loss)[0], want, rtol=1e-12)
+    report = netc.gradcheck(spec, batch=3, loss=loss, seed=4)
+    assert max(report.values()) < 1e-6, report

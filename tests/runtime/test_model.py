@@ -105,16 +105,16 @@ def test_steps_reuse_memory_and_nodes_share_workspaces():
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((5, 16, 12, 12)), rng.integers(0, 3, 5)
     model.loss_and_grads(x, y)
-    arena = {k: id(v) for k, v in model._arena.items()}
-    workspace = {k: id(v) for k, v in model._workspace.items()}
+    arena = {k: id(v) for k, v in model.memory.arena.items()}
+    workspace = {k: id(v) for k, v in model.memory.workspace.items()}
     for _ in range(2):
         model.loss_and_grads(x, y)
-    assert {k: id(v) for k, v in model._arena.items()} == arena
-    assert {k: id(v) for k, v in model._workspace.items()} == workspace
-    pooled = {k: [id(a) for a in v] for k, v in model._grads.arrays.items()}
+    assert {k: id(v) for k, v in model.memory.arena.items()} == arena
+    assert {k: id(v) for k, v in model.memory.workspace.items()} == workspace
+    pooled = {k: [id(a) for a in v] for k, v in model.memory.grads.arrays.items()}
     model.loss_and_grads(x, y)
-    assert {k: [id(a) for a in v] for k, v in model._grads.arrays.items()} == pooled
-    tags = {key[1] for key in workspace}
+    assert {k: [id(a) for a in v] for k, v in model.memory.grads.arrays.items()} == pooled
+    tags = {key[0] for key in workspace}
     assert len(workspace) == len(tags)  # one per tag, whichever conv asked
     assert {"v", "m", "cols"} <= tags  # Winograd's (the 3x3 convs) and im2col's (5x5, 2x2)
 
@@ -132,16 +132,17 @@ def test_input_gradient_buffers_are_shared_along_the_backward_pass(monkeypatch, 
     """A node's input gradient is dead once the node before it has run backward, so its buffer
     serves a later node: a chain of four same-shaped convs needs two, not three. The gradients
     are those of a model that shares nothing, over steps on different inputs."""
-    from netc.runtime import model as model_module
+    from netc.runtime.backends import context
     rng = np.random.default_rng(0)
     batches = [(rng.standard_normal((3, 2) + (8, 8) if spec is CHAIN else (3, 2, 6, 6)),
                 rng.standard_normal((3, 3))) for _ in range(3)]
     shared = netc.Model(spec, dtype="float64", seed=1)
     got = [shared.loss_and_grads(x, t, loss="mse", input_grad=True) for x, t in batches]
     if spec is CHAIN:
-        (buffers,) = [v for (shape, _), v in shared._grads.arrays.items() if shape == (3, 2, 8, 8)]
+        (buffers,) = [v for (shape, _), v in shared.memory.grads.arrays.items()
+                      if shape == (3, 2, 8, 8)]
         assert len(buffers) == 2
-    monkeypatch.setattr(model_module._GradPool, "release", lambda self, arr, live: None)
+    monkeypatch.setattr(context.GradPool, "release", lambda self, arr, live: None)
     alone = netc.Model(spec, dtype="float64", seed=1)
     for (x, t), (loss, grads, dx) in zip(batches, got):
         loss1, grads1, dx1 = alone.loss_and_grads(x, t, loss="mse", input_grad=True)
@@ -152,8 +153,8 @@ def test_input_gradient_buffers_are_shared_along_the_backward_pass(monkeypatch, 
 
 
 def test_grad_pool_keeps_a_buffer_that_is_still_pending():
-    from netc.runtime.model import _GradPool
-    pool = _GradPool().start()
+    from netc.runtime.backends.context import GradPool, Memory
+    pool = GradPool(Memory()).start()
     a = pool.take((2, 3), np.float64)
     pool.release(a.reshape(6)[:3], live=[a[1]])  # a view of it is still pending somewhere
     assert pool.take((2, 3), np.float64) is not a

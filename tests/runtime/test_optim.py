@@ -123,7 +123,7 @@ def test_levenberg_marquardt_reaches_the_normal_equations(damping):
     model, x, y, exact = least_squares()
     opt = netc.optimizer("lm", model.params, damping=damping, jacobian=model.jacobian(x, y))
     for _ in range(3):
-        opt.step(closure_for(model, x, y))
+        opt.iterate(closure_for(model, x, y))
     np.testing.assert_allclose(solution(model), exact.ravel(), atol=1e-8)
 
 
@@ -150,7 +150,7 @@ def test_quasi_newton_and_cg_reach_the_optimum(name, iters):
     model, x, y, exact = least_squares(seed=3)
     opt = netc.optimizer(name, model.params)
     for _ in range(iters):
-        opt.step(closure_for(model, x, y))
+        opt.iterate(closure_for(model, x, y))
     g = model.loss_and_grads(x, y)[1]
     assert max(np.abs(v).max() for v in g.values()) < 1e-6
     np.testing.assert_allclose(solution(model), exact.ravel(), atol=1e-5)
@@ -159,7 +159,7 @@ def test_quasi_newton_and_cg_reach_the_optimum(name, iters):
 def test_newton_solves_a_quadratic_in_one_step():
     model, x, y, exact = least_squares(seed=4)
     opt = netc.optimizer("newton", model.params, alpha=0.0)
-    opt.step(closure_for(model, x, y))
+    opt.iterate(closure_for(model, x, y))
     np.testing.assert_allclose(solution(model), exact.ravel(), atol=1e-6)
 
 
@@ -167,7 +167,7 @@ def test_newton_refuses_large_networks_with_the_memory_it_would_need():
     model = netc.Model("input 100\nFC 50 - OUT 2")
     opt = netc.optimizer("newton", model.params)
     with pytest.raises(NumericsError) as e:
-        opt.step(lambda: model.loss_and_grads(np.zeros((2, 100)), np.zeros((2, 2))))
+        opt.iterate(lambda: model.loss_and_grads(np.zeros((2, 100)), np.zeros((2, 2))))
     assert "5,152 x 5,152 Hessian" in e.value.message and "202.5 MiB" in e.value.message
     assert "lbfgs" in e.value.hint
 

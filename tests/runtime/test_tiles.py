@@ -1,10 +1,11 @@
-"""netc's own GEMM tiles (compiler/tiles.py) against NumPy in float64: every tile body (C = op(A) B:
+"""netc's own GEMM tiles (runtime/backends/cpu/tiles.py) against NumPy in float64: every tile body (C = op(A) B:
 1-6 rows, a full-width tile or 1-4 vectors with a masked last one; C = A B^T: 1-4 by 1-6), both
 float types, alpha and beta, views with strided rows, and nothing written outside C."""
 import numpy as np
 import pytest
 
-from netc.compiler import jit
+from netc.runtime.backends.cpu import blas, jit
+from netc.runtime.backends.cpu.tiles import gemm_tiles, gemm_tiles_nt
 
 # (m, n, k): rows 1..6 and a remainder, widths that end on every vector count, K = 0 and 1
 SHAPES = [(1, 1, 1), (6, 64, 5), (7, 65, 3), (5, 16, 2), (4, 17, 9), (3, 33, 4), (2, 48, 1),
@@ -37,7 +38,6 @@ def check(call, product, m, n, k, dtype, alpha, beta, rng):
 @pytest.mark.parametrize("ta", [False, True])
 def test_tiles_against_numpy(dtype, ta):
     jit.setup()
-    from netc.compiler.tiles import gemm_tiles
     rng = np.random.default_rng(0)
     for m, n, k in SHAPES:
         # float64 widths are in vectors of 8, float32's of 16: scale n to hit the same bodies
@@ -59,7 +59,6 @@ NT_SHAPES = [(1, 1, 1), (4, 6, 16), (5, 7, 17), (3, 11, 5), (2, 13, 0), (9, 4, 1
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_inner_product_tiles_against_numpy(dtype):
     jit.setup()
-    from netc.compiler.tiles import gemm_tiles_nt
     rng = np.random.default_rng(1)
     for m, n, k in NT_SHAPES:
         for alpha, beta in ((1.0, 0.0), (0.75, 1.0), (-1.5, 0.5)):
@@ -73,7 +72,6 @@ def test_inner_product_tiles_against_numpy(dtype):
 def test_float64_tiles_keep_float64():
     """1 + 2^-30 is not a float32: summed in float32 anywhere, the result would be k."""
     jit.setup()
-    from netc.compiler.tiles import gemm_tiles, gemm_tiles_nt
     k = 4096
     a = np.full((1, k), 1.0 + 2.0 ** -30)
     b = np.ones((k, 64))
@@ -85,7 +83,6 @@ def test_float64_tiles_keep_float64():
 
 
 def test_own_tiles_only_with_avx512():
-    from netc.compiler import blas
     avx512 = {name: True for name in ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")}
     assert blas.own_tiles(avx512)
     assert not blas.own_tiles({**avx512, "avx512f": False})

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...jit import REDUCE, cpu_kernel, gemm, prange
-from .common import CHUNK_BYTES, _act_row_cpu, _fill_cpu, _grad_row_cpu, _valid
+from numba import prange
+
+from ..blas import gemm
+from ..common import CHUNK_BYTES, _act_row_cpu, _fill_cpu, _grad_row_cpu, _valid
+from ..jit import REDUCE, kernel
 
 
 def _workspace(ctx, h, x, f, oh, ow, tags):
@@ -31,8 +34,8 @@ def _pointwise(h):
     return h["kernel"] == (1, 1) and h["stride"] == (1, 1) and h["pad"] == (0, 0)
 
 
-@cpu_kernel(parallel=True)
-def _conv_forward_cpu(x, w, bias, code, groups, kh, kw, sh, sw, ph, pw, oh, ow, per, cols_ws, kept,
+@kernel(parallel=True)
+def _conv_forward_cpu(x, w, bias, act, groups, kh, kw, sh, sw, ph, pw, oh, ow, per, cols_ws, kept,
                       z_ws, y):
     """y (N, F, oh*ow) = act(conv(x, w) + bias), each thread on its part of the batch."""
     n, parts = x.shape[0], z_ws.shape[0]
@@ -47,11 +50,11 @@ def _conv_forward_cpu(x, w, bias, code, groups, kh, kw, sh, sw, ph, pw, oh, ow, 
             for g in range(groups):  # one GEMM per group
                 gemm(False, False, 1.0, w[g * fg:(g + 1) * fg], cols[g * k:(g + 1) * k], 0.0,
                      z[g * fg:(g + 1) * fg])
-            _epilogue_cpu(z, bias, code, y, s)
+            _epilogue_cpu(z, bias, act, y, s)
 
 
-@cpu_kernel(parallel=True, fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
-def _conv_backward_cpu(x, w, dy, y, code, groups, kh, kw, sh, sw, ph, pw, oh, ow, per, need_dx,
+@kernel(parallel=True, fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
+def _conv_backward_cpu(x, w, dy, y, act, groups, kh, kw, sh, sw, ph, pw, oh, ow, per, need_dx,
                        cols_ws, kept, d2_ws, dcols_ws, wt, dxp_ws, dw_ws, db_ws, dx):
     """dw_ws[t], db_ws[t]: thread t's weight and bias gradients; dx: the input gradient."""
     n, parts = x.shape[0], d2_ws.shape[0]
@@ -67,7 +70,7 @@ def _conv_backward_cpu(x, w, dy, y, code, groups, kh, kw, sh, sw, ph, pw, oh, ow
             m = (e - s) * ln
             cols = _unfold_cpu(x, s, e, kh, kw, sh, sw, ph, pw, oh, ow, cols_ws, t, kept, False)
             d2 = d2_ws[t, :f_ * m].reshape(f_, m)
-            _prologue_cpu(dy, y, code, s, d2, db)
+            _prologue_cpu(dy, y, act, s, d2, db)
             for g in range(groups):  # dw += d2 cols^T, accumulated by the GEMM itself
                 gemm(False, True, 1.0, d2[g * fg:(g + 1) * fg], cols[g * k:(g + 1) * k], 1.0,
                      dw[g * fg:(g + 1) * fg])
@@ -83,7 +86,7 @@ def _conv_backward_cpu(x, w, dy, y, code, groups, kh, kw, sh, sw, ph, pw, oh, ow
                 _col2im_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dx, s, e)
 
 
-@cpu_kernel()
+@kernel()
 def _unfold_cpu(x, s, e, kh, kw, sh, sw, ph, pw, oh, ow, cols_ws, t, kept, fill):
     """Samples s..e-1 unfolded to (C*kh*kw, (e-s)*oh*ow): in `kept` (the whole batch's, chunk
     after chunk) when it is not empty, filled only if `fill` (forward fills it, backward reads
@@ -102,37 +105,35 @@ def _unfold_cpu(x, s, e, kh, kw, sh, sw, ph, pw, oh, ow, cols_ws, t, kept, fill)
     return cols
 
 
-@cpu_kernel()
-def _epilogue_cpu(zf, bias, code, y, s):
+@kernel()
+def _epilogue_cpu(zf, bias, act, y, s):
     """y[s + n, f, k] = act(zf[f, n*L + k] + bias[f]) for the chunk's samples n."""
     f_, ml = zf.shape
     ln = y.shape[2]
     for f in range(f_):
         b = bias[f]
         for n in range(ml // ln):
-            _act_row_cpu(code, zf[f, n * ln:(n + 1) * ln], b, y[s + n, f], ln)
+            _act_row_cpu(act, zf[f, n * ln:(n + 1) * ln], b, y[s + n, f], ln)
 
 
-@cpu_kernel(fastmath=REDUCE)
-def _prologue_cpu(dy, y, code, s, d2, dbias):
+@kernel(fastmath=REDUCE)
+def _prologue_cpu(dy, y, act, s, d2, dbias):
     """d2[f, n*L + k] = dy * act'(z) for the chunk's samples; dbias[f] accumulates it."""
     f_, ml = d2.shape
     ln = dy.shape[2]
     for f in range(f_):
         acc = 0.0
         for n in range(ml // ln):
-            acc += _grad_row_cpu(code, dy[s + n, f], y[s + n, f], d2[f, n * ln:(n + 1) * ln], ln)
+            acc += _grad_row_cpu(act, dy[s + n, f], y[s + n, f], d2[f, n * ln:(n + 1) * ln], ln)
         dbias[f] += acc
 
 
-@cpu_kernel()
+@kernel()
 def _im2col_cpu(x, n0, n1, kh, kw, sh, sw, ph, pw, oh, ow, out):
     """out[(c, i, j), (n - n0, y, x)] = x[n, c, y*sh - ph + i, x*sw - pw + j], zero outside,
     for the samples n0 <= n < n1. Each output row copies the input's columns that exist and
     zeroes the rest; the flat unsigned indices spare every load Numba's wraparound check (an
-    index it cannot prove non-negative): on LeNet's second layer (rows of 10) the unfolding took
-    0.23 ns a value against 0.38 with a view and a bounds test per row, on strided 3x3 and 7x7
-    layers 0.30 against 0.55."""
+    index it cannot prove non-negative)."""
     c_, h_, w_ = x.shape[1], x.shape[2], x.shape[3]
     ln, m = oh * ow, out.shape[1]
     xf, of = x.reshape(-1), out.reshape(-1)
@@ -160,14 +161,13 @@ def _im2col_cpu(x, n0, n1, kh, kw, sh, sw, ph, pw, oh, ow, out):
                             of[row + ox] = 0
 
 
-@cpu_kernel()
+@kernel()
 def _fold_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dxp, dx, n0, n1):
     """col2im from the transposed unfolding, dcols[(n, oy, ox), (i, j, c)], through a padded
     channels-last image dxp (Hp, Wp*C): for an output pixel and a kernel row i, the kw*C values
     (j, c) land on kw*C consecutive values of dxp's row, so every add is a vector of kw*C
-    (for LeNet's second layer, 8x faster than col2im's rows of ow). Then dx[n0:n1] = dxp's
-    interior, channels first. Flat unsigned indices, as in _im2col_cpu (views per run took
-    twice as long)."""
+    rather than col2im's rows of ow. Then dx[n0:n1] = dxp's interior, channels first. Flat
+    unsigned indices, as in _im2col_cpu."""
     c_, hh, ww = dx.shape[1], dx.shape[2], dx.shape[3]
     run, kc, wq = kw * c_, dcols.shape[1], dxp.shape[1]
     u = np.uint64
@@ -188,7 +188,7 @@ def _fold_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dxp, dx, n0, n1):
                     dst[ix] = acc[frm + ix * u(c_)]
 
 
-@cpu_kernel()
+@kernel()
 def _col2im_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dx, n0, n1):
     """The adjoint of im2col: fold dcols (C*kh*kw, (n1-n0)*oh*ow) into dx[n0:n1] (N, C, H, W)."""
     c_, h_, w_ = dx.shape[1], dx.shape[2], dx.shape[3]

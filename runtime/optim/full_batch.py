@@ -1,19 +1,25 @@
 """Full-batch (small-data) optimizers: L-BFGS, nonlinear conjugate gradient, Levenberg-Marquardt
 (Gauss-Newton at damping 0) and regularised Newton. Each works on the parameters as one flat
-vector; `step(closure)` calls closure() -> (loss, grads) as often as its line search needs and
-returns the new loss."""
+vector; `iterate(closure)` calls closure() -> (loss, grads) as often as it needs and returns the
+new loss."""
 from __future__ import annotations
 
 import numpy as np
 
 from netc.dsl.errors import NetcError, NumericsError
 
-from .optim import Optimizer
+from .base import Optimizer
 
 
 class FullBatch(Optimizer):
     default_lr = 1.0
     defaults = {"max_ls": 25, "c1": 1e-4}
+    full_batch = True
+
+    def step(self, grads):
+        raise NetcError(f"{self.name} is a full-batch method: it does not step from gradients",
+                        "call opt.iterate(closure), with closure() -> (loss, grads) on the whole "
+                        "training set")
 
     def __init__(self, params, lr=None, **hyper):
         super().__init__(params, lr, **hyper)
@@ -102,7 +108,7 @@ class LBFGS(FullBatch):
             q += (a - rho * (y @ q)) * s
         return -q
 
-    def step(self, closure):
+    def iterate(self, closure):
         self.t += 1
         theta, f, g = self.current(closure)
         d = self.direction(g)
@@ -140,7 +146,7 @@ class ConjugateGradient(FullBatch):
         if "cg::g" in arrays:
             self.prev = (arrays["cg::g"].copy(), arrays["cg::d"].copy(), float(arrays["cg::t"]))
 
-    def step(self, closure):
+    def iterate(self, closure):
         self.t += 1
         theta, f, g = self.current(closure)
         restart = self.hyper["restart"] or theta.size
@@ -179,7 +185,7 @@ class LevenbergMarquardt(FullBatch):
         if "lm::lambda" in arrays:
             self.lam = float(arrays["lm::lambda"])
 
-    def step(self, closure):
+    def iterate(self, closure):
         self.t += 1
         theta = self.flat()
         r, jac = self.jacobian()
@@ -222,7 +228,7 @@ class Newton(FullBatch):
         self.assign(theta)
         return (hess + hess.T) / 2
 
-    def step(self, closure):
+    def iterate(self, closure):
         self.t += 1
         n = sum(p.size for p in self.params.values())
         if n > self.hyper["max_params"]:

@@ -1,61 +1,10 @@
-"""Optimizers. First-order methods update arrays in place from gradients, with PyTorch's
-hyperparameter names and formulas; full-batch methods take a closure returning (loss, grads).
-
-A base class keeps the state per parameter; each subclass writes only its update."""
+"""First-order optimizers: each updates arrays in place from gradients, with PyTorch's
+hyperparameter names and formulas, and writes only its update (the base keeps the state)."""
 from __future__ import annotations
 
 import numpy as np
 
-from netc.dsl.errors import NetcError
-
-
-class Optimizer:
-    defaults: dict = {}
-
-    def __init__(self, params: dict, lr=None, **hyper):
-        unknown = set(hyper) - set(self.defaults)
-        if unknown:
-            raise NetcError(f"{self.name}: unknown setting(s) {', '.join(sorted(unknown))}",
-                            f"{self.name} takes: lr, " + ", ".join(self.defaults))
-        self.params = params
-        self.hyper = {**self.defaults, **hyper}
-        self.lr = self.default_lr if lr is None else float(lr)
-        if self.lr < 0:
-            raise NetcError(f"{self.name}: lr must be >= 0; received {lr}")
-        self.state: dict = {name: {} for name in params}
-        self.t = 0
-        self.lr_mult: dict = {}  # per-parameter learning-rate multipliers (0 freezes)
-
-    name = "optimizer"
-    default_lr = 0.01
-
-    def step(self, grads):
-        self.t += 1
-        for name, theta in self.params.items():
-            g = grads.get(name)
-            mult = self.lr_mult.get(name, 1.0)
-            if g is None or mult == 0:
-                continue
-            self.update(theta, g, self.state[name], self.lr * mult)
-
-    def update(self, theta, g, state, lr):  # pragma: no cover - subclasses write it
-        raise NotImplementedError
-
-    def state_arrays(self) -> dict:
-        """Optimizer state as flat name -> array (for checkpoints and exact resume)."""
-        out = {"__t": np.array(self.t)}
-        for name, st in self.state.items():
-            for k, v in st.items():
-                out[f"{name}::{k}"] = np.asarray(v)
-        return out
-
-    def load_state_arrays(self, arrays: dict):
-        self.t = int(arrays.get("__t", 0))
-        for key, v in arrays.items():
-            if "::" in key and key.split("::", 1)[0] in self.state:
-                name, k = key.split("::", 1)
-                if name in self.state:
-                    self.state[name][k] = v.copy() if v.ndim else v.item()
+from .base import Optimizer
 
 
 def _decayed(theta, g, wd):
@@ -158,16 +107,3 @@ class AdamW(Adam):
     name = "adamw"
     defaults = {**Adam.defaults, "weight_decay": 0.01}
     decoupled = True
-
-
-def optimizer(name: str, params: dict, **hyper) -> Optimizer:
-    """netc.optimizer("adam", model.params, lr=1e-3, ...)."""
-    from .optim_batch import LBFGS, ConjugateGradient, LevenbergMarquardt, Newton
-    known = {c.name: c for c in (SGD, Momentum, Nesterov, Adagrad, RMSprop, Adam, AdamW, LBFGS,
-                                 ConjugateGradient, LevenbergMarquardt, Newton)}
-    if name not in known:
-        raise NetcError(f"unknown optimizer {name!r}", "one of " + ", ".join(known))
-    return known[name](params, **hyper)
-
-
-FULL_BATCH = ("lbfgs", "cg", "lm", "newton")

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...jit import REDUCE, cpu_kernel, gemm, prange
-from .common import CHUNK_BYTES, _act_row_cpu, _fill_cpu, _grad_row_cpu
+from numba import prange
+
+from ..blas import gemm
+from ..common import CHUNK_BYTES, _act_row_cpu, _fill_cpu, _grad_row_cpu
+from ..jit import REDUCE, kernel
 
 
 # Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, 2016) for 3x3 stride-1 convolutions:
@@ -38,11 +41,10 @@ def _winograd_weight_grad(du):
     return np.ascontiguousarray(dg.reshape(f, c, 3, 3), dtype=du.dtype)
 
 
-@cpu_kernel()
+@kernel()
 def _product_cpu(ta, tb, a, b, out):
-    """out = op(a) op(b) by the kernels' own single-threaded BLAS. (A three-operand einsum took
-    0.8 and 2.4 ms for 64x64 filters at every step; NumPy's matmul, 40 us alone, took 4 ms
-    there, its threads contending with the kernels' still-spinning ones.)"""
+    """out = op(a) op(b) by the kernels' own single-threaded BLAS (NumPy's threads would contend
+    with the kernels' still-spinning ones)."""
     gemm(ta, tb, 1.0, a, b, 0.0, out)
 
 
@@ -56,7 +58,7 @@ def _winograd_workspace(ctx, x, f, oh, ow, tags):
     per = max(1, min(-(-n // ctx.workers), CHUNK_BYTES // (16 * max(c, f) * th * tw * x.itemsize)))
     t, tiles, size = ctx.workers, per * th * tw, x.itemsize
     # the 16 matrices (and the F planes of 'o') are written side by side: strides that are
-    # multiples of 4 KiB would put them all in the same L1 sets (measured 7x slower)
+    # multiples of 4 KiB would put them all in the same L1 sets
     shapes = {"xp": (2 * th + 2, 2 * tw + 2, c), "v": (16, _skew(tiles, c * size), c),
               "dv": (16, _skew(tiles, c * size), c), "m": (16, _skew(tiles, f * size), f),
               "o": (f, 2 * th, _skew(2 * tw, 2 * th * size))}
@@ -70,8 +72,8 @@ def _skew(count, unit_bytes):
     return count
 
 
-@cpu_kernel(parallel=True)
-def _winograd_forward_cpu(x, ut, bias, code, ph, pw, oh, ow, per, xp_ws, v_ws, m_ws, o_ws, y):
+@kernel(parallel=True)
+def _winograd_forward_cpu(x, ut, bias, act, ph, pw, oh, ow, per, xp_ws, v_ws, m_ws, o_ws, y):
     """y = act(conv(x, w) + bias), ut = U^T (16, C, F): V U^T as V times a matrix with
     contiguous rows, the GEMM that netc's tiles run at full speed."""
     n = x.shape[0]
@@ -90,11 +92,11 @@ def _winograd_forward_cpu(x, ut, bias, code, ph, pw, oh, ow, per, xp_ws, v_ws, m
                 _winograd_out_cpu(mm, q * th * tw, th, tw, o)
                 for f in range(o.shape[0]):
                     for oy in range(oh):
-                        _act_row_cpu(code, o[f, oy], bias[f], y[s + q, f, oy], ow)
+                        _act_row_cpu(act, o[f, oy], bias[f], y[s + q, f, oy], ow)
 
 
-@cpu_kernel(parallel=True, fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
-def _winograd_backward_cpu(x, u, dy, y, code, ph, pw, per, need_dx, xp_ws, v_ws, m_ws, dv_ws,
+@kernel(parallel=True, fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
+def _winograd_backward_cpu(x, u, dy, y, act, ph, pw, per, need_dx, xp_ws, v_ws, m_ws, dv_ws,
                            o_ws, du_ws, db_ws, dx):
     n = x.shape[0]
     parts = xp_ws.shape[0]
@@ -114,7 +116,7 @@ def _winograd_backward_cpu(x, u, dy, y, code, ph, pw, per, need_dx, xp_ws, v_ws,
             for q in range(m):
                 for f in range(o.shape[0]):
                     for oy in range(oh):
-                        db[f] += _grad_row_cpu(code, dy[s + q, f, oy], y[s + q, f, oy], o[f, oy], ow)
+                        db[f] += _grad_row_cpu(act, dy[s + q, f, oy], y[s + q, f, oy], o[f, oy], ow)
                 _winograd_grad_out_cpu(o, th, tw, dm, q * th * tw)
             for k in range(16):  # dU += dM^T V
                 gemm(True, False, 1.0, dm[k, :cols], v[k, :cols], 1.0, du[k])
@@ -126,7 +128,7 @@ def _winograd_backward_cpu(x, u, dy, y, code, ph, pw, per, need_dx, xp_ws, v_ws,
                     _winograd_unpad_cpu(xp, ph, pw, dx[s + q])
 
 
-@cpu_kernel()
+@kernel()
 def _winograd_input_cpu(x, s, m, ph, pw, th, tw, xp, v):
     """v[:, tiles of sample q, :] = the transformed tiles of samples s..s+m-1 (xp: scratch)."""
     for q in range(m):
@@ -134,10 +136,10 @@ def _winograd_input_cpu(x, s, m, ph, pw, th, tw, xp, v):
         _winograd_in_cpu(xp, th, tw, v, q * th * tw)
 
 
-@cpu_kernel()
+@kernel()
 def _winograd_pad_cpu(img, ph, pw, xp):
     """xp (Hq, Wq, C) = one sample (C, H, W) placed at (ph, pw) on zeros, channels last (flat
-    unsigned indices, free of Numba's wraparound checks: 15-20% faster)."""
+    unsigned indices, free of Numba's wraparound checks)."""
     c_, hh, ww = img.shape
     u, out, wq = np.uint64, xp.reshape(-1), xp.shape[1]
     _fill_cpu(out, 0.0)
@@ -148,7 +150,7 @@ def _winograd_pad_cpu(img, ph, pw, xp):
                 out[at + ix * u(c_)] = src[ix]
 
 
-@cpu_kernel()
+@kernel()
 def _winograd_unpad_cpu(xp, ph, pw, img):
     """img (C, H, W) = xp (Hq, Wq, C) from (ph, pw), channels first: _winograd_pad_cpu's adjoint
     for the input gradient."""
@@ -161,7 +163,7 @@ def _winograd_unpad_cpu(xp, ph, pw, img):
                 dst[ix] = src[at + ix * u(c_)]
 
 
-@cpu_kernel()
+@kernel()
 def _winograd_in_cpu(xp, th, tw, v, col0):
     """v[a*4+b, col0 + ty*tw + tx, :] = (B^T d B)[a, b] for the 4x4 tile d at (2ty, 2tx):
     t = B^T d combines the tile's rows, then v = t B its columns; vectors over channels."""
@@ -180,7 +182,7 @@ def _winograd_in_cpu(xp, th, tw, v, col0):
                 v[12, j, c], v[13, j, c], v[14, j, c], v[15, j, c] = t30 - t32, t31 + t32, t32 - t31, t31 - t33
 
 
-@cpu_kernel()
+@kernel()
 def _winograd_out_cpu(mm, col0, th, tw, o):
     """o (F, 2th, 2tw) = A^T M A for every 2x2 tile of one sample (whole tiles; bias and
     activation come after, on the part inside the output)."""
@@ -201,7 +203,7 @@ def _winograd_out_cpu(mm, col0, th, tw, o):
                 o[f, oy + 1, ox], o[f, oy + 1, ox + 1] = r0 + r1 + r2, r1 - r2 - r3
 
 
-@cpu_kernel()
+@kernel()
 def _winograd_grad_out_cpu(g, th, tw, dm, col0):
     """dm[:, tile, f] = A g A^T for each 2x2 tile of g (F, 2th, 2tw), the output gradient
     (times act') of one sample, zero past the output's border."""
@@ -220,7 +222,7 @@ def _winograd_grad_out_cpu(g, th, tw, dm, col0):
                 dm[12, j, f], dm[13, j, f], dm[14, j, f], dm[15, j, f] = -g10, -g10 - g11, g11 - g10, g11
 
 
-@cpu_kernel()
+@kernel()
 def _winograd_grad_in_cpu(dv, col0, th, tw, dxp):
     """dxp (Hq, Wq, C) = the sum over tiles of B dV B^T placed at (2ty, 2tx) (tiles overlap by
     two rows and columns). Each tile is transformed into a small buffer first (B's 1-D form,

@@ -15,9 +15,7 @@ says otherwise ("auto": OpenBLAS's own choice; or a core name, such as Haswell o
 and as fast or faster than its AVX-512 ones on most of the layers' shapes (bench/gemm.py).
 Without that wheel: another loaded 32-bit-integer CBLAS (SciPy's OpenBLAS, MKL, Accelerate),
 limited to one thread; without any, the same names lead to NumPy through ctypes: slower, and
-still correct.
-
-Imported by jit.setup() only: it needs numba.
+still correct. `bind()` (from jit.setup(), when the backend loads) gives LLVM the addresses.
 """
 from __future__ import annotations
 
@@ -36,7 +34,6 @@ from llvmlite import binding as llvm
 from numba import types
 from numba.extending import overload
 
-from .jit import gemm
 from .tiles import gemm_tiles, gemm_tiles_nt
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
@@ -49,6 +46,15 @@ _AVX512 = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
 def _signature(real):
     return types.void(_I32, _I32, _I32, _I32, _I32, _I32, real, types.intp, _I32, types.intp, _I32,
                       real, types.intp, _I32)
+
+
+def gemm(ta, tb, alpha, a, b, beta, c):
+    """c = alpha op(a) op(b) + beta c (c is not read when beta is 0), with op(x) = x.T where its
+    flag is set. a, b, c: 2-D arrays whose elements are contiguous within a row, rows at any
+    stride (a column block of a C array will do). Compiled (inside kernels), it runs netc's
+    tiles or calls the BLAS directly (see below); this plain form serves Python callers."""
+    prod = alpha * ((a.T if ta else a) @ (b.T if tb else b))
+    c[...] = prod if beta == 0 else prod + beta * c
 
 
 _SGEMM = types.ExternalFunction("netc_cblas_sgemm", _signature(types.float32))
@@ -164,7 +170,7 @@ def _find_cblas():
 
 
 def _numpy_gemm(ctype):
-    """A cblas_?gemm stand-in (row-major only): jit.gemm's NumPy form on views of the pointers,
+    """A cblas_?gemm stand-in (row-major only): gemm's NumPy form on views of the pointers,
     for machines without a 32-bit-integer CBLAS."""
     i32, ptr = ctypes.c_int32, ctypes.c_void_p
     proto = ctypes.CFUNCTYPE(None, i32, i32, i32, i32, i32, i32, ctype, ptr, i32, ptr, i32, ctype, ptr, i32)
@@ -217,12 +223,12 @@ def own_tiles(features=None) -> bool:
 
 @functools.cache
 def _host_tiles() -> bool:
-    """own_tiles() for this CPU: asking LLVM takes about 100 us, so once per process."""
+    """own_tiles() for this CPU, asked of LLVM once per process (the question is slow)."""
     return own_tiles(llvm.get_host_cpu_features())
 
 
 def blas_gemm(ta, tb, alpha, a, b, beta, c):
-    """jit.gemm, always by the BLAS (compiled; its plain form is jit.gemm's): for benchmarks."""
+    """gemm, always by the BLAS (compiled; its plain form is gemm's): for benchmarks and tests."""
     gemm(ta, tb, alpha, a, b, beta, c)
 
 

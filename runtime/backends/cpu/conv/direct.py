@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...jit import REDUCE, cpu_kernel, prange
-from .common import _act_row_cpu, _fill_cpu, _grad_row_cpu
+from numba import prange
 
-TAPS, BLOCK = 9, 4  # taps and filters per pass: what _nine_taps_cpu spells out by name
+from ..common import TAPS, _act_row_cpu, _fill_cpu, _grad_row_cpu, _nine_dots_cpu, _offsets
+from ..jit import REDUCE, kernel
+
+BLOCK = 4  # filters per pass: what _nine_taps_cpu spells out by name, for TAPS taps
 
 
 def _direct_plan(h, xshape):
@@ -64,8 +66,8 @@ def _direct_workspace(ctx, x, f, plane, margin, tags):
                  for tag in tags)
 
 
-@cpu_kernel(parallel=True)
-def _direct_forward_cpu(x, wk, bias, code, ph, pw, offs, oh, ow, xp_ws, acc_ws, y):
+@kernel(parallel=True)
+def _direct_forward_cpu(x, wk, bias, act, ph, pw, offs, oh, ow, xp_ws, acc_ws, y):
     """y (N, F, oh, ow) = act(conv(x, w) + bias) at stride 1, each thread on its part of the
     batch; wk from _direct_weights."""
     n, c_, hh, ww = x.shape
@@ -85,12 +87,12 @@ def _direct_forward_cpu(x, wk, bias, code, ph, pw, offs, oh, ow, xp_ws, acc_ws, 
                 _taps_cpu(xp, offs, wk[b], acc, count)
                 for i in range(min(BLOCK, f_ - BLOCK * b)):
                     for oy in range(oh):
-                        _act_row_cpu(code, acc[i, oy * wp:oy * wp + ow], bias[BLOCK * b + i],
+                        _act_row_cpu(act, acc[i, oy * wp:oy * wp + ow], bias[BLOCK * b + i],
                                      y[s, BLOCK * b + i, oy], ow)
 
 
-@cpu_kernel(parallel=True, fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
-def _direct_backward_cpu(x, wt, dy, y, code, ph, pw, offs, margin, need_dx, xp_ws, g_ws, acc_ws,
+@kernel(parallel=True, fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
+def _direct_backward_cpu(x, wt, dy, y, act, ph, pw, offs, margin, need_dx, xp_ws, g_ws, acc_ws,
                          dw_ws, db_ws, dx):
     """dw_ws[t] (F rounded up to even, C, taps rounded up to a multiple of nine), db_ws[t]:
     thread t's weight and bias gradients; dx the input gradient (wt: _direct_weights(w,
@@ -114,7 +116,7 @@ def _direct_backward_cpu(x, wt, dy, y, code, ph, pw, offs, margin, need_dx, xp_w
             for f in range(f_):
                 gf = g[f, margin:]
                 for oy in range(oh):
-                    db[f] += _grad_row_cpu(code, dy[s, f, oy], y[s, f, oy],
+                    db[f] += _grad_row_cpu(act, dy[s, f, oy], y[s, f, oy],
                                            gf[oy * wp:oy * wp + ow], ow)
             for f in range(0, g.shape[0], 2):
                 _tap_dots_cpu(g[f, margin:], g[f + 1, margin:], xp, offs, count, dw[f:f + 2])
@@ -129,7 +131,7 @@ def _direct_backward_cpu(x, wt, dy, y, code, ph, pw, offs, margin, need_dx, xp_w
                                 dst[ix] = src[ix]
 
 
-@cpu_kernel()
+@kernel()
 def _pad_planes_cpu(img, ph, pw, xp):
     """xp (C, >= Hp*Wp) = img (C, H, W) placed at (ph, pw); the border is left as it is (zero)."""
     c_, hh, ww = img.shape
@@ -141,7 +143,7 @@ def _pad_planes_cpu(img, ph, pw, xp):
                 dst[ix] = src[ix]
 
 
-@cpu_kernel(fastmath=REDUCE)
+@kernel(fastmath=REDUCE)
 def _taps_cpu(planes, offs, wk, acc, count):
     """acc[i, p] += sum_c sum_t wk[c, t // 9, i, t % 9] * planes[c, offs[t] + p] for p < count:
     four output planes i from every input plane c (one call per block of four filters, so that
@@ -151,7 +153,7 @@ def _taps_cpu(planes, offs, wk, acc, count):
             _nine_taps_cpu(planes[c], offs[TAPS * j:TAPS * j + TAPS], wk[c, j], acc, count)
 
 
-@cpu_kernel(fastmath=REDUCE, inline=True)
+@kernel(fastmath=REDUCE, inline=True)
 def _nine_taps_cpu(x, offs, k, acc, count):
     """acc[i, p] += sum_j k[i, j] * x[offs[j] + p] for four rows i, nine taps j, p < count.
     The 36 weights are named one by one so that they stay in registers (read through a view
@@ -172,7 +174,7 @@ def _nine_taps_cpu(x, offs, k, acc, count):
         acc[3, p] += (d0 * v0 + d1 * v1 + d2 * v2) + (d3 * v3 + d4 * v4 + d5 * v5) + (d6 * v6 + d7 * v7 + d8 * v8)
 
 
-@cpu_kernel(fastmath=REDUCE)
+@kernel(fastmath=REDUCE)
 def _tap_dots_cpu(g0, g1, planes, offs, count, out):
     """out[i, c, t] += sum_p g_i[p] * planes[c, offs[t] + p] for the gradient planes g0, g1 of
     two filters, every input plane c and tap t, p < count."""
@@ -180,34 +182,3 @@ def _tap_dots_cpu(g0, g1, planes, offs, count, out):
         for j in range(out.shape[2] // TAPS):
             _nine_dots_cpu(g0, g1, planes[c], offs[TAPS * j:TAPS * j + TAPS], count,
                            out[:, c, TAPS * j:TAPS * j + TAPS])
-
-
-@cpu_kernel(fastmath=REDUCE, inline=True)
-def _nine_dots_cpu(g0, g1, x, offs, count, out):
-    """out[i, j] += sum_p g_i[p] * x[offs[j] + p] for the two gradient planes g0, g1 and nine
-    taps j, p < count: 18 sums in registers, each input load feeding two of them."""
-    o0, o1, o2, o3, o4, o5, o6, o7, o8 = _offsets(offs)
-    z = g0[0] * np.float32(0)  # in the arrays' precision (times an int 0 it would be float64)
-    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = z
-    b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = b8 = z
-    for p in range(np.uint64(count)):
-        v0, v1, v2, v3, v4 = x[o0 + p], x[o1 + p], x[o2 + p], x[o3 + p], x[o4 + p]
-        v5, v6, v7, v8 = x[o5 + p], x[o6 + p], x[o7 + p], x[o8 + p]
-        u, w = g0[p], g1[p]
-        a0, a1, a2, a3, a4 = a0 + u * v0, a1 + u * v1, a2 + u * v2, a3 + u * v3, a4 + u * v4
-        a5, a6, a7, a8 = a5 + u * v5, a6 + u * v6, a7 + u * v7, a8 + u * v8
-        b0, b1, b2, b3, b4 = b0 + w * v0, b1 + w * v1, b2 + w * v2, b3 + w * v3, b4 + w * v4
-        b5, b6, b7, b8 = b5 + w * v5, b6 + w * v6, b7 + w * v7, b8 + w * v8
-    out[0, 0] += a0; out[0, 1] += a1; out[0, 2] += a2; out[0, 3] += a3; out[0, 4] += a4  # noqa: E702
-    out[0, 5] += a5; out[0, 6] += a6; out[0, 7] += a7; out[0, 8] += a8                   # noqa: E702
-    out[1, 0] += b0; out[1, 1] += b1; out[1, 2] += b2; out[1, 3] += b3; out[1, 4] += b4  # noqa: E702
-    out[1, 5] += b5; out[1, 6] += b6; out[1, 7] += b7; out[1, 8] += b8                   # noqa: E702
-
-
-@cpu_kernel(inline=True)
-def _offsets(offs):
-    """The nine offsets as unsigned integers: an index that Numba cannot prove non-negative
-    gets a wraparound check, which turns every vector load into a gather."""
-    return (np.uint64(offs[0]), np.uint64(offs[1]), np.uint64(offs[2]), np.uint64(offs[3]),
-            np.uint64(offs[4]), np.uint64(offs[5]), np.uint64(offs[6]), np.uint64(offs[7]),
-            np.uint64(offs[8]))

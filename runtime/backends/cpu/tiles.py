@@ -4,11 +4,8 @@ LLVM vectorizes netc's loops well enough where one operand streams (the direct C
 a GEMM needs its partial sums held in registers across the whole K loop, which no loop written in
 Numba gets. So the tile is written in LLVM's own vector IR through Numba's `@intrinsic`: a block
 of ROWS rows of C by up to four 64-byte vectors (6 x 64 floats: 24 accumulators, 4 row loads and
-6 broadcasts per 24 fused multiply-adds), summed over all of K in registers and written once.
-On AVX-512 that is what a BLAS's inner kernel does; measured on a 2-core Zen 5 against netc's
-OpenBLAS, the MLP's weight gradient (256 x 784 over 64 samples) ran at 235 GFLOP/s per core,
-against 114 with the Haswell kernels that OPENBLAS_CORETYPE pins and 210 with the AVX-512 ones
-(bench/gemm.py).
+6 broadcasts per 24 fused multiply-adds), summed over all of K in registers and written once:
+what a BLAS's inner kernel does on AVX-512 (rates against OpenBLAS: bench/RESULTS.md).
 
 B and C need contiguous rows (C = op(A) B, not B^T): that is the row that a vector loads. A is
 read one element at a time (broadcast), so A or A^T are the same to the tile. No packing: the
@@ -17,14 +14,15 @@ shapes netc sends here keep a 64-wide panel of B in L1 or L2.
 `gemm_tiles` (C = op(A) B) and `gemm_tiles_nt` (C = A B^T, inner products) are the Numba-side
 drivers; blas.py's gemm calls them on CPUs with AVX-512 (where the vectors are registers:
 elsewhere LLVM splits them, which is correct and slower than the BLAS).
-Imported by jit.setup() only: it needs numba.
 """
 from __future__ import annotations
 
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from ..cache import njit
 
 ROWS = 6     # rows of C per tile
 VECTORS = 4  # 64-byte vectors per row of a full-width tile
@@ -259,7 +257,7 @@ def _tile_nt(typingctx, a, ao, lda, b, bo, ldb, c, co, ldc, k, alpha, beta, rows
     return sig, codegen
 
 
-@njit(cache=True, nogil=True)
+@njit(nogil=True)
 def gemm_tiles(ta, alpha, a, b, beta, c):
     """c = alpha op(a) b + beta c (c is not read where beta is 0), op(a) = a.T where ta is set;
     b's and c's rows contiguous, a's elements contiguous within a row."""
@@ -277,7 +275,7 @@ def gemm_tiles(ta, alpha, a, b, beta, c):
         j += width
 
 
-@njit(cache=True, nogil=True)
+@njit(nogil=True)
 def gemm_tiles_nt(alpha, a, b, beta, c):
     """c = alpha a b^T + beta c (c is not read where beta is 0): every element an inner product
     of a row of a and a row of b, K a chunk at a time."""

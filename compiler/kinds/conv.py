@@ -1,0 +1,89 @@
+"""CONV: 2-D convolution with stride, padding, groups and a fused activation."""
+from __future__ import annotations
+
+import math
+
+from ..registry import (ACTIVATIONS, Bool, Choice, Int, LayerError, LayerKind, Pad, Pair,
+                        register)
+from ..shapes import resolve_pad, window_geometry
+
+
+@register
+class Conv(LayerKind):
+    name = "CONV"
+    example = ("5x6x4", "CONV 3x3/2 6 pad=1 groups=2 act=prelu")
+    doc = "2-D convolution: `CONV 11x11/4 96`, `CONV 3x3 64 pad=same act=relu`, `groups=G`"
+    spatial = True
+    color = "#cfe2f3"
+    keys = {
+        "filters": Int(doc="the number of filters, an integer >= 1"),
+        "kernel": Pair((3, 3)),
+        "stride": Pair((1, 1)),
+        "pad": Pad(0),
+        "groups": Int(1),
+        "bias": Bool(True),
+        "act": Choice(ACTIVATIONS, "none"),
+        "round": Choice(("exact", "floor", "ceil"), "exact"),
+    }
+    positional = {tuple: "kernel", int: "filters", str: "act"}
+
+    def resolve(self, h, xs):
+        x = xs[0]
+        if "filters" not in h:
+            raise LayerError("CONV needs the number of filters", key="filters",
+                             hint="write it after the kernel, e.g. `CONV 3x3 64`, or set a default "
+                                  "with `CONV: 64`")
+        if h["pad"] == "same" and h["round"] == "exact":
+            h["round"] = "floor"  # 'same' at stride S gives ceil(W/S), as PyTorch's padding=k//2
+        h["pad"] = resolve_pad(h["pad"], h["kernel"])
+        g = h["groups"]
+        if x[0] % g or h["filters"] % g:
+            raise LayerError(f"groups={g} must divide the input channels ({x[0]}) and the filters "
+                             f"({h['filters']})", key="groups",
+                             hint="choose groups among the common divisors: "
+                                  + ", ".join(str(d) for d in range(1, x[0] + 1)
+                                              if x[0] % d == 0 and h["filters"] % d == 0))
+        return h
+
+    def shape(self, h, xs):
+        oh, ow, _, _ = window_geometry(h, xs[0])
+        return (h["filters"], oh, ow)
+
+    def params(self, h, xs):
+        kh, kw = h["kernel"]
+        p = {"weight": (h["filters"], xs[0][0] // h["groups"], kh, kw)}
+        if h["bias"]:
+            p["bias"] = (h["filters"],)
+        if h["act"] == "prelu":
+            p["slope"] = (h["filters"],)
+        return p
+
+    def macs(self, h, xs, y):
+        kh, kw = h["kernel"]
+        return math.prod(y) * (xs[0][0] // h["groups"]) * kh * kw
+
+    def flops(self, h, xs, y):
+        return math.prod(y) * (int(h["bias"]) + (h["act"] != "none"))
+
+    def window(self, h, xs):
+        return h["kernel"], h["stride"]
+
+    def label(self, h):
+        kh, kw = h["kernel"]
+        s = h["stride"]
+        text = f"CONV {kh}x{kw}" + (f"/{s[0]}" if s == (s[0], s[0]) and s[0] > 1 else
+                                    "" if s[0] == 1 == s[1] else f"/{s[0]}x{s[1]}")
+        text += f" {h['filters']}"
+        if h["pad"] != (0, 0):
+            text += f" pad={h['pad'][0]}" if h["pad"][0] == h["pad"][1] else f" pad={h['pad'][0]}x{h['pad'][1]}"
+        if h["groups"] > 1:
+            text += f" g={h['groups']}"
+        if h["act"] != "none":
+            text += f" {h['act']}"
+        return text
+
+    def init_rule(self, short):
+        return 0.25 if short == "slope" else super().init_rule(short)
+
+    def regularized(self, h):
+        return ("weight",)

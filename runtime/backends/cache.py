@@ -1,0 +1,93 @@
+"""Where Numba caches netc's compiled kernels: a folder per module and version of its source.
+
+Numba checks a cached function against its own file only, while netc's kernels compile in code
+from other files (elementwise.py's math, common.py's row loops, the GEMM tiles): after such a file
+changed, a kernel from the cache would keep the old code. So each module's kernels are cached in a
+folder named after a hash of its source and of every backend module it imports, directly or not:
+an edit or an upgrade recompiles exactly the kernels it can change. The folders lie under
+NUMBA_CACHE_DIR where it is set, else under the user's cache folder (~/.cache/netc).
+"""
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import os
+
+import numba
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PACKAGE = __name__.rpartition(".")[0]  # netc.runtime.backends
+
+
+def _path(module: str, root: str = HERE, package: str = PACKAGE) -> str | None:
+    """The source file of a module of the backends package, or None for any other module."""
+    if module != package and not module.startswith(package + "."):
+        return None
+    rel = module[len(package):].lstrip(".").replace(".", os.sep)
+    folder = os.path.join(root, rel)
+    for path in (os.path.join(folder, "__init__.py"), folder + ".py"):
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _imports(path: str, module: str, root: str, package: str) -> set:
+    """The backend modules that the module at `path` imports (anywhere in its source)."""
+    base = module if path.endswith("__init__.py") else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            parts = base.split(".")
+            start = ".".join(parts[:len(parts) - node.level + 1]) if node.level else ""
+            mod = ".".join(p for p in (start, node.module or "") if p)
+            for alias in node.names:  # `from pkg import module` depends on that module alone
+                sub = f"{mod}.{alias.name}"
+                found.add(sub if _path(sub, root, package) else mod)
+    return {m for m in found if m != module and _path(m, root, package)}
+
+
+def key(module: str, root: str = HERE, package: str = PACKAGE) -> str:
+    """A hash of a module's source and of every backend module it imports, transitively."""
+    seen, todo, h = set(), [module], hashlib.sha256()
+    while todo:
+        name = todo.pop()
+        path = _path(name, root, package)
+        if name in seen or path is None:
+            continue
+        seen.add(name)
+        todo += sorted(_imports(path, name, root, package))
+    for name in sorted(seen):
+        h.update(name.encode())
+        with open(_path(name, root, package), "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+def base() -> str:
+    return os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "netc")
+
+
+@functools.cache
+def folder(module: str) -> str:
+    """The cache folder of a backend module's kernels."""
+    return os.path.join(base(), f"{module.rpartition('.')[2]}-{key(module)}")
+
+
+def njit(**options):
+    """numba.njit(cache=True, **options), cached in the folder of the function's module."""
+    def wrap(fn):
+        saved = numba.config.CACHE_DIR
+        numba.config.CACHE_DIR = folder(fn.__module__)  # read when caching is enabled, below
+        try:
+            return numba.njit(cache=True, **options)(fn)
+        finally:
+            numba.config.CACHE_DIR = saved
+    return wrap
+
+
+# anything cached otherwise (the GEMM's overload): a folder for the whole package
+numba.config.CACHE_DIR = folder(PACKAGE)

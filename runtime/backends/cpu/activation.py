@@ -1,0 +1,270 @@
+"""The activation layers (RELU, LEAKY, PRELU, ELU, SIGMOID, TANH, SOFTMAX), MAXOUT and DROPOUT on
+the CPU, and the activations that CONV, FC and ADD apply apart from their own kernels. The math
+per element is elementwise.py's."""
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from netc.compiler.kinds import activation as kinds
+
+from .. import elementwise as ew
+from ..registry import Implementation, implements
+from .jit import REDUCE, kernel
+
+
+# ---- activations over whole arrays ------------------------------------------------------------
+def apply(name, z, a=0.0):
+    """y = act(z) for an activation name (softmax: over the features of each row); `a` is leaky's
+    slope or ELU's alpha."""
+    z = np.ascontiguousarray(z)
+    y = np.empty_like(z)
+    if name == "softmax":
+        _softmax_rows_cpu(z.reshape(len(z), -1), y.reshape(len(z), -1))
+    else:
+        _act_cpu(ew.ACT_CODES[name], z.dtype.type(a), z.reshape(-1), y.reshape(-1))
+    return y
+
+
+def apply_grad(name, z, y, dy, a=0.0):
+    """dL/dz from dL/dy for y = act(z)."""
+    dy = np.ascontiguousarray(dy)
+    dz = np.empty_like(dy)
+    if name == "softmax":
+        _softmax_grad_rows_cpu(y.reshape(len(y), -1), dy.reshape(len(dy), -1),
+                               dz.reshape(len(dz), -1))
+    else:
+        _act_grad_cpu(ew.ACT_CODES[name], dy.dtype.type(a), np.ascontiguousarray(z).reshape(-1),
+                      y.reshape(-1), dy.reshape(-1), dz.reshape(-1))
+    return dz
+
+
+def prelu(z, slope):
+    """y = z where z > 0, else slope[c] z (one slope per channel, or one for all)."""
+    z = np.ascontiguousarray(z)
+    y = np.empty_like(z)
+    _prelu_cpu(_by_channel(z), slope, _by_channel(y))
+    return y
+
+
+def prelu_grad(z, slope, dy):
+    """(dL/dz, dL/dslope) for y = prelu(z, slope)."""
+    z, dy = np.ascontiguousarray(z), np.ascontiguousarray(dy)
+    dz = np.empty_like(dy)
+    per_channel = np.empty(z.shape[1], dy.dtype)
+    _prelu_grad_cpu(_by_channel(z), slope, _by_channel(dy), _by_channel(dz), per_channel)
+    return dz, (per_channel if slope.size > 1 else per_channel.sum(keepdims=True)).astype(dy.dtype)
+
+
+def _by_channel(a):
+    """(N, C, rest) view of an (N, C[, H, W]) array."""
+    return a.reshape(a.shape[0], a.shape[1], -1)
+
+
+def fused_forward(h, p, z):
+    """The activation of a CONV, FC or ADD applied apart from its kernel (PReLU, with its learned
+    `slope`; softmax; or any at the network's output, whose loss may want the pre-activation)."""
+    name = h["act"]
+    if name == "none":
+        return z
+    if name == "prelu":
+        return prelu(z, p["slope"])
+    return apply(name, z, ew.FUSED_PARAM.get(name, 0.0))
+
+
+def fused_backward(h, p, z, y, dy):
+    """(dL/dz, {"slope": ...} for PReLU) from dL/dy, for fused_forward's activation."""
+    name = h["act"]
+    if name == "none":
+        return dy, {}
+    if name == "prelu":
+        dz, dslope = prelu_grad(z, p["slope"], dy)
+        return dz, {"slope": dslope}
+    return apply_grad(name, z, y, dy, ew.FUSED_PARAM.get(name, 0.0)), {}
+
+
+def in_kernel(h, ctx):
+    """The activation a CONV or FC applies inside its own kernel: its act=, unless that is
+    applied apart (PReLU, softmax, and at the network's output)."""
+    name = h["act"]
+    fusable = name in ew.ACT_CODES and name != "prelu"
+    return name if fusable and not (ctx.output and name != "none") else "none"
+
+
+@kernel(parallel=True)
+def _act_cpu(code, a, z, y):
+    for i in prange(z.size):
+        y[i] = ew.act(code, z[i], a)
+
+
+@kernel(parallel=True)
+def _act_grad_cpu(code, a, z, y, dy, dz):
+    for i in prange(z.size):
+        dz[i] = dy[i] * ew.act_grad(code, z[i], y[i], a)
+
+
+@kernel(parallel=True)
+def _prelu_cpu(z, slope, y):
+    step = 1 if slope.size > 1 else 0  # a slope per channel, or one for all
+    for n in prange(z.shape[0]):
+        for c in range(z.shape[1]):
+            a = slope[c * step]
+            for k in range(z.shape[2]):
+                y[n, c, k] = ew.act(ew.PRELU, z[n, c, k], a)
+
+
+@kernel(parallel=True, fastmath=REDUCE)
+def _prelu_grad_cpu(z, slope, dy, dz, dslope):
+    """dz, and dslope[c] = the sum of dy z where z <= 0 over channel c (one sum per channel)."""
+    step = 1 if slope.size > 1 else 0  # (a conditional index in a prange body fails to lower)
+    for c in prange(z.shape[1]):
+        a = slope[c * step]
+        acc = 0.0
+        for n in range(z.shape[0]):
+            for k in range(z.shape[2]):
+                v = z[n, c, k]
+                dz[n, c, k] = dy[n, c, k] * ew.act_grad(ew.PRELU, v, v, a)
+                acc += dy[n, c, k] * v if v <= 0 else 0
+        dslope[c] = acc
+
+
+@kernel()
+def _softmax_rows_cpu(z, y):
+    """y[i] = softmax(z[i]) for each row."""
+    for i in range(z.shape[0]):
+        _, s = ew.softmax_row(z[i], y[i])
+        for j in range(z.shape[1]):
+            y[i, j] = y[i, j] / s
+
+
+@kernel(fastmath=REDUCE)
+def _softmax_grad_rows_cpu(y, dy, dz):
+    """dz = y (dy - sum(dy y)) for each row."""
+    for i in range(y.shape[0]):
+        s = 0.0
+        for j in range(y.shape[1]):
+            s += dy[i, j] * y[i, j]
+        for j in range(y.shape[1]):
+            dz[i, j] = y[i, j] * (dy[i, j] - s)
+
+
+# ---- the layers -------------------------------------------------------------------------------
+class _Elementwise(Implementation):
+    """An activation layer: y = act(z), with the layer's own parameter (LEAKY's slope, ELU's
+    alpha)."""
+    act = "none"
+
+    def forward(self, h, p, xs, ctx):
+        z = xs[0]
+        y = apply(self.act, z, h.get("slope", h.get("alpha", 0.0)))
+        return y, (z, y)
+
+    def backward(self, h, p, cache, dy, ctx):
+        z, y = cache
+        return [apply_grad(self.act, z, y, dy, h.get("slope", h.get("alpha", 0.0)))], {}
+
+
+@implements(kinds.Relu, "cpu")
+class Relu(_Elementwise):
+    act = "relu"
+
+
+@implements(kinds.Leaky, "cpu")
+class Leaky(_Elementwise):
+    act = "leaky"
+
+
+@implements(kinds.Elu, "cpu")
+class Elu(_Elementwise):
+    act = "elu"
+
+
+@implements(kinds.Tanh, "cpu")
+class Tanh(_Elementwise):
+    act = "tanh"
+
+
+class _OutputActivation(_Elementwise):
+    """At the network's output, softmax and sigmoid hand the loss their input (the logits), so
+    that cross-entropy or BCE fuses with them."""
+
+    def logits(self, cache):
+        return cache[0]
+
+    def backward_logits(self, h, p, cache, dz, ctx):
+        return [dz], {}
+
+
+@implements(kinds.Sigmoid, "cpu")
+class Sigmoid(_OutputActivation):
+    act = "sigmoid"
+
+
+@implements(kinds.Softmax, "cpu")
+class Softmax(_OutputActivation):
+    act = "softmax"
+
+
+@implements(kinds.PRelu, "cpu")
+class PRelu(Implementation):
+    def forward(self, h, p, xs, ctx):
+        z = xs[0]
+        return prelu(z, p["weight"]), z
+
+    def backward(self, h, p, z, dy, ctx):
+        dz, dslope = prelu_grad(z, p["weight"], dy)
+        return [dz], {"weight": dslope.reshape(p["weight"].shape)}
+
+
+@implements(kinds.Maxout, "cpu")
+class Maxout(Implementation):
+    def forward(self, h, p, xs, ctx):
+        x = xs[0]
+        k = h["pieces"]
+        g = x.reshape((x.shape[0], x.shape[1] // k, k) + x.shape[2:])
+        idx = g.argmax(axis=2)
+        return np.take_along_axis(g, idx[:, :, None], axis=2)[:, :, 0], (x.shape, idx)
+
+    def backward(self, h, p, cache, dy, ctx):
+        shape, idx = cache
+        k = h["pieces"]
+        dg = np.zeros((shape[0], shape[1] // k, k) + shape[2:], dtype=dy.dtype)
+        np.put_along_axis(dg, idx[:, :, None], dy[:, :, None], axis=2)
+        return [dg.reshape(shape)], {}
+
+
+@implements(kinds.Dropout, "cpu")
+class Dropout(Implementation):
+    """Inverted dropout: y = x mask / (1 - p); the mask is elementwise.keep's hash of a seed drawn
+    from ctx.rng, so backward recomputes it rather than keeping it."""
+
+    def forward(self, h, p, xs, ctx):
+        x = np.ascontiguousarray(xs[0])
+        if not ctx.train or h["p"] == 0:
+            return x, None
+        seed, threshold, scale = mask_args(h["p"], ctx.rng, x.dtype)
+        y = np.empty_like(x)
+        _dropout_cpu(x.reshape(-1), seed, threshold, scale, y.reshape(-1))
+        return y, (seed, threshold, scale)
+
+    def backward(self, h, p, cache, dy, ctx):
+        if cache is None:
+            return [dy], {}
+        dy = np.ascontiguousarray(dy)
+        dx = np.empty_like(dy)
+        _dropout_cpu(dy.reshape(-1), *cache, dx.reshape(-1))
+        return [dx], {}
+
+
+def mask_args(p, rng, dtype):
+    """(seed, threshold, scale) of a dropout mask that keeps each value with probability 1 - p."""
+    keep = 1.0 - p
+    seed = np.uint64(rng.integers(0, 2**63))
+    threshold = np.uint64(min(int(keep * 2.0**64), 2**64 - 1))
+    return seed, threshold, np.dtype(dtype).type(1.0 / keep)
+
+
+@kernel(parallel=True)
+def _dropout_cpu(x, seed, threshold, scale, y):
+    for i in prange(x.size):
+        y[i] = x[i] * scale if ew.keep(seed, i, threshold) else x[i] * 0

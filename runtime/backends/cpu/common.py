@@ -1,0 +1,112 @@
+"""CPU kernels several layer families share: fills, the row epilogue (bias + activation) and
+prologue (activation gradient + bias sum), the valid range of a window tap, and the nine-tap dot
+products of the direct CONV's weight gradient and FC's forward."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import elementwise as ew
+from .jit import REDUCE, kernel
+
+CHUNK_BYTES = 1 << 20  # the unfolded input of one chunk of samples: about 1 MiB (stays in cache)
+TAPS = 9  # taps per pass of the nine-tap loops
+
+
+def window(h):
+    """(kh, kw, sh, sw, ph, pw) of a CONV or POOL, the kernels' argument order."""
+    (kh, kw), (sh, sw), (ph, pw) = h["kernel"], h["stride"], h["pad"]
+    return kh, kw, sh, sw, ph, pw
+
+
+def act_pair(name, dtype):
+    """(code, parameter) of a fused activation, as the kernels take it; the parameter (leaky's
+    slope, ELU's alpha) in the data's type."""
+    return ew.ACT_CODES[name], np.dtype(dtype).type(ew.FUSED_PARAM.get(name, 0.0))
+
+
+@kernel()
+def _fill_cpu(a, v):
+    for i in range(a.size):
+        a[i] = v
+
+
+@kernel(inline=True)  # called once per output row: a call cost as much as a short row
+def _act_row_cpu(act, src, b, dst, count):
+    """dst[:count] = act(src[:count] + b), act = (code, parameter); the activation is chosen
+    outside the inner loops."""
+    code, a = act
+    if code == ew.NONE:
+        for k in range(count):
+            dst[k] = src[k] + b
+    elif code == ew.RELU:
+        for k in range(count):
+            v = src[k] + b
+            dst[k] = v if v > 0 else 0
+    else:
+        for k in range(count):
+            dst[k] = ew.act(code, src[k] + b, a)
+
+
+@kernel(fastmath=REDUCE, inline=True)
+def _grad_row_cpu(act, g, out, dst, count):
+    """dst[:count] = g * act'(z) (from out = act(z)); returns its sum (for the bias gradient)."""
+    code, a = act
+    acc = 0.0
+    if code == ew.NONE:
+        for k in range(count):
+            dst[k] = g[k]
+            acc += g[k]
+    elif code == ew.RELU:
+        for k in range(count):
+            v = g[k] if out[k] > 0 else 0
+            dst[k] = v
+            acc += v
+    else:
+        for k in range(count):
+            v = g[k] * ew.act_grad(code, out[k], out[k], a)
+            dst[k] = v
+            acc += v
+    return acc
+
+
+@kernel()
+def _valid(o, s, p, k, size):
+    """The first and one-past-last output positions whose tap k lands inside [0, size)."""
+    lo = 0
+    while lo < o and lo * s - p + k < 0:
+        lo += 1
+    hi = o
+    while hi > lo and (hi - 1) * s - p + k >= size:
+        hi -= 1
+    return lo, hi
+
+
+@kernel(fastmath=REDUCE, inline=True)
+def _nine_dots_cpu(g0, g1, x, offs, count, out):
+    """out[i, j] += sum_p g_i[p] * x[offs[j] + p] for the two vectors g0, g1 and nine
+    offsets j, p < count: 18 sums in registers, each load of x feeding two of them."""
+    o0, o1, o2, o3, o4, o5, o6, o7, o8 = _offsets(offs)
+    z = g0[0] * np.float32(0)  # in the arrays' precision (times an int 0 it would be float64)
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = z
+    b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = b8 = z
+    for p in range(np.uint64(count)):
+        v0, v1, v2, v3, v4 = x[o0 + p], x[o1 + p], x[o2 + p], x[o3 + p], x[o4 + p]
+        v5, v6, v7, v8 = x[o5 + p], x[o6 + p], x[o7 + p], x[o8 + p]
+        u, w = g0[p], g1[p]
+        a0, a1, a2, a3, a4 = a0 + u * v0, a1 + u * v1, a2 + u * v2, a3 + u * v3, a4 + u * v4
+        a5, a6, a7, a8 = a5 + u * v5, a6 + u * v6, a7 + u * v7, a8 + u * v8
+        b0, b1, b2, b3, b4 = b0 + w * v0, b1 + w * v1, b2 + w * v2, b3 + w * v3, b4 + w * v4
+        b5, b6, b7, b8 = b5 + w * v5, b6 + w * v6, b7 + w * v7, b8 + w * v8
+    out[0, 0] += a0; out[0, 1] += a1; out[0, 2] += a2; out[0, 3] += a3; out[0, 4] += a4  # noqa: E702
+    out[0, 5] += a5; out[0, 6] += a6; out[0, 7] += a7; out[0, 8] += a8                   # noqa: E702
+    out[1, 0] += b0; out[1, 1] += b1; out[1, 2] += b2; out[1, 3] += b3; out[1, 4] += b4  # noqa: E702
+    out[1, 5] += b5; out[1, 6] += b6; out[1, 7] += b7; out[1, 8] += b8                   # noqa: E702
+
+
+@kernel(inline=True)
+def _offsets(offs):
+    """The nine offsets as unsigned integers: an index that Numba cannot prove non-negative
+    gets a wraparound check, which turns every vector load into a gather."""
+    return (np.uint64(offs[0]), np.uint64(offs[1]), np.uint64(offs[2]), np.uint64(offs[3]),
+            np.uint64(offs[4]), np.uint64(offs[5]), np.uint64(offs[6]), np.uint64(offs[7]),
+            np.uint64(offs[8]))

@@ -1,0 +1,181 @@
+"""CONV on the CPU. Each pass is one parallel kernel of the algorithm `algorithm` picks from the
+layer's shape (README's table): every thread takes a contiguous part of the batch, with its own
+workspace, runs its GEMMs single-threaded, and writes the result back with bias and activation
+applied; each thread sums its own weight gradient, and the parts are added after.
+
+    dense      the window covers the whole input: one GEMM, as an FC (dense.py)
+    direct     stride 1 over few channels on long rows: taps on a wide output grid (direct.py)
+    winograd   3x3/1 over enough channels and pixels: F(2x2, 3x3) (winograd.py)
+    im2col     everything else: unfold, then GEMM (im2col.py)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from netc.compiler.kinds.conv import Conv as ConvKind
+from netc.compiler.shapes import window_geometry
+
+from ...registry import Implementation, implements
+from ..activation import fused_backward, fused_forward, in_kernel
+from ..blas import own_tiles
+from ..common import act_pair, window
+from ..dense import linear_backward, linear_forward
+from .direct import (_direct_backward_cpu, _direct_forward_cpu, _direct_plan, _direct_weights,
+                     _direct_workspace)
+from .im2col import _conv_backward_cpu, _conv_forward_cpu, _workspace
+from .winograd import (_winograd_backward_cpu, _winograd_forward_cpu, _winograd_weight_grad,
+                       _winograd_weights, _winograd_workspace)
+
+WINOGRAD_MIN_CHANNELS = 16  # fewer, and its GEMMs (K = C) are too thin to pay
+WINOGRAD_MIN_OUTPUT = 64    # output pixels: fewer, and 16 small GEMMs lose to one im2col GEMM
+# direct runs over up to this many input channels, on planes whose rows, as long as the padded
+# input's, add up to DIRECT_MIN_PASS values; with netc's own GEMM tiles (AVX-512), Winograd wins
+# above DIRECT_MAX_CHANNELS_TILES
+DIRECT_MAX_CHANNELS = 32
+DIRECT_MAX_CHANNELS_TILES = 16
+DIRECT_MIN_PASS = 512
+# a layer whose whole batch unfolds into at most this keeps the unfolding from forward to backward
+# instead of unfolding twice
+KEEP_COLS_BYTES = 32 << 20
+FORCE = None  # "im2col" | "winograd" | "direct" | "dense" where allowed: for tests and benchmarks
+
+
+def algorithm(h, xshape, tiles=None):
+    """How a CONV runs on the CPU for an input of shape xshape (N, C, H, W): dense, winograd,
+    direct or im2col. `tiles`: whether the GEMMs run on netc's own tiles (by default, whether
+    this CPU has them)."""
+    oh, ow, _, _ = window_geometry(h, xshape[1:])
+    dense = h["groups"] == 1 and h["pad"] == (0, 0) and h["kernel"] == tuple(xshape[2:])
+    direct = h["stride"] == (1, 1) and h["groups"] == 1
+    winograd = direct and h["kernel"] == (3, 3)
+    if FORCE is not None:
+        allowed = {"dense": dense, "winograd": winograd, "direct": direct}.get(FORCE, True)
+        return FORCE if allowed else "im2col"
+    if dense:
+        return "dense"
+    winograd = winograd and xshape[1] >= WINOGRAD_MIN_CHANNELS and oh * ow >= WINOGRAD_MIN_OUTPUT
+    long_rows = oh * (xshape[3] + 2 * h["pad"][1]) >= DIRECT_MIN_PASS
+    if direct and xshape[1] <= DIRECT_MAX_CHANNELS and long_rows:
+        if not (winograd and xshape[1] > DIRECT_MAX_CHANNELS_TILES
+                and (own_tiles() if tiles is None else tiles)):
+            return "direct"
+    return "winograd" if winograd else "im2col"
+
+
+@implements(ConvKind, "cpu")
+class Conv(Implementation):
+    """The cache is (input, pre-activation where the activation runs apart, output, im2col's
+    kept unfolding)."""
+
+    def algorithm(self, h, xs, batch=None, tiles=None):
+        return algorithm(h, (1,) + tuple(xs[0]), tiles)
+
+    def forward(self, h, p, xs, ctx):
+        x = np.ascontiguousarray(xs[0])
+        n, f = x.shape[0], h["filters"]
+        oh, ow, _, _ = window_geometry(h, x.shape[1:])
+        w = p["weight"].reshape(f, -1)
+        inside = in_kernel(h, ctx)
+        apart = inside == "none" and h["act"] != "none"
+        y = ctx.buffer("z" if apart else "y", (n, f, oh, ow), x.dtype)
+        bias = p.get("bias", np.zeros(f, x.dtype))
+        act = act_pair(inside, x.dtype)
+        how = algorithm(h, x.shape)
+        kept = None
+        if how == "dense":
+            linear_forward(x.reshape(n, -1), w, p.get("bias"), act, y.reshape(n, f))
+        elif how == "direct":
+            offs, margin, plane = _direct_plan(h, x.shape)
+            xp, acc = _direct_workspace(ctx, x, f, plane, margin, ("xp", "acc"))
+            _direct_forward_cpu(x, _direct_weights(p["weight"]), bias, act, *h["pad"], offs, oh,
+                                ow, xp, acc, y)
+        elif how == "winograd":
+            per, xp, v, z, o = _winograd_workspace(ctx, x, f, oh, ow, ("xp", "v", "m", "o"))
+            _winograd_forward_cpu(x, _winograd_weights(p["weight"], transpose=True), bias, act,
+                                  *h["pad"], oh, ow, per, xp, v, z, o, y)
+        else:
+            per, cols, z = _workspace(ctx, h, x, f, oh, ow, ("cols", "z"))
+            size = cols.shape[1] and x.shape[0] * w.shape[1] * h["groups"] * oh * ow
+            keep = ctx.backward and size * x.itemsize <= KEEP_COLS_BYTES
+            kept = ctx.buffer("cols", (size if keep else 0,), x.dtype)
+            _conv_forward_cpu(x, w, bias, act, h["groups"], *window(h), oh, ow, per, cols,
+                              kept, z, y.reshape(n, f, oh * ow))
+        if not apart:
+            return y, (x, None, y, kept)
+        z = y
+        y = fused_forward(h, p, z)
+        return y, (x, z, y, kept)
+
+    def logits(self, cache):
+        return cache[1]
+
+    def backward(self, h, p, cache, dy, ctx):
+        z, y = cache[1], cache[2]
+        if z is None:  # the forward kernel applied the activation: its kernel takes the gradient
+            return self._backward(h, p, cache, dy, h["act"], {}, ctx)
+        dz, grads = fused_backward(h, p, z, y, dy)
+        return self._backward(h, p, cache, dz, "none", grads, ctx)
+
+    def backward_logits(self, h, p, cache, dz, ctx):
+        return self._backward(h, p, cache, dz, "none", {}, ctx)
+
+    def _backward(self, h, p, cache, dy, inside, grads, ctx):
+        x, _, y, kept = cache
+        f = h["filters"]
+        n, _, oh, ow = dy.shape
+        need_dx = bool(ctx.need_dx)
+        act = act_pair(inside, dy.dtype)
+        how = algorithm(h, x.shape)
+        dy = np.ascontiguousarray(dy)
+        dx = ctx.grad(x.shape if need_dx else (0,) + x.shape[1:], dy.dtype)
+        if how == "dense":
+            k = x[0].size
+            grads.update(linear_backward(x.reshape(n, k), p, dy, y, act, ctx,
+                                         dx.reshape(dx.shape[0], k)))
+            return [dx if need_dx else None], grads
+        if how == "direct":
+            offs, margin, plane = _direct_plan(h, x.shape)
+            xp, g, acc = _direct_workspace(ctx, x, f, plane, margin, ("xp", "g", "acc"))
+            dw = ctx.scratch("dw", (xp.shape[0], g.shape[1], x.shape[1], len(offs)), dy.dtype)
+            db = ctx.scratch("db", (xp.shape[0], f), dy.dtype)
+            _direct_backward_cpu(x, _direct_weights(p["weight"], transpose=True), dy, y, act,
+                                 *h["pad"], offs, margin, need_dx, xp, g, acc, dw, db, dx)
+            kk = h["kernel"][0] * h["kernel"][1]
+            grads["weight"] = dw.sum(axis=0)[:f, :, :kk].reshape(p["weight"].shape)
+        elif how == "winograd":
+            u = _winograd_weights(p["weight"])
+            per, xp, v, dm, dv, o = _winograd_workspace(ctx, x, f, oh, ow,
+                                                        ("xp", "v", "m", "dv", "o"))
+            du = ctx.scratch("dw", (xp.shape[0],) + u.shape, dy.dtype)
+            db = ctx.scratch("db", (xp.shape[0], f), dy.dtype)
+            _winograd_backward_cpu(x, u, dy, y, act, *h["pad"], per, need_dx, xp, v, dm, dv, o,
+                                   du, db, dx)
+            grads["weight"] = _winograd_weight_grad(du.sum(axis=0))
+        else:
+            db = _backward_im2col(h, p, x, dy, y, act, need_dx, kept, grads, dx, ctx)
+        if "bias" in p:
+            grads["bias"] = db.sum(axis=0)
+        return [dx if need_dx else None], grads
+
+
+def _backward_im2col(h, p, x, dy, y, act, need_dx, kept, grads, dx, ctx):
+    """im2col's backward: fills grads["weight"] and dx; returns the per-thread bias sums."""
+    n, f, oh, ow = dy.shape
+    w = p["weight"].reshape(f, -1)
+    dy = dy.reshape(n, f, oh * ow)
+    per, cols, d2, dcols = _workspace(ctx, h, x, f, oh, ow, ("cols", "d2", "dcols"))
+    (kh, kw), (ph, pw), c = h["kernel"], h["pad"], x.shape[1]
+    if h["groups"] == 1:  # dx through a channels-last fold (see _fold_cpu)
+        wt = np.ascontiguousarray(p["weight"].transpose(0, 2, 3, 1)).reshape(f, -1)
+        sh, sw = h["stride"]  # room for the last window even in ceil mode
+        dxp = ctx.scratch("dxp", (ctx.workers, x.shape[2] + 2 * ph + kh + sh,
+                                  (x.shape[3] + 2 * pw + kw + sw) * c), dy.dtype)
+    else:
+        wt, dxp = w[:0], ctx.scratch("dxp", (ctx.workers, 0, 0), dy.dtype)
+    t = cols.shape[0]
+    dw = ctx.scratch("dw", (t,) + w.shape, dy.dtype)
+    db = ctx.scratch("db", (t, f), dy.dtype)
+    _conv_backward_cpu(x, w, dy, y.reshape(n, f, oh * ow), act, h["groups"], *window(h), oh, ow,
+                       per, need_dx, cols, kept, d2, dcols, wt, dxp, dw, db, dx)
+    grads["weight"] = dw.sum(axis=0).reshape(p["weight"].shape)
+    return db

@@ -1,0 +1,201 @@
+"""FC, OUT and FLATTEN on the CPU, and the linear map y = act(x W^T + b) that a dense CONV (a window
+over its whole input) runs too.
+
+FC's forward runs one of two ways (`linear_algorithm`): "dots", netc's own loop, two samples
+against nine units a pass with the 18 sums in registers, vectorized at the CPU's full width
+whatever the BLAS runs; or "gemm", the kernels' GEMM (netc's tiles on AVX-512, else the BLAS).
+With the tiles, gemm wins from DOTS_SMALL_BATCH samples on; against the BLAS, dots also wins
+where each row holds DOTS_ROW_BYTES (long enough for its 18 sums, short enough that nine units'
+rows stay in L1). The backward pass is GEMMs, with the activation's gradient and the bias sums in
+the same kernel. (Measurements: bench/RESULTS.md.)
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from netc.compiler.kinds import dense as kinds
+
+from .. import elementwise as ew
+from ..registry import Implementation, implements
+from .activation import fused_backward, fused_forward, in_kernel
+from .blas import gemm, own_tiles
+from .common import TAPS, _act_row_cpu, _grad_row_cpu, _nine_dots_cpu, act_pair
+from .jit import REDUCE, kernel, workers
+
+DOTS_ROW_BYTES = (1024, 4096)
+DOTS_SMALL_BATCH = 16
+FORCE = None  # "dots" | "gemm": for tests and benchmarks
+
+
+@implements(kinds.FullyConnected, "cpu")
+class FullyConnected(Implementation):
+    """Both passes are one parallel kernel each (linear_forward, linear_backward), with the
+    activation inside them, its gradient taken from the output, except where it runs apart
+    (activation.in_kernel)."""
+
+    def algorithm(self, h, xs, batch=None, tiles=None):
+        return linear_algorithm(batch or 1, int(np.prod(xs[0])), 4, tiles)
+
+    def forward(self, h, p, xs, ctx):
+        x = xs[0]
+        x2 = np.ascontiguousarray(x.reshape(x.shape[0], -1))
+        inside = in_kernel(h, ctx)
+        z = np.empty((x2.shape[0], h["units"]), x.dtype)
+        linear_forward(x2, p["weight"], p.get("bias"), act_pair(inside, x.dtype), z)
+        if inside != "none" or h["act"] == "none":
+            return z, (x.shape, x2, None, z, inside)
+        y = fused_forward(h, p, z)
+        return y, (x.shape, x2, z, y, "none")
+
+    def backward(self, h, p, cache, dy, ctx):
+        z, y = cache[2], cache[3]
+        dz, grads = fused_backward(h, p, z, y, dy) if z is not None else (dy, {})
+        return self.backward_logits(h, p, cache, dz, ctx, grads)
+
+    def logits(self, cache):
+        return cache[2]
+
+    def backward_logits(self, h, p, cache, dz, ctx, grads=None):
+        """Backward from dL/dz (a loss fused with the output's activation starts here), or from
+        dL/dy where the forward kernel applied the activation."""
+        xshape, x2, _, y, inside = cache
+        grads = grads or {}
+        dx = ctx.grad(x2.shape if ctx.need_dx else (0, x2.shape[1]), dz.dtype)
+        grads.update(linear_backward(x2, p, dz, y, act_pair(inside, dz.dtype), ctx, dx))
+        return [dx.reshape(xshape) if ctx.need_dx else None], grads
+
+
+@implements(kinds.Output, "cpu")
+class Output(FullyConnected):
+    pass
+
+
+@implements(kinds.Flatten, "cpu")
+class Flatten(Implementation):
+    def forward(self, h, p, xs, ctx):
+        return xs[0].reshape(xs[0].shape[0], -1), xs[0].shape
+
+    def backward(self, h, p, shape, dy, ctx):
+        return [dy.reshape(shape)], {}
+
+
+def linear_algorithm(n, k, itemsize, tiles=None):
+    """'dots' or 'gemm' for n samples of k features (see above); `tiles`: whether gemm runs on
+    netc's own tiles (by default, whether this CPU has them)."""
+    if FORCE is not None:
+        return FORCE
+    if n < DOTS_SMALL_BATCH:
+        return "dots"
+    if tiles is None:
+        tiles = own_tiles()
+    lo, hi = DOTS_ROW_BYTES
+    return "gemm" if tiles or not lo <= k * itemsize <= hi else "dots"
+
+
+def linear_forward(x2, w, bias, act, z):
+    """z (n, units) = act(x2 w^T + bias), act = (code, parameter) as common.act_pair gives it;
+    bias may be None."""
+    bias = np.zeros(0, z.dtype) if bias is None else bias
+    w2 = w.reshape(w.shape[0], -1)
+    if linear_algorithm(x2.shape[0], x2.shape[1], x2.itemsize) == "dots":
+        _linear_dots_cpu(x2, w2, bias, act, workers(), z)
+    else:
+        _linear_forward_cpu(x2, w2, bias, act, workers(), z)
+
+
+def linear_backward(x2, p, dy, y, act, ctx, dx):
+    """{"weight": dL/dW, "bias": dL/db} for z = x2 W^T + b, y = act(z), from dy = dL/dy (with act
+    none: dL/dz); dx (n, k) receives dL/dx2 unless it is empty."""
+    w = p["weight"]
+    w2 = w.reshape(w.shape[0], -1)
+    dy = np.ascontiguousarray(dy.reshape(dy.shape[0], -1))
+    dz = ctx.scratch("dz", dy.shape, dy.dtype) if act[0] != ew.NONE else dy
+    dw = np.empty_like(w)
+    db = np.empty(w.shape[0] if "bias" in p else 0, dy.dtype)
+    _linear_backward_cpu(x2, w2, dy, y.reshape(dy.shape), act, workers(), dz,
+                         dw.reshape(w2.shape), db, dx)
+    return {"weight": dw, "bias": db} if "bias" in p else {"weight": dw}
+
+
+@kernel(parallel=True, fastmath=REDUCE)  # REDUCE: the dot products vectorize
+def _linear_dots_cpu(x, w, bias, act, parts, z):
+    """z = act(x w^T + bias) by dot products (bias may be empty): the threads split the units,
+    nine at a time, and go through the samples two at a time against them (nine units' rows stay
+    in cache while the samples stream past)."""
+    n, u = z.shape
+    k = x.shape[1]
+    code, a = act
+    xf, wf = x.reshape(-1), w.reshape(-1)
+    groups = -(-u // TAPS)
+    for t in prange(parts):
+        offs = np.empty(TAPS, np.int64)
+        sums = np.empty((2, TAPS), z.dtype)
+        for g in range(groups * t // parts, groups * (t + 1) // parts):
+            j0 = g * TAPS
+            for j in range(TAPS):  # past the last unit: its row again, the sums dropped
+                offs[j] = min(j0 + j, u - 1) * k
+            for i in range(0, n, 2):
+                i1 = min(i + 1, n - 1)  # an odd last sample pairs with itself
+                sums[:] = 0
+                _nine_dots_cpu(xf[i * k:(i + 1) * k], xf[i1 * k:(i1 + 1) * k], wf, offs, k, sums)
+                for j in range(min(TAPS, u - j0)):
+                    b = bias[j0 + j] if bias.size else 0
+                    z[i, j0 + j] = ew.act(code, sums[0, j] + b, a)
+                    z[i1, j0 + j] = ew.act(code, sums[1, j] + b, a)
+
+
+@kernel(parallel=True)
+def _linear_forward_cpu(x, w, bias, act, parts, z):
+    """z = act(x w^T + bias) by GEMM (bias may be empty), split into `parts` by rows (samples)
+    or, where there are more units than samples, by units: each part's GEMM reads the whole of
+    the other operand, so the split goes along the larger one."""
+    n, u = z.shape
+    by_units = u > n
+    for t in prange(parts):
+        size = u if by_units else n
+        lo, hi = size * t // parts, size * (t + 1) // parts
+        if hi > lo:
+            if by_units:
+                gemm(False, True, 1.0, x, w[lo:hi], 0.0, z[:, lo:hi])
+            else:
+                gemm(False, True, 1.0, x[lo:hi], w, 0.0, z[lo:hi])
+            if bias.size or act[0]:
+                rows, c0, c1 = (range(n), lo, hi) if by_units else (range(lo, hi), 0, u)
+                for i in rows:
+                    row = z[i, c0:c1]
+                    if bias.size:
+                        for j in range(c1 - c0):
+                            row[j] += bias[c0 + j]
+                    if act[0]:  # (np.float32: a bias of 0 that keeps float32 rows in float32)
+                        _act_row_cpu(act, row, np.float32(0), row, c1 - c0)
+
+
+@kernel(parallel=True, fastmath=REDUCE)  # REDUCE: the bias sums vectorize
+def _linear_backward_cpu(x, w, dy, y, act, parts, dz, dw, db, dx):
+    """dz = dy act'(y) (with act none, dz is dy itself), db its sums over the samples (unless db
+    is empty), then dw = dz^T x (split by units) and, unless dx is empty, dx = dz w (split by
+    rows, or by input features where there are more of them than samples, as in forward)."""
+    n, u = dz.shape
+    k = w.shape[1]
+    if act[0]:
+        for i in range(n):
+            _grad_row_cpu(act, dy[i], y[i], dz[i], u)
+    if db.size:
+        for j in range(u):
+            db[j] = 0
+        for i in range(n):
+            for j in range(u):
+                db[j] += dz[i, j]
+    by_features = k > n
+    for t in prange(parts):
+        lo, hi = u * t // parts, u * (t + 1) // parts
+        if hi > lo:
+            gemm(True, False, 1.0, dz[:, lo:hi], x, 0.0, dw[lo:hi])
+        if dx.shape[0]:
+            size = k if by_features else n
+            lo, hi = size * t // parts, size * (t + 1) // parts
+            if hi > lo and by_features:
+                gemm(False, False, 1.0, dz, w[:, lo:hi], 0.0, dx[:, lo:hi])
+            elif hi > lo:
+                gemm(False, False, 1.0, dz[lo:hi], w, 0.0, dx[lo:hi])

@@ -1,0 +1,152 @@
+"""POOL and GAP on the CPU."""
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from netc.compiler.kinds import pool as kinds
+from netc.compiler.shapes import window_geometry
+
+from ..registry import Implementation, implements
+from .common import _fill_cpu, _valid, window
+from .jit import kernel
+
+
+@implements(kinds.Pool, "cpu")
+class Pool(Implementation):
+    def forward(self, h, p, xs, ctx):
+        x = np.ascontiguousarray(xs[0])
+        oh, ow, _, _ = window_geometry(h, x.shape[1:])
+        geo = window(h)
+        y = ctx.buffer("y", x.shape[:2] + (oh, ow), x.dtype)
+        if h["mode"] == "avg":
+            _avgpool_cpu(x, *geo, y)
+            return y, (x.shape, None)
+        arg = ctx.buffer("arg", y.shape, np.int32)
+        if geo == (2, 2, 2, 2, 0, 0):  # the common case gets its own unrolled kernel
+            _maxpool2x2_cpu(x, y, arg)
+        else:
+            _maxpool_cpu(x, *geo, y, arg)
+        return y, (x.shape, arg)
+
+    def backward(self, h, p, cache, dy, ctx):
+        xshape, arg = cache
+        dx = ctx.grad(xshape, dy.dtype)
+        dy = np.ascontiguousarray(dy)
+        if arg is not None:
+            _maxpool_back_cpu(dy, arg, dx)
+        else:
+            _avgpool_back_cpu(dy, *window(h), dx)
+        return [dx], {}
+
+
+@implements(kinds.GlobalAvgPool, "cpu")
+class GlobalAvgPool(Implementation):
+    def forward(self, h, p, xs, ctx):
+        x = xs[0]
+        return x.mean(axis=(2, 3)), x.shape
+
+    def backward(self, h, p, shape, dy, ctx):
+        dx = np.broadcast_to((dy / (shape[2] * shape[3]))[:, :, None, None], shape)
+        return [np.ascontiguousarray(dx)], {}
+
+
+# Average pooling runs tap by tap: for each (i, j) of the window, one long sweep over the output
+# rows; max pooling keeps the index of each maximum for its backward scatter, and 2x2/2 windows,
+# the common case, get an unrolled kernel. Every kernel runs the samples of the batch in parallel.
+@kernel(parallel=True)
+def _maxpool_cpu(x, kh, kw, sh, sw, ph, pw, y, arg):
+    """y = the window maximum (padding never wins); arg = its flat index in the H*W image, the
+    first maximum in row-major order, as PyTorch keeps it."""
+    n_, c_, h_, w_ = x.shape
+    for n in prange(n_):
+        for c in range(c_):
+            img = x[n, c]
+            for oy in range(y.shape[2]):
+                y0, y1 = max(oy * sh - ph, 0), min(oy * sh - ph + kh, h_)
+                for ox in range(y.shape[3]):
+                    x0, x1 = max(ox * sw - pw, 0), min(ox * sw - pw + kw, w_)
+                    best, where = img[y0, x0], y0 * w_ + x0
+                    for iy in range(y0, y1):
+                        for ix in range(x0, x1):
+                            v = img[iy, ix]
+                            bigger = v > best
+                            where = iy * w_ + ix if bigger else where
+                            best = v if bigger else best
+                    y[n, c, oy, ox] = best
+                    arg[n, c, oy, ox] = where
+
+
+@kernel(parallel=True)
+def _maxpool2x2_cpu(x, y, arg):
+    """2x2 windows at stride 2, no padding: unrolled."""
+    n_, c_, h_, w_ = x.shape
+    for n in prange(n_):
+        for c in range(c_):
+            for oy in range(y.shape[2]):
+                top = 2 * oy * w_
+                for ox in range(y.shape[3]):
+                    a = x[n, c, 2 * oy, 2 * ox]
+                    b = x[n, c, 2 * oy, 2 * ox + 1]
+                    d = x[n, c, 2 * oy + 1, 2 * ox]
+                    e = x[n, c, 2 * oy + 1, 2 * ox + 1]
+                    k = top + 2 * ox
+                    best, k = (b, k + 1) if b > a else (a, k)
+                    best, k = (d, top + w_ + 2 * ox) if d > best else (best, k)
+                    best, k = (e, top + w_ + 2 * ox + 1) if e > best else (best, k)
+                    y[n, c, oy, ox] = best
+                    arg[n, c, oy, ox] = k
+
+
+@kernel(parallel=True)
+def _maxpool_back_cpu(dy, arg, dx):
+    n_, c_, h_, w_ = dx.shape
+    for n in prange(n_):
+        for c in range(c_):
+            flat = dx[n, c].reshape(-1)
+            _fill_cpu(flat, 0.0)
+            for oy in range(dy.shape[2]):
+                for ox in range(dy.shape[3]):
+                    flat[arg[n, c, oy, ox]] += dy[n, c, oy, ox]
+
+
+@kernel(parallel=True)
+def _avgpool_cpu(x, kh, kw, sh, sw, ph, pw, y):
+    """y = the window mean, padded zeros counted (divide by kh*kw, as PyTorch and Caffe)."""
+    n_, c_, h_, w_ = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    scale = 1.0 / (kh * kw)
+    for n in prange(n_):
+        for c in range(c_):
+            img, out = x[n, c], y[n, c]
+            _fill_cpu(out.reshape(-1), 0.0)
+            for i in range(kh):
+                ylo, yhi = _valid(oh, sh, ph, i, h_)
+                for j in range(kw):
+                    xlo, xhi = _valid(ow, sw, pw, j, w_)
+                    for oy in range(ylo, yhi):
+                        iy = oy * sh - ph + i
+                        for ox in range(xlo, xhi):
+                            out[oy, ox] += img[iy, ox * sw - pw + j]
+            for oy in range(oh):
+                for ox in range(ow):
+                    out[oy, ox] *= scale
+
+
+@kernel(parallel=True)
+def _avgpool_back_cpu(dy, kh, kw, sh, sw, ph, pw, dx):
+    n_, c_, h_, w_ = dx.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    scale = 1.0 / (kh * kw)
+    for n in prange(n_):
+        for c in range(c_):
+            g, out = dy[n, c], dx[n, c]
+            _fill_cpu(out.reshape(-1), 0.0)
+            for i in range(kh):
+                ylo, yhi = _valid(oh, sh, ph, i, h_)
+                for j in range(kw):
+                    xlo, xhi = _valid(ow, sw, pw, j, w_)
+                    for oy in range(ylo, yhi):
+                        iy = oy * sh - ph + i
+                        for ox in range(xlo, xhi):
+                            out[iy, ox * sw - pw + j] += g[oy, ox] * scale

@@ -1,0 +1,180 @@
+"""The per-element math every backend shares: activations and their gradients, the loss rules,
+the dropout mask. Each is a scalar (or one-row) function that the kernels call; Numba compiles
+it into each caller, for the CPU now and for CUDA kernels too (numba-cuda compiles a function
+called from a kernel for the GPU). `inline="always"` puts the body into the caller at Numba's
+level: no call per element, and nothing the GPU compiler must link.
+
+Constants are float32 so that they never widen float32 work to float64 (in Numba, as in NumPy,
+an int or a float64 constant with a float32 promotes to float64); parameters that are not exact
+in float32 (leaky's 0.01) come in from the caller, in the data's type.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .cache import njit
+
+# the activations a kernel applies by code
+NONE, RELU, LEAKY, ELU, SIGMOID, TANH, PRELU = range(7)
+ACT_CODES = {"none": NONE, "relu": RELU, "leaky": LEAKY, "elu": ELU, "sigmoid": SIGMOID,
+             "tanh": TANH, "prelu": PRELU}
+FUSED_PARAM = {"leaky": 0.01, "elu": 1.0}  # leaky's slope and ELU's alpha where act= fuses them
+
+_0, _HALF, _1, _2 = np.float32(0), np.float32(0.5), np.float32(1), np.float32(2)
+
+scalar = njit(inline="always")
+
+
+@scalar
+def sigmoid(z):
+    """1 / (1 + exp(-z)) without overflow for either sign."""
+    if z >= 0:
+        return _1 / (_1 + math.exp(-z))
+    e = math.exp(z)
+    return e / (_1 + e)
+
+
+@scalar
+def act(code, z, a):
+    """y = act(z); `a` is leaky's and PReLU's slope, ELU's alpha. NaN stays NaN."""
+    if code == RELU:
+        return z if z > 0 else z * _0
+    if code == LEAKY or code == PRELU:
+        return z if z > 0 else a * z
+    if code == ELU:
+        return z if z > 0 else a * math.expm1(z)
+    if code == SIGMOID:
+        return sigmoid(z)
+    if code == TANH:
+        return math.tanh(z)
+    return z
+
+
+@scalar
+def act_grad(code, z, y, a):
+    """d act / dz at z, given y = act(z). Where only y is kept (the fused activations), callers
+    pass y for z: with a positive slope or alpha, y > 0 exactly where z > 0."""
+    if code == RELU:
+        return _1 if z > 0 else _0
+    if code == LEAKY or code == PRELU:
+        return _1 if z > 0 else a
+    if code == ELU:
+        return _1 if z > 0 else y + a
+    if code == SIGMOID:
+        return y * (_1 - y)
+    if code == TANH:
+        return _1 - y * y
+    return _1
+
+
+# the elementwise losses, by code: value and gradient of one output o against its target t
+MSE, MAE, HUBER, BCE, HINGE = range(5)
+POINTWISE = {"mse": MSE, "mae": MAE, "huber": HUBER, "bce": BCE, "hinge": HINGE}
+
+
+@scalar
+def pointwise_loss(code, o, t, delta):
+    """(loss, dloss/do) for one output: MSE (o - t)^2; MAE |o - t|; Huber with `delta`; BCE from
+    the logit o, stably, max(o, 0) - o t + log(1 + exp(-|o|)); hinge max(0, 1 - t o)."""
+    d = o - t
+    if code == MSE:
+        return d * d, _2 * d
+    if code == MAE:
+        return abs(d), (_1 if d > 0 else -_1 if d < 0 else d * _0)
+    if code == HUBER:
+        if abs(d) <= delta:
+            return _HALF * d * d, d
+        return delta * (abs(d) - _HALF * delta), (delta if d > 0 else -delta)
+    if code == BCE:
+        return max(o, _0) - o * t + math.log1p(math.exp(-abs(o))), sigmoid(o) - t
+    m = _1 - t * o
+    return (m, -t) if m > 0 else (m * _0, t * _0)
+
+
+# the losses computed a row (a sample) at a time, by code
+CROSS_ENTROPY, SOFT_CROSS_ENTROPY, KL, MULTICLASS_HINGE = range(4)
+
+
+@scalar
+def softmax_row(z, e):
+    """e = exp(z - max z) for one row; returns (max z, sum of e): a softmax before its division,
+    and the parts of log-sum-exp."""
+    m = z[0]
+    for j in range(1, z.size):
+        m = max(m, z[j])
+    s = 0.0  # sums run in float64
+    for j in range(z.size):
+        e[j] = math.exp(z[j] - m)
+        s += e[j]
+    return m, s
+
+
+@scalar
+def cross_entropy_row(z, label, g):
+    """-log softmax(z)[label] from the logits z; g = softmax(z) - onehot(label)."""
+    m, s = softmax_row(z, g)
+    for j in range(z.size):
+        g[j] = g[j] / s
+    g[label] -= _1
+    return math.log(s) + m - z[label]
+
+
+@scalar
+def soft_cross_entropy_row(z, t, g):
+    """-sum t log softmax(z) for a row of probabilities t; g = softmax(z) sum(t) - t."""
+    m, s = softmax_row(z, g)
+    lse = math.log(s) + m
+    total, mass = 0.0, 0.0
+    for j in range(z.size):
+        total += t[j] * (lse - z[j])
+        mass += t[j]
+    for j in range(z.size):
+        g[j] = g[j] / s * mass - t[j]
+    return total
+
+
+@scalar
+def kl_row(z, t, g, logits):
+    """KL(t || p) = sum t (log t - log p), terms with t = 0 dropped: p = softmax(z) from the
+    logits (g = p sum(t) - t), or else z holds log p (g = -t)."""
+    total, mass = 0.0, 0.0
+    for j in range(z.size):
+        mass += t[j]
+    lse, s = 0.0, 1.0
+    if logits:
+        m, s = softmax_row(z, g)
+        lse = math.log(s) + m
+    for j in range(z.size):
+        if t[j] > 0:
+            total += t[j] * (math.log(t[j]) - (z[j] - lse))
+        g[j] = g[j] / s * mass - t[j] if logits else -t[j]
+    return total
+
+
+@scalar
+def multiclass_hinge_row(o, label, g):
+    """sum over j != label of max(0, o_j - o_label + 1); g its gradient."""
+    total, count = 0.0, 0.0
+    for j in range(o.size):
+        m = o[j] - o[label] + _1
+        if j != label and m > 0:
+            total += m
+            g[j] = _1
+            count += 1.0
+        else:
+            g[j] = _0
+    g[label] = -count
+    return total
+
+
+@scalar
+def keep(seed, i, threshold):
+    """Whether dropout keeps element i: a hash of (seed, i) (SplitMix64's finaliser) below
+    threshold = keep probability * 2^64, the same on every backend."""
+    x = np.uint64(seed) + np.uint64(i) * np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    x = x ^ (x >> np.uint64(31))
+    return x < threshold

@@ -1,0 +1,76 @@
+"""The backend registry: every kind runs on the CPU, registrations are unique, and a missing
+implementation or backend is a clear error."""
+import numpy as np
+import pytest
+
+import netc
+from netc import NetcError
+from netc.compiler import registry
+from netc.runtime import optim
+from netc.compiler.settings import OPTIMIZERS
+from netc.runtime.backends import registry as backends
+
+
+def test_every_kind_runs_on_the_cpu():
+    assert set(registry.kinds()) == backends.implemented("cpu")
+
+
+def test_registering_a_kind_twice_on_a_backend_fails():
+    kind = registry.kinds()["RELU"]
+    with pytest.raises(ValueError, match="RELU registered twice on cpu"):
+        backends.implements(type(kind), "cpu")(type("Again", (backends.Implementation,), {}))
+
+
+def test_unknown_backend_and_missing_implementation():
+    with pytest.raises(NetcError, match="backend must be one of cpu; received 'tpu'"):
+        backends.load("tpu")
+    with pytest.raises(NetcError) as e:
+        backends.implementation("NOPE", "cpu")
+    assert "no implementation on the cpu backend (nor is it a known kind)" in e.value.message
+    assert "CONV" in e.value.hint
+
+
+def test_optimizers_match_the_vocabulary_and_show_defaults_unbuilt():
+    assert tuple(optim.OPTIMIZERS) == OPTIMIZERS
+    assert optim.defaults("adam") == {"lr": 0.001, "betas": (0.9, 0.999), "eps": 1e-8,
+                                      "weight_decay": 0.0}
+    assert optim.defaults("lm")["damping"] == 1e-3  # lm cannot be built without a Jacobian
+    with pytest.raises(NetcError, match="lm needs the residuals' Jacobian"):
+        netc.optimizer("lm", {})
+
+
+def test_full_batch_methods_refuse_a_gradient_step():
+    opt = netc.optimizer("lbfgs", {"w": np.zeros(2)})
+    with pytest.raises(NetcError, match="lbfgs is a full-batch method") as e:
+        opt.step({"w": np.ones(2)})
+    assert "iterate(closure)" in e.value.hint
+
+
+def test_first_order_iterate_is_one_step():
+    p = {"w": np.array([1.0, -2.0])}
+    opt = netc.optimizer("sgd", p, lr=0.5)
+    loss = opt.iterate(lambda: (3.0, {"w": np.array([2.0, 2.0])}))
+    assert loss == 3.0 and p["w"].tolist() == [0.0, -3.0]
+
+
+def test_numba_caches_each_module_by_its_source_and_what_it_imports(tmp_path):
+    """A kernel compiles in code from other files, which Numba's own cache check does not watch:
+    a module's kernels are cached in a folder named after its source and every backend module it
+    imports, transitively."""
+    from netc.runtime.backends import cache
+    from netc.runtime.backends.cpu import pool
+    pkg = tmp_path / "pk"
+    pkg.mkdir()
+    for name, text in {"__init__": "", "a": "from . import b\n", "b": "from .c import f\n",
+                       "c": "f = 1\n", "d": "g = 1\n"}.items():
+        (pkg / f"{name}.py").write_text(text)
+
+    def key(module):
+        return cache.key(f"pk.{module}", str(pkg), "pk")
+
+    a, d = key("a"), key("d")
+    (pkg / "c.py").write_text("f = 2\n")  # a imports b, which imports c
+    assert key("a") != a and key("d") == d
+    folder = cache.folder(pool.__name__)
+    assert pool._maxpool_cpu._cache._cache_path.startswith(folder)
+    assert folder.endswith("pool-" + cache.key(pool.__name__))
