@@ -2,8 +2,15 @@ import os
 
 import pytest
 
+import netc
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPECS = os.path.join(ROOT, "specs")
+
+if os.path.realpath(os.path.dirname(netc.__file__)) != os.path.realpath(os.path.join(ROOT, "api")):
+    pytest.exit(f"the tests would run netc from {os.path.dirname(netc.__file__)}, not from this "
+                f"checkout: install the checkout itself with  python3 -m pip install -e \".[test]\"",
+                returncode=4)
 
 
 @pytest.fixture
