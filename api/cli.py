@@ -56,7 +56,8 @@ def cmd_gradcheck(args):
     if args.layer and args.layer not in net.graph:
         raise NetcError(f"--layer: no layer named {args.layer!r}",
                         "layers: " + ", ".join(n.name for n in net.nodes if n.params))
-    report = gradcheck(net, batch=args.batch, seed=args.seed, layer=args.layer)
+    report = gradcheck(net, batch=args.batch, seed=args.seed, layer=args.layer,
+                       backend=args.device)
     width = max(len(k) for k in report)
     worst = max(report.values())
     for name, err in report.items():
@@ -70,11 +71,12 @@ def cmd_gradcheck(args):
 def cmd_bench(args):
     from netc.runtime.bench import bench, format_bench
     net = _compile(args)
-    print(format_bench(bench(net, batch=args.batch, iters=args.iters), net.name))
+    print(format_bench(bench(net, batch=args.batch, iters=args.iters, device=args.device),
+                       net.name))
     return 0
 
 
-TRAIN_FLAGS = ("epochs", "batch", "lr", "optimizer", "seed", "data", "loss", "momentum",
+TRAIN_FLAGS = ("epochs", "batch", "lr", "optimizer", "device", "seed", "data", "loss", "momentum",
                "weight_decay", "schedule", "val_split", "test_split", "l1", "l2", "clip_norm",
                "clip_value", "warmup", "patience", "init_from")
 
@@ -113,7 +115,7 @@ def _weights_model(args):
     from netc.runtime.model import read_checkpoint
     net = _compile(args)
     arrays = read_checkpoint(args.weights)
-    model = Model.from_arrays(arrays, args.weights, spec=net.source.text)
+    model = Model.from_arrays(arrays, args.weights, spec=net.source.text, backend=args.device)
     if "__netc_norm_mean__" in arrays:
         return model, arrays["__netc_norm_mean__"], arrays["__netc_norm_std__"]
     return model, np.float32(0), np.float32(1)
@@ -221,7 +223,7 @@ def cmd_lr(args):
 
 
 def parser() -> argparse.ArgumentParser:
-    from netc.compiler.settings import LOSSES, OPTIMIZERS, SCHEDULES
+    from netc.compiler.settings import DEVICES, LOSSES, OPTIMIZERS, SCHEDULES
     p = argparse.ArgumentParser(prog="netc", description="netc: the .net neural-network compiler")
     p.add_argument("--version", action="version", version="netc 0.1.0")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -257,12 +259,13 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--batch", type=_positive, default=2, help="random batch size (default 2)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--tol", type=float, default=1e-6, help="tolerance (default 1e-6); exit 1 above")
+    c.add_argument("--device", choices=DEVICES, default="cpu", help="where to compute (default cpu)")
     c.set_defaults(func=cmd_gradcheck)
 
     c = spec_cmd("bench", "time forward and backward per layer, and the training step")
     c.add_argument("--batch", type=_positive, default=64)
     c.add_argument("--iters", type=_positive, default=20)
-    c.add_argument("--device", choices=("cpu",), default="cpu")
+    c.add_argument("--device", choices=DEVICES, default="cpu", help="where to run (default cpu)")
     c.set_defaults(func=cmd_bench)
 
     c = spec_cmd("train", "train the network (settings: the spec's train section, then these flags)")
@@ -270,6 +273,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--batch", type=_positive)
     c.add_argument("--lr", type=float)
     c.add_argument("--optimizer", choices=OPTIMIZERS)
+    c.add_argument("--device", choices=DEVICES,
+                   help="where to train: cpu (default) or cuda (an NVIDIA GPU: pip install 'netc[cuda]')")
     c.add_argument("--seed", type=int)
     c.add_argument("--data", help="digits | mnist:DIR | fashion:DIR | FILE.npz | FILE.csv[#label] | synthetic")
     c.add_argument("--loss", choices=LOSSES)
@@ -301,12 +306,14 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--data")
     c.add_argument("--loss", choices=LOSSES)
     c.add_argument("--all", action="store_true", help="every sample of --data, not its test split")
+    c.add_argument("--device", choices=DEVICES, default="cpu", help="where to compute (default cpu)")
     c.set_defaults(func=cmd_eval)
 
     c = spec_cmd("predict", "predict with saved weights")
     c.add_argument("--weights", required=True)
     c.add_argument("input", metavar="FILE", help="FILE.npz (array x) or an image FILE.png")
     c.add_argument("--top", type=_positive, default=3)
+    c.add_argument("--device", choices=DEVICES, default="cpu", help="where to compute (default cpu)")
     c.set_defaults(func=cmd_predict)
 
     c = spec_cmd("lr", "plot the learning-rate schedule ahead of time")

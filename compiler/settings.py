@@ -22,6 +22,7 @@ LOSSES = ("cross_entropy", "bce", "mse", "mae", "huber", "hinge", "multiclass_hi
 # losses whose targets are class indices (cross-entropy also takes probability rows)
 CLASS_LABELS = ("cross_entropy", "multiclass_hinge")
 SCHEDULES = ("constant", "step", "multistep", "exponential", "plateau", "cosine", "cyclic")
+DEVICES = ("cpu", "cuda")  # where training runs (the runtime's backends)
 
 
 class Text(Key):
@@ -54,7 +55,8 @@ class Words(Key):
 
 
 TRAIN_KEYS = {
-    "optimizer": Choice(OPTIMIZERS), "lr": Float(low=0.0), "batch": Int(), "epochs": Int(),
+    "optimizer": Choice(OPTIMIZERS), "device": Choice(DEVICES), "lr": Float(low=0.0),
+    "batch": Int(), "epochs": Int(),
     "loss": Choice(LOSSES), "data": Text(), "seed": Int(low=0),
     "momentum": Float(low=0.0), "dampening": Float(low=0.0), "alpha": Float(low=0.0),
     "betas": Floats(), "eps": Float(low=0.0), "weight_decay": Float(low=0.0),

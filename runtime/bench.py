@@ -16,18 +16,20 @@ def step_inputs(model, batch, seed=0):
     return x, random_targets(model, model.loss_name(), batch, rng)
 
 
-def bench(spec, batch=64, iters=20, warmup=3, seed=0):
+def bench(spec, batch=64, iters=20, warmup=3, seed=0, device="cpu"):
     """Median seconds per node (forward, backward, with the node's multiply-adds for the batch)
-    and per whole step (loss and all gradients)."""
-    model = Model(spec, seed=seed)
+    and per whole step (loss and all gradients), on a backend ("cpu", "cuda")."""
+    model = Model(spec, backend=device, seed=seed)
     x, y = step_inputs(model, batch, seed)
     for _ in range(warmup):  # compiles the kernels (once; Numba caches them on disk)
         model.loss_and_grads(x, y)
     steps, fw, bw = [], {}, {}
     for _ in range(iters):
         f, b = {}, {}
+        model.device.synchronize()
         t0 = time.perf_counter()
         model.loss_and_grads(x, y, clock=(f, b))
+        model.device.synchronize()
         steps.append(time.perf_counter() - t0)
         for name, t in f.items():
             fw.setdefault(name, []).append(t)
@@ -41,8 +43,8 @@ def bench(spec, batch=64, iters=20, warmup=3, seed=0):
 
 
 def format_bench(result, name) -> str:
-    lines = [f"{name}: batch {result['batch']}, median of {result['iters']} steps, "
-             f"{result['threads']} thread{'s' if result['threads'] > 1 else ''}",
+    where = result.get("GPU") or f"{result['threads']} thread{'s' if result['threads'] > 1 else ''}"
+    lines = [f"{name}: batch {result['batch']}, median of {result['iters']} steps, {where}",
              f"GEMM: {result['GEMM']}",
              f"{'layer':<28} {'kind':<8} {'runs as':<9} {'forward ms':>11} {'backward ms':>12} "
              f"{'forward GFLOP/s':>16}"]

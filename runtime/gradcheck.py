@@ -6,12 +6,15 @@ import numpy as np
 from .model import Model
 
 
-def gradcheck(spec, batch=2, eps=1e-6, seed=0, loss=None, layer=None, max_checks=30, train=True):
+def gradcheck(spec, batch=2, eps=1e-6, seed=0, loss=None, layer=None, max_checks=30, train=True,
+              backend="cpu"):
     """The relative error per parameter tensor and for the input, over a sample of `max_checks`
     coordinates each: max|g - n| / max(max|g|, max|n|), g analytic, n numeric. Where a tensor's
     gradient is essentially zero (max below 1e-6, e.g. a bias just before BN) the absolute error
-    is reported instead. Dropout masks are fixed by reseeding before every evaluation."""
-    model = Model(spec, dtype="float64", seed=seed)
+    is reported instead. Dropout masks are fixed by reseeding before every evaluation. On a GPU
+    backend, the gradients and the differences are computed there."""
+    model = Model(spec, backend=backend, dtype="float64", seed=seed)
+    host = model.device.to_host
     rng = np.random.default_rng(seed + 1)
     x = rng.standard_normal((batch,) + model.net.input_shape)
     y = random_targets(model, model.loss_name(loss), batch, rng)
@@ -21,23 +24,28 @@ def gradcheck(spec, batch=2, eps=1e-6, seed=0, loss=None, layer=None, max_checks
         return model.loss_and_grads(x, y, loss, train=train, input_grad=True)
 
     _, grads, dx = evaluate()
-    tensors = [(name, model.params[name], grads[name]) for name in model.params
+    tensors = [(name, model.params[name], host(grads[name])) for name in model.params
                if layer is None or name.rsplit(".", 1)[0] == layer]
     if layer is None:
-        tensors.append(("input", x, dx))
+        tensors.append(("input", x, host(dx)))
     report = {}
     for name, arr, analytic in tensors:
-        flat = arr.reshape(-1)
+        values = host(arr)  # on the CPU, arr itself
+        flat = values.reshape(-1)
         idx = rng.choice(flat.size, size=min(max_checks, flat.size), replace=False)
         numeric = np.empty(len(idx))
         for k, i in enumerate(idx):
             old = flat[i]
-            flat[i] = old + eps
-            plus = evaluate()[0]
-            flat[i] = old - eps
-            minus = evaluate()[0]
+            plus, minus = [], []
+            for value, out in ((old + eps, plus), (old - eps, minus)):
+                flat[i] = value
+                if arr is not x:
+                    model.device.copy_from_host(arr, values)
+                out.append(evaluate()[0])
             flat[i] = old
-            numeric[k] = (plus - minus) / (2 * eps)
+            if arr is not x:
+                model.device.copy_from_host(arr, values)
+            numeric[k] = (plus[0] - minus[0]) / (2 * eps)
         a = analytic.reshape(-1)[idx]
         scale = max(np.abs(a).max(), np.abs(numeric).max())
         diff = np.abs(a - numeric).max()

@@ -33,8 +33,8 @@ def compute(name, out, y, fused, backend, delta=1.0):
     scale = out.dtype.type(1.0 / (out.size if name in MEAN_OVER_ELEMENTS else n))
     if name in ew.POINTWISE:
         return backend.pointwise_loss(ew.POINTWISE[name], out, y, out.dtype.type(delta), scale)
-    labels = np.ascontiguousarray(y) if y.ndim == 1 else np.zeros(0, np.int64)
-    targets = y if y.ndim == 2 else np.zeros((0, 0), out.dtype)
+    labels = y if y.ndim == 1 else backend.zeros((0,), np.int64)
+    targets = y if y.ndim == 2 else backend.zeros((0, 0), out.dtype)
     if name == "cross_entropy":
         code = ew.CROSS_ENTROPY if y.ndim == 1 else ew.SOFT_CROSS_ENTROPY
     else:

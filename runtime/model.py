@@ -42,19 +42,20 @@ class Model:
             net = compile_spec(net)
         if str(dtype) not in DTYPES:
             raise NetcError(f"dtype must be float32 or float64; received {dtype!r}")
-        self._backend = backends.load(backend)
+        self.device = backends.load(backend)  # the Backend object: its arrays and their operations
         self.net, self.backend, self.dtype = net, backend, np.dtype(str(dtype))
         self.rng = np.random.default_rng(seed)
         # each node's implementation on this backend
         self._impls = {n.name: backends.implementation(n.kind, backend) for n in net.nodes}
-        self.memory = self._backend.memory()  # buffers, workspaces, gradient arrays
+        self.memory = self.device.memory()  # buffers, workspaces, gradient arrays
         self.observe: dict | None = None  # set to a dict to record each node's output RMS
         self.params: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
-        init_rng = np.random.default_rng(seed)
+        init_rng = np.random.default_rng(seed)  # drawn on the host: the same values on any backend
         for node in net.nodes:
             for short, value in init_node(net, node, init_rng, self.dtype).items():
-                (self.params if short in node.params else self.buffers)[f"{node.name}.{short}"] = value
+                arrays = self.params if short in node.params else self.buffers
+                arrays[f"{node.name}.{short}"] = self.device.from_host(value)
         out = net.node(net.output)
         self.output_act = registry.kinds()[out.kind].act_of(out.hyper)
 
@@ -67,7 +68,7 @@ class Model:
     def _forward(self, x, train, keep, clock=None):
         """Run every node; return (output, caches) - caches only when `keep` (for backward).
         With a `clock` dict, add each node's seconds to clock[name]."""
-        ctx = self._backend.context(self.memory, train, self.rng, backward=keep)
+        ctx = self.device.context(self.memory, train, self.rng, backward=keep)
         values, caches = {}, {}
         remaining = {n: self.net.graph.out_degree(n) for n in self.net.graph.nodes}
         for node in self.net.nodes:
@@ -76,10 +77,12 @@ class Model:
             t0 = clock is not None and time.perf_counter()
             y, cache = self._impls[node.name].forward(node.hyper, self._node_arrays(node), xs, ctx)
             if clock is not None:
+                self.device.synchronize()  # (a GPU's kernels run asynchronously)
                 clock[node.name] = clock.get(node.name, 0.0) + time.perf_counter() - t0
             values[node.name] = y
             if self.observe is not None:
-                self.observe[node.name] = float(np.sqrt(np.mean(np.square(y, dtype=np.float64))))
+                y_host = self.device.to_host(y)
+                self.observe[node.name] = float(np.sqrt(np.mean(np.square(y_host, dtype=np.float64))))
             if keep:
                 caches[node.name] = cache
             for i in node.inputs:  # free what no later node reads
@@ -89,9 +92,32 @@ class Model:
         return values[self.net.output], caches
 
     def forward(self, x, train: bool = False):
-        """The network's output for x (NCHW, or N x features), after OUT's activation."""
-        x = checks.inputs(x, self.net.input_shape, self.dtype)
-        return self._forward(x, train, keep=False)[0]
+        """The network's output for x (NCHW, or N x features), after OUT's activation: a NumPy
+        array for NumPy input, an array of the backend's otherwise (on CUDA, for any array with
+        __cuda_array_interface__, which is read in place)."""
+        x, host = self._inputs(x)
+        out = self._forward(x, train, keep=False)[0]
+        return self.device.to_host(out) if host else out
+
+    def _inputs(self, x, name="x"):
+        """(the batch as a backend array, whether it came from the host), checked."""
+        if backends.is_device_array(x):
+            return self.device.device_inputs(x, self.net.input_shape, self.dtype, name), False
+        return self.device.transfer(checks.inputs(x, self.net.input_shape, self.dtype, name)), True
+
+    def _labels(self, y, loss, n):
+        """The targets as a backend array, checked on the host (they are small). Targets already
+        on this backend's device, of the dtype and shape the loss takes (class indices as
+        int64), are used as they are: their values are the caller's to check (the trainer checks
+        its data set when it loads it)."""
+        if backends.is_device_array(y):
+            want = np.int64 if loss in losses.CLASS_LABELS and len(y.shape) == 1 else self.dtype
+            shape = (n,) if want == np.int64 else (n,) + tuple(self.net.output_shape)
+            if self.backend != "cpu" and y.dtype == want and tuple(y.shape) == shape:
+                return y
+            y = backends.backend_of(y).to_host(y)
+        y = checks.labels(y, loss, self.net.output_shape, n, self.dtype)
+        return self.device.transfer(y)
 
     __call__ = forward
 
@@ -110,42 +136,43 @@ class Model:
         """(value, dL/dout, fused) from the forward's output and caches."""
         logits = self._impls[self.net.output].logits(caches[self.net.output])
         fused = losses.FUSED.get(loss) == self.output_act and logits is not None
-        value, dout = losses.compute(loss, logits if fused else out, y, fused, self._backend,
+        value, dout = losses.compute(loss, logits if fused else out, y, fused, self.device,
                                      self.net.train.get("huber_delta", 1.0))
         return float(value), dout, fused
 
     def evaluate(self, x, y, loss=None):
-        """(loss, outputs) without gradients, in evaluation mode."""
+        """(loss, outputs) without gradients, in evaluation mode (outputs on the host for a
+        NumPy x)."""
         loss = self.loss_name(loss)
-        x = checks.inputs(x, self.net.input_shape, self.dtype)
-        y = checks.labels(y, loss, self.net.output_shape, x.shape[0], self.dtype)
+        x, host = self._inputs(x)
+        y = self._labels(y, loss, x.shape[0])
         out, caches = self._forward(x, False, keep=True)
-        return self._loss(out, caches, y, loss)[0], out.copy()
+        value = self._loss(out, caches, y, loss)[0]
+        return value, (self.device.to_host(out) if host else self.device.copy(out))
 
     def loss_and_grads(self, x, y, loss=None, train=True, input_grad=False, clock=None):
         """(loss, grads) with grads keyed like params; with input_grad, also dL/dx.
         `clock`: optional (forward, backward) dicts that collect seconds per node."""
         loss = self.loss_name(loss)
-        x = checks.inputs(x, self.net.input_shape, self.dtype)
-        y = checks.labels(y, loss, self.net.output_shape, x.shape[0], self.dtype)
+        x, _ = self._inputs(x)
+        y = self._labels(y, loss, x.shape[0])
         fclock, bclock = clock or (None, None)
         out, caches = self._forward(x, train, keep=True, clock=fclock)
         value, dout, fused = self._loss(out, caches, y, loss)
-        self.last_output = out  # the network's output for this batch (a fresh array)
-        grads, dx = self._backward(caches, dout.astype(self.dtype, copy=False), fused, bclock,
-                                   input_grad)
+        self.last_output = out  # the network's output for this batch (a fresh backend array)
+        grads, dx = self._backward(caches, dout, fused, bclock, input_grad)
         return (value, grads, dx) if input_grad else (value, grads)
 
     def _backward(self, caches, dout, fused, clock=None, input_grad=False):
         pool = self.memory.grads.start()
-        ctx = self._backend.context(self.memory, True, self.rng, backward=True)
+        ctx = self.device.context(self.memory, True, self.rng, backward=True)
         pending = {self.net.output: dout}
         grads = {}
         for node in reversed(self.net.nodes):
             dy = pending.pop(node.name, None)
             cache = caches.pop(node.name)
             if not node.inputs:  # the input: dy may be a reused array, the caller gets its own
-                return grads, None if dy is None else dy.copy()
+                return grads, None if dy is None else self.device.copy(dy)
             impl = self._impls[node.name]
             p = self._node_arrays(node)
             ctx.node, ctx.output = node.name, False
@@ -153,12 +180,14 @@ class Model:
             ctx.need_dx = input_grad or any(i != "input" for i in node.inputs)
             t0 = clock is not None and time.perf_counter()
             if dy is None:  # no path to the loss
-                dxs, dps = [None] * len(node.inputs), {k: np.zeros_like(v) for k, v in p.items()}
+                dxs = [None] * len(node.inputs)
+                dps = {k: self.device.zeros(v.shape, v.dtype) for k, v in p.items()}
             elif fused and node.name == self.net.output:
                 dxs, dps = impl.backward_logits(node.hyper, p, cache, dy, ctx)
             else:
                 dxs, dps = impl.backward(node.hyper, p, cache, dy, ctx)
             if clock is not None:
+                self.device.synchronize()
                 clock[node.name] = clock.get(node.name, 0.0) + time.perf_counter() - t0
             for short in node.params:
                 grads[f"{node.name}.{short}"] = dps[short]
@@ -166,7 +195,7 @@ class Model:
             for i, dx in zip(node.inputs, dxs):
                 if dx is not None and i in pending:  # a fan-out: the sum is a new array
                     dead += [pending[i], dx]
-                    pending[i] = pending[i] + dx
+                    pending[i] = self.device.add(pending[i], dx)
                 elif dx is not None:
                     pending[i] = dx
             for arr in dead:
@@ -177,11 +206,13 @@ class Model:
         """For least squares: a function () -> (residuals, J) at the current parameters, with
         residuals = output - y (flattened) and J their Jacobian (one backward pass per residual);
         residuals_only=True skips J."""
-        x = checks.inputs(x, self.net.input_shape, self.dtype)
+        x, _ = self._inputs(x)
         y = checks.labels(y, "mse", self.net.output_shape, x.shape[0], self.dtype)
+        host = self.device.to_host
 
         def fn(residuals_only=False):
             out, caches = self._forward(x, False, keep=not residuals_only)
+            out = host(out)
             r = (out - y).reshape(-1).astype(np.float64)
             if residuals_only:
                 return r, None
@@ -189,8 +220,8 @@ class Model:
             for i in range(r.size):
                 dout = np.zeros_like(out)
                 dout.flat[i] = 1
-                grads, _ = self._backward(dict(caches), dout, fused=False)
-                rows[i] = np.concatenate([grads[k].reshape(-1) for k in self.params])
+                grads, _ = self._backward(dict(caches), self.device.transfer(dout), fused=False)
+                rows[i] = np.concatenate([host(grads[k]).reshape(-1) for k in self.params])
             return r, rows
         return fn
 
@@ -211,7 +242,8 @@ class Model:
             raise NetcError(f"cannot write {path}: {e.strerror}", "check the folder exists") from None
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, **self.state(), **meta, **(extra or {}))
+                host = {k: self.device.to_host(v) for k, v in self.state().items()}
+                np.savez(f, **host, **meta, **(extra or {}))
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -234,7 +266,7 @@ class Model:
                 continue
             if v.shape != mine[k].shape:
                 raise DataError(f"checkpoint's {k} has shape {v.shape}; the network needs {mine[k].shape}")
-            mine[k][...] = v
+            self.device.copy_from_host(mine[k], np.asarray(v, mine[k].dtype))
 
     @classmethod
     def load(cls, path: str, spec=None, backend="cpu", dtype=None):
@@ -254,6 +286,15 @@ class Model:
         model.load_state(arrays)
         return model
 
+    def to(self, backend: str) -> "Model":
+        """This network with these parameters and buffers on another backend ("cpu", "cuda"):
+        a new Model (the same dtype and random generator state); self is unchanged."""
+        other = Model(self.net, backend, str(self.dtype))
+        other.load_state({k: self.device.to_host(v) for k, v in self.state().items()})
+        other.rng = np.random.default_rng()
+        other.rng.bit_generator.state = self.rng.bit_generator.state
+        return other
+
     def algorithm(self, node: str, batch: int) -> str:
         """How this backend runs a node at a batch size, where it has a choice ('' elsewhere):
         CONV's algorithm, FC's dots or gemm (netc bench shows it)."""
@@ -262,7 +303,7 @@ class Model:
 
     def describe(self) -> dict:
         """What runs this model's kernels: {"threads": ..., "GEMM": ...} on the CPU."""
-        return self._backend.describe()
+        return self.device.describe()
 
     @property
     def num_params(self) -> int:

@@ -18,9 +18,11 @@ from netc.compiler.settings import FULL_BATCH
 from netc.dsl.errors import DataError, NetcError, NumericsError
 
 from . import data, losses, optim, runs, schedule
+from .backends import registry as backends
 from .model import Model, read_checkpoint
 
-DEFAULTS = {"optimizer": "sgd", "batch": 32, "epochs": 10, "seed": 0, "val_split": 0.1,
+DEFAULTS = {"optimizer": "sgd", "device": "cpu", "batch": 32, "epochs": 10, "seed": 0,
+            "val_split": 0.1,
             "test_split": 0.2, "normalize": True, "schedule": "constant", "early_stop": False,
             "patience": 5, "max_iter": 1, "augment": ()}
 OPTIMIZER_KEYS = ("momentum", "dampening", "alpha", "betas", "eps", "weight_decay", "history",
@@ -46,7 +48,8 @@ class Trainer:
         self.net, self.cfg, self.folder = net, cfg, folder
         self.progress, self.diagnose, self.out = progress, diagnose, out or sys.stdout
         seed = cfg["seed"]
-        self.model = Model(net, seed=seed)
+        self.model = Model(net, backend=cfg["device"], seed=seed)
+        self.device = self.model.device
         self.loss = self.model.loss_name(cfg.get("loss"))
         self.classify = self.loss in losses.CLASS_LABELS or self.loss == "bce"
         ds = data.load(cfg["data"], net.input_shape, net.output_shape[0],
@@ -56,6 +59,7 @@ class Trainer:
         self.ds = ds
         self.mean, self.std = (data.normalizer(ds.x[self.train_idx]) if cfg["normalize"]
                                else (np.float32(0), np.float32(1)))
+        self.resident = self.keep_on_device()
         if cfg.get("init_from"):
             self.init_from(cfg["init_from"])
         self.opt = self.make_optimizer()
@@ -107,11 +111,21 @@ class Trainer:
         copied = [k for k, v in arrays.items() if k in state and state[k].shape == v.shape]
         if not copied:
             raise DataError(f"init_from: no layer of {path} matches this network by name and shape")
-        for k in copied:
-            state[k][...] = arrays[k]
+        self.model.load_state({k: arrays[k] for k in copied}, strict=False)
         self.say(f"init_from {path}: {len(copied)} arrays copied")
 
     # ---- batches -----------------------------------------------------------------------------
+    def keep_on_device(self):
+        """On a GPU, the normalized data set in device memory for the run, where it fits and no
+        augmentation has to change its batches on the host: then a step copies over nothing but
+        the batch's indices. None otherwise."""
+        if self.device.name == "cpu" or self.cfg["augment"]:
+            return None
+        x = ((self.ds.x - self.mean) / self.std).astype(self.model.dtype)
+        if not self.device.fits(x.nbytes + self.ds.y.nbytes):
+            return None
+        return self.device.from_host(x), self.device.from_host(self.ds.y)
+
     def inputs(self, idx, ds_x=None, ds_y=None, augment_rng=None):
         x = (self.ds.x if ds_x is None else ds_x)[idx]
         y = (self.ds.y if ds_y is None else ds_y)[idx]
@@ -120,11 +134,11 @@ class Trainer:
         return (x - self.mean) / self.std, y
 
     def accuracy(self, out, y):
+        """The fraction correct (None where the loss is not a classification's), on the backend
+        that holds `out`."""
         if not self.classify:
             return None
-        if self.loss == "bce":
-            return float(((out > 0.5) == (y.reshape(out.shape) > 0.5)).mean())
-        return float((out.argmax(axis=1) == y).mean())
+        return backends.backend_of(out).accuracy(out, y, self.loss == "bce")
 
     def measure(self, idx, ds_x=None, ds_y=None):
         """Mean loss and accuracy over samples, in evaluation mode, in batches."""
@@ -151,27 +165,26 @@ class Trainer:
             for n in self.net.nodes:
                 for short in kinds[n.kind].regularized(n.hyper):
                     key = f"{n.name}.{short}"
-                    w = self.model.params[key]
-                    extra += l1 * float(np.abs(w).sum()) + 0.5 * l2 * float((w * w).sum())
-                    grads[key] = grads[key] + l1 * np.sign(w) + l2 * w
+                    extra += self.device.penalty(self.model.params[key], grads[key], l1, l2)
         return extra
 
     def clip(self, grads):
         cv, cn = self.cfg.get("clip_value"), self.cfg.get("clip_norm")
         if cv:
-            for k in grads:
-                np.clip(grads[k], -cv, cv, out=grads[k])
+            for g in grads.values():
+                self.device.clip_values(g, cv)
         if cn:
-            norm = math.sqrt(sum(float((g * g).sum()) for g in grads.values()))
+            norm = math.sqrt(sum(self.device.sum_squares(g) for g in grads.values()))
             if norm > cn:
-                for k in grads:
-                    grads[k] *= cn / norm
+                for g in grads.values():
+                    self.device.scale(g, cn / norm)
 
     def check_finite(self, loss, grads, where):
-        if math.isfinite(loss) and all(np.isfinite(g).all() for g in grads.values()):
+        if math.isfinite(loss) and self.device.all_finite(grads.values()):
             return
         norms = {}
         for name, g in grads.items():
+            g = self.device.to_host(g)
             layer = name.rsplit(".", 1)[0]
             bad = not np.isfinite(g).all()
             v = float(np.sqrt(np.square(g, dtype=np.float64).sum())) if not bad else math.inf
@@ -187,7 +200,10 @@ class Trainer:
     def sgd_step(self, idx, epoch, b):
         rng_aug = np.random.default_rng([self.cfg["seed"], epoch, b, 2])
         self.model.rng = np.random.default_rng([self.cfg["seed"], epoch, b, 3])
-        x, y = self.inputs(idx, augment_rng=rng_aug)
+        if self.resident is not None:
+            x, y = (self.device.take(a, idx) for a in self.resident)
+        else:
+            x, y = self.inputs(idx, augment_rng=rng_aug)
         with np.errstate(all="ignore"):  # a blow-up is reported below, with its layer
             loss, grads = self.model.loss_and_grads(x, y, self.loss)
             loss += self.regularize(grads)
@@ -337,7 +353,7 @@ class Trainer:
             if not n.inputs:  # the input
                 continue
             g = [grads[f"{n.name}.{k}"] for k in n.params]
-            gn = math.sqrt(sum(float((v * v).sum()) for v in g)) if g else None
+            gn = math.sqrt(sum(self.device.sum_squares(v) for v in g)) if g else None
             lines.append(f"  {n.name:<26} {'' if gn is None else f'{gn:.3e}':>9}   {acts[n.name]:.3e}")
         return "\n".join(lines)
 
@@ -389,6 +405,7 @@ def train(net, overrides=None, out=None, resume=None, progress=True, diagnose=Fa
         cfg = {**saved["settings"], **{k: v for k, v in overrides.items() if k == "epochs" and v}}
     else:
         cfg = resolve(net, overrides)
+        backends.load(cfg["device"])  # a device that cannot run is an error before any file
         folder = runs.prepare(out or runs.default_dir(net.name))
     trainer = Trainer(net, _plain(cfg), folder, progress, diagnose, stdout)
     if resume:
@@ -413,6 +430,7 @@ def cross_validate(net, overrides, k, out=None, progress=True, stdout=None):
     """K-fold cross-validation over the training part (the test split is kept apart)."""
     stdout = stdout or sys.stdout
     cfg = resolve(net, overrides)
+    backends.load(cfg["device"])
     folder = runs.prepare(out or runs.default_dir(net.name + "-cv"))
     probe = Trainer(net, _plain(cfg), folder, False, False, stdout)
     rest = np.concatenate([probe.train_idx, probe.val_idx])
@@ -440,6 +458,7 @@ def cross_validate(net, overrides, k, out=None, progress=True, stdout=None):
 def compare(net, overrides, names, out=None, progress=True, stdout=None):
     """Train the same initial weights with each optimizer; plot their curves together."""
     stdout = stdout or sys.stdout
+    backends.load(resolve(net, overrides, need_data=False)["device"])
     folder = runs.prepare(out or runs.default_dir(net.name + "-compare"))
     curves, table = {}, []
     for name in names:

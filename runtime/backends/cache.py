@@ -77,16 +77,22 @@ def folder(module: str) -> str:
     return os.path.join(base(), f"{module.rpartition('.')[2]}-{key(module)}")
 
 
-def njit(**options):
-    """numba.njit(cache=True, **options), cached in the folder of the function's module."""
+def cached(jit, **options):
+    """A decorator: jit(cache=True, **options) (numba.njit, cuda.jit), caching in the folder of
+    the function's module."""
     def wrap(fn):
         saved = numba.config.CACHE_DIR
         numba.config.CACHE_DIR = folder(fn.__module__)  # read when caching is enabled, below
         try:
-            return numba.njit(cache=True, **options)(fn)
+            return jit(cache=True, **options)(fn)
         finally:
             numba.config.CACHE_DIR = saved
     return wrap
+
+
+def njit(**options):
+    """numba.njit(cache=True, **options), cached in the folder of the function's module."""
+    return cached(numba.njit, **options)
 
 
 # anything cached otherwise (the GEMM's overload): a folder for the whole package

@@ -31,7 +31,7 @@ class Memory:
     """What a model keeps from pass to pass: each node's buffers by (node, tag), the kernels'
     workspaces by tag (shared by every node, since no two nodes run at once), and the pool of
     input-gradient arrays. After the first step a training step allocates nothing large but the
-    gradients it returns."""
+    gradients it returns. A backend overrides `empty` to allocate its own memory."""
 
     def __init__(self):
         self.arena: dict = {}
@@ -43,15 +43,23 @@ class Memory:
         return np.empty(shape, dtype)
 
     @staticmethod
-    def owner(arr):
-        """The array whose memory `arr` views (itself if it owns it)."""
-        while arr.base is not None and isinstance(arr.base, np.ndarray):
-            arr = arr.base
-        return arr
+    def span(a) -> tuple:
+        return span(a)
 
-    @staticmethod
-    def overlap(a, b):
-        return np.may_share_memory(a, b)
+
+def span(a) -> tuple:
+    """The byte range (lo, hi) that an array's elements occupy: a NumPy array or any array with
+    __cuda_array_interface__ (strides of views included)."""
+    iface = getattr(a, "__cuda_array_interface__", None) or a.__array_interface__
+    lo = hi = iface["data"][0]
+    shape, itemsize = iface["shape"], np.dtype(iface["typestr"]).itemsize
+    if 0 in shape:
+        return lo, lo
+    strides = iface.get("strides") or tuple(
+        itemsize * math.prod(shape[i + 1:]) for i in range(len(shape)))
+    for n, st in zip(shape, strides):
+        lo, hi = lo + min(0, st * (n - 1)), hi + max(0, st * (n - 1))
+    return lo, hi + itemsize
 
 
 class Context:
@@ -93,12 +101,13 @@ class GradPool:
     """The input-gradient arrays of a backward pass, shared between nodes: a node's input
     gradient becomes the next node's dy and is dead once that node has run, so its array goes
     back to the pool for a later node of the same shape (a chain needs two per shape, not one per
-    node). The arrays are kept from step to step, and each step takes them in the same order."""
+    node). The arrays are kept from step to step, and each step takes them in the same order.
+    Arrays are told apart by the memory they span, so views of them are recognised too."""
 
     def __init__(self, memory):
         self.memory = memory
         self.arrays: dict = {}  # (shape, dtype) -> every array of that kind
-        self.ids: set = set()  # their ids, to tell ours from other arrays
+        self.spans: list = []  # (lo, hi, array) of each of them
         self.free: dict = {}
 
     def start(self):
@@ -112,17 +121,25 @@ class GradPool:
             return free.pop()
         arr = self.memory.empty(shape, dtype)
         self.arrays.setdefault(key, []).append(arr)
-        self.ids.add(id(arr))
+        self.spans.append(self.memory.span(arr) + (arr,))
         return arr
 
     def release(self, arr, live):
-        """Give arr's array back (if it is one of ours) unless an array in `live` may use it."""
+        """Give back the pool's array that `arr` is or views, unless an array in `live` may use
+        its memory."""
         if arr is None:
             return
-        arr = self.memory.owner(arr)
-        if id(arr) not in self.ids or any(o is not None and self.memory.overlap(arr, o)
-                                          for o in live):
+        span = self.memory.span
+        lo, _ = span(arr)
+        mine = next((a for a_lo, a_hi, a in self.spans if a_lo <= lo < a_hi), None)
+        if mine is None:
             return
-        free = self.free[(arr.shape, arr.dtype.str)]
-        if not any(f is arr for f in free):
-            free.append(arr)
+        lo, hi = span(mine)
+        for other in live:
+            if other is not None:
+                o_lo, o_hi = span(other)
+                if o_lo < hi and lo < o_hi:
+                    return
+        free = self.free[(tuple(mine.shape), np.dtype(mine.dtype).str)]
+        if not any(f is mine for f in free):
+            free.append(mine)

@@ -169,6 +169,15 @@ def multiclass_hinge_row(o, label, g):
     return total
 
 
+def dropout_args(p, rng, dtype):
+    """(seed, threshold, scale) of a dropout mask keeping each value with probability 1 - p: the
+    seed drawn from `rng` (a NumPy Generator), for `keep`."""
+    kept = 1.0 - p
+    seed = np.uint64(rng.integers(0, 2**63))
+    threshold = np.uint64(min(int(kept * 2.0**64), 2**64 - 1))
+    return seed, threshold, np.dtype(dtype).type(1.0 / kept)
+
+
 @scalar
 def keep(seed, i, threshold):
     """Whether dropout keeps element i: a hash of (seed, i) (SplitMix64's finaliser) below
@@ -178,3 +187,45 @@ def keep(seed, i, threshold):
     x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     x = x ^ (x >> np.uint64(31))
     return x < threshold
+
+
+# the optimizers' updates, one parameter value at a time, by code; h holds the hyperparameters in
+# the data's type, `first`: whether the state is still unset (the first step)
+SGD, ADAGRAD, RMSPROP, ADAM = range(4)
+
+
+@scalar
+def update(code, theta, g, s1, s2, h, first):
+    """(theta, s1, s2) after one step of an optimizer, PyTorch's formulas:
+    SGD      h = (lr, momentum, dampening, weight_decay, nesterov); s1 the momentum buffer
+             (g at the first step)
+    ADAGRAD  h = (lr, eps, weight_decay); s1 the sum of squares
+    RMSPROP  h = (lr, alpha, eps, weight_decay, momentum); s1 the square average, s2 the buffer
+    ADAM     h = (lr, beta1, beta2, eps, weight_decay, decoupled, 1 - beta1^t, 1 - beta2^t);
+             s1, s2 the moments; with `decoupled` (AdamW) the decay scales theta instead of g."""
+    lr = h[0]
+    if code == SGD:
+        g = g + h[3] * theta
+        if h[1] != 0:
+            s1 = g if first else h[1] * s1 + (_1 - h[2]) * g
+            g = g + h[1] * s1 if h[4] != 0 else s1
+        return theta - lr * g, s1, s2
+    if code == ADAGRAD:
+        g = g + h[2] * theta
+        s1 = s1 + g * g
+        return theta - lr * g / (math.sqrt(s1) + h[1]), s1, s2
+    if code == RMSPROP:
+        g = g + h[3] * theta
+        s1 = h[1] * s1 + (_1 - h[1]) * g * g
+        step = g / (math.sqrt(s1) + h[2])
+        if h[4] != 0:
+            s2 = h[4] * s2 + step
+            step = s2
+        return theta - lr * step, s1, s2
+    if h[5] != 0:
+        theta = theta - lr * h[4] * theta
+    else:
+        g = g + h[4] * theta
+    s1 = h[1] * s1 + (_1 - h[1]) * g
+    s2 = h[2] * s2 + (_1 - h[2]) * g * g
+    return theta - lr * (s1 / h[6]) / (math.sqrt(s2 / h[7]) + h[3]), s1, s2

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import importlib
 
+import numpy as np
+
 from netc.compiler import registry as kinds
 from netc.dsl.errors import NetcError
 
 from .context import Context, Memory
 
-NAMES = ("cpu",)  # the backends netc has, in the order `netc` tries them
+NAMES = ("cpu", "cuda")  # the backends netc has
 
 _IMPLEMENTATIONS: dict = {}  # (kind name, backend name) -> implementation
 _BACKENDS: dict = {}  # backend name -> its Backend object
@@ -41,6 +43,7 @@ class Implementation:
 
     kind = ""
     backend = ""
+    rules = None  # the kind's LayerKind (set on registration)
 
     def logits(self, cache):
         return None
@@ -56,6 +59,78 @@ class Backend:
     and reduction). Subclasses override what differs on their device."""
 
     name = ""
+
+    def require(self):
+        """Raise a NetcError (what was looked for, what to install or use instead) unless this
+        backend can run here."""
+
+    # ---- arrays: what the model and the optimizers do with the backend's arrays ----
+    def from_host(self, a):
+        """A backend array holding a copy of NumPy array a."""
+        raise NotImplementedError
+
+    def to_host(self, a) -> np.ndarray:
+        """A NumPy copy of a backend array (a NumPy array itself on the CPU)."""
+        raise NotImplementedError
+
+    def transfer(self, a):
+        """The backend's array for a checked NumPy batch (on the CPU, the array itself)."""
+        raise NotImplementedError
+
+    def device_inputs(self, x, shape, dtype, name):
+        """A batch given as a device array (__cuda_array_interface__), checked, used in place."""
+        raise NotImplementedError
+
+    def copy(self, a):
+        raise NotImplementedError
+
+    def zeros(self, shape, dtype):
+        raise NotImplementedError
+
+    def copy_from_host(self, dst, src):
+        """dst[...] = src for a backend array dst and a NumPy array src of its shape and dtype."""
+        raise NotImplementedError
+
+    def add(self, a, b):
+        """A new array a + b (gradients meeting where a tensor fans out)."""
+        raise NotImplementedError
+
+    # ---- what training does to arrays (trainer.py) ----
+    def take(self, a, idx):
+        """The rows a[idx] (idx: a NumPy array of indices): a batch of a resident data set."""
+        raise NotImplementedError
+
+    def fits(self, nbytes) -> bool:
+        """Whether a data set of nbytes may stay in this backend's memory for a run."""
+        return True
+
+    def penalty(self, w, g, l1, l2) -> float:
+        """g += l1 sign(w) + l2 w in place; returns l1 sum|w| + l2/2 sum w^2."""
+        raise NotImplementedError
+
+    def clip_values(self, g, limit):
+        """g clipped to [-limit, limit] in place."""
+        raise NotImplementedError
+
+    def sum_squares(self, a) -> float:
+        raise NotImplementedError
+
+    def scale(self, a, factor):
+        """a *= factor in place."""
+        raise NotImplementedError
+
+    def all_finite(self, arrays) -> bool:
+        raise NotImplementedError
+
+    def accuracy(self, out, y, binary) -> float:
+        """The fraction of correct predictions: argmax(out) == y per sample, or, for binary
+        outputs (bce), (out > 0.5) == (y > 0.5) per value."""
+        raise NotImplementedError
+
+    def update(self, rule, theta, g, s1, s2, h, first):
+        """One optimizer step in place: elementwise.update(rule, ...) over every value of theta,
+        with state arrays s1, s2 (None where the rule keeps fewer)."""
+        raise NotImplementedError
 
     def memory(self) -> Memory:
         """What a model keeps between passes (buffers, workspaces, gradient arrays)."""
@@ -73,6 +148,9 @@ class Backend:
         `labels` or probability rows `target`, KL, multiclass hinge (elementwise.py's codes)."""
         raise NotImplementedError
 
+    def synchronize(self):
+        """Wait for the work queued so far (a GPU's kernels run asynchronously)."""
+
     def describe(self) -> dict:
         """What runs the kernels here ({"threads": ..., "GEMM": ...}; netc bench prints it)."""
         return {}
@@ -88,6 +166,7 @@ def implements(kind_class, backend: str):
                              f"({type(_IMPLEMENTATIONS[key]).__name__} and {cls.__name__})")
         impl = cls()
         impl.kind, impl.backend = kind_class.name, backend
+        impl.rules = kinds.get(kind_class.name)  # the kind's static rules (compiler/kinds)
         _IMPLEMENTATIONS[key] = impl
         return cls
     return wrap
@@ -105,11 +184,33 @@ def load(name: str):
     """The Backend object called `name`, its package imported (and its implementations
     registered) on first use."""
     if name not in NAMES:
-        raise NetcError(f"backend must be one of {', '.join(NAMES)}; received {name!r}",
-                        "the CUDA backend is not available yet: use backend='cpu'")
+        raise NetcError(f"backend must be one of {', '.join(NAMES)}; received {name!r}")
+    _import(name).require()
+    return _BACKENDS[name]
+
+
+def _import(name: str):
+    """The Backend object called `name`, its package imported (what it needs installed is
+    checked; the device is not)."""
     if name not in _BACKENDS:
         importlib.import_module(f"{__package__}.{name}")
     return _BACKENDS[name]
+
+
+def is_device_array(a) -> bool:
+    """Whether `a` is a GPU's array: one with __cuda_array_interface__ (CuPy, PyTorch's CUDA
+    tensors, Numba's device arrays), or an array of Numba's CUDA simulator."""
+    return not isinstance(a, np.ndarray) and (hasattr(a, "__cuda_array_interface__")
+                                              or getattr(a, "__cuda_ndarray__", False))
+
+
+def backend_of(array):
+    """The backend whose array `array` is: a NumPy array is the CPU's, a device array the GPU's."""
+    if isinstance(array, np.ndarray):
+        return load("cpu")
+    if is_device_array(array):
+        return load("cuda")
+    raise NetcError(f"expected a NumPy or a CUDA array; received {type(array).__name__}")
 
 
 def implementation(kind: str, backend: str) -> Implementation:
@@ -126,6 +227,6 @@ def implementation(kind: str, backend: str) -> Implementation:
 
 
 def implemented(backend: str) -> set:
-    """The kinds that have an implementation on `backend`."""
-    load(backend)
+    """The kinds that have an implementation on `backend` (whether or not it can run here)."""
+    _import(backend)
     return {k for k, b in _IMPLEMENTATIONS if b == backend}

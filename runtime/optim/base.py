@@ -13,12 +13,19 @@ import numpy as np
 
 from netc.dsl.errors import NetcError
 
+from ..backends import registry as backends
+
 
 class Optimizer:
+    """A first-order method names its `rule` (elementwise.update's code), the `slots` of state it
+    keeps per parameter (arrays shaped like it, zero at first), and the rule's `coefficients`
+    for a step; the base keeps the state and runs the rule on the parameters' backend."""
+
     name = "optimizer"
     default_lr = 0.01
     defaults: dict = {}
     full_batch = False
+    rule = None
 
     def __init__(self, params: dict, lr=None, **hyper):
         unknown = set(hyper) - set(self.defaults)
@@ -33,6 +40,9 @@ class Optimizer:
         self.state: dict = {name: {} for name in params}
         self.t = 0
         self.lr_mult: dict = {}  # per-parameter learning-rate multipliers (0 freezes)
+        # the backend whose arrays the parameters are (their updates run there)
+        first = next(iter(params.values()), None)
+        self.backend = backends.load("cpu") if first is None else backends.backend_of(first)
 
     def step(self, grads):
         """One update from gradients (first-order methods)."""
@@ -50,15 +60,29 @@ class Optimizer:
         self.step(grads)
         return float(loss)
 
-    def update(self, theta, g, state, lr):  # pragma: no cover - subclasses write it
+    def update(self, theta, g, state, lr):
+        first = not any(k in state for k in self.slots())
+        for k in self.slots():
+            if k not in state:
+                state[k] = self.backend.zeros(theta.shape, theta.dtype)
+        arrays = [state[k] for k in self.slots()]
+        h = self.coefficients(lr, state)
+        h = tuple(theta.dtype.type(v) for v in h + (0.0,) * (8 - len(h)))  # one kernel for all rules
+        self.backend.update(self.rule, theta, g, *(arrays + [None, None])[:2], h, first)
+
+    def slots(self) -> tuple:
+        """The names of the state arrays the rule keeps per parameter (its s1, s2)."""
+        return ()
+
+    def coefficients(self, lr, state) -> tuple:  # pragma: no cover - subclasses write it
         raise NotImplementedError
 
     def state_arrays(self) -> dict:
-        """Optimizer state as flat name -> array (for checkpoints and exact resume)."""
+        """Optimizer state as flat name -> host array (for checkpoints and exact resume)."""
         out = {"__t": np.array(self.t)}
         for name, st in self.state.items():
             for k, v in st.items():
-                out[f"{name}::{k}"] = np.asarray(v)
+                out[f"{name}::{k}"] = self.backend.to_host(v) if hasattr(v, "shape") else np.asarray(v)
         return out
 
     def load_state_arrays(self, arrays: dict):
@@ -66,4 +90,4 @@ class Optimizer:
         for key, v in arrays.items():
             if "::" in key and key.split("::", 1)[0] in self.state:
                 name, k = key.split("::", 1)
-                self.state[name][k] = v.copy() if v.ndim else v.item()
+                self.state[name][k] = self.backend.from_host(v) if v.ndim else v.item()

@@ -25,18 +25,22 @@ class FullBatch(Optimizer):
         super().__init__(params, lr, **hyper)
         self._at = None  # (theta, loss, flat grads) where the closure was last evaluated
 
-    # ---- the parameters as one vector ----
+    # ---- the parameters as one vector, in float64 on the host (these methods are for small
+    # networks: their algebra runs in NumPy whatever backend holds the parameters) ----
     def flat(self):
-        return np.concatenate([p.reshape(-1) for p in self.params.values()]).astype(np.float64)
+        to_host = self.backend.to_host
+        return np.concatenate([to_host(p).reshape(-1) for p in self.params.values()]).astype(np.float64)
 
     def assign(self, vec):
         o = 0
         for p in self.params.values():
-            p[...] = vec[o:o + p.size].reshape(p.shape)
+            self.backend.copy_from_host(p, vec[o:o + p.size].reshape(p.shape).astype(p.dtype))
             o += p.size
 
     def flat_grads(self, grads):
-        return np.concatenate([np.asarray(grads[k], np.float64).reshape(-1) for k in self.params])
+        to_host = self.backend.to_host
+        return np.concatenate([np.asarray(to_host(grads[k]), np.float64).reshape(-1)
+                               for k in self.params])
 
     def evaluate(self, closure, theta):
         self.assign(theta)

@@ -156,3 +156,17 @@ def test_every_optimizer_trains_from_the_command_line(name, tmp_path, capsys):
     losses = [float(r[2]) for r in rows]
     assert len(losses) == 2 and losses[1] < losses[0], losses
     assert np.isfinite(json.load(open(out / "result.json"))["test_loss"])
+
+
+def test_device_cuda_without_a_gpu_is_a_clear_error(spec, capsys):
+    """Exit 2 with what was looked for and what to do instead; nothing else happens."""
+    import importlib.util
+    if importlib.util.find_spec("numba_cuda") is not None:
+        from numba import cuda
+        if cuda.is_available():
+            pytest.skip("a GPU is here")
+    for argv in (["train", spec, "--device", "cuda", "--quiet"], ["bench", spec, "--device", "cuda"],
+                 ["gradcheck", spec, "--device", "cuda"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "error: " in err and "--device cpu" in err and "Traceback" not in err

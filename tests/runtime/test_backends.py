@@ -1,5 +1,7 @@
 """The backend registry: every kind runs on the CPU, registrations are unique, and a missing
 implementation or backend is a clear error."""
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,26 @@ def test_every_kind_runs_on_the_cpu():
     assert set(registry.kinds()) == backends.implemented("cpu")
 
 
+needs_numba_cuda = pytest.mark.skipif(importlib.util.find_spec("numba_cuda") is None,
+                                      reason="numba-cuda is not installed")
+
+
+@needs_numba_cuda
+def test_every_kind_has_a_cuda_implementation():
+    assert set(registry.kinds()) == backends.implemented("cuda")
+
+
+@needs_numba_cuda
+def test_without_a_gpu_the_cuda_backend_says_what_it_looked_for():
+    from numba import cuda
+    if cuda.is_available():
+        pytest.skip("a GPU is here")
+    with pytest.raises(NetcError) as e:
+        netc.Model("input 2\nFC 1", backend="cuda")
+    assert "no usable CUDA GPU: numba-cuda looked for the NVIDIA driver" in e.value.message
+    assert "--device cpu" in e.value.hint
+
+
 def test_registering_a_kind_twice_on_a_backend_fails():
     kind = registry.kinds()["RELU"]
     with pytest.raises(ValueError, match="RELU registered twice on cpu"):
@@ -22,7 +44,7 @@ def test_registering_a_kind_twice_on_a_backend_fails():
 
 
 def test_unknown_backend_and_missing_implementation():
-    with pytest.raises(NetcError, match="backend must be one of cpu; received 'tpu'"):
+    with pytest.raises(NetcError, match="backend must be one of cpu, cuda; received 'tpu'"):
         backends.load("tpu")
     with pytest.raises(NetcError) as e:
         backends.implementation("NOPE", "cpu")

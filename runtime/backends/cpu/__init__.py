@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from netc.dsl.errors import DataError
+
 from ..context import Context
 from ..registry import Backend, register_backend
 from . import activation, conv, dense, join, norm, pool  # noqa: F401 - they register the kinds
 from . import blas, jit
 from .losses import _pointwise_cpu, _rows_cpu
+from .optim import _update_cpu
 
 
 class CpuContext(Context):
@@ -23,6 +26,63 @@ class CpuContext(Context):
 
 class CpuBackend(Backend):
     name = "cpu"
+
+    def from_host(self, a):
+        return np.array(a, order="C")
+
+    def to_host(self, a):
+        return a
+
+    def transfer(self, a):
+        return a
+
+    def device_inputs(self, x, shape, dtype, name):
+        raise DataError(f"{name}: a CUDA array ({type(x).__name__}), and this model runs on the CPU",
+                        "pass a NumPy array (e.g. cupy.asnumpy(x)), or build the model with "
+                        "backend='cuda'")
+
+    def copy(self, a):
+        return a.copy()
+
+    def zeros(self, shape, dtype):
+        return np.zeros(shape, dtype)
+
+    def copy_from_host(self, dst, src):
+        dst[...] = src
+
+    def add(self, a, b):
+        return a + b
+
+    def take(self, a, idx):
+        return a[idx]
+
+    def penalty(self, w, g, l1, l2):
+        g += l1 * np.sign(w) + l2 * w
+        return l1 * float(np.abs(w).sum()) + 0.5 * l2 * float((w * w).sum())
+
+    def clip_values(self, g, limit):
+        np.clip(g, -limit, limit, out=g)
+
+    def sum_squares(self, a):
+        return float(np.square(a, dtype=np.float64).sum())
+
+    def scale(self, a, factor):
+        a *= factor
+
+    def all_finite(self, arrays):
+        return all(np.isfinite(a).all() for a in arrays)
+
+    def accuracy(self, out, y, binary):
+        if binary:
+            return float(((out > 0.5) == (y.reshape(out.shape) > 0.5)).mean())
+        return float((out.argmax(axis=1) == y).mean())
+
+    def update(self, rule, theta, g, s1, s2, h, first):
+        flat = theta.reshape(-1)
+        none = flat[:0]
+        _update_cpu(rule, flat, np.ascontiguousarray(g, theta.dtype).reshape(-1),
+                    none if s1 is None else s1.reshape(-1), none if s2 is None else s2.reshape(-1),
+                    h, first)
 
     def context(self, memory, train, rng, backward):
         return CpuContext(memory, train, rng, backward)

@@ -149,44 +149,21 @@ def _softmax_grad_rows_cpu(y, dy, dz):
 
 
 # ---- the layers -------------------------------------------------------------------------------
-class _Elementwise(Implementation):
-    """An activation layer: y = act(z), with the layer's own parameter (LEAKY's slope, ELU's
-    alpha)."""
-    act = "none"
+class Elementwise(Implementation):
+    """An activation layer: y = act(z) by the kind's activation, with the layer's own parameter
+    (LEAKY's slope, ELU's alpha). At the network's output, softmax and sigmoid hand the loss
+    their input (the logits), so that cross-entropy or BCE fuses with them."""
 
     def forward(self, h, p, xs, ctx):
         z = xs[0]
-        y = apply(self.act, z, h.get("slope", h.get("alpha", 0.0)))
+        act = self.rules.act_of(h)
+        y = apply(act, z, h.get("slope", h.get("alpha", 0.0)))
         return y, (z, y)
 
     def backward(self, h, p, cache, dy, ctx):
         z, y = cache
-        return [apply_grad(self.act, z, y, dy, h.get("slope", h.get("alpha", 0.0)))], {}
-
-
-@implements(kinds.Relu, "cpu")
-class Relu(_Elementwise):
-    act = "relu"
-
-
-@implements(kinds.Leaky, "cpu")
-class Leaky(_Elementwise):
-    act = "leaky"
-
-
-@implements(kinds.Elu, "cpu")
-class Elu(_Elementwise):
-    act = "elu"
-
-
-@implements(kinds.Tanh, "cpu")
-class Tanh(_Elementwise):
-    act = "tanh"
-
-
-class _OutputActivation(_Elementwise):
-    """At the network's output, softmax and sigmoid hand the loss their input (the logits), so
-    that cross-entropy or BCE fuses with them."""
+        act = self.rules.act_of(h)
+        return [apply_grad(act, z, y, dy, h.get("slope", h.get("alpha", 0.0)))], {}
 
     def logits(self, cache):
         return cache[0]
@@ -195,14 +172,8 @@ class _OutputActivation(_Elementwise):
         return [dz], {}
 
 
-@implements(kinds.Sigmoid, "cpu")
-class Sigmoid(_OutputActivation):
-    act = "sigmoid"
-
-
-@implements(kinds.Softmax, "cpu")
-class Softmax(_OutputActivation):
-    act = "softmax"
+for _kind in (kinds.Relu, kinds.Leaky, kinds.Elu, kinds.Sigmoid, kinds.Tanh, kinds.Softmax):
+    implements(_kind, "cpu")(Elementwise)
 
 
 @implements(kinds.PRelu, "cpu")
@@ -242,7 +213,7 @@ class Dropout(Implementation):
         x = np.ascontiguousarray(xs[0])
         if not ctx.train or h["p"] == 0:
             return x, None
-        seed, threshold, scale = mask_args(h["p"], ctx.rng, x.dtype)
+        seed, threshold, scale = ew.dropout_args(h["p"], ctx.rng, x.dtype)
         y = np.empty_like(x)
         _dropout_cpu(x.reshape(-1), seed, threshold, scale, y.reshape(-1))
         return y, (seed, threshold, scale)
@@ -254,14 +225,6 @@ class Dropout(Implementation):
         dx = np.empty_like(dy)
         _dropout_cpu(dy.reshape(-1), *cache, dx.reshape(-1))
         return [dx], {}
-
-
-def mask_args(p, rng, dtype):
-    """(seed, threshold, scale) of a dropout mask that keeps each value with probability 1 - p."""
-    keep = 1.0 - p
-    seed = np.uint64(rng.integers(0, 2**63))
-    threshold = np.uint64(min(int(keep * 2.0**64), 2**64 - 1))
-    return seed, threshold, np.dtype(dtype).type(1.0 / keep)
 
 
 @kernel(parallel=True)

@@ -1,0 +1,20 @@
+"""The optimizers' updates on the CPU: elementwise.update over every value, in parallel."""
+from __future__ import annotations
+
+from numba import prange
+
+from .. import elementwise as ew
+from .jit import kernel
+
+
+@kernel(parallel=True)
+def _update_cpu(rule, theta, g, s1, s2, h, first):
+    """theta, s1, s2 (flat; a state may be empty) after one step of `rule` with coefficients h."""
+    for i in prange(theta.size):
+        a = s1[i] if s1.size else g[i]
+        b = s2[i] if s2.size else g[i]
+        theta[i], a, b = ew.update(rule, theta[i], g[i], a, b, h, first)
+        if s1.size:
+            s1[i] = a
+        if s2.size:
+            s2[i] = b

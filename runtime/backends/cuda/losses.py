@@ -1,0 +1,66 @@
+"""The loss kernels on the GPU: elementwise.py's rules, each gradient scaled by the reduction's
+1/N; the total is summed in two passes (PARTS shares, then their sum), in float64."""
+from __future__ import annotations
+
+from numba import cuda
+
+from .launch import PARTS, ew, grid, kernel
+
+
+@kernel()
+def _pointwise(code, out, target, delta, scale, partial, grad):
+    parts = partial.size
+    for t in range(cuda.grid(1), parts, cuda.gridsize(1)):
+        acc = 0.0
+        for i in range(t, out.size, parts):
+            v, g = ew.pointwise_loss(code, out[i], target[i], delta)
+            acc += v
+            grad[i] = g * scale
+        partial[t] = acc
+
+
+@kernel()
+def _rows(code, out, target, labels, logits, scale, partial, grad):
+    """One thread per row: cross-entropy from labels or probability rows, KL, multiclass hinge;
+    partial[i] = the row's loss."""
+    for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
+        if code == ew.CROSS_ENTROPY:
+            v = ew.cross_entropy_row(out[i], labels[i], grad[i])
+        elif code == ew.SOFT_CROSS_ENTROPY:
+            v = ew.soft_cross_entropy_row(out[i], target[i], grad[i])
+        elif code == ew.KL:
+            v = ew.kl_row(out[i], target[i], grad[i], logits)
+        else:
+            v = ew.multiclass_hinge_row(out[i], labels[i], grad[i])
+        for j in range(out.shape[1]):
+            grad[i, j] *= scale
+        partial[i] = v
+
+
+@kernel()
+def _total(partial, scale, out):
+    if cuda.grid(1) == 0:
+        acc = 0.0
+        for p in range(partial.size):
+            acc += partial[p]
+        out[0] = acc * scale
+
+
+def pointwise(code, out, target, delta, scale, arrays):
+    """(loss, gradient): `arrays(tag, shape, dtype)` gives reusable device arrays."""
+    grad = arrays("grad", out.shape, out.dtype)
+    partial = arrays("partial", (PARTS,), "float64")
+    total = arrays("total", (1,), "float64")
+    _pointwise[grid(PARTS)](code, out.reshape(out.size), target.reshape(target.size), delta,
+                            scale, partial, grad.reshape(grad.size))
+    _total[1, 1](partial, scale, total)
+    return float(total.copy_to_host()[0]), grad
+
+
+def rows(code, out, target, labels, logits, scale, arrays):
+    grad = arrays("grad", out.shape, out.dtype)
+    partial = arrays("rows", (out.shape[0],), "float64")
+    total = arrays("total", (1,), "float64")
+    _rows[grid(out.shape[0])](code, out, target, labels, logits, scale, partial, grad)
+    _total[1, 1](partial, scale, total)
+    return float(total.copy_to_host()[0]), grad

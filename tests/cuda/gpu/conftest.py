@@ -1,0 +1,68 @@
+"""The CUDA backend's tests run under Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1, in their
+own process: see tests/cuda/test_simulator.py) or on a GPU; elsewhere they are not collected.
+
+With NETC_RECORD_KERNELS=FILE, every kernel launch's argument types are written to FILE (JSON), so
+that tests/cuda/test_ptx.py can compile each kernel, with those types, for a real GPU."""
+import atexit
+import importlib.util
+import json
+import os
+
+
+def _runs_here():
+    if importlib.util.find_spec("numba_cuda") is None:
+        return False
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        return True
+    from numba import cuda
+    return cuda.is_available()
+
+
+RUNS = _runs_here()
+
+
+def pytest_ignore_collect(collection_path, config):
+    return not RUNS
+
+
+def _describe(value):
+    """A JSON description of a kernel argument's Numba type."""
+    import numpy as np
+    if hasattr(value, "dtype") and hasattr(value, "ndim") and hasattr(value, "shape"):
+        if value.ndim == 0 or isinstance(value, np.generic):
+            return ["scalar", str(np.dtype(value.dtype))]
+        contiguous = getattr(value, "is_c_contiguous", None)
+        c = contiguous() if callable(contiguous) else value.flags["C_CONTIGUOUS"]
+        return ["array", str(np.dtype(value.dtype)), value.ndim, "C" if c else "A"]
+    if isinstance(value, bool):
+        return ["scalar", "bool"]
+    if isinstance(value, int):
+        return ["scalar", "int64"]
+    if isinstance(value, float):
+        return ["scalar", "float64"]
+    if isinstance(value, tuple):
+        return ["tuple", [_describe(v) for v in value]]
+    raise TypeError(f"cannot describe a kernel argument of type {type(value).__name__}")
+
+
+if RUNS and os.environ.get("NETC_RECORD_KERNELS") and os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+    from numba.cuda.simulator import kernel as _sim
+
+    _seen: set = set()
+    _original = _sim.FakeCUDAKernel.__getitem__
+
+    def _recording(self, config):
+        launch = _original(self, config)
+        fn = self.fn
+
+        def call(*args):
+            _seen.add(json.dumps([fn.__module__, fn.__name__, [_describe(a) for a in args]]))
+            return launch(*args)
+        return call
+
+    _sim.FakeCUDAKernel.__getitem__ = _recording
+
+    @atexit.register
+    def _write():
+        with open(os.environ["NETC_RECORD_KERNELS"], "w") as f:
+            json.dump(sorted(json.loads(s) for s in _seen), f, indent=0)
