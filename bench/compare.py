@@ -1,6 +1,7 @@
-"""netc against PyTorch (CPU): one training step's forward + cross-entropy + all gradients.
+"""netc against PyTorch: one training step's forward + cross-entropy + all gradients.
 
     python bench/compare.py [--repeats 30] [--only lenet5-64,...]
+    python bench/compare.py --device cuda       (float32, PyTorch's CUDA build, the GPU cases)
 
 Both run the same architecture with the same thread count, interleaved in one process: blocks of
 --block steps of netc, then of PyTorch, and so on, so that both see the same machine state while
@@ -9,7 +10,9 @@ system's libgomp; PyTorch with the one in its wheel), which spin for a while aft
 slow the first steps that follow, whoever runs them. Prints the median
 milliseconds per step, the ratio (PyTorch time / netc time: above 1 means netc is faster) and the
 target.
-Needs `pip install torch` (a CPU build).
+On the GPU both get their batch already in device memory, and each step is timed from a
+synchronized start to a synchronized end.
+Needs `pip install torch` (a CPU build, or a CUDA build for --device cuda).
 """
 from __future__ import annotations
 
@@ -23,11 +26,16 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-LENET, SMALL_VGG, MLP = (os.path.join(HERE, f) for f in ("lenet5_relu.net", "small_vgg.net", "mlp.net"))
+LENET, SMALL_VGG, MLP, RESNET = (os.path.join(HERE, f) for f in (
+    "lenet5_relu.net", "small_vgg.net", "mlp.net", "resnet18_32.net"))
 
 # name, spec, batch, target speed-up over PyTorch
 CASES = [("lenet5-1", LENET, 1, 2.0), ("lenet5-64", LENET, 64, 2.0), ("lenet5-256", LENET, 256, 2.0),
          ("small-vgg-64", SMALL_VGG, 64, 1.0), ("mlp-64", MLP, 64, 1.5), ("mlp-256", MLP, 256, 1.5)]
+# on the GPU, the targets are the least speed-up allowed: at most 2x (0.5) or 1.5x (0.67) PyTorch's
+# step time
+CUDA_CASES = [("lenet5-256", LENET, 256, 0.5), ("small-vgg-256", SMALL_VGG, 256, 1 / 1.5),
+              ("mlp-1024", MLP, 1024, 0.5), ("resnet18-128", RESNET, 128, 1 / 1.5)]
 
 
 def torch_model(torch, name):
@@ -41,25 +49,58 @@ def torch_model(torch, name):
                              nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
                              nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                              nn.Flatten(), nn.Linear(64 * 8 * 8, 256), nn.ReLU(), nn.Linear(256, 10))
+    if name.startswith("resnet18"):
+        return resnet18(torch)
     return nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
 
 
-def measure(name, spec, batch, repeats, torch, block=5):
+def resnet18(torch):
+    """torchvision's resnet18 with 10 classes, written out (no torchvision needed)."""
+    nn = torch.nn
+
+    class Basic(nn.Module):
+        def __init__(self, cin, c, s):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(cin, c, 3, s, 1, bias=False), nn.BatchNorm2d(c),
+                                      nn.ReLU(), nn.Conv2d(c, c, 3, 1, 1, bias=False),
+                                      nn.BatchNorm2d(c))
+            self.short = (nn.Identity() if cin == c and s == 1 else
+                          nn.Sequential(nn.Conv2d(cin, c, 1, s, bias=False), nn.BatchNorm2d(c)))
+
+        def forward(self, x):
+            return torch.relu(self.body(x) + self.short(x))
+
+    layers = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+              nn.MaxPool2d(3, 2, 1)]
+    cin = 64
+    for c, s in ((64, 1), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1)):
+        layers.append(Basic(cin, c, s))
+        cin = c
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 10))
+
+
+def measure(name, spec, batch, repeats, torch, block=5, device="cpu"):
     import netc
-    model = netc.Model(spec, seed=0)
+    model = netc.Model(spec, backend=device, seed=0)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch,) + model.net.input_shape).astype(np.float32)
     y = rng.integers(0, 10, batch)
     tmodel = torch_model(torch, name)
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
     loss_fn = torch.nn.CrossEntropyLoss()
+    if device == "cuda":  # both find the batch in device memory
+        tmodel, tx, ty = tmodel.cuda(), tx.cuda(), ty.cuda()
+        x, y = model.device.from_host(x), model.device.from_host(y)
 
     def netc_step():
         model.loss_and_grads(x, y)
+        model.device.synchronize()
 
     def torch_step():
         tmodel.zero_grad(set_to_none=True)
         loss_fn(tmodel(tx), ty).backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     for _ in range(3):  # warm-up: Numba compiles (or loads its cache), PyTorch allocates
         netc_step()
@@ -79,24 +120,32 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=30, help="steps of each, in total")
     ap.add_argument("--block", type=int, default=5, help="steps in a row before switching")
     ap.add_argument("--only", default="", help="comma-separated case names")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = ap.parse_args(argv)
     try:
         import torch
     except ImportError:
         sys.exit("bench/compare.py needs PyTorch: pip install torch (a CPU build)")
-    from netc.runtime.backends.cpu import blas, jit
-    torch.set_num_threads(jit.num_threads())
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-          f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
-          f"threads {jit.num_threads()}")
-    print(f"netc's GEMM: {blas.describe()}")
+          f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}")
+    if args.device == "cuda":
+        import netc
+        info = netc.Model("input 2\nFC 2", backend="cuda").describe()
+        print(f"GPU: {info['GPU']}; netc's GEMM: {info['GEMM']}; PyTorch's GPU: "
+              f"{torch.cuda.get_device_name()}, CUDA {torch.version.cuda}")
+        cases = CUDA_CASES
+    else:
+        from netc.runtime.backends.cpu import blas, jit
+        torch.set_num_threads(jit.num_threads())
+        print(f"threads {jit.num_threads()}; netc's GEMM: {blas.describe()}")
+        cases = CASES
     print(f"{'case':<14} {'netc ms':>9} {'torch ms':>9} {'speed-up':>9} {'target':>7}")
-    for name, spec, batch, target in CASES:
+    for name, spec, batch, target in cases:
         if args.only and name not in args.only.split(","):
             continue
-        ours, theirs = measure(name, spec, batch, args.repeats, torch, args.block)
+        ours, theirs = measure(name, spec, batch, args.repeats, torch, args.block, args.device)
         ratio = theirs / ours
-        print(f"{name:<14} {ours * 1e3:>9.2f} {theirs * 1e3:>9.2f} {ratio:>8.2f}x {target:>6.1f}x"
+        print(f"{name:<14} {ours * 1e3:>9.2f} {theirs * 1e3:>9.2f} {ratio:>8.2f}x {target:>6.2f}x"
               + ("" if ratio >= target else "  (below target)"))
 
 
