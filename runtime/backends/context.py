@@ -43,8 +43,15 @@ class Memory:
         return np.empty(shape, dtype)
 
     @staticmethod
-    def span(a) -> tuple:
-        return span(a)
+    def owner(arr, arrays: dict):
+        """The array of `arrays` (by id) that arr is or views, or None."""
+        while arr is not None and id(arr) not in arrays:
+            arr = arr.base if isinstance(arr.base, np.ndarray) else None
+        return arr
+
+    @staticmethod
+    def overlap(a, b) -> bool:
+        return np.may_share_memory(a, b)
 
 
 def span(a) -> tuple:
@@ -101,13 +108,12 @@ class GradPool:
     """The input-gradient arrays of a backward pass, shared between nodes: a node's input
     gradient becomes the next node's dy and is dead once that node has run, so its array goes
     back to the pool for a later node of the same shape (a chain needs two per shape, not one per
-    node). The arrays are kept from step to step, and each step takes them in the same order.
-    Arrays are told apart by the memory they span, so views of them are recognised too."""
+    node). The arrays are kept from step to step, and each step takes them in the same order."""
 
     def __init__(self, memory):
         self.memory = memory
         self.arrays: dict = {}  # (shape, dtype) -> every array of that kind
-        self.spans: list = []  # (lo, hi, array) of each of them
+        self.ids: dict = {}  # id -> array, for every one of them
         self.free: dict = {}
 
     def start(self):
@@ -121,7 +127,7 @@ class GradPool:
             return free.pop()
         arr = self.memory.empty(shape, dtype)
         self.arrays.setdefault(key, []).append(arr)
-        self.spans.append(self.memory.span(arr) + (arr,))
+        self.ids[id(arr)] = arr
         return arr
 
     def release(self, arr, live):
@@ -129,17 +135,9 @@ class GradPool:
         its memory."""
         if arr is None:
             return
-        span = self.memory.span
-        lo, _ = span(arr)
-        mine = next((a for a_lo, a_hi, a in self.spans if a_lo <= lo < a_hi), None)
-        if mine is None:
+        mine = self.memory.owner(arr, self.ids)
+        if mine is None or any(o is not None and self.memory.overlap(mine, o) for o in live):
             return
-        lo, hi = span(mine)
-        for other in live:
-            if other is not None:
-                o_lo, o_hi = span(other)
-                if o_lo < hi and lo < o_hi:
-                    return
         free = self.free[(tuple(mine.shape), np.dtype(mine.dtype).str)]
         if not any(f is mine for f in free):
             free.append(mine)

@@ -12,9 +12,20 @@ class CudaMemory(Memory):
         return cuda.device_array(shape, dtype)
 
     @staticmethod
-    def span(a):
-        """(The simulator's arrays wrap NumPy arrays, which say where they lie.)"""
-        return span(getattr(a, "_ary", a))
+    def owner(arr, arrays: dict):
+        """Device arrays do not say what they view: the one whose memory holds arr's first byte."""
+        lo = _span(arr)[0]
+        return next((a for a in arrays.values() if _span(a)[0] <= lo < _span(a)[1]), None)
+
+    @staticmethod
+    def overlap(a, b) -> bool:
+        (a_lo, a_hi), (b_lo, b_hi) = _span(a), _span(b)
+        return a_lo < b_hi and b_lo < a_hi
+
+
+def _span(a):
+    """(The simulator's arrays wrap NumPy arrays, which say where they lie.)"""
+    return span(getattr(a, "_ary", a))
 
 
 class CudaContext(Context):
