@@ -1,9 +1,10 @@
-"""BN (batch normalization) and LRN (local response normalization, AlexNet)."""
+"""BN (batch normalization), LRN (local response normalization, AlexNet), and LN, IN and GN (layer,
+instance and group normalization: one rule, normalizing each sample over groups of channels)."""
 from __future__ import annotations
 
 import math
 
-from ..registry import Float, Int, LayerKind, register
+from ..registry import Float, Int, LayerError, LayerKind, register
 
 
 @register
@@ -48,3 +49,73 @@ class LocalResponseNorm(LayerKind):
 
     def label(self, h):
         return f"LRN {h['size']}"
+
+
+class _GroupNorm(LayerKind):
+    """Normalization of each sample over groups of channels (and all their pixels), with a learned
+    scale and shift per channel; no running statistics: the same in training and evaluation."""
+    elementwise = True
+    init_passthrough = True
+    color = "#eeeeee"
+    keys = {"eps": Float(1e-5, low=0.0)}
+    positional = {float: "eps"}
+
+    def groups(self, h, xs):
+        """How many groups the channels (features) fall into."""
+        raise NotImplementedError
+
+    def params(self, h, xs):
+        c = xs[0][0]
+        return {"weight": (c,), "bias": (c,)}
+
+    def flops(self, h, xs, y):
+        return 4 * math.prod(y)  # subtract, scale, and the affine's multiply-add
+
+    def init_rule(self, short):
+        return "ones" if short == "weight" else "zeros"
+
+
+@register
+class LayerNorm(_GroupNorm):
+    name = "LN"
+    example = ("3x3x4", "LN")
+    doc = ("layer normalization: each sample over all its features (PyTorch's GroupNorm(1, C); "
+           "LayerNorm(N) on a vector), scale and shift per channel")
+
+    def groups(self, h, xs):
+        return 1
+
+
+@register
+class InstanceNorm(_GroupNorm):
+    name = "IN"
+    example = ("3x3x4", "IN")
+    doc = "instance normalization: each sample and channel over H x W, scale and shift per channel"
+    spatial = True
+
+    def groups(self, h, xs):
+        return xs[0][0]
+
+
+@register
+class GroupNorm(_GroupNorm):
+    name = "GN"
+    example = ("3x3x4", "GN groups=2")
+    doc = "group normalization: `GN groups=8` (default 32), each sample over groups of channels"
+    keys = {**_GroupNorm.keys, "groups": Int(32)}
+    positional = {float: "eps", int: "groups"}
+
+    def resolve(self, h, xs):
+        c, g = xs[0][0], h["groups"]
+        if c % g:
+            raise LayerError(f"GN with groups={g} needs a channel count divisible by {g}; received "
+                             f"{c} channels", key="groups",
+                             hint="choose groups among the divisors of " + str(c) + ": "
+                                  + ", ".join(str(d) for d in range(1, c + 1) if c % d == 0))
+        return h
+
+    def groups(self, h, xs):
+        return h["groups"]
+
+    def label(self, h):
+        return f"GN {h['groups']}"

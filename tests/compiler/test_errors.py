@@ -38,6 +38,12 @@ def error(text):
     ("input 8x8x3\nCONV 3x3", 2, 1, "needs the number of filters", "CONV 3x3 64"),
     ("input 8x8x3\nCONV 3x3 4 - OUT 3 relu", 2, 20, "`act` must be one of softmax", None),
     ("input 8\nFC 6 - MAXOUT 4", 2, 15, "divisible by 4", None),
+    ("input 4x4x6\nGN groups=4", 2, 4, "groups=4 needs a channel count divisible by 4",
+     "divisors of 6: 1, 2, 3, 6"),
+    ("input 8\nFC 6 - IN", 2, 8, "IN needs an image", None),
+    ("input 8x8x3\nRES[CONV 3x3 3 pad=1] act=prelu", 2, 1, "cannot be prelu", "PRELU"),
+    ("input 8x8x1\nCONV 3x3 4 - FC 2\ntrain freeze=[\"pool*\"]", 3, 7, "no layer matches 'pool*'",
+     "conv1, fc1"),
     ("CONV 3x3 4", 1, 1, "no `input` line", "input HxWxC"),
 ])
 def test_spec_errors(text, line, col, words, hint):

@@ -65,6 +65,19 @@ def batchnorm(x, gamma, beta, eps, mean=None, var=None):
         + beta.reshape(shape)
 
 
+def groupnorm(x, groups, gamma, beta, eps):
+    """Each sample's channels in `groups` groups, each group normalized over its values."""
+    y = np.empty_like(x)
+    n, c = x.shape[:2]
+    per = c // groups
+    for i in range(n):
+        for g in range(groups):
+            v = x[i, g * per:(g + 1) * per]
+            y[i, g * per:(g + 1) * per] = (v - v.mean()) / np.sqrt(v.var() + eps)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return y * gamma.reshape(shape) + beta.reshape(shape)
+
+
 def maxout(x, pieces):
     out = np.empty((x.shape[0], x.shape[1] // pieces) + x.shape[2:])
     for c in range(out.shape[1]):
@@ -92,6 +105,9 @@ def layer(node, p, x, train):
         if train:
             return batchnorm(x, p["weight"], p["bias"], h["eps"])
         return batchnorm(x, p["weight"], p["bias"], h["eps"], p["running_mean"], p["running_var"])
+    if kind in ("LN", "IN", "GN"):
+        groups = {"LN": 1, "IN": x.shape[1]}.get(kind) or h["groups"]
+        return groupnorm(x, groups, p["weight"], p["bias"], h["eps"])
     if kind == "LRN":
         return lrn(x, h["size"], h["alpha"], h["beta"], h["k"])
     if kind == "MAXOUT":

@@ -65,6 +65,8 @@ EXTRA = [
     ("5x5x2", "CONV 2x3/1x2 3 pad=1x0 act=elu - LEAKY - FLATTEN"),
     ("6x6x4", "CONV 1x1 4 groups=4 act=sigmoid - BN - GAP - MAXOUT 2"),
     ("10", "FC 6 act=prelu - BN - DROPOUT 0.2 - OUT 3 sigmoid"),
+    ("10", "FC 6 act=tanh - LN - GN 3 - OUT 3 softmax"),  # the norms on vectors: LayerNorm(N)
+    ("4x4x6", "CONV 3x3 6 pad=1 - GN 3 eps=0.01 - TANH - IN - TANH - LN"),
     ("6x8x3", "POOL max 2x2/2 - CONV 1x1 2 act=tanh - POOL max 2x2/2"),  # the unrolled 2x2 kernel
     # strided and padded convs after the first layer: their input gradient goes through the
     # channels-last fold (conv._fold_cpu)

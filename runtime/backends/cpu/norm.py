@@ -1,4 +1,4 @@
-"""BN and LRN on the CPU (NumPy)."""
+"""BN, LRN, LN, IN and GN on the CPU (NumPy)."""
 from __future__ import annotations
 
 import numpy as np
@@ -78,3 +78,32 @@ def _window_sum(a, before, after):
     hi = np.minimum(np.arange(c) + after + 1, c)
     lo = np.maximum(np.arange(c) - before, 0)
     return padded[:, hi] - padded[:, lo]
+
+
+class GroupNormalization(Implementation):
+    """LN, IN and GN: each sample normalized over groups of channels (the kind says how many),
+    y = xhat * gamma + beta per channel; the same in training and evaluation."""
+
+    def forward(self, h, p, xs, ctx):
+        x = xs[0]
+        n, g = x.shape[0], self.rules.groups(h, (x.shape[1:],))
+        xg = x.reshape(n, g, -1)
+        mean = xg.mean(axis=2, keepdims=True)
+        inv = 1.0 / np.sqrt(xg.var(axis=2, keepdims=True) + h["eps"])
+        xhat = ((xg - mean) * inv).reshape(x.shape)
+        y = xhat * _channels(p["weight"], x.ndim) + _channels(p["bias"], x.ndim)
+        return y, (xhat, inv)
+
+    def backward(self, h, p, cache, dy, ctx):
+        xhat, inv = cache
+        axes = _axes(dy)
+        grads = {"weight": (dy * xhat).sum(axis=axes), "bias": dy.sum(axis=axes)}
+        n, g = dy.shape[0], inv.shape[1]
+        d = (dy * _channels(p["weight"], dy.ndim)).reshape(n, g, -1)  # dL/dxhat
+        xh = xhat.reshape(n, g, -1)
+        dx = inv * (d - d.mean(axis=2, keepdims=True) - xh * (d * xh).mean(axis=2, keepdims=True))
+        return [dx.reshape(dy.shape)], grads
+
+
+for _kind in (kinds.LayerNorm, kinds.InstanceNorm, kinds.GroupNorm):
+    implements(_kind, "cpu")(GroupNormalization)

@@ -1,5 +1,5 @@
-"""BN and LRN on the GPU. BN's statistics per channel are two-pass reductions (kernels.reduce),
-in float64."""
+"""BN, LRN, LN, IN and GN on the GPU. The statistics (BN's per channel, the others' per sample and
+group) are two-pass reductions (kernels.reduce), in float64."""
 from __future__ import annotations
 
 import math
@@ -149,3 +149,83 @@ def _lrn_grad(dy, a, s, t, before, after, coef, beta, dx):
         for q in range(max(0, c - before), min(c_, c + after + 1)):
             acc += t[n, q, j]
         dx[n, c, j] = dy[n, c, j] * s[n, c, j] ** -beta - coef * a[n, c, j] * acc
+
+
+class GroupNormalization(Implementation):
+    """LN, IN and GN (see the CPU's): statistics per (sample, group) by two-pass reductions."""
+
+    def forward(self, h, p, xs, ctx):
+        x = xs[0]
+        x3 = _channels(x)
+        n, c, _ = x3.shape
+        g = self.rules.groups(h, (x.shape[1:],))
+        m = x.size // (n * g)
+        mean = ctx.buffer("mean", (n * g,), np.float64)
+        var = ctx.buffer("var", (n * g,), np.float64)
+        groups = x.reshape(1, n * g, m)
+        reduce(groups, mean, VALUES, scale=1.0 / m, ctx=ctx)
+        reduce(groups, var, SQUARED_DEVIATIONS, m=mean, scale=1.0 / m, ctx=ctx)
+        inv = ctx.buffer("inv", (n * g,), np.float64)
+        xhat = ctx.buffer("xhat", x.shape, x.dtype)
+        y = ctx.buffer("y", x.shape, x.dtype)
+        _group_normalize[grid(x.size)](x3, c // g, mean, var, h["eps"], p["weight"], p["bias"],
+                                       inv, _channels(xhat), _channels(y))
+        return y, (xhat, inv, g)
+
+    def backward(self, h, p, cache, dy, ctx):
+        xhat, inv, g = cache
+        d3, x3 = _channels(dy), _channels(xhat)
+        n, c, _ = d3.shape
+        m = dy.size // (n * g)
+        dgamma = reduce(d3, ctx.buffer("dw", (c,), dy.dtype), PRODUCTS, x3, ctx=ctx)
+        dbeta = reduce(d3, ctx.buffer("db", (c,), dy.dtype), VALUES, ctx=ctx)
+        d = ctx.scratch("dxhat", dy.shape, dy.dtype)  # dL/dxhat = dy gamma
+        _scale_channels[grid(dy.size)](d3, p["weight"], _channels(d))
+        mean_d = ctx.buffer("mean_d", (n * g,), np.float64)
+        mean_dx = ctx.buffer("mean_dx", (n * g,), np.float64)
+        reduce(d.reshape(1, n * g, m), mean_d, VALUES, scale=1.0 / m, ctx=ctx)
+        reduce(d.reshape(1, n * g, m), mean_dx, PRODUCTS, xhat.reshape(1, n * g, m),
+               scale=1.0 / m, ctx=ctx)
+        dx = ctx.grad(dy.shape, dy.dtype)
+        _group_normalize_grad[grid(dy.size)](_channels(d), x3, c // g, inv, mean_d, mean_dx,
+                                             _channels(dx))
+        return [dx], {"weight": dgamma, "bias": dbeta}
+
+
+for _kind in (kinds.LayerNorm, kinds.InstanceNorm, kinds.GroupNorm):
+    implements(_kind, "cuda")(GroupNormalization)
+
+
+@kernel()
+def _group_normalize(x, per, mean, var, eps, gamma, beta, inv, xhat, y):
+    """Channel c of sample n belongs to group n*G + c // per (per: channels per group)."""
+    n_, c_, m_ = x.shape
+    groups = c_ // per
+    for t in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        n, c, k = t // (c_ * m_), (t // m_) % c_, t % m_
+        q = n * groups + c // per
+        s = 1.0 / math.sqrt(var[q] + eps)
+        if t < inv.size:
+            inv[t] = 1.0 / math.sqrt(var[t] + eps)
+        v = (x[n, c, k] - mean[q]) * s
+        xhat[n, c, k] = v
+        y[n, c, k] = v * gamma[c] + beta[c]
+
+
+@kernel()
+def _scale_channels(x, scale, out):
+    n_, c_, m_ = x.shape
+    for t in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        n, c, k = t // (c_ * m_), (t // m_) % c_, t % m_
+        out[n, c, k] = x[n, c, k] * scale[c]
+
+
+@kernel()
+def _group_normalize_grad(d, xhat, per, inv, mean_d, mean_dx, dx):
+    """dx = inv (d - mean(d) - xhat mean(d xhat)), the means over each sample's group."""
+    n_, c_, m_ = d.shape
+    groups = c_ // per
+    for t in range(cuda.grid(1), d.size, cuda.gridsize(1)):
+        n, c, k = t // (c_ * m_), (t // m_) % c_, t % m_
+        q = n * groups + c // per
+        dx[n, c, k] = inv[q] * (d[n, c, k] - mean_d[q] - xhat[n, c, k] * mean_dx[q])
