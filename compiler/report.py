@@ -42,7 +42,7 @@ def _rf(node) -> str:
     rf = node.receptive_field
     if rf is None:
         return "-"
-    return str(rf[0]) if rf[0] == rf[1] else f"{rf[0]}x{rf[1]}"
+    return f"{rf[0]:g}" if rf[0] == rf[1] else f"{rf[0]:g}x{rf[1]:g}"
 
 
 def human(n: float, unit: str = "") -> str:

@@ -71,3 +71,12 @@ def window_geometry(h, x):
     oh, dh = window_out(x[1], kh, sh, ph, h["round"], axis="height")
     ow, dw = window_out(x[2], kw, sw, pw, h["round"], axis="width")
     return oh, ow, dh, dw
+
+
+def transposed_out(w, k, s, p, outpad):
+    """Output size of a transposed convolution: (W - 1)*S - 2P + K + outpad."""
+    out = (w - 1) * s - 2 * p + k + outpad
+    if out < 1:
+        raise LayerError(f"the output would be empty: ({w} - 1)*{s} - 2*{p} + {k} + {outpad} = "
+                         f"{out}", key="pad", hint=f"use less padding (at most pad={(w - 1) * s + k - 1 >> 1})")
+    return out

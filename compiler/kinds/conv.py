@@ -1,11 +1,12 @@
-"""CONV: 2-D convolution with stride, padding, groups and a fused activation."""
+"""CONV: 2-D convolution with stride, padding, groups and a fused activation; DECONV, its
+transpose (upsampling by a learned kernel)."""
 from __future__ import annotations
 
 import math
 
 from ..registry import (ACTIVATIONS, Bool, Choice, Int, LayerError, LayerKind, Pad, Pair,
                         register)
-from ..shapes import resolve_pad, window_geometry
+from ..shapes import resolve_pad, transposed_out, window_geometry
 
 
 @register
@@ -76,6 +77,96 @@ class Conv(LayerKind):
         text += f" {h['filters']}"
         if h["pad"] != (0, 0):
             text += f" pad={h['pad'][0]}" if h["pad"][0] == h["pad"][1] else f" pad={h['pad'][0]}x{h['pad'][1]}"
+        if h["groups"] > 1:
+            text += f" g={h['groups']}"
+        if h["act"] != "none":
+            text += f" {h['act']}"
+        return text
+
+    def init_rule(self, short):
+        return 0.25 if short == "slope" else super().init_rule(short)
+
+    def regularized(self, h):
+        return ("weight",)
+
+
+@register
+class Deconv(LayerKind):
+    """The transposed convolution (PyTorch's ConvTranspose2d): each input pixel spreads its
+    kernel-weighted values over a K x K patch of the output, patches S apart."""
+    name = "DECONV"
+    example = ("3x4x4", "DECONV 3x3/2 6 pad=1 outpad=1 groups=2 act=tanh")
+    doc = ("transposed convolution: `DECONV 4x4/2 64 pad=1`, output (H - 1)*S - 2P + K + outpad; "
+           "keys as CONV's, and `outpad`")
+    spatial = True
+    color = "#d0e0f0"
+    keys = {
+        "filters": Int(doc="the number of filters, an integer >= 1"),
+        "kernel": Pair((3, 3)),
+        "stride": Pair((1, 1)),
+        "pad": Pair((0, 0), low=0, doc="an integer >= 0 or HxW"),
+        "outpad": Pair((0, 0), low=0, doc="an integer >= 0 or HxW, less than the stride"),
+        "groups": Int(1),
+        "bias": Bool(True),
+        "act": Choice(ACTIVATIONS, "none"),
+    }
+    positional = {tuple: "kernel", int: "filters", str: "act"}
+
+    def resolve(self, h, xs):
+        if "filters" not in h:
+            raise LayerError("DECONV needs the number of filters", key="filters",
+                             hint="write it after the kernel, e.g. `DECONV 4x4/2 64`")
+        if any(o >= s for o, s in zip(h["outpad"], h["stride"])):
+            raise LayerError(f"outpad must be less than the stride; received outpad="
+                             f"{h['outpad'][0]}x{h['outpad'][1]} with stride "
+                             f"{h['stride'][0]}x{h['stride'][1]}", key="outpad",
+                             hint="outpad only picks among the sizes one stride allows: "
+                                  "use 0 .. stride - 1")
+        x, g = xs[0], h["groups"]
+        if x[0] % g or h["filters"] % g:
+            raise LayerError(f"groups={g} must divide the input channels ({x[0]}) and the filters "
+                             f"({h['filters']})", key="groups",
+                             hint="choose groups among the common divisors: "
+                                  + ", ".join(str(d) for d in range(1, x[0] + 1)
+                                              if x[0] % d == 0 and h["filters"] % d == 0))
+        return h
+
+    def shape(self, h, xs):
+        (kh, kw), (sh, sw), (ph, pw), (oh, ow) = h["kernel"], h["stride"], h["pad"], h["outpad"]
+        return (h["filters"], transposed_out(xs[0][1], kh, sh, ph, oh),
+                transposed_out(xs[0][2], kw, sw, pw, ow))
+
+    def params(self, h, xs):
+        kh, kw = h["kernel"]
+        p = {"weight": (xs[0][0], h["filters"] // h["groups"], kh, kw)}
+        if h["bias"]:
+            p["bias"] = (h["filters"],)
+        if h["act"] == "prelu":
+            p["slope"] = (h["filters"],)
+        return p
+
+    def macs(self, h, xs, y):
+        """Every input value times its kernel (fvcore's convention)."""
+        kh, kw = h["kernel"]
+        return math.prod(xs[0]) * (h["filters"] // h["groups"]) * kh * kw
+
+    def flops(self, h, xs, y):
+        return math.prod(y) * (int(h["bias"]) + (h["act"] != "none"))
+
+    def window(self, h, xs):
+        """An output pixel sees ceil(K/S) input pixels per dimension; the jump divides by S."""
+        (kh, kw), (sh, sw) = h["kernel"], h["stride"]
+        return (-(-kh // sh), -(-kw // sw)), (1 / sh, 1 / sw)
+
+    def label(self, h):
+        (kh, kw), s = h["kernel"], h["stride"]
+        text = f"DECONV {kh}x{kw}" + (f"/{s[0]}" if s == (s[0], s[0]) and s[0] > 1 else
+                                      "" if s == (1, 1) else f"/{s[0]}x{s[1]}")
+        text += f" {h['filters']}"
+        for key in ("pad", "outpad"):
+            if h[key] != (0, 0):
+                v = h[key]
+                text += f" {key}={v[0]}" if v[0] == v[1] else f" {key}={v[0]}x{v[1]}"
         if h["groups"] > 1:
             text += f" g={h['groups']}"
         if h["act"] != "none":

@@ -33,6 +33,25 @@ def conv(x, w, b, stride, pad, groups, out_hw=None):
     return y
 
 
+def deconv(x, w, b, stride, pad, groups, out_hw):
+    """The transposed convolution by its definition: each input pixel adds its value times the
+    kernel into the output patch at (y*S - P, x*S - P); out_hw includes outpad."""
+    n, c, h, wd = x.shape
+    _, fg, kh, kw = w.shape
+    oh, ow = out_hw
+    y = np.zeros((n, fg * groups, oh + kh + 2 * pad[0], ow + kw + 2 * pad[1]))
+    cg = c // groups
+    for ci in range(c):
+        g = ci // cg
+        for i in range(h):
+            for j in range(wd):
+                y0, x0 = i * stride[0], j * stride[1]
+                y[:, g * fg:(g + 1) * fg, y0:y0 + kh, x0:x0 + kw] += \
+                    x[:, ci, i, j][:, None, None, None] * w[ci][None]
+    y = y[:, :, pad[0]:pad[0] + oh, pad[1]:pad[1] + ow]
+    return y + (b.reshape(1, -1, 1, 1) if b is not None else 0)
+
+
 def pool(x, mode, k, s, pad, oh, ow):
     n, c, h, w = x.shape
     fill = -np.inf if mode == "max" else 0.0
@@ -91,6 +110,10 @@ def layer(node, p, x, train):
     if kind == "CONV":
         z = conv(x, p["weight"], p.get("bias"), h["stride"], h["pad"], h["groups"],
                  node.out_shape[1:])
+        return act(h["act"], z, p["slope"].reshape(1, -1, 1, 1) if "slope" in p else 0.01)
+    if kind == "DECONV":
+        z = deconv(x, p["weight"], p.get("bias"), h["stride"], h["pad"], h["groups"],
+                   node.out_shape[1:])
         return act(h["act"], z, p["slope"].reshape(1, -1, 1, 1) if "slope" in p else 0.01)
     if kind in ("FC", "OUT"):
         z = x.reshape(len(x), -1) @ p["weight"].T + p.get("bias", 0)

@@ -67,6 +67,9 @@ EXTRA = [
     ("10", "FC 6 act=prelu - BN - DROPOUT 0.2 - OUT 3 sigmoid"),
     ("10", "FC 6 act=tanh - LN - GN 3 - OUT 3 softmax"),  # the norms on vectors: LayerNorm(N)
     ("4x4x6", "CONV 3x3 6 pad=1 - GN 3 eps=0.01 - TANH - IN - TANH - LN"),
+    # transposed convolutions: strided with outpad, unstrided, rectangular, after a CONV
+    ("3x3x2", "DECONV 4x4/2 3 pad=1 act=relu - DECONV 3x3/2 2 pad=1 outpad=1 bias=false act=prelu"),
+    ("4x3x2", "CONV 3x3 4 pad=1 - DECONV 2x3/1x2 2 pad=0x1 act=elu"),
     ("6x8x3", "POOL max 2x2/2 - CONV 1x1 2 act=tanh - POOL max 2x2/2"),  # the unrolled 2x2 kernel
     # strided and padded convs after the first layer: their input gradient goes through the
     # channels-last fold (conv._fold_cpu)

@@ -65,6 +65,7 @@ def test_every_kind_agrees_with_the_cpu(kind):
     ("5x5x2", "CONV 2x3/1x2 3 pad=1x0 act=elu - LEAKY - DROPOUT 0.3 - GAP"),
     ("10", "FC 6 act=prelu - BN - DROPOUT 0.2 - OUT 3 sigmoid"),
     ("10", "FC 6 act=tanh - LN - GN 3 - OUT 3 softmax"),
+    ("3x3x2", "DECONV 4x4/2 3 pad=1 act=relu - DECONV 3x3/2 2 pad=1 outpad=1 bias=false act=prelu"),
 ])
 def test_more_configurations_agree(inp, chain):
     agree(f"input {inp}\n{chain} - FC 2", batch=2)

@@ -20,6 +20,7 @@ from ..activation import fused_backward, fused_forward, in_kernel
 from ..blas import own_tiles
 from ..common import act_pair, window
 from ..dense import linear_backward, linear_forward
+from . import deconv  # noqa: F401 - registers DECONV, the family's transpose
 from .direct import (_direct_backward_cpu, _direct_forward_cpu, _direct_plan, _direct_weights,
                      _direct_workspace)
 from .im2col import _conv_backward_cpu, _conv_forward_cpu, _workspace
