@@ -278,7 +278,7 @@ class Builder:
             image = self.g.nodes["input"]["node"].out_shape
             if not self.rf_warned and (rf[0] > image[1] or rf[1] > image[2]):
                 self.rf_warned = True
-                self.warn(f"{node.name}: the receptive field ({rf[0]}x{rf[1]}) is larger than the "
+                self.warn(f"{node.name}: the receptive field ({rf[0]:g}x{rf[1]:g}) is larger than the "
                           f"{image[1]}x{image[2]} input: deeper layers see padding", pos)
         node.receptive_field, node.jump = rf, jump
 

@@ -1,5 +1,6 @@
-"""The compiler's own kinds: INPUT, and the joins ADD (residual units) and CONCAT (inception,
-dense blocks). They are not written in specs; RES[...], CONCAT[...] and DENSE[...] make them."""
+"""The graph's plumbing: INPUT, the joins ADD (residual units) and CONCAT (inception, dense blocks),
+which RES[...], CONCAT[...] and DENSE[...] make (not written in specs), and ID, the identity a
+branch may be (`CONCAT[ID | ...]`)."""
 from __future__ import annotations
 
 import math
@@ -66,6 +67,17 @@ class Concat(LayerKind):
 
     def shape(self, h, xs):
         return (sum(x[0] for x in xs),) + tuple(xs[0][1:])
+
+    def flops(self, h, xs, y):
+        return 0
+
+
+@register
+class Identity(LayerKind):
+    name = "ID"
+    example = ("4x4x2", "CONCAT[ID | CONV 3x3 2 pad=1]")
+    doc = "the identity: a branch that passes its input through (`CONCAT[ID | ...]`, a U-Net's skip)"
+    elementwise = True
 
     def flops(self, h, xs, y):
         return 0

@@ -1,9 +1,10 @@
-"""POOL (max | avg) and GAP (global average pooling)."""
+"""POOL (max | avg), GAP (global average pooling) and UPSAMPLE (nearest, bilinear): the spatial
+resampling family."""
 from __future__ import annotations
 
 import math
 
-from ..registry import Choice, LayerKind, Pad, Pair, register
+from ..registry import Choice, Int, LayerKind, Pad, Pair, register
 from ..shapes import resolve_pad, window_geometry
 
 
@@ -68,3 +69,31 @@ class GlobalAvgPool(LayerKind):
 
     def window(self, h, xs):
         return "global"
+
+
+@register
+class Upsample(LayerKind):
+    name = "UPSAMPLE"
+    example = ("3x4x2", "UPSAMPLE 2 bilinear")
+    doc = ("upsampling by an integer factor: `UPSAMPLE 2 nearest`, `UPSAMPLE 2 bilinear` "
+           "(PyTorch's interpolate, align_corners=False)")
+    spatial = True
+    color = "#d9ead3"
+    keys = {"scale": Int(2), "mode": Choice(("nearest", "bilinear"), "nearest")}
+    positional = {int: "scale", str: "mode"}
+
+    def shape(self, h, xs):
+        c, hh, ww = xs[0]
+        return (c, hh * h["scale"], ww * h["scale"])
+
+    def flops(self, h, xs, y):
+        return 0 if h["mode"] == "nearest" else 8 * math.prod(y)  # four weights, three adds
+
+    def window(self, h, xs):
+        """An output pixel reads one input pixel (nearest) or two per dimension (bilinear); the
+        jump divides by the scale."""
+        k = 1 if h["mode"] == "nearest" else 2
+        return (k, k), (1 / h["scale"], 1 / h["scale"])
+
+    def label(self, h):
+        return f"UPSAMPLE {h['scale']} {h['mode']}"

@@ -169,6 +169,20 @@ def multiclass_hinge_row(o, label, g):
     return total
 
 
+@scalar
+def linear_taps(o, scale, size):
+    """(i0, i1, w0, w1): the two input positions that output position o of a linear
+    interpolation by an integer `scale` reads, and their weights (PyTorch's align_corners=False:
+    the source position (o + 1/2)/scale - 1/2, clamped at 0; i1 past the last is the last)."""
+    src = (o + 0.5) / scale - 0.5
+    if src < 0:
+        src = 0.0
+    i0 = int(src)
+    i1 = i0 + 1 if i0 < size - 1 else i0
+    w1 = src - i0
+    return i0, i1, 1.0 - w1, w1
+
+
 def dropout_args(p, rng, dtype):
     """(seed, threshold, scale) of a dropout mask keeping each value with probability 1 - p: the
     seed drawn from `rng` (a NumPy Generator), for `keep`."""

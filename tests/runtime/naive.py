@@ -97,6 +97,24 @@ def groupnorm(x, groups, gamma, beta, eps):
     return y * gamma.reshape(shape) + beta.reshape(shape)
 
 
+def upsample(x, s, mode):
+    """Nearest by repetition; bilinear from the source position (o + 1/2)/s - 1/2 (clamped at 0)
+    of each output row and column, as two 1-D interpolation matrices."""
+    if mode == "nearest":
+        return x.repeat(s, axis=2).repeat(s, axis=3)
+
+    def matrix(size):
+        m = np.zeros((size * s, size))
+        for o in range(size * s):
+            src = max((o + 0.5) / s - 0.5, 0.0)
+            i0 = int(np.floor(src))
+            i1 = min(i0 + 1, size - 1)
+            m[o, i0] += 1 - (src - i0)
+            m[o, i1] += src - i0
+        return m
+    return np.einsum("yi,ncij,xj->ncyx", matrix(x.shape[2]), x, matrix(x.shape[3]))
+
+
 def maxout(x, pieces):
     out = np.empty((x.shape[0], x.shape[1] // pieces) + x.shape[2:])
     for c in range(out.shape[1]):
@@ -133,6 +151,10 @@ def layer(node, p, x, train):
         return groupnorm(x, groups, p["weight"], p["bias"], h["eps"])
     if kind == "LRN":
         return lrn(x, h["size"], h["alpha"], h["beta"], h["k"])
+    if kind == "UPSAMPLE":
+        return upsample(x, h["scale"], h["mode"])
+    if kind == "ID":
+        return x
     if kind == "MAXOUT":
         return maxout(x, h["pieces"])
     if kind == "DROPOUT":

@@ -1,4 +1,4 @@
-"""POOL and GAP on the CPU."""
+"""POOL, GAP and UPSAMPLE on the CPU."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,6 +7,7 @@ from numba import prange
 from netc.compiler.kinds import pool as kinds
 from netc.compiler.shapes import window_geometry
 
+from .. import elementwise as ew
 from ..registry import Implementation, implements
 from .common import _fill_cpu, _valid, window
 from .jit import kernel
@@ -150,3 +151,58 @@ def _avgpool_back_cpu(dy, kh, kw, sh, sw, ph, pw, dx):
                         iy = oy * sh - ph + i
                         for ox in range(xlo, xhi):
                             out[iy, ox * sw - pw + j] += g[oy, ox] * scale
+
+
+@implements(kinds.Upsample, "cpu")
+class Upsample(Implementation):
+    """Nearest: each output pixel copies its source; bilinear: elementwise.linear_taps' two
+    sources per dimension. Backward is the adjoint: each output's gradient goes back to its
+    sources with the same weights."""
+
+    def forward(self, h, p, xs, ctx):
+        x = np.ascontiguousarray(xs[0])
+        s = h["scale"]
+        y = ctx.buffer("y", x.shape[:2] + (x.shape[2] * s, x.shape[3] * s), x.dtype)
+        _upsample_cpu(x, s, h["mode"] == "bilinear", y)
+        return y, x.shape
+
+    def backward(self, h, p, shape, dy, ctx):
+        dx = ctx.grad(shape, dy.dtype)
+        _upsample_back_cpu(np.ascontiguousarray(dy), h["scale"], h["mode"] == "bilinear", dx)
+        return [dx], {}
+
+
+@kernel(parallel=True)
+def _upsample_cpu(x, s, bilinear, y):
+    n_, c_, h_, w_ = x.shape
+    for q in prange(n_ * c_):
+        img, out = x[q // c_, q % c_], y[q // c_, q % c_]
+        for oy in range(h_ * s):
+            y0, y1, a0, a1 = ew.linear_taps(oy, s, h_)
+            for ox in range(w_ * s):
+                if bilinear:
+                    x0, x1, b0, b1 = ew.linear_taps(ox, s, w_)
+                    out[oy, ox] = (a0 * (b0 * img[y0, x0] + b1 * img[y0, x1])
+                                   + a1 * (b0 * img[y1, x0] + b1 * img[y1, x1]))
+                else:
+                    out[oy, ox] = img[oy // s, ox // s]
+
+
+@kernel(parallel=True)
+def _upsample_back_cpu(dy, s, bilinear, dx):
+    n_, c_, h_, w_ = dx.shape
+    for q in prange(n_ * c_):
+        g, out = dy[q // c_, q % c_], dx[q // c_, q % c_]
+        _fill_cpu(out.reshape(-1), 0.0)
+        for oy in range(h_ * s):
+            y0, y1, a0, a1 = ew.linear_taps(oy, s, h_)
+            for ox in range(w_ * s):
+                v = g[oy, ox]
+                if bilinear:
+                    x0, x1, b0, b1 = ew.linear_taps(ox, s, w_)
+                    out[y0, x0] += a0 * b0 * v
+                    out[y0, x1] += a0 * b1 * v
+                    out[y1, x0] += a1 * b0 * v
+                    out[y1, x1] += a1 * b1 * v
+                else:
+                    out[oy // s, ox // s] += v

@@ -1,5 +1,5 @@
-"""POOL and GAP on the GPU: one thread per output value forward; backward, one thread per input
-value gathering the windows that hold it (no atomics)."""
+"""POOL, GAP and UPSAMPLE on the GPU: one thread per output value forward; backward, one thread
+per input value gathering the windows (or outputs) that read it (no atomics)."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +10,7 @@ from netc.compiler.shapes import window_geometry
 
 from ..registry import Implementation, implements
 from .kernels import reduce
-from .launch import grid, kernel
+from .launch import ew, grid, kernel
 
 
 def _window(h):
@@ -130,3 +130,59 @@ def _spread(dy, scale, dx):
     for t in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
         n, c = t // (c_ * h_ * w_), (t // (h_ * w_)) % c_
         dx[n, c, (t // w_) % h_, t % w_] = dy[n, c] * scale
+
+
+@implements(kinds.Upsample, "cuda")
+class Upsample(Implementation):
+    """As the CPU's; backward gathers, for each input pixel, the outputs that read it."""
+
+    def forward(self, h, p, xs, ctx):
+        x = xs[0]
+        s = h["scale"]
+        y = ctx.buffer("y", x.shape[:2] + (x.shape[2] * s, x.shape[3] * s), x.dtype)
+        _upsample[grid(y.size)](x, s, h["mode"] == "bilinear", y)
+        return y, x.shape
+
+    def backward(self, h, p, shape, dy, ctx):
+        dx = ctx.grad(shape, dy.dtype)
+        _upsample_grad[grid(dx.size)](dy, h["scale"], h["mode"] == "bilinear", dx)
+        return [dx], {}
+
+
+@kernel()
+def _upsample(x, s, bilinear, y):
+    _, c_, h_, w_ = x.shape
+    _, _, oh, ow = y.shape
+    for t in range(cuda.grid(1), y.size, cuda.gridsize(1)):
+        n, c, oy, ox = t // (c_ * oh * ow), (t // (oh * ow)) % c_, (t // ow) % oh, t % ow
+        if bilinear:
+            y0, y1, a0, a1 = ew.linear_taps(oy, s, h_)
+            x0, x1, b0, b1 = ew.linear_taps(ox, s, w_)
+            y[n, c, oy, ox] = (a0 * (b0 * x[n, c, y0, x0] + b1 * x[n, c, y0, x1])
+                               + a1 * (b0 * x[n, c, y1, x0] + b1 * x[n, c, y1, x1]))
+        else:
+            y[n, c, oy, ox] = x[n, c, oy // s, ox // s]
+
+
+@kernel()
+def _upsample_grad(dy, s, bilinear, dx):
+    _, c_, h_, w_ = dx.shape
+    _, _, oh, ow = dy.shape
+    for t in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
+        n, c, iy, ix = t // (c_ * h_ * w_), (t // (h_ * w_)) % c_, (t // w_) % h_, t % w_
+        acc = 0.0
+        if bilinear:  # the outputs that can read row iy lie within rows s(iy - 1) .. s(iy + 2)
+            for oy in range(max(0, s * (iy - 1)), min(oh, s * (iy + 2))):
+                y0, y1, a0, a1 = ew.linear_taps(oy, s, h_)
+                wy = (a0 if y0 == iy else 0.0) + (a1 if y1 == iy else 0.0)
+                if wy == 0.0:
+                    continue
+                for ox in range(max(0, s * (ix - 1)), min(ow, s * (ix + 2))):
+                    x0, x1, b0, b1 = ew.linear_taps(ox, s, w_)
+                    wx = (b0 if x0 == ix else 0.0) + (b1 if x1 == ix else 0.0)
+                    acc += wy * wx * dy[n, c, oy, ox]
+        else:
+            for oy in range(iy * s, iy * s + s):
+                for ox in range(ix * s, ix * s + s):
+                    acc += dy[n, c, oy, ox]
+        dx[n, c, iy, ix] = acc
