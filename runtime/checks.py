@@ -57,7 +57,8 @@ def labels(y, loss, out_shape, n, dtype, name="y"):
         raise DataError(f"{name}: expected {n} targets, one per sample of x; received shape "
                         f"{_shape(arr.shape)}")
     _finite(arr, name)
-    if loss in losses.CLASS_LABELS and arr.ndim == 1:
+    if loss in losses.CLASS_LABELS and arr.shape == (n,) + tuple(out_shape[1:]):
+        # class indices: one per sample, or a label map per sample for a per-pixel output
         if arr.dtype.kind == "f":
             if not np.all(arr == np.round(arr)):
                 raise DataError(f"{name}: {loss} needs integer class labels; received fractions",
@@ -68,16 +69,20 @@ def labels(y, loss, out_shape, n, dtype, name="y"):
                             "check the OUT layer's size and the data's labels")
         return arr.astype(np.int64)
     if loss == "multiclass_hinge":
-        raise DataError(f"{name}: multiclass_hinge needs class indices of shape ({n},); received "
-                        f"{_shape(arr.shape)}")
+        raise DataError(f"{name}: multiclass_hinge needs class indices of shape "
+                        f"{_shape((n,) + tuple(out_shape[1:]))}; received {_shape(arr.shape)}")
     want = (n,) + tuple(out_shape)
     if arr.shape != want:
         if arr.shape == (n,) and out_shape == (1,):
             arr = arr.reshape(n, 1)
         else:
+            per_pixel = len(out_shape) == 3
             raise DataError(f"{name}: expected shape {_shape(want)} for the {loss} loss; received "
                             f"{_shape(arr.shape)}",
-                            "class indices need cross_entropy; other losses need a target per output")
+                            "a per-pixel output takes label maps of shape "
+                            f"{_shape((n,) + tuple(out_shape[1:]))} with cross_entropy"
+                            if per_pixel else "class indices need cross_entropy; other losses "
+                            "need a target per output")
     if loss == "bce" and (arr.min() < 0 or arr.max() > 1):
         raise DataError(f"{name}: bce targets must lie in [0, 1]; received {arr.min()}..{arr.max()}")
     if loss == "hinge" and not np.all(np.abs(arr) == 1):

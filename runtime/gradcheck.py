@@ -56,8 +56,8 @@ def gradcheck(spec, batch=2, eps=1e-6, seed=0, loss=None, layer=None, max_checks
 def random_targets(model, loss, n, rng):
     k = model.net.output_shape[0]
     shape = (n,) + model.net.output_shape
-    if loss in ("cross_entropy", "multiclass_hinge"):
-        return rng.integers(0, k, n)
+    if loss in ("cross_entropy", "multiclass_hinge"):  # a class per sample, or a label map
+        return rng.integers(0, k, (n,) + model.net.output_shape[1:])
     if loss == "bce":
         return rng.integers(0, 2, shape).astype(float)
     if loss == "hinge":

@@ -4,6 +4,8 @@ cross-entropy). The rules per element and per row are elementwise.py's; a backen
 
 Reductions follow PyTorch's defaults: MSE, MAE, Huber and BCE average over all elements;
 cross-entropy, hinge and multiclass hinge over samples; KL sums over classes, averages over samples.
+For a per-pixel output (OUT per=pixel) the row losses take a row per pixel and average over all
+the pixels of the batch (PyTorch's cross-entropy on N x K x H x W).
 """
 from __future__ import annotations
 
@@ -30,13 +32,19 @@ def compute(name, out, y, fused, backend, delta=1.0):
     take logits whether fused or not: with another output they read it as logits; KL reads an
     unfused output as log-probabilities)."""
     n = out.shape[0]
-    scale = out.dtype.type(1.0 / (out.size if name in MEAN_OVER_ELEMENTS else n))
     if name in ew.POINTWISE:
+        scale = out.dtype.type(1.0 / (out.size if name in MEAN_OVER_ELEMENTS else n))
         return backend.pointwise_loss(ew.POINTWISE[name], out, y, out.dtype.type(delta), scale)
-    labels = y if y.ndim == 1 else backend.zeros((0,), np.int64)
-    targets = y if y.ndim == 2 else backend.zeros((0, 0), out.dtype)
+    # a row per sample, or per pixel of a per-pixel output (N, K, H, W): averaged over the rows
+    k = out.shape[1]
+    rows = out.reshape(n, k, out.size // (n * k))
+    scale = out.dtype.type(1.0 / (n * rows.shape[2]))
+    labels = (y.reshape(n, rows.shape[2]) if y.ndim == out.ndim - 1
+              else backend.zeros((0, 0), np.int64))
+    targets = y.reshape(rows.shape) if y.ndim == out.ndim else backend.zeros((0, 0, 0), out.dtype)
     if name == "cross_entropy":
-        code = ew.CROSS_ENTROPY if y.ndim == 1 else ew.SOFT_CROSS_ENTROPY
+        code = ew.CROSS_ENTROPY if y.ndim == out.ndim - 1 else ew.SOFT_CROSS_ENTROPY
     else:
         code = {"kl": ew.KL, "multiclass_hinge": ew.MULTICLASS_HINGE}[name]
-    return backend.row_loss(code, out, targets, labels, fused or name != "kl", scale)
+    value, grad = backend.row_loss(code, rows, targets, labels, fused or name != "kl", scale)
+    return value, grad.reshape(out.shape)

@@ -58,11 +58,51 @@ class FullyConnected(LayerKind):
 
 @register
 class Output(FullyConnected):
+    """The output layer. With per=pixel, on a C x H x W input, the same FC runs at every pixel
+    (a 1x1 convolution, weights (units, C)) and its activation over each pixel's units: a class
+    per pixel, for segmentation."""
     name = "OUT"
     example = ("6", "OUT 4 softmax")
-    doc = "the output layer, an FC with the output activation: `OUT 10 softmax`"
+    doc = ("the output layer, an FC with the output activation: `OUT 10 softmax`; "
+           "`OUT 4 softmax per=pixel` classifies every pixel of a C x H x W input")
     color = "#f4cccc"
-    keys = {**FullyConnected.keys, "act": Choice(("softmax", "sigmoid", "none"), "none")}
+    keys = {**FullyConnected.keys, "act": Choice(("softmax", "sigmoid", "none"), "none"),
+            "per": Choice(("sample", "pixel"), "sample")}
+
+    def resolve(self, h, xs):
+        h = super().resolve(h, xs)
+        if h["per"] == "pixel" and len(xs[0]) != 3:
+            raise LayerError(f"OUT per=pixel needs an image (C x H x W) input; received a vector "
+                             f"of {xs[0][0]}", key="per",
+                             hint="classify the whole sample with per=sample (the default), or "
+                                  "keep the tensor an image up to OUT")
+        return h
+
+    def shape(self, h, xs):
+        return (h["units"],) + (tuple(xs[0][1:]) if h["per"] == "pixel" else ())
+
+    def params(self, h, xs):
+        if h["per"] == "sample":
+            return super().params(h, xs)
+        return super().params(h, (xs[0][:1],))  # the same FC on each pixel's C values
+
+    def macs(self, h, xs, y):
+        return math.prod(y) * xs[0][0] if h["per"] == "pixel" else super().macs(h, xs, y)
+
+    def flops(self, h, xs, y):
+        return math.prod(y) * (int(h["bias"]) + (h["act"] != "none"))
+
+    def window(self, h, xs):
+        return ((1, 1), (1, 1)) if h["per"] == "pixel" else super().window(h, xs)
+
+    def label(self, h):
+        return super().label(h) + (" per pixel" if h["per"] == "pixel" else "")
+
+    def pixel_conv(self, h):
+        """The CONV that OUT per=pixel is: 1x1, units filters; its weight is OUT's (units, C) as
+        (units, C, 1, 1)."""
+        return {"filters": h["units"], "kernel": (1, 1), "stride": (1, 1), "pad": (0, 0),
+                "groups": 1, "bias": h["bias"], "act": h["act"], "round": "floor"}
 
 
 @register

@@ -133,6 +133,10 @@ def layer(node, p, x, train):
         z = deconv(x, p["weight"], p.get("bias"), h["stride"], h["pad"], h["groups"],
                    node.out_shape[1:])
         return act(h["act"], z, p["slope"].reshape(1, -1, 1, 1) if "slope" in p else 0.01)
+    if kind == "OUT" and h["per"] == "pixel":  # the FC at every pixel, softmax over its units
+        z = np.einsum("uc,nchw->nuhw", p["weight"], x)
+        z = z + (p["bias"].reshape(1, -1, 1, 1) if "bias" in p else 0)
+        return act(h["act"], z)
     if kind in ("FC", "OUT"):
         z = x.reshape(len(x), -1) @ p["weight"].T + p.get("bias", 0)
         return act(h["act"], z, p.get("slope", 0.01))

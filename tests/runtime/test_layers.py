@@ -71,6 +71,7 @@ EXTRA = [
     ("3x3x2", "DECONV 4x4/2 3 pad=1 act=relu - DECONV 3x3/2 2 pad=1 outpad=1 bias=false act=prelu"),
     ("4x3x2", "CONV 3x3 4 pad=1 - DECONV 2x3/1x2 2 pad=0x1 act=elu"),
     ("3x2x2", "UPSAMPLE 3 bilinear - CONV 3x3 2 - UPSAMPLE 2 - CONCAT[ID | POOL max 2x2/2 - UPSAMPLE 2]"),
+    ("5x4x3", "CONV 3x3 4 pad=1 act=relu - OUT 3 softmax per=pixel - FLATTEN"),  # per pixel
     ("6x8x3", "POOL max 2x2/2 - CONV 1x1 2 act=tanh - POOL max 2x2/2"),  # the unrolled 2x2 kernel
     # strided and padded convs after the first layer: their input gradient goes through the
     # channels-last fold (conv._fold_cpu)

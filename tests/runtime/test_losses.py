@@ -103,3 +103,21 @@ def test_activation_at_the_output_fuses_with_its_loss(spec, loss):
     assert np.isclose(model.loss_and_grads(x, y, loss)[0], want, rtol=1e-12)
     report = netc.gradcheck(spec, batch=3, loss=loss, seed=4)
     assert max(report.values()) < 1e-6, report
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "kl", "multiclass_hinge", "mse"])
+def test_per_pixel_outputs_take_a_row_per_pixel(loss):
+    """OUT per=pixel: the softmax over each pixel's classes, the loss averaged over all the
+    batch's pixels (PyTorch's cross-entropy on N x K x H x W), label maps as targets."""
+    spec = "input 5x4x3\nCONV 3x3 4 pad=1 act=relu - OUT 3 softmax per=pixel"
+    model = netc.Model(spec, dtype="float64", seed=1)
+    r = np.random.default_rng(0)
+    x = r.standard_normal((2, 3, 5, 4))
+    p = model.forward(x)
+    np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-12)
+    if loss == "cross_entropy":
+        y = r.integers(0, 3, (2, 5, 4))
+        want = -np.mean(np.log(np.take_along_axis(p, y[:, None], axis=1)))
+        assert np.isclose(model.loss_and_grads(x, y)[0], want, rtol=1e-12)
+    report = netc.gradcheck(spec, batch=2, seed=3, loss=loss)
+    assert max(report.values()) < 1e-6, report

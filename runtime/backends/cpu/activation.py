@@ -15,12 +15,13 @@ from .jit import REDUCE, kernel
 
 # ---- activations over whole arrays ------------------------------------------------------------
 def apply(name, z, a=0.0):
-    """y = act(z) for an activation name (softmax: over the features of each row); `a` is leaky's
-    slope or ELU's alpha."""
+    """y = act(z) for an activation name (softmax: over the features of each sample, or, on an
+    N x K x H x W tensor, over the K values of each pixel); `a` is leaky's slope or ELU's
+    alpha."""
     z = np.ascontiguousarray(z)
     y = np.empty_like(z)
     if name == "softmax":
-        _softmax_rows_cpu(z.reshape(len(z), -1), y.reshape(len(z), -1))
+        _softmax_rows_cpu(_rows(z), _rows(y))
     else:
         _act_cpu(ew.ACT_CODES[name], z.dtype.type(a), z.reshape(-1), y.reshape(-1))
     return y
@@ -31,8 +32,7 @@ def apply_grad(name, z, y, dy, a=0.0):
     dy = np.ascontiguousarray(dy)
     dz = np.empty_like(dy)
     if name == "softmax":
-        _softmax_grad_rows_cpu(y.reshape(len(y), -1), dy.reshape(len(dy), -1),
-                               dz.reshape(len(dz), -1))
+        _softmax_grad_rows_cpu(_rows(y), _rows(dy), _rows(dz))
     else:
         _act_grad_cpu(ew.ACT_CODES[name], dy.dtype.type(a), np.ascontiguousarray(z).reshape(-1),
                       y.reshape(-1), dy.reshape(-1), dz.reshape(-1))
@@ -54,6 +54,11 @@ def prelu_grad(z, slope, dy):
     per_channel = np.empty(z.shape[1], dy.dtype)
     _prelu_grad_cpu(_by_channel(z), slope, _by_channel(dy), _by_channel(dz), per_channel)
     return dz, (per_channel if slope.size > 1 else per_channel.sum(keepdims=True)).astype(dy.dtype)
+
+
+def _rows(a):
+    """(N, K, P) view of an (N, K) or (N, K, H, W) array: softmax's rows are a[n, :, p]."""
+    return a.reshape(a.shape[0], a.shape[1], -1)
 
 
 def _by_channel(a):
@@ -130,22 +135,24 @@ def _prelu_grad_cpu(z, slope, dy, dz, dslope):
 
 @kernel()
 def _softmax_rows_cpu(z, y):
-    """y[i] = softmax(z[i]) for each row."""
-    for i in range(z.shape[0]):
-        _, s = ew.softmax_row(z[i], y[i])
-        for j in range(z.shape[1]):
-            y[i, j] = y[i, j] / s
+    """y[n, :, p] = softmax(z[n, :, p]) for each row (sample, pixel)."""
+    for n in range(z.shape[0]):
+        for p in range(z.shape[2]):
+            _, s = ew.softmax_row(z[n, :, p], y[n, :, p])
+            for j in range(z.shape[1]):
+                y[n, j, p] = y[n, j, p] / s
 
 
 @kernel(fastmath=REDUCE)
 def _softmax_grad_rows_cpu(y, dy, dz):
-    """dz = y (dy - sum(dy y)) for each row."""
-    for i in range(y.shape[0]):
-        s = 0.0
-        for j in range(y.shape[1]):
-            s += dy[i, j] * y[i, j]
-        for j in range(y.shape[1]):
-            dz[i, j] = y[i, j] * (dy[i, j] - s)
+    """dz = y (dy - sum(dy y)) for each row (sample, pixel)."""
+    for n in range(y.shape[0]):
+        for p in range(y.shape[2]):
+            s = 0.0
+            for j in range(y.shape[1]):
+                s += dy[n, j, p] * y[n, j, p]
+            for j in range(y.shape[1]):
+                dz[n, j, p] = y[n, j, p] * (dy[n, j, p] - s)
 
 
 # ---- the layers -------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from numba import prange
 from netc.compiler.kinds import dense as kinds
 
 from .. import elementwise as ew
+from ..composed import PerPixelOutput
 from ..registry import Implementation, implements
 from .activation import fused_backward, fused_forward, in_kernel
 from .blas import gemm, own_tiles
@@ -67,8 +68,8 @@ class FullyConnected(Implementation):
 
 
 @implements(kinds.Output, "cpu")
-class Output(FullyConnected):
-    pass
+class Output(PerPixelOutput, FullyConnected):
+    """OUT: an FC, or with per=pixel the 1x1 CONV it is (composed.py)."""
 
 
 @implements(kinds.Flatten, "cpu")

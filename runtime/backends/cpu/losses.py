@@ -18,17 +18,21 @@ def _pointwise_cpu(code, out, target, delta, scale, grad):
 
 @kernel()
 def _rows_cpu(code, out, target, labels, logits, scale, grad):
-    """Row losses: cross-entropy from labels or probability rows, KL, multiclass hinge."""
+    """Row losses over out (N, K, P), a row out[n, :, p] per sample (P = 1) or pixel:
+    cross-entropy from labels (N, P) or probability rows target (N, K, P), KL, multiclass
+    hinge."""
     total = 0.0
     for i in range(out.shape[0]):
-        if code == ew.CROSS_ENTROPY:
-            total += ew.cross_entropy_row(out[i], labels[i], grad[i])
-        elif code == ew.SOFT_CROSS_ENTROPY:
-            total += ew.soft_cross_entropy_row(out[i], target[i], grad[i])
-        elif code == ew.KL:
-            total += ew.kl_row(out[i], target[i], grad[i], logits)
-        else:
-            total += ew.multiclass_hinge_row(out[i], labels[i], grad[i])
-        for j in range(out.shape[1]):
-            grad[i, j] *= scale
+        for p in range(out.shape[2]):
+            z, g = out[i, :, p], grad[i, :, p]
+            if code == ew.CROSS_ENTROPY:
+                total += ew.cross_entropy_row(z, labels[i, p], g)
+            elif code == ew.SOFT_CROSS_ENTROPY:
+                total += ew.soft_cross_entropy_row(z, target[i, :, p], g)
+            elif code == ew.KL:
+                total += ew.kl_row(z, target[i, :, p], g, logits)
+            else:
+                total += ew.multiclass_hinge_row(z, labels[i, p], g)
+            for j in range(out.shape[1]):
+                g[j] *= scale
     return total * scale

@@ -16,8 +16,9 @@ from .launch import ew, grid, kernel
 def apply(name, z, ctx, tag="y", a=0.0):
     """y = act(z) into the node's buffer `tag` (softmax: over each row's features)."""
     y = ctx.buffer(tag, z.shape, z.dtype)
-    if name == "softmax":
-        _softmax_rows[grid(z.shape[0])](z.reshape(z.shape[0], -1), y.reshape(z.shape[0], -1))
+    if name == "softmax":  # over each sample's features, or each pixel's (N, K, H, W)
+        rows = _rows(z)
+        _softmax_rows[grid(rows.shape[0] * rows.shape[2])](rows, _rows(y))
     else:
         _act[grid(z.size)](ew.ACT_CODES[name], z.dtype.type(a), flat(z), flat(y))
     return y
@@ -27,12 +28,17 @@ def apply_grad(name, z, y, dy, ctx, a=0.0):
     """dL/dz from dL/dy for y = act(z)."""
     dz = ctx.grad(dy.shape, dy.dtype)
     if name == "softmax":
-        n = dy.shape[0]
-        _softmax_grad_rows[grid(n)](y.reshape(n, -1), dy.reshape(n, -1), dz.reshape(n, -1))
+        rows = _rows(y)
+        _softmax_grad_rows[grid(rows.shape[0] * rows.shape[2])](rows, _rows(dy), _rows(dz))
     else:
         _act_grad[grid(z.size)](ew.ACT_CODES[name], dy.dtype.type(a), flat(z), flat(y), flat(dy),
                                 flat(dz))
     return dz
+
+
+def _rows(a):
+    """(N, K, P) view of an (N, K) or (N, K, H, W) array: softmax's rows are a[n, :, p]."""
+    return a.reshape(a.shape[0], a.shape[1], a.size // (a.shape[0] * a.shape[1]))
 
 
 def _channels(a):
@@ -110,20 +116,23 @@ def _prelu_grad(z, slope, dy, dz):
 
 @kernel()
 def _softmax_rows(z, y):
-    for i in range(cuda.grid(1), z.shape[0], cuda.gridsize(1)):
-        _, s = ew.softmax_row(z[i], y[i])
+    """y[n, :, p] = softmax(z[n, :, p]), a thread per row (sample, pixel)."""
+    for t in range(cuda.grid(1), z.shape[0] * z.shape[2], cuda.gridsize(1)):
+        n, p = t // z.shape[2], t % z.shape[2]
+        _, s = ew.softmax_row(z[n, :, p], y[n, :, p])
         for j in range(z.shape[1]):
-            y[i, j] = y[i, j] / s
+            y[n, j, p] = y[n, j, p] / s
 
 
 @kernel()
 def _softmax_grad_rows(y, dy, dz):
-    for i in range(cuda.grid(1), y.shape[0], cuda.gridsize(1)):
+    for t in range(cuda.grid(1), y.shape[0] * y.shape[2], cuda.gridsize(1)):
+        n, p = t // y.shape[2], t % y.shape[2]
         s = 0.0
         for j in range(y.shape[1]):
-            s += dy[i, j] * y[i, j]
+            s += dy[n, j, p] * y[n, j, p]
         for j in range(y.shape[1]):
-            dz[i, j] = y[i, j] * (dy[i, j] - s)
+            dz[n, j, p] = y[n, j, p] * (dy[n, j, p] - s)
 
 
 # ---- the layers -------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from numba import cuda
 
 from netc.compiler.kinds import dense as kinds
 
+from ..composed import PerPixelOutput
 from ..registry import Implementation, implements
 from .activation import fused_backward, fused_forward
 from .gemm import gemm
@@ -73,8 +74,8 @@ class FullyConnected(Implementation):
 
 
 @implements(kinds.Output, "cuda")
-class Output(FullyConnected):
-    pass
+class Output(PerPixelOutput, FullyConnected):
+    """OUT: an FC, or with per=pixel the 1x1 CONV it is (composed.py)."""
 
 
 @implements(kinds.Flatten, "cuda")

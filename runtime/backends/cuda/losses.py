@@ -21,20 +21,23 @@ def _pointwise(code, out, target, delta, scale, partial, grad):
 
 @kernel()
 def _rows(code, out, target, labels, logits, scale, partial, grad):
-    """One thread per row: cross-entropy from labels or probability rows, KL, multiclass hinge;
-    partial[i] = the row's loss."""
-    for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
+    """One thread per row out[n, :, p] of out (N, K, P) (a sample, or a pixel): cross-entropy
+    from labels (N, P) or probability rows, KL, multiclass hinge; partial[row] = its loss."""
+    rows = out.shape[2]
+    for t in range(cuda.grid(1), out.shape[0] * rows, cuda.gridsize(1)):
+        i, p = t // rows, t % rows
+        z, g = out[i, :, p], grad[i, :, p]
         if code == ew.CROSS_ENTROPY:
-            v = ew.cross_entropy_row(out[i], labels[i], grad[i])
+            v = ew.cross_entropy_row(z, labels[i, p], g)
         elif code == ew.SOFT_CROSS_ENTROPY:
-            v = ew.soft_cross_entropy_row(out[i], target[i], grad[i])
+            v = ew.soft_cross_entropy_row(z, target[i, :, p], g)
         elif code == ew.KL:
-            v = ew.kl_row(out[i], target[i], grad[i], logits)
+            v = ew.kl_row(z, target[i, :, p], g, logits)
         else:
-            v = ew.multiclass_hinge_row(out[i], labels[i], grad[i])
+            v = ew.multiclass_hinge_row(z, labels[i, p], g)
         for j in range(out.shape[1]):
-            grad[i, j] *= scale
-        partial[i] = v
+            g[j] *= scale
+        partial[t] = v
 
 
 @kernel()
@@ -59,8 +62,9 @@ def pointwise(code, out, target, delta, scale, arrays):
 
 def rows(code, out, target, labels, logits, scale, arrays):
     grad = arrays("grad", out.shape, out.dtype)
-    partial = arrays("rows", (out.shape[0],), "float64")
+    count = out.shape[0] * out.shape[2]
+    partial = arrays("rows", (count,), "float64")
     total = arrays("total", (1,), "float64")
-    _rows[grid(out.shape[0])](code, out, target, labels, logits, scale, partial, grad)
+    _rows[grid(count)](code, out, target, labels, logits, scale, partial, grad)
     _total[1, 1](partial, scale, total)
     return float(total.copy_to_host()[0]), grad

@@ -89,24 +89,27 @@ def accuracy(out, y, binary):
     if binary:
         _binary_hits[grid(PARTS)](flat(out), flat(y), hits)
         count = out.size
-    else:
-        _argmax_hits[grid(PARTS)](out, y, hits)
-        count = out.shape[0]
+    else:  # a class per sample, or per pixel: out (N, K, P), y (N, P)
+        n, k = out.shape[0], out.shape[1]
+        rows = out.reshape(n, k, out.size // (n * k))
+        _argmax_hits[grid(PARTS)](rows, y.reshape(n, rows.shape[2]), hits)
+        count = n * rows.shape[2]
     return float(hits.copy_to_host().sum()) / count
 
 
 @kernel()
 def _argmax_hits(out, y, hits):
-    parts = hits.size
-    for p in range(cuda.grid(1), parts, cuda.gridsize(1)):
+    parts, rows = hits.size, out.shape[2]
+    for q in range(cuda.grid(1), parts, cuda.gridsize(1)):
         acc = 0.0
-        for i in range(p, out.shape[0], parts):
+        for t in range(q, out.shape[0] * rows, parts):
+            i, p = t // rows, t % rows
             best = 0
             for j in range(1, out.shape[1]):
-                if out[i, j] > out[i, best]:
+                if out[i, j, p] > out[i, best, p]:
                     best = j
-            acc += 1.0 if best == y[i] else 0.0
-        hits[p] = acc
+            acc += 1.0 if best == y[i, p] else 0.0
+        hits[q] = acc
 
 
 @kernel()

@@ -67,9 +67,15 @@ def test_every_kind_agrees_with_the_cpu(kind):
     ("10", "FC 6 act=tanh - LN - GN 3 - OUT 3 softmax"),
     ("3x3x2", "DECONV 4x4/2 3 pad=1 act=relu - DECONV 3x3/2 2 pad=1 outpad=1 bias=false act=prelu"),
     ("3x2x1", "UPSAMPLE 3 bilinear - CONV 3x3 2 - UPSAMPLE 2 - CONCAT[ID | POOL max 2x2/2 - UPSAMPLE 2]"),
+    ("3x2x2", "CONV 3x3 3 pad=1 act=relu - OUT 3 softmax per=pixel"),
 ])
 def test_more_configurations_agree(inp, chain):
     agree(f"input {inp}\n{chain} - FC 2", batch=2)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "kl"])
+def test_per_pixel_output_and_loss_agree(loss):
+    agree("input 3x2x2\nCONV 3x3 3 pad=1 act=relu - OUT 3 softmax per=pixel", batch=2, loss=loss)
 
 
 @pytest.mark.parametrize("spec", [TINY_RESNET, TINY_INCEPTION], ids=["resnet", "inception"])
