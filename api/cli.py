@@ -101,6 +101,9 @@ def cmd_train(args):
             result, folder = training.train(net, overrides, args.out, args.resume, progress,
                                             args.diagnose)
             acc = "" if result["test_acc"] is None else f", test accuracy {100 * result['test_acc']:.2f}%"
+            if "test_miou" in result:
+                acc = (f", test pixel accuracy {100 * result['test_acc']:.2f}%, mean IoU "
+                       f"{100 * result['test_miou']:.2f}%")
             print(f"done in {result['seconds']:.1f}s: test loss {result['test_loss']:.4f}{acc} "
                   f"(best epoch {result['best_epoch']}); {folder}/")
     except KeyboardInterrupt:
@@ -130,8 +133,10 @@ def cmd_eval(args):
     source = args.data or model.net.train.get("data")
     if not source:
         raise NetcError("eval needs data: --data, or data= in the spec's train section")
+    segment = loss in losses.CLASS_LABELS and len(model.net.output_shape) == 3
     ds = datasets.load(source, model.net.input_shape, model.net.output_shape[0],
-                       loss in losses.CLASS_LABELS)
+                       loss in losses.CLASS_LABELS,
+                       label_shape=model.net.output_shape[1:] if segment else ())
     if ds.x_test is not None:
         x, y = ds.x_test, ds.y_test
     elif args.all:
@@ -143,7 +148,12 @@ def cmd_eval(args):
     value, out = model.evaluate((x - mean) / std, y, loss)
     line = f"{len(x)} samples: loss {value:.4f}"
     if loss in losses.CLASS_LABELS:
-        line += f", accuracy {100 * float((out.argmax(axis=1) == y).mean()):.2f}%"
+        acc = 100 * float((out.argmax(axis=1) == y).mean())
+        line += f", {'pixel accuracy' if segment else 'accuracy'} {acc:.2f}%"
+    if segment:
+        from netc.runtime import metrics
+        k = model.net.output_shape[0]
+        line += f", mean IoU {100 * metrics.mean_iou(metrics.confusion(out, y, k)):.2f}%"
     print(line)
     return 0
 
@@ -153,12 +163,38 @@ def cmd_predict(args):
     model, mean, std = _weights_model(args)
     x = _read_inputs(args.input, model.net.input_shape)
     out = model.forward((x - mean) / std)
+    if len(model.net.output_shape) == 3:  # a class per pixel: label maps, as PNG images
+        for path in _write_label_maps(out.argmax(axis=1), args.input, args.output):
+            print(path)
+        return 0
     for i, row in enumerate(out):
         top = np.argsort(row)[::-1][:args.top]
         shown = ", ".join(f"{k}: {row[k]:.4f}" for k in top)
         print(f"{i}: class {top[0]}  ({shown})" if model.output_act == "softmax" else
               f"{i}: " + " ".join(f"{v:.4f}" for v in row))
     return 0
+
+
+def _write_label_maps(labels, source, output):
+    """One PNG per sample, a colour per class (matplotlib's tab10/tab20); the file names are
+    `output` (or SOURCE.labels.png), numbered when there are several."""
+    import os
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    base = output or os.path.splitext(source)[0] + ".labels.png"
+    stem, ext = os.path.splitext(base)
+    paths = []
+    cmap = "tab10" if labels.max(initial=0) < 10 else "tab20"
+    for i, label in enumerate(labels):
+        path = base if len(labels) == 1 else f"{stem}_{i}{ext or '.png'}"
+        try:
+            plt.imsave(path, label, cmap=cmap, vmin=0, vmax=9 if cmap == "tab10" else 19)
+        except OSError as e:
+            raise NetcError(f"cannot write {path}: {e.strerror}", "check the folder exists") from None
+        paths.append(path)
+    return paths
 
 
 def _read_inputs(path, input_shape):
@@ -313,6 +349,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--weights", required=True)
     c.add_argument("input", metavar="FILE", help="FILE.npz (array x) or an image FILE.png")
     c.add_argument("--top", type=_positive, default=3)
+    c.add_argument("-o", "--output", help="for a per-pixel output: the label map's PNG "
+                                          "(default FILE.labels.png; numbered for several samples)")
     c.add_argument("--device", choices=DEVICES, default="cpu", help="where to compute (default cpu)")
     c.set_defaults(func=cmd_predict)
 

@@ -7,6 +7,8 @@ deterministic splits, shuffled batches, K folds, augmentation and normalization.
     data="file.csv"             numeric CSV with a header; the label column is `label`
     data="file.csv#target"      ... or the column named after '#'
     data=synthetic              random inputs labelled by a random linear teacher (benchmarks)
+    data=shapes                 built-in segmentation data: 32x32x3 images of circles, squares and
+                                triangles with their label maps (data.shapes)
 """
 from __future__ import annotations
 
@@ -32,9 +34,12 @@ class Dataset:
 
 
 def load(source: str, input_shape: tuple, outputs: int, classify: bool, seed: int = 0,
-         size: int = 1024) -> Dataset:
-    """Read a data source and fit it to the spec's input; check labels against the output."""
-    if source == "digits":
+         size: int = 1024, label_shape: tuple = ()) -> Dataset:
+    """Read a data source and fit it to the spec's input; check labels against the output
+    (`label_shape`: (H, W) where each label is a map, for a per-pixel output)."""
+    if source == "shapes":
+        ds = shapes(size, seed)
+    elif source == "digits":
         with np.load(os.path.join(HERE, "data", "digits.npz"), allow_pickle=False) as f:
             ds = Dataset(f["x"].astype(np.float32) / 16.0, f["y"].astype(np.int64), "digits")
     elif source == "synthetic":
@@ -62,7 +67,7 @@ def load(source: str, input_shape: tuple, outputs: int, classify: bool, seed: in
         ds.x_test = fit_shape(ds.x_test, input_shape, "data x_test")
     for x, y, what in ((ds.x, ds.y, "y"), (ds.x_test, ds.y_test, "y_test")):
         if x is not None:
-            check(x, y, outputs, classify, what)
+            check(x, y, outputs, classify, what, label_shape)
     return ds
 
 
@@ -82,18 +87,53 @@ def fit_shape(x, input_shape, name):
                     f"{shown}", "change the spec's `input` line to the data's size")
 
 
-def check(x, y, outputs, classify, what):
+def check(x, y, outputs, classify, what, label_shape=()):
+    """`label_shape`: a label's shape, () for a class per sample, (H, W) for a label map."""
     if len(x) != len(y):
         raise DataError(f"data: {len(x)} samples but {len(y)} labels ({what})")
     if not np.isfinite(x).all():
         raise DataError("data: the inputs contain NaN or Inf", "clean or impute the data first")
     if classify:
-        if y.ndim != 1 or (y.dtype.kind == "f" and not np.all(y == np.round(y))):
+        if y.shape[1:] != tuple(label_shape):
+            want = "a class per sample" if not label_shape else \
+                "a label map of " + "x".join(map(str, label_shape)) + " per sample"
+            raise DataError(f"data: the network's output wants {want}; {what} has shape {y.shape}",
+                            "per-pixel outputs (OUT per=pixel) take N x H x W label maps of the "
+                            "output's size")
+        if y.dtype.kind == "f" and not np.all(y == np.round(y)):
             raise DataError(f"data: classification needs integer labels; {what} has shape "
                             f"{y.shape} and dtype {y.dtype}")
         if len(y) and (y.min() < 0 or y.max() >= outputs):
             raise DataError(f"data: labels run from {y.min()} to {y.max()} but the network has "
                             f"{outputs} outputs", f"make the OUT layer `OUT {int(y.max()) + 1} ...`")
+
+
+SHAPE_CLASSES = ("background", "circle", "square", "triangle")
+
+
+def shapes(n, seed, size=32):
+    """Segmentation data, drawn from the seed: n images of size x size x 3, each one to three
+    circles, squares and triangles (of random size, place and colour, later ones in front) on a
+    noisy background of a random colour, with their label maps (SHAPE_CLASSES' indices)."""
+    rng = np.random.default_rng([seed, 7])
+    yy, xx = np.mgrid[0:size, 0:size]
+    x = np.empty((n, 3, size, size), np.float32)
+    y = np.zeros((n, size, size), np.int64)
+    for i in range(n):
+        x[i] = rng.random(3)[:, None, None] * 0.6 + 0.3 * rng.standard_normal((3, size, size))
+        for _ in range(rng.integers(1, 4)):
+            cls = rng.integers(1, 4)
+            r = rng.integers(size // 8, size // 4 + 1)
+            cy, cx = rng.integers(r, size - r, 2)
+            if cls == 1:
+                mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+            elif cls == 2:
+                mask = (np.abs(yy - cy) <= r) & (np.abs(xx - cx) <= r)
+            else:  # pointing up: half as wide as it is tall at each row
+                mask = (yy >= cy - r) & (yy <= cy + r) & (np.abs(xx - cx) <= (yy - cy + r) / 2)
+            x[i][:, mask] = (rng.random(3) * 1.4 - 0.2)[:, None]
+            y[i][mask] = cls
+    return Dataset(x, y, "shapes")
 
 
 def synthetic(input_shape, outputs, classify, n, seed):
@@ -207,23 +247,30 @@ def batches(indices, batch: int, rng):
     return [order[i:i + batch] for i in range(0, len(order), batch)]
 
 
-def augment(x, ops, rng):
+def augment(x, ops, rng, y=None):
     """Random crop with padding (`crop`: pad by 1/8 of the size, then crop back) and horizontal
-    flip (`flip`), per sample; only for images."""
+    flip (`flip`), per sample; only for images. Label maps (y of N x H x W) move with their
+    images (padded with class 0); returns (x, y)."""
     if x.ndim != 4:
-        return x
-    out = x
+        return x, y
+    maps = y is not None and y.ndim == 3
     if "flip" in ops:
-        out = out.copy()
-        flip = rng.random(len(out)) < 0.5
-        out[flip] = out[flip, :, :, ::-1]
+        x = x.copy()
+        flip = rng.random(len(x)) < 0.5
+        x[flip] = x[flip, :, :, ::-1]
+        if maps:
+            y = y.copy()
+            y[flip] = y[flip, :, ::-1]
     if "crop" in ops:
-        n, c, h, w = out.shape
+        n, c, h, w = x.shape
         p = max(1, h // 8)
-        padded = np.pad(out, ((0, 0), (0, 0), (p, p), (p, p)))
+        padded = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
         dy, dx = rng.integers(0, 2 * p + 1, n), rng.integers(0, 2 * p + 1, n)
-        out = np.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
-    return out
+        x = np.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+        if maps:
+            padded = np.pad(y, ((0, 0), (p, p), (p, p)))
+            y = np.stack([padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    return x, y
 
 
 def normalizer(x):

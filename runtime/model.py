@@ -111,8 +111,10 @@ class Model:
         int64), are used as they are: their values are the caller's to check (the trainer checks
         its data set when it loads it)."""
         if backends.is_device_array(y):
-            want = np.int64 if loss in losses.CLASS_LABELS and len(y.shape) == 1 else self.dtype
-            shape = (n,) if want == np.int64 else (n,) + tuple(self.net.output_shape)
+            per = (n,) + tuple(self.net.output_shape[1:])  # a class per sample or per pixel
+            indices = loss in losses.CLASS_LABELS and tuple(y.shape) == per
+            want = np.int64 if indices else self.dtype
+            shape = per if indices else (n,) + tuple(self.net.output_shape)
             if self.backend != "cpu" and y.dtype == want and tuple(y.shape) == shape:
                 return y
             y = backends.backend_of(y).to_host(y)

@@ -9,7 +9,8 @@ import time
 
 from netc.dsl.errors import NetcError
 
-METRICS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
+METRICS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "train_miou",
+           "val_miou")
 
 
 def default_dir(name: str) -> str:

@@ -17,7 +17,7 @@ from netc.compiler import registry
 from netc.compiler.settings import FULL_BATCH
 from netc.dsl.errors import DataError, NetcError, NumericsError
 
-from . import data, losses, optim, runs, schedule
+from . import data, losses, metrics, optim, runs, schedule
 from .backends import registry as backends
 from .model import Model, read_checkpoint
 
@@ -52,8 +52,11 @@ class Trainer:
         self.device = self.model.device
         self.loss = self.model.loss_name(cfg.get("loss"))
         self.classify = self.loss in losses.CLASS_LABELS or self.loss == "bce"
+        # a class per pixel (OUT per=pixel): label maps, pixel accuracy and mean IoU
+        self.segment = self.loss in losses.CLASS_LABELS and len(net.output_shape) == 3
         ds = data.load(cfg["data"], net.input_shape, net.output_shape[0],
-                       self.loss in losses.CLASS_LABELS, seed)
+                       self.loss in losses.CLASS_LABELS, seed,
+                       label_shape=net.output_shape[1:] if self.segment else ())
         self.train_idx, self.val_idx, self.test_idx = split or data.split(
             ds, cfg["val_split"], cfg["test_split"], seed)
         self.ds = ds
@@ -130,7 +133,7 @@ class Trainer:
         x = (self.ds.x if ds_x is None else ds_x)[idx]
         y = (self.ds.y if ds_y is None else ds_y)[idx]
         if augment_rng is not None and self.cfg["augment"]:
-            x = data.augment(x, self.cfg["augment"], augment_rng)
+            x, y = data.augment(x, self.cfg["augment"], augment_rng, y)
         return (x - self.mean) / self.std, y
 
     def accuracy(self, out, y):
@@ -141,10 +144,14 @@ class Trainer:
         return backends.backend_of(out).accuracy(out, y, self.loss == "bce")
 
     def measure(self, idx, ds_x=None, ds_y=None):
-        """Mean loss and accuracy over samples, in evaluation mode, in batches."""
+        """(mean loss, accuracy, mean IoU) over samples, in evaluation mode, in batches; the
+        accuracy is None where the loss is not a classification's, the mean IoU where the
+        output is not per pixel."""
         if len(idx) == 0:
-            return None, None
+            return None, None, None
         total, correct, n = 0.0, 0.0, 0
+        k = self.net.output_shape[0]
+        counts = np.zeros((k, k), np.int64)
         for part in np.array_split(idx, max(1, len(idx) // 512)):
             x, y = self.inputs(part, ds_x, ds_y)
             loss, out = self.model.evaluate(x, y, self.loss)
@@ -152,7 +159,10 @@ class Trainer:
             acc = self.accuracy(out, y)
             correct += (acc or 0.0) * len(part)
             n += len(part)
-        return total / n, (correct / n if self.classify else None)
+            if self.segment:
+                counts += metrics.confusion(out, y, k)
+        return (total / n, (correct / n if self.classify else None),
+                metrics.mean_iou(counts) if self.segment else None)
 
     # ---- one step ---------------------------------------------------------------------------
     def regularize(self, grads) -> float:
@@ -246,14 +256,15 @@ class Trainer:
                 signal.signal(signal.SIGINT, previous)
         if cfg["early_stop"] and os.path.exists(os.path.join(self.folder, "best.npz")):
             self.restore("best.npz")
-        test_loss, test_acc = self.measure(self.test_idx)
+        test_loss, test_acc, test_miou = self.measure(self.test_idx)
         if self.ds.x_test is not None:
-            test_loss, test_acc = self.measure(np.arange(len(self.ds.x_test)), self.ds.x_test,
-                                               self.ds.y_test)
+            test_loss, test_acc, test_miou = self.measure(
+                np.arange(len(self.ds.x_test)), self.ds.x_test, self.ds.y_test)
         result = {"network": self.net.name, "epochs": self.epoch, "seconds": round(
             time.perf_counter() - started + self.cfg.get("_seconds", 0.0), 2),
             "best_epoch": self.best_epoch, "best_val_loss": None if math.isinf(self.best)
             else self.best, "test_loss": test_loss, "test_acc": test_acc,
+            **({"test_miou": test_miou} if self.segment else {}),
             "test_samples": int(len(self.ds.x_test) if self.ds.x_test is not None
                                 else len(self.test_idx))}
         runs.write_json(os.path.join(self.folder, "result.json"), result)
@@ -311,12 +322,13 @@ class Trainer:
                     unit="batch", leave=False, file=sys.stderr, dynamic_ncols=True)
 
     def finish_epoch(self, lr, seconds):
-        train_loss, train_acc = self.measure(self.train_idx)
-        val_loss, val_acc = self.measure(self.val_idx)
+        train_loss, train_acc, train_miou = self.measure(self.train_idx)
+        val_loss, val_acc, val_miou = self.measure(self.val_idx)
         self.epoch += 1
         self.batch_pos, self.sums = 0, [0.0, 0.0, 0]
         row = {"epoch": self.epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
-               "val_loss": val_loss, "val_acc": val_acc, "seconds": round(seconds, 3)}
+               "val_loss": val_loss, "val_acc": val_acc, "seconds": round(seconds, 3),
+               "train_miou": train_miou, "val_miou": val_miou}
         runs.append_metrics(self.folder, row)
         watched = val_loss if val_loss is not None else train_loss
         if watched < self.best - 1e-12:
@@ -335,11 +347,14 @@ class Trainer:
             self.stop = True
 
     def line(self, r):
-        def pct(v):
-            return "" if v is None else f" acc {100 * v:5.1f}%"
-        val = "" if r["val_loss"] is None else f" | val loss {r['val_loss']:.4f}{pct(r['val_acc'])}"
+        def pct(v, miou=None):
+            acc = "" if v is None else f" {'pixel acc' if self.segment else 'acc'} {100 * v:5.1f}%"
+            return acc + ("" if miou is None else f" mIoU {100 * miou:5.1f}%")
+        val = "" if r["val_loss"] is None else \
+            f" | val loss {r['val_loss']:.4f}{pct(r['val_acc'], r.get('val_miou'))}"
         return (f"epoch {r['epoch']:>3}/{self.cfg['epochs']}  lr {r['lr']:.3g} | train loss "
-                f"{r['train_loss']:.4f}{pct(r['train_acc'])}{val} | {r['seconds']:.1f}s")
+                f"{r['train_loss']:.4f}{pct(r['train_acc'], r.get('train_miou'))}{val} | "
+                f"{r['seconds']:.1f}s")
 
     def diagnostics(self) -> str:
         """Per-layer gradient norms and activation RMS on one training batch."""

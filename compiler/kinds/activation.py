@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from ..registry import Bool, Float, Int, LayerError, LayerKind, register
+from ..registry import Bool, Choice, Float, Int, LayerError, LayerKind, register
 
 
 class _Activation(LayerKind):
@@ -82,13 +82,24 @@ class Softmax(_Activation):
     name = "SOFTMAX"
     act = "softmax"
     example = ("8", "SOFTMAX")
-    doc = "softmax over the features (a vector input)"
+    doc = ("softmax over the features (a vector input), or with per=pixel over the channels of "
+           "each pixel of a C x H x W input")
+    keys = {"per": Choice(("sample", "pixel"), "sample")}
 
     def resolve(self, h, xs):
-        if len(xs[0]) != 1:
-            raise LayerError(f"SOFTMAX needs a vector input; received {xs[0]}",
-                             hint="put GAP or FLATTEN before it")
+        if h["per"] == "sample" and len(xs[0]) != 1:
+            raise LayerError("SOFTMAX needs a vector input; received "
+                             + "x".join(map(str, xs[0][1:] + xs[0][:1])), key="per",
+                             hint="put GAP or FLATTEN before it, or write SOFTMAX per=pixel for a "
+                                  "softmax over each pixel's channels")
+        if h["per"] == "pixel" and len(xs[0]) != 3:
+            raise LayerError(f"SOFTMAX per=pixel needs an image (C x H x W) input; received a "
+                             f"vector of {xs[0][0]}", key="per",
+                             hint="a vector's softmax is SOFTMAX (per=sample)")
         return h
+
+    def label(self, h):
+        return "SOFTMAX" + (" per pixel" if h["per"] == "pixel" else "")
 
 
 @register

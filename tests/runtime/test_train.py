@@ -246,8 +246,8 @@ def test_splits_augmentation_normalization():
     assert len(tr) + len(va) + len(te) == 1797 and not set(tr) & set(te)
     assert np.array_equal(data.split(ds, 0.1, 0.2, seed=0)[0], tr)
     x = ds.x[:8]
-    aug = data.augment(x, ("crop", "flip"), np.random.default_rng(0))
-    assert aug.shape == x.shape and not np.array_equal(aug, x)
+    aug, none = data.augment(x, ("crop", "flip"), np.random.default_rng(0))
+    assert aug.shape == x.shape and not np.array_equal(aug, x) and none is None
     mean, std = data.normalizer(ds.x[tr])
     assert mean.shape == (1, 1, 1) and std.shape == (1, 1, 1)
     folds = data.folds(tr, 4, 0)
