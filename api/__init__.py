@@ -1,7 +1,7 @@
 """netc: a declarative neural-network compiler.
 
     net = netc.compile("specs/lenet5.net")      # the checked graph, with shapes and counts
-    print(netc.summary(net))                     # the lecture's table
+    print(netc.compiler.report.summary(net))     # the lecture's table
 """
 from netc.compiler import Net, compile  # noqa: A004
 from netc.dsl import DataError, NetcError, NumericsError, ShapeError, SpecError
@@ -13,7 +13,7 @@ __all__ = ["compile", "Model", "gradcheck", "Net", "NetcError", "SpecError", "Sh
 
 def __getattr__(name):
     """The runtime (and numba) load only when asked for: summary/check/draw never need them."""
-    if name in ("Model", "gradcheck", "optimizer", "train", "Schedule"):
+    if name in ("Model", "gradcheck", "optimizer", "train", "Schedule", "ensemble"):
         from netc import runtime
         return getattr(runtime, name)
     raise AttributeError(f"module 'netc' has no attribute {name!r}")

@@ -17,7 +17,7 @@ from . import registry, settings
 from .graph import Net, Node
 from .kinds.conv import Conv
 from .kinds.dense import FullyConnected
-from .kinds.join import Add, Concat, Input
+from .kinds.join import Add, Concat, Input, Mean
 from .kinds.norm import BatchNorm
 from .registry import LayerError
 
@@ -45,6 +45,7 @@ class Builder:
         self.calls: list[tuple[str, ast.Pos]] = []  # the block calls being expanded
         self.user_names: dict[str, ast.Pos] = {}
         self.rf_warned = False
+        self.units: list[tuple[str, bool]] = []  # the residual units' ADDs, whether drop= is written
 
     # ---- errors -----------------------------------------------------------------------------
     def error(self, message, pos, hint=None, cls=SpecError, layer=None):
@@ -77,6 +78,8 @@ class Builder:
             raise self.error("the spec has no layers", spec.input_pos,
                              "add a chain of layers, e.g. `CONV 3x3 16 - POOL - FC 10`")
         train = settings.check(spec.train, self.source)
+        if "stochastic_depth" in train:
+            self._stochastic_depth(train["stochastic_depth"])
         net = Net(spec.name or "network", self.g, cur, self.source, self.warnings, train)
         net.spec_hash = fingerprint(net)
         if "freeze" in train:
@@ -86,6 +89,17 @@ class Builder:
                 pos = next(a.pos for a in spec.train if a.key == "freeze")
                 raise self.error(e.message, pos, e.hint) from None
         return net
+
+    def _stochastic_depth(self, p):
+        """Huang et al.'s linear rule: of L residual units, unit l (1..L) drops its branch with
+        probability l/L * p, unless it has its own drop=."""
+        if not self.units:
+            pos = next(a.pos for a in self.spec.train if a.key == "stochastic_depth")
+            raise self.error("train: stochastic_depth drops residual units, and the network has "
+                             "none", pos, "write residual units as RES[...], or remove the key")
+        for l, (name, written) in enumerate(self.units, 1):
+            if not written:
+                self.g.nodes[name]["node"].hyper["drop"] = l / len(self.units) * p
 
     def _input_shape(self, dims, pos):
         if any(d < 1 for d in dims):
@@ -339,30 +353,39 @@ class Builder:
     # ---- branches -----------------------------------------------------------------------------
     def branch(self, br: ast.Branch, cur, scope, env):
         sub = scope.child(scope.next(br.kind.lower()))
-        allowed = {ast.RES: {"act": registry.Choice(registry.ACTIVATIONS)}}.get(br.kind, {})
+        allowed = {ast.RES: {k: Add.keys[k] for k in ("act", "drop")},
+                   ast.MEAN: Mean.keys}.get(br.kind, {})
         opts = {}
         for a in br.args:
             if a.key not in allowed:
                 raise self.error(f"{br.kind}[...] has no argument `{a.key}`", a.pos,
-                                 "RES[...] takes act=...; CONCAT and DENSE take none")
+                                 "RES[...] takes act= and drop=, MEAN[...] drop_path=; CONCAT "
+                                 "and DENSE take none")
             try:
                 opts[a.key] = allowed[a.key].parse(self.value(a.value, env, a.pos), a.key)
             except LayerError as e:
                 raise self.error(e.message, a.pos, e.hint) from None
-        if br.kind != ast.CONCAT and len(br.chains) > 1:
-            raise self.error(f"{br.kind}[...] takes one chain; `|` separates CONCAT branches",
-                             br.pos, "use CONCAT[a | b] for parallel branches")
+        if br.kind in (ast.RES, ast.DENSE) and len(br.chains) > 1:
+            raise self.error(f"{br.kind}[...] takes one chain; `|` separates the branches of "
+                             "CONCAT and MEAN", br.pos, "use CONCAT[a | b] or MEAN[a | b] for "
+                             "parallel branches")
+        if br.kind == ast.MEAN and len(br.chains) < 2:
+            raise self.error("MEAN[...] takes the mean of two or more branches; received one",
+                             br.pos, "separate the branches with `|`: MEAN[a | b]")
         concat = registry.get(Concat.name)
-        if br.kind == ast.CONCAT:
+        if br.kind in (ast.CONCAT, ast.MEAN):
             outs = [self.chain(ch, cur, sub.child(f"b{i + 1}"), env) for i, ch in enumerate(br.chains)]
-            return self.node(concat, {}, outs, sub, br.pos)
+            kind = concat if br.kind == ast.CONCAT else registry.get(Mean.name)
+            return self.node(kind, opts, outs, sub, br.pos)
         before = len(self.g)
         y = self.chain(br.chains[0], cur, sub, env)
         if br.kind == ast.DENSE:
             return self.node(concat, {}, [cur, y], sub, br.pos)
         uses_bn = any(self.g.nodes[n]["node"].kind == BatchNorm.name for n in list(self.g)[before:])
         short = self._shortcut(cur, y, sub, uses_bn, br.pos)
-        return self.node(registry.get(Add.name), dict(opts), [y, short], sub, br.pos)
+        unit = self.node(registry.get(Add.name), dict(opts), [y, short], sub, br.pos)
+        self.units.append((unit, "drop" in opts))
+        return unit
 
     def _shortcut(self, x, y, scope, uses_bn, pos):
         """Identity when shapes agree; else a 1x1 projection with the needed stride (+BN)."""

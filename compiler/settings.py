@@ -70,7 +70,7 @@ TRAIN_KEYS = {
     "patience": Int(low=0), "early_stop": Bool(),
     "val_split": Float(low=0.0, high=1.0), "test_split": Float(low=0.0, high=1.0), "folds": Int(),
     "augment": Words(), "normalize": Bool(), "init_from": Text(), "freeze": Words(),
-    "lr_mult": Floats(),
+    "lr_mult": Floats(), "stochastic_depth": Float(low=0.0, high=1.0),
 }
 
 

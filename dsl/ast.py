@@ -76,12 +76,12 @@ class Group:
 
 
 # the branch constructs, as net.lark spells their keywords
-RES, CONCAT, DENSE = "RES", "CONCAT", "DENSE"
+RES, CONCAT, DENSE, MEAN = "RES", "CONCAT", "DENSE", "MEAN"
 
 
 @dataclass(frozen=True)
 class Branch:
-    """RES[chain], CONCAT[chain | chain ...], DENSE[chain]."""
+    """RES[chain], CONCAT[chain | chain ...], DENSE[chain], MEAN[chain | chain ...]."""
 
     kind: str
     chains: tuple

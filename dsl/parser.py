@@ -182,7 +182,8 @@ _TOKEN_WORDS = {
     "NAME": "a name", "IDENT": "a name", "INT": "an integer", "FLOAT": "a number", "DIMS": "a size such as 3x3",
     "REPEAT": "a repeat such as x2", "LSQB": "`[`", "RSQB": "`]`", "LPAR": "`(`", "RPAR": "`)`",
     "EQUAL": "`=`", "COMMA": "`,`", "COLON": "`:`", "SLASH": "`/`", "STAR": "`*`", "VBAR": "`|`",
-    "STRING": "a string", "RES": "RES", "CONCAT": "CONCAT", "DENSE": "DENSE", "$END": "the end of the file",
+    "STRING": "a string", "RES": "RES", "CONCAT": "CONCAT", "DENSE": "DENSE", "MEAN": "MEAN",
+    "$END": "the end of the file",
 }
 
 

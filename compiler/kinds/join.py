@@ -1,11 +1,14 @@
-"""The graph's plumbing: INPUT, the joins ADD (residual units) and CONCAT (inception, dense blocks),
-which RES[...], CONCAT[...] and DENSE[...] make (not written in specs), and ID, the identity a
-branch may be (`CONCAT[ID | ...]`)."""
+"""The graph's plumbing: INPUT, the joins ADD (residual units), CONCAT (inception, dense blocks)
+and MEAN (FractalNet's join), which RES[...], CONCAT[...], DENSE[...] and MEAN[...] make (not
+written in specs), and ID, the identity a branch may be (`CONCAT[ID | ...]`)."""
 from __future__ import annotations
 
 import math
 
-from ..registry import ACTIVATIONS, Choice, LayerError, LayerKind, register
+from ..registry import ACTIVATIONS, Choice, Float, LayerError, LayerKind, register
+
+# the chance of dropping a path (RES's drop=, MEAN's drop_path=): below 1, or nothing survives
+DROP = Float(0.0, low=0.0, high=1.0, doc="a probability in [0, 1)")
 
 
 @register
@@ -25,11 +28,13 @@ class Input(LayerKind):
 class Add(LayerKind):
     name = "ADD"
     example = ("4x4x3", "RES[CONV 3x3 3 pad=same - BN]")
-    doc = "y = act(a + b): the join of a residual unit"
+    doc = ("y = act(branch + shortcut): the join of a residual unit; with drop=p (stochastic "
+           "depth) training drops the branch per sample with probability p and scales the kept "
+           "ones by 1/(1 - p)")
     internal = True
     join = True
     color = "#fff2cc"
-    keys = {"act": Choice(ACTIVATIONS, "relu")}
+    keys = {"act": Choice(ACTIVATIONS, "relu"), "drop": DROP}
 
     def resolve(self, h, xs):
         if any(x != xs[0] for x in xs):
@@ -45,7 +50,35 @@ class Add(LayerKind):
         return math.prod(y) * (len(xs) - 1 + (h["act"] != "none"))
 
     def label(self, h):
-        return "ADD" + (f" {h['act']}" if h["act"] != "none" else "")
+        return ("ADD" + (f" {h['act']}" if h["act"] != "none" else "")
+                + (f" drop {h['drop']:g}" if h["drop"] else ""))
+
+
+@register
+class Mean(LayerKind):
+    name = "MEAN"
+    example = ("4x4x2", "MEAN[CONV 3x3 2 pad=1 - CONV 3x3 2 pad=1 | CONV 3x3 2 pad=1]")
+    doc = ("the element-wise mean of parallel branches (FractalNet's join); with drop_path=p "
+           "training drops each branch per sample with probability p, keeps at least one, and "
+           "takes the mean of the survivors")
+    internal = True
+    join = True
+    color = "#fff2cc"
+    keys = {"drop_path": DROP}
+
+    def resolve(self, h, xs):
+        if any(x != xs[0] for x in xs):
+            raise LayerError("MEAN needs branches of one shape; received "
+                             + " vs ".join("x".join(map(str, x[1:] + x[:1])) for x in xs),
+                             hint="give every branch the same output channels, stride and "
+                                  "padding (e.g. pad=same on each CONV)")
+        return h
+
+    def flops(self, h, xs, y):  # the sum, then one multiply by 1/k
+        return math.prod(y) * len(xs)
+
+    def label(self, h):
+        return "MEAN" + (f" drop_path {h['drop_path']:g}" if h["drop_path"] else "")
 
 
 @register

@@ -193,14 +193,44 @@ def dropout_args(p, rng, dtype):
 
 
 @scalar
-def keep(seed, i, threshold):
-    """Whether dropout keeps element i: a hash of (seed, i) (SplitMix64's finaliser) below
-    threshold = keep probability * 2^64, the same on every backend."""
+def mix(seed, i):
+    """A 64-bit hash of (seed, i): SplitMix64's finaliser, the same on every backend."""
     x = np.uint64(seed) + np.uint64(i) * np.uint64(0x9E3779B97F4A7C15)
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    x = x ^ (x >> np.uint64(31))
-    return x < threshold
+    return x ^ (x >> np.uint64(31))
+
+
+@scalar
+def keep(seed, i, threshold):
+    """Whether dropout keeps element i: mix(seed, i) below threshold = keep probability * 2^64."""
+    return mix(seed, i) < threshold
+
+
+@scalar
+def path_weights(seed, threshold, scale, mean, n, w):
+    """The weights w[n, k] of sample n's K branches in a join that drops paths. Stochastic depth
+    (mean false): the residual branch (k = 0) kept with keep(seed, n) and scaled by `scale` =
+    1/(1 - p), the shortcut always 1. Drop-path (mean true): each branch kept with keep(seed,
+    n * K + k); if none is, the one mix(~seed, n) picks; each kept branch weighs 1 / (number kept)."""
+    k_ = w.shape[1]
+    if not mean:
+        w[n, 0] = scale if keep(seed, n, threshold) else _0
+        for k in range(1, k_):
+            w[n, k] = _1
+        return
+    kept = 0
+    for k in range(k_):
+        if keep(seed, n * k_ + k, threshold):
+            w[n, k] = _1
+            kept += 1
+        else:
+            w[n, k] = _0
+    if kept == 0:
+        w[n, int(mix(~np.uint64(seed), n) % np.uint64(k_))] = _1
+        kept = 1
+    for k in range(k_):
+        w[n, k] = w[n, k] / np.float32(kept)
 
 
 # the optimizers' updates, one parameter value at a time, by code; h holds the hyperparameters in

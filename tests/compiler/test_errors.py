@@ -45,6 +45,18 @@ def error(text):
     ("input 8x8x1\nCONV 3x3 4 - FC 2\ntrain freeze=[\"pool*\"]", 3, 7, "no layer matches 'pool*'",
      "conv1, fc1"),
     ("CONV 3x3 4", 1, 1, "no `input` line", "input HxWxC"),
+    ("input 8x8x3\nMEAN[CONV 3x3 4 pad=1 | CONV 3x3 8 pad=1]", 2, 1,
+     "MEAN needs branches of one shape; received 8x8x4 vs 8x8x8", "same output channels"),
+    ("input 8x8x3\nMEAN[CONV 3x3 4 pad=1]", 2, 1, "two or more branches", "MEAN[a | b]"),
+    ("input 8x8x3\nRES[CONV 3x3 3 pad=1 | ID]", 2, 1, "takes one chain", "MEAN[a | b]"),
+    ("input 8x8x3\nRES[CONV 3x3 3 pad=1] drop=1", 2, 23, "`drop` must be a probability in [0, 1)",
+     None),
+    ("input 8x8x3\nMEAN[ID | ID] drop=0.2", 2, 15, "MEAN[...] has no argument `drop`",
+     "MEAN[...] drop_path="),
+    ("input 8x8x3\nCONCAT[ID | ID] drop_path=0.2", 2, 17, "no argument `drop_path`", None),
+    ("input 8x8x3\nCONV 3x3 4\ntrain stochastic_depth=0.5", 3, 7, "the network has none",
+     "RES[...]"),
+    ("input 8x8x3\nRES[ID]\ntrain stochastic_depth=1.5", 3, 7, "stochastic_depth", None),
 ])
 def test_spec_errors(text, line, col, words, hint):
     err = error(text)
@@ -102,3 +114,15 @@ def test_round_floor_accepts_what_exact_refuses():
 def test_missing_file_is_a_clean_error(tmp_path):
     with pytest.raises(SpecError, match="no such spec file"):
         netc.compile(str(tmp_path / "nope.net"))
+
+
+def test_stochastic_depth_linear_rule():
+    """Huang et al.: unit l of L drops with probability l/L * p; a unit's own drop= stays."""
+    net = netc.compile("input 4x4x2\nCONV: 3x3 pad=same\nRES[CONV 2]x3 - RES[CONV 2] drop=0.05 - "
+                       "RES[CONV 2]\ntrain stochastic_depth=0.5")
+    drops = [n.hyper["drop"] for n in net.nodes if n.kind == "ADD"]
+    assert drops == [0.1, 0.2, pytest.approx(0.3), 0.05, 0.5]
+    plain = netc.compile("input 4x4x2\nRES[CONV 3x3 2 pad=1]x2")
+    assert [n.hyper["drop"] for n in plain.nodes if n.kind == "ADD"] == [0.0, 0.0]
+    from netc.compiler import report
+    assert "ADD relu drop 0.5" in report.summary(net)

@@ -171,6 +171,8 @@ def layer(node, p, x, train):
         return act(kind.lower(), x)
     if kind == "ADD":
         return act(h["act"], sum(x))
+    if kind == "MEAN":
+        return sum(x) / len(x)  # evaluation, or training without drop_path
     if kind == "CONCAT":
         return np.concatenate(x, axis=1)
     if kind == "INPUT":

@@ -29,7 +29,7 @@ def reference(model, x, train):
         xs = [values[i] for i in node.inputs] or [x]
         p = {k: model.params[f"{node.name}.{k}"] for k in node.params}
         p.update({k: model.buffers[f"{node.name}.{k}"] for k in node.buffers})
-        values[node.name] = naive.layer(node, p, xs if node.kind in ("ADD", "CONCAT") else xs[0], train)
+        values[node.name] = naive.layer(node, p, xs if node.kind in ("ADD", "CONCAT", "MEAN") else xs[0], train)
     return values[model.net.output]
 
 
@@ -73,6 +73,8 @@ EXTRA = [
     ("3x2x2", "UPSAMPLE 3 bilinear - CONV 3x3 2 - UPSAMPLE 2 - CONCAT[ID | POOL max 2x2/2 - UPSAMPLE 2]"),
     ("5x4x3", "CONV 3x3 4 pad=1 act=relu - OUT 3 softmax per=pixel - FLATTEN"),  # per pixel
     ("6x8x3", "POOL max 2x2/2 - CONV 1x1 2 act=tanh - POOL max 2x2/2"),  # the unrolled 2x2 kernel
+    # FractalNet's expansion, nested joins of three branches
+    ("4x4x2", "CONV: 3x3 pad=1\nMEAN[MEAN[CONV 2 - CONV 2 | CONV 2] - CONV 2 | ID | CONV 2 act=relu]"),
     # strided and padded convs after the first layer: their input gradient goes through the
     # channels-last fold (conv._fold_cpu)
     ("7x8x2", "CONV 3x3 4 - CONV 3x3/2 3 pad=1 act=relu round=floor - CONV 2x3/2x1 2 pad=1x2"),
@@ -122,6 +124,50 @@ def test_float32_agrees_with_float64():
     assert abs(l64 - l32) < 1e-5
     for k in g64:
         np.testing.assert_allclose(g32[k], g64[k], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("chain", [
+    "RES[CONV 3x3 2 pad=1 - CONV 3x3 2 pad=1] drop=0.4 act=tanh",
+    "MEAN[CONV 3x3 2 pad=1 | ID | CONV 1x1 2] drop_path=0.5 - CONV 1x1 2",
+    "RES[CONV 3x3 2 pad=1]x2 - MEAN[ID | CONV 1x1 2]",
+], ids=["res", "mean", "rule"])
+def test_dropped_paths_by_finite_differences(chain):
+    """Training mode: gradcheck fixes the masks by reseeding; the rule's drops are in effect."""
+    rule = "\ntrain stochastic_depth=0.8" if "RES" in chain else ""
+    spec = f"input 4x4x2\n{chain} - FC 3{rule}"
+    for seed in range(3):  # masks that keep and that drop
+        report = netc.gradcheck(spec, batch=4, seed=seed)
+        assert max(report.values()) < TOL, report
+
+
+def test_stochastic_depth_drops_whole_samples_in_training_only():
+    model = netc.Model("input 2x2x3\nRES[CONV 1x1 3] drop=0.3 act=none", dtype="float64", seed=0)
+    x = np.random.default_rng(0).standard_normal((4000, 3, 2, 2))
+    branch = model.forward(x, train=False) - x
+    w = (model.forward(x, train=True) - x) / branch  # each sample's weight on the branch
+    per_sample = w.reshape(len(x), -1)
+    assert np.allclose(per_sample, per_sample[:, :1])  # the whole sample, every value
+    assert set(np.round(per_sample[:, 0], 9)) == {0.0, round(1 / 0.7, 9)}
+    assert abs((per_sample[:, 0] == 0).mean() - 0.3) < 0.03
+    again = model.forward(x, train=True)  # a new mask each step
+    assert not np.allclose(again, model.forward(x, train=True))
+
+
+def test_drop_path_keeps_the_mean_of_at_least_one_branch():
+    model = netc.Model("input 5\nMEAN[FC 5 | FC 5 | ID] drop_path=0.6", dtype="float64", seed=1)
+    x = np.random.default_rng(1).standard_normal((3000, 5))
+    p = model.params
+    branches = np.stack([x @ p["mean1.b1.fc1.weight"].T + p["mean1.b1.fc1.bias"],
+                         x @ p["mean1.b2.fc1.weight"].T + p["mean1.b2.fc1.bias"], x], axis=1)
+    np.testing.assert_allclose(model.forward(x, train=False), branches.mean(axis=1), atol=1e-14)
+    y = model.forward(x, train=True)
+    subsets = np.array([[i >> k & 1 for k in range(3)] for i in range(1, 8)], float)  # nonempty
+    candidates = np.einsum("sk,nkf->nsf", subsets / subsets.sum(1, keepdims=True), branches)
+    err = np.abs(candidates - y[:, None]).max(axis=2)
+    assert (err.min(axis=1) < 1e-12).all()  # every sample: the mean of a nonempty subset
+    kept = subsets[err.argmin(axis=1)].sum(axis=1)
+    # P(1 kept) = 3 * 0.4 * 0.6^2 + 0.6^3 (none kept: one is chosen) = 0.648
+    assert abs((kept == 1).mean() - 0.648) < 0.03 and abs((kept == 3).mean() - 0.064) < 0.015
 
 
 def test_dropout_is_inverted_and_training_only():

@@ -1,12 +1,14 @@
-"""INPUT, ID, ADD and CONCAT on the CPU."""
+"""INPUT, ID, ADD, MEAN and CONCAT on the CPU."""
 from __future__ import annotations
 
 import numpy as np
 
 from netc.compiler.kinds import join as kinds
 
+from .. import elementwise as ew
 from ..registry import Implementation, implements
 from .activation import fused_backward, fused_forward
+from .jit import kernel
 
 
 @implements(kinds.Input, "cpu")
@@ -26,19 +28,66 @@ class Identity(Implementation):
 
 @implements(kinds.Add, "cpu")
 class Add(Implementation):
-    """y = act(a + b + ...); every input receives dL/d(sum)."""
+    """y = act(w a + b): a the residual branch, b the shortcut; w = 1, or in training with drop=p
+    (stochastic depth) each sample's 0 or 1/(1 - p) (elementwise.path_weights). The branch
+    receives w dL/dz, the shortcut dL/dz."""
 
     def forward(self, h, p, xs, ctx):
-        z = xs[0] + xs[1]
+        w = path_weights(h["drop"], False, xs, ctx)
+        z = xs[0] + xs[1] if w is None else xs[0] * rows(w[:, 0], xs[0]) + xs[1]
         for x in xs[2:]:
             z += x
         y = fused_forward(h, p, z)
-        return y, (z, y, len(xs))
+        return y, (z, y, len(xs), w)
 
     def backward(self, h, p, cache, dy, ctx):
-        z, y, k = cache
+        z, y, k, w = cache
         dz, _ = fused_backward(h, p, z, y, dy)
-        return [dz] * k, {}
+        return [dz if w is None else dz * rows(w[:, 0], dz)] + [dz] * (k - 1), {}
+
+
+@implements(kinds.Mean, "cpu")
+class Mean(Implementation):
+    """y = the mean of the branches; in training with drop_path=p, sample n's y = sum_k w[n, k]
+    x_k with elementwise.path_weights' weights (the mean of the branches it keeps)."""
+
+    def forward(self, h, p, xs, ctx):
+        w = path_weights(h["drop_path"], True, xs, ctx)
+        if w is None:
+            y = xs[0] + xs[1]
+            for x in xs[2:]:
+                y += x
+            return y * xs[0].dtype.type(1 / len(xs)), (None, len(xs))
+        y = xs[0] * rows(w[:, 0], xs[0])
+        for k, x in enumerate(xs[1:], 1):
+            y += x * rows(w[:, k], x)
+        return y, (w, len(xs))
+
+    def backward(self, h, p, cache, dy, ctx):
+        w, k = cache
+        if w is None:
+            return [dy * dy.dtype.type(1 / k)] * k, {}
+        return [dy * rows(w[:, i], dy) for i in range(k)], {}
+
+
+def path_weights(p, mean, xs, ctx):
+    """The join's weights per sample and branch (N, K) where this pass drops paths, else None."""
+    if not ctx.train or p == 0:
+        return None
+    w = np.empty((len(xs[0]), len(xs)), xs[0].dtype)
+    _path_weights(*ew.dropout_args(p, ctx.rng, w.dtype), mean, w)
+    return w
+
+
+def rows(v, like):
+    """v (N,) as a column that scales each sample of `like`."""
+    return v.reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+@kernel()
+def _path_weights(seed, threshold, scale, mean, w):
+    for n in range(w.shape[0]):
+        ew.path_weights(seed, threshold, scale, mean, n, w)
 
 
 @implements(kinds.Concat, "cpu")

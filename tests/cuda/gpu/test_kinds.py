@@ -68,9 +68,11 @@ def test_every_kind_agrees_with_the_cpu(kind):
     ("3x3x2", "DECONV 4x4/2 3 pad=1 act=relu - DECONV 3x3/2 2 pad=1 outpad=1 bias=false act=prelu"),
     ("3x2x1", "UPSAMPLE 3 bilinear - CONV 3x3 2 - UPSAMPLE 2 - CONCAT[ID | POOL max 2x2/2 - UPSAMPLE 2]"),
     ("3x2x2", "CONV 3x3 3 pad=1 act=relu - OUT 3 softmax per=pixel"),
+    # dropped paths: stochastic depth, drop-path (the same masks as the CPU's for a seed)
+    ("2x2x2", "RES[CONV 1x1 2] drop=0.5 act=tanh - MEAN[ID | CONV 1x1 2 | ID] drop_path=0.6"),
 ])
 def test_more_configurations_agree(inp, chain):
-    agree(f"input {inp}\n{chain} - FC 2", batch=2)
+    agree(f"input {inp}\n{chain} - FC 2", batch=4 if "RES[" in chain else 2)
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "kl"])
