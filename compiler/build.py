@@ -18,7 +18,7 @@ from .graph import Net, Node
 from .kinds.conv import Conv
 from .kinds.dense import FullyConnected
 from .kinds.join import Add, Concat, Input, Mean
-from .kinds.norm import BatchNorm
+from .kinds.norm import BatchNorm, GroupNorm, InstanceNorm, LayerNorm
 from .registry import LayerError
 
 
@@ -381,14 +381,18 @@ class Builder:
         y = self.chain(br.chains[0], cur, sub, env)
         if br.kind == ast.DENSE:
             return self.node(concat, {}, [cur, y], sub, br.pos)
-        uses_bn = any(self.g.nodes[n]["node"].kind == BatchNorm.name for n in list(self.g)[before:])
-        short = self._shortcut(cur, y, sub, uses_bn, br.pos)
+        norms = (BatchNorm.name, LayerNorm.name, InstanceNorm.name, GroupNorm.name)
+        norm = next((self.g.nodes[n]["node"] for n in list(self.g)[before:]
+                     if self.g.nodes[n]["node"].kind in norms), None)
+        short = self._shortcut(cur, y, sub, norm, br.pos)
         unit = self.node(registry.get(Add.name), dict(opts), [y, short], sub, br.pos)
         self.units.append((unit, "drop" in opts))
         return unit
 
-    def _shortcut(self, x, y, scope, uses_bn, pos):
-        """Identity when shapes agree; else a 1x1 projection with the needed stride (+BN)."""
+    def _shortcut(self, x, y, scope, norm, pos):
+        """Identity when shapes agree; else a 1x1 projection with the needed stride, followed by
+        the branch's first normalization (`norm`, its node: BN, or GN with its groups ...) where
+        the branch has one, as torchvision's downsample follows its norm_layer."""
         xs, ys = self.g.nodes[x]["node"].out_shape, self.g.nodes[y]["node"].out_shape
         if xs == ys:
             return x
@@ -405,10 +409,12 @@ class Builder:
                              "use pad=same in the branch so that it only divides the size by its stride",
                              cls=ShapeError)
         hyper = {"filters": ys[0], "kernel": (1, 1), "stride": s, "pad": (0, 0),
-                 "bias": not uses_bn, "act": "none", "round": "floor"}
+                 "bias": norm is None, "act": "none", "round": "floor"}
         proj = self.node(registry.get(Conv.name), hyper, [x], scope, pos, stem="proj")
-        if uses_bn:
-            proj = self.node(registry.get(BatchNorm.name), {}, [proj], scope, pos, stem="proj_bn")
+        if norm is not None:
+            hyper = {k: v for k, v in norm.hyper.items() if k not in ("name", "init")}
+            proj = self.node(registry.get(norm.kind), hyper, [proj], scope, pos,
+                             stem="proj_" + norm.kind.lower())
         return proj
 
 

@@ -170,3 +170,20 @@ def test_device_cuda_without_a_gpu_is_a_clear_error(spec, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert "error: " in err and "--device cpu" in err and "Traceback" not in err
+
+
+def test_dropped_paths_train_from_the_command_line(tmp_path, capsys):
+    """Stochastic depth and drop-path train (the loss falls) and evaluate deterministically."""
+    spec = tmp_path / "sd.net"
+    spec.write_text("input 8x8x1\nCONV: 3x3 pad=same act=relu\nCONV 8 - RES[CONV 8 - CONV 8 act=none]x2 - "
+                    "POOL - MEAN[CONV 8 - CONV 8 | CONV 8] drop_path=0.3 - GAP - OUT 10 softmax\n"
+                    "train data=digits optimizer=adam lr=0.01 batch=64 epochs=3 stochastic_depth=0.5")
+    out = str(tmp_path / "run")
+    assert main(["train", str(spec), "--out", out, "--quiet"]) == 0
+    rows = [line.split(",") for line in open(f"{out}/metrics.csv").read().splitlines()[1:]]
+    assert float(rows[-1][2]) < float(rows[0][2]) and float(rows[-1][5]) > 0.25  # chance: 0.1
+    capsys.readouterr()
+    for _ in range(2):
+        assert main(["eval", str(spec), "--weights", f"{out}/best.npz"]) == 0
+    first, second = capsys.readouterr().out.splitlines()
+    assert first == second

@@ -1,5 +1,6 @@
 """The model zoo: every spec compiles, the published totals come out exactly."""
 import glob
+import math
 import os
 
 import pytest
@@ -25,12 +26,22 @@ PUBLISHED = {
     "resnet50": (25_557_032, 4_089_184_256), "resnet101": (44_549_160, 7.80e9),
     "resnet152": (60_192_808, 11.51e9), "resnext50_32x4d": (25_028_904, 4.23e9),
     "wide_resnet50_2": (68_883_240, 11.40e9), "densenet121": (7_978_856, 2.83e9),
+    # GN has BN's scale and shift per channel: torchvision's resnet18 with GroupNorm(32, C)
+    "resnet18_gn": (11_689_512, 1.81e9),
+    # CIFAR ResNet-110: 253M multiply-adds as commonly quoted; the papers' params in
+    # test_resnet110_sd
+    "resnet110_sd": (1_730_714, 253_149_824),
+    # counted by hand: fcn_shapes' seven convolutions; fractalnet_c3: 7 convolutions + BN per
+    # block (3 from the block's input), 33,698,880 + 20,608 + 5,130
+    "fcn_shapes": (72_340, 9_895_936), "unet_small": (117_092, 25_149_440),
+    "fractalnet_c3": (33_724_618, 845_222_912),
 }
 
 REQUIRED = {"lenet5", "alexnet", "alexnet_1gpu", "zfnet", "vgg11", "vgg13", "vgg16", "vgg16_bn",
             "vgg19", "nin", "googlenet", "inception_naive", "inception_reduced", "resnet18",
             "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
-            "wide_resnet50_2", "densenet121", "mlp", "digits"}
+            "wide_resnet50_2", "densenet121", "mlp", "digits", "fcn_shapes", "unet_small",
+            "resnet110_sd", "fractalnet_c3", "resnet18_gn"}
 
 
 def test_the_zoo_is_complete():
@@ -105,3 +116,23 @@ def test_googlenet_ceil_pools(spec_path):
     net = netc.compile(spec_path("googlenet"))
     assert net.node("pool1").out_shape == (64, 56, 56)
     assert net.node("inception5b.concat1.concat1").out_shape == (1024, 7, 7)
+
+
+def test_resnet110_sd(spec_path):
+    """The papers' 1.7M (1,727,962) uses zero-padded identity shortcuts; netc's two projections
+    (1x1 convolution + BN) are the rest. 54 units, drop probabilities l/54 * 0.5."""
+    net = netc.compile(spec_path("resnet110_sd"))
+    proj = sum(math.prod(s) for n in net.nodes if "proj" in n.name for s in n.params.values())
+    assert net.total_params - proj == 1_727_962 and proj == 2_752
+    drops = [n.hyper["drop"] for n in net.nodes if n.kind == "ADD"]
+    assert len(drops) == 54 and drops[0] == 0.5 / 54 and drops[-1] == 0.5
+    assert sum(n.kind == "CONV" for n in net.nodes) == 109 + 2  # 109 + the FC: 110 layers
+
+
+def test_fractalnet_c3_joins():
+    """Three columns: f3 holds two f2 joins and its own, 3 per block, 15 in all; 7 convolutions
+    per block."""
+    net = netc.compile(os.path.join(SPECS, "fractalnet_c3.net"))
+    means = [n for n in net.nodes if n.kind == "MEAN"]
+    assert len(means) == 15 and {n.hyper["drop_path"] for n in means} == {0.15}
+    assert sum(n.kind == "CONV" for n in net.nodes) == 35
