@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import json
+import re
 import sys
 import warnings
 
@@ -78,7 +80,7 @@ def cmd_bench(args):
 
 TRAIN_FLAGS = ("epochs", "batch", "lr", "optimizer", "device", "seed", "data", "loss", "momentum",
                "weight_decay", "schedule", "val_split", "test_split", "l1", "l2", "clip_norm",
-               "clip_value", "warmup", "patience", "init_from")
+               "clip_value", "warmup", "patience", "init_from", "cycles")
 
 
 def cmd_train(args):
@@ -87,64 +89,93 @@ def cmd_train(args):
     overrides = {k: getattr(args, k) for k in TRAIN_FLAGS}
     if args.early_stop:
         overrides["early_stop"] = True
+    if args.snapshots:
+        overrides["snapshots"] = True
     if args.augment:
         overrides["augment"] = tuple(a.strip() for a in args.augment.split(",") if a.strip())
     if args.freeze:
         overrides["freeze"] = tuple(args.freeze.split(","))
     progress = not args.quiet and sys.stderr.isatty()
+    if args.bagging and (args.compare or args.folds or args.resume):
+        raise NetcError("--bagging trains its own members: it does not combine with --compare, "
+                        "--folds or --resume", "run them one at a time")
     try:
-        if args.compare:
+        if args.bagging:
+            training.bagging(net, overrides, args.bagging, args.out, progress)
+        elif args.compare:
             training.compare(net, overrides, args.compare.split(","), args.out, progress)
         elif args.folds:
             training.cross_validate(net, overrides, args.folds, args.out, progress)
         else:
             result, folder = training.train(net, overrides, args.out, args.resume, progress,
                                             args.diagnose)
-            acc = "" if result["test_acc"] is None else f", test accuracy {100 * result['test_acc']:.2f}%"
-            if "test_miou" in result:
-                acc = (f", test pixel accuracy {100 * result['test_acc']:.2f}%, mean IoU "
-                       f"{100 * result['test_miou']:.2f}%")
-            print(f"done in {result['seconds']:.1f}s: test loss {result['test_loss']:.4f}{acc} "
+            print(f"done in {result['seconds']:.1f}s: {training.result_line(result)} "
                   f"(best epoch {result['best_epoch']}); {folder}/")
     except KeyboardInterrupt:
         return 130
     return 0
 
 
-def _weights_model(args):
-    """(model, normalization mean, std) from --weights, read once."""
+def _weights_model(args, path):
+    """(model, normalization mean, std) from a checkpoint, read once."""
     import numpy as np
     from netc.runtime import Model
     from netc.runtime.model import read_checkpoint
     net = _compile(args)
-    arrays = read_checkpoint(args.weights)
-    model = Model.from_arrays(arrays, args.weights, spec=net.source.text, backend=args.device)
+    arrays = read_checkpoint(path)
+    model = Model.from_arrays(arrays, path, spec=net.source.text, backend=args.device)
     if "__netc_norm_mean__" in arrays:
         return model, arrays["__netc_norm_mean__"], arrays["__netc_norm_std__"]
     return model, np.float32(0), np.float32(1)
 
 
-def cmd_eval(args):
+def _weights_files(items):
+    """--weights: paths, and patterns (quoted, 'run/snapshot_*.npz') expanded in natural order
+    (snapshot_10 after snapshot_9)."""
+    def natural(path):
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
+    paths = []
+    for item in items:
+        if not any(c in item for c in "*?["):
+            paths.append(item)
+            continue
+        found = sorted(glob.glob(item), key=natural)
+        if not found:
+            raise NetcError(f"--weights: no file matches {item!r}",
+                            "check the folder and the pattern (e.g. 'runs/NAME/snapshot_*.npz')")
+        paths += found
+    return paths
+
+
+def _eval_data(args, net, loss):
+    """(x, y, per-pixel) to evaluate on: the data's test set, all of --data with --all, else the
+    test split the training run made."""
     from netc.runtime import data as datasets
     from netc.runtime import losses
     from netc.runtime.trainer import resolve
-    model, mean, std = _weights_model(args)
-    loss = model.loss_name(args.loss)
-    source = args.data or model.net.train.get("data")
+    source = args.data or net.train.get("data")
     if not source:
         raise NetcError("eval needs data: --data, or data= in the spec's train section")
-    segment = loss in losses.CLASS_LABELS and len(model.net.output_shape) == 3
-    ds = datasets.load(source, model.net.input_shape, model.net.output_shape[0],
-                       loss in losses.CLASS_LABELS,
-                       label_shape=model.net.output_shape[1:] if segment else ())
+    segment = loss in losses.CLASS_LABELS and len(net.output_shape) == 3
+    ds = datasets.load(source, net.input_shape, net.output_shape[0], loss in losses.CLASS_LABELS,
+                       label_shape=net.output_shape[1:] if segment else ())
     if ds.x_test is not None:
-        x, y = ds.x_test, ds.y_test
-    elif args.all:
-        x, y = ds.x, ds.y
-    else:
-        cfg = resolve(model.net, {"data": source})  # the split the training run made
-        _, _, test = datasets.split(ds, cfg["val_split"], cfg["test_split"], cfg["seed"])
-        x, y = ds.x[test], ds.y[test]
+        return ds.x_test, ds.y_test, segment
+    if args.all:
+        return ds.x, ds.y, segment
+    cfg = resolve(net, {"data": source})  # the split the training run made
+    _, _, test = datasets.split(ds, cfg["val_split"], cfg["test_split"], cfg["seed"])
+    return ds.x[test], ds.y[test], segment
+
+
+def cmd_eval(args):
+    from netc.runtime import losses
+    paths = _weights_files(args.weights)
+    if len(paths) > 1:
+        return _eval_ensemble(args, paths)
+    model, mean, std = _weights_model(args, paths[0])
+    loss = model.loss_name(args.loss)
+    x, y, segment = _eval_data(args, model.net, loss)
     value, out = model.evaluate((x - mean) / std, y, loss)
     line = f"{len(x)} samples: loss {value:.4f}"
     if loss in losses.CLASS_LABELS:
@@ -158,9 +189,31 @@ def cmd_eval(args):
     return 0
 
 
+def _eval_ensemble(args, paths):
+    """Each member's loss and accuracy, and those of their mean output."""
+    from netc.runtime import ensemble
+    net = _compile(args)
+    members = ensemble.load(paths, net, args.device)
+    loss = members[0].model.loss_name(args.loss)
+    x, y, segment = _eval_data(args, net, loss)
+    scores = ensemble.evaluate(members, x, y, loss)
+
+    def line(s):
+        text = f"{len(x)} samples: loss {s['loss']:.4f}"
+        if s["acc"] is not None:
+            text += f", {'pixel accuracy' if segment else 'accuracy'} {100 * s['acc']:.2f}%"
+        if "miou" in s:
+            text += f", mean IoU {100 * s['miou']:.2f}%"
+        return text
+    for path, s in zip(paths, scores["members"]):
+        print(f"{path}: {line(s)}")
+    print(f"ensemble of {len(paths)}: {line(scores['ensemble'])}")
+    return 0
+
+
 def cmd_predict(args):
     import numpy as np
-    model, mean, std = _weights_model(args)
+    model, mean, std = _weights_model(args, args.weights)
     x = _read_inputs(args.input, model.net.input_shape)
     out = model.forward((x - mean) / std)
     if len(model.net.output_shape) == 3:  # a class per pixel: label maps, as PNG images
@@ -241,14 +294,15 @@ def cmd_lr(args):
     import matplotlib.pyplot as plt
     net = _compile(args)
     cfg = resolve(net, {"epochs": args.epochs, "lr": args.lr, "schedule": args.schedule,
-                        "warmup": args.warmup}, need_data=False)
+                        "warmup": args.warmup, "cycles": args.cycles}, need_data=False)
     from netc.runtime.schedule import from_settings
     sched = from_settings(cfg)
     values = [sched.lr(e) for e in range(cfg["epochs"])]
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.plot(range(1, len(values) + 1), values, marker="o", ms=3)
+    restarts = f", {cfg.get('cycles', 1)} cycles" if cfg["schedule"] == "cosine_restarts" else ""
     ax.set(xlabel="epoch", ylabel="learning rate",
-           title=f"{net.name}: {cfg.get('schedule', 'constant')}"
+           title=f"{net.name}: {cfg.get('schedule', 'constant')}{restarts}"
                  + (f" with {cfg['warmup']} warm-up epochs" if cfg.get("warmup") else ""))
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -317,6 +371,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--momentum", type=float)
     c.add_argument("--weight-decay", dest="weight_decay", type=float)
     c.add_argument("--schedule", choices=SCHEDULES)
+    c.add_argument("--cycles", type=_positive, help="cosine_restarts: cycles over the epochs")
+    c.add_argument("--snapshots", action="store_true",
+                   help="save the weights at the end of each cosine_restarts cycle")
     c.add_argument("--warmup", type=int)
     c.add_argument("--val-split", dest="val_split", type=float)
     c.add_argument("--test-split", dest="test_split", type=float)
@@ -333,12 +390,18 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly")
     c.add_argument("--folds", type=_positive, help="K-fold cross-validation")
     c.add_argument("--compare", help="comma-separated optimizers trained from the same weights")
+    c.add_argument("--bagging", type=_positive, metavar="K",
+                   help="train K members on bootstrap resamples of the training split, and their "
+                        "ensemble")
     c.add_argument("--diagnose", action="store_true", help="per-layer gradient and activation norms")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_train)
 
-    c = spec_cmd("eval", "evaluate saved weights on the test split (or --data)")
-    c.add_argument("--weights", required=True)
+    c = spec_cmd("eval", "evaluate saved weights on the test split (or --data); several: "
+                         "each and their ensemble")
+    c.add_argument("--weights", required=True, nargs="+", metavar="W",
+                   help="checkpoints, or quoted patterns ('run/snapshot_*.npz'); several are "
+                        "evaluated as an ensemble (their outputs averaged)")
     c.add_argument("--data")
     c.add_argument("--loss", choices=LOSSES)
     c.add_argument("--all", action="store_true", help="every sample of --data, not its test split")
@@ -359,6 +422,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--epochs", type=_positive)
     c.add_argument("--lr", type=float)
     c.add_argument("--schedule", choices=SCHEDULES)
+    c.add_argument("--cycles", type=_positive, help="cosine_restarts: cycles over the epochs")
     c.add_argument("--warmup", type=int)
     c.set_defaults(func=cmd_lr)
     return p

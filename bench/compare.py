@@ -28,10 +28,18 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 LENET, SMALL_VGG, MLP, RESNET = (os.path.join(HERE, f) for f in (
     "lenet5_relu.net", "small_vgg.net", "mlp.net", "resnet18_32.net"))
+# segmentation: transposed convolutions and skips (U-Net), bilinear upsampling (FCN), a class
+# per pixel
+UNET, FCN = (os.path.join(HERE, "..", "specs", f) for f in ("unet_small.net", "fcn_shapes.net"))
+# group normalization for BN, as specs/resnet18_gn.net
+with open(RESNET) as f:
+    RESNET_GN = f.read().replace("- BN", "- GN 32")
 
 # name, spec, batch, target speed-up over PyTorch
 CASES = [("lenet5-1", LENET, 1, 2.0), ("lenet5-64", LENET, 64, 2.0), ("lenet5-256", LENET, 256, 2.0),
-         ("small-vgg-64", SMALL_VGG, 64, 1.0), ("mlp-64", MLP, 64, 1.5), ("mlp-256", MLP, 256, 1.5)]
+         ("small-vgg-64", SMALL_VGG, 64, 1.0), ("mlp-64", MLP, 64, 1.5), ("mlp-256", MLP, 256, 1.5),
+         ("unet-small-32", UNET, 32, 1.0), ("fcn-shapes-32", FCN, 32, 1.0),
+         ("resnet18-gn-16", RESNET_GN, 16, 1.0)]
 # on the GPU, the targets are the least speed-up allowed: at most 2x (0.5) or 1.5x (0.67) PyTorch's
 # step time
 CUDA_CASES = [("lenet5-256", LENET, 256, 0.5), ("small-vgg-256", SMALL_VGG, 256, 1 / 1.5),
@@ -49,28 +57,38 @@ def torch_model(torch, name):
                              nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
                              nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                              nn.Flatten(), nn.Linear(64 * 8 * 8, 256), nn.ReLU(), nn.Linear(256, 10))
+    if name.startswith("resnet18-gn"):
+        return resnet18(torch, lambda c: nn.GroupNorm(32, c))
     if name.startswith("resnet18"):
         return resnet18(torch)
+    if name.startswith("unet"):
+        return unet_small(torch)
+    if name.startswith("fcn"):
+        return nn.Sequential(*_conv_relu(nn, 3, 16), *_conv_relu(nn, 16, 16), nn.MaxPool2d(2),
+                             *_conv_relu(nn, 16, 32), *_conv_relu(nn, 32, 32), nn.MaxPool2d(2),
+                             *_conv_relu(nn, 32, 64), *_conv_relu(nn, 64, 64), nn.Conv2d(64, 4, 1),
+                             nn.Upsample(scale_factor=4, mode="bilinear", align_corners=False))
     return nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
 
 
-def resnet18(torch):
-    """torchvision's resnet18 with 10 classes, written out (no torchvision needed)."""
+def resnet18(torch, norm=None):
+    """torchvision's resnet18 with 10 classes, written out (no torchvision needed); `norm`: its
+    norm_layer (BatchNorm2d)."""
     nn = torch.nn
+    norm = norm or nn.BatchNorm2d
 
     class Basic(nn.Module):
         def __init__(self, cin, c, s):
             super().__init__()
-            self.body = nn.Sequential(nn.Conv2d(cin, c, 3, s, 1, bias=False), nn.BatchNorm2d(c),
-                                      nn.ReLU(), nn.Conv2d(c, c, 3, 1, 1, bias=False),
-                                      nn.BatchNorm2d(c))
+            self.body = nn.Sequential(nn.Conv2d(cin, c, 3, s, 1, bias=False), norm(c),
+                                      nn.ReLU(), nn.Conv2d(c, c, 3, 1, 1, bias=False), norm(c))
             self.short = (nn.Identity() if cin == c and s == 1 else
-                          nn.Sequential(nn.Conv2d(cin, c, 1, s, bias=False), nn.BatchNorm2d(c)))
+                          nn.Sequential(nn.Conv2d(cin, c, 1, s, bias=False), norm(c)))
 
         def forward(self, x):
             return torch.relu(self.body(x) + self.short(x))
 
-    layers = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+    layers = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), norm(64), nn.ReLU(),
               nn.MaxPool2d(3, 2, 1)]
     cin = 64
     for c, s in ((64, 1), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1)):
@@ -79,13 +97,42 @@ def resnet18(torch):
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 10))
 
 
+def _conv_relu(nn, cin, c):
+    return [nn.Conv2d(cin, c, 3, padding=1), nn.ReLU()]
+
+
+def unet_small(torch):
+    """specs/unet_small.net: three levels, CONCAT[ID | ...] skips, DECONV 2x2/2 on the way up."""
+    nn = torch.nn
+
+    class Skip(nn.Module):
+        def __init__(self, *body):
+            super().__init__()
+            self.body = nn.Sequential(*body)
+
+        def forward(self, x):
+            return torch.cat([x, self.body(x)], 1)
+
+    def down(cin, c):
+        return _conv_relu(nn, cin, c) + _conv_relu(nn, c, c)
+
+    def up(cin, c):
+        return [nn.ConvTranspose2d(cin, c, 2, 2), nn.ReLU(), *_conv_relu(nn, c, c)]
+
+    inner = Skip(nn.MaxPool2d(2), *down(32, 64), *up(64, 32))
+    outer = Skip(nn.MaxPool2d(2), *down(16, 32), inner, *_conv_relu(nn, 64, 32), *up(32, 16))
+    return nn.Sequential(*down(3, 16), outer, *_conv_relu(nn, 32, 16), nn.Conv2d(16, 4, 1))
+
+
 def measure(name, spec, batch, repeats, torch, block=5, device="cpu"):
     import netc
     model = netc.Model(spec, backend=device, seed=0)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch,) + model.net.input_shape).astype(np.float32)
-    y = rng.integers(0, 10, batch)
+    out = model.net.output_shape  # a class per sample, or per pixel
+    y = rng.integers(0, out[0], (batch,) + out[1:])
     tmodel = torch_model(torch, name)
+    assert sum(p.numel() for p in tmodel.parameters()) == model.net.total_params, name
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
     loss_fn = torch.nn.CrossEntropyLoss()
     if device == "cuda":  # both find the batch in device memory

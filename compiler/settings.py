@@ -21,7 +21,8 @@ LBFGS_HISTORY = 10
 LOSSES = ("cross_entropy", "bce", "mse", "mae", "huber", "hinge", "multiclass_hinge", "kl")
 # losses whose targets are class indices (cross-entropy also takes probability rows)
 CLASS_LABELS = ("cross_entropy", "multiclass_hinge")
-SCHEDULES = ("constant", "step", "multistep", "exponential", "plateau", "cosine", "cyclic")
+SCHEDULES = ("constant", "step", "multistep", "exponential", "plateau", "cosine", "cyclic",
+             "cosine_restarts")
 DEVICES = ("cpu", "cuda")  # where training runs (the runtime's backends)
 
 
@@ -71,6 +72,7 @@ TRAIN_KEYS = {
     "val_split": Float(low=0.0, high=1.0), "test_split": Float(low=0.0, high=1.0), "folds": Int(),
     "augment": Words(), "normalize": Bool(), "init_from": Text(), "freeze": Words(),
     "lr_mult": Floats(), "stochastic_depth": Float(low=0.0, high=1.0),
+    "cycles": Int(), "snapshots": Bool(),
 }
 
 

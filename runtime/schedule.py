@@ -6,9 +6,13 @@
     exponential   lr * gamma ** epoch
     cosine        min_lr + (lr - min_lr) * (1 + cos(pi * epoch / epochs)) / 2
     cyclic        triangular between lr and max_lr, `cycle` epochs per cycle
+    cosine_restarts
+                  SGDR: the cosine over each of `cycles` cycles of T = epochs / cycles epochs,
+                  restarted at lr: min_lr + (lr - min_lr) * (1 + cos(pi * (epoch mod T) / T)) / 2
     plateau       lr * factor each time the validation loss has not improved for `patience` epochs
     warm-up       the first `warmup` epochs at lr * (epoch + 1) / (warmup + 1) (linear) or at
-                  lr * factor (constant), then the schedule from its epoch 0
+                  lr * factor (constant), then the schedule from its epoch 0 (cosine and
+                  cosine_restarts span the epochs after the warm-up)
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from netc.dsl.errors import NetcError
 class Schedule:
     def __init__(self, lr, name="constant", epochs=1, step_size=10, gamma=0.1, milestones=(),
                  min_lr=0.0, max_lr=None, cycle=4, factor=0.1, patience=5, warmup=0,
-                 warmup_mode="linear"):
+                 warmup_mode="linear", cycles=1):
         if name not in SCHEDULES:
             raise NetcError(f"unknown schedule {name!r}", "one of " + ", ".join(SCHEDULES))
         self.base, self.name, self.epochs = lr, name, max(1, epochs)
@@ -30,6 +34,8 @@ class Schedule:
         self.cycle, self.factor, self.patience = max(2, cycle), factor, patience
         self.warmup, self.warmup_mode = warmup, warmup_mode
         self.plateau_scale, self.best, self.bad = 1.0, math.inf, 0
+        # cosine_restarts' epochs per cycle
+        self.period = restart_period(epochs, warmup, cycles) if name == "cosine_restarts" else None
 
     def lr(self, epoch: int) -> float:
         """The learning rate for an epoch (0-based)."""
@@ -45,8 +51,9 @@ class Schedule:
             return self.base * self.gamma ** sum(1 for m in self.milestones if m <= e)
         if self.name == "exponential":
             return self.base * self.gamma ** e
-        if self.name == "cosine":
-            return self.min_lr + (self.base - self.min_lr) * (1 + math.cos(math.pi * e / span)) / 2
+        if self.name in ("cosine", "cosine_restarts"):
+            pos, t = (e, span) if self.name == "cosine" else (e % self.period, self.period)
+            return self.min_lr + (self.base - self.min_lr) * (1 + math.cos(math.pi * pos / t)) / 2
         if self.name == "cyclic":
             half = self.cycle / 2
             pos = e % self.cycle
@@ -55,6 +62,14 @@ class Schedule:
         if self.name == "plateau":
             return self.base * self.plateau_scale
         return self.base
+
+    def cycle_end(self, done: int):
+        """cosine_restarts: the cycle (1, 2, ...) that ends once `done` epochs are done; None
+        between cycle ends and for the other schedules."""
+        if self.name != "cosine_restarts" or done <= self.warmup:
+            return None
+        k, rest = divmod(done - self.warmup, self.period)
+        return k if rest == 0 else None
 
     def observe(self, val_loss: float):
         """reduce-on-plateau: call once per epoch with the validation loss."""
@@ -76,8 +91,35 @@ class Schedule:
         self.best, self.bad = float(state["best"]), int(state["bad"])
 
 
+def restart_period(epochs: int, warmup: int, cycles: int) -> int:
+    """cosine_restarts' epochs per cycle: the epochs after the warm-up, split into `cycles`
+    cycles of whole epochs."""
+    if cycles < 1:
+        raise NetcError(f"cycles must be >= 1; received {cycles}",
+                        "cycles=M anneals M times (M - 1 restarts)")
+    span = epochs - warmup
+    if span < cycles or span % cycles:
+        after = f" after {warmup} warm-up epochs" if warmup else ""
+        plural = "cycles" if cycles > 1 else "cycle"
+        fits = [k for k in range(2, span + 1) if span % k == 0][:6]
+        low = warmup + span // cycles * cycles
+        totals = [e for e in (low, low + cycles) if e - warmup >= cycles]
+        raise NetcError(
+            f"schedule=cosine_restarts: {span} epochs{after} do not split into {cycles} {plural} "
+            f"of whole epochs ({span} / {cycles} = {span / cycles:.4g})",
+            (f"use cycles={_either(fits)}, or " if fits else "use ")
+            + f"epochs={_either(totals)} for {cycles} {plural}")
+    return span // cycles
+
+
+def _either(values) -> str:
+    """'1', '1 or 2', '1, 2 or 3'."""
+    words = [str(v) for v in values]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
 def from_settings(cfg: dict) -> Schedule:
     keys = ("step_size", "gamma", "milestones", "min_lr", "max_lr", "cycle", "factor", "patience",
-            "warmup", "warmup_mode")
+            "warmup", "warmup_mode", "cycles")
     return Schedule(cfg["lr"], cfg.get("schedule", "constant"), cfg["epochs"],
                     **{k: cfg[k] for k in keys if k in cfg})

@@ -17,14 +17,14 @@ from netc.compiler import registry
 from netc.compiler.settings import FULL_BATCH
 from netc.dsl.errors import DataError, NetcError, NumericsError
 
-from . import data, losses, metrics, optim, runs, schedule
+from . import data, ensemble, losses, metrics, optim, runs, schedule
 from .backends import registry as backends
 from .model import Model, read_checkpoint
 
 DEFAULTS = {"optimizer": "sgd", "device": "cpu", "batch": 32, "epochs": 10, "seed": 0,
             "val_split": 0.1,
             "test_split": 0.2, "normalize": True, "schedule": "constant", "early_stop": False,
-            "patience": 5, "max_iter": 1, "augment": ()}
+            "patience": 5, "max_iter": 1, "augment": (), "snapshots": False}
 OPTIMIZER_KEYS = ("momentum", "dampening", "alpha", "betas", "eps", "weight_decay", "history",
                   "damping")
 
@@ -40,6 +40,18 @@ def resolve(net, overrides: dict, need_data: bool = True) -> dict:
     if cfg["optimizer"] == "lm" and cfg.get("loss", "mse") != "mse" and net.train.get("loss"):
         raise NetcError("lm minimises a sum of squares", "use loss=mse with optimizer=lm")
     return cfg
+
+
+def check(cfg: dict):
+    """What the settings need beyond each key's own type, checked before any file is written: a
+    device that runs, a schedule that fits the epochs, snapshots with cosine_restarts."""
+    backends.load(cfg["device"])
+    schedule.from_settings(cfg)
+    if cfg.get("snapshots") and cfg["schedule"] != "cosine_restarts":
+        raise NetcError(f"snapshots=true saves the weights at the end of each cosine_restarts "
+                        f"cycle; this run's schedule is {cfg['schedule']}",
+                        "add schedule=cosine_restarts cycles=M to the train section (or pass "
+                        "--schedule cosine_restarts --cycles M)")
 
 
 class Trainer:
@@ -164,6 +176,12 @@ class Trainer:
         return (total / n, (correct / n if self.classify else None),
                 metrics.mean_iou(counts) if self.segment else None)
 
+    def test_data(self):
+        """The test split's raw inputs and targets (the data's own test set where it has one)."""
+        if self.ds.x_test is not None:
+            return self.ds.x_test, self.ds.y_test
+        return self.ds.x[self.test_idx], self.ds.y[self.test_idx]
+
     # ---- one step ---------------------------------------------------------------------------
     def regularize(self, grads) -> float:
         """L1/L2 (elastic net with both) on the parameters each kind says are regularised (CONV,
@@ -260,17 +278,36 @@ class Trainer:
         if self.ds.x_test is not None:
             test_loss, test_acc, test_miou = self.measure(
                 np.arange(len(self.ds.x_test)), self.ds.x_test, self.ds.y_test)
+        snapshots = self.snapshot_results() if cfg.get("snapshots") else {}
         result = {"network": self.net.name, "epochs": self.epoch, "seconds": round(
             time.perf_counter() - started + self.cfg.get("_seconds", 0.0), 2),
             "best_epoch": self.best_epoch, "best_val_loss": None if math.isinf(self.best)
             else self.best, "test_loss": test_loss, "test_acc": test_acc,
             **({"test_miou": test_miou} if self.segment else {}),
             "test_samples": int(len(self.ds.x_test) if self.ds.x_test is not None
-                                else len(self.test_idx))}
+                                else len(self.test_idx)), **snapshots}
         runs.write_json(os.path.join(self.folder, "result.json"), result)
         runs.plot({self.net.name: runs.read_metrics(self.folder)},
                   os.path.join(self.folder, "curves.png"), self.net.name)
         return result
+
+    def snapshot_results(self) -> dict:
+        """The test scores of the snapshots written so far and of their ensemble (printed too)."""
+        done = {k: os.path.join(self.folder, f"snapshot_{k}.npz")
+                for k in range(1, self.cfg.get("cycles", 1) + 1)}
+        done = {k: p for k, p in done.items() if os.path.exists(p)}
+        x, y = self.test_data()
+        if not done or len(y) == 0:
+            return {}
+        members = ensemble.load(list(done.values()), self.net, self.cfg["device"])
+        scores = ensemble.evaluate(members, x, y, self.loss)
+        rows = [{"file": os.path.basename(p), "epoch": self.sched.warmup + k * self.sched.period,
+                 **_as_test(s)} for (k, p), s in zip(done.items(), scores["members"])]
+        mean = {"members": len(rows), **_as_test(scores["ensemble"])}
+        for r in rows:
+            self.say(f"{r['file']} (epoch {r['epoch']}): {result_line(r)}")
+        self.say(f"snapshot ensemble of {len(rows)}: {result_line(mean)}")
+        return {"snapshots": rows, "snapshot_ensemble": mean}
 
     def _catch_interrupt(self):
         """Ctrl-C sets a flag; the loop stops after the step in progress (never half-way through
@@ -337,6 +374,9 @@ class Trainer:
         else:
             self.bad += 1
         self.sched.observe(watched)
+        cycle = self.sched.cycle_end(self.epoch) if self.cfg.get("snapshots") else None
+        if cycle:  # before last.npz: a resume from last.npz finds the snapshot written
+            self.save(f"snapshot_{cycle}.npz")
         self.save("last.npz")
         self.say(self.line(row))
         if self.diagnose:
@@ -376,7 +416,7 @@ class Trainer:
         print(text, file=self.out, flush=True)
 
     # ---- checkpoints and resume --------------------------------------------------------------
-    def save(self, name):
+    def save(self, name, folder=None):
         meta = {"epoch": self.epoch, "batch_pos": self.batch_pos, "best": self.best,
                 "best_epoch": self.best_epoch, "bad": self.bad, "sums": self.sums,
                 "schedule": self.sched.state()}
@@ -384,7 +424,7 @@ class Trainer:
         extra["__netc_train__"] = np.array(json.dumps(meta))
         extra["__netc_norm_mean__"] = np.asarray(self.mean)
         extra["__netc_norm_std__"] = np.asarray(self.std)
-        self.model.save(os.path.join(self.folder, name), extra)
+        self.model.save(os.path.join(folder or self.folder, name), extra)
 
     def restore(self, name):
         self.model.load_state(read_checkpoint(os.path.join(self.folder, name)))
@@ -420,14 +460,12 @@ def train(net, overrides=None, out=None, resume=None, progress=True, diagnose=Fa
         cfg = {**saved["settings"], **{k: v for k, v in overrides.items() if k == "epochs" and v}}
     else:
         cfg = resolve(net, overrides)
-        backends.load(cfg["device"])  # a device that cannot run is an error before any file
+        check(cfg)
         folder = runs.prepare(out or runs.default_dir(net.name))
     trainer = Trainer(net, _plain(cfg), folder, progress, diagnose, stdout)
     if resume:
         trainer.resume()
-    runs.write_json(os.path.join(folder, "config.json"), {
-        "network": net.name, "spec": net.source.text if net.source else None,
-        "spec_hash": net.spec_hash, "settings": cfg})
+    write_config(folder, net, cfg)
     print(report.one_line(net, cfg["batch"], cfg["optimizer"], trainer.frozen), file=stdout)
     print(f"data {trainer.ds.name}: {len(trainer.train_idx)} train, {len(trainer.val_idx)} "
           f"validation, {len(trainer.test_idx) if trainer.ds.x_test is None else len(trainer.ds.x_test)}"
@@ -437,15 +475,38 @@ def train(net, overrides=None, out=None, resume=None, progress=True, diagnose=Fa
     return result, folder
 
 
+def write_config(folder, net, cfg, **extra):
+    """config.json: the network, its spec and the resolved settings."""
+    runs.write_json(os.path.join(folder, "config.json"), {
+        "network": net.name, "spec": net.source.text if net.source else None,
+        "spec_hash": net.spec_hash, "settings": cfg, **extra})
+
+
 def _plain(cfg):
     return {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items()}
+
+
+def _as_test(scores: dict) -> dict:
+    """{"loss", "acc"[, "miou"]} as result.json names them: test_loss, test_acc[, test_miou]."""
+    return {f"test_{k}": v for k, v in scores.items()}
+
+
+def result_line(r: dict) -> str:
+    """'test loss L, test accuracy A%' (pixel accuracy and mean IoU for a per-pixel output)."""
+    line = f"test loss {r['test_loss']:.4f}"
+    if r.get("test_miou") is not None:
+        return line + (f", test pixel accuracy {100 * r['test_acc']:.2f}%, mean IoU "
+                       f"{100 * r['test_miou']:.2f}%")
+    if r.get("test_acc") is None:
+        return line
+    return line + f", test accuracy {100 * r['test_acc']:.2f}%"
 
 
 def cross_validate(net, overrides, k, out=None, progress=True, stdout=None):
     """K-fold cross-validation over the training part (the test split is kept apart)."""
     stdout = stdout or sys.stdout
     cfg = resolve(net, overrides)
-    backends.load(cfg["device"])
+    check(cfg)
     folder = runs.prepare(out or runs.default_dir(net.name + "-cv"))
     probe = Trainer(net, _plain(cfg), folder, False, False, stdout)
     rest = np.concatenate([probe.train_idx, probe.val_idx])
@@ -473,7 +534,7 @@ def cross_validate(net, overrides, k, out=None, progress=True, stdout=None):
 def compare(net, overrides, names, out=None, progress=True, stdout=None):
     """Train the same initial weights with each optimizer; plot their curves together."""
     stdout = stdout or sys.stdout
-    backends.load(resolve(net, overrides, need_data=False)["device"])
+    check(resolve(net, overrides, need_data=False))
     folder = runs.prepare(out or runs.default_dir(net.name + "-compare"))
     curves, table = {}, []
     for name in names:
@@ -490,3 +551,45 @@ def compare(net, overrides, names, out=None, progress=True, stdout=None):
         acc = "" if r["test_acc"] is None else f"{100 * r['test_acc']:.1f}%"
         print(f"{name:<10} {r['test_loss']:>10.4f} {acc:>9} {r['best_epoch']:>11}", file=stdout)
     return table, folder
+
+
+def bagging(net, overrides, k, out=None, progress=True, stdout=None):
+    """Bootstrap aggregating: train k members, each on a resample of the training split (with
+    replacement, of its size; see ensemble.bootstrap) and with the same validation and test
+    splits; write each member's final weights (the best ones with early_stop) as member_I.npz,
+    and the members' and their ensemble's test scores in result.json."""
+    stdout = stdout or sys.stdout
+    cfg = resolve(net, overrides)
+    check(cfg)
+    folder = runs.prepare(out or runs.default_dir(net.name + "-bagging"))
+    write_config(folder, net, cfg, bagging=k)
+    started = time.perf_counter()
+    probe = Trainer(net, _plain(cfg), folder, False, False, stdout)
+    x, y = probe.test_data()
+    if len(y) == 0:
+        raise NetcError("--bagging compares the members and their ensemble on the test split, "
+                        "and this data leaves none (test_split=0)", "use test_split=0.2, say")
+    names, epochs = [], []
+    for i in range(1, k + 1):
+        print(f"member {i}/{k}", file=stdout)
+        sub = runs.prepare(os.path.join(folder, f"member{i}"))
+        split = (ensemble.bootstrap(probe.train_idx, cfg["seed"], i), probe.val_idx,
+                 probe.test_idx)
+        t = Trainer(net, _plain(cfg), sub, progress, False, stdout, split=split)
+        result = t.run()
+        names.append(f"member_{i}.npz")
+        t.save(names[-1], folder)
+        epochs.append((result["epochs"], result["best_epoch"]))
+    members = ensemble.load([os.path.join(folder, n) for n in names], net, cfg["device"])
+    scores = ensemble.evaluate(members, x, y, probe.loss)
+    rows = [{"file": n, "epochs": e, "best_epoch": b, **_as_test(s)}
+            for n, (e, b), s in zip(names, epochs, scores["members"])]
+    summary = {"network": net.name, "bagging": k,
+               "seconds": round(time.perf_counter() - started, 2), "test_samples": len(y),
+               "members": rows,
+               "ensemble": _as_test(scores["ensemble"])}
+    runs.write_json(os.path.join(folder, "result.json"), summary)
+    for r in rows:
+        print(f"{r['file']}: {result_line(r)} (best epoch {r['best_epoch']})", file=stdout)
+    print(f"ensemble of {k}: {result_line(summary['ensemble'])}; {folder}/", file=stdout)
+    return summary, folder

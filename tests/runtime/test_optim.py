@@ -200,6 +200,30 @@ def test_schedule_values():
     assert [const.lr(e) for e in range(4)] == [0.1, 0.1, 1.0, 0.5]
 
 
+def test_cosine_restarts_against_the_formula():
+    s = Schedule(1.0, "cosine_restarts", 12, cycles=3, min_lr=0.1)  # T = 4
+    hand = [0.1 + 0.9 * (1 + math.cos(math.pi * (e % 4) / 4)) / 2 for e in range(12)]
+    assert [s.lr(e) for e in range(12)] == pytest.approx(hand)
+    assert [e for e in range(12) if s.lr(e) == 1.0] == [0, 4, 8]  # the restarts
+    assert [s.cycle_end(d) for d in range(1, 13)] == [None] * 3 + [1] + [None] * 3 + [2] + \
+        [None] * 3 + [3]
+    warm = Schedule(1.0, "cosine_restarts", 8, cycles=2, warmup=2)  # 2 warm-up epochs, T = 3
+    assert [warm.lr(e) for e in range(8)] == pytest.approx([1 / 3, 2 / 3, 1, 0.75, 0.25, 1, 0.75,
+                                                            0.25])
+    assert [warm.cycle_end(d) for d in range(1, 9)] == [None] * 4 + [1, None, None, 2]
+    one = Schedule(1.0, "cosine_restarts", 10, min_lr=0.1)  # cycles=1: cosine
+    assert [one.lr(e) for e in range(10)] == \
+        [Schedule(1.0, "cosine", 10, min_lr=0.1).lr(e) for e in range(10)]
+    with pytest.raises(NetcError, match=r"20 epochs do not split into 3 cycles") as e:
+        Schedule(1.0, "cosine_restarts", 20, cycles=3)
+    assert e.value.hint == "use cycles=2, 4, 5, 10 or 20, or epochs=18 or 21 for 3 cycles"
+    with pytest.raises(NetcError, match=r"10 epochs after 2 warm-up epochs do not split") as e:
+        Schedule(1.0, "cosine_restarts", 12, cycles=3, warmup=2)
+    assert "epochs=11 or 14" in e.value.hint
+    with pytest.raises(NetcError, match="cycles must be >= 1"):
+        Schedule(1.0, "cosine_restarts", 12, cycles=0)
+
+
 def test_reduce_on_plateau():
     s = Schedule(1.0, "plateau", 20, factor=0.5, patience=1)
     for loss in (1.0, 0.9, 0.95, 0.95, 0.8):
