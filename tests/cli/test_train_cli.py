@@ -97,8 +97,9 @@ def test_bench_rates_follow_the_layers_multiply_adds(capsys, tmp_path):
     checked = 0
     for node in net.nodes:
         fwd_ms, rate = float(rows[node.name][-3]), rows[node.name][-1]  # (no "runs as" for POOL)
-        if node.macs and fwd_ms >= 0.02:  # printed to 3 decimals: a rate from what is printed
-            assert float(rate) == pytest.approx(2 * node.macs * 32 / (fwd_ms * 1e-3) / 1e9, rel=0.05)
+        if node.macs and fwd_ms >= 0.02:  # ms printed to 3 decimals, the rate to 1
+            assert float(rate) == pytest.approx(2 * node.macs * 32 / (fwd_ms * 1e-3) / 1e9,
+                                                rel=0.05, abs=0.051)
             checked += 1
         elif not node.macs:
             assert rate == "-"
