@@ -118,15 +118,14 @@ def cmd_train(args):
 
 def _weights_model(args, path):
     """(model, normalization mean, std) from a checkpoint, read once."""
-    import numpy as np
-    from netc.runtime import Model
+    from netc.runtime import Model, checks
     from netc.runtime.model import read_checkpoint
     net = _compile(args)
     arrays = read_checkpoint(path)
     model = Model.from_arrays(arrays, path, spec=net.source.text, backend=args.device)
-    if "__netc_norm_mean__" in arrays:
-        return model, arrays["__netc_norm_mean__"], arrays["__netc_norm_std__"]
-    return model, np.float32(0), np.float32(1)
+    mean, std = checks.normalization(arrays.get("__netc_norm_mean__", 0.0),
+                                     arrays.get("__netc_norm_std__", 1.0), net.input_shape, path)
+    return model, mean, std
 
 
 def _weights_files(items):
@@ -165,6 +164,9 @@ def _eval_data(args, net, loss):
         return ds.x, ds.y, segment
     cfg = resolve(net, {"data": source})  # the split the training run made
     _, _, test = datasets.split(ds, cfg["val_split"], cfg["test_split"], cfg["seed"])
+    if not len(test):
+        raise NetcError(f"the test split of {source} is empty (test_split={cfg['test_split']:g} "
+                        f"of {len(ds.x)} samples)", "evaluate on every sample with --all")
     return ds.x[test], ds.y[test], segment
 
 
@@ -251,37 +253,35 @@ def _write_label_maps(labels, source, output):
 
 
 def _read_inputs(path, input_shape):
-    import numpy as np
     from netc.runtime import data as datasets
+    from netc.runtime import files
     if path.endswith(".npz"):
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                x = f["x"] if "x" in f.files else f[f.files[0]]
-        except (OSError, ValueError, KeyError, IndexError) as e:
-            raise NetcError(f"cannot read {path}: {e}") from None
-        return datasets.fit_shape(np.asarray(x, np.float32), input_shape, path)
+        arrays = files.read_npz(path, "input file")
+        if not arrays:
+            raise NetcError(f"{path} holds no arrays", "save the inputs as x: np.savez(path, x=x)")
+        name = "x" if "x" in arrays else next(iter(arrays))
+        x = files.numeric(arrays[name], f"{path}: {name}")
+        if x.ndim == 0:
+            raise NetcError(f"{path}: {name} is a single number; expected a batch of inputs")
+        return datasets.fit_shape(x, input_shape, path)
     if path.lower().endswith(".png"):
-        import matplotlib.image as mpimg
-        try:
-            img = mpimg.imread(path).astype(np.float32)
-        except (OSError, ValueError, SyntaxError) as e:
-            raise NetcError(f"cannot read {path}: {e}") from None
-        return _image_to_input(img, input_shape, path)
+        if len(input_shape) != 3 or input_shape[0] not in (1, 3):
+            raise NetcError(f"{path}: an image needs a spec whose input is an image of 1 or 3 "
+                            "channels (input HxWx1 or HxWx3)")
+        return _image_to_input(files.read_image(path), input_shape)
     raise NetcError(f"predict reads .npz (array x) or .png files; received {path!r}")
 
 
-def _image_to_input(img, input_shape, path):
+def _image_to_input(img, input_shape):
+    """An image (H x W x 3, or H x W) resized (nearest neighbour) to the spec's input, as a
+    batch of one; grey is the mean of red, green and blue."""
     import numpy as np
-    if len(input_shape) != 3:
-        raise NetcError(f"{path}: an image needs a spec with an image input (input HxWxC)")
     c, h, w = input_shape
-    if img.ndim == 3 and img.shape[2] == 4:
-        img = img[:, :, :3]
     if c == 1 and img.ndim == 3:
         img = img.mean(axis=2)
     if c == 3 and img.ndim == 2:
         img = np.stack([img] * 3, axis=2)
-    rows = (np.arange(h) * img.shape[0] / h).astype(int)  # nearest-neighbour resize
+    rows = (np.arange(h) * img.shape[0] / h).astype(int)
     cols = (np.arange(w) * img.shape[1] / w).astype(int)
     img = img[rows][:, cols]
     return (img[None, None] if c == 1 else img.transpose(2, 0, 1)[None]).astype(np.float32)
@@ -449,6 +449,11 @@ def main(argv=None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except MemoryError as e:
+        print(f"error: out of memory ({e or 'an allocation failed'})\nhint: netc {args.command} "
+              "needs more memory than this machine has free: a smaller batch, network or data",
+              file=sys.stderr)
+        return 2
     except ModuleNotFoundError as e:
         if e.name not in OPTIONAL:
             raise

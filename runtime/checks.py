@@ -6,7 +6,7 @@ import numpy as np
 
 from netc.dsl.errors import DataError
 
-from . import losses
+from . import files, losses
 
 
 def _shape(s):
@@ -29,6 +29,38 @@ def _finite(arr, name):
         bad = np.argwhere(~np.isfinite(arr))[0]
         raise DataError(f"{name}: contains NaN or Inf (first at index {tuple(int(i) for i in bad)})",
                         "clean or impute the data before training")
+
+
+def finite_values(a, name):
+    """A saved array (weights, optimizer state, normalization): real numbers, none NaN or Inf."""
+    files.numeric(a, name)
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        bad = int(np.count_nonzero(~np.isfinite(a)))
+        raise DataError(f"{name} holds NaN or Inf ({bad} of {a.size} values)",
+                        "use an earlier checkpoint (if the run that wrote it diverged, train "
+                        "again with a lower lr or clip_norm)")
+    return a
+
+
+def normalization(mean, std, input_shape, name):
+    """A saved input normalization as float32 arrays: finite, std > 0, shaped to broadcast over
+    one sample of the input (a value, or one per channel or per feature)."""
+    mean, std = (np.asarray(v) for v in (mean, std))
+    for what, v in (("mean", mean), ("std", std)):
+        finite_values(v, f"{name}'s normalization {what}")
+        try:
+            ok = np.broadcast_shapes(v.shape, tuple(input_shape)) == tuple(input_shape)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise DataError(f"{name}'s normalization {what} has shape {_shape(v.shape)}, which "
+                            f"does not fit the input {_shape(input_shape)}",
+                            "was it saved for another network?")
+    if (std <= 0).any():
+        raise DataError(f"{name}'s normalization std holds {std.min():g}: the inputs would be "
+                        "divided by it", "the std saved with the weights must be positive; "
+                        "was the file edited?")
+    return mean.astype(np.float32), std.astype(np.float32)
 
 
 def inputs(x, input_shape, dtype, name="x"):

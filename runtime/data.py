@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import csv
 import gzip
+import math
 import os
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from netc.dsl.errors import DataError
+
+from . import files
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -146,21 +150,27 @@ def synthetic(input_shape, outputs, classify, n, seed):
 
 
 def npz(path):
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            if "x" not in f.files or "y" not in f.files:
-                raise DataError(f"data: {path} must hold arrays named x and y; it has "
-                                f"{', '.join(f.files) or 'none'}")
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as e:
-        raise DataError(f"data: cannot read {path}: {e}") from None
-    x, y = arrays["x"], arrays["y"]
-    for name, a in (("x", x), ("y", y)):
-        if a.dtype.kind not in "biuf":
-            raise DataError(f"data: {path}: {name} must be numeric; it is {a.dtype}")
-    y = y.astype(np.int64) if y.dtype.kind in "biu" else y
-    return Dataset(x.astype(np.float32), y, os.path.basename(path),
-                   arrays.get("x_test"), arrays.get("y_test"))
+    arrays = files.read_npz(path, "data file")
+    if "x" not in arrays or "y" not in arrays:
+        raise DataError(f"data: {path} must hold arrays named x and y; it has "
+                        f"{', '.join(arrays) or 'none'}")
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        has, lacks = ("x_test", "y_test") if "x_test" in arrays else ("y_test", "x_test")
+        raise DataError(f"data: {path} has {has} but no {lacks}",
+                        "a test set needs both its inputs (x_test) and its labels (y_test)")
+    for name, a in arrays.items():
+        if name in ("x", "y", "x_test", "y_test"):
+            files.numeric(a, f"data: {path}: {name}")
+            if a.ndim == 0:
+                raise DataError(f"data: {path}: {name} is a single number; expected one row "
+                                "per sample")
+
+    def labels(y):
+        return y.astype(np.int64) if y.dtype.kind in "biu" else y
+    test = arrays.get("x_test")
+    return Dataset(arrays["x"].astype(np.float32), labels(arrays["y"]), os.path.basename(path),
+                   None if test is None else test.astype(np.float32),
+                   None if test is None else labels(arrays["y_test"]))
 
 
 def csv_file(path, column):
@@ -175,10 +185,16 @@ def csv_file(path, column):
     if column not in header:
         raise DataError(f"data: {path} has no column named {column!r}; its columns: "
                         f"{', '.join(header)}", f'name the label column: data="{path}#COLUMN"')
+    for line, r in enumerate(rows[1:], 2):
+        if r and len(r) != len(header):
+            raise DataError(f"data: {path}, line {line}: {len(r)} values; the header names "
+                            f"{len(header)} columns", "give every row a value for each column")
     try:
         table = np.array([[float(v) for v in r] for r in rows[1:] if r], dtype=np.float64)
     except ValueError as e:
         raise DataError(f"data: {path}: every value must be a number ({e})") from None
+    if not len(table):
+        raise DataError(f"data: {path} has no data rows", "the first row names the columns")
     k = header.index(column)
     y = table[:, k]
     x = np.delete(table, k, axis=1).astype(np.float32)
@@ -186,18 +202,50 @@ def csv_file(path, column):
                    os.path.basename(path))
 
 
-def _idx(path):
+def _idx(path, dims):
+    """The array of an IDX file of unsigned bytes with `dims` dimensions (raw or gzipped); the
+    sizes in its header are checked against the memory available before the values are read."""
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
-        raise DataError(f"data: {path} is not an IDX file of unsigned bytes")
-    dims = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(dims))
-    body = np.frombuffer(raw, np.uint8, offset=4 + 4 * dims)
-    if body.size != int(np.prod(shape)):
-        raise DataError(f"data: {path} is truncated ({body.size} of {int(np.prod(shape))} bytes)")
-    return body.reshape(shape)
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read(4 + 4 * dims)
+            if len(raw) < 4 or raw[:3] != b"\0\0\x08":
+                raise DataError(f"data: {path} is not an IDX file of unsigned bytes")
+            if raw[3] != dims:
+                raise DataError(f"data: {path} declares {raw[3]} dimensions; expected {dims}",
+                                "images have 3 dimensions (N, H, W), labels 1")
+            if len(raw) < 4 + 4 * dims:
+                raise DataError(f"data: {path}'s header is cut short: {dims} dimensions declared, "
+                                f"{len(raw) - 4} of their {4 * dims} bytes of sizes present",
+                                "the file is corrupted or truncated: download it again")
+            shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(dims))
+            size, free = math.prod(shape), files.available_memory()
+            if free is not None and size > free:
+                raise DataError(f"data: {path}'s header claims {'x'.join(map(str, shape))} "
+                                f"bytes ({files.human_bytes(size)}); this machine has "
+                                f"{files.human_bytes(free)} available",
+                                "the file is corrupted, or too large for this machine")
+            body = _read_at_most(f, size + 1)
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"data: cannot read {path}: {e}",
+                        "the file is corrupted or truncated: download it again") from None
+    if len(body) != size:
+        raise DataError(f"data: {path} holds {len(body)} bytes of values; its header says "
+                        f"{'x'.join(map(str, shape))} = {size}",
+                        "the file is corrupted or truncated: download it again")
+    return np.frombuffer(body, np.uint8).reshape(shape)
+
+
+def _read_at_most(f, n, chunk=1 << 24):
+    """Up to n bytes of f, read in chunks (a header's size is not trusted for an allocation)."""
+    parts = []
+    while n > 0:
+        part = f.read(min(n, chunk))
+        if not part:
+            break
+        parts.append(part)
+        n -= len(part)
+    return b"".join(parts)
 
 
 def idx_folder(folder, name):
@@ -214,10 +262,10 @@ def idx_folder(folder, name):
                     return p
         raise DataError(f"data: {folder} lacks {stem} (or {stem}.gz)",
                         f"put the four {name} IDX files in {folder}")
-    x = _idx(find("train-images-idx3-ubyte")).astype(np.float32) / 255
-    y = _idx(find("train-labels-idx1-ubyte")).astype(np.int64)
-    xt = _idx(find("t10k-images-idx3-ubyte")).astype(np.float32) / 255
-    yt = _idx(find("t10k-labels-idx1-ubyte")).astype(np.int64)
+    x = _idx(find("train-images-idx3-ubyte"), 3).astype(np.float32) / 255
+    y = _idx(find("train-labels-idx1-ubyte"), 1).astype(np.int64)
+    xt = _idx(find("t10k-images-idx3-ubyte"), 3).astype(np.float32) / 255
+    yt = _idx(find("t10k-labels-idx1-ubyte"), 1).astype(np.int64)
     return Dataset(x, y, name, xt, yt)
 
 

@@ -27,7 +27,8 @@ class Member:
 
     def __init__(self, model: Model, mean=0.0, std=1.0, name=""):
         self.model, self.name = model, name
-        self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+        self.mean, self.std = checks.normalization(mean, std, model.net.input_shape,
+                                                   name or "member")
 
     def forward(self, x):
         return self.model.forward((x - self.mean) / self.std)

@@ -6,19 +6,21 @@ Forward keeps only what each backward needs, and drops it as soon as the backwar
 """
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import tempfile
+import threading
 import time
-import zipfile
 
 import numpy as np
 
 from netc.compiler import Net
 from netc.compiler import compile as compile_spec
 from netc.compiler import registry
-from netc.dsl.errors import DataError, NetcError
+from netc.dsl.errors import DataError, NetcError, NumericsError
 
-from . import checks, losses
+from . import checks, files, losses, runs
 from .backends import registry as backends
 from .init import init_node
 
@@ -26,27 +28,37 @@ DTYPES = ("float32", "float64")
 
 
 def read_checkpoint(path: str, what: str = "checkpoint") -> dict:
-    """Every array of a netc .npz (read without pickle), or a DataError saying why not."""
+    """Every array of a netc .npz (read without pickle, its headers checked first), or a
+    DataError saying why not."""
+    return files.read_npz(path, what)
+
+
+def _dtype(dtype) -> np.dtype:
+    """float32 or float64, given by name or as a NumPy type; a NetcError for anything else."""
     try:
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
-    except FileNotFoundError:
-        raise DataError(f"no such {what}: {path}") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"cannot read {what} {path}: {e}", "is it a netc .npz file?") from None
+        dt = None if dtype is None or isinstance(dtype, bool) else np.dtype(dtype)
+    except (TypeError, ValueError):
+        dt = None
+    if dt is None or dt.name not in DTYPES:
+        raise NetcError(f"dtype must be float32 or float64; received {dtype!r}")
+    return dt
 
 
 class Model:
     def __init__(self, net, backend: str = "cpu", dtype: str = "float32", seed: int = 0):
         if not isinstance(net, Net):
             net = compile_spec(net)
-        if str(dtype) not in DTYPES:
-            raise NetcError(f"dtype must be float32 or float64; received {dtype!r}")
+        dtype = _dtype(dtype)
         self.device = backends.load(backend)  # the Backend object: its arrays and their operations
-        self.net, self.backend, self.dtype = net, backend, np.dtype(str(dtype))
-        self.rng = np.random.default_rng(seed)
+        self.net, self.backend, self.dtype = net, backend, dtype
+        self._busy = threading.Lock()  # held by the thread running the graph
         # each node's implementation on this backend
         self._impls = {n.name: backends.implementation(n.kind, backend) for n in net.nodes}
+        # layers normalizing over the batch that see one value per channel per sample: a batch
+        # of one cannot train them
+        self.one_value_per_channel = [n.name for n in net.nodes if self._impls[n.name]
+                                      .batch_statistics and math.prod(n.in_shapes[0][1:]) == 1]
+        self.rng = np.random.default_rng(seed)
         self.memory = self.device.memory()  # buffers, workspaces, gradient arrays
         self.observe: dict | None = None  # set to a dict to record each node's output RMS
         self.params: dict[str, np.ndarray] = {}
@@ -65,9 +77,29 @@ class Model:
         p.update({k: self.buffers[f"{node.name}.{k}"] for k in node.buffers})
         return p
 
+    @contextlib.contextmanager
+    def _running(self):
+        """Held while one thread runs the graph: the model's workspaces, gradient arrays and
+        random generator serve one pass at a time, so a second thread gets an error, never a
+        wrong answer."""
+        if not self._busy.acquire(blocking=False):
+            raise NetcError("this Model is already running in another thread (a Model runs one "
+                            "forward or backward pass at a time)",
+                            "give each thread its own Model: Model.load(path), or "
+                            "model.to(model.backend) for a copy")
+        try:
+            yield
+        finally:
+            self._busy.release()
+
     def _forward(self, x, train, keep, clock=None):
         """Run every node; return (output, caches) - caches only when `keep` (for backward).
         With a `clock` dict, add each node's seconds to clock[name]."""
+        if train and self.one_value_per_channel and x.shape[0] < 2:
+            raise DataError(f"{self.one_value_per_channel[0]}: expected more than 1 value per "
+                            f"channel when training; received a batch of {x.shape[0]} sample, "
+                            "and the layer sees one value per channel per sample",
+                            "train on batches of 2 or more, or call with train=False")
         ctx = self.device.context(self.memory, train, self.rng, backward=keep)
         values, caches = {}, {}
         remaining = {n: self.net.graph.out_degree(n) for n in self.net.graph.nodes}
@@ -96,7 +128,8 @@ class Model:
         array for NumPy input, an array of the backend's otherwise (on CUDA, for any array with
         __cuda_array_interface__, which is read in place)."""
         x, host = self._inputs(x)
-        out = self._forward(x, train, keep=False)[0]
+        with self._running():
+            out = self._forward(x, train, keep=False)[0]
         return self.device.to_host(out) if host else out
 
     def _inputs(self, x, name="x"):
@@ -148,9 +181,10 @@ class Model:
         loss = self.loss_name(loss)
         x, host = self._inputs(x)
         y = self._labels(y, loss, x.shape[0])
-        out, caches = self._forward(x, False, keep=True)
-        value = self._loss(out, caches, y, loss)[0]
-        return value, (self.device.to_host(out) if host else self.device.copy(out))
+        with self._running():
+            out, caches = self._forward(x, False, keep=True)
+            value = self._loss(out, caches, y, loss)[0]
+            return value, (self.device.to_host(out) if host else self.device.copy(out))
 
     def loss_and_grads(self, x, y, loss=None, train=True, input_grad=False, clock=None):
         """(loss, grads) with grads keyed like params; with input_grad, also dL/dx.
@@ -159,10 +193,11 @@ class Model:
         x, _ = self._inputs(x)
         y = self._labels(y, loss, x.shape[0])
         fclock, bclock = clock or (None, None)
-        out, caches = self._forward(x, train, keep=True, clock=fclock)
-        value, dout, fused = self._loss(out, caches, y, loss)
-        self.last_output = out  # the network's output for this batch (a fresh backend array)
-        grads, dx = self._backward(caches, dout, fused, bclock, input_grad)
+        with self._running():
+            out, caches = self._forward(x, train, keep=True, clock=fclock)
+            value, dout, fused = self._loss(out, caches, y, loss)
+            self.last_output = out  # the network's output for this batch (a fresh backend array)
+            grads, dx = self._backward(caches, dout, fused, bclock, input_grad)
         return (value, grads, dx) if input_grad else (value, grads)
 
     def _backward(self, caches, dout, fused, clock=None, input_grad=False):
@@ -213,18 +248,20 @@ class Model:
         host = self.device.to_host
 
         def fn(residuals_only=False):
-            out, caches = self._forward(x, False, keep=not residuals_only)
-            out = host(out)
-            r = (out - y).reshape(-1).astype(np.float64)
-            if residuals_only:
-                return r, None
-            rows = np.empty((r.size, sum(p.size for p in self.params.values())))
-            for i in range(r.size):
-                dout = np.zeros_like(out)
-                dout.flat[i] = 1
-                grads, _ = self._backward(dict(caches), self.device.transfer(dout), fused=False)
-                rows[i] = np.concatenate([host(grads[k]).reshape(-1) for k in self.params])
-            return r, rows
+            with self._running():
+                out, caches = self._forward(x, False, keep=not residuals_only)
+                out = host(out)
+                r = (out - y).reshape(-1).astype(np.float64)
+                if residuals_only:
+                    return r, None
+                rows = np.empty((r.size, sum(p.size for p in self.params.values())))
+                for i in range(r.size):
+                    dout = np.zeros_like(out)
+                    dout.flat[i] = 1
+                    grads, _ = self._backward(dict(caches), self.device.transfer(dout),
+                                              fused=False)
+                    rows[i] = np.concatenate([host(grads[k]).reshape(-1) for k in self.params])
+                return r, rows
         return fn
 
     # ---- checkpoints -------------------------------------------------------------------------------
@@ -233,42 +270,51 @@ class Model:
 
     def save(self, path: str, extra: dict | None = None):
         """Write an .npz (no pickle) with the parameters, buffers, the spec and its hash (and
-        `extra` arrays, e.g. training state); the file appears whole or not at all."""
+        `extra` arrays, e.g. training state); the file appears whole or not at all, and never
+        with a NaN or Inf (a NumericsError naming the array, the file left as it was)."""
         meta = {"__netc_spec__": np.array(self.net.source.text if self.net.source else ""),
                 "__netc_hash__": np.array(self.net.spec_hash),
                 "__netc_dtype__": np.array(str(self.dtype))}
+        host = {k: self.device.to_host(v) for k, v in self.state().items()}
+        arrays = {**host, **meta, **(extra or {})}
+        for k, v in arrays.items():
+            if np.asarray(v).dtype.kind in "fc" and not np.isfinite(v).all():
+                raise NumericsError(f"not writing {path}: {k} holds NaN or Inf")
+        kept = f"{os.path.basename(path)} was left as it was" if os.path.exists(path) else None
         folder = os.path.dirname(os.path.abspath(path))
-        try:
+        with runs.writing(path, kept):
             fd, tmp = tempfile.mkstemp(suffix=".npz.tmp", dir=folder)
-        except OSError as e:
-            raise NetcError(f"cannot write {path}: {e.strerror}", "check the folder exists") from None
-        try:
-            with os.fdopen(fd, "wb") as f:
-                host = {k: self.device.to_host(v) for k, v in self.state().items()}
-                np.savez(f, **host, **meta, **(extra or {}))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    np.savez(f, **arrays)
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
         return path
 
-    def load_state(self, arrays, strict=True):
-        """Copy arrays into the parameters and buffers, checking names and shapes."""
+    def load_state(self, arrays, strict=True, source="checkpoint"):
+        """Copy arrays into the parameters and buffers, checking names, shapes and values (real
+        and finite); `source` names them in errors (a checkpoint's path)."""
         mine = self.state()
         missing = [k for k in mine if k not in arrays]
         if strict and missing:
-            raise DataError(f"checkpoint lacks {len(missing)} array(s), e.g. {missing[0]}",
+            raise DataError(f"{source} lacks {len(missing)} array(s), e.g. {missing[0]}",
                             "was it saved from another network?")
         for k, v in arrays.items():
             if k.startswith("__netc") or k.startswith("opt::"):
                 continue
             if k not in mine:
                 if strict:
-                    raise DataError(f"checkpoint has {k!r}, which this network does not")
+                    raise DataError(f"{source} has {k!r}, which this network does not")
                 continue
             if v.shape != mine[k].shape:
-                raise DataError(f"checkpoint's {k} has shape {v.shape}; the network needs {mine[k].shape}")
-            self.device.copy_from_host(mine[k], np.asarray(v, mine[k].dtype))
+                raise DataError(f"{source}'s {k} has shape {v.shape}; the network needs "
+                                f"{mine[k].shape}")
+            checks.finite_values(v, f"{source}'s {k}")
+        for k, v in arrays.items():
+            if k in mine:
+                self.device.copy_from_host(mine[k], np.asarray(v, mine[k].dtype))
 
     @classmethod
     def load(cls, path: str, spec=None, backend="cpu", dtype=None):
@@ -278,14 +324,26 @@ class Model:
     @classmethod
     def from_arrays(cls, arrays: dict, path: str, spec=None, backend="cpu", dtype=None):
         """A Model from a checkpoint's arrays (see read_checkpoint)."""
+        for key in ("__netc_hash__", "__netc_spec__", "__netc_dtype__"):
+            if key in arrays and (arrays[key].dtype.kind != "U" or arrays[key].ndim):
+                raise DataError(f"{path}: {key} is damaged (expected a text; received "
+                                f"{arrays[key].dtype} of shape {arrays[key].shape})")
         if "__netc_hash__" not in arrays:
             raise DataError(f"{path} is not a netc checkpoint (no spec hash)")
+        if spec is None and "__netc_spec__" not in arrays:
+            raise DataError(f"{path} does not hold its spec", "give the spec it was trained with")
         net = compile_spec(spec) if spec is not None else compile_spec(str(arrays["__netc_spec__"]))
         if net.spec_hash != str(arrays["__netc_hash__"]):
             raise DataError(f"{path} was saved from a different network than the spec given",
                             "use the spec it was trained with (it is stored in the checkpoint)")
-        model = cls(net, backend, dtype or str(arrays["__netc_dtype__"]))
-        model.load_state(arrays)
+        if dtype is None and "__netc_dtype__" in arrays:
+            dtype = str(arrays["__netc_dtype__"])
+        elif dtype is None:  # the weights' own type
+            kinds = {v.dtype.name for k, v in arrays.items()
+                     if not k.startswith(("__netc", "opt::"))}
+            dtype = "float64" if kinds == {"float64"} else "float32"
+        model = cls(net, backend, dtype)
+        model.load_state(arrays, source=path)
         return model
 
     def to(self, backend: str) -> "Model":

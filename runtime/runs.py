@@ -1,13 +1,24 @@
 """A training run's folder: config.json, metrics.csv, result.json, best/last checkpoints (written
-atomically), the curves' PNG."""
+atomically), the curves' PNG; locked while a process writes into it."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import fnmatch
 import json
 import os
 import time
+import warnings
 
 from netc.dsl.errors import NetcError
+
+try:
+    import fcntl
+except ImportError:  # no flock (Windows): run folders are not locked
+    fcntl = None
+
+LOCK = ".lock"  # holds the pid of the process writing into the folder, while it does
+STALE = ("tmp*.npz.tmp", "*.json.tmp", "*.png.tmp.png")  # what a killed process leaves half-written
 
 METRICS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "train_miou",
            "val_miou")
@@ -17,26 +28,120 @@ def default_dir(name: str) -> str:
     return os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def prepare(path: str, resume: bool = False) -> str:
-    if resume:
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            raise NetcError(f"--resume: {path} is not a netc run folder (no config.json)")
-        return path
-    if os.path.exists(path) and os.listdir(path):
-        raise NetcError(f"--out: {path} exists and is not empty",
-                        "choose a new folder, or continue that run with --resume")
+@contextlib.contextmanager
+def claim(path: str, resume: bool = False):
+    """The run folder at `path`, locked for this process while the block runs: a new run's
+    (created; it must be empty, or hold only the config.json of a run killed before its first
+    epoch) or, with `resume`, an existing run's. What a killed process left half-written is
+    removed first."""
+    flag = "--resume" if resume else "--out"
+    if resume and not os.path.isdir(path):
+        raise NetcError(f"--resume: no such folder: {path}")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NetcError(f"--out: {path} is a file", "name a folder for the run (it is created)")
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:
         raise NetcError(f"--out: cannot create {path}: {e.strerror}") from None
+    with locked(path, flag):
+        left = [f for f in os.listdir(path) if f != LOCK and not _stale(f)]
+        if resume and "config.json" not in left:
+            raise NetcError(f"--resume: {path} is not a netc run folder (no config.json)")
+        if not resume and left and left != ["config.json"]:
+            raise NetcError(f"--out: {path} exists and is not empty",
+                            "choose a new folder, or continue that run with --resume")
+        for f in os.listdir(path):
+            if _stale(f):
+                os.unlink(os.path.join(path, f))
+        if left == ["config.json"] and not resume:
+            warnings.warn(f"{path} holds only the config.json of a run stopped before its first "
+                          "epoch ended: starting a new run there")
+        yield path
+
+
+def subfolder(folder: str, name: str) -> str:
+    """A new folder for a part of a run (a fold, a bagging member) inside its claimed folder."""
+    path = os.path.join(folder, name)
+    with writing(path):
+        os.makedirs(path)
     return path
+
+
+def _stale(name):
+    return any(fnmatch.fnmatch(name, p) for p in STALE)
+
+
+@contextlib.contextmanager
+def locked(folder: str, flag: str = "--out"):
+    """An exclusive lock on a run folder while the block runs (flock on its .lock file: the OS
+    releases it when the process ends, even by kill -9); a NetcError naming the process that
+    holds it. Where the platform or the file system has no flock, the folder is not locked."""
+    path = os.path.join(folder, LOCK)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise NetcError(f"{flag}: cannot write into {folder}: permission denied",
+                        "a run needs a folder it may write into")
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise NetcError(f"{flag}: cannot write into {folder}: {e.strerror}",
+                            "a run needs a folder it may write into") from None
+        if fcntl is None:
+            break
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise NetcError(f"{flag}: {folder} is being written by another netc process "
+                            f"(pid {holder})", "wait for it to end, or stop it (kill "
+                            f"{holder}); two runs writing into one folder would mix their "
+                            "checkpoints and metrics") from None
+        except OSError:  # a file system without locks
+            break
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the holder removed the file as it let go: lock the one there now
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError as e:
+        os.close(fd)
+        raise NetcError(f"{flag}: cannot write into {folder}: {e.strerror}") from None
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # while still locked: a later process makes a new file
+        os.close(fd)
+
+
+class WriteError(NetcError):
+    """A file of the run could not be written (a full disk, a folder made read-only)."""
+
+
+@contextlib.contextmanager
+def writing(path: str, hint: str | None = None):
+    """A WriteError for an OSError while the block writes `path`."""
+    try:
+        yield
+    except OSError as e:
+        raise WriteError(f"cannot write {path}: {e.strerror or e}", hint) from None
 
 
 def write_json(path: str, doc: dict):
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=1, default=str)
-    os.replace(tmp, path)
+    with writing(path):
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(doc, f, indent=1, default=str)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def read_json(path: str) -> dict:
@@ -47,7 +152,7 @@ def read_json(path: str) -> dict:
 def append_metrics(folder: str, row: dict):
     path = os.path.join(folder, "metrics.csv")
     new = not os.path.exists(path)
-    with open(path, "a", newline="", encoding="utf-8") as f:
+    with writing(path), open(path, "a", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         if new:
             w.writerow(METRICS)
@@ -56,12 +161,24 @@ def append_metrics(folder: str, row: dict):
 
 
 def read_metrics(folder: str) -> list[dict]:
+    """metrics.csv's rows, as numbers (None where empty); a row that is not numbers is skipped
+    with a warning."""
     path = os.path.join(folder, "metrics.csv")
     if not os.path.exists(path):
         return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{k: (float(v) if v not in ("", None) else None) for k, v in r.items()}
-                for r in csv.DictReader(f)]
+    rows = []
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.DictReader(f)
+        for r in reader:
+            try:
+                row = {k: (float(r[k]) if r.get(k) not in ("", None) else None) for k in METRICS}
+                if row["epoch"] is None:
+                    raise ValueError("no epoch")
+            except ValueError:
+                warnings.warn(f"{path}, line {reader.line_num}: not a row of numbers; skipped")
+                continue
+            rows.append(row)
+    return rows
 
 
 def truncate_metrics(folder: str, epochs: int):
@@ -97,6 +214,11 @@ def plot(curves: dict, path: str, title: str):
             ax.legend(fontsize=8)
     fig.tight_layout()
     tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with writing(path):
+            fig.savefig(tmp, dpi=100)
+            os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -14,10 +14,11 @@ import time
 import numpy as np
 
 from netc.compiler import registry
-from netc.compiler.settings import FULL_BATCH
+from netc.compiler.registry import LayerError
+from netc.compiler.settings import FULL_BATCH, TRAIN_KEYS
 from netc.dsl.errors import DataError, NetcError, NumericsError
 
-from . import data, ensemble, losses, metrics, optim, runs, schedule
+from . import data, ensemble, files, losses, metrics, optim, runs, schedule
 from .backends import registry as backends
 from .model import Model, read_checkpoint
 
@@ -27,6 +28,7 @@ DEFAULTS = {"optimizer": "sgd", "device": "cpu", "batch": 32, "epochs": 10, "see
             "patience": 5, "max_iter": 1, "augment": (), "snapshots": False}
 OPTIMIZER_KEYS = ("momentum", "dampening", "alpha", "betas", "eps", "weight_decay", "history",
                   "damping")
+DIVERGED = 1e4  # a step's loss this many times the run's first (or 1, if larger) stops the run
 
 
 def resolve(net, overrides: dict, need_data: bool = True) -> dict:
@@ -54,6 +56,29 @@ def check(cfg: dict):
                         "--schedule cosine_restarts --cycles M)")
 
 
+def check_memory(net, cfg: dict):
+    """Refuse a run whose training-memory estimate (report.memory) is more than the memory
+    available where it would run, naming the largest batch that fits."""
+    from netc.compiler import report
+    free = backends.load(cfg["device"]).free_memory()
+    if free is None:
+        return
+    frozen = {n.name for n in net.layers_matching(cfg.get("freeze", ()))}
+
+    def need(batch):
+        return report.memory(net, batch, cfg["optimizer"], frozen=frozen)["training"]
+    if need(cfg["batch"]) <= free:
+        return
+    fixed = need(0)
+    fits = (free - fixed) // (need(1) - fixed) if free > fixed else 0
+    raise NetcError(f"training {net.name} at batch {cfg['batch']} with {cfg['optimizer']} needs "
+                    f"about {files.human_bytes(need(cfg['batch']))}; {cfg['device']} has "
+                    f"{files.human_bytes(free)} available",
+                    f"the largest batch that fits is {fits}: --batch {fits}" if fits else
+                    f"even batch 1 does not fit (its parameters and state alone take "
+                    f"{files.human_bytes(fixed)}): make the network or its input smaller")
+
+
 class Trainer:
     def __init__(self, net, cfg: dict, folder: str, progress=True, diagnose=False, out=None,
                  split=None):
@@ -72,6 +97,7 @@ class Trainer:
         self.train_idx, self.val_idx, self.test_idx = split or data.split(
             ds, cfg["val_split"], cfg["test_split"], seed)
         self.ds = ds
+        self.check_batch()
         self.mean, self.std = (data.normalizer(ds.x[self.train_idx]) if cfg["normalize"]
                                else (np.float32(0), np.float32(1)))
         self.resident = self.keep_on_device()
@@ -81,9 +107,32 @@ class Trainer:
         self.sched = schedule.from_settings(cfg)
         self.epoch, self.batch_pos, self.best, self.best_epoch, self.bad = 0, 0, math.inf, 0, 0
         self.sums = [0.0, 0.0, 0]
+        self.first_loss = None  # the run's first step's loss, the scale divergence is seen on
         self.stop, self.interrupted = False, False
 
     # ---- set-up ------------------------------------------------------------------------------
+    def check_batch(self):
+        """A network with a BN that sees one value per channel per sample cannot train on a
+        batch of one: refuse a batch size of 1 up front (a last batch of one joins the one before
+        it, see batches)."""
+        bn = self.model.one_value_per_channel
+        full = self.cfg["optimizer"] in FULL_BATCH
+        n = len(self.train_idx) if full else min(self.cfg["batch"], len(self.train_idx))
+        if bn and n < 2:
+            raise NetcError(f"{bn[0]}: batch normalization needs more than 1 value per channel "
+                            f"to train; a batch of {n} sample(s) of {bn[0]}'s input gives 1",
+                            "train on batches of 2 or more (or use LN or GN, which normalize "
+                            "each sample on its own)")
+
+    def batches(self, epoch):
+        """The epoch's batches of training indices; a last batch of one sample joins the one
+        before it where a BN could not train on it."""
+        order = data.batches(self.train_idx, self.cfg["batch"],
+                             np.random.default_rng([self.cfg["seed"], epoch, 1]))
+        if self.model.one_value_per_channel and len(order) > 1 and len(order[-1]) < 2:
+            order[-2:] = [np.concatenate(order[-2:])]
+        return order
+
     def make_optimizer(self):
         cfg = self.cfg
         hyper = {k: cfg[k] for k in OPTIMIZER_KEYS if k in cfg}
@@ -126,7 +175,7 @@ class Trainer:
         copied = [k for k, v in arrays.items() if k in state and state[k].shape == v.shape]
         if not copied:
             raise DataError(f"init_from: no layer of {path} matches this network by name and shape")
-        self.model.load_state({k: arrays[k] for k in copied}, strict=False)
+        self.model.load_state({k: arrays[k] for k in copied}, strict=False, source=path)
         self.say(f"init_from {path}: {len(copied)} arrays copied")
 
     # ---- batches -----------------------------------------------------------------------------
@@ -207,23 +256,61 @@ class Trainer:
                 for g in grads.values():
                     self.device.scale(g, cn / norm)
 
-    def check_finite(self, loss, grads, where):
-        if math.isfinite(loss) and self.device.all_finite(grads.values()):
+    def check_loss(self, loss, grads, where):
+        """Stop on a NaN/Inf loss, or one DIVERGED times the run's first (or 1, if larger), with
+        the layer whose gradients blew up or are largest."""
+        if self.first_loss is None and math.isfinite(loss):
+            self.first_loss = loss
+        limit = DIVERGED * max(self.first_loss or 1.0, 1.0)
+        if math.isfinite(loss) and loss <= limit:
             return
+        culprit, norm = self.blame(grads)
+        what = f"the loss became {loss:g}" if not math.isfinite(loss) else \
+            f"the loss grew to {loss:.3g}, more than {DIVERGED:g} times its start " \
+            f"({self.first_loss:.3g}): training diverged"
+        raise NumericsError(f"{where}: {what}; the gradients of layer {culprit} "
+                            f"{'blew up' if math.isinf(norm) else 'are the largest'} (norm "
+                            f"{norm:g})", self.cure())
+
+    def check_weights(self, grads, where):
+        """After an update: stop when a weight became NaN or Inf (one finite check of the
+        parameters, which NaN or Inf gradients would have reached too)."""
+        if self.device.all_finite(self.model.params.values()):
+            return
+        culprit, norm = self.blame(grads)
+        if not math.isinf(norm):
+            culprit = next(k.rsplit(".", 1)[0] for k, v in self.model.params.items()
+                           if not self.device.all_finite([v]))
+        raise NumericsError(f"{where}: the weights of layer {culprit} became NaN or Inf in the "
+                            f"update (its gradients' norm: {norm:g})", self.cure())
+
+    def blame(self, grads):
+        """(layer, norm): the first layer in backward order whose gradients are not finite (norm
+        inf), else the one whose gradients' norm is largest."""
         norms = {}
         for name, g in grads.items():
             g = self.device.to_host(g)
             layer = name.rsplit(".", 1)[0]
-            bad = not np.isfinite(g).all()
-            v = float(np.sqrt(np.square(g, dtype=np.float64).sum())) if not bad else math.inf
-            norms[layer] = max(norms.get(layer, 0.0), math.inf if bad else v)
+            with np.errstate(all="ignore"):
+                v = float(np.sqrt(np.square(g, dtype=np.float64).sum()))
+            norms[layer] = max(norms.get(layer, 0.0), v if math.isfinite(v) else math.inf)
         order = [n.name for n in reversed(self.net.nodes) if n.name in norms]  # backward order
         culprit = next((n for n in order if norms[n] == math.inf), max(norms, key=norms.get))
-        raise NumericsError(
-            f"{where}: the loss became {loss:g}; the gradients of layer {culprit} blew up "
-            f"(norm {norms[culprit]:g})",
-            f"lower the learning rate (lr={self.opt.lr:g}), or clip the gradients "
-            "(clip_norm=1); the last good checkpoint is kept")
+        return culprit, norms[culprit]
+
+    def cure(self) -> str:
+        return (f"lower the learning rate (lr={self.opt.lr:g}), or clip the gradients "
+                f"(clip_norm=1); {self.kept()}")
+
+    def kept(self) -> str:
+        """What a run stopped by an error leaves to continue from."""
+        last = os.path.join(self.folder, "last.npz")
+        if not os.path.exists(last):
+            return "no checkpoint was written before this"
+        if os.path.exists(os.path.join(self.folder, "config.json")):
+            return f"{last}, the last checkpoint written, is kept: --resume {self.folder} " \
+                   "continues from it"
+        return f"{last}, the last checkpoint written, is kept"
 
     def sgd_step(self, idx, epoch, b):
         rng_aug = np.random.default_rng([self.cfg["seed"], epoch, b, 2])
@@ -232,12 +319,14 @@ class Trainer:
             x, y = (self.device.take(a, idx) for a in self.resident)
         else:
             x, y = self.inputs(idx, augment_rng=rng_aug)
+        where = f"epoch {epoch + 1}, step {b + 1}"
         with np.errstate(all="ignore"):  # a blow-up is reported below, with its layer
             loss, grads = self.model.loss_and_grads(x, y, self.loss)
             loss += self.regularize(grads)
-        self.check_finite(loss, grads, f"epoch {epoch + 1}, step {b + 1}")
-        self.clip(grads)
-        self.opt.step(grads)
+            self.check_loss(loss, grads, where)
+            self.clip(grads)
+            self.opt.step(grads)
+        self.check_weights(grads, where)
         return loss, self.accuracy(self.model.last_output, y)
 
     def full_batch_step(self, epoch):
@@ -250,10 +339,17 @@ class Trainer:
             return loss, grads
 
         for it in range(self.cfg["max_iter"]):
-            loss = self.opt.iterate(closure)
-            if not math.isfinite(loss):
-                raise NumericsError(f"epoch {epoch + 1}: the loss became {loss}",
-                                    "lower lr or use another optimizer")
+            with np.errstate(all="ignore"):
+                loss = self.opt.iterate(closure)
+            if self.first_loss is None and math.isfinite(loss):
+                self.first_loss = loss
+            where = f"epoch {epoch + 1}, iteration {it + 1}"
+            if not math.isfinite(loss) or loss > DIVERGED * max(self.first_loss, 1.0):
+                raise NumericsError(f"{where}: the loss became {loss:g}",
+                                    f"lower lr or use another optimizer; {self.kept()}")
+            if not self.device.all_finite(self.model.params.values()):
+                raise NumericsError(f"{where}: a weight became NaN or Inf",
+                                    f"lower lr or use another optimizer; {self.kept()}")
         return loss
 
     # ---- the loop ----------------------------------------------------------------------------
@@ -269,6 +365,8 @@ class Trainer:
             self.say(f"interrupted in epoch {self.epoch + 1} after step {self.batch_pos}: saved "
                      f"{self.folder}/last.npz; continue with --resume {self.folder}")
             raise
+        except runs.WriteError as e:  # a full disk: say what is left to continue from
+            raise runs.WriteError(e.message, self.kept()) from None
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
@@ -328,8 +426,7 @@ class Trainer:
         if cfg["optimizer"] in FULL_BATCH:
             self.full_batch_step(epoch)
         else:
-            order = data.batches(self.train_idx, cfg["batch"],
-                                 np.random.default_rng([cfg["seed"], epoch, 1]))
+            order = self.batches(epoch)
             bar = self.bar(len(order), epoch)
             for b in range(self.batch_pos, len(order)):
                 loss, acc = self.sgd_step(order[b], epoch, b)
@@ -415,64 +512,129 @@ class Trainer:
     def say(self, text):
         print(text, file=self.out, flush=True)
 
+    def announce(self):
+        """The model's one-line summary, then the data's splits and the run's settings."""
+        from netc.compiler import report
+        cfg, ds = self.cfg, self.ds
+        tests = len(self.test_idx) if ds.x_test is None else len(ds.x_test)
+        none = "" if tests else (f" (test_split={cfg['test_split']:g} of {len(ds.x)} samples "
+                                 "leaves none: the run ends without a test score)")
+        self.say(report.one_line(self.net, cfg["batch"], cfg["optimizer"], self.frozen))
+        self.say(f"data {ds.name}: {len(self.train_idx)} train, {len(self.val_idx)} validation, "
+                 f"{tests} test{none}; {cfg['optimizer']} lr={cfg['lr']:g}, batch {cfg['batch']}, "
+                 f"{cfg['epochs']} epochs -> {self.folder}")
+
     # ---- checkpoints and resume --------------------------------------------------------------
     def save(self, name, folder=None):
         meta = {"epoch": self.epoch, "batch_pos": self.batch_pos, "best": self.best,
                 "best_epoch": self.best_epoch, "bad": self.bad, "sums": self.sums,
-                "schedule": self.sched.state()}
+                "schedule": self.sched.state(), "first_loss": self.first_loss}
         extra = {f"opt::{k}": v for k, v in self.opt.state_arrays().items()}
         extra["__netc_train__"] = np.array(json.dumps(meta))
         extra["__netc_norm_mean__"] = np.asarray(self.mean)
         extra["__netc_norm_std__"] = np.asarray(self.std)
-        self.model.save(os.path.join(folder or self.folder, name), extra)
+        try:
+            self.model.save(os.path.join(folder or self.folder, name), extra)
+        except NumericsError as e:  # optimizer state blown up with finite weights
+            raise NumericsError(f"epoch {self.epoch}: {e.message}", self.cure()) from None
 
     def restore(self, name):
-        self.model.load_state(read_checkpoint(os.path.join(self.folder, name)))
+        path = os.path.join(self.folder, name)
+        self.model.load_state(read_checkpoint(path), source=path)
 
     def resume(self):
+        """Continue from last.npz: the weights, the optimizer state, the position in the run. A
+        folder with no checkpoint yet (a run killed in its first epoch) starts over."""
         path = os.path.join(self.folder, "last.npz")
         if not os.path.exists(path):
-            raise NetcError(f"--resume: {self.folder} has no last.npz to continue from")
+            best = os.path.join(self.folder, "best.npz")
+            if os.path.exists(best):
+                raise NetcError(f"--resume: {self.folder} has best.npz but no last.npz to "
+                                f"continue from", f"start a new run from its weights: "
+                                f"--init-from {best}")
+            self.say(f"{self.folder} has no checkpoint yet (its run stopped in its first epoch): "
+                     "starting it from the beginning")
+            runs.truncate_metrics(self.folder, 0)
+            return
         arrays = read_checkpoint(path)
         if str(arrays.get("__netc_hash__")) != self.net.spec_hash:
             raise NetcError(f"--resume: {self.folder} was trained from a different spec")
-        self.model.load_state(arrays)
-        self.opt.load_state_arrays({k[5:]: v for k, v in arrays.items() if k.startswith("opt::")})
-        meta = json.loads(str(arrays["__netc_train__"]))
-        self.epoch, self.batch_pos = meta["epoch"], meta["batch_pos"]
-        self.best, self.best_epoch, self.bad = meta["best"], meta["best_epoch"], meta["bad"]
-        self.sums = meta["sums"]
-        self.sched.load(meta["schedule"])
+        if "__netc_train__" not in arrays:
+            raise NetcError(f"--resume: {path} holds weights but no training state (was it "
+                            "written by Model.save?)", f"start a new run from these weights: "
+                            f"--init-from {path}")
+        try:
+            meta = json.loads(str(arrays["__netc_train__"]))
+            self.epoch, self.batch_pos = int(meta["epoch"]), int(meta["batch_pos"])
+            self.best, self.best_epoch = float(meta["best"]), int(meta["best_epoch"])
+            self.bad, self.sums = int(meta["bad"]), [float(v) for v in meta["sums"]]
+            first = meta.get("first_loss")  # absent from checkpoints of older versions
+            self.first_loss = None if first is None else float(first)
+            self.sched.load(meta["schedule"])
+        except (ValueError, KeyError, TypeError, IndexError) as e:
+            raise DataError(f"--resume: {path}'s training state is damaged ({e!r})",
+                            f"start a new run from its weights: --init-from {path}") from None
+        self.model.load_state(arrays, source=path)
+        self.opt.load_state_arrays({k[5:]: v for k, v in arrays.items() if k.startswith("opt::")},
+                                   source=path)
         runs.truncate_metrics(self.folder, self.epoch)
+
+
+def saved_settings(folder: str, overrides: dict) -> dict:
+    """A run's settings from its config.json, checked (`epochs` may be raised on resume)."""
+    path = os.path.join(folder, "config.json")
+    try:
+        saved = runs.read_json(path)
+    except (OSError, ValueError) as e:
+        raise NetcError(f"--resume: cannot read {path}: {e}",
+                        "the run folder is damaged: start a new run (--init-from its "
+                        "last.npz keeps the weights)") from None
+    settings = saved.get("settings") if isinstance(saved, dict) else None
+    if isinstance(saved, dict) and saved.get("bagging"):
+        raise NetcError(f"--resume continues one run; {folder} holds a bagging run's members",
+                        "train the bagging run again, into a new folder")
+    if not isinstance(settings, dict):
+        raise NetcError(f"--resume: {path} has no settings",
+                        "the run folder is damaged: start a new run (--init-from its last.npz "
+                        "keeps the weights)")
+    cfg = {**DEFAULTS, **settings, **{k: v for k, v in overrides.items() if k == "epochs" and v}}
+    missing = [k for k in ("data", "lr") if k not in cfg]
+    if missing:
+        raise NetcError(f"--resume: {path}'s settings lack {', '.join(missing)}",
+                        "the run folder is damaged: start a new run")
+    for k, v in cfg.items():
+        if k in TRAIN_KEYS:
+            try:
+                cfg[k] = TRAIN_KEYS[k].parse(tuple(v) if isinstance(v, list) else v, k)
+            except LayerError as e:
+                raise NetcError(f"--resume: {path}: {e.message}",
+                                "the run folder is damaged: start a new run") from None
+    return cfg
 
 
 # ---- what the CLI and the Python API call --------------------------------------------------------
 def train(net, overrides=None, out=None, resume=None, progress=True, diagnose=False,
           stdout=None):
     """Train `net` (a compiled Net) and return (result, folder). With `resume`, continue the run
-    in that folder from its last checkpoint (its saved settings; `epochs` may be raised)."""
-    from netc.compiler import report
+    in that folder from its last checkpoint (its saved settings; `epochs` may be raised). The
+    folder is locked while the run writes into it."""
     stdout = stdout or sys.stdout
     overrides = dict(overrides or {})
-    if resume:
-        folder = runs.prepare(resume, resume=True)
-        saved = runs.read_json(os.path.join(folder, "config.json"))
-        cfg = {**saved["settings"], **{k: v for k, v in overrides.items() if k == "epochs" and v}}
-    else:
+    if not resume:
         cfg = resolve(net, overrides)
         check(cfg)
-        folder = runs.prepare(out or runs.default_dir(net.name))
-    trainer = Trainer(net, _plain(cfg), folder, progress, diagnose, stdout)
-    if resume:
-        trainer.resume()
-    write_config(folder, net, cfg)
-    print(report.one_line(net, cfg["batch"], cfg["optimizer"], trainer.frozen), file=stdout)
-    print(f"data {trainer.ds.name}: {len(trainer.train_idx)} train, {len(trainer.val_idx)} "
-          f"validation, {len(trainer.test_idx) if trainer.ds.x_test is None else len(trainer.ds.x_test)}"
-          f" test; {cfg['optimizer']} lr={cfg['lr']:g}, batch {cfg['batch']}, {cfg['epochs']} "
-          f"epochs -> {folder}", file=stdout)
-    result = trainer.run()
-    return result, folder
+        check_memory(net, cfg)
+    with runs.claim(resume or out or runs.default_dir(net.name), bool(resume)) as folder:
+        if resume:
+            cfg = saved_settings(folder, overrides)
+            check(cfg)
+            check_memory(net, cfg)
+        trainer = Trainer(net, _plain(cfg), folder, progress, diagnose, stdout)
+        if resume:
+            trainer.resume()
+        write_config(folder, net, cfg)
+        trainer.announce()
+        return trainer.run(), folder
 
 
 def write_config(folder, net, cfg, **extra):
@@ -493,6 +655,8 @@ def _as_test(scores: dict) -> dict:
 
 def result_line(r: dict) -> str:
     """'test loss L, test accuracy A%' (pixel accuracy and mean IoU for a per-pixel output)."""
+    if r.get("test_loss") is None:
+        return "no test score (no test samples)"
     line = f"test loss {r['test_loss']:.4f}"
     if r.get("test_miou") is not None:
         return line + (f", test pixel accuracy {100 * r['test_acc']:.2f}%, mean IoU "
@@ -507,23 +671,25 @@ def cross_validate(net, overrides, k, out=None, progress=True, stdout=None):
     stdout = stdout or sys.stdout
     cfg = resolve(net, overrides)
     check(cfg)
-    folder = runs.prepare(out or runs.default_dir(net.name + "-cv"))
-    probe = Trainer(net, _plain(cfg), folder, False, False, stdout)
-    rest = np.concatenate([probe.train_idx, probe.val_idx])
-    results = []
-    for i, (tr, va) in enumerate(data.folds(rest, k, cfg["seed"])):
-        sub = runs.prepare(os.path.join(folder, f"fold{i + 1}"))
-        print(f"fold {i + 1}/{k}", file=stdout)
-        t = Trainer(net, _plain(cfg), sub, progress, False, stdout, split=(tr, va, probe.test_idx))
-        t.run()
-        rows = runs.read_metrics(sub)
-        results.append(rows[-1])
-    summary = {"folds": k}
-    for key in ("val_loss", "val_acc"):
-        vals = [r[key] for r in results if r[key] is not None]
-        if vals:
-            summary[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "values": vals}
-    runs.write_json(os.path.join(folder, "result.json"), summary)
+    check_memory(net, cfg)
+    with runs.claim(out or runs.default_dir(net.name + "-cv")) as folder:
+        probe = Trainer(net, _plain(cfg), folder, False, False, stdout)
+        rest = np.concatenate([probe.train_idx, probe.val_idx])
+        results = []
+        for i, (tr, va) in enumerate(data.folds(rest, k, cfg["seed"])):
+            sub = runs.subfolder(folder, f"fold{i + 1}")
+            print(f"fold {i + 1}/{k}", file=stdout)
+            t = Trainer(net, _plain(cfg), sub, progress, False, stdout,
+                        split=(tr, va, probe.test_idx))
+            t.run()
+            results.append(runs.read_metrics(sub)[-1])
+        summary = {"folds": k}
+        for key in ("val_loss", "val_acc"):
+            vals = [r[key] for r in results if r[key] is not None]
+            if vals:
+                summary[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)),
+                                "values": vals}
+        runs.write_json(os.path.join(folder, "result.json"), summary)
     for key in ("val_loss", "val_acc"):
         if key in summary:
             print(f"{key}: {summary[key]['mean']:.4f} +- {summary[key]['std']:.4f} over {k} folds",
@@ -535,21 +701,23 @@ def compare(net, overrides, names, out=None, progress=True, stdout=None):
     """Train the same initial weights with each optimizer; plot their curves together."""
     stdout = stdout or sys.stdout
     check(resolve(net, overrides, need_data=False))
-    folder = runs.prepare(out or runs.default_dir(net.name + "-compare"))
     curves, table = {}, []
-    for name in names:
-        o = {**overrides, "optimizer": name}
-        if overrides.get("lr") is None:
-            o["lr"] = optim.defaults(name)["lr"]  # the spec's lr was tuned for its own optimizer
-        print(f"--- {name}", file=stdout)
-        result, sub = train(net, o, os.path.join(folder, name), progress=progress, stdout=stdout)
-        curves[name] = runs.read_metrics(sub)
-        table.append((name, result))
-    runs.plot(curves, os.path.join(folder, "compare.png"), net.name)
+    with runs.claim(out or runs.default_dir(net.name + "-compare")) as folder:
+        for name in names:
+            o = {**overrides, "optimizer": name}
+            if overrides.get("lr") is None:
+                o["lr"] = optim.defaults(name)["lr"]  # the spec's lr was tuned for its own
+            print(f"--- {name}", file=stdout)
+            result, sub = train(net, o, os.path.join(folder, name), progress=progress,
+                                stdout=stdout)
+            curves[name] = runs.read_metrics(sub)
+            table.append((name, result))
+        runs.plot(curves, os.path.join(folder, "compare.png"), net.name)
     print(f"{'optimizer':<10} {'test loss':>10} {'test acc':>9} {'best epoch':>11}", file=stdout)
     for name, r in table:
         acc = "" if r["test_acc"] is None else f"{100 * r['test_acc']:.1f}%"
-        print(f"{name:<10} {r['test_loss']:>10.4f} {acc:>9} {r['best_epoch']:>11}", file=stdout)
+        loss = "-" if r["test_loss"] is None else f"{r['test_loss']:.4f}"
+        print(f"{name:<10} {loss:>10} {acc:>9} {r['best_epoch']:>11}", file=stdout)
     return table, folder
 
 
@@ -561,34 +729,35 @@ def bagging(net, overrides, k, out=None, progress=True, stdout=None):
     stdout = stdout or sys.stdout
     cfg = resolve(net, overrides)
     check(cfg)
-    folder = runs.prepare(out or runs.default_dir(net.name + "-bagging"))
-    write_config(folder, net, cfg, bagging=k)
-    started = time.perf_counter()
-    probe = Trainer(net, _plain(cfg), folder, False, False, stdout)
-    x, y = probe.test_data()
-    if len(y) == 0:
-        raise NetcError("--bagging compares the members and their ensemble on the test split, "
-                        "and this data leaves none (test_split=0)", "use test_split=0.2, say")
-    names, epochs = [], []
-    for i in range(1, k + 1):
-        print(f"member {i}/{k}", file=stdout)
-        sub = runs.prepare(os.path.join(folder, f"member{i}"))
-        split = (ensemble.bootstrap(probe.train_idx, cfg["seed"], i), probe.val_idx,
-                 probe.test_idx)
-        t = Trainer(net, _plain(cfg), sub, progress, False, stdout, split=split)
-        result = t.run()
-        names.append(f"member_{i}.npz")
-        t.save(names[-1], folder)
-        epochs.append((result["epochs"], result["best_epoch"]))
-    members = ensemble.load([os.path.join(folder, n) for n in names], net, cfg["device"])
-    scores = ensemble.evaluate(members, x, y, probe.loss)
-    rows = [{"file": n, "epochs": e, "best_epoch": b, **_as_test(s)}
-            for n, (e, b), s in zip(names, epochs, scores["members"])]
-    summary = {"network": net.name, "bagging": k,
-               "seconds": round(time.perf_counter() - started, 2), "test_samples": len(y),
-               "members": rows,
-               "ensemble": _as_test(scores["ensemble"])}
-    runs.write_json(os.path.join(folder, "result.json"), summary)
+    check_memory(net, cfg)
+    with runs.claim(out or runs.default_dir(net.name + "-bagging")) as folder:
+        write_config(folder, net, cfg, bagging=k)
+        started = time.perf_counter()
+        probe = Trainer(net, _plain(cfg), folder, False, False, stdout)
+        x, y = probe.test_data()
+        if len(y) == 0:
+            raise NetcError("--bagging compares the members and their ensemble on the test "
+                            "split, and this data leaves none (test_split=0)",
+                            "use test_split=0.2, say")
+        names, epochs = [], []
+        for i in range(1, k + 1):
+            print(f"member {i}/{k}", file=stdout)
+            sub = runs.subfolder(folder, f"member{i}")
+            split = (ensemble.bootstrap(probe.train_idx, cfg["seed"], i), probe.val_idx,
+                     probe.test_idx)
+            t = Trainer(net, _plain(cfg), sub, progress, False, stdout, split=split)
+            result = t.run()
+            names.append(f"member_{i}.npz")
+            t.save(names[-1], folder)
+            epochs.append((result["epochs"], result["best_epoch"]))
+        members = ensemble.load([os.path.join(folder, n) for n in names], net, cfg["device"])
+        scores = ensemble.evaluate(members, x, y, probe.loss)
+        rows = [{"file": n, "epochs": e, "best_epoch": b, **_as_test(s)}
+                for n, (e, b), s in zip(names, epochs, scores["members"])]
+        summary = {"network": net.name, "bagging": k,
+                   "seconds": round(time.perf_counter() - started, 2), "test_samples": len(y),
+                   "members": rows, "ensemble": _as_test(scores["ensemble"])}
+        runs.write_json(os.path.join(folder, "result.json"), summary)
     for r in rows:
         print(f"{r['file']}: {result_line(r)} (best epoch {r['best_epoch']})", file=stdout)
     print(f"ensemble of {k}: {result_line(summary['ensemble'])}; {folder}/", file=stdout)

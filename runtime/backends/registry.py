@@ -44,6 +44,7 @@ class Implementation:
     kind = ""
     backend = ""
     rules = None  # the kind's LayerKind (set on registration)
+    batch_statistics = False  # whether training normalizes each channel over the batch (BN)
 
     def logits(self, cache):
         return None
@@ -103,6 +104,12 @@ class Backend:
     def fits(self, nbytes) -> bool:
         """Whether a data set of nbytes may stay in this backend's memory for a run."""
         return True
+
+    def free_memory(self) -> int | None:
+        """Bytes a run may still allocate where this backend keeps its arrays (None where
+        unknown); the host's by default."""
+        from ..files import available_memory
+        return available_memory()
 
     def penalty(self, w, g, l1, l2) -> float:
         """g += l1 sign(w) + l2 w in place; returns l1 sum|w| + l2/2 sum w^2."""

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from netc.dsl.errors import NetcError
+from netc.dsl.errors import DataError, NetcError
 
+from .. import checks
 from ..backends import registry as backends
 
 
@@ -45,14 +46,25 @@ class Optimizer:
         self.backend = backends.load("cpu") if first is None else backends.backend_of(first)
 
     def step(self, grads):
-        """One update from gradients (first-order methods)."""
-        self.t += 1
+        """One update from gradients (first-order methods): one for each parameter that
+        trains (a frozen one, of multiplier 0, may have none), of its shape."""
         for name, theta in self.params.items():
             g = grads.get(name)
+            if g is None and self.lr_mult.get(name, 1.0) != 0:
+                raise DataError(f"{self.name}.step: no gradient for {name}",
+                                "pass the grads dict of loss_and_grads, one per parameter")
+            if g is not None and g.shape != theta.shape:
+                raise DataError(f"{self.name}.step: the gradient of {name} has shape "
+                                f"{tuple(g.shape)}; the parameter has {tuple(theta.shape)}")
+        unknown = [k for k in grads if k not in self.params]
+        if unknown:
+            raise DataError(f"{self.name}.step: {unknown[0]!r} is not a parameter this optimizer "
+                            "updates", "build the optimizer on the model's params")
+        self.t += 1
+        for name, theta in self.params.items():
             mult = self.lr_mult.get(name, 1.0)
-            if g is None or mult == 0:
-                continue
-            self.update(theta, g, self.state[name], self.lr * mult)
+            if mult != 0:
+                self.update(theta, grads[name], self.state[name], self.lr * mult)
 
     def iterate(self, closure) -> float:
         """One iteration from closure() -> (loss, grads); returns the loss before the update."""
@@ -85,7 +97,15 @@ class Optimizer:
                 out[f"{name}::{k}"] = self.backend.to_host(v) if hasattr(v, "shape") else np.asarray(v)
         return out
 
-    def load_state_arrays(self, arrays: dict):
+    def load_state_arrays(self, arrays: dict, source="checkpoint"):
+        """The state of state_arrays back, each array checked (real, finite, shaped like its
+        parameter); `source` names them in errors."""
+        for key, v in arrays.items():
+            checks.finite_values(v, f"{source}'s optimizer state {key}")
+            name = key.split("::", 1)[0]
+            if v.ndim and name in self.params and v.shape != self.params[name].shape:
+                raise DataError(f"{source}'s optimizer state {key} has shape {v.shape}; "
+                                f"{name} has {tuple(self.params[name].shape)}")
         self.t = int(arrays.get("__t", 0))
         for key, v in arrays.items():
             if "::" in key and key.split("::", 1)[0] in self.state:

@@ -92,8 +92,8 @@ class LBFGS(FullBatch):
             out["lbfgs::y"] = np.stack([y for _, y, _ in self.pairs])
         return out
 
-    def load_state_arrays(self, arrays):
-        super().load_state_arrays(arrays)
+    def load_state_arrays(self, arrays, source="checkpoint"):
+        super().load_state_arrays(arrays, source)
         if "lbfgs::s" in arrays:
             self.pairs = [(s.copy(), y.copy(), 1.0 / (s @ y))
                           for s, y in zip(arrays["lbfgs::s"], arrays["lbfgs::y"])]
@@ -145,8 +145,8 @@ class ConjugateGradient(FullBatch):
             out["cg::g"], out["cg::d"], out["cg::t"] = self.prev[0], self.prev[1], np.array(self.prev[2])
         return out
 
-    def load_state_arrays(self, arrays):
-        super().load_state_arrays(arrays)
+    def load_state_arrays(self, arrays, source="checkpoint"):
+        super().load_state_arrays(arrays, source)
         if "cg::g" in arrays:
             self.prev = (arrays["cg::g"].copy(), arrays["cg::d"].copy(), float(arrays["cg::t"]))
 
@@ -184,8 +184,8 @@ class LevenbergMarquardt(FullBatch):
     def state_arrays(self):
         return {**super().state_arrays(), "lm::lambda": np.array(self.lam)}
 
-    def load_state_arrays(self, arrays):
-        super().load_state_arrays(arrays)
+    def load_state_arrays(self, arrays, source="checkpoint"):
+        super().load_state_arrays(arrays, source)
         if "lm::lambda" in arrays:
             self.lam = float(arrays["lm::lambda"])
 

@@ -80,7 +80,7 @@ def test_snapshots_one_per_cycle_and_their_ensemble_in_result_json(tmp_path, cap
 def test_snapshots_survive_an_interrupt_and_resume(tmp_path):
     net = netc.compile(RESTARTS)
     cfg = trainer.resolve(net, {})
-    folder = runs.prepare(str(tmp_path / "cut"))
+    folder = runs.subfolder(str(tmp_path), "cut")
     t = trainer.Trainer(net, cfg, folder, progress=False, out=open(os.devnull, "w"))
     runs.write_json(os.path.join(folder, "config.json"), {"settings": cfg})
     calls, original = {"n": 0}, t.sgd_step

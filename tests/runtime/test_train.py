@@ -65,7 +65,7 @@ def test_resume_is_exact_for_full_batch_methods(tmp_path, name):
 def test_resume_mid_epoch_after_interrupt(tmp_path):
     net = netc.compile(SPEC)
     cfg = trainer.resolve(net, {"epochs": 2})
-    folder = runs.prepare(str(tmp_path / "cut"))
+    folder = runs.subfolder(str(tmp_path), "cut")
     t = trainer.Trainer(net, cfg, folder, progress=False, out=open(os.devnull, "w"))
     runs.write_json(os.path.join(folder, "config.json"), {"settings": cfg})
     calls = {"n": 0}
@@ -90,7 +90,7 @@ def test_ctrl_c_stops_after_the_step_and_saves(tmp_path):
     import signal
     net = netc.compile(SPEC)
     cfg = trainer.resolve(net, {"epochs": 2})
-    folder = runs.prepare(str(tmp_path / "sig"))
+    folder = runs.subfolder(str(tmp_path), "sig")
     t = trainer.Trainer(net, cfg, folder, progress=False, out=open(os.devnull, "w"))
     original = t.sgd_step
 
@@ -116,11 +116,12 @@ def test_early_stopping_restores_the_best_weights(tmp_path):
     assert result["epochs"] - result["best_epoch"] == 2
 
 
-def test_nan_stops_with_the_layer_and_the_cure(tmp_path):
+def test_a_blow_up_stops_with_the_layer_and_the_cure(tmp_path):
     spec = SPEC.replace("optimizer=adam lr=0.01", "optimizer=sgd lr=1e8")
     with pytest.raises(NumericsError) as e:
         quiet(tmp_path, spec)
-    assert "blew up" in e.value.message and "lower the learning rate" in e.value.hint
+    assert "diverged" in e.value.message and "the gradients of layer" in e.value.message
+    assert "lower the learning rate" in e.value.hint
 
 
 def test_freeze_and_transfer(tmp_path):
@@ -129,7 +130,7 @@ def test_freeze_and_transfer(tmp_path):
     import io
     t = trainer.Trainer(net, trainer.resolve(net, {"epochs": 1, "init_from": f"{first}/last.npz",
                                                   "freeze": ("conv*",)}),
-                        runs.prepare(str(tmp_path / "second")), progress=False, out=io.StringIO())
+                        runs.subfolder(str(tmp_path), "second"), progress=False, out=io.StringIO())
     before = t.model.params["conv1.weight"].copy()
     assert np.array_equal(before, netc.Model.load(f"{first}/last.npz").params["conv1.weight"])
     t.run()

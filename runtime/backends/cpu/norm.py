@@ -13,6 +13,8 @@ class BatchNorm(Implementation):
     """Training normalises by the batch's mean and (biased) variance and updates the running
     statistics as PyTorch does (the unbiased variance); evaluation uses the running ones."""
 
+    batch_statistics = True
+
     def forward(self, h, p, xs, ctx):
         x = xs[0]
         if ctx.train:

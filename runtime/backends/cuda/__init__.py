@@ -102,6 +102,12 @@ class CudaBackend(Backend):
             return True
         return nbytes <= free // 4
 
+    def free_memory(self):
+        try:
+            return cuda.current_context().get_memory_info()[0]
+        except Exception:  # the simulator does not say
+            return None
+
     penalty = staticmethod(train.penalty)
     clip_values = staticmethod(train.clip_values)
     sum_squares = staticmethod(train.sum_squares)

@@ -23,6 +23,8 @@ class BatchNorm(Implementation):
     """As the CPU's: batch statistics in training (the running ones updated as PyTorch does),
     the running ones in evaluation."""
 
+    batch_statistics = True
+
     def forward(self, h, p, xs, ctx):
         x = xs[0]
         x3 = _channels(x)
