@@ -6,6 +6,7 @@ import sys
 
 from netc.dsl import parse
 from netc.dsl.errors import Source
+from netc.dsl.parser import MAX_TEXT
 
 from .build import build
 from .graph import Net, Node
@@ -13,14 +14,15 @@ from .registry import LayerKind, kinds, register
 
 
 def read(spec: str) -> Source:
-    """A spec given as a path, '-' for standard input, or the text itself."""
+    """A spec given as a path, '-' for standard input, or the text itself (of a file or stdin,
+    at most one character more than the parser reads, so a huge file is never read whole)."""
     if spec == "-":
-        return Source(sys.stdin.read(), "<stdin>")
+        return Source(sys.stdin.read(MAX_TEXT + 1), "<stdin>")
     if "\n" not in spec and (spec.endswith(".net") or os.path.exists(spec)):
         from netc.dsl.errors import SpecError
         try:
             with open(spec, encoding="utf-8") as f:
-                return Source(f.read(), spec)
+                return Source(f.read(MAX_TEXT + 1), spec)
         except FileNotFoundError:
             raise SpecError(f"no such spec file: {spec}", "check the path") from None
         except (OSError, UnicodeDecodeError) as e:

@@ -12,6 +12,7 @@ import networkx as nx
 
 from netc.dsl import ast
 from netc.dsl.errors import NetcError, ShapeError, Source, SpecError, SpecWarning
+from netc.dsl.parser import MAX_INT, MAX_NESTING
 
 from . import registry, settings
 from .graph import Net, Node
@@ -19,14 +20,21 @@ from .kinds.conv import Conv
 from .kinds.dense import FullyConnected
 from .kinds.join import Add, Concat, Input, Mean
 from .kinds.norm import BatchNorm, GroupNorm, InstanceNorm, LayerNorm
-from .registry import LayerError
+from .registry import Ident, LayerError
+
+# the most layers a network may have (the compiler's joins and projections count: ResNet-152
+# has 465, DenseNet-121 427), and so the most times a chain may repeat
+MAX_LAYERS = 10_000
+# how deep groups, branches and block calls may nest, together (as `[` in the text)
+MAX_DEPTH = MAX_NESTING
 
 
 class _Scope:
-    """A path prefix and the counters that name what is made inside it (conv1, conv2 ...)."""
+    """A path prefix, the counters that name what is made inside it (conv1, conv2 ...), and the
+    names taken in it: {segment: (where, the hint if it is given again)}."""
 
     def __init__(self, path=()):
-        self.path, self.counts = tuple(path), Counter()
+        self.path, self.counts, self.taken = tuple(path), Counter(), {}
 
     def next(self, stem: str) -> str:
         self.counts[stem] += 1
@@ -43,7 +51,9 @@ class Builder:
         self.defaults: dict[str, dict] = {}
         self.warnings: list[SpecWarning] = []
         self.calls: list[tuple[str, ast.Pos]] = []  # the block calls being expanded
-        self.user_names: dict[str, ast.Pos] = {}
+        self.depth = 0  # groups, branches and block calls being expanded
+        self.names: dict[str, tuple] = {}  # every layer's name: (where, as in _Scope.taken)
+        self.order: list[str] = []  # the nodes, in the order made
         self.rf_warned = False
         self.units: list[tuple[str, bool]] = []  # the residual units' ADDs, whether drop= is written
 
@@ -68,6 +78,7 @@ class Builder:
         shape = self._input_shape(spec.input, spec.input_pos)
         self._add(Node("input", Input.name, (), {}, (), (), shape, line=spec.input_pos.line,
                        column=spec.input_pos.column))
+        self.names["input"] = (spec.input_pos, "`input` is the network's input: choose another name")
         cur, scope = "input", _Scope()
         for st in spec.body:
             if isinstance(st, ast.Default):
@@ -135,20 +146,32 @@ class Builder:
     # ---- chains and elements ----------------------------------------------------------------
     def chain(self, chain: ast.Chain, cur: str, scope: _Scope, env: dict) -> str:
         for el in chain.elements:
-            for _ in range(el.repeat):
-                cur = self.item(el.item, cur, scope, env)
             if el.repeat < 1:
                 raise self.error("a repeat count must be at least 1", el.repeat_pos, "write x1 or more")
+            if el.repeat > MAX_LAYERS:
+                raise self.error(f"a repeat count is at most {MAX_LAYERS:,}; received "
+                                 f"{el.repeat:,}", el.repeat_pos,
+                                 f"a network has at most {MAX_LAYERS:,} layers")
+            for _ in range(el.repeat):
+                cur = self.item(el.item, cur, scope, env)
         return cur
 
     def item(self, item, cur, scope, env):
         if isinstance(item, ast.Layer):
             return self.layer(item, cur, scope, env)
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(f"groups, branches and block calls nest more than {MAX_DEPTH} deep",
+                             item.pos, "a block that calls a block nests as a bracket does: "
+                             "flatten some of them")
         if isinstance(item, ast.Group):
-            return self.chain(item.chain, cur, scope, env)
-        if isinstance(item, ast.Call):
-            return self.call(item, cur, scope, env)
-        return self.branch(item, cur, scope, env)
+            cur = self.chain(item.chain, cur, scope, env)
+        elif isinstance(item, ast.Call):
+            cur = self.call(item, cur, scope, env)
+        else:
+            cur = self.branch(item, cur, scope, env)
+        self.depth -= 1
+        return cur
 
     def layer(self, layer: ast.Layer, cur, scope, env) -> str:
         kind = self._kind(layer.kind, layer.pos)
@@ -157,12 +180,34 @@ class Builder:
         hyper = {key: self._parse(kind, key, value, pos) for key, (value, pos) in written.items()}
         name = hyper.pop("name", None)
         if name is not None:
-            pos = written["name"][1]
-            if name in self.user_names or name in self.g:
-                raise self.error(f"the layer name {name!r} is used twice", pos,
-                                 "names must be unique; a repeated layer (x2) cannot carry name=")
-            self.user_names[name] = pos
+            self._claim(scope, name, written["name"][1], name=name)
         return self.node(kind, hyper, [cur], scope, layer.pos, name=name, written=written)
+
+    # ---- names --------------------------------------------------------------------------------
+    def _fresh(self, scope, stem) -> str:
+        """The counter's next segment for `stem` in `scope`, past the names given before
+        (`CONV name=conv2 - CONV` names the second CONV conv3)."""
+        while True:
+            segment = scope.next(stem)
+            if segment not in scope.taken and ".".join(scope.path + (segment,)) not in self.names:
+                return segment
+
+    def _claim(self, scope, segment, pos, name=None, counted=None):
+        """Take `segment` in `scope` and, for a layer, its `name`; `counted`: what the counter
+        named so (a kind, a block call), None for a name given with name=. A name taken before
+        is an error at the second, which says where the first is."""
+        for taken, key in ((scope.taken, segment), (self.names, name)):
+            if key in taken:
+                first, hint = taken[key]
+                where = f"line {first.line}" + (f", column {first.column}"
+                                                if first.line == pos.line else "")
+                raise self.error(f"the name {key!r} is used twice (first on {where})", pos, hint)
+        hint = (f"the counter gave {segment!r} to the {counted} on line {pos.line}: choose another "
+                "name" if counted else "names must be unique; a repeated layer (x2) or a block "
+                "used more than once cannot carry name=")
+        scope.taken[segment] = (pos, hint)
+        if name is not None:
+            self.names[name] = (pos, hint)
 
     # ---- arguments ----------------------------------------------------------------------------
     def _written(self, kind, args, env, pos) -> dict:
@@ -216,6 +261,9 @@ class Builder:
                     raise self.error(f"cannot multiply {f!r}: only numbers multiply", pos,
                                      "is a block parameter misspelled?")
                 out *= f
+                if abs(out) > MAX_INT:
+                    raise self.error("the product is too large", pos,
+                                     f"numbers are at most 2^63 - 1 ({MAX_INT:,})")
             return out
         if isinstance(v, ast.Strided):
             raise self.error("a strided size (3x3/2) is only a kernel", pos,
@@ -232,10 +280,18 @@ class Builder:
             if key not in hyper and k.default is not None and key != "name":
                 hyper[key] = k.parse(k.default, key)
         xs = tuple(self.g.nodes[i]["node"].out_shape for i in inputs)
-        gen = scope.next(stem or kind.name.lower())
+        if len(self.g) > MAX_LAYERS:
+            raise self.error(f"the network has more than {MAX_LAYERS:,} layers", pos,
+                             f"netc compiles at most {MAX_LAYERS:,} (ResNet-152 has 465): is a "
+                             "repeat count too large?")
         if name is None:
-            name = ".".join(scope.path + (gen,))
-        path = scope.path + (name if name in self.user_names else gen,)
+            segment = self._fresh(scope, stem or kind.name.lower())
+            name = ".".join(scope.path + (segment,))
+            self._claim(scope, segment, pos, name=name, counted=kind.name)
+        else:
+            scope.next(kind.name.lower())  # a layer given name= takes its number all the same
+            segment = name
+        path = scope.path + (segment,)
         if kind.spatial and len(xs[0]) != 3:
             src = self.g.nodes[inputs[0]]["node"]
             raise self.error(
@@ -259,6 +315,9 @@ class Builder:
         if any(d < 1 for d in y):
             raise self.error(f"{name}: the output would be empty ({'x'.join(map(str, y))})", pos,
                              "use a smaller kernel or stride, or more padding", cls=ShapeError)
+        if any(d > MAX_INT for d in y):
+            raise self.error(f"{name}: the output would be too large ({_shape(y)})", pos,
+                             f"sizes are at most 2^63 - 1 ({MAX_INT:,})", cls=ShapeError)
         self._receptive_field(node, kind, pos)
         if hasattr(kind, "dropped") and any(kind.dropped(hyper, xs)):
             dh, dw = kind.dropped(hyper, xs)
@@ -269,6 +328,7 @@ class Builder:
 
     def _add(self, node: Node):
         self.g.add_node(node.name, node=node)
+        self.order.append(node.name)
         for i in node.inputs:
             self.g.add_edge(i, node.name, shape=self.g.nodes[i]["node"].out_shape)
 
@@ -294,7 +354,9 @@ class Builder:
                 self.rf_warned = True
                 self.warn(f"{node.name}: the receptive field ({rf[0]:g}x{rf[1]:g}) is larger than the "
                           f"{image[1]}x{image[2]} input: deeper layers see padding", pos)
-        node.receptive_field, node.jump = rf, jump
+        # past 2^63 - 1 pixels (larger than any input) both stay there: their numbers stay small
+        node.receptive_field = tuple(min(v, MAX_INT) for v in rf)
+        node.jump = tuple(min(v, MAX_INT) for v in jump)
 
     # ---- blocks -------------------------------------------------------------------------------
     def call(self, c: ast.Call, cur, scope, env):
@@ -312,8 +374,13 @@ class Builder:
             raise self.error(f"block {c.name} uses itself ({cycle}): blocks cannot be recursive",
                              c.pos, "write the repetition with [chain]xN instead")
         bound, segment = self._bind(block, c, env)
+        if segment is None:
+            segment = self._fresh(scope, c.name)
+            self._claim(scope, segment, c.pos, counted=f"call of block {c.name}")
+        else:
+            self._claim(scope, segment, next(a.pos for a in c.args if a.key == "name"))
         self.calls.append((c.name, c.pos))
-        out = self.chain(block.body, cur, scope.child(segment or scope.next(c.name)), bound)
+        out = self.chain(block.body, cur, scope.child(segment), bound)
         self.calls.pop()
         return out
 
@@ -331,7 +398,11 @@ class Builder:
             if a.key is None:
                 continue
             if a.key == "name":
-                segment = self.value(a.value, env, a.pos)
+                try:
+                    segment = Ident().parse(self.value(a.value, env, a.pos), "name")
+                except LayerError as e:
+                    raise self.error(f"block {block.name}: {e.message}", a.pos,
+                                     "name= names the block's scope, e.g. name=stage1") from None
                 continue
             if a.key not in names:
                 close = difflib.get_close_matches(a.key, names, n=1)
@@ -352,7 +423,9 @@ class Builder:
 
     # ---- branches -----------------------------------------------------------------------------
     def branch(self, br: ast.Branch, cur, scope, env):
-        sub = scope.child(scope.next(br.kind.lower()))
+        segment = self._fresh(scope, br.kind.lower())
+        self._claim(scope, segment, br.pos, counted=br.kind)
+        sub = scope.child(segment)
         allowed = {ast.RES: {k: Add.keys[k] for k in ("act", "drop")},
                    ast.MEAN: Mean.keys}.get(br.kind, {})
         opts = {}
@@ -377,12 +450,12 @@ class Builder:
             outs = [self.chain(ch, cur, sub.child(f"b{i + 1}"), env) for i, ch in enumerate(br.chains)]
             kind = concat if br.kind == ast.CONCAT else registry.get(Mean.name)
             return self.node(kind, opts, outs, sub, br.pos)
-        before = len(self.g)
+        before = len(self.order)
         y = self.chain(br.chains[0], cur, sub, env)
         if br.kind == ast.DENSE:
             return self.node(concat, {}, [cur, y], sub, br.pos)
         norms = (BatchNorm.name, LayerNorm.name, InstanceNorm.name, GroupNorm.name)
-        norm = next((self.g.nodes[n]["node"] for n in list(self.g)[before:]
+        norm = next((self.g.nodes[n]["node"] for n in self.order[before:]
                      if self.g.nodes[n]["node"].kind in norms), None)
         short = self._shortcut(cur, y, sub, norm, br.pos)
         unit = self.node(registry.get(Add.name), dict(opts), [y, short], sub, br.pos)

@@ -59,7 +59,7 @@ def _cluster(dot, clusters, path):
     if not path:
         return dot
     if path not in clusters:
-        clusters[path] = graphviz.Digraph(name="cluster_" + "_".join(path),
+        clusters[path] = graphviz.Digraph(name="cluster_" + ".".join(path),
                                           graph_attr={"label": ".".join(path), "style": "dashed",
                                                       "color": "#999999"})
     return clusters[path]

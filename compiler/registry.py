@@ -88,16 +88,16 @@ class Bool(Key):
 
 
 class Choice(Key):
-    def __init__(self, choices, default=None):
+    def __init__(self, choices, default=None, hint=None):
         super().__init__(default, "one of " + ", ".join(choices))
-        self.choices = tuple(choices)
+        self.choices, self.hint = tuple(choices), hint
 
     def parse(self, value, key):
         if value not in self.choices:
             close = difflib.get_close_matches(str(value), self.choices, n=1)
             raise LayerError(f"`{key}` must be one of {', '.join(self.choices)}; received "
                              f"{_show(value)}", key=key,
-                             hint=f"did you mean {key}={close[0]}?" if close else None)
+                             hint=f"did you mean {key}={close[0]}?" if close else self.hint)
         return value
 
 

@@ -1,6 +1,8 @@
 """Accounting reports: memory estimates, the summary table, the JSON document."""
 from __future__ import annotations
 
+import math
+
 from . import registry
 from .graph import Net
 from .settings import LBFGS_HISTORY, OPTIMIZER_STATE
@@ -45,18 +47,34 @@ def _rf(node) -> str:
     return f"{rf[0]:g}" if rf[0] == rf[1] else f"{rf[0]:g}x{rf[1]:g}"
 
 
+def _float(n) -> float:
+    """n as a float; an integer beyond a float's range as an infinity."""
+    try:
+        return float(n)
+    except OverflowError:
+        return math.inf if n > 0 else -math.inf
+
+
 def human(n: float, unit: str = "") -> str:
+    """1.23G; past 1000T in powers of ten (1.23e+18)."""
+    x = _float(n)
+    if abs(x) >= 1e15:
+        return f"{x:.3g}{unit}"
     for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{suffix}{unit}"
-    return f"{n:g}{unit}"
+        if abs(x) >= div:
+            return f"{x / div:.2f}{suffix}{unit}"
+    return f"{x:g}{unit}"
 
 
 def human_bytes(n: float) -> str:
-    for div, suffix in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if n >= div:
-            return f"{n / div:.2f} {suffix}"
-    return f"{int(n)} B"
+    """1.23 GiB; past 1024 TiB in powers of ten (1.23e+18 B)."""
+    x = _float(n)
+    if x >= 2**50:
+        return f"{x:.3g} B"
+    for div, suffix in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if x >= div:
+            return f"{x / div:.2f} {suffix}"
+    return f"{int(x)} B"
 
 
 def rows(net: Net, depth: int | None = None):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+from netc.dsl.parser import MAX_INT
+
 from .registry import LayerError
 
 
@@ -32,7 +34,7 @@ def window_out(w, k, s, p, rounding, what="the input", axis="width"):
     if k > span:
         raise LayerError(f"the {k}x{k} kernel is larger than {what} of {axis} {w}"
                          + (f" padded to {span}" if p else ""), key="kernel",
-                         hint=f"use a kernel of at most {span}, or more padding (pad={math.ceil((k - w) / 2)})")
+                         hint=f"use a kernel of at most {span}, or more padding (pad={-(-(k - w) // 2)})")
     rest = (span - k) % s
     if rounding == "ceil":
         out = -(-(span - k) // s) + 1
@@ -48,21 +50,49 @@ def window_out(w, k, s, p, rounding, what="the input", axis="width"):
 
 def _stride_error(w, k, s, p, axis):
     exact = (w - k + 2 * p) / s + 1
-    pads = [q for q in range(0, k) if (w - k + 2 * q) % s == 0]
-    below = next(v for v in range(w, 0, -1) if (v - k + 2 * p) % s == 0 and v + 2 * p >= k) \
-        if any((v - k + 2 * p) % s == 0 and v + 2 * p >= k for v in range(w, 0, -1)) else None
-    above = next(v for v in range(w + 1, w + s + 1) if (v - k + 2 * p) % s == 0)
+    rest = (w - k + 2 * p) % s
+    # the input sizes v that fit: v = k - 2p (mod s), the nearest below (if the kernel still fits
+    # in it) and above w
+    below = w - rest if w - rest >= max(1, k - 2 * p) else None
+    above = w + (s - rest if rest else s)
+    q = _fitting_pad(w, k, s)
     fixes = []
-    if pads:
-        q = pads[0]
+    if q is not None:
         fixes.append(f"pad={q} (({w} - {k} + 2*{q})/{s} + 1 = {(w - k + 2 * q) // s + 1})")
-    sizes = " or ".join(str(v) for v in (below, above) if v)
-    fixes.append(f"an input {axis} of {sizes}")
+    sizes = " or ".join(str(v) for v in (below, above) if v and v <= MAX_INT)
+    if sizes:
+        fixes.append(f"an input {axis} of {sizes}")
     fixes.append("round=floor to drop the last pixels as PyTorch does")
+    shown = f"{exact:.4g}"
+    if float(shown).is_integer():  # rounded to an integer: show the fraction as one
+        whole, part = divmod(w - k + 2 * p, s)
+        shown = f"{whole + 1} + {part}/{s}"
     return LayerError(
-        f"the stride does not fit: ({w} - {k} + 2*{p})/{s} + 1 = {exact:.4g} is not an integer "
+        f"the stride does not fit: ({w} - {k} + 2*{p})/{s} + 1 = {shown} is not an integer "
         f"(input {axis} {w}, filter {k}, pad {p}, stride {s})",
         key="stride", hint="use " + "; or ".join(fixes))
+
+
+def _fitting_pad(w, k, s):
+    """The smallest pad q < k with (w - k + 2q) % s == 0, or None: 2q = k - w (mod s) has the
+    solution q = r * (s + 1)/2 for an odd s, and q = r/2 for an even s where r is even."""
+    r = (k - w) % s
+    q = r * ((s + 1) // 2) % s if s % 2 else (r // 2 if r % 2 == 0 else None)
+    return q if q is not None and q < k else None
+
+
+def divisors(n: int, most: int = 12) -> str:
+    """The divisors of n for a hint: by trial division up to sqrt(n), at most 10^5 trials (past
+    those, the list shows `...` between the small divisors and their cofactors), and of a long
+    list its first and last `most` / 2."""
+    root = math.isqrt(n)
+    tried = min(root, 10**5)
+    small = [d for d in range(1, tried + 1) if n % d == 0]
+    large = [n // d for d in reversed(small) if n // d != d]
+    shown = [str(d) for d in small] + (["..."] if tried < root else []) + [str(d) for d in large]
+    if len(shown) > most:
+        shown = shown[:most // 2] + ["..."] + shown[-(most // 2):]
+    return ", ".join(shown)
 
 
 def window_geometry(h, x):

@@ -15,9 +15,14 @@ class Source:
     text: str
     filename: str = "<spec>"
 
+    def lines(self) -> list:
+        """The lines as the parser counts them: split at "\\n" only (str.splitlines would also
+        split at \\x0c, \\x1c, \\u2028 ..., which the grammar treats as characters of a line)."""
+        return self.text.split("\n")
+
     def line(self, lineno: int) -> str:
-        lines = self.text.splitlines()
-        return lines[lineno - 1] if 0 < lineno <= len(lines) else ""
+        lines = self.lines()
+        return lines[lineno - 1].rstrip("\r") if 0 < lineno <= len(lines) else ""
 
 
 class NetcError(Exception):
@@ -61,12 +66,27 @@ class SpecError(NetcError):
             where += f":{self.line}:{self.column}"
         text = f"{where}: {self.kind}: {self.message}"
         if self.source is not None and self.line is not None:
-            src = self.source.line(self.line).rstrip("\n").expandtabs(1)
-            caret = " " * (self.column - 1) + "^" * min(self.width, max(1, len(src) - self.column + 1))
+            src, col, end = _shown(self.source.line(self.line), self.column)
+            caret = " " * (col - 1) + "^" * min(self.width, max(1, end - col + 1))
             text += f"\n    {src}\n    {caret}"
         if self.hint:
             text += f"\nhint: {self.hint}"
         return text
+
+
+_SHOWN = 100  # the most characters of a line shown above a caret
+
+
+def _shown(line: str, column: int) -> tuple:
+    """(text, column, end) of the line as shown above a caret: one column per character (a tab
+    or a control character such as \\x0c or \\u2028 as a space); of a long line, the part around
+    the column, cut ends marked with ... (`end`: the last column of the line's own text)."""
+    start = max(0, min(column - 1 - _SHOWN // 3, len(line) - _SHOWN))
+    text = "".join(c if c.isprintable() else " " for c in line[start:start + _SHOWN])
+    if start:
+        text, column = "..." + text, column - start + 3
+    end = len(text)
+    return text + ("..." if start + _SHOWN < len(line) else ""), column, end
 
 
 class SpecSyntaxError(SpecError):

@@ -2,6 +2,10 @@
 one small method per rule; syntax errors are matched against a catalogue of known-bad snippets."""
 from __future__ import annotations
 
+import gc
+import math
+import re
+from contextlib import contextmanager
 from functools import lru_cache
 
 from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedInput, v_args
@@ -9,6 +13,14 @@ from lark.exceptions import UnexpectedEOF, UnexpectedToken, VisitError
 
 from . import ast
 from .errors import Source, SpecError, SpecSyntaxError
+
+# the largest integer a spec may write (int64, the runtime's sizes and indices)
+MAX_INT = 2**63 - 1
+# how deep `[` may nest (groups, branches, lists): far beyond any real network, well within
+# Python's recursion limit
+MAX_NESTING = 50
+# the longest spec read, in characters (a chain of 10,000 layers written out is about 300,000)
+MAX_TEXT = 1_000_000
 
 
 @lru_cache(maxsize=1)
@@ -26,19 +38,40 @@ def _pos(meta_or_token, width=None) -> ast.Pos:
     return ast.Pos(m.line, m.column, width)
 
 
+def _int(tok: Token, digits: str | None = None) -> int:
+    """An integer token (or `digits`, a part of it) as an int, at most MAX_INT."""
+    digits = (str(tok) if digits is None else digits).lstrip("0") or "0"
+    if len(digits) > len(str(MAX_INT)) or int(digits) > MAX_INT:
+        shown = digits if len(digits) <= 24 else f"{digits[:12]}...{digits[-4:]} ({len(digits)} digits)"
+        raise SpecSyntaxError(f"the integer {shown} is too large",
+                              f"integers in a spec are at most 2^63 - 1 ({MAX_INT:,})",
+                              line=tok.line, column=tok.column, width=len(tok))
+    return int(digits)
+
+
+def _sizes(tok: Token) -> tuple:
+    """`227x227x3` -> (227, 227, 3)."""
+    return tuple(_int(tok, s) for s in str(tok).split("x"))
+
+
 @v_args(meta=True)
 class _ToAst(Transformer):
     def int(self, meta, c):
-        return int(c[0])
+        return _int(c[0])
 
     def float(self, meta, c):
-        return float(c[0])
+        value = float(c[0])
+        if math.isinf(value):
+            raise SpecSyntaxError(f"the number {str(c[0])[:24]} is too large for a float",
+                                  "numbers in a spec are at most about 1.8e308",
+                                  line=c[0].line, column=c[0].column, width=len(c[0]))
+        return value
 
     def dims(self, meta, c):
-        return ast.Dims(tuple(int(s) for s in c[0].split("x")))
+        return ast.Dims(_sizes(c[0]))
 
     def strided(self, meta, c):
-        return ast.Strided(ast.Dims(tuple(int(s) for s in c[0].split("x"))), c[1])
+        return ast.Strided(ast.Dims(_sizes(c[0])), c[1])
 
     def name(self, meta, c):
         return ast.Name(str(c[0]))
@@ -82,7 +115,7 @@ class _ToAst(Transformer):
         item = c[0]
         if len(c) == 2:
             tok = c[1]
-            return ast.Element(item, int(str(tok)[1:].strip()), item.pos, _pos(tok))
+            return ast.Element(item, _int(tok, str(tok)[1:].strip()), item.pos, _pos(tok))
         return ast.Element(item, 1, item.pos)
 
     def chain(self, meta, c):
@@ -99,8 +132,7 @@ class _ToAst(Transformer):
         return ("network", str(c[0]), _pos(c[0]))
 
     def input(self, meta, c):
-        tok = c[0]
-        return ("input", tuple(int(s) for s in str(tok).split("x")), _pos(tok))
+        return ("input", _sizes(c[0]), _pos(c[0]))
 
     def train(self, meta, c):
         return ("train", tuple(c), _pos(meta, 5))
@@ -198,7 +230,7 @@ def _syntax_error(err: UnexpectedInput, source: Source) -> SpecSyntaxError:
     friendly = _friendly(err)
     line, col = err.line, err.column
     if isinstance(err, UnexpectedToken) and err.token.type == "$END":
-        lines = source.text.rstrip("\n").splitlines() or [""]
+        lines = source.text.rstrip("\n").split("\n")
         line, col = len(lines), len(lines[-1]) + 1
     if line is None or line < 1:
         line, col = 1, 1
@@ -222,13 +254,55 @@ def _syntax_error(err: UnexpectedInput, source: Source) -> SpecSyntaxError:
 def parse(text: str, filename: str = "<spec>") -> ast.Spec:
     """Parse the text of a .net spec into a Spec; raise SpecSyntaxError with its position."""
     source = Source(text, filename)
+    if len(text) > MAX_TEXT:
+        raise SpecSyntaxError(f"the spec is {len(text):,} characters long; netc reads at most "
+                              f"{MAX_TEXT:,}", "write repetitions as [chain]xN and reuse blocks",
+                              source=source)
+    _check_nesting(source)
+    with _collector_paused():
+        try:
+            stmts = _ToAst(visit_tokens=False).transform(_parser().parse(text))
+        except UnexpectedInput as err:
+            raise _syntax_error(err, source) from None
+        except VisitError as err:  # a number out of range; anything else is a bug of ours
+            if isinstance(err.orig_exc, SpecError):
+                raise err.orig_exc.at(source) from None
+            raise err.orig_exc
+        return _assemble(stmts, source)
+
+
+@contextmanager
+def _collector_paused():
+    """Python's cycle collector paused: the parse tree grows by many small objects (and holds no
+    cycles), which made each collection walk the whole tree, and parsing superlinear."""
+    enabled = gc.isenabled()
+    gc.disable()
     try:
-        stmts = _ToAst().transform(_parser().parse(text))
-    except UnexpectedInput as err:
-        raise _syntax_error(err, source) from None
-    except VisitError as err:  # pragma: no cover - a transformer bug, not a user mistake
-        raise err.orig_exc
-    return _assemble(stmts, source)
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+# what can hold a `[` that is not a bracket: comments and strings
+_BRACKETS = re.compile(r'[\[\]]|#[^\n]*|"[^"\n]*"')
+
+
+def _check_nesting(source: Source):
+    """`[` nested deeper than MAX_NESTING is an error at the first one too deep."""
+    depth = 0
+    for m in _BRACKETS.finditer(source.text):
+        if m.group() == "]":
+            depth = max(0, depth - 1)
+        elif m.group() == "[":
+            depth += 1
+            if depth > MAX_NESTING:
+                pos = m.start()
+                line = source.text.count("\n", 0, pos) + 1
+                raise SpecSyntaxError(f"brackets nested more than {MAX_NESTING} deep",
+                                      "flatten the nesting, e.g. with a block or [chain]xN",
+                                      line=line, column=pos - source.text.rfind("\n", 0, pos),
+                                      source=source)
 
 
 def _assemble(stmts, source: Source) -> ast.Spec:

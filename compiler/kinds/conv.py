@@ -6,7 +6,7 @@ import math
 
 from ..registry import (ACTIVATIONS, Bool, Choice, Int, LayerError, LayerKind, Pad, Pair,
                         register)
-from ..shapes import resolve_pad, transposed_out, window_geometry
+from ..shapes import divisors, resolve_pad, transposed_out, window_geometry
 
 
 @register
@@ -42,8 +42,7 @@ class Conv(LayerKind):
             raise LayerError(f"groups={g} must divide the input channels ({x[0]}) and the filters "
                              f"({h['filters']})", key="groups",
                              hint="choose groups among the common divisors: "
-                                  + ", ".join(str(d) for d in range(1, x[0] + 1)
-                                              if x[0] % d == 0 and h["filters"] % d == 0))
+                                  + divisors(math.gcd(x[0], h["filters"])))
         return h
 
     def shape(self, h, xs):
@@ -127,8 +126,7 @@ class Deconv(LayerKind):
             raise LayerError(f"groups={g} must divide the input channels ({x[0]}) and the filters "
                              f"({h['filters']})", key="groups",
                              hint="choose groups among the common divisors: "
-                                  + ", ".join(str(d) for d in range(1, x[0] + 1)
-                                              if x[0] % d == 0 and h["filters"] % d == 0))
+                                  + divisors(math.gcd(x[0], h["filters"])))
         return h
 
     def shape(self, h, xs):

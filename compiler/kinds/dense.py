@@ -66,7 +66,11 @@ class Output(FullyConnected):
     doc = ("the output layer, an FC with the output activation: `OUT 10 softmax`; "
            "`OUT 4 softmax per=pixel` classifies every pixel of a C x H x W input")
     color = "#f4cccc"
-    keys = {**FullyConnected.keys, "act": Choice(("softmax", "sigmoid", "none"), "none"),
+    keys = {**FullyConnected.keys,
+            "act": Choice(("softmax", "sigmoid", "none"), "none",
+                          hint="OUT ends in softmax, sigmoid or none (its loss takes them "
+                               "with it); for another output activation end with an FC "
+                               "instead: `FC N act=tanh`"),
             "per": Choice(("sample", "pixel"), "sample")}
 
     def resolve(self, h, xs):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from ..registry import Float, Int, LayerError, LayerKind, register
+from ..shapes import divisors
 
 
 @register
@@ -110,8 +111,7 @@ class GroupNorm(_GroupNorm):
         if c % g:
             raise LayerError(f"GN with groups={g} needs a channel count divisible by {g}; received "
                              f"{c} channels", key="groups",
-                             hint="choose groups among the divisors of " + str(c) + ": "
-                                  + ", ".join(str(d) for d in range(1, c + 1) if c % d == 0))
+                             hint=f"choose groups among the divisors of {c}: {divisors(c)}")
         return h
 
     def groups(self, h, xs):

@@ -1,4 +1,5 @@
 """Every mistake in a spec is an error with its line, column and a hint; warnings where due."""
+import networkx as nx
 import pytest
 
 import netc
@@ -36,7 +37,8 @@ def error(text):
     ("input 8x8x3\nINPUT", 2, 1, "made by the compiler", None),
     ("input 8x8x3\nPOOL max 2x2/2 mode=avg", 2, 16, "`mode` is given twice", None),
     ("input 8x8x3\nCONV 3x3", 2, 1, "needs the number of filters", "CONV 3x3 64"),
-    ("input 8x8x3\nCONV 3x3 4 - OUT 3 relu", 2, 20, "`act` must be one of softmax", None),
+    ("input 8x8x3\nCONV 3x3 4 - OUT 3 relu", 2, 20, "`act` must be one of softmax",
+     "end with an FC instead: `FC N act=tanh`"),
     ("input 8\nFC 6 - MAXOUT 4", 2, 15, "divisible by 4", None),
     ("input 4x4x6\nGN groups=4", 2, 4, "groups=4 needs a channel count divisible by 4",
      "divisors of 6: 1, 2, 3, 6"),
@@ -126,3 +128,66 @@ def test_stochastic_depth_linear_rule():
     assert [n.hyper["drop"] for n in plain.nodes if n.kind == "ADD"] == [0.0, 0.0]
     from netc.compiler import report
     assert "ADD relu drop 0.5" in report.summary(net)
+
+
+@pytest.mark.parametrize("text,line,col,first,hint", [
+    # a name given before the counter reaches it, and after it passed it
+    ("input 8x8x1\nCONV 3x3 4 - CONV 3x3 4 name=conv1", 2, 25, 2, "the counter gave 'conv1' to the CONV"),
+    ("input 8x8x1\nCONV 3x3 4 name=a -\nCONV 3x3 4 name=a", 3, 12, 2, "unique"),
+    ("input 8\nFC 2 name=input", 2, 6, 1, "the network's input"),
+    # two block calls with one name= (they would share their layers' names)
+    ("input 8\nblock b(c) = FC c\nb(2, name=s) -\nb(2, name=s)", 4, 6, 3, "unique"),
+    ("input 8\nblock b(c) = FC c\nb(2) - b(2, name=b1)", 3, 13, 3, "the counter gave 'b1' to the call"),
+    # a name inside a block used twice, and one taken in the block's own scope
+    ("input 8\nblock b(c) = FC c name=x\nb(2) - b(2)", 2, 19, 2, "block used more than once"),
+    ("input 8\nblock b(c) = FC c - FC c name=fc1\nb(2)", 2, 26, 2, "the counter gave 'fc1'"),
+    ("input 8\nFC 2 name=res1 -\nRES[FC 2] - FC 2 name=res1", 3, 18, 2, "unique"),
+])
+def test_every_name_and_path_is_unique(text, line, col, first, hint):
+    err = error(text)
+    assert (err.line, err.column) == (line, col), err.format()
+    assert f"is used twice (first on line {first}" in err.message and hint in err.hint
+    assert ("column" in err.message) == (first == line)
+
+
+def test_every_scope_draws_as_its_own_cluster():
+    """Paths a.b and a_b are two scopes, two clusters (Graphviz merges clusters of one name)."""
+    import re
+
+    from netc.compiler import draw
+    net = netc.compile("input 8\nblock b(c) = FC c\nblock a(c) = b(c, name=b)\n"
+                       "a(2, name=a) - b(2, name=a_b)")
+    names = re.findall(r"subgraph (\S+) \{", draw.graph(net).source)
+    assert sorted(names) == ['"cluster_a.b"', "cluster_a", "cluster_a_b"]
+
+
+def test_the_counter_skips_names_given_before():
+    """`CONV name=conv2 - CONV`: the second CONV is conv3 (a layer given name= takes its number
+    all the same); the graph has every layer once, with its parameters."""
+    net = netc.compile("input 8x8x1\nCONV 3x3 4 pad=1 name=conv2 - CONV 3x3 5 pad=1 - FC 2")
+    assert [n.name for n in net.nodes] == ["input", "conv2", "conv3", "fc1"]
+    assert net.total_params == (4 * 9 + 4) + (5 * 4 * 9 + 5) + (2 * 5 * 64 + 2)
+    assert nx.is_directed_acyclic_graph(net.graph) and len(net.graph.edges) == 3
+    net = netc.compile("input 8\nblock b(c) = FC c\nb(2, name=b1) - b(2) - RES[FC 2 name=add1]")
+    assert [".".join(n.path) for n in net.nodes[1:]] == [
+        "b1.fc1", "b2.fc1", "res1.add1", "res1.add2"]
+    net = netc.compile("input 8\nblock b(c) = FC c name=fc1\nb(2) - FC 2")
+    assert [n.name for n in net.nodes[1:]] == ["fc1", "fc2"]
+
+
+def test_block_call_name_must_be_a_name():
+    err = error("input 8\nblock b(c) = FC c\nb(4, name=5)")
+    assert "`name` must be a name" in err.message and (err.line, err.column) == (3, 6)
+    assert "name=stage1" in err.hint
+
+
+def test_every_activation_check_accepts_is_one_the_runtime_runs():
+    """What check accepts, train must run: every act= of a layer, of OUT and of RES[...] (the
+    output's too: it is applied apart from the kernel there) is one the runtime applies."""
+    from netc.compiler import registry
+    from netc.runtime.backends.elementwise import ACT_CODES
+    kinds = registry.kinds()
+    accepted = {a for k in kinds.values() for key, arg in k.all_keys().items() if key == "act"
+                for a in arg.choices}
+    accepted |= {k.act for k in kinds.values() if hasattr(k, "act")}
+    assert accepted <= set(ACT_CODES) | {"softmax"}

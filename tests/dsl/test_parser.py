@@ -127,3 +127,80 @@ def test_random_text_never_crashes(text):
         netc.compile(text + "\n")
     except SpecError as e:
         assert e.format()
+
+
+@pytest.mark.parametrize("odd", ["\x0c", "\u2028", "\x1c", "\x85", "\r", "\v"])
+def test_carets_count_lines_as_the_parser_does(odd):
+    """Only \\n ends a line for Lark (str.splitlines also splits at these): the line shown is the
+    one the position is in, its odd characters shown as spaces (one column each)."""
+    text = f"input 8x8x1\nCONV 3x3 4{odd} - POOL\nFC 2 - - FC 3\n"
+    with pytest.raises(SpecSyntaxError) as e:
+        parse(text)
+    err = e.value
+    assert (err.line, err.column) in ((2, 11), (3, 8))  # odd as a character, or as a blank
+    line = text.split("\n")[err.line - 1]
+    shown = err.format().splitlines()
+    assert shown[1] == "    " + line.replace(odd, " ")
+    assert shown[2] == "    " + " " * (err.column - 1) + "^"
+
+
+def test_a_long_line_is_shown_around_the_caret():
+    text = "input 8\n" + "FC 2 - " * 60 + "FC 3 - = FC 2" + " - FC 2" * 60
+    with pytest.raises(SpecSyntaxError) as e:
+        parse(text)
+    src, caret = e.value.format().splitlines()[1:3]
+    assert src.startswith("    ...") and src.endswith("...") and len(src) < 120
+    assert caret.strip() == "^" and src[caret.index("^") - 7:].startswith("FC 3 - = FC 2")
+
+
+@pytest.mark.parametrize("text,col,words", [
+    ("FC " + "9" * 5000, 4, "the integer 999999999999...9999 (5000 digits) is too large"),
+    ("FC 9223372036854775808", 4, "the integer 9223372036854775808 is too large"),
+    ("POOL " + "9" * 400, 6, "(400 digits) is too large"),
+    ("CONV 3x" + "9" * 30 + " 4", 6, "too large"),
+    ("FC 2 x" + "9" * 30, 6, "too large"),
+    ("LEAKY 1e400", 7, "the number 1e400 is too large for a float"),
+])
+def test_numbers_out_of_range_are_syntax_errors(text, col, words):
+    with pytest.raises(SpecSyntaxError) as e:
+        parse("input 8x8x1\n" + text)
+    assert (e.value.line, e.value.column) == (2, col) and words in e.value.message
+    assert "2^63 - 1" in e.value.hint or "1.8e308" in e.value.hint
+    assert parse("input 8\nFC 9223372036854775807").body[0].elements[0].item.args[0].value == 2**63 - 1
+    with pytest.raises(SpecSyntaxError, match="too large"):
+        parse("input " + "9" * 5000)
+
+
+def test_brackets_nest_at_most_max_nesting_deep():
+    from netc.dsl.parser import MAX_NESTING
+    parse("input 8\n" + "[" * MAX_NESTING + "FC 2" + "]" * MAX_NESTING)
+    text = "input 8\n# [[[[ a comment\n" + "RES[" * (MAX_NESTING + 1) + "FC 2" + "]" * (MAX_NESTING + 1)
+    with pytest.raises(SpecSyntaxError, match=f"nested more than {MAX_NESTING} deep") as e:
+        parse(text)
+    assert (e.value.line, e.value.column) == (3, 4 * MAX_NESTING + 4)  # the 51st `[`
+    with pytest.raises(SpecSyntaxError, match="nested"):  # lists nest too
+        parse("input 8\nFC 2\ntrain freeze=" + "[" * 200 + "]" * 200)
+
+
+def test_a_spec_longer_than_max_text_is_refused():
+    from netc.dsl.parser import MAX_TEXT
+    with pytest.raises(SpecSyntaxError, match=f"at most {MAX_TEXT:,}"):
+        parse("input 8\nFC 2\n" + "#" * MAX_TEXT)
+
+
+def test_parsing_runs_no_cycle_collection():
+    """The parse tree grows by many small objects: Python's cycle collector walked all of them
+    again and again, which made parsing long specs superlinear. It is paused while parsing (and
+    runs at most once, after)."""
+    import gc
+    runs = []
+
+    def count(phase, info):
+        if phase == "start":
+            runs.append(info["generation"])
+    gc.callbacks.append(count)
+    try:
+        parse("input 8\n" + " - ".join(["FC 2 act=relu"] * 3000))
+    finally:
+        gc.callbacks.remove(count)
+    assert len(runs) <= 1 and gc.isenabled()

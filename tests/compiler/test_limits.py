@@ -1,0 +1,122 @@
+"""Sizes, counts and depths have limits with clear errors; hints and reports take bounded time
+for any size the language lets through, and format any number."""
+import json
+import signal
+import sys
+
+import pytest
+
+import netc
+from netc.compiler import report
+from netc.compiler.registry import LayerError
+from netc.compiler.shapes import divisors, window_out
+from netc.dsl import ShapeError, SpecError
+
+BIG = 2**63 - 1
+build = sys.modules["netc.compiler.build"]  # (netc.compiler.build is also the function)
+
+
+def error(text):
+    with pytest.raises(SpecError) as e:
+        netc.compile(text)
+    return e.value
+
+
+def quick(text, seconds=2.0):
+    """The error compiling `text` gives, within `seconds` (a hang fails the test)."""
+    def ring(signum, frame):
+        raise TimeoutError(f"compiling took more than {seconds} s")
+    previous = signal.signal(signal.SIGALRM, ring)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return error(text)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_huge_stride_is_explained_at_once():
+    """The hint's pads and input sizes that fit are solved for, not searched."""
+    err = quick("input 8x8x4\nCONV 3x3/1000000000000 4")
+    assert "(8 - 3 + 2*0)/1000000000000 + 1 = 1 + 5/1000000000000 is not an integer" in err.message
+    assert "an input height of 3 or 1000000000003" in err.hint
+    err = quick(f"input {BIG}x8x1\nCONV 3x3/1000000007 4")
+    assert f"an input height of {BIG - (BIG - 3) % 1000000007};" in err.hint  # none above fits
+
+
+@pytest.mark.parametrize("text,hint", [
+    ("input 8x8x1000000000000\nCONV 3x3 1000000000000 groups=7",
+     "common divisors: 1, 2, 4, 5, 8, 10, ..., 100000000000, 125000000000, 200000000000, "
+     "250000000000, 500000000000, 1000000000000"),
+    (f"input 4x4x{BIG}\nCONV 3x3 {BIG} groups=5 pad=1", "1, 7, 49, 73, 127, 337, ..."),
+    (f"input 4x4x{BIG}\nDECONV 3x3 {BIG} groups=5", f"1317624576693539401, {BIG}"),
+    ("input 4x4x1000000000000\nGN groups=7", "divisors of 1000000000000: 1, 2, 4, 5, 8, 10, ..."),
+])
+def test_huge_channel_counts_list_their_divisors_at_once(text, hint):
+    assert hint in quick(text).hint
+
+
+def test_divisors():
+    assert divisors(12) == "1, 2, 3, 4, 6, 12"
+    assert divisors(360) == "1, 2, 3, 4, 5, 6, ..., 60, 72, 90, 120, 180, 360"
+    assert divisors(999999999989) == "1, ..., 999999999989"  # a prime past the trials
+
+
+def test_a_kernel_larger_than_its_input_hint_is_integer_arithmetic():
+    with pytest.raises(LayerError) as e:
+        window_out(8, 10**400, 1, 0, "floor")
+    assert f"pad={(10**400 - 8) // 2}" in e.value.hint
+
+
+def test_reports_format_numbers_of_any_size():
+    assert report.human(1.5e12) == "1.50T" and report.human(2.5e17) == "2.5e+17"
+    assert report.human(10**400) == "inf" and report.human_bytes(10**400) == "inf B"
+    assert report.human_bytes(3 * 2**40) == "3.00 TiB" and report.human_bytes(2**60) == "1.15e+18 B"
+    net = netc.compile(f"input {BIG}x{BIG}x{BIG}\nCONV 3x3 {BIG} - POOL - FC {BIG} - FC {BIG}")
+    text = report.summary(net, batch=10**300)
+    assert "multiply-adds" in text and "e+" in report.one_line(net)
+    assert json.loads(json.dumps(report.to_json(net)))["total_params"] == net.total_params
+
+
+def test_sizes_stay_below_two_to_the_63():
+    err = error("input 2x2x1\n" + " - ".join(["UPSAMPLE 1000000000"] * 3))
+    assert isinstance(err, ShapeError) and "upsample3: the output would be too large" in err.message
+    err = error("input 8\nblock b(c) = FC c*c*c\nb(3000000)")
+    assert "the product is too large" in err.message and (err.line, err.column) == (2, 17)
+    assert "1.8e308" not in error("input 8\nblock b(a) = LEAKY a*a\nb(1e200)").hint
+
+
+def test_the_receptive_field_saturates():
+    net = netc.compile("input 8x8x1\n" + " - ".join(
+        ["CONV 2x2/1000000000000000000 1 pad=1 round=floor"] * 30) + " - UPSAMPLE 2 bilinear")
+    assert net.nodes[-1].receptive_field == (BIG, BIG)
+    assert "9.22337e+18" in report.summary(net)
+
+
+def test_repeat_counts_are_at_most_max_layers():
+    err = quick("input 8\nFC 2 x1000000", seconds=0.5)
+    assert "a repeat count is at most 10,000; received 1,000,000" in err.message
+    assert (err.line, err.column) == (2, 6)
+
+
+def test_networks_have_at_most_max_layers(monkeypatch):
+    monkeypatch.setattr(build, "MAX_LAYERS", 50)
+    assert len(netc.compile("input 8\nFC 2 x50").graph) == 51
+    err = error("input 8\n[FC 2 - [FC 3]x10]x5")
+    assert "more than 50 layers" in err.message and (err.line, err.column) == (2, 10)
+    # blocks that double: 2^40 layers, refused after 50
+    doubling = "".join(f"block d{i}() = d{i + 1} - d{i + 1}\n" for i in range(40))
+    err = quick(doubling + "block d40() = FC 2\ninput 4\nd0", seconds=0.5)
+    assert "more than 50 layers" in err.message and "inside block d40" in err.hint
+
+
+def test_block_calls_nest_at_most_max_depth():
+    chain = "".join(f"block b{i}(c) = b{i + 1}(c)\n" for i in range(200))
+    err = quick(chain + "block b200(c) = FC c\ninput 4\nb0(2)")
+    assert f"nest more than {build.MAX_DEPTH} deep" in err.message
+    assert (err.line, err.column) == (build.MAX_DEPTH, 16)
+    nested = "input 4\n" + "RES[" * build.MAX_DEPTH + "FC 4" + "]" * build.MAX_DEPTH
+    assert len(netc.compile(nested).graph) == 2 + build.MAX_DEPTH  # within the recursion limit
+    deep = "".join(f"block g{i}() = [[g{i + 1}]]\n" for i in range(20)) + "block g20() = FC 2\n"
+    assert "nest more than" in quick(deep + "input 4\ng0").message
+    assert netc.compile(deep.replace("[[", "[").replace("]]", "]") + "input 4\ng0")
