@@ -84,7 +84,7 @@ TRAIN_FLAGS = ("epochs", "batch", "lr", "optimizer", "device", "seed", "data", "
 
 
 def cmd_train(args):
-    from netc.runtime import trainer as training
+    from netc.runtime import training
     net = _compile(args)
     overrides = {k: getattr(args, k) for k in TRAIN_FLAGS}
     if args.early_stop:
@@ -151,7 +151,7 @@ def _eval_data(args, net, loss):
     test split the training run made."""
     from netc.runtime import data as datasets
     from netc.runtime import losses
-    from netc.runtime.trainer import resolve
+    from netc.runtime.training import resolve
     source = args.data or net.train.get("data")
     if not source:
         raise NetcError("eval needs data: --data, or data= in the spec's train section")
@@ -288,7 +288,7 @@ def _image_to_input(img, input_shape):
 
 
 def cmd_lr(args):
-    from netc.runtime.trainer import resolve
+    from netc.runtime.training import resolve
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -9,7 +9,7 @@ import pytest
 
 import netc
 from netc.cli import main
-from netc.runtime import data, ensemble, metrics, runs, trainer
+from netc.runtime import data, ensemble, metrics, runs, trainer, training
 
 TINY = """network Tiny
 input 8x8x1
@@ -79,7 +79,7 @@ def test_snapshots_one_per_cycle_and_their_ensemble_in_result_json(tmp_path, cap
 
 def test_snapshots_survive_an_interrupt_and_resume(tmp_path):
     net = netc.compile(RESTARTS)
-    cfg = trainer.resolve(net, {})
+    cfg = training.resolve(net, {})
     folder = runs.subfolder(str(tmp_path), "cut")
     t = trainer.Trainer(net, cfg, folder, progress=False, out=open(os.devnull, "w"))
     runs.write_json(os.path.join(folder, "config.json"), {"settings": cfg})
@@ -98,9 +98,9 @@ def test_snapshots_survive_an_interrupt_and_resume(tmp_path):
     assert os.listdir(folder).count("snapshot_1.npz") == 1 and \
         not os.path.exists(os.path.join(folder, "snapshot_2.npz"))
     written = os.stat(first).st_mtime_ns
-    result, _ = trainer.train(net, {}, resume=folder, progress=False, stdout=open(os.devnull, "w"))
+    result, _ = training.train(net, {}, resume=folder, progress=False, stdout=open(os.devnull, "w"))
     assert os.stat(first).st_mtime_ns == written and len(result["snapshots"]) == 3
-    full, whole = trainer.train(net, {}, str(tmp_path / "whole"), progress=False,
+    full, whole = training.train(net, {}, str(tmp_path / "whole"), progress=False,
                                 stdout=open(os.devnull, "w"))
     for k in (1, 2, 3):
         a = netc.Model.load(os.path.join(folder, f"snapshot_{k}.npz")).params

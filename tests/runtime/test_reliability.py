@@ -14,7 +14,7 @@ import pytest
 
 import netc
 from netc import DataError, NetcError, NumericsError
-from netc.runtime import files, runs, trainer
+from netc.runtime import files, runs, trainer, training
 
 SPEC = """network Tiny
 input 8x8x1
@@ -25,7 +25,7 @@ BN_SPEC = "input 8x8x1\nFC 8 - BN - OUT 10 softmax\ntrain data=digits batch=64 e
 
 
 def quiet(folder, spec=SPEC, resume=False, **overrides):
-    return trainer.train(netc.compile(spec), overrides, None if resume else str(folder),
+    return training.train(netc.compile(spec), overrides, None if resume else str(folder),
                          resume=str(folder) if resume else None, progress=False,
                          stdout=io.StringIO())
 
@@ -78,9 +78,9 @@ def test_a_folder_written_by_another_process_is_refused(holder, done, tmp_path):
         quiet(folder, resume=True)
     assert f"kill {pid}" in e.value.hint
     with pytest.raises(NetcError, match=f"pid {pid}"):
-        trainer.cross_validate(netc.compile(SPEC), {}, 2, str(folder), False, io.StringIO())
+        training.cross_validate(netc.compile(SPEC), {}, 2, str(folder), False, io.StringIO())
     with pytest.raises(NetcError, match=f"pid {pid}"):
-        trainer.bagging(netc.compile(SPEC), {}, 2, str(folder), False, io.StringIO())
+        training.bagging(netc.compile(SPEC), {}, 2, str(folder), False, io.StringIO())
 
 
 def test_the_lock_is_held_during_the_run_and_let_go_after(tmp_path):
@@ -131,7 +131,7 @@ def test_resume_refuses_a_last_npz_with_nan_optimizer_state(done, tmp_path):
 def test_a_weight_turned_nan_stops_the_run_and_keeps_the_last_checkpoint(tmp_path):
     net = netc.compile(SPEC)
     folder = runs.subfolder(str(tmp_path), "run")
-    t = trainer.Trainer(net, trainer.resolve(net, {"epochs": 2}), folder, False, out=io.StringIO())
+    t = trainer.Trainer(net, training.resolve(net, {"epochs": 2}), folder, False, out=io.StringIO())
     step, calls = t.opt.step, []
 
     def poison(grads):  # an update that leaves one NaN in fc1 (a ReLU would hide it downstream)
@@ -150,7 +150,7 @@ def test_a_weight_turned_nan_stops_the_run_and_keeps_the_last_checkpoint(tmp_pat
 
 def test_nan_in_the_first_epoch_says_no_checkpoint_exists(tmp_path):
     net = netc.compile(SPEC)
-    t = trainer.Trainer(net, trainer.resolve(net, {}), runs.subfolder(str(tmp_path), "r"), False,
+    t = trainer.Trainer(net, training.resolve(net, {}), runs.subfolder(str(tmp_path), "r"), False,
                         out=io.StringIO())
     loss_and_grads = t.model.loss_and_grads
 
@@ -189,7 +189,7 @@ def test_save_never_writes_nan_over_a_good_file(tmp_path):
 
 def test_optimizer_state_blown_up_stops_at_the_checkpoint(tmp_path):
     net = netc.compile(SPEC)
-    t = trainer.Trainer(net, trainer.resolve(net, {}), runs.subfolder(str(tmp_path), "r"), False,
+    t = trainer.Trainer(net, training.resolve(net, {}), runs.subfolder(str(tmp_path), "r"), False,
                         out=io.StringIO())
     step = t.opt.step
 
@@ -287,15 +287,15 @@ def test_killed_runs_leave_folders_that_can_be_reused_or_resumed(tmp_path, capsy
     net = netc.compile(SPEC)
     folder = tmp_path / "killed"
     folder.mkdir()
-    trainer.write_config(str(folder), net, trainer.resolve(net, {}))
+    training.write_config(str(folder), net, training.resolve(net, {}))
     (folder / "tmpk1l2m3.npz.tmp").write_bytes(b"PK\x03\x04half")  # kill -9 during a save
     out = io.StringIO()
-    trainer.train(net, {}, resume=str(folder), progress=False, stdout=out)
+    training.train(net, {}, resume=str(folder), progress=False, stdout=out)
     assert "has no checkpoint yet" in out.getvalue()
     assert not any(f.endswith(".tmp") for f in os.listdir(folder))
     again = tmp_path / "again"
     again.mkdir()
-    trainer.write_config(str(again), net, trainer.resolve(net, {}))
+    training.write_config(str(again), net, training.resolve(net, {}))
     (again / "config.json.tmp").write_text("{")
     with pytest.warns(UserWarning, match="holds only the config.json"):
         quiet(again)
@@ -353,7 +353,7 @@ def test_a_full_disk_keeps_the_previous_last_npz(tmp_path, monkeypatch):
 # ---- splits without a test sample ----------------------------------------------------------------
 def test_no_test_split_finishes_without_a_test_score(tmp_path):
     out = io.StringIO()
-    result, folder = trainer.train(netc.compile(SPEC), {"test_split": 0.0}, str(tmp_path / "r"),
+    result, folder = training.train(netc.compile(SPEC), {"test_split": 0.0}, str(tmp_path / "r"),
                                    progress=False, stdout=out)
     assert result["test_loss"] is None and result["test_samples"] == 0
     assert "0 test (test_split=0 of 1797 samples leaves none" in out.getvalue()

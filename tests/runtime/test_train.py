@@ -8,7 +8,7 @@ import pytest
 
 import netc
 from netc import DataError, NetcError, NumericsError
-from netc.runtime import data, runs, trainer
+from netc.runtime import data, runs, trainer, training
 
 SPEC = """network Tiny
 input 8x8x1
@@ -19,7 +19,7 @@ train optimizer=adam lr=0.01 batch=64 epochs=3 data=digits seed=1
 
 def quiet(tmp_path, spec=SPEC, name="run", **overrides):
     import io
-    return trainer.train(netc.compile(spec), overrides, str(tmp_path / name), progress=False,
+    return training.train(netc.compile(spec), overrides, str(tmp_path / name), progress=False,
                          stdout=io.StringIO())
 
 
@@ -43,7 +43,7 @@ def test_training_writes_the_run_folder(tmp_path):
 def test_resume_continues_exactly(tmp_path):
     _, full = quiet(tmp_path, name="full", epochs=4)
     _, part = quiet(tmp_path, name="part", epochs=2)
-    trainer.train(netc.compile(SPEC), {"epochs": 4}, resume=part, progress=False,
+    training.train(netc.compile(SPEC), {"epochs": 4}, resume=part, progress=False,
                   stdout=open(os.devnull, "w"))
     a, b = runs.read_metrics(full), runs.read_metrics(part)
     assert [r["epoch"] for r in b] == [1, 2, 3, 4]
@@ -56,7 +56,7 @@ def test_resume_is_exact_for_full_batch_methods(tmp_path, name):
     spec = "input 8x8x1\nFC 12 act=tanh - OUT 10 softmax\ntrain data=digits seed=0"
     _, full = quiet(tmp_path, spec, name=f"{name}-full", optimizer=name, epochs=4)
     _, part = quiet(tmp_path, spec, name=f"{name}-part", optimizer=name, epochs=2)
-    trainer.train(netc.compile(spec), {"epochs": 4}, resume=part, progress=False,
+    training.train(netc.compile(spec), {"epochs": 4}, resume=part, progress=False,
                   stdout=open(os.devnull, "w"))
     assert [r["train_loss"] for r in runs.read_metrics(full)] == \
         [r["train_loss"] for r in runs.read_metrics(part)]
@@ -64,7 +64,7 @@ def test_resume_is_exact_for_full_batch_methods(tmp_path, name):
 
 def test_resume_mid_epoch_after_interrupt(tmp_path):
     net = netc.compile(SPEC)
-    cfg = trainer.resolve(net, {"epochs": 2})
+    cfg = training.resolve(net, {"epochs": 2})
     folder = runs.subfolder(str(tmp_path), "cut")
     t = trainer.Trainer(net, cfg, folder, progress=False, out=open(os.devnull, "w"))
     runs.write_json(os.path.join(folder, "config.json"), {"settings": cfg})
@@ -80,7 +80,7 @@ def test_resume_mid_epoch_after_interrupt(tmp_path):
     t.sgd_step = interrupt_after_5
     with pytest.raises(KeyboardInterrupt):
         t.run()
-    trainer.train(net, {}, resume=folder, progress=False, stdout=open(os.devnull, "w"))
+    training.train(net, {}, resume=folder, progress=False, stdout=open(os.devnull, "w"))
     _, full = quiet(tmp_path, name="full", epochs=2)
     for ra, rb in zip(runs.read_metrics(full), runs.read_metrics(folder)):
         assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-6)
@@ -89,7 +89,7 @@ def test_resume_mid_epoch_after_interrupt(tmp_path):
 def test_ctrl_c_stops_after_the_step_and_saves(tmp_path):
     import signal
     net = netc.compile(SPEC)
-    cfg = trainer.resolve(net, {"epochs": 2})
+    cfg = training.resolve(net, {"epochs": 2})
     folder = runs.subfolder(str(tmp_path), "sig")
     t = trainer.Trainer(net, cfg, folder, progress=False, out=open(os.devnull, "w"))
     original = t.sgd_step
@@ -128,7 +128,7 @@ def test_freeze_and_transfer(tmp_path):
     _, first = quiet(tmp_path, name="first", epochs=1)
     net = netc.compile(SPEC)
     import io
-    t = trainer.Trainer(net, trainer.resolve(net, {"epochs": 1, "init_from": f"{first}/last.npz",
+    t = trainer.Trainer(net, training.resolve(net, {"epochs": 1, "init_from": f"{first}/last.npz",
                                                   "freeze": ("conv*",)}),
                         runs.subfolder(str(tmp_path), "second"), progress=False, out=io.StringIO())
     before = t.model.params["conv1.weight"].copy()
@@ -143,10 +143,10 @@ def test_freeze_and_transfer(tmp_path):
 def test_cross_validation_and_compare(tmp_path):
     import io
     net = netc.compile(SPEC)
-    summary, _ = trainer.cross_validate(net, {"epochs": 1}, 3, str(tmp_path / "cv"), False,
+    summary, _ = training.cross_validate(net, {"epochs": 1}, 3, str(tmp_path / "cv"), False,
                                         io.StringIO())
     assert summary["folds"] == 3 and len(summary["val_acc"]["values"]) == 3
-    table, folder = trainer.compare(net, {"epochs": 1}, ["sgd", "adam"], str(tmp_path / "cmp"),
+    table, folder = training.compare(net, {"epochs": 1}, ["sgd", "adam"], str(tmp_path / "cmp"),
                                     False, io.StringIO())
     assert [name for name, _ in table] == ["sgd", "adam"]
     assert os.path.exists(os.path.join(folder, "compare.png"))
@@ -157,7 +157,7 @@ def test_cross_validation_and_compare(tmp_path):
 def test_diagnose_reports_gradient_and_activation_norms(tmp_path):
     import io
     out = io.StringIO()
-    trainer.train(netc.compile(SPEC), {"epochs": 1}, str(tmp_path / "d"), progress=False,
+    training.train(netc.compile(SPEC), {"epochs": 1}, str(tmp_path / "d"), progress=False,
                   diagnose=True, stdout=out)
     lines = out.getvalue().splitlines()
     head = lines.index("  layer                      grad norm   activation rms")
@@ -179,7 +179,7 @@ def test_resume_from_a_damaged_checkpoint_is_a_clean_error(tmp_path):
     with open(os.path.join(folder, "last.npz"), "r+b") as f:
         f.truncate(100)
     with pytest.raises(DataError, match="cannot read checkpoint"):
-        trainer.train(netc.compile(SPEC), {"epochs": 2}, resume=folder, progress=False,
+        training.train(netc.compile(SPEC), {"epochs": 2}, resume=folder, progress=False,
                       stdout=open(os.devnull, "w"))
 
 
@@ -193,7 +193,7 @@ def test_out_folder_must_be_new(tmp_path):
 # ---- data ---------------------------------------------------------------------------------------
 def test_data_errors(tmp_path):
     with pytest.raises(NetcError, match="no training data"):
-        trainer.resolve(netc.compile("input 4\nOUT 2 softmax"), {})
+        training.resolve(netc.compile("input 4\nOUT 2 softmax"), {})
     with pytest.raises(DataError, match="no such file"):
         data.load(str(tmp_path / "none.npz"), (4,), 2, True)
     np.savez(tmp_path / "bad.npz", a=np.zeros(3))

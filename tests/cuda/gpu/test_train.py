@@ -9,7 +9,7 @@ import pytest
 
 import netc
 from netc.cli import main
-from netc.runtime import runs, trainer
+from netc.runtime import runs, training
 
 SPEC = """network Tiny
 input 3x3x1
@@ -28,7 +28,7 @@ def spec(tmp_path):
 
 
 def run(spec, folder, **overrides):
-    result, out = trainer.train(netc.compile(spec), overrides, str(folder), progress=False,
+    result, out = training.train(netc.compile(spec), overrides, str(folder), progress=False,
                                 stdout=io.StringIO())
     return result, runs.read_metrics(out)
 
