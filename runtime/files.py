@@ -10,6 +10,7 @@ import zlib
 
 import numpy as np
 
+from netc.compiler.report import human_bytes
 from netc.dsl.errors import DataError
 
 MAX_PIXELS = 89_478_485  # PIL's decompression-bomb limit (a quarter GiB of RGBA)
@@ -39,13 +40,6 @@ def available_memory() -> int | None:
             continue
         free = left if free is None else min(free, left)
     return free
-
-
-def human_bytes(n: float) -> str:
-    for div, suffix in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if n >= div:
-            return f"{n / div:.2f} {suffix}"
-    return f"{int(n)} B"
 
 
 def _headers(zf: zipfile.ZipFile, path: str, what: str) -> dict:

@@ -170,6 +170,21 @@ def multiclass_hinge_row(o, label, g):
 
 
 @scalar
+def row_loss(code, out, target, labels, i, p, g, logits):
+    """The loss of row out[i, :, p] of out (N, K, P) by code: cross-entropy from labels[i, p] (or
+    from the probability row target[i, :, p]), KL from target, multiclass hinge from labels; its
+    gradient into g. Only the targets the code reads are indexed (the others may be empty)."""
+    z = out[i, :, p]
+    if code == CROSS_ENTROPY:
+        return cross_entropy_row(z, labels[i, p], g)
+    if code == SOFT_CROSS_ENTROPY:
+        return soft_cross_entropy_row(z, target[i, :, p], g)
+    if code == KL:
+        return kl_row(z, target[i, :, p], g, logits)
+    return multiclass_hinge_row(z, labels[i, p], g)
+
+
+@scalar
 def linear_taps(o, scale, size):
     """(i0, i1, w0, w1): the two input positions that output position o of a linear
     interpolation by an integer `scale` reads, and their weights (PyTorch's align_corners=False:

@@ -121,3 +121,29 @@ def test_per_pixel_outputs_take_a_row_per_pixel(loss):
         assert np.isclose(model.loss_and_grads(x, y)[0], want, rtol=1e-12)
     report = netc.gradcheck(spec, batch=2, seed=3, loss=loss)
     assert max(report.values()) < 1e-6, report
+
+
+def test_row_kernels_split_across_threads_give_the_same_numbers():
+    """Past PARALLEL_ROWS rows the row losses and the softmax split the samples across threads:
+    the same per-sample sums in the same order, so the same total and the same gradients."""
+    from netc.runtime.backends import elementwise as ew
+    from netc.runtime.backends.cpu import activation, losses as cpu_losses
+    rng = np.random.default_rng(0)
+    n, k, p = 8, 4, cpu_losses.PARALLEL_ROWS // 8
+    z = rng.standard_normal((n, k, p))
+    labels = rng.integers(0, k, (n, p))
+    target = rng.random((n, k, p))
+    for code in (ew.CROSS_ENTROPY, ew.SOFT_CROSS_ENTROPY, ew.KL, ew.MULTICLASS_HINGE):
+        g1, g2 = np.empty_like(z), np.empty_like(z)
+        one = cpu_losses._rows_cpu(code, z, target, labels, True, 1 / (n * p), g1)
+        split = cpu_losses._rows_parallel_cpu(code, z, target, labels, True, 1 / (n * p), g2)
+        assert one == split and np.array_equal(g1, g2)
+    y1, y2 = np.empty_like(z), np.empty_like(z)
+    activation._softmax_rows_cpu(z, y1)
+    activation._softmax_rows_parallel_cpu(z, y2)
+    assert np.array_equal(y1, y2)
+    np.testing.assert_allclose(y1.sum(axis=1), 1.0)
+    d1, d2 = np.empty_like(z), np.empty_like(z)
+    activation._softmax_grad_rows_cpu(y1, target, d1)
+    activation._softmax_grad_rows_parallel_cpu(y1, target, d2)
+    np.testing.assert_allclose(d1, d2, rtol=1e-12, atol=1e-15)  # fastmath may reassociate

@@ -11,7 +11,7 @@ from ..context import Context
 from ..registry import Backend, register_backend
 from . import activation, conv, dense, join, norm, pool  # noqa: F401 - they register the kinds
 from . import blas, jit
-from .losses import _pointwise_cpu, _rows_cpu
+from .losses import _pointwise_cpu, rows
 from .optim import _update_cpu
 
 
@@ -98,7 +98,7 @@ class CpuBackend(Backend):
         out = np.ascontiguousarray(out)
         grad = np.empty_like(out)
         target = np.ascontiguousarray(target, out.dtype)
-        return _rows_cpu(code, out, target, labels, logits, scale, grad), grad
+        return rows(code, out, target, labels, logits, scale, grad), grad
 
     def describe(self):
         return {"threads": jit.workers(), "GEMM": blas.describe()}

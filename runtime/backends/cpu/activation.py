@@ -11,6 +11,7 @@ from netc.compiler.kinds import activation as kinds
 from .. import elementwise as ew
 from ..registry import Implementation, implements
 from .jit import REDUCE, kernel
+from .losses import PARALLEL_ROWS
 
 
 # ---- activations over whole arrays ------------------------------------------------------------
@@ -21,7 +22,8 @@ def apply(name, z, a=0.0):
     z = np.ascontiguousarray(z)
     y = np.empty_like(z)
     if name == "softmax":
-        _softmax_rows_cpu(_rows(z), _rows(y))
+        z3, y3 = _rows(z), _rows(y)
+        (_softmax_rows_parallel_cpu if _many_rows(z3) else _softmax_rows_cpu)(z3, y3)
     else:
         _act_cpu(ew.ACT_CODES[name], z.dtype.type(a), z.reshape(-1), y.reshape(-1))
     return y
@@ -32,7 +34,9 @@ def apply_grad(name, z, y, dy, a=0.0):
     dy = np.ascontiguousarray(dy)
     dz = np.empty_like(dy)
     if name == "softmax":
-        _softmax_grad_rows_cpu(_rows(y), _rows(dy), _rows(dz))
+        y3 = _rows(y)
+        grad = _softmax_grad_rows_parallel_cpu if _many_rows(y3) else _softmax_grad_rows_cpu
+        grad(y3, _rows(dy), _rows(dz))
     else:
         _act_grad_cpu(ew.ACT_CODES[name], dy.dtype.type(a), np.ascontiguousarray(z).reshape(-1),
                       y.reshape(-1), dy.reshape(-1), dz.reshape(-1))
@@ -133,14 +137,38 @@ def _prelu_grad_cpu(z, slope, dy, dz, dslope):
         dslope[c] = acc
 
 
+@kernel(inline=True)
+def _softmax_row(z, y, n, p):
+    """y[n, :, p] = softmax(z[n, :, p])."""
+    _, s = ew.softmax_row(z[n, :, p], y[n, :, p])
+    for j in range(z.shape[1]):
+        y[n, j, p] = y[n, j, p] / s
+
+
 @kernel()
 def _softmax_rows_cpu(z, y):
     """y[n, :, p] = softmax(z[n, :, p]) for each row (sample, pixel)."""
     for n in range(z.shape[0]):
         for p in range(z.shape[2]):
-            _, s = ew.softmax_row(z[n, :, p], y[n, :, p])
-            for j in range(z.shape[1]):
-                y[n, j, p] = y[n, j, p] / s
+            _softmax_row(z, y, n, p)
+
+
+@kernel(parallel=True)
+def _softmax_rows_parallel_cpu(z, y):
+    """_softmax_rows_cpu with the samples split across threads."""
+    for n in prange(z.shape[0]):
+        for p in range(z.shape[2]):
+            _softmax_row(z, y, n, p)
+
+
+@kernel(fastmath=REDUCE, inline=True)
+def _softmax_grad_row(y, dy, dz, n, p):
+    """dz[n, :, p] = y (dy - sum(dy y)) over row (n, p)."""
+    s = 0.0
+    for j in range(y.shape[1]):
+        s += dy[n, j, p] * y[n, j, p]
+    for j in range(y.shape[1]):
+        dz[n, j, p] = y[n, j, p] * (dy[n, j, p] - s)
 
 
 @kernel(fastmath=REDUCE)
@@ -148,11 +176,20 @@ def _softmax_grad_rows_cpu(y, dy, dz):
     """dz = y (dy - sum(dy y)) for each row (sample, pixel)."""
     for n in range(y.shape[0]):
         for p in range(y.shape[2]):
-            s = 0.0
-            for j in range(y.shape[1]):
-                s += dy[n, j, p] * y[n, j, p]
-            for j in range(y.shape[1]):
-                dz[n, j, p] = y[n, j, p] * (dy[n, j, p] - s)
+            _softmax_grad_row(y, dy, dz, n, p)
+
+
+@kernel(fastmath=REDUCE, parallel=True)
+def _softmax_grad_rows_parallel_cpu(y, dy, dz):
+    """_softmax_grad_rows_cpu with the samples split across threads."""
+    for n in prange(y.shape[0]):
+        for p in range(y.shape[2]):
+            _softmax_grad_row(y, dy, dz, n, p)
+
+
+def _many_rows(a):
+    """Whether rows (N, K, P) are enough to split the samples across threads (losses.py's rule)."""
+    return a.shape[0] > 1 and a.shape[0] * a.shape[2] >= PARALLEL_ROWS
 
 
 # ---- the layers -------------------------------------------------------------------------------

@@ -26,15 +26,8 @@ def _rows(code, out, target, labels, logits, scale, partial, grad):
     rows = out.shape[2]
     for t in range(cuda.grid(1), out.shape[0] * rows, cuda.gridsize(1)):
         i, p = t // rows, t % rows
-        z, g = out[i, :, p], grad[i, :, p]
-        if code == ew.CROSS_ENTROPY:
-            v = ew.cross_entropy_row(z, labels[i, p], g)
-        elif code == ew.SOFT_CROSS_ENTROPY:
-            v = ew.soft_cross_entropy_row(z, target[i, :, p], g)
-        elif code == ew.KL:
-            v = ew.kl_row(z, target[i, :, p], g, logits)
-        else:
-            v = ew.multiclass_hinge_row(z, labels[i, p], g)
+        g = grad[i, :, p]
+        v = ew.row_loss(code, out, target, labels, i, p, g, logits)
         for j in range(out.shape[1]):
             g[j] *= scale
         partial[t] = v
