@@ -21,6 +21,7 @@ from .kinds.dense import FullyConnected
 from .kinds.join import Add, Concat, Input, Mean
 from .kinds.norm import BatchNorm, GroupNorm, InstanceNorm, LayerNorm
 from .registry import Ident, LayerError
+from .shapes import describe
 
 # the most layers a network may have (the compiler's joins and projections count: ResNet-152
 # has 465, DenseNet-121 427), and so the most times a chain may repeat
@@ -113,6 +114,12 @@ class Builder:
                 self.g.nodes[name]["node"].hyper["drop"] = l / len(self.units) * p
 
     def _input_shape(self, dims, pos):
+        if dims[0] == "seq":
+            if len(dims) != 3 or min(dims[1:]) < 1:
+                raise self.error(f"a sequence input is T steps of D features: `input seq TxD`; "
+                                 f"received seq {'x'.join(map(str, dims[1:]))}", pos,
+                                 "e.g. input seq 8x8 (8 steps of 8 features)")
+            return tuple(dims[1:])
         if any(d < 1 for d in dims):
             raise self.error(f"input sizes must be positive; received {'x'.join(map(str, dims))}",
                              pos, "e.g. input 32x32x1")
@@ -121,8 +128,9 @@ class Builder:
             return (c, h, w)
         if len(dims) == 1:
             return dims
-        raise self.error(f"input must be HxWxC or N; received {'x'.join(map(str, dims))}", pos,
-                         "for a grey image write 28x28x1")
+        raise self.error(f"input must be HxWxC, N or seq TxD; received {'x'.join(map(str, dims))}",
+                         pos, "for a grey image write 28x28x1; for a sequence of T steps of D "
+                              "features, seq TxD")
 
     def _default(self, st: ast.Default):
         kind = self._kind(st.kind, st.pos)
@@ -292,13 +300,13 @@ class Builder:
             scope.next(kind.name.lower())  # a layer given name= takes its number all the same
             segment = name
         path = scope.path + (segment,)
-        if kind.spatial and len(xs[0]) != 3:
-            src = self.g.nodes[inputs[0]]["node"]
-            raise self.error(
-                f"{kind.name} needs an image (C x H x W) but its input is a vector of {xs[0][0]} "
-                f"(made by {src.name}, {src.kind})", pos,
-                f"put {kind.name} before the first FC/GAP/FLATTEN, or use `input HxWxC`",
-                cls=ShapeError, layer=name)
+        for i, x in zip(inputs, xs):
+            problem = _unfit_input(kind, x)
+            if problem:
+                src = self.g.nodes[i]["node"]
+                made = "the input" if src.kind == Input.name else f"made by {src.name}, {src.kind}"
+                raise self.error(f"{kind.name} {problem[0]} but its input is {describe(x)} "
+                                 f"({made})", pos, problem[1], cls=ShapeError, layer=name)
         try:
             hyper = kind.resolve(hyper, xs)
             y = kind.shape(hyper, xs)
@@ -307,6 +315,7 @@ class Builder:
                         line=pos.line, column=pos.column)
             node.macs = kind.macs(hyper, xs, y)
             node.flops = kind.flops(hyper, xs, y)
+            node.kept = kind.kept(hyper, xs, y)
         except LayerError as e:
             where = written.get(e.key, (None, pos))[1] if e.key else pos
             if e.key == "stride" and "stride" not in written and "kernel" in written:
@@ -498,6 +507,28 @@ def fingerprint(net: Net) -> str:
         h.update(repr((n.name, n.kind, n.inputs, sorted((k, repr(v)) for k, v in n.hyper.items()),
                        n.out_shape, sorted(n.params.items()))).encode())
     return h.hexdigest()[:16]
+
+
+def _unfit_input(kind, x):
+    """(what kind needs, how to fix it) where an input of shape x does not fit the kind; None
+    where it does."""
+    if kind.spatial and len(x) == 1:
+        return ("needs an image (C x H x W)",
+                f"put {kind.name} before the first FC/GAP/FLATTEN, or use `input HxWxC`")
+    if kind.sequential and len(x) != 2:
+        return ("needs a sequence (T steps x D features)",
+                "read the data as a sequence with `input seq TxD` (data=digits: input seq 8x8, "
+                "each row a step)" if len(x) == 3 else
+                "a recurrent layer before it gives every step with return=seq (its default, "
+                "return=last, gives one vector); a vector input is `input seq TxD` read as a "
+                "sequence")
+    if len(x) == 2 and not kind.on_sequences:
+        return ("needs an image (C x H x W)" if kind.spatial else
+                "does not take a sequence (T x D)",
+                "use " + kind.sequence_hint if kind.sequence_hint else
+                "a sequence goes to RNN, LSTM or GRU, to FC and OUT (per step), to DROPOUT and "
+                "the activations, or to FLATTEN")
+    return None
 
 
 def _shape(s):

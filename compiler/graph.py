@@ -12,7 +12,8 @@ from netc.dsl.errors import NetcError
 
 @dataclass
 class Node:
-    """One layer of the compiled network. Shapes exclude the batch: (C, H, W) or (N,)."""
+    """One layer of the compiled network. Shapes exclude the batch: (C, H, W) for images, (T, D)
+    for sequences (T steps of D features), (N,) for vectors."""
 
     name: str                 # unique; parameters are keyed "<name>.weight", "<name>.bias"
     kind: str                 # a registered kind (CONV, POOL, ..., INPUT, ADD, CONCAT)
@@ -25,6 +26,7 @@ class Node:
     buffers: dict = field(default_factory=dict)  # saved, not trained (running statistics)
     macs: int = 0
     flops: int = 0
+    kept: int = 0                                # values backward keeps beyond the output
     receptive_field: tuple | None = None         # (h, w) in input pixels; None for vectors
     jump: tuple | None = None                    # cumulative stride (h, w)
     line: int | None = None
@@ -130,6 +132,12 @@ class Net:
     @property
     def activation_count(self) -> int:
         return sum(n.activations for n in self.nodes)
+
+    @property
+    def kept_count(self) -> int:
+        """Values per sample that backward keeps beyond the layers' outputs (a recurrent layer's
+        gates and states at every step)."""
+        return sum(n.kept for n in self.nodes)
 
     def __repr__(self):
         return (f"Net({self.name!r}, {len(self.graph)} nodes, {self.trainable_params:,} params, "

@@ -158,6 +158,11 @@ class LayerKind:
     spatial = False
     # made by the compiler (INPUT, ADD, CONCAT), never written in a spec
     internal = False
+    # these kinds take a sequence (T x D, `input seq`): the recurrent layers need one, and FC,
+    # OUT, DROPOUT, the activations without parameters ... apply per step
+    sequential = False
+    on_sequences = False
+    sequence_hint = ""  # what to write instead where a sequence reaches a kind that takes none
     # (input, chain): a small network that exercises the kind, for the test harness and docs
     example: tuple = ()
 
@@ -200,6 +205,11 @@ class LayerKind:
         'global': every output sees the whole input."""
         return None
 
+    def kept(self, h, xs, y):
+        """Values per sample that the backward pass keeps beyond the output (a recurrent layer's
+        gates at every step); the training-memory estimate counts them."""
+        return 0
+
     def label(self, h):
         return self.name
 
@@ -219,10 +229,16 @@ class LayerKind:
     # BN and DROPOUT leave the choice of initialisation to the activation after them
     init_passthrough = False
 
-    def init_rule(self, short):
+    def init_rule(self, short, h=None):
         """How a parameter or buffer starts: "weights" (drawn by the layer's scheme: He for the
-        ReLU family, Xavier otherwise, or its `init=`), "zeros", "ones", or a constant."""
+        ReLU family, Xavier otherwise, or its `init=`), "zeros", "ones", a constant, or
+        ("uniform", bound) for uniform in [-bound, bound]. `h`: the layer's hyperparameters."""
         return "zeros" if short == "bias" else "weights"
+
+    def initialized(self, h, values):
+        """The fresh parameters (short name -> array), adjusted where a rule per parameter
+        cannot say it all (an LSTM's forget-gate bias)."""
+        return values
 
     def regularized(self, h):
         """The parameters that l1/l2 penalise (weights; not biases, nor BN's scale and shift)."""

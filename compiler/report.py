@@ -19,7 +19,8 @@ def memory(net: Net, batch: int = 1, optimizer: str = "sgd", itemsize: int = 4,
     """Bytes for float32 values: parameters, forward activations, and a training estimate.
 
     training = parameters + buffers + gradients + optimizer state
-               + batch * every node's output (what backward keeps)
+               + batch * every node's output and what else backward keeps (the gates of
+                 every step of a recurrent layer)
                + batch * 2 * the largest output (the gradient flowing back, in and out).
     `frozen`: the layers that do not train (by default those the spec's train section freezes)."""
     trainable = net.trainable(frozen)
@@ -27,7 +28,7 @@ def memory(net: Net, batch: int = 1, optimizer: str = "sgd", itemsize: int = 4,
     buffers = net.buffer_count * itemsize
     grads = trainable * itemsize
     state = state_per_value(optimizer) * trainable * itemsize
-    acts = batch * net.activation_count * itemsize
+    acts = batch * (net.activation_count + net.kept_count) * itemsize
     largest = max(n.activations for n in net.nodes)
     training = params + buffers + grads + state + acts + 2 * batch * largest * itemsize
     return {"itemsize": itemsize, "batch": batch, "optimizer": optimizer,
@@ -36,8 +37,10 @@ def memory(net: Net, batch: int = 1, optimizer: str = "sgd", itemsize: int = 4,
 
 
 def _hw(shape) -> str:
-    """Shapes as the lectures write them: H x W x C; vectors as N."""
-    return f"{shape[1]}x{shape[2]}x{shape[0]}" if len(shape) == 3 else str(shape[0])
+    """Shapes as the lectures write them: H x W x C; sequences T x D; vectors N."""
+    if len(shape) == 3:
+        return f"{shape[1]}x{shape[2]}x{shape[0]}"
+    return "x".join(map(str, shape))
 
 
 def _rf(node) -> str:
@@ -117,7 +120,8 @@ def summary(net: Net, batch: int = 1, depth: int | None = None, optimizer: str =
     rule = "-" * len(line(head))
     mem = memory(net, batch, optimizer)
     frozen = net.total_params - net.trainable_params
-    lines = [f"network {net.name}: input {_hw(net.input_shape)}", rule, line(head), rule]
+    seq = "seq " if len(net.input_shape) == 2 else ""
+    lines = [f"network {net.name}: input {seq}{_hw(net.input_shape)}", rule, line(head), rule]
     lines += [line(b) for b in body]
     lines += [rule,
               f"total params        {net.total_params:>16,}  ({human(net.total_params)})",
@@ -150,7 +154,7 @@ def to_json(net: Net, batch: int = 1, optimizer: str = "sgd") -> dict:
             "output_shape": list(n.out_shape), "params": n.param_count,
             "trainable_params": 0 if n.name in net.frozen else n.param_count,
             "buffers": n.buffer_count, "macs": n.macs, "flops": n.flops,
-            "activations": n.activations,
+            "activations": n.activations, "kept_for_backward": n.kept,
             "receptive_field": list(n.receptive_field) if n.receptive_field else None,
             "jump": list(n.jump) if n.jump else None, "hyper": hyper,
             "param_shapes": {k: list(v) for k, v in n.param_names().items()},

@@ -110,3 +110,13 @@ def transposed_out(w, k, s, p, outpad):
         raise LayerError(f"the output would be empty: ({w} - 1)*{s} - 2*{p} + {k} + {outpad} = "
                          f"{out}", key="pad", hint=f"use less padding (at most pad={(w - 1) * s + k - 1 >> 1})")
     return out
+
+
+def describe(shape) -> str:
+    """A shape in words, as the lecture writes it: an image of HxWxC, a sequence of T steps of
+    D, a vector of N."""
+    if len(shape) == 3:
+        return f"an image of {shape[1]}x{shape[2]}x{shape[0]}"
+    if len(shape) == 2:
+        return f"a sequence of {shape[0]} steps of {shape[1]}"
+    return f"a vector of {shape[0]}"

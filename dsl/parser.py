@@ -132,6 +132,13 @@ class _ToAst(Transformer):
         return ("network", str(c[0]), _pos(c[0]))
 
     def input(self, meta, c):
+        if len(c) == 2:  # `input seq TxD`
+            if str(c[0]) != "seq":
+                raise SpecSyntaxError(f"`input {c[0]}`: the only word `input` takes is `seq`",
+                                      "images: `input HxWxC`; vectors: `input N`; sequences of T "
+                                      "steps of D features: `input seq TxD`",
+                                      line=c[0].line, column=c[0].column, width=len(c[0]))
+            return ("input", ("seq",) + _sizes(c[1]), _pos(c[1]))
         return ("input", _sizes(c[0]), _pos(c[0]))
 
     def train(self, meta, c):
@@ -171,7 +178,7 @@ _CATALOGUE = {
     "a key needs a value after `=`: e.g. `pad=1`, `act=relu`": [
         "CONV 3x3 8 pad=", "CONV 3x3 8 act= - POOL",
     ],
-    "`input` takes the size as HxWxC (227x227x3) or N for vectors": [
+    "`input` takes the size as HxWxC (227x227x3), N for vectors, or seq TxD for sequences": [
         "input", "input relu", "input 3 x 32",
     ],
     "`network` takes a name made of letters, digits and `_`: `network LeNet5`": [

@@ -9,6 +9,7 @@ from ..registry import Bool, Choice, Float, Int, LayerError, LayerKind, register
 class _Activation(LayerKind):
     """A layer that applies one of the activation words elementwise."""
     elementwise = True
+    on_sequences = True
     act = "none"
 
     def act_of(self, h):
@@ -40,6 +41,7 @@ class Leaky(_Activation):
 class PRelu(_Activation):
     name = "PRELU"
     act = "prelu"
+    on_sequences = False  # a slope per channel
     example = ("2x2x3", "PRELU")
     doc = "parametric ReLU: a learned slope per channel (shared=true: one slope)"
     keys = {"shared": Bool(False)}
@@ -47,7 +49,7 @@ class PRelu(_Activation):
     def params(self, h, xs):
         return {"weight": (1 if h["shared"] else xs[0][0],)}
 
-    def init_rule(self, short):
+    def init_rule(self, short, h=None):
         return 0.25
 
 
@@ -81,6 +83,8 @@ class Tanh(_Activation):
 class Softmax(_Activation):
     name = "SOFTMAX"
     act = "softmax"
+    on_sequences = False
+    sequence_hint = "OUT K softmax, which takes a sequence per step"
     example = ("8", "SOFTMAX")
     doc = ("softmax over the features (a vector input), or with per=pixel over the channels of "
            "each pixel of a C x H x W input")
@@ -133,6 +137,7 @@ class Dropout(LayerKind):
     example = ("8", "DROPOUT 0.5")
     doc = "inverted dropout with drop probability p (training only): `DROPOUT 0.5`"
     elementwise = True
+    on_sequences = True
     init_passthrough = True
     color = "#eeeeee"
     keys = {"p": Float(0.5, low=0.0, high=1.0)}

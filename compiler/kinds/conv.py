@@ -59,8 +59,8 @@ class _Filters(LayerKind):
             text += f" {h['act']}"
         return text
 
-    def init_rule(self, short):
-        return 0.25 if short == "slope" else super().init_rule(short)
+    def init_rule(self, short, h=None):
+        return 0.25 if short == "slope" else super().init_rule(short, h)
 
     def regularized(self, h):
         return ("weight",)

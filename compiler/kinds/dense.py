@@ -1,4 +1,7 @@
-"""FC (fully connected, flattens a 3-D input first), OUT (an FC with the output activation), FLATTEN."""
+"""FC (fully connected, flattens a 3-D input first), OUT (an FC with the output activation), FLATTEN.
+
+On a sequence (T x D) FC and OUT apply per step, as a Linear on the last axis: the same weights
+(units, D) at every step, T x units out (OUT's softmax per step)."""
 from __future__ import annotations
 
 import math
@@ -10,8 +13,10 @@ from ..registry import ACTIVATIONS, Bool, Choice, Int, LayerError, LayerKind, re
 class FullyConnected(LayerKind):
     name = "FC"
     example = ("3x3x2", "FC 5 act=tanh")
-    doc = "fully connected: `FC 4096`, `FC 84 act=tanh`; a C x H x W input is flattened first"
+    doc = ("fully connected: `FC 4096`, `FC 84 act=tanh`; a C x H x W input is flattened first, "
+           "a sequence (T x D) takes it per step")
     color = "#fce5cd"
+    on_sequences = True
     keys = {
         "units": Int(doc="the number of units, an integer >= 1"),
         "bias": Bool(True),
@@ -27,10 +32,10 @@ class FullyConnected(LayerKind):
         return h
 
     def shape(self, h, xs):
-        return (h["units"],)
+        return (xs[0][0], h["units"]) if len(xs[0]) == 2 else (h["units"],)
 
     def params(self, h, xs):
-        p = {"weight": (h["units"], math.prod(xs[0]))}
+        p = {"weight": (h["units"], xs[0][1] if len(xs[0]) == 2 else math.prod(xs[0]))}
         if h["bias"]:
             p["bias"] = (h["units"],)
         if h["act"] == "prelu":
@@ -41,7 +46,7 @@ class FullyConnected(LayerKind):
         return math.prod(xs[0]) * h["units"]
 
     def flops(self, h, xs, y):
-        return h["units"] * (int(h["bias"]) + (h["act"] != "none"))
+        return math.prod(y) * (int(h["bias"]) + (h["act"] != "none"))
 
     def window(self, h, xs):
         return "global" if len(xs[0]) == 3 else None
@@ -49,8 +54,8 @@ class FullyConnected(LayerKind):
     def label(self, h):
         return f"{self.name} {h['units']}" + (f" {h['act']}" if h["act"] != "none" else "")
 
-    def init_rule(self, short):
-        return 0.25 if short == "slope" else super().init_rule(short)
+    def init_rule(self, short, h=None):
+        return 0.25 if short == "slope" else super().init_rule(short, h)
 
     def regularized(self, h):
         return ("weight",)
@@ -83,7 +88,9 @@ class Output(FullyConnected):
         return h
 
     def shape(self, h, xs):
-        return (h["units"],) + (tuple(xs[0][1:]) if h["per"] == "pixel" else ())
+        if h["per"] == "sample":
+            return super().shape(h, xs)  # (units,), or (T, units) per step of a sequence
+        return (h["units"],) + tuple(xs[0][1:])
 
     def params(self, h, xs):
         if h["per"] == "sample":
@@ -113,7 +120,8 @@ class Output(FullyConnected):
 class Flatten(LayerKind):
     name = "FLATTEN"
     example = ("2x3x2", "FLATTEN")
-    doc = "C x H x W -> C*H*W"
+    doc = "C x H x W -> C*H*W (T x D -> T*D)"
+    on_sequences = True
 
     def shape(self, h, xs):
         return (math.prod(xs[0]),)

@@ -31,6 +31,7 @@ class Add(LayerKind):
     doc = ("y = act(branch + shortcut): the join of a residual unit; with drop=p (stochastic "
            "depth) training drops the branch per sample with probability p and scales the kept "
            "ones by 1/(1 - p)")
+    on_sequences = True
     internal = True
     join = True
     color = "#fff2cc"
@@ -61,6 +62,7 @@ class Mean(LayerKind):
     doc = ("the element-wise mean of parallel branches (FractalNet's join); with drop_path=p "
            "training drops each branch per sample with probability p, keeps at least one, and "
            "takes the mean of the survivors")
+    on_sequences = True
     internal = True
     join = True
     color = "#fff2cc"
@@ -110,6 +112,7 @@ class Identity(LayerKind):
     name = "ID"
     example = ("4x4x2", "CONCAT[ID | CONV 3x3 2 pad=1]")
     doc = "the identity: a branch that passes its input through (`CONCAT[ID | ...]`, a U-Net's skip)"
+    on_sequences = True
     elementwise = True
 
     def flops(self, h, xs, y):

@@ -30,7 +30,7 @@ class BatchNorm(LayerKind):
     def flops(self, h, xs, y):
         return 2 * math.prod(y)
 
-    def init_rule(self, short):
+    def init_rule(self, short, h=None):
         """gamma and the running variance start at 1, beta and the running mean at 0."""
         return "ones" if short in ("weight", "running_var") else "zeros"
 
@@ -72,7 +72,7 @@ class _GroupNorm(LayerKind):
     def flops(self, h, xs, y):
         return 4 * math.prod(y)  # subtract, scale, and the affine's multiply-add
 
-    def init_rule(self, short):
+    def init_rule(self, short, h=None):
         return "ones" if short == "weight" else "zeros"
 
 

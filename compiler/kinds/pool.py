@@ -13,6 +13,7 @@ class Pool(LayerKind):
     name = "POOL"
     example = ("7x7x3", "POOL avg 3x3/2 pad=1")
     doc = "max or average pooling: `POOL max 3x3/2`, `POOL avg 2x2/2` (avg counts padded zeros)"
+    sequence_hint = "return=last (the default) on the recurrent layer, or FLATTEN"
     spatial = True
     color = "#d9ead3"
     keys = {
@@ -58,6 +59,8 @@ class GlobalAvgPool(LayerKind):
     name = "GAP"
     example = ("4x5x3", "GAP")
     doc = "global average pooling: C x H x W -> C"
+    sequence_hint = ("return=last (the default) on the recurrent layer for its last step, "
+                     "or FLATTEN")
     spatial = True
     color = "#d9ead3"
 

@@ -35,13 +35,21 @@ PUBLISHED = {
     # block (3 from the block's input), 33,698,880 + 20,608 + 5,130
     "fcn_shapes": (72_340, 9_895_936), "unet_small": (117_092, 25_149_440),
     "fractalnet_c3": (33_724_618, 845_222_912),
+    # recurrent, by the formulas G(HD + HH + 2H) parameters and T G H (D + H) MACs per
+    # direction (G = 1, 3, 4), plus the OUT layer: LSTM(8 -> 64) over 8 steps + OUT 10;
+    # RNN/GRU/LSTM(2 -> 64) over 50 steps + OUT 1
+    "lstm_digits": (4 * (64 * 8 + 64 * 64 + 128) + 650, 8 * 4 * 64 * 72 + 640),
+    "rnn_adding": (64 * 2 + 64 * 64 + 128 + 65, 50 * 64 * 66 + 64),
+    "gru_adding": (3 * (64 * 2 + 64 * 64 + 128) + 65, 50 * 3 * 64 * 66 + 64),
+    "lstm_adding": (4 * (64 * 2 + 64 * 64 + 128) + 65, 50 * 4 * 64 * 66 + 64),
 }
 
 REQUIRED = {"lenet5", "alexnet", "alexnet_1gpu", "zfnet", "vgg11", "vgg13", "vgg16", "vgg16_bn",
             "vgg19", "nin", "googlenet", "inception_naive", "inception_reduced", "resnet18",
             "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
             "wide_resnet50_2", "densenet121", "mlp", "digits", "fcn_shapes", "unet_small",
-            "resnet110_sd", "fractalnet_c3", "resnet18_gn"}
+            "resnet110_sd", "fractalnet_c3", "resnet18_gn", "lstm_digits", "rnn_adding",
+            "gru_adding", "lstm_adding"}
 
 
 def test_the_zoo_is_complete():
