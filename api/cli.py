@@ -48,7 +48,7 @@ def cmd_summary(args):
 def cmd_draw(args):
     from netc.compiler import draw
     net = _compile(args)
-    draw.render(net, args.output, args.depth, args.rankdir)
+    draw.render(net, args.output, args.depth, args.rankdir, args.unroll)
     return 0
 
 
@@ -156,8 +156,9 @@ def _eval_data(args, net, loss):
     if not source:
         raise NetcError("eval needs data: --data, or data= in the spec's train section")
     segment = loss in losses.CLASS_LABELS and len(net.output_shape) == 3
-    ds = datasets.load(source, net.input_shape, net.output_shape[0], loss in losses.CLASS_LABELS,
-                       label_shape=net.output_shape[1:] if segment else ())
+    ds = datasets.load(source, net.input_shape, losses.classes(net.output_shape),
+                       loss in losses.CLASS_LABELS,
+                       label_shape=losses.label_shape(net.output_shape))
     if ds.x_test is not None:
         return ds.x_test, ds.y_test, segment
     if args.all:
@@ -181,11 +182,12 @@ def cmd_eval(args):
     value, out = model.evaluate((x - mean) / std, y, loss)
     line = f"{len(x)} samples: loss {value:.4f}"
     if loss in losses.CLASS_LABELS:
-        acc = 100 * float((out.argmax(axis=1) == y).mean())
+        rows, labels = losses.step_rows(out, y)  # a per-step output: a row per step
+        acc = 100 * float((rows.argmax(axis=1) == labels).mean())
         line += f", {'pixel accuracy' if segment else 'accuracy'} {acc:.2f}%"
     if segment:
         from netc.runtime import metrics
-        k = model.net.output_shape[0]
+        k = losses.classes(model.net.output_shape)
         line += f", mean IoU {100 * metrics.mean_iou(metrics.confusion(out, y, k)):.2f}%"
     print(line)
     return 0
@@ -221,6 +223,12 @@ def cmd_predict(args):
     if len(model.net.output_shape) == 3:  # a class per pixel: label maps, as PNG images
         for path in _write_label_maps(out.argmax(axis=1), args.input, args.output):
             print(path)
+        return 0
+    if len(model.net.output_shape) == 2:  # per step: a class, or a row of values, per step
+        for i, steps in enumerate(out):
+            print(f"{i}: classes per step " + " ".join(str(k) for k in steps.argmax(axis=1))
+                  if model.output_act == "softmax" else
+                  f"{i}: " + " | ".join(" ".join(f"{v:.4f}" for v in step) for step in steps))
         return 0
     for i, row in enumerate(out):
         top = np.argsort(row)[::-1][:args.top]
@@ -342,6 +350,9 @@ def parser() -> argparse.ArgumentParser:
                    help="FILE.svg, .png, .pdf (need Graphviz's dot) or .dot")
     c.add_argument("--depth", type=_positive, default=None, help="fold blocks deeper than K")
     c.add_argument("--rankdir", choices=("LR", "TB"), default="TB", help="direction (default TB)")
+    c.add_argument("--unroll", type=int, default=None, metavar="K",
+                   help="draw each RNN/LSTM/GRU layer as its cells over K >= 2 steps (the first "
+                        "K-1, an ellipsis and the last when the sequence is longer)")
     c.set_defaults(func=cmd_draw)
 
     c = spec_cmd("gradcheck", "check the gradients by central finite differences in float64")
@@ -366,7 +377,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--device", choices=DEVICES,
                    help="where to train: cpu (default) or cuda (an NVIDIA GPU: pip install 'netc[cuda]')")
     c.add_argument("--seed", type=int)
-    c.add_argument("--data", help="digits | mnist:DIR | fashion:DIR | FILE.npz | FILE.csv[#label] | synthetic")
+    c.add_argument("--data", help="digits | mnist:DIR | fashion:DIR | FILE.npz | FILE.csv[#label] | "
+                                  "synthetic | adding:T")
     c.add_argument("--loss", choices=LOSSES)
     c.add_argument("--momentum", type=float)
     c.add_argument("--weight-decay", dest="weight_decay", type=float)

@@ -82,15 +82,17 @@ def inputs(x, input_shape, dtype, name="x"):
 
 
 def labels(y, loss, out_shape, n, dtype, name="y"):
-    """Targets for a loss: class indices for cross-entropy/multiclass hinge, arrays otherwise."""
+    """Targets for a loss: class indices for cross-entropy/multiclass hinge (one per sample, a
+    label map N x H x W for a per-pixel output, N x T for a per-step one), arrays otherwise."""
     arr = _numeric(y, name)
-    k = out_shape[0]
+    k = losses.classes(out_shape)
+    per = (n,) + losses.label_shape(out_shape)
     if arr.shape[:1] != (n,):
         raise DataError(f"{name}: expected {n} targets, one per sample of x; received shape "
                         f"{_shape(arr.shape)}")
     _finite(arr, name)
-    if loss in losses.CLASS_LABELS and arr.shape == (n,) + tuple(out_shape[1:]):
-        # class indices: one per sample, or a label map per sample for a per-pixel output
+    if loss in losses.CLASS_LABELS and arr.shape == per:
+        # class indices: one per sample, per pixel of a per-pixel output, per step
         if arr.dtype.kind == "f":
             if not np.all(arr == np.round(arr)):
                 raise DataError(f"{name}: {loss} needs integer class labels; received fractions",
@@ -102,23 +104,41 @@ def labels(y, loss, out_shape, n, dtype, name="y"):
         return arr.astype(np.int64)
     if loss == "multiclass_hinge":
         raise DataError(f"{name}: multiclass_hinge needs class indices of shape "
-                        f"{_shape((n,) + tuple(out_shape[1:]))}; received {_shape(arr.shape)}")
+                        f"{_shape(per)}; received {_shape(arr.shape)}", _per_step_hint(out_shape))
     want = (n,) + tuple(out_shape)
     if arr.shape != want:
         if arr.shape == (n,) and out_shape == (1,):
             arr = arr.reshape(n, 1)
+        elif len(out_shape) == 2:
+            what = f"{_shape(per)} class labels" if loss in losses.CLASS_LABELS else \
+                f"targets of shape {_shape(want)}"
+            raise DataError(f"{name}: the network's output is per step ({out_shape[0]} steps of "
+                            f"{k}) and takes {what} for the {loss} loss; received "
+                            f"{_shape(arr.shape)}", _per_step_hint(out_shape))
         else:
             per_pixel = len(out_shape) == 3
             raise DataError(f"{name}: expected shape {_shape(want)} for the {loss} loss; received "
                             f"{_shape(arr.shape)}",
                             "a per-pixel output takes label maps of shape "
-                            f"{_shape((n,) + tuple(out_shape[1:]))} with cross_entropy"
+                            f"{_shape(per)} with cross_entropy"
                             if per_pixel else "class indices need cross_entropy; other losses "
                             "need a target per output")
     if loss == "bce" and (arr.min() < 0 or arr.max() > 1):
         raise DataError(f"{name}: bce targets must lie in [0, 1]; received {arr.min()}..{arr.max()}")
     if loss == "hinge" and not np.all(np.abs(arr) == 1):
         raise DataError(f"{name}: hinge targets must be -1 or +1", "map labels {0, 1} to {-1, +1}")
-    if loss == "kl" and (arr.min() < 0 or not np.allclose(arr.sum(axis=1), 1, atol=1e-4)):
+    classes_axis = -1 if len(out_shape) == 2 else 1  # a per-step output's classes are last
+    if loss == "kl" and (arr.min() < 0 or not np.allclose(arr.sum(axis=classes_axis), 1,
+                                                          atol=1e-4)):
         raise DataError(f"{name}: kl targets must be probability rows (non-negative, summing to 1)")
     return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _per_step_hint(out_shape):
+    """How to label a per-step output (T x K), or to get one label per sequence instead."""
+    if len(out_shape) != 2:
+        return None
+    t, k = out_shape
+    return (f"a per-step output takes N x {t} labels, a class in 0..{k - 1} per step (N x {t} x "
+            f"{k} targets for a regression); for one label per sequence, give the recurrent "
+            f"layer before OUT return=last (its default), or FLATTEN before OUT")

@@ -1,5 +1,6 @@
-"""Data for training: built-in digits, MNIST/Fashion-MNIST IDX folders, .npz, CSV, synthetic;
-deterministic splits, shuffled batches, K folds, augmentation and normalization.
+"""Data for training: built-in digits, MNIST/Fashion-MNIST IDX folders, .npz, CSV, synthetic,
+the adding problem; deterministic splits, shuffled batches, K folds, augmentation and
+normalization.
 
     data=digits                 the built-in UCI 8x8 digits (1,797 images, 10 classes)
     data=mnist:DIR              IDX files (train-images-idx3-ubyte[.gz] ...) in DIR; fashion:DIR too
@@ -9,6 +10,11 @@ deterministic splits, shuffled batches, K folds, augmentation and normalization.
     data=synthetic              random inputs labelled by a random linear teacher (benchmarks)
     data=shapes                 built-in segmentation data: 32x32x3 images of circles, squares and
                                 triangles with their label maps (data.shapes)
+    data="adding:T"             the adding problem, sequences of T steps of 2 (data.adding)
+
+With a sequence input (`input seq TxD`), images are read row by row, a row per step: digits are
+8 steps of 8 features, MNIST 28 steps of 28; a .npz's x is N x T x D, its y N (a class or target
+per sequence), N x T (a class per step, for a per-step output) or N x T x K (per-step targets).
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from netc.compiler.shapes import describe
 from netc.dsl.errors import DataError
 
 from . import files
@@ -40,7 +47,9 @@ class Dataset:
 def load(source: str, input_shape: tuple, outputs: int, classify: bool, seed: int = 0,
          size: int = 1024, label_shape: tuple = ()) -> Dataset:
     """Read a data source and fit it to the spec's input; check labels against the output
-    (`label_shape`: (H, W) where each label is a map, for a per-pixel output)."""
+    (`outputs`: its number of classes, or of values; `label_shape`: a sample's labels, (H, W)
+    for a per-pixel output, (T,) for a per-step one). `size`: the samples that synthetic,
+    shapes and adding draw."""
     if source == "shapes":
         ds = shapes(size, seed)
     elif source == "digits":
@@ -54,6 +63,14 @@ def load(source: str, input_shape: tuple, outputs: int, classify: bool, seed: in
                         "data=digits is")
     elif source.split(":", 1)[0] in ("mnist", "fashion"):
         ds = idx_folder(source.split(":", 1)[1], source.split(":", 1)[0])
+    elif source.split(":", 1)[0] == "adding":
+        t = adding_steps(source, input_shape)
+        if classify or outputs != 1:
+            raise DataError(f"data={source} is a regression with one target per sequence (the "
+                            "sum of two values); this network "
+                            + ("is a classifier" if classify else f"has {outputs} outputs"),
+                            "end the network with `OUT 1` (no activation: loss mse)")
+        ds = adding(t, size, seed)
     else:
         path, _, column = source.partition("#")
         if not os.path.exists(path):
@@ -65,7 +82,7 @@ def load(source: str, input_shape: tuple, outputs: int, classify: bool, seed: in
             ds = csv_file(path, column or "label")
         else:
             raise DataError(f"data: cannot read {path!r}", "use a .npz (x, y), a .csv, mnist:DIR, "
-                            "fashion:DIR, digits or synthetic")
+                            "fashion:DIR, digits, synthetic or adding:T")
     ds.x = fit_shape(ds.x, input_shape, "data x")
     if ds.x_test is not None:
         ds.x_test = fit_shape(ds.x_test, input_shape, "data x_test")
@@ -76,7 +93,9 @@ def load(source: str, input_shape: tuple, outputs: int, classify: bool, seed: in
 
 
 def fit_shape(x, input_shape, name):
-    """Accept (N, H, W) for one-channel images and flattened vectors for an `input N` spec."""
+    """Accept (N, H, W) for one-channel images, flattened vectors for an `input N` spec, and,
+    for an `input seq TxD` spec, N x T x D or one-channel images (N, 1, T, D) read row by row:
+    a row of D pixels per step."""
     want = tuple(input_shape)
     if x.shape[1:] == want:
         return np.ascontiguousarray(x, np.float32)
@@ -86,9 +105,31 @@ def fit_shape(x, input_shape, name):
         return np.ascontiguousarray(x.reshape(len(x), -1), np.float32)
     if len(want) == 3 and x.ndim == 4 and x.shape[1:] == (want[1], want[2], want[0]):
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2), np.float32)
+    if len(want) == 2 and x.ndim == 4 and x.shape[1:] == (1,) + want:
+        return np.ascontiguousarray(x[:, 0], np.float32)
+    if len(want) == 2:
+        raise DataError(f"{name}: samples of shape {tuple(x.shape[1:])} do not fit the spec's "
+                        f"input seq {want[0]}x{want[1]} ({want[0]} steps of {want[1]} features)",
+                        _sequence_hint(x.shape[1:]))
     shown = "x".join(map(str, (want[1], want[2], want[0]))) if len(want) == 3 else str(want[0])
     raise DataError(f"{name}: samples of shape {tuple(x.shape[1:])} do not fit the spec's input "
                     f"{shown}", "change the spec's `input` line to the data's size")
+
+
+def _sequence_hint(sample):
+    """How a sample's shape reads as a sequence: T x D as it is, one-channel images of H x W
+    row by row (H steps of W), a vector not at all."""
+    if len(sample) == 3 and sample[0] == 1:
+        sample = sample[1:]
+    if len(sample) == 2:
+        t, d = sample
+        return (f"these samples are {t} steps of {d} (images are read row by row, a row per "
+                f"step): write the spec's input as `input seq {t}x{d}`")
+    if len(sample) == 1:
+        return (f"a sequence input takes N x T x D arrays; x holds vectors of {sample[0]}: "
+                f"reshape it to (N, T, D) with T*D = {sample[0]}, or write `input {sample[0]}`")
+    return ("a sequence input takes N x T x D arrays (T steps of D features), or one-channel "
+            "images read row by row")
 
 
 def check(x, y, outputs, classify, what, label_shape=()):
@@ -99,17 +140,34 @@ def check(x, y, outputs, classify, what, label_shape=()):
         raise DataError("data: the inputs contain NaN or Inf", "clean or impute the data first")
     if classify:
         if y.shape[1:] != tuple(label_shape):
-            want = "a class per sample" if not label_shape else \
-                "a label map of " + "x".join(map(str, label_shape)) + " per sample"
-            raise DataError(f"data: the network's output wants {want}; {what} has shape {y.shape}",
-                            "per-pixel outputs (OUT per=pixel) take N x H x W label maps of the "
-                            "output's size")
+            raise DataError(f"data: the network's output wants {_labels_wanted(label_shape)}; "
+                            f"{what} has shape {y.shape}", _labels_hint(label_shape, y.shape))
         if y.dtype.kind == "f" and not np.all(y == np.round(y)):
             raise DataError(f"data: classification needs integer labels; {what} has shape "
                             f"{y.shape} and dtype {y.dtype}")
         if len(y) and (y.min() < 0 or y.max() >= outputs):
             raise DataError(f"data: labels run from {y.min()} to {y.max()} but the network has "
                             f"{outputs} outputs", f"make the OUT layer `OUT {int(y.max()) + 1} ...`")
+
+
+def _labels_wanted(label_shape):
+    if not label_shape:
+        return "a class per sample"
+    if len(label_shape) == 1:
+        return f"a class per step, N x {label_shape[0]} labels"
+    return "a label map of " + "x".join(map(str, label_shape)) + " per sample"
+
+
+def _labels_hint(label_shape, received):
+    if len(label_shape) == 1:
+        return (f"a per-step output (OUT K after a sequence) takes N x {label_shape[0]} labels; "
+                "for one label per sequence, give the recurrent layer before OUT return=last "
+                "(its default), or FLATTEN before OUT")
+    if not label_shape and len(received) == 2:
+        return ("a class per step needs a per-step output: a recurrent layer with return=seq "
+                "before OUT")
+    return ("per-pixel outputs (OUT per=pixel) take N x H x W label maps of the output's size"
+            if label_shape else "give one class index per sample")
 
 
 SHAPE_CLASSES = ("background", "circle", "square", "triangle")
@@ -147,6 +205,42 @@ def synthetic(input_shape, outputs, classify, n, seed):
     scores = x.reshape(n, -1) @ teacher
     y = scores.argmax(axis=1) if classify else scores.astype(np.float32)
     return Dataset(x, y, "synthetic")
+
+
+def adding_steps(source, input_shape):
+    """T of data="adding:T", checked against the spec's input, which must be `input seq Tx2`."""
+    text = source.split(":", 1)[1] if ":" in source else ""
+    if not text.isdigit() or int(text) < 2:
+        raise DataError(f"data={source}: the adding problem needs its number of steps, a whole "
+                        f"number T >= 2: data=\"adding:T\"",
+                        'e.g. data="adding:50" with `input seq 50x2`')
+    t = int(text)
+    if tuple(input_shape) != (t, 2):
+        raise DataError(f"data={source} gives sequences of {t} steps of 2 features (a value and "
+                        f"a marker); the spec's input is {describe(input_shape)}",
+                        f"write the spec's input line as `input seq {t}x2`")
+    return t
+
+
+def adding(t, n, seed):
+    """The adding problem (Hochreiter & Schmidhuber 1997), in the variant of Le, Jaitly and
+    Hinton 2015 (the IRNN paper): n sequences of t steps of 2 features, a value uniform in
+    [0, 1) and a marker, 0 or 1. Exactly two markers are 1, one at a uniform step of the first
+    half (steps 0 .. t//2 - 1) and one at a uniform step of the second (t//2 .. t - 1); the
+    target (n x 1) is the sum of the two marked values. Drawn from the seed.
+
+    A regression for `input seq Tx2 - ... - OUT 1` with loss mse. The targets (a sum of two
+    uniform values) have mean 1 and variance 1/6, so predicting the constant 1 scores an MSE of
+    1/6 = 0.167: a network has learned something below it."""
+    rng = np.random.default_rng([seed, 11])
+    x = np.zeros((n, t, 2), np.float32)
+    x[:, :, 0] = rng.random((n, t))
+    rows = np.arange(n)
+    first, second = rng.integers(0, t // 2, n), rng.integers(t // 2, t, n)
+    x[rows, first, 1] = 1
+    x[rows, second, 1] = 1
+    y = (x[rows, first, 0] + x[rows, second, 0]).reshape(n, 1)
+    return Dataset(x, y.astype(np.float32), f"adding:{t}")
 
 
 def npz(path):
@@ -322,8 +416,9 @@ def augment(x, ops, rng, y=None):
 
 
 def normalizer(x):
-    """Per-channel (images) or per-feature (vectors) mean and std of the training set."""
-    axes = (0, 2, 3) if x.ndim == 4 else (0,)
+    """Per-channel (images) or per-feature (vectors; for sequences, over every step, so that
+    each step is normalized alike) mean and std of the training set."""
+    axes = {4: (0, 2, 3), 3: (0, 1)}.get(x.ndim, (0,))
     mean = x.mean(axis=axes, keepdims=True)[0]
     std = x.std(axis=axes, keepdims=True)[0]
     return mean.astype(np.float32), np.where(std > 1e-8, std, 1).astype(np.float32)

@@ -115,7 +115,7 @@ def _scores(out, y, loss) -> dict:
     labels = loss in losses.CLASS_LABELS and y.ndim == out.ndim - 1
     if not (labels or loss == "bce"):
         return {"acc": None}
-    scores = {"acc": backends.load("cpu").accuracy(out, y, loss == "bce")}
+    scores = {"acc": backends.load("cpu").accuracy(*losses.step_rows(out, y), loss == "bce")}
     if labels and out.ndim == 4:
         scores["miou"] = metrics.mean_iou(metrics.confusion(out, y, out.shape[1]))
     return scores

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import losses
 from .model import Model
 
 
@@ -54,15 +55,18 @@ def gradcheck(spec, batch=2, eps=1e-6, seed=0, loss=None, layer=None, max_checks
 
 
 def random_targets(model, loss, n, rng):
-    k = model.net.output_shape[0]
-    shape = (n,) + model.net.output_shape
-    if loss in ("cross_entropy", "multiclass_hinge"):  # a class per sample, or a label map
-        return rng.integers(0, k, (n,) + model.net.output_shape[1:])
+    """Random targets of the shape the loss takes for the model's output: class indices per
+    sample, per pixel or per step; probability rows over the classes for kl."""
+    out_shape = model.net.output_shape
+    k = losses.classes(out_shape)
+    shape = (n,) + out_shape
+    if loss in ("cross_entropy", "multiclass_hinge"):  # a class per sample, pixel or step
+        return rng.integers(0, k, (n,) + losses.label_shape(out_shape))
     if loss == "bce":
         return rng.integers(0, 2, shape).astype(float)
     if loss == "hinge":
         return rng.choice([-1.0, 1.0], shape)
     if loss == "kl":
         t = rng.random(shape) + 0.1
-        return t / t.sum(axis=1, keepdims=True)
+        return t / t.sum(axis=-1 if len(out_shape) == 2 else 1, keepdims=True)
     return rng.standard_normal(shape)

@@ -46,11 +46,13 @@ def init_node(net, node, rng, dtype) -> dict:
     scheme = node.hyper.get("init") or default_scheme(net, node)
     out = {}
     for name, shape in {**node.params, **node.buffers}.items():
-        rule = kind.init_rule(name)
-        if rule == "weights":
+        rule = kind.init_rule(name, node.hyper)
+        if isinstance(rule, tuple) and rule[0] == "uniform":
+            out[name] = rng.uniform(-rule[1], rule[1], shape).astype(dtype)
+        elif rule == "weights":
             out[name] = weight(shape, scheme, rng, dtype)
         elif rule in ("zeros", "ones"):
             out[name] = (np.zeros if rule == "zeros" else np.ones)(shape, dtype)
         else:
             out[name] = np.full(shape, rule, dtype)
-    return out
+    return kind.initialized(node.hyper, out)

@@ -1,14 +1,17 @@
 """Scores of a classifier's predictions beyond the loss: for per-pixel outputs, the confusion
-matrix of the pixels and the mean intersection over union (mIoU) drawn from it."""
+matrix of the pixels and the mean intersection over union (mIoU) drawn from it; the confusion
+matrix of a per-step output's steps too."""
 from __future__ import annotations
 
 import numpy as np
 
 
 def confusion(out, y, classes) -> np.ndarray:
-    """counts[true class, predicted class] over every prediction of out (N, K[, H, W]) against
-    the labels y (N[, H, W])."""
-    pred = np.asarray(out).argmax(axis=1)
+    """counts[true class, predicted class] over every prediction of out (N, K[, H, W]), against
+    the labels y (N[, H, W]), or of a per-step out (N, T, K), the classes last, against y
+    (N, T)."""
+    out = np.asarray(out)
+    pred = out.argmax(axis=2 if out.ndim == 3 else 1)
     return np.bincount(np.asarray(y).reshape(-1) * classes + pred.reshape(-1),
                        minlength=classes * classes).reshape(classes, classes)
 

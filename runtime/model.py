@@ -144,7 +144,7 @@ class Model:
         int64), are used as they are: their values are the caller's to check (the trainer checks
         its data set when it loads it)."""
         if backends.is_device_array(y):
-            per = (n,) + tuple(self.net.output_shape[1:])  # a class per sample or per pixel
+            per = (n,) + losses.label_shape(self.net.output_shape)  # per sample, pixel, step
             indices = loss in losses.CLASS_LABELS and tuple(y.shape) == per
             want = np.int64 if indices else self.dtype
             shape = per if indices else (n,) + tuple(self.net.output_shape)

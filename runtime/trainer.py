@@ -38,9 +38,10 @@ class Trainer:
         self.classify = self.loss in losses.CLASS_LABELS or self.loss == "bce"
         # a class per pixel (OUT per=pixel): label maps, pixel accuracy and mean IoU
         self.segment = self.loss in losses.CLASS_LABELS and len(net.output_shape) == 3
-        ds = data.load(cfg["data"], net.input_shape, net.output_shape[0],
+        # a class per sample, per pixel or per step (a per-step output's classes are last)
+        ds = data.load(cfg["data"], net.input_shape, losses.classes(net.output_shape),
                        self.loss in losses.CLASS_LABELS, seed,
-                       label_shape=net.output_shape[1:] if self.segment else ())
+                       label_shape=losses.label_shape(net.output_shape))
         self.train_idx, self.val_idx, self.test_idx = split or data.split(
             ds, cfg["val_split"], cfg["test_split"], seed)
         self.ds = ds
@@ -146,9 +147,10 @@ class Trainer:
 
     def accuracy(self, out, y):
         """The fraction correct (None where the loss is not a classification's), on the backend
-        that holds `out`."""
+        that holds `out`; of a per-step output, over every step."""
         if not self.classify:
             return None
+        out, y = losses.step_rows(out, y)
         return backends.backend_of(out).accuracy(out, y, self.loss == "bce")
 
     def measure(self, idx, ds_x=None, ds_y=None):
@@ -158,7 +160,7 @@ class Trainer:
         if len(idx) == 0:
             return None, None, None
         total, correct, n = 0.0, 0.0, 0
-        k = self.net.output_shape[0]
+        k = losses.classes(self.net.output_shape)
         counts = np.zeros((k, k), np.int64)
         for part in np.array_split(idx, max(1, len(idx) // 512)):
             x, y = self.inputs(part, ds_x, ds_y)

@@ -130,8 +130,9 @@ class Backend:
         raise NotImplementedError
 
     def accuracy(self, out, y, binary) -> float:
-        """The fraction of correct predictions: argmax(out) == y per sample, or, for binary
-        outputs (bce), (out > 0.5) == (y > 0.5) per value."""
+        """The fraction of correct predictions: argmax(out) == y per sample (out (N, K)) or per
+        pixel (out (N, K, H, W), y (N, H, W)), or, for binary outputs (bce), (out > 0.5) ==
+        (y > 0.5) per value. A per-step output (N, T, K) comes as rows: losses.step_rows."""
         raise NotImplementedError
 
     def update(self, rule, theta, g, s1, s2, h, first):

@@ -122,6 +122,41 @@ def maxout(x, pieces):
     return out
 
 
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def recurrent(kind, x, p, h):
+    """RNN/LSTM/GRU over x (N, T, D) as PyTorch's nn.RNN/LSTM/GRU write them, one step at a
+    time: gate orders i, f, g, o and r, z, n; the reverse direction reads t = T-1 .. 0."""
+    n, steps, _ = x.shape
+    hid = h["units"]
+    outs, lasts = [], []
+    for sfx in ("", "_reverse")[:2 if h["bidir"] else 1]:
+        w_ih, w_hh = p["weight_ih" + sfx], p["weight_hh" + sfx]
+        b_ih = p.get("bias_ih" + sfx, np.zeros(w_ih.shape[0]))
+        b_hh = p.get("bias_hh" + sfx, np.zeros(w_ih.shape[0]))
+        hs, c = np.zeros((n, hid)), np.zeros((n, hid))
+        out = np.zeros((n, steps, hid))
+        for t in (range(steps - 1, -1, -1) if sfx else range(steps)):
+            gi, gh = x[:, t] @ w_ih.T + b_ih, hs @ w_hh.T + b_hh
+            if kind == "RNN":
+                hs = act(h["act"], gi + gh)
+            elif kind == "LSTM":
+                i, f, g, o = np.split(gi + gh, 4, axis=1)
+                c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+                hs = _sigmoid(o) * np.tanh(c)
+            else:
+                (ir, iz, i_n), (hr, hz, h_n) = np.split(gi, 3, axis=1), np.split(gh, 3, axis=1)
+                r, z = _sigmoid(ir + hr), _sigmoid(iz + hz)
+                cand = np.tanh(i_n + r * h_n)
+                hs = (1 - z) * cand + z * hs
+            out[:, t] = hs
+        outs.append(out)
+        lasts.append(hs)
+    return np.concatenate(outs, axis=2) if h["return"] == "seq" else np.concatenate(lasts, axis=1)
+
+
 def layer(node, p, x, train):
     """The reference output of one compiled node on input x (a list for joins)."""
     h, kind = node.hyper, node.kind
@@ -137,6 +172,11 @@ def layer(node, p, x, train):
         z = np.einsum("uc,nchw->nuhw", p["weight"], x)
         z = z + (p["bias"].reshape(1, -1, 1, 1) if "bias" in p else 0)
         return act(h["act"], z)
+    if kind in ("FC", "OUT") and x.ndim == 3:  # a sequence: the same FC at every step
+        n, t, _ = x.shape
+        z = np.einsum("ud,ntd->ntu", p["weight"], x) + p.get("bias", 0)
+        steps = z.reshape(n * t, -1)  # the activation (a softmax too) over each step's units
+        return act(h["act"], steps, p.get("slope", 0.01)).reshape(n, t, -1)
     if kind in ("FC", "OUT"):
         z = x.reshape(len(x), -1) @ p["weight"].T + p.get("bias", 0)
         return act(h["act"], z, p.get("slope", 0.01))
@@ -175,6 +215,8 @@ def layer(node, p, x, train):
         return sum(x) / len(x)  # evaluation, or training without drop_path
     if kind == "CONCAT":
         return np.concatenate(x, axis=1)
+    if kind in ("RNN", "LSTM", "GRU"):
+        return recurrent(kind, x, p, h)
     if kind == "INPUT":
         return x
     raise KeyError(f"no NumPy reference for kind {kind}: add one to tests/runtime/naive.py")

@@ -290,7 +290,11 @@ def test_fc_splits_by_samples_or_units_alike(n, k, u):
 # way against NumPy: odd batches (a last sample paired with itself), unit counts that do not fill
 # the nine-unit groups, every activation fused or kept apart (PReLU; none at the output).
 FC_CASES = [(17, 30, 13, "relu"), (5, 9, 9, "tanh"), (16, 7, 20, "sigmoid"), (1, 11, 4, "elu"),
-            (19, 12, 10, "leaky"), (3, 40, 1, "prelu"), (2, 5, 3, "none")]
+            (19, 12, 10, "leaky"), (3, 40, 1, "prelu"), (2, 5, 3, "none"),
+            # on a sequence (T x D: "seq 5x4"), per step over the N*T rows (an odd count pairs
+            # its last row with itself); dW and db sum over every step, dx is N x T x D
+            (3, "seq 5x4", 7, "relu"), (1, "seq 3x10", 9, "tanh"), (4, "seq 7x2", 3, "prelu"),
+            (2, "seq 9x3", 11, "none")]
 
 
 @pytest.mark.parametrize("algorithm", ["dots", "gemm"])
@@ -300,7 +304,8 @@ def test_fc_algorithms_against_numpy(monkeypatch, algorithm, n, k, u, act):
     monkeypatch.setattr(dense, "FORCE", algorithm)
     model = randomized(f"input {k}\nFC {u} act={act} - FC 3 act=tanh")
     rng = np.random.default_rng(n + u)
-    x, target = rng.standard_normal((n, k)), rng.standard_normal((n, 3))
+    x = rng.standard_normal((n,) + model.net.input_shape)
+    target = rng.standard_normal((n,) + model.net.output_shape)
     w, b = model.params["fc1.weight"], model.params["fc1.bias"]
     slope = model.params.get("fc1.slope", 0.01)
     z = x @ w.T + b
@@ -314,10 +319,14 @@ def test_fc_algorithms_against_numpy(monkeypatch, algorithm, n, k, u, act):
     dh = dout @ w2
     eps = 1e-6  # dh/dz by central differences of the reference activation, elementwise
     dz = dh * (naive.act(act, z + eps, slope) - naive.act(act, z - eps, slope)) / (2 * eps)
+
+    def rows(a):  # a row per sample, or per step of a sequence
+        return a.reshape(-1, a.shape[-1])
+    assert dx.shape == x.shape
     np.testing.assert_allclose(loss, np.mean((out - target) ** 2), rtol=1e-12)
-    np.testing.assert_allclose(grads["fc2.weight"], dout.T @ h, rtol=1e-10, atol=1e-14)
-    np.testing.assert_allclose(grads["fc1.weight"], dz.T @ x, rtol=1e-7, atol=1e-9)
-    np.testing.assert_allclose(grads["fc1.bias"], dz.sum(0), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(grads["fc2.weight"], rows(dout).T @ rows(h), rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(grads["fc1.weight"], rows(dz).T @ rows(x), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(grads["fc1.bias"], rows(dz).sum(0), rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(dx, dz @ w, rtol=1e-7, atol=1e-9)
 
 

@@ -33,35 +33,41 @@ FORCE = None  # "dots" | "gemm": for tests and benchmarks
 class FullyConnected(Implementation):
     """Both passes are one parallel kernel each (linear_forward, linear_backward), with the
     activation inside them, its gradient taken from the output, except where it runs apart
-    (activation.in_kernel)."""
+    (activation.in_kernel). On a sequence (N, T, D) each of the N*T steps is a row (rows,
+    unrows): the output is (N, T, units), the activation (a softmax too) per step."""
 
     def algorithm(self, h, xs, batch=None, tiles=None):
-        return linear_algorithm(batch or 1, int(np.prod(xs[0])), 4, tiles)
+        shape = xs[0]
+        if len(shape) == 2:  # a sequence: a row per step
+            return linear_algorithm((batch or 1) * shape[0], shape[1], 4, tiles)
+        return linear_algorithm(batch or 1, int(np.prod(shape)), 4, tiles)
 
     def forward(self, h, p, xs, ctx):
         x = xs[0]
-        x2 = np.ascontiguousarray(x.reshape(x.shape[0], -1))
+        x2 = np.ascontiguousarray(rows(x))
         inside = in_kernel(h, ctx)
         z = np.empty((x2.shape[0], h["units"]), x.dtype)
         linear_forward(x2, p["weight"], p.get("bias"), act_pair(inside, x.dtype), z)
         if inside != "none" or h["act"] == "none":
-            return z, (x.shape, x2, None, z, inside)
+            return unrows(z, x.shape), (x.shape, x2, None, z, inside)
         y = fused_forward(h, p, z)
-        return y, (x.shape, x2, z, y, "none")
+        return unrows(y, x.shape), (x.shape, x2, z, y, "none")
 
     def backward(self, h, p, cache, dy, ctx):
         z, y = cache[2], cache[3]
+        dy = dy.reshape(y.shape)
         dz, grads = fused_backward(h, p, z, y, dy) if z is not None else (dy, {})
         return self.backward_logits(h, p, cache, dz, ctx, grads)
 
     def logits(self, cache):
-        return cache[2]
+        return None if cache[2] is None else unrows(cache[2], cache[0])
 
     def backward_logits(self, h, p, cache, dz, ctx, grads=None):
         """Backward from dL/dz (a loss fused with the output's activation starts here), or from
         dL/dy where the forward kernel applied the activation."""
         xshape, x2, _, y, inside = cache
         grads = grads or {}
+        dz = dz.reshape(y.shape)
         dx = ctx.grad(x2.shape if ctx.need_dx else (0, x2.shape[1]), dz.dtype)
         grads.update(linear_backward(x2, p, dz, y, act_pair(inside, dz.dtype), ctx, dx))
         return [dx.reshape(xshape) if ctx.need_dx else None], grads
@@ -79,6 +85,18 @@ class Flatten(Implementation):
 
     def backward(self, h, p, shape, dy, ctx):
         return [dy.reshape(shape)], {}
+
+
+def rows(x):
+    """The rows an FC maps: (N*T, D), a row per step, for a sequence (N, T, D); (N, features)
+    for vectors and flattened images."""
+    return x.reshape(-1, x.shape[2]) if x.ndim == 3 else x.reshape(x.shape[0], -1)
+
+
+def unrows(a, xshape):
+    """rows' inverse on the output side: (N*T, units) back to (N, T, units) for a sequence
+    input of shape xshape; a's own shape otherwise."""
+    return a.reshape(xshape[0], xshape[1], -1) if len(xshape) == 3 else a
 
 
 def linear_algorithm(n, k, itemsize, tiles=None):

@@ -27,34 +27,38 @@ def act_pair(name, dtype):
 
 @implements(kinds.FullyConnected, "cuda")
 class FullyConnected(Implementation):
+    """On a sequence (N, T, D) each of the N*T steps is a row (as on the CPU): the output is
+    (N, T, units), the activation (a softmax too) per step."""
+
     def forward(self, h, p, xs, ctx):
         x = xs[0]
-        n = x.shape[0]
-        x2 = x.reshape(n, x.size // n)
+        x2 = rows(x)
         inside = in_kernel(h, ctx)
         apart = inside == "none" and h["act"] != "none"
-        z = ctx.buffer("z" if apart else "y", (n, h["units"]), x.dtype)
+        z = ctx.buffer("z" if apart else "y", (x2.shape[0], h["units"]), x.dtype)
         w = p["weight"]
         gemm(False, True, 1.0, x2, w, 0.0, z)
         bias = p.get("bias", w[:0, 0])
         code, a = act_pair(inside, x.dtype)
         _bias_act_rows[grid(z.size)](z, bias, code, a)
         if not apart:
-            return z, (x.shape, x2, None, z, inside)
+            return unrows(z, x.shape), (x.shape, x2, None, z, inside)
         y = fused_forward(h, p, z, ctx)
-        return y, (x.shape, x2, z, y, "none")
+        return unrows(y, x.shape), (x.shape, x2, z, y, "none")
 
     def backward(self, h, p, cache, dy, ctx):
         z, y = cache[2], cache[3]
+        dy = dy.reshape(y.shape)
         dz, grads = fused_backward(h, p, z, y, dy, ctx) if z is not None else (dy, {})
         return self.backward_logits(h, p, cache, dz, ctx, grads)
 
     def logits(self, cache):
-        return cache[2]
+        return None if cache[2] is None else unrows(cache[2], cache[0])
 
     def backward_logits(self, h, p, cache, dz, ctx, grads=None):
         xshape, x2, _, y, inside = cache
         grads = grads or {}
+        dz = dz.reshape(y.shape)
         w = p["weight"]
         if inside != "none":  # the activation's gradient, from the output
             code, a = act_pair(inside, dz.dtype)
@@ -86,6 +90,20 @@ class Flatten(Implementation):
 
     def backward(self, h, p, shape, dy, ctx):
         return [dy.reshape(shape)], {}
+
+
+def rows(x):
+    """The rows an FC maps: (N*T, D), a row per step, for a sequence (N, T, D); (N, features)
+    for vectors and flattened images."""
+    if x.ndim == 3:
+        return x.reshape(x.shape[0] * x.shape[1], x.shape[2])
+    return x.reshape(x.shape[0], x.size // x.shape[0])
+
+
+def unrows(a, xshape):
+    """rows' inverse on the output side: (N*T, units) back to (N, T, units) for a sequence
+    input of shape xshape; a's own shape otherwise."""
+    return a.reshape(xshape[0], xshape[1], a.shape[1]) if len(xshape) == 3 else a
 
 
 @kernel()
