@@ -35,11 +35,16 @@ UNET, FCN = (os.path.join(HERE, "..", "specs", f) for f in ("unet_small.net", "f
 with open(RESNET) as f:
     RESNET_GN = f.read().replace("- BN", "- GN 32")
 
+# recurrent: the issue's LSTM(64 -> 128) over 32 steps, and a GRU of the same size (a class per
+# sequence from the last step's hidden state)
+LSTM = "input seq 32x64\nLSTM 128 - OUT 10\ntrain loss=cross_entropy"
+GRU = "input seq 32x64\nGRU 128 - OUT 10\ntrain loss=cross_entropy"
+
 # name, spec, batch, target speed-up over PyTorch
 CASES = [("lenet5-1", LENET, 1, 2.0), ("lenet5-64", LENET, 64, 2.0), ("lenet5-256", LENET, 256, 2.0),
          ("small-vgg-64", SMALL_VGG, 64, 1.0), ("mlp-64", MLP, 64, 1.5), ("mlp-256", MLP, 256, 1.5),
          ("unet-small-32", UNET, 32, 1.0), ("fcn-shapes-32", FCN, 32, 1.0),
-         ("resnet18-gn-16", RESNET_GN, 16, 1.0)]
+         ("resnet18-gn-16", RESNET_GN, 16, 1.0), ("lstm-64", LSTM, 64, 1.0), ("gru-64", GRU, 64, 1.0)]
 # on the GPU, the targets are the least speed-up allowed: at most 2x (0.5) or 1.5x (0.67) PyTorch's
 # step time
 CUDA_CASES = [("lenet5-256", LENET, 256, 0.5), ("small-vgg-256", SMALL_VGG, 256, 1 / 1.5),
@@ -48,6 +53,8 @@ CUDA_CASES = [("lenet5-256", LENET, 256, 0.5), ("small-vgg-256", SMALL_VGG, 256,
 
 def torch_model(torch, name):
     nn = torch.nn
+    if name.startswith(("lstm", "gru")):
+        return _Recurrent(torch, nn.LSTM if name.startswith("lstm") else nn.GRU)
     if name.startswith("lenet5"):
         return nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5),
                              nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 120, 5), nn.ReLU(),
@@ -95,6 +102,18 @@ def resnet18(torch, norm=None):
         layers.append(Basic(cin, c, s))
         cin = c
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 10))
+
+
+def _Recurrent(torch, cell):
+    """A recurrent layer (64 -> 128, batch first) and a Linear on its last step's hidden state."""
+    class Last(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.out = cell(64, 128, batch_first=True), torch.nn.Linear(128, 10)
+
+        def forward(self, x):
+            return self.out(self.rnn(x)[0][:, -1])
+    return Last()
 
 
 def _conv_relu(nn, cin, c):

@@ -9,7 +9,7 @@ from netc.dsl.errors import DataError
 
 from ..context import Context
 from ..registry import Backend, register_backend
-from . import activation, conv, dense, join, norm, pool  # noqa: F401 - they register the kinds
+from . import activation, conv, dense, join, norm, pool, recurrent  # noqa: F401 - they register the kinds
 from . import blas, jit
 from .losses import _pointwise_cpu, rows
 from .optim import _update_cpu

@@ -24,11 +24,15 @@ _state: dict = {}
 REDUCE = {"reassoc", "nsz", "contract"}
 
 
-def kernel(fastmath=False, parallel=False, inline=False):
+def kernel(fastmath=False, parallel=False, inline=False, vector_division=False):
     """numba.njit with netc's options: cached (cache.py), without the GIL; `parallel` for kernels
     that split their batch with prange; `inline` puts the body into every caller at Numba's level,
-    for inner loops over short work that a call would cost as much as."""
+    for inner loops over short work that a call would cost as much as. `vector_division`: a
+    division by zero gives inf or NaN as in NumPy (error_model="numpy") instead of Numba's check
+    and exception, a branch per division that keeps a loop from vectorizing (the sigmoid's)."""
     options = dict(nogil=True, fastmath=fastmath, parallel=parallel)
+    if vector_division:
+        options["error_model"] = "numpy"
     if inline:
         options["inline"] = "always"
     return cache.njit(**options)

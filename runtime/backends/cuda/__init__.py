@@ -18,7 +18,7 @@ from numba import cuda  # noqa: E402
 from netc.dsl.errors import DataError  # noqa: E402
 
 from ..registry import Backend, register_backend  # noqa: E402
-from . import activation, conv, dense, gemm, join, norm, pool  # noqa: E402,F401 - registering
+from . import activation, conv, dense, gemm, join, norm, pool, recurrent  # noqa: E402,F401
 from . import kernels, losses, train  # noqa: E402
 from .launch import SIMULATED, grid  # noqa: E402
 from .memory import CudaContext, CudaMemory  # noqa: E402
