@@ -177,3 +177,31 @@ def test_float32_exp_tanh_sigmoid_are_within_a_few_ulp():
             assert out[1] == 1 and out[2] == -1
         if which == 2:
             assert out[1] == 1 and abs(out[2]) < 1e-37
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("keys,bidir,seq", [("", False, False), (" bidir=true return=seq", True, True),
+                                            (" bidir=true", True, False)])
+def test_against_pytorch_where_it_is_installed(kind, keys, bidir, seq):
+    """The same weights in PyTorch's nn.RNN/LSTM/GRU (batch_first): outputs (return=last is
+    h_n) and every parameter's gradient agree in float64. Skipped where torch is not installed
+    (CI); the NumPy reference above runs everywhere."""
+    torch = pytest.importorskip("torch")
+    model = netc.Model(f"input seq 6x3\n{kind} 5{keys} name=r", dtype="float64", seed=1)
+    net = getattr(torch.nn, kind)(3, 5, batch_first=True, bidirectional=bidir).double()
+    with torch.no_grad():
+        for name, p in net.named_parameters():  # weight_ih_l0(_reverse) -> r.weight_ih(_reverse)
+            p.copy_(torch.from_numpy(model.params["r." + name.replace("_l0", "")]))
+    x = np.random.default_rng(0).standard_normal((4, 6, 3))
+    out, h_n = net(torch.from_numpy(x))
+    h_n = h_n[0] if kind == "LSTM" else h_n
+    want = out if seq else torch.cat(list(h_n), 1)
+    got = model.forward(x)
+    np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-12, atol=1e-14)
+    w = np.random.default_rng(1).standard_normal(got.shape)
+    (want * torch.from_numpy(w)).sum().backward()
+    # mse against got - w * size / 2 has dL/dy = w: the same cotangent as PyTorch's
+    grads = model.loss_and_grads(x, got - w * got.size / 2, loss="mse")[1]
+    for name, p in net.named_parameters():
+        np.testing.assert_allclose(grads["r." + name.replace("_l0", "")], p.grad.numpy(),
+                                   rtol=1e-10, atol=1e-13)
