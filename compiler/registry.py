@@ -205,6 +205,11 @@ class LayerKind:
         'global': every output sees the whole input."""
         return None
 
+    def parts(self, h, xs):
+        """[(part, params, MACs)]: how the counts split among the layer's parts, where the
+        lecture counts them apart (a recurrent layer's gates); the summary shows them under it."""
+        return []
+
     def kept(self, h, xs, y):
         """Values per sample that the backward pass keeps beyond the output (a recurrent layer's
         gates at every step); the training-memory estimate counts them."""

@@ -97,7 +97,8 @@ def rows(net: Net, depth: int | None = None):
         out.append({"fold": key, "name": ".".join(key) if key else node.name,
                     "label": label if key is None else "", "layers": 1,
                     "shape": _hw(node.out_shape), "params": node.param_count, "macs": node.macs,
-                    "activations": node.activations, "rf": _rf(node)})
+                    "activations": node.activations, "rf": _rf(node),
+                    "parts": kinds[node.kind].parts(node.hyper, node.in_shapes)})
     for row in out:
         if row["fold"] is not None:
             row["label"] = f"[{row['layers']} layers]"
@@ -108,8 +109,12 @@ def summary(net: Net, batch: int = 1, depth: int | None = None, optimizer: str =
     """The lecture's table: layer, output shape, params, MACs, activations, receptive field."""
     table = rows(net, depth)
     head = ("layer", "kind", "output", "params", "MACs", "activations", "RF")
-    body = [(r["name"], r["label"], r["shape"], f"{r['params']:,}", f"{r['macs']:,}",
-             f"{r['activations']:,}", r["rf"]) for r in table]
+    body = []
+    for r in table:
+        body.append((r["name"], r["label"], r["shape"], f"{r['params']:,}", f"{r['macs']:,}",
+                     f"{r['activations']:,}", r["rf"]))
+        if r["fold"] is None:  # a layer's parts (an LSTM's gates), indented under it
+            body += [("", f"  {part}", "", f"{p:,}", f"{m:,}", "", "") for part, p, m in r["parts"]]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     right = {3, 4, 5, 6}
 
@@ -155,6 +160,8 @@ def to_json(net: Net, batch: int = 1, optimizer: str = "sgd") -> dict:
             "trainable_params": 0 if n.name in net.frozen else n.param_count,
             "buffers": n.buffer_count, "macs": n.macs, "flops": n.flops,
             "activations": n.activations, "kept_for_backward": n.kept,
+            "parts": [{"part": part, "params": p, "macs": m}
+                      for part, p, m in registry.kinds()[n.kind].parts(n.hyper, n.in_shapes)],
             "receptive_field": list(n.receptive_field) if n.receptive_field else None,
             "jump": list(n.jump) if n.jump else None, "hyper": hyper,
             "param_shapes": {k: list(v) for k, v in n.param_names().items()},

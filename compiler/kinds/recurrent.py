@@ -83,6 +83,13 @@ class _Recurrent(LayerKind):
         t, d = xs[0]
         return self.directions(h) * t * self.gates * h["units"] * (d + h["units"])
 
+    def parts(self, h, xs):
+        """Each gate's share (both directions): H(D + H) weights and 2H biases, T H (D + H)
+        MACs per direction."""
+        (t, d), hid, k = xs[0], h["units"], self.directions(h)
+        params = k * (hid * (d + hid) + (2 * hid if h["bias"] else 0))
+        return [(f"gate {g}", params, k * t * hid * (d + hid)) for g in self.gate_names]
+
     def flops(self, h, xs, y):
         t = xs[0][0]
         bias = 2 * self.gates if h["bias"] else 0
@@ -126,6 +133,9 @@ class Rnn(_Recurrent):
     cell = "rnn"
     gates = 1
     gate_names = ("h",)
+
+    def parts(self, h, xs):
+        return []  # one gate: the layer's own row says it
     keys = {**_Recurrent.keys, "act": Choice(("tanh", "relu"), "tanh")}
     positional = {int: "units", str: "act"}
     step_flops = 1

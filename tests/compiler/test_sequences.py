@@ -158,3 +158,30 @@ def test_sequence_mistakes(text, line, col, cls, words, hint):
     shown = err.format().splitlines()
     assert shown[1].strip() == text.splitlines()[line - 1].strip()
     assert shown[2].index("^") - 4 == col - 1
+
+
+@pytest.mark.parametrize("layer,gates", [("LSTM 32 bidir=true", "ifgo"), ("GRU 16", "rzn"),
+                                         ("LSTM 8 bias=false return=seq", "ifgo")])
+def test_each_gate_has_its_counts_in_the_summary_and_json(layer, gates):
+    """The lecture's per-gate counts: H(D + H) + 2H parameters and T H (D + H) MACs per gate and
+    direction, which add up to the layer's."""
+    net = netc.compile(f"input seq 8x12\n{layer} name=r - OUT 2")
+    node = net.node("r")
+    parts = report.to_json(net)["layers"][1]["parts"]
+    assert [p["part"] for p in parts] == [f"gate {g}" for g in gates]
+    hid, dirs, bias = node.hyper["units"], 2 if node.hyper["bidir"] else 1, node.hyper["bias"]
+    for p in parts:
+        assert p["params"] == dirs * (hid * (12 + hid) + (2 * hid if bias else 0))
+        assert p["macs"] == dirs * 8 * hid * (12 + hid)
+    assert sum(p["params"] for p in parts) == node.param_count
+    assert sum(p["macs"] for p in parts) == node.macs
+    text = report.summary(net)
+    for p in parts:
+        assert any(line.split()[:2] == p["part"].split() and f"{p['params']:,}" in line
+                   for line in text.splitlines())
+
+
+def test_a_plain_rnn_has_no_gate_rows():
+    net = netc.compile("input seq 8x12\nRNN 16 - OUT 2")
+    assert report.to_json(net)["layers"][1]["parts"] == []
+    assert "gate" not in report.summary(net)
