@@ -9,6 +9,8 @@ import time
 
 import numpy as np
 
+from netc.compiler import Net
+from netc.compiler import compile as compile_spec
 from netc.compiler.registry import LayerError
 from netc.compiler.settings import TRAIN_KEYS
 from netc.dsl.errors import NetcError
@@ -105,9 +107,11 @@ def saved_settings(folder: str, overrides: dict) -> dict:
 # ---- what the CLI and the Python API call --------------------------------------------------------
 def train(net, overrides=None, out=None, resume=None, progress=True, diagnose=False,
           stdout=None):
-    """Train `net` (a compiled Net) and return (result, folder). With `resume`, continue the run
-    in that folder from its last checkpoint (its saved settings; `epochs` may be raised). The
-    folder is locked while the run writes into it."""
+    """Train `net` (a compiled Net, or a spec's path or text, as netc.compile takes) and return
+    (result, folder). With `resume`, continue the run in that folder from its last checkpoint
+    (its saved settings; `epochs` may be raised). The folder is locked while the run writes into
+    it."""
+    net = _compiled(net)
     stdout = stdout or sys.stdout
     overrides = dict(overrides or {})
     if not resume:
@@ -127,6 +131,11 @@ def train(net, overrides=None, out=None, resume=None, progress=True, diagnose=Fa
         return trainer.run(), folder
 
 
+def _compiled(net):
+    """A Net as it is; a spec's path or text compiled (what the public functions accept)."""
+    return net if isinstance(net, Net) else compile_spec(net)
+
+
 def write_config(folder, net, cfg, **extra):
     """config.json: the network, its spec and the resolved settings."""
     runs.write_json(os.path.join(folder, "config.json"), {
@@ -140,6 +149,7 @@ def _plain(cfg):
 
 def cross_validate(net, overrides, k, out=None, progress=True, stdout=None):
     """K-fold cross-validation over the training part (the test split is kept apart)."""
+    net = _compiled(net)
     stdout = stdout or sys.stdout
     cfg = resolve(net, overrides)
     check(cfg)
@@ -171,6 +181,7 @@ def cross_validate(net, overrides, k, out=None, progress=True, stdout=None):
 
 def compare(net, overrides, names, out=None, progress=True, stdout=None):
     """Train the same initial weights with each optimizer; plot their curves together."""
+    net = _compiled(net)
     stdout = stdout or sys.stdout
     check(resolve(net, overrides, need_data=False))
     curves, table = {}, []
@@ -198,6 +209,7 @@ def bagging(net, overrides, k, out=None, progress=True, stdout=None):
     replacement, of its size; see ensemble.bootstrap) and with the same validation and test
     splits; write each member's final weights (the best ones with early_stop) as member_I.npz,
     and the members' and their ensemble's test scores in result.json."""
+    net = _compiled(net)
     stdout = stdout or sys.stdout
     cfg = resolve(net, overrides)
     check(cfg)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import netc
-from netc import DataError, NetcError, NumericsError
+from netc import DataError, NetcError, NumericsError, SpecError
 from netc.runtime import data, runs, trainer, training
 
 SPEC = """network Tiny
@@ -253,3 +253,18 @@ def test_splits_augmentation_normalization():
     assert mean.shape == (1, 1, 1) and std.shape == (1, 1, 1)
     folds = data.folds(tr, 4, 0)
     assert len(folds) == 4 and sorted(np.concatenate([v for _, v in folds])) == sorted(tr)
+
+
+def test_train_takes_a_spec_path_or_text_as_netc_compile_does(tmp_path):
+    """netc.train (and bagging, cross_validate, compare) compile a path or a spec's text
+    themselves, as netc.Model does, rather than failing on a str."""
+    import io
+    text = 'input seq 6x2\nGRU 4 - OUT 1\ntrain data="adding:6" loss=mse epochs=1 batch=64'
+    path = tmp_path / "adding.net"
+    path.write_text(text)
+    for i, spec in enumerate((text, str(path))):
+        result, folder = netc.train(spec, {}, str(tmp_path / f"r{i}"), progress=False,
+                                    stdout=io.StringIO())
+        assert np.isfinite(result["test_loss"]) and os.path.isfile(os.path.join(folder, "best.npz"))
+    with pytest.raises(SpecError):
+        netc.train("input seq 6x2\nGRU", {}, str(tmp_path / "bad"), progress=False)
