@@ -115,20 +115,23 @@ def train(net, overrides=None, out=None, resume=None, progress=True, diagnose=Fa
     stdout = stdout or sys.stdout
     overrides = dict(overrides or {})
     if not resume:
-        cfg = resolve(net, overrides)
-        check(cfg)
-        check_memory(net, cfg)
+        cfg = _checked(net, resolve(net, overrides))
     with runs.claim(resume or out or runs.default_dir(net.name), bool(resume)) as folder:
         if resume:
-            cfg = saved_settings(folder, overrides)
-            check(cfg)
-            check_memory(net, cfg)
+            cfg = _checked(net, saved_settings(folder, overrides))
         trainer = Trainer(net, _plain(cfg), folder, progress, diagnose, stdout)
         if resume:
             trainer.resume()
         write_config(folder, net, cfg)
         trainer.announce()
         return trainer.run(), folder
+
+
+def _checked(net, cfg):
+    """cfg, once its settings are checked together and the run's memory estimated."""
+    check(cfg)
+    check_memory(net, cfg)
+    return cfg
 
 
 def _compiled(net):
@@ -151,9 +154,7 @@ def cross_validate(net, overrides, k, out=None, progress=True, stdout=None):
     """K-fold cross-validation over the training part (the test split is kept apart)."""
     net = _compiled(net)
     stdout = stdout or sys.stdout
-    cfg = resolve(net, overrides)
-    check(cfg)
-    check_memory(net, cfg)
+    cfg = _checked(net, resolve(net, overrides))
     with runs.claim(out or runs.default_dir(net.name + "-cv")) as folder:
         probe = Trainer(net, _plain(cfg), folder, False, False, stdout)
         rest = np.concatenate([probe.train_idx, probe.val_idx])
@@ -211,9 +212,7 @@ def bagging(net, overrides, k, out=None, progress=True, stdout=None):
     and the members' and their ensemble's test scores in result.json."""
     net = _compiled(net)
     stdout = stdout or sys.stdout
-    cfg = resolve(net, overrides)
-    check(cfg)
-    check_memory(net, cfg)
+    cfg = _checked(net, resolve(net, overrides))
     with runs.claim(out or runs.default_dir(net.name + "-bagging")) as folder:
         write_config(folder, net, cfg, bagging=k)
         started = time.perf_counter()

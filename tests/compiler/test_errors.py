@@ -61,7 +61,12 @@ def error(text):
     ("input 8x8x3\nRES[ID]\ntrain stochastic_depth=1.5", 3, 7, "stochastic_depth", None),
 ])
 def test_spec_errors(text, line, col, words, hint):
-    err = error(text)
+    points_at(error(text), text, line, col, words, hint)
+
+
+def points_at(err, text, line, col, words, hint):
+    """err is at (line, col), says `words`, hints `hint` (if given), and shows the line with its
+    caret under the column."""
     assert (err.line, err.column) == (line, col), err.format()
     assert words in err.message, err.format()
     if hint:

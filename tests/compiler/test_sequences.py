@@ -9,6 +9,8 @@ import netc
 from netc.compiler import report
 from netc.dsl import ShapeError, SpecError
 
+from .test_errors import points_at
+
 GATES = {"RNN": 1, "LSTM": 4, "GRU": 3}
 # values per unit and step that BPTT keeps (gates and states): RNN h; LSTM i, f, g, o, c, h;
 # GRU r, z, n, W_hn h + b_hn, h
@@ -150,14 +152,7 @@ def test_json_reports_what_each_layer_keeps_for_backward():
 def test_sequence_mistakes(text, line, col, cls, words, hint):
     with pytest.raises(cls) as e:
         netc.compile(text)
-    err = e.value
-    assert (err.line, err.column) == (line, col), err.format()
-    assert words in err.message, err.format()
-    if hint:
-        assert hint in err.hint, err.format()
-    shown = err.format().splitlines()
-    assert shown[1].strip() == text.splitlines()[line - 1].strip()
-    assert shown[2].index("^") - 4 == col - 1
+    points_at(e.value, text, line, col, words, hint)
 
 
 @pytest.mark.parametrize("layer,gates", [("LSTM 32 bidir=true", "ifgo"), ("GRU 16", "rzn"),

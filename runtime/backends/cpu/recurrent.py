@@ -49,8 +49,7 @@ class _Recurrent(Implementation):
         w_ih, bias_in = input_side(self.rules.cell, h, p, x.dtype)
         xp = ctx.buffer("xp", (n, t, dirs * gh), x.dtype)
         # C = A B with B's rows contiguous is the tiles' fast form (tiles.py): W^T, made once
-        _project_cpu(x2, np.ascontiguousarray(w_ih.T),
-                     np.zeros(0, x.dtype) if bias_in is None else bias_in, workers(),
+        _project_cpu(x2, np.ascontiguousarray(w_ih.T), bias_in, workers(),
                      xp.reshape(n * t, dirs * gh))
         seq = h["return"] == "seq"
         y = ctx.buffer("y", (n, t, dirs * hid) if seq else (n, dirs * hid), x.dtype)
@@ -140,13 +139,14 @@ class Gru(_Recurrent):
 def input_side(cell, h, p, dtype):
     """(W, b): every direction's W_ih stacked (dirs*G*H, D), and the biases added before the
     recurrence: b_ih + b_hh, except on a GRU's candidate rows, where b_hh is the reset gate's to
-    scale (b_ih alone). A layer without biases: zeros. Both backends use it."""
+    scale (b_ih alone); empty for a layer without biases. (The GPU adds the biases in its cell
+    kernel by the same rule, on the device.)"""
     hid = h["units"]
     sfxs = ("", "_reverse")[:2 if h["bidir"] else 1]
     w = [p["weight_ih" + s] for s in sfxs]
     w_ih = w[0] if len(w) == 1 else np.concatenate(w)
     if not h["bias"]:
-        return w_ih, None
+        return w_ih, np.zeros(0, dtype)
     b = []
     for s in sfxs:
         hidden = np.array(p["bias_hh" + s])
@@ -166,11 +166,11 @@ def _recurrent_forward_cpu(cell, act, xp, goff, w_hh_t, b_hn, reverse, parts, hs
     pre-activations from the input side, and leaves with the gates' values: LSTM i, f, g, o (cs:
     c_t); GRU r, z, n (hn: W_hn h_(t-1) + b_hn); RNN h_t. hs (N, T, *) receives h_t in columns
     hoff .. hoff + H. The threads split the samples and run every step on their own rows;
-    `reverse` reads the steps from the last to the first. The loops over a row's units read and
-    write whole rows (C-contiguous, offsets in the loop): they vectorize."""
+    `reverse` reads the steps from the last to the first. Each row's cell runs in a kernel of its
+    own (_lstm_row ...), where its loop over the units vectorizes."""
     n, steps, _ = xp.shape
     hid, gh = w_hh_t.shape
-    zero = np.zeros(max(hid, hs.shape[2]), xp.dtype)
+    zero = np.zeros(hid, xp.dtype)  # the state before the first step
     for part in prange(parts):
         lo, hi = n * part // parts, n * (part + 1) // parts
         if hi == lo:
@@ -193,14 +193,14 @@ def _recurrent_forward_cpu(cell, act, xp, goff, w_hh_t, b_hn, reverse, parts, hs
             for i in range(lo, hi):  # the cell over each row (its own kernel: see _lstm_row)
                 zr = xp[i, t]
                 hr = hs[i, t, hoff:hoff + hid]
-                hp = hs[i, tp, hoff:hoff + hid] if s > 0 else zero[:hid]
                 if cell == ew.LSTM_CELL:
                     _lstm_row(zr[goff:goff + hid], zr[goff + hid:goff + 2 * hid],
                               zr[goff + 2 * hid:goff + 3 * hid], zr[goff + 3 * hid:goff + gh],
-                              cs[i, tp] if s > 0 else zero[:hid], cs[i, t], hr)
+                              cs[i, tp] if s > 0 else zero, cs[i, t], hr)
                 elif cell == ew.GRU_CELL:
                     _gru_row(zr[goff:goff + hid], zr[goff + hid:goff + 2 * hid],
-                             zr[goff + 2 * hid:goff + gh], hn[i, t], hp, hr)
+                             zr[goff + 2 * hid:goff + gh], hn[i, t],
+                             hs[i, tp, hoff:hoff + hid] if s > 0 else zero, hr)
                 else:
                     _rnn_row(act, zr[goff:goff + hid], hr)
 
@@ -210,14 +210,14 @@ def _recurrent_backward_cpu(cell, act, gates, goff, hs, hoff, cs, hn, w_hh, dys,
                             reverse, parts, dz, dzh, zoff, dh, dc):
     """Backpropagation through time for one direction (the forward kernel's arrays and offsets):
     from the output's gradient (dys (N, T, *), every step's, for return=seq; dlast (N, *), the
-    last step's, for return=last; this direction's columns from doff) to dz (N, T, *), the pre-activations'
-    gradients from the input side (columns goff ..), and dzh, from the hidden side (columns
+    last step's, for return=last; this direction's columns from doff) to dz (N, T, *), the
+    pre-activations' gradients from the input side (columns goff ..), and dzh, from the hidden side (columns
     zoff ..; a GRU's candidate differs there, r dxn; for the other cells dzh is dz). dh and dc
     (N, H) carry dL/dh and dL/dc back a step; the threads split the samples."""
     n, steps, _ = gates.shape
     hid = dh.shape[1]
     gh = w_hh.shape[0]
-    zero = np.zeros(max(hid, hs.shape[2]), gates.dtype)
+    zero = np.zeros(hid, gates.dtype)
     for part in prange(parts):
         lo, hi = n * part // parts, n * (part + 1) // parts
         if hi == lo:
@@ -238,12 +238,12 @@ def _recurrent_backward_cpu(cell, act, gates, goff, hs, hoff, cs, hn, w_hh, dys,
                 if cell == ew.LSTM_CELL:
                     _lstm_grad_row(g0, g1, gr[goff + 2 * hid:goff + 3 * hid],
                                    gr[goff + 3 * hid:goff + gh], cs[i, t],
-                                   cs[i, tp] if s > 0 else zero[:hid], dhr, dc[i], d0, d1,
+                                   cs[i, tp] if s > 0 else zero, dhr, dc[i], d0, d1,
                                    dzr[goff + 2 * hid:goff + 3 * hid], dzr[goff + 3 * hid:goff + gh])
                 elif cell == ew.GRU_CELL:
                     e = dzh[i, t, zoff:zoff + gh]
                     _gru_grad_row(g0, g1, gr[goff + 2 * hid:goff + gh], hn[i, t],
-                                  hs[i, tp, hoff:hoff + hid] if s > 0 else zero[:hid], dhr, d0, d1,
+                                  hs[i, tp, hoff:hoff + hid] if s > 0 else zero, dhr, d0, d1,
                                   dzr[goff + 2 * hid:goff + gh], e[:hid], e[hid:2 * hid], e[2 * hid:])
                 else:
                     _rnn_grad_row(act, g0, dhr, d0)
