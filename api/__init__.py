@@ -5,10 +5,12 @@
 """
 from netc.compiler import Net, compile  # noqa: A004
 from netc.dsl import DataError, NetcError, NumericsError, ShapeError, SpecError
+from netc.interop import export_onnx, import_model
 
 __version__ = "0.1.0"
 
-__all__ = ["compile", "Model", "gradcheck", "Net", "NetcError", "SpecError", "ShapeError", "DataError", "NumericsError"]
+__all__ = ["compile", "Model", "gradcheck", "Net", "NetcError", "SpecError", "ShapeError", "DataError",
+           "NumericsError", "export_onnx", "import_model"]
 
 
 def __getattr__(name):

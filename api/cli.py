@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import os
 import re
 import sys
 import warnings
@@ -320,6 +321,31 @@ def cmd_lr(args):
     return 0
 
 
+def cmd_export(args):
+    from netc.interop import export_onnx
+    net = _compile(args)
+    path = export_onnx(args.weights or net, args.output, spec=net.source.text, raw=args.raw,
+                       seed=args.seed)
+    what = "trained weights" if args.weights else f"fresh weights (seed {args.seed})"
+    print(f"{path}: {net.name}, {net.total_params:,} parameters ({what})")
+    return 0
+
+
+def cmd_import(args):
+    from netc.interop import import_model
+    imported = import_model(args.source, args.caffemodel)
+    output = args.output or os.path.splitext(args.source)[0] + ".net"
+    weights = args.weights_out
+    if weights is None and imported.has_weights:
+        weights = os.path.splitext(output)[0] + ".npz"
+    if weights:
+        imported.save_weights(weights)
+    imported.save_spec(output)
+    print(f"{output}: {imported.network.name}, {len(imported.text.splitlines())} lines"
+          + (f"; weights {weights}" if weights else "; no weights (the source had none)"))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     from netc.compiler.settings import DEVICES, LOSSES, OPTIMIZERS, SCHEDULES
     p = argparse.ArgumentParser(prog="netc", description="netc: the .net neural-network compiler")
@@ -437,10 +463,31 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--cycles", type=_positive, help="cosine_restarts: cycles over the epochs")
     c.add_argument("--warmup", type=int)
     c.set_defaults(func=cmd_lr)
+
+    c = spec_cmd("export", "write the network and its weights as an ONNX model (opset 17)")
+    c.add_argument("-o", "--output", required=True, metavar="FILE", help="FILE.onnx")
+    c.add_argument("--weights", metavar="W", help="a checkpoint (default: fresh weights from --seed)")
+    c.add_argument("--raw", action="store_true",
+                   help="leave out the input normalization saved with the weights")
+    c.add_argument("--seed", type=int, default=0, help="the fresh weights' seed (default 0)")
+    c.set_defaults(func=cmd_export)
+
+    c = sub.add_parser("import", help="an ONNX model or a Caffe .prototxt as a .net spec and "
+                                      "a checkpoint", description="write an ONNX model (.onnx) "
+                                      "or a Caffe definition (.prototxt) as a .net spec in the "
+                                      "lecture's notation, and its weights as a netc checkpoint")
+    c.add_argument("source", metavar="FILE", help="FILE.onnx or FILE.prototxt")
+    c.add_argument("-o", "--output", metavar="SPEC", help="the .net to write (default FILE.net)")
+    c.add_argument("--weights-out", dest="weights_out", metavar="W",
+                   help="the checkpoint to write (default SPEC's name with .npz, when the source "
+                        "has weights)")
+    c.add_argument("--caffemodel", metavar="M", help="a Caffe .caffemodel with the weights")
+    c.set_defaults(func=cmd_import)
     return p
 
 
 OPTIONAL = ("numba", "threadpoolctl", "matplotlib", "tqdm")  # the `run` extra
+INTEROP = ("onnx", "onnxruntime", "google")  # the `onnx` extra (google: protobuf)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -467,10 +514,12 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:
-        if e.name not in OPTIONAL:
+        top = (e.name or "").split(".")[0]
+        if top not in OPTIONAL + INTEROP:
             raise
-        print(f"error: netc {args.command} needs {e.name}, which is not installed\n"
-              "hint: install the runtime: pip install 'netc[run]' (from a clone: pip install '.[run]')",
+        extra = "onnx" if top in INTEROP else "run"
+        print(f"error: netc {args.command} needs {top}, which is not installed\n"
+              f"hint: pip install 'netc[{extra}]' (from a clone: pip install '.[{extra}]')",
               file=sys.stderr)
         return 2
 

@@ -2,8 +2,9 @@
 
 A kind says, in one place, everything about it that holds before anything runs: how its arguments
 are read, its shape rule, its parameter, MAC and FLOP counts, its receptive-field window, its
-diagram label and colour, how its parameters are initialised and which are regularised. (Its ONNX
-mapping will join these.) How it runs is the runtime's: one implementation per backend, registered
+diagram label and colour, how its parameters are initialised and which are regularised, and the
+standard ONNX operators that compute it (`onnx`, written through interop.onnx_export's Emitter,
+which holds the onnx package: nothing here imports it). How it runs is the runtime's: one implementation per backend, registered
 against the kind in runtime/backends/. Nothing here imports numba.
 """
 from __future__ import annotations
@@ -138,6 +139,7 @@ class Pad(Key):
 
 
 ACTIVATIONS = ("relu", "leaky", "prelu", "elu", "sigmoid", "tanh", "none")
+FUSED_PARAM = {"leaky": 0.01, "elu": 1.0}  # leaky's slope and ELU's alpha where act= fuses them
 INITS = ("he", "xavier", "glorot", "gaussian", "zeros")
 
 
@@ -248,6 +250,13 @@ class LayerKind:
     def regularized(self, h):
         """The parameters that l1/l2 penalise (weights; not biases, nor BN's scale and shift)."""
         return ()
+
+    def onnx(self, h, xs, g):
+        """Write the ONNX operators that compute this layer in inference mode through the
+        emitter `g` (g.x: the input tensors' names; g.op, g.param, g.const, g.act) and return
+        the output tensor's name. The shapes in xs exclude the batch axis, which ONNX has first."""
+        raise LayerError(f"{self.name} has no ONNX mapping yet",
+                         hint="export a network without it, or open an issue for the mapping")
 
 
 _REGISTRY: dict[str, LayerKind] = {}

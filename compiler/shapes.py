@@ -103,6 +103,16 @@ def window_geometry(h, x):
     return oh, ow, dh, dw
 
 
+def onnx_pads(h, x, y):
+    """ONNX's pads [top, left, bottom, right] for a CONV/POOL window over x giving y: the
+    padding, plus at the bottom and right what round=ceil's last partial window reaches past it
+    (ONNX's Conv has no ceil mode)."""
+    (kh, kw), (sh, sw), (ph, pw) = h["kernel"], h["stride"], h["pad"]
+    eh = max(0, (y[1] - 1) * sh + kh - (x[1] + 2 * ph))
+    ew = max(0, (y[2] - 1) * sw + kw - (x[2] + 2 * pw))
+    return [ph, pw, ph + eh, pw + ew]
+
+
 def transposed_out(w, k, s, p, outpad):
     """Output size of a transposed convolution: (W - 1)*S - 2P + K + outpad."""
     out = (w - 1) * s - 2 * p + k + outpad

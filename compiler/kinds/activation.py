@@ -15,6 +15,11 @@ class _Activation(LayerKind):
     def act_of(self, h):
         return self.act
 
+    def onnx(self, h, xs, g):
+        if self.act == "prelu":
+            return g.act(g.x[0], "prelu", slope=g.per_channel("weight", len(xs[0])))
+        return g.act(g.x[0], self.act, h, axis=1 if h.get("per") == "pixel" else -1)
+
 
 @register
 class Relu(_Activation):
@@ -130,6 +135,12 @@ class Maxout(LayerKind):
     def label(self, h):
         return f"MAXOUT {h['pieces']}"
 
+    def onnx(self, h, xs, g):
+        """The channels as (C/pieces, pieces), the maximum over the second."""
+        c, p = xs[0][0], h["pieces"]
+        grouped = g.op("Reshape", [g.x[0], g.const([0, c // p, p] + list(xs[0][1:]), hint="shape")])
+        return g.op("ReduceMax", [grouped], axes=[2], keepdims=0)
+
 
 @register
 class Dropout(LayerKind):
@@ -148,3 +159,6 @@ class Dropout(LayerKind):
 
     def label(self, h):
         return f"DROPOUT {h['p']:g}"
+
+    def onnx(self, h, xs, g):
+        return g.op("Identity", g.x)  # inference

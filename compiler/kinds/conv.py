@@ -6,7 +6,7 @@ import math
 
 from ..registry import (ACTIVATIONS, Bool, Choice, Int, LayerError, LayerKind, Pad, Pair,
                         register)
-from ..shapes import divisors, resolve_pad, transposed_out, window_geometry
+from ..shapes import divisors, onnx_pads, resolve_pad, transposed_out, window_geometry
 
 
 class _Filters(LayerKind):
@@ -65,6 +65,13 @@ class _Filters(LayerKind):
     def regularized(self, h):
         return ("weight",)
 
+    def onnx(self, h, xs, g):
+        inputs = [g.x[0], g.param("weight")] + ([g.param("bias")] if h["bias"] else [])
+        y = g.op(self.onnx_op, inputs, kernel_shape=list(h["kernel"]), strides=list(h["stride"]),
+                 group=h["groups"], **self.onnx_attrs(h, xs))
+        slope = g.per_channel("slope", 3) if h["act"] == "prelu" else None
+        return g.act(y, h["act"], slope=slope)
+
 
 @register
 class Conv(_Filters):
@@ -106,6 +113,11 @@ class Conv(_Filters):
 
     def window(self, h, xs):
         return h["kernel"], h["stride"]
+
+    onnx_op = "Conv"
+
+    def onnx_attrs(self, h, xs):
+        return {"pads": onnx_pads(h, xs[0], self.shape(h, xs))}
 
 
 @register
@@ -158,3 +170,9 @@ class Deconv(_Filters):
         """An output pixel sees ceil(K/S) input pixels per dimension; the jump divides by S."""
         (kh, kw), (sh, sw) = h["kernel"], h["stride"]
         return (-(-kh // sh), -(-kw // sw)), (1 / sh, 1 / sw)
+
+    onnx_op = "ConvTranspose"
+
+    def onnx_attrs(self, h, xs):
+        (ph, pw), (oh, ow) = h["pad"], h["outpad"]
+        return {"pads": [ph, pw, ph, pw], "output_padding": [oh, ow]}

@@ -60,6 +60,21 @@ class FullyConnected(LayerKind):
     def regularized(self, h):
         return ("weight",)
 
+    def onnx(self, h, xs, g):
+        """Gemm with the weight transposed (an image flattened first); on a sequence, per step:
+        MatMul by W^T and the bias added."""
+        x, slope = g.x[0], (g.param("slope") if h["act"] == "prelu" else None)
+        if len(xs[0]) == 2:
+            y = g.op("MatMul", [x, g.param("weight", g.arrays[f"{g.layer}.weight"].T)])
+            if h["bias"]:
+                y = g.op("Add", [y, g.param("bias")])
+        else:
+            if len(xs[0]) == 3:
+                x = g.op("Flatten", [x], axis=1)
+            y = g.op("Gemm", [x, g.param("weight")] + ([g.param("bias")] if h["bias"] else []),
+                     transB=1)
+        return g.act(y, h["act"], slope=slope)
+
 
 @register
 class Output(FullyConnected):
@@ -109,6 +124,14 @@ class Output(FullyConnected):
     def label(self, h):
         return super().label(h) + (" per pixel" if h["per"] == "pixel" else "")
 
+    def onnx(self, h, xs, g):
+        if h["per"] == "sample":
+            return super().onnx(h, xs, g)
+        w = g.arrays[f"{g.layer}.weight"]
+        inputs = [g.x[0], g.param("weight", w.reshape(w.shape + (1, 1)))]
+        y = g.op("Conv", inputs + ([g.param("bias")] if h["bias"] else []), kernel_shape=[1, 1])
+        return g.act(y, h["act"], axis=1)
+
     def pixel_conv(self, h):
         """The CONV that OUT per=pixel is: 1x1, units filters; its weight is OUT's (units, C) as
         (units, C, 1, 1)."""
@@ -131,3 +154,6 @@ class Flatten(LayerKind):
 
     def window(self, h, xs):
         return "global" if len(xs[0]) == 3 else None
+
+    def onnx(self, h, xs, g):
+        return g.op("Flatten", [g.x[0]], axis=1)

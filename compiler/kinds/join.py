@@ -54,6 +54,10 @@ class Add(LayerKind):
         return ("ADD" + (f" {h['act']}" if h["act"] != "none" else "")
                 + (f" drop {h['drop']:g}" if h["drop"] else ""))
 
+    def onnx(self, h, xs, g):
+        """Sum, then the act; stochastic depth is for training only."""
+        return g.act(g.op("Sum", g.x), h["act"])
+
 
 @register
 class Mean(LayerKind):
@@ -82,6 +86,9 @@ class Mean(LayerKind):
     def label(self, h):
         return "MEAN" + (f" drop_path {h['drop_path']:g}" if h["drop_path"] else "")
 
+    def onnx(self, h, xs, g):
+        return g.op("Mean", g.x)
+
 
 @register
 class Concat(LayerKind):
@@ -103,6 +110,9 @@ class Concat(LayerKind):
     def shape(self, h, xs):
         return (sum(x[0] for x in xs),) + tuple(xs[0][1:])
 
+    def onnx(self, h, xs, g):
+        return g.op("Concat", g.x, axis=1)
+
     def flops(self, h, xs, y):
         return 0
 
@@ -117,3 +127,6 @@ class Identity(LayerKind):
 
     def flops(self, h, xs, y):
         return 0
+
+    def onnx(self, h, xs, g):
+        return g.op("Identity", g.x)

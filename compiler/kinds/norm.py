@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..registry import Float, Int, LayerError, LayerKind, register
 from ..shapes import divisors
 
@@ -34,6 +36,11 @@ class BatchNorm(LayerKind):
         """gamma and the running variance start at 1, beta and the running mean at 0."""
         return "ones" if short in ("weight", "running_var") else "zeros"
 
+    def onnx(self, h, xs, g):
+        """The inference form, with the running statistics."""
+        return g.op("BatchNormalization", [g.x[0]] + [g.param(k) for k in (
+            "weight", "bias", "running_mean", "running_var")], epsilon=h["eps"])
+
 
 @register
 class LocalResponseNorm(LayerKind):
@@ -50,6 +57,22 @@ class LocalResponseNorm(LayerKind):
 
     def label(self, h):
         return f"LRN {h['size']}"
+
+    def onnx(self, h, xs, g):
+        """ONNX's LRN sums the window c - (size-1)//2 .. c + size//2, netc's (PyTorch's)
+        c - size//2 .. c + (size-1)//2: the same for odd sizes. An even size is written out:
+        the squares padded along the channels, averaged over `size` of them."""
+        x, n = g.x[0], h["size"]
+        if n % 2:
+            return g.op("LRN", [x], size=n, alpha=h["alpha"], beta=h["beta"], bias=h["k"])
+        sq = g.op("Unsqueeze", [g.op("Mul", [x, x]), g.const([1], hint="axes")])
+        sq = g.op("Pad", [sq, g.const([0, 0, n // 2, 0, 0, 0, 0, (n - 1) // 2, 0, 0],
+                                      hint="pads")])
+        avg = g.op("Squeeze", [g.op("AveragePool", [sq], kernel_shape=[n, 1, 1]),
+                               g.const([1], hint="axes")])
+        scale = g.op("Add", [g.op("Mul", [avg, g.const(h["alpha"], "float32", "alpha")]),
+                             g.const(h["k"], "float32", "k")])
+        return g.op("Div", [x, g.op("Pow", [scale, g.const(h["beta"], "float32", "beta")])])
 
 
 class _GroupNorm(LayerKind):
@@ -74,6 +97,24 @@ class _GroupNorm(LayerKind):
 
     def init_rule(self, short, h=None):
         return "ones" if short == "weight" else "zeros"
+
+    def onnx(self, h, xs, g):
+        """IN: InstanceNormalization. LN on a vector: LayerNormalization. Otherwise the groups
+        as ONNX's instances: (N, G, C/G*H*W) normalized, shaped back, then the affine per channel."""
+        x, shape, groups = g.x[0], xs[0], self.groups(h, xs)
+        if len(shape) == 1:
+            return g.op("LayerNormalization", [x, g.param("weight"), g.param("bias")],
+                        axis=-1, epsilon=h["eps"])
+        if groups == shape[0]:
+            return g.op("InstanceNormalization", [x, g.param("weight"), g.param("bias")],
+                        epsilon=h["eps"])
+        grouped = g.op("Reshape", [x, g.const([0, groups, -1], hint="groups")])
+        ones, zeros = (g.const(np.full(groups, v), "float32", hint) for v, hint in
+                       ((1, "ones"), (0, "zeros")))
+        normed = g.op("InstanceNormalization", [grouped, ones, zeros], epsilon=h["eps"])
+        back = g.op("Reshape", [normed, g.op("Shape", [x])])
+        scaled = g.op("Mul", [back, g.per_channel("weight", len(shape))])
+        return g.op("Add", [scaled, g.per_channel("bias", len(shape))])
 
 
 @register

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from ..registry import Choice, Int, LayerKind, Pad, Pair, register
-from ..shapes import resolve_pad, window_geometry
+from ..shapes import onnx_pads, resolve_pad, window_geometry
 
 
 @register
@@ -46,6 +46,19 @@ class Pool(LayerKind):
     def window(self, h, xs):
         return h["kernel"], h["stride"]
 
+    def onnx(self, h, xs, g):
+        """Max: MaxPool (padding never wins). Avg: zeros padded explicitly, then AveragePool
+        without padding, so every window divides by kh*kw as netc's (round=ceil's last one too)."""
+        pads = onnx_pads(h, xs[0], self.shape(h, xs))
+        window = {"kernel_shape": list(h["kernel"]), "strides": list(h["stride"])}
+        if h["mode"] == "max":
+            return g.op("MaxPool", [g.x[0]], pads=pads, **window)
+        x = g.x[0]
+        if any(pads):
+            x = g.op("Pad", [x, g.const([0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]],
+                                        hint="pads")])
+        return g.op("AveragePool", [x], **window)
+
     def label(self, h):
         (kh, kw), (sh, sw) = h["kernel"], h["stride"]
         text = f"POOL {h['mode']} {kh}x{kw}" + (f"/{sh}" if sh == sw else f"/{sh}x{sw}")
@@ -72,6 +85,9 @@ class GlobalAvgPool(LayerKind):
 
     def window(self, h, xs):
         return "global"
+
+    def onnx(self, h, xs, g):
+        return g.op("Flatten", [g.op("GlobalAveragePool", [g.x[0]])], axis=1)
 
 
 @register
@@ -100,3 +116,13 @@ class Upsample(LayerKind):
 
     def label(self, h):
         return f"UPSAMPLE {h['scale']} {h['mode']}"
+
+    def onnx(self, h, xs, g):
+        """Resize: nearest as PyTorch's (the floor of the scaled coordinate), bilinear with
+        align_corners=False (half pixels)."""
+        scales = g.const([1.0, 1.0, h["scale"], h["scale"]], "float32", hint="scales")
+        if h["mode"] == "nearest":
+            return g.op("Resize", [g.x[0], "", scales], mode="nearest", nearest_mode="floor",
+                        coordinate_transformation_mode="asymmetric")
+        return g.op("Resize", [g.x[0], "", scales], mode="linear",
+                    coordinate_transformation_mode="pytorch_half_pixel")

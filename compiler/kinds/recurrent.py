@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..registry import Bool, Choice, Float, Int, LayerError, LayerKind, register
 
 RETURNS = ("last", "seq")
@@ -123,6 +125,37 @@ class _Recurrent(LayerKind):
     def regularized(self, h):
         return tuple(k for k in self.params(h, ((1, 1),)) if k.startswith("weight"))
 
+    # ONNX's operator, its gate order (PyTorch's gate names) and attributes
+    onnx_op, onnx_gates, onnx_attrs = "RNN", ("h",), {}
+
+    def onnx(self, h, xs, g):
+        """ONNX's RNN/LSTM/GRU on the sequence time-major (T, N, D), the gates reordered, both
+        directions' weights stacked; then back to batch-major: every step's (N, T, dirs*H) or
+        the last state's (N, dirs*H), PyTorch's h_n."""
+        suffixes = ("", "_reverse")[:self.directions(h)]
+        rows = gate_slices(self, h["units"])
+        order = [rows[gate] for gate in self.onnx_gates]
+
+        def stacked(short):
+            return np.stack([np.concatenate([g.arrays[f"{g.layer}.{short}{s}"][r] for r in order])
+                             for s in suffixes])
+        inputs = [g.op("Transpose", [g.x[0]], perm=[1, 0, 2]),
+                  g.const(stacked("weight_ih"), "float32", "W"),
+                  g.const(stacked("weight_hh"), "float32", "R")]
+        if h["bias"]:
+            inputs.append(g.const(np.concatenate([stacked("bias_ih"), stacked("bias_hh")], 1),
+                                  "float32", "B"))
+        attrs = dict(self.onnx_attrs)
+        if self.name == "RNN":
+            attrs["activations"] = [h["act"].capitalize()] * len(suffixes)
+        ys = g.op(self.onnx_op, inputs, outputs=2, hidden_size=h["units"],
+                  direction="bidirectional" if h["bidir"] else "forward", **attrs)
+        if h["return"] == "seq":
+            steps = g.op("Transpose", [ys[0]], perm=[2, 0, 1, 3])
+            return g.op("Reshape", [steps, g.const([0, 0, -1], hint="shape")])
+        last = g.op("Transpose", [ys[1]], perm=[1, 0, 2])
+        return g.op("Reshape", [last, g.const([0, -1], hint="shape")])
+
 
 @register
 class Rnn(_Recurrent):
@@ -152,6 +185,7 @@ class Lstm(_Recurrent):
     gates = 4
     gate_names = ("i", "f", "g", "o")
     states = ("h", "c")
+    onnx_op, onnx_gates = "LSTM", ("i", "o", "f", "g")  # ONNX: i, o, f, c
     keys = {**_Recurrent.keys, "forget_bias": Float(0.0, doc="a number (the forget gate's bias)")}
     step_flops = 4 + 3 + 2  # four activations, c = f*c + i*g, h = o*tanh(c)
     kept_per_unit = 4 + 2  # the four gates, c_t and h_t
@@ -185,6 +219,7 @@ class Gru(_Recurrent):
     cell = "gru"
     gates = 3
     gate_names = ("r", "z", "n")
+    onnx_op, onnx_gates, onnx_attrs = "GRU", ("z", "r", "n"), {"linear_before_reset": 1}
     step_flops = 3 + 1 + 3  # three activations, r*(W_hn h + b_hn), (1-z)*n + z*h
     kept_per_unit = 3 + 1 + 1  # the three gates, W_hn h + b_hn and h_t
 

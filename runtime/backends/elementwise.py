@@ -17,13 +17,14 @@ from llvmlite import ir
 from numba import types
 from numba.core.extending import _Intrinsic
 
+from netc.compiler.registry import FUSED_PARAM  # noqa: F401  (leaky's slope, ELU's alpha in act=)
+
 from .cache import njit
 
 # the activations a kernel applies by code
 NONE, RELU, LEAKY, ELU, SIGMOID, TANH, PRELU = range(7)
 ACT_CODES = {"none": NONE, "relu": RELU, "leaky": LEAKY, "elu": ELU, "sigmoid": SIGMOID,
              "tanh": TANH, "prelu": PRELU}
-FUSED_PARAM = {"leaky": 0.01, "elu": 1.0}  # leaky's slope and ELU's alpha where act= fuses them
 
 _0, _HALF, _1, _2 = np.float32(0), np.float32(0.5), np.float32(1), np.float32(2)
 

@@ -129,6 +129,7 @@ def test_summary_check_draw_never_import_numba(spec_path, tmp_path):
         f"main(['summary', {spec_path('resnet18')!r}, '--no-warn'])\n"
         f"main(['check', {spec_path('resnet18')!r}, '--no-warn'])\n"
         f"main(['draw', {spec_path('lenet5')!r}, '-o', {str(tmp_path / 'a.dot')!r}])\n"
-        "assert 'numba' not in sys.modules, 'numba imported'\n")
+        "assert 'numba' not in sys.modules, 'numba imported'\n"
+        "assert 'onnx' not in sys.modules, 'onnx imported'\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

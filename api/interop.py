@@ -1,0 +1,102 @@
+"""netc and the other tools: a network with its weights out as ONNX, and ONNX graphs or Caffe
+definitions in as lecture-notation specs with a netc checkpoint.
+
+    netc.export_onnx("runs/digits/best.npz", "digits.onnx")     # a checkpoint, a Model or a spec
+    imported = netc.import_model("model.onnx")                  # or "deploy.prototxt"
+    imported.text, imported.arrays                              # the .net spec, its weights
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from netc.dsl.errors import NetcError
+
+
+def export_onnx(source, path: str, spec=None, raw: bool = False, seed: int = 0) -> str:
+    """Write `source` as an ONNX model at `path` and return the path.
+
+    source: a checkpoint's path (its weights, and the input normalization it was trained with,
+    which becomes the graph's first nodes unless `raw`), a `netc.Model`, or a spec (a Net, a path
+    or the text: freshly initialized weights from `seed`). `spec`: the spec a checkpoint must
+    match (by default the one it carries)."""
+    from netc.compiler.interop import onnx_export
+    model, mean, std = _weights(source, spec, seed)
+    arrays = {k: np.asarray(model.device.to_host(v)) for k, v in model.state().items()}
+    return onnx_export.export(model.net, arrays, path, mean, std, raw)
+
+
+def _weights(source, spec, seed):
+    """(Model, mean, std) for export_onnx's source."""
+    from netc.compiler import Net
+    from netc.runtime import Model, checks
+    from netc.runtime.model import read_checkpoint
+    if isinstance(source, Model):
+        return source, None, None
+    if isinstance(source, str) and source.endswith(".npz"):
+        arrays = read_checkpoint(source)
+        model = Model.from_arrays(arrays, source, spec=spec)
+        if "__netc_norm_mean__" not in arrays:
+            return model, None, None
+        mean, std = checks.normalization(arrays["__netc_norm_mean__"],
+                                         arrays.get("__netc_norm_std__", 1.0),
+                                         model.net.input_shape, source)
+        return model, mean, std
+    if isinstance(source, (Net, str)):
+        return Model(source, seed=seed), None, None
+    raise NetcError(f"export_onnx takes a checkpoint's path, a netc.Model or a spec; received "
+                    f"{type(source).__name__}")
+
+
+class Imported:
+    """An imported network: `text` (the .net spec), `arrays` (its parameters and buffers by the
+    spec's names, empty when the source had no weights), `network` (the intermediate form)."""
+
+    def __init__(self, network, text: str, arrays: dict):
+        self.network, self.text, self.arrays = network, text, arrays
+
+    @property
+    def has_weights(self) -> bool:
+        return bool(self.arrays)
+
+    def save_spec(self, path: str) -> str:
+        from netc.runtime.runs import writing
+        with writing(path):
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(self.text)
+        return path
+
+    def save_weights(self, path: str) -> str:
+        """The weights as a netc checkpoint (with the spec, its hash and the normalization the
+        source applied, if any), loadable by netc.Model.load, netc eval and netc predict."""
+        from netc.runtime import Model
+        if not self.has_weights:
+            raise NetcError("the imported network has no weights to save",
+                            "give the weights too (for Caffe: --caffemodel M.caffemodel)")
+        model = Model(self.text)
+        model.load_state({k: v for k, v in self.arrays.items() if not k.startswith("__")},
+                         source="the imported weights")
+        extra = {k: v for k, v in self.arrays.items() if k.startswith("__netc_norm")}
+        return model.save(path, extra)
+
+
+def import_model(path: str, caffemodel: str | None = None) -> Imported:
+    """An ONNX file (.onnx) or a Caffe definition (.prototxt, with its .caffemodel's weights if
+    given) as a netc spec in lecture notation and its weights."""
+    from netc.compiler.interop import write
+    if not os.path.exists(path):
+        raise NetcError(f"no such file: {path}")
+    if path.endswith(".onnx"):
+        if caffemodel:
+            raise NetcError("--caffemodel goes with a Caffe .prototxt, not an ONNX file")
+        from netc.compiler.interop import onnx_import
+        network = onnx_import.read(path)
+    elif path.endswith((".prototxt", ".pt")):
+        from netc.compiler.interop import caffe
+        network = caffe.read(path, caffemodel)
+    else:
+        raise NetcError(f"cannot tell what {path} is from its name",
+                        "netc imports ONNX files (.onnx) and Caffe definitions (.prototxt)")
+    written = write.write(network)
+    return Imported(network, written.text, written.arrays)
