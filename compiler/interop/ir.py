@@ -17,6 +17,16 @@ class InteropError(NetcError):
     is, and what netc would need."""
 
 
+def unique(base: str, taken: set, avoid=()) -> str:
+    """base, or base_2, base_3 ... : the first not in `taken` (nor `avoid`), added to taken."""
+    name, k = base, 1
+    while name in taken or name in avoid:
+        k += 1
+        name = f"{base}_{k}"
+    taken.add(name)
+    return name
+
+
 @dataclass
 class Layer:
     """One netc layer of an imported network.

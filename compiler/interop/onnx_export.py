@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from netc.compiler import registry
+from netc.compiler.kinds.join import Input
 from netc.compiler.registry import FUSED_PARAM, LayerError
 from netc.dsl.errors import NetcError
 
-from .ir import InteropError
+from .ir import InteropError, unique
 
 OPSET = 17
 PRODUCER = "netc"
@@ -33,12 +34,7 @@ class Emitter:
         self.layer, self.x, self._count = None, [], 0
 
     def _fresh(self, base: str) -> str:
-        name, k = base, 1
-        while name in self._names:
-            k += 1
-            name = f"{base}_{k}"
-        self._names.add(name)
-        return name
+        return unique(base, self._names)
 
     def start(self, layer: str, inputs: list):
         """Begin a layer: its operators are named after it."""
@@ -126,7 +122,7 @@ def build(net, arrays: dict, mean=None, std=None, raw: bool = False, opset: int 
     tensor = {}
     for node in net.nodes:
         g.start(node.name, [tensor[i] for i in node.inputs])
-        if node.kind == "INPUT":
+        if node.kind == Input.name:
             tensor[node.name] = _normalized(g, node, mean, std, raw)
             continue
         try:
@@ -136,12 +132,10 @@ def build(net, arrays: dict, mean=None, std=None, raw: bool = False, opset: int 
             raise InteropError(f"cannot export layer {node.name}{where} to ONNX: {e.message}",
                                e.hint) from None
     _rename_output(g, tensor[net.output])
-    batch = ["N"]
-    graph = helper.make_graph(
-        g.nodes, net.name or "netc",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, batch + list(net.input_shape))],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, batch + list(net.output_shape))],
-        g.initializers)
+    def value(name, shape):  # a float tensor with the batch axis N in front
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N"] + list(shape))
+    graph = helper.make_graph(g.nodes, net.name or "netc", [value("input", net.input_shape)],
+                              [value("output", net.output_shape)], g.initializers)
     model = helper.make_model(graph, producer_name=PRODUCER,
                               opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = min(model.ir_version, 8) if opset <= 17 else model.ir_version

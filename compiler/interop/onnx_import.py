@@ -1,0 +1,230 @@
+"""ONNX in: a graph of standard operators -> ir.Network (netc kinds, netc's resolved
+hyperparameters, weights in netc's layouts), for write.py to turn into lecture notation.
+
+The walk goes through the nodes in their (topological) order. Initializers and Constant nodes
+are constants; small shape computations on them (Shape/Gather/Unsqueeze/Concat feeding a
+Reshape, as PyTorch writes `x.view(x.size(0), -1)`) are folded here. Each operator with a netc
+layer becomes one ir.Layer (onnx_ops.py), or several operators make one (onnx_patterns.py:
+the recurrent layers, GN and LN on images, MAXOUT); Dropout and Identity pass their input
+through. A graph that starts with Sub(const)/Div(const) on its input (netc's own export of a
+checkpoint's normalization) gives the network's mean and std. The `onnx` package is imported
+only here."""
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+
+import numpy as np
+
+from . import ir
+from .onnx_fold import FOLDERS
+from .onnx_ops import HANDLERS as SINGLE
+from .onnx_patterns import HANDLERS as PATTERNS
+
+HANDLERS = {**SINGLE, **PATTERNS}  # an operator's rule; the patterns' where it may be in one
+
+INPUT = "input"
+
+
+def read(path: str) -> ir.Network:
+    """Read an ONNX file into the intermediate form; a file that is missing, not ONNX, or uses
+    operators netc has no layer for is an ir.InteropError."""
+    onnx = _onnx()
+    model = _load(onnx, path)
+    _check_operators(model.graph)
+    return _Reader(onnx, model, path).network()
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise ir.InteropError("reading ONNX files needs the `onnx` package",
+                              "pip install 'netc[onnx]'") from None
+    return onnx
+
+
+def _load(onnx, path):
+    if not os.path.isfile(path):
+        raise ir.InteropError(f"no such ONNX file: {path}", "check the path")
+    try:
+        model = onnx.load(path)
+    except Exception as e:  # protobuf's DecodeError and friends: any unreadable file
+        raise ir.InteropError(f"{path} is not a readable ONNX model ({type(e).__name__}: {e})",
+                              "export it again; an ONNX file is a protobuf ModelProto") from None
+    if not model.graph.node:
+        raise ir.InteropError(f"{path} holds no ONNX graph nodes",
+                              "is it an ONNX model file (.onnx)?")
+    return model
+
+
+def _check_operators(graph):
+    """One error listing every operator type netc cannot import, with counts and a first node."""
+    missing, first = Counter(), {}
+    for i, node in enumerate(graph.node):
+        op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+        if op not in HANDLERS and op not in FOLDERS:
+            missing[op] += 1
+            first.setdefault(op, node.name or f"#{i}")
+    if missing:
+        listed = ", ".join(f"{op} ({n}x, first {first[op]!r})" for op, n in missing.items())
+        known = ", ".join(sorted(HANDLERS))
+        raise ir.InteropError(f"the ONNX graph uses {len(missing)} operator type(s) netc has no "
+                              f"layer for: {listed}", f"netc imports {known}")
+
+
+class _Reader:
+    """The state of the walk: constants, tensor shapes, which layer makes each tensor."""
+
+    def __init__(self, onnx, model, path):
+        self.onnx, self.model, self.path = onnx, model, path
+        self.graph = model.graph
+        self.consts = {t.name: _array(onnx, t) for t in self.graph.initializer}
+        self.shapes = _shapes(onnx, model)
+        self.alias = {}  # tensor -> the IR layer that makes it ("input": the network's input)
+        self.layers, self.names, self._index = [], set(), {}
+        self.padded = {}  # tensor -> [top, left, bottom, right] zeros a Pad node added
+        self.pending = {}  # tensor -> a pattern of several operators, half read (onnx_patterns)
+        self.mean = self.std = None
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+                          13)
+        self.uses = Counter(i for n in self.graph.node for i in n.input)
+        self.uses.update(o.name for o in self.graph.output)
+
+    # ---- the network --------------------------------------------------------------------------
+    def network(self) -> ir.Network:
+        self.input_name, shape = self._input()
+        self.input_shape = shape
+        self.alias[self.input_name] = INPUT
+        for i, node in enumerate(self.graph.node):
+            self.node = node
+            self.where = f"node {node.name or '#' + str(i)!r} ({node.op_type})"
+            if node.op_type in FOLDERS and all(t in self.consts or t == "" for t in node.input):
+                FOLDERS[node.op_type](self, node)
+            elif node.op_type == "Shape":
+                FOLDERS["Shape"](self, node)
+            elif node.op_type in HANDLERS:
+                HANDLERS[node.op_type](self, node)
+            else:
+                self.fail(f"{node.op_type} on computed tensors is not a netc layer",
+                          "netc folds it only where every input is a constant")
+        outs = [o.name for o in self.graph.output]
+        if len(outs) != 1:
+            raise ir.InteropError(f"the ONNX graph has {len(outs)} outputs ({', '.join(outs)}); "
+                                  "a netc network has one", "export the model with one output")
+        last = self.alias.get(outs[0])
+        if last is None or last == INPUT:
+            raise ir.InteropError(f"the ONNX graph's output {outs[0]!r} is not made by a layer",
+                                  "is the graph empty, or its output a constant?")
+        layers = _ancestors(self.layers, last)
+        mean, std = self.mean, self.std
+        if mean is not None or std is not None:  # one of the two alone: the other is neutral
+            mean = np.zeros_like(std) if mean is None else mean
+            std = np.ones_like(mean) if std is None else std
+        return ir.Network(_network_name(self.graph.name, self.path), shape, layers, mean, std)
+
+    def _input(self):
+        inits = {t.name for t in self.graph.initializer}
+        inputs = [v for v in self.graph.input if v.name not in inits]
+        if len(inputs) != 1:
+            raise ir.InteropError(f"the ONNX graph has {len(inputs)} inputs "
+                                  f"({', '.join(v.name for v in inputs)}); netc networks have one",
+                                  "export the model with a single input tensor")
+        v = inputs[0]
+        dims = tuple(self.dim(d) for d in v.type.tensor_type.shape.dim)
+        if len(dims) not in (2, 3, 4) or any(d is None for d in dims[1:]):
+            shown = "x".join("?" if d is None else str(d) for d in dims)
+            raise ir.InteropError(f"the ONNX input {v.name!r} has shape {shown}; netc needs "
+                                  "N x C x H x W, N x D or N x T x D with every size but the "
+                                  "batch fixed", "export with a fixed input size")
+        return v.name, dims[1:]  # (C, H, W), (D,) or (T, D)
+
+    @staticmethod
+    def dim(d):
+        return d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+
+    # ---- helpers for the operators --------------------------------------------------------------
+    def fail(self, message, hint=None):
+        raise ir.InteropError(f"{self.where}: {message}", hint)
+
+    def attrs(self, node=None) -> dict:
+        node = node or self.node
+        return {a.name: self.onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+    def const(self, tensor, what):
+        if tensor not in self.consts:
+            self.fail(f"its {what} must be a constant (an initializer); received the computed "
+                      f"tensor {tensor!r}", "export with the weights as initializers")
+        return self.consts[tensor]
+
+    def rank(self, tensor):
+        shape = self.shapes.get(tensor)
+        return None if shape is None else len(shape)
+
+    def producer(self, tensor):
+        """The IR layer that makes `tensor`, or None for the input."""
+        name = self.alias.get(tensor)
+        if name is None:
+            self.fail(f"reads {tensor!r}, which no earlier node makes")
+        return None if name == INPUT else self.layers[self._index[name]]
+
+    def add(self, kind, args=None, inputs=None, weights=None, buffers=None):
+        """A new IR layer from the current node, reading `inputs` (tensors; the node's first by
+        default) and making its first output."""
+        node = self.node
+        stem = re.sub(r"\W+", "_", node.name or node.output[0]).strip("_") or node.op_type
+        name = ir.unique(stem, self.names, avoid=(INPUT,))
+        inputs = [node.input[0]] if inputs is None else inputs
+        for t in inputs:
+            self.producer(t)
+        layer = ir.Layer(name, kind, dict(args or {}), [self.alias[t] for t in inputs],
+                         {k: np.asarray(v, np.float32) for k, v in (weights or {}).items()},
+                         {k: np.asarray(v, np.float32) for k, v in (buffers or {}).items()},
+                         source=self.where)
+        self.layers.append(layer)
+        self._index = {x.name: i for i, x in enumerate(self.layers)}
+        self.alias[node.output[0]] = name
+        return layer
+
+    def passthrough(self):
+        self.producer(self.node.input[0])
+        self.alias[self.node.output[0]] = self.alias[self.node.input[0]]
+
+
+def _array(onnx, tensor):
+    return onnx.numpy_helper.to_array(tensor)
+
+
+def _shapes(onnx, model) -> dict:
+    """tensor -> dims (None where symbolic), from ONNX shape inference (best effort)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # a model shape inference cannot follow: the walk asks only where needed
+        inferred = model.graph
+    out = {}
+    for v in list(inferred.input) + list(inferred.value_info) + list(inferred.output):
+        t = v.type.tensor_type
+        if t.HasField("shape"):
+            out[v.name] = tuple(_Reader.dim(d) for d in t.shape.dim)
+    return out
+
+
+def _ancestors(layers, last):
+    """The layers `last` depends on (and it), in order: what does not lead to the output goes."""
+    keep, todo, by = set(), [last], {x.name: x for x in layers}
+    while todo:
+        name = todo.pop()
+        if name in keep or name == INPUT:
+            continue
+        keep.add(name)
+        todo.extend(by[name].inputs)
+    return [x for x in layers if x.name in keep]
+
+
+def _network_name(graph_name, path):
+    generic = {"", "main_graph", "torch_jit", "torch-jit-export", "graph"}
+    name = graph_name if graph_name not in generic else os.path.splitext(os.path.basename(path))[0]
+    name = re.sub(r"[^A-Za-z0-9_.\-]+", "_", name)
+    return name if re.match(r"[A-Za-z_]", name) else "net_" + name
+
