@@ -106,14 +106,19 @@ def test_kind_names_appear_only_in_their_kinds():
     """Outside compiler/kinds/ (and the language, which spells RES/CONCAT/DENSE), code refers to
     a kind through its class or its attributes, never by a string of its name."""
     names = set(registry.kinds())
+    # a foreign format's own words that netc's kinds share, where they name the foreign layer:
+    # Caffe's V1 layer-type enum (CONCAT, RELU ...), its "ELU" and "LRN" types
+    foreign = {"netc.compiler.interop.caffe_schema": names,
+               "netc.compiler.interop.caffe_layers": {"ELU", "LRN"}}
     found = []
     for name, (path, _) in MODULES.items():
         if name.startswith(("netc.compiler.kinds", "netc.dsl")):
             continue
         tree = ast.parse(open(path, encoding="utf-8").read())
         skip = docstrings(tree)
+        allowed = names - foreign.get(name, set())
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Constant) and node.value in names and id(node) not in skip):
+            if (isinstance(node, ast.Constant) and node.value in allowed and id(node) not in skip):
                 found.append(f"{os.path.relpath(path, ROOT)}:{node.lineno}: {node.value!r}")
     assert not found, "kind names written outside their kinds:\n" + "\n".join(found)
 
