@@ -40,11 +40,12 @@ class Emitter:
         """Begin a layer: its operators are named after it."""
         self.layer, self.x, self._count = layer, list(inputs), 0
 
-    def op(self, op_type: str, inputs, outputs: int = 1, **attrs):
+    def op(self, op_type: str, inputs, outputs: int = 1, aside: bool = False, **attrs):
         """Append an operator; its output tensor's name (a list when outputs > 1). An input
-        may be "" for an optional one left out."""
-        name = self._fresh(self.layer if not self._count else f"{self.layer}/{op_type}")
-        self._count += 1
+        may be "" for an optional one left out. The layer's first operator takes its name, the
+        others and those `aside` (a Flatten or Transpose before the main one) LAYER/OpType."""
+        name = self._fresh(f"{self.layer}/{op_type}" if self._count or aside else self.layer)
+        self._count += not aside
         outs = [name] + [self._fresh(f"{name}:{i}") for i in range(1, outputs)]
         attrs = {k: v for k, v in attrs.items() if v is not None}
         self.nodes.append(self._helper.make_node(op_type, list(inputs), outs, name=name, **attrs))

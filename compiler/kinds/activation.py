@@ -138,7 +138,8 @@ class Maxout(LayerKind):
     def onnx(self, h, xs, g):
         """The channels as (C/pieces, pieces), the maximum over the second."""
         c, p = xs[0][0], h["pieces"]
-        grouped = g.op("Reshape", [g.x[0], g.const([0, c // p, p] + list(xs[0][1:]), hint="shape")])
+        grouped = g.op("Reshape", [g.x[0], g.const([0, c // p, p] + list(xs[0][1:]), hint="shape")],
+                       aside=True)
         return g.op("ReduceMax", [grouped], axes=[2], keepdims=0)
 
 

@@ -70,7 +70,7 @@ class FullyConnected(LayerKind):
                 y = g.op("Add", [y, g.param("bias")])
         else:
             if len(xs[0]) == 3:
-                x = g.op("Flatten", [x], axis=1)
+                x = g.op("Flatten", [x], axis=1, aside=True)
             y = g.op("Gemm", [x, g.param("weight")] + ([g.param("bias")] if h["bias"] else []),
                      transB=1)
         return g.act(y, h["act"], slope=slope)

@@ -100,7 +100,8 @@ class _GroupNorm(LayerKind):
 
     def onnx(self, h, xs, g):
         """IN: InstanceNormalization. LN on a vector: LayerNormalization. Otherwise the groups
-        as ONNX's instances: (N, G, C/G*H*W) normalized, shaped back, then the affine per channel."""
+        as ONNX's instances: (N, G, C/G*H*W) normalized, shaped back, then the affine per
+        channel."""
         x, shape, groups = g.x[0], xs[0], self.groups(h, xs)
         if len(shape) == 1:
             return g.op("LayerNormalization", [x, g.param("weight"), g.param("bias")],
@@ -108,7 +109,7 @@ class _GroupNorm(LayerKind):
         if groups == shape[0]:
             return g.op("InstanceNormalization", [x, g.param("weight"), g.param("bias")],
                         epsilon=h["eps"])
-        grouped = g.op("Reshape", [x, g.const([0, groups, -1], hint="groups")])
+        grouped = g.op("Reshape", [x, g.const([0, groups, -1], hint="groups")], aside=True)
         ones, zeros = (g.const(np.full(groups, v), "float32", hint) for v, hint in
                        ((1, "ones"), (0, "zeros")))
         normed = g.op("InstanceNormalization", [grouped, ones, zeros], epsilon=h["eps"])

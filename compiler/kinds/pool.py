@@ -56,7 +56,7 @@ class Pool(LayerKind):
         x = g.x[0]
         if any(pads):
             x = g.op("Pad", [x, g.const([0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]],
-                                        hint="pads")])
+                                        hint="pads")], aside=True)
         return g.op("AveragePool", [x], **window)
 
     def label(self, h):

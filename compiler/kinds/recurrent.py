@@ -139,7 +139,7 @@ class _Recurrent(LayerKind):
         def stacked(short):
             return np.stack([np.concatenate([g.arrays[f"{g.layer}.{short}{s}"][r] for r in order])
                              for s in suffixes])
-        inputs = [g.op("Transpose", [g.x[0]], perm=[1, 0, 2]),
+        inputs = [g.op("Transpose", [g.x[0]], perm=[1, 0, 2], aside=True),
                   g.const(stacked("weight_ih"), "float32", "W"),
                   g.const(stacked("weight_hh"), "float32", "R")]
         if h["bias"]:
