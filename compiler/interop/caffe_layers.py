@@ -32,7 +32,7 @@ def _conv_geometry(r, layer, kind):
     src = r.bottom(layer, kind)
     x = r.image(layer, kind, src)
     g, f = p.group, p.num_output
-    if x[0] % g or f % g:
+    if g < 1 or x[0] % g or f % g:
         raise InteropError(f"layer '{layer.name}' ({kind}): group {g} must divide the input "
                            f"channels ({x[0]}) and num_output ({f})")
     args = {"filters": f, "kernel": pair(layer, kind, p, "kernel", None),

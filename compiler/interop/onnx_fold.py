@@ -38,7 +38,8 @@ def _shape_of(r, node):
         dims = [BATCH if d is None else d for d in r.shapes[x]]
     else:
         r.fail(f"the shape of {x!r} is unknown", "run onnx.shape_inference on the model")
-    r.consts[node.output[0]] = np.asarray(dims, np.int64)
+    a = r.attrs()  # opset 15's start and end slice the shape
+    r.consts[node.output[0]] = np.asarray(dims[a.get("start", 0):a.get("end")], np.int64)
 
 
 def _fold(fn):

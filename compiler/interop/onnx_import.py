@@ -100,10 +100,9 @@ class _Reader:
         for i, node in enumerate(self.graph.node):
             self.node = node
             self.where = f"node {node.name or '#' + str(i)!r} ({node.op_type})"
-            if node.op_type in FOLDERS and all(t in self.consts or t == "" for t in node.input):
-                FOLDERS[node.op_type](self, node)
-            elif node.op_type == "Shape":
-                FOLDERS["Shape"](self, node)
+            if node.op_type == "Shape" or node.op_type in FOLDERS and \
+                    all(t in self.consts or t == "" for t in node.input):
+                self._fold(node)
             elif node.op_type in HANDLERS:
                 HANDLERS[node.op_type](self, node)
             else:
@@ -123,6 +122,13 @@ class _Reader:
             mean = np.zeros_like(std) if mean is None else mean
             std = np.ones_like(mean) if std is None else std
         return ir.Network(_network_name(self.graph.name, self.path), shape, layers, mean, std)
+
+    def _fold(self, node):
+        try:
+            FOLDERS[node.op_type](self, node)
+        except (ValueError, IndexError) as e:  # NumPy's word on constants that do not fit
+            self.fail(f"cannot compute it from its constants: {e}",
+                      "is the model valid? onnx.checker.check_model tells")
 
     def _input(self):
         inits = {t.name for t in self.graph.initializer}
@@ -182,8 +188,8 @@ class _Reader:
                          {k: np.asarray(v, np.float32) for k, v in (weights or {}).items()},
                          {k: np.asarray(v, np.float32) for k, v in (buffers or {}).items()},
                          source=self.where)
+        self._index[name] = len(self.layers)
         self.layers.append(layer)
-        self._index = {x.name: i for i, x in enumerate(self.layers)}
         self.alias[node.output[0]] = name
         return layer
 

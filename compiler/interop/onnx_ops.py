@@ -86,6 +86,20 @@ def _vector(r, tensor, what, n):
     return v
 
 
+def per_channel(r, tensor, what, n, x):
+    """A constant of n values (or one) applied to the tensor x along its channels: axis 1 of an
+    image, the last axis of a vector or sequence (ONNX would spread a (C,) over an image's W)."""
+    shape, rank = np.shape(r.const(tensor, what)), r.rank(x)
+    if rank is not None:
+        axis = 1 if rank == 4 else rank - 1
+        dims = (1,) * (rank - len(shape)) + tuple(shape)
+        if len(dims) != rank or any(d != 1 for i, d in enumerate(dims) if i != axis):
+            r.fail(f"its {what} has shape {tuple(shape)}, which ONNX spreads over other axes "
+                   f"than the channels of its rank-{rank} input",
+                   "netc applies it per channel: give it the shape (C, 1, 1) on images")
+    return _vector(r, tensor, what, n)
+
+
 # ---- layers with weights ----------------------------------------------------------------------
 def conv(r, node):
     w = r.const(node.input[1], "weight")
@@ -160,6 +174,7 @@ def instancenorm(r, node):
 
 def prelu(r, node):
     slope = np.asarray(r.const(node.input[1], "slope"), np.float32).reshape(-1)
+    slope = per_channel(r, node.input[1], "slope", slope.size, node.input[0])
     if r.rank(node.input[0]) == 3 and _per_step_fc(r, node.input[0]):
         fc = r.producer(node.input[0])  # FC act=prelu per step (PRELU takes no sequence)
         fc.args["act"], fc.weights["slope"] = "prelu", np.broadcast_to(
@@ -177,13 +192,39 @@ def pool(mode):
         stride, pad, rounding = _window(r, a, kernel)
         if any(r.uses[o] for o in node.output[1:]):
             r.fail("its indices output is used; netc's POOL gives the values only")
-        if mode == "avg" and any(a.get("pads", ())) and not a.get("count_include_pad", 0):
-            r.fail("average pooling with padding that leaves the padded zeros out of the count "
-                   "(count_include_pad=0)", "netc's POOL avg counts them: export with "
-                   "count_include_pad=True, or pad=0")
+        rounding = "ceil" if a.get("ceil_mode", 0) else rounding
+        if mode == "avg":
+            _check_divisor(r, a, kernel, stride, pad)
         r.add(Pool.name, {"mode": mode, "kernel": kernel, "stride": stride, "pad": pad,
-                       "round": "ceil" if a.get("ceil_mode", 0) else rounding})
+                       "round": rounding})
     return handler
+
+
+def _check_divisor(r, a, kernel, stride, pad):
+    """netc's POOL avg divides every window by kh*kw; ONNX's AveragePool leaves its own padding
+    out of the count (count_include_pad=0), and a ceil_mode window's part past the padding."""
+    explicit = r.padded.get(r.node.input[0], (0, 0))  # a Pad node's zeros are counted
+    own = any(a.get("pads", ())) or any(p != q for p, q in zip(pad, explicit))  # or auto_pad's
+    if own and not a.get("count_include_pad", 0):
+        r.fail("average pooling with padding that leaves the padded zeros out of the count "
+               "(count_include_pad=0)", "netc's POOL avg counts them: export with "
+               "count_include_pad=True, or pad=0")
+    if not a.get("ceil_mode", 0):
+        return
+    x = r.shapes.get(r.node.input[0])
+    if x is None or len(x) != 4 or None in x[2:]:
+        r.fail("average pooling with ceil_mode=1 on an input of unknown size",
+               "run onnx.shape_inference on the model")
+    for w, k, s, p in zip(x[2:], kernel, stride, pad):
+        try:
+            out = window_out(w, k, s, p, "ceil")[0]
+        except LayerError:
+            return  # a window larger than the input: netc's POOL rule says so, naming the node
+        if (out - 1) * s + k > w + 2 * p:
+            r.fail(f"average pooling with ceil_mode=1 whose last {k}-wide window reaches past "
+                   f"the padded input ({w} + 2*{p}): ONNX divides it by the part inside, netc's "
+                   "POOL avg by the whole window", "export with ceil_mode=False, or pad the "
+                   "input so that every window fits")
 
 
 def pad(r, node):
@@ -224,14 +265,15 @@ def softmax(r, node):
     rank, axis = r.rank(node.input[0]), r.attrs().get("axis", 1 if r.opset < 13 else -1)
     if rank == 2 and axis in (1, -1):
         r.add(Softmax.name)
-    elif rank == 4 and axis in (1, -3):
+    elif rank == 4 and axis in (1, -3) and r.opset >= 13:  # before 13: over C*H*W at once
         r.add(Softmax.name, {"per": "pixel"})
     elif rank == 3 and axis in (2, -1) and _per_step_fc(r, node.input[0]):
         fc = r.producer(node.input[0])  # OUT K softmax on a sequence: the FC per step's
         fc.kind, fc.args["act"] = Output.name, "softmax"
         r.alias[node.output[0]] = fc.name
     else:
-        r.fail(f"softmax over axis {axis} of a rank-{rank} tensor",
+        old = " (before opset 13: one softmax over all of C x H x W)" if rank == 4 else ""
+        r.fail(f"softmax over axis {axis} of a rank-{rank} tensor{old * (r.opset < 13)}",
                "netc's SOFTMAX is over a vector's features or each pixel's channels")
 
 
@@ -279,7 +321,7 @@ def add(r, node):
         r.fail("adding a constant is a netc layer only as the bias of the FC (MatMul) or CONV "
                "before it", "netc adds constants only as biases")
     n = p.args["units"] if p.kind == FullyConnected.name else p.args["filters"]
-    p.weights["bias"], p.args["bias"] = _vector(r, consts[0], "bias", n), True
+    p.weights["bias"], p.args["bias"] = per_channel(r, consts[0], "bias", n, other), True
     r.alias[node.output[0]] = p.name
 
 
@@ -294,7 +336,8 @@ def join(kind):
 
 
 def normalize(stat):
-    """Sub(input, mean) / Div(., std) at the very start: the input normalization."""
+    """Sub(input, mean) and Div(., std) at the very start, in either order: the input
+    normalization (x - mean) / std (x / std - mean is (x - mean * std) / std)."""
     def handler(r, node):
         x, c = node.input
         if r.alias.get(x) != "input" or r.layers or c not in r.consts or \
@@ -302,8 +345,8 @@ def normalize(stat):
             r.fail(f"{node.op_type} is a netc layer only as the input normalization "
                    "(x - mean) / std before every other node")
         v = np.asarray(r.consts[c], np.float32)
-        rank = len(r.input_shape)
-        setattr(r, stat, v.reshape(v.shape[1:]) if v.ndim == rank + 1 else v)
+        v = v.reshape(v.shape[1:]) if v.ndim == len(r.input_shape) + 1 else v
+        setattr(r, stat, v * r.std if stat == "mean" and r.std is not None else v)
         r.passthrough()
     return handler
 
@@ -311,7 +354,10 @@ def normalize(stat):
 def resize(r, node):
     a = r.attrs()
     mode = _s(a.get("mode", "nearest"))
-    coord = _s(a.get("coordinate_transformation_mode", "half_pixel"))
+    resize_op = node.op_type == "Resize"  # Upsample (before opset 10) aligns as "asymmetric"
+    coord = _s(a.get("coordinate_transformation_mode", "half_pixel")) if resize_op else \
+        "asymmetric"
+    nearest = _s(a.get("nearest_mode", "round_prefer_floor")) if resize_op else "floor"
     ins = [t for t in node.input[1:]]
     scales = next((r.consts[t] for t in ins[-2:] if t and t in r.consts and
                    r.consts[t].dtype.kind == "f" and r.consts[t].size == 4), None)
@@ -319,23 +365,20 @@ def resize(r, node):
         sizes = next((r.consts[t] for t in ins if t and t in r.consts and
                       r.consts[t].dtype.kind == "i"), None)
         shape = r.shapes.get(node.input[0])
-        if sizes is None or shape is None or None in shape[1:]:
+        if sizes is None or shape is None or None in shape[1:] or len(sizes) != len(shape):
             r.fail("the scales are not constants", "export with a fixed scale_factor")
-        scales = [s / d for s, d in zip(sizes, shape)]
-        scales[0] = 1.0
+        scales = [1.0] + [s / d for s, d in zip(sizes[1:], shape[1:])]
     s = [float(v) for v in scales]
-    if s[:2] != [1.0, 1.0] or s[2] != s[3] or not s[2].is_integer() or s[2] < 1:
+    if len(s) != 4 or s[:2] != [1.0, 1.0] or s[2] != s[3] or not s[2].is_integer() or s[2] < 1:
         r.fail(f"scales {s}; netc's UPSAMPLE scales H and W by one integer")
-    nearest_ok = coord == "asymmetric" and _s(a.get("nearest_mode", "")) == "floor" or \
-        coord in ("half_pixel", "pytorch_half_pixel") and \
-        _s(a.get("nearest_mode", "round_prefer_floor")).startswith("round")
-    if mode == "nearest" and (nearest_ok or node.op_type == "Upsample"):
+    half = coord in ("half_pixel", "pytorch_half_pixel")
+    if mode == "nearest" and (coord == "asymmetric" and nearest == "floor" or
+                              half and nearest.startswith("round")):
         r.add(Upsample.name, {"scale": int(s[2]), "mode": "nearest"})
-    elif mode in ("linear", "bilinear") and (coord in ("half_pixel", "pytorch_half_pixel") or
-                                             node.op_type == "Upsample"):
+    elif mode in ("linear", "bilinear") and half:
         r.add(Upsample.name, {"scale": int(s[2]), "mode": "bilinear"})
     else:
-        r.fail(f"mode={mode} with coordinate_transformation_mode={coord}",
+        r.fail(f"{node.op_type} mode={mode} with coordinate_transformation_mode={coord}",
                "netc upsamples as PyTorch's interpolate (nearest, or bilinear with "
                "align_corners=False)")
 

@@ -24,7 +24,8 @@ def _pending(r, tensor, *kinds):
 
 
 def transpose(r, node):
-    perm, x = list(r.attrs()["perm"]), node.input[0]
+    x = node.input[0]
+    perm = list(r.attrs().get("perm", range((r.rank(x) or 0) - 1, -1, -1)))  # default: reversed
     out = node.output[0]
     if perm == [2, 0, 1, 3] and _pending(r, x, "Y"):
         r.pending[out] = ("seq", r.pending[x][1])
@@ -53,7 +54,7 @@ def recurrent(kind):
                 (kind is Gru and a.get("linear_before_reset", 0) != 1):
             r.fail("initial states, sequence lengths, peepholes, clipping, a reverse-only "
                    "direction or GRU's linear_before_reset=0 have no netc equivalent")
-        hidden = int(a["hidden_size"])
+        hidden = int(a.get("hidden_size", 0)) or r.const(node.input[2], "R").shape[-1]
         args = {"units": hidden, "bidir": direction == "bidirectional",
                 "bias": len(node.input) > 3 and bool(node.input[3]), "return": "last"}
         if kind is Rnn:
@@ -158,11 +159,8 @@ def _affine(r, node, short, op):
         r.fail(f"{op} is a netc layer only as the per-channel scale and shift after a group "
                "normalization (or as an FC's or CONV's bias)")
     layer = p[1]
-    v = np.asarray(r.consts[c], np.float32).reshape(-1)
-    if v.size not in (1, layer.weights[short].size):
-        r.fail(f"{op} by {v.size} values; the normalization has {layer.weights[short].size} "
-               "channels")
-    layer.weights[short] = np.broadcast_to(v, layer.weights[short].shape).copy()
+    layer.weights[short] = onnx_ops.per_channel(r, c, f"{op} constant",
+                                                layer.weights[short].size, x)
     r.alias[node.output[0]] = layer.name
     r.pending[node.output[0]] = ("affine", layer, "bias") if short == "weight" else None
 

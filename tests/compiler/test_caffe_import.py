@@ -463,6 +463,7 @@ def test_syntax_error_with_line_and_column(tmp_path):
     ('bottom: "pool5"\n  top: "fc6"', 'bottom: "label"\n  top: "fc6"', "reads 'label', which no"),
     ('shape: { dim: 10 dim: 3 dim: 227 dim: 227 }', 'shape: { dim: 3 dim: 227 dim: 227 }',
      "has 3 dimensions"),
+    ("group: 2", "group: 0", "group 0 must divide"),
 ])
 def test_what_netc_cannot_express(tmp_path, old, new, expected):
     assert old in ALEXNET

@@ -193,6 +193,80 @@ def test_average_pool_without_the_padding_in_its_count(tmp_path):
         onnx_import.read(save(graph_model(nodes, {}, (3, 4, 4), (3, 4, 4)), tmp_path))
 
 
+@pytest.mark.parametrize("attrs, needle", [
+    ({"strides": [2, 2], "ceil_mode": 1}, "reaches past the padded input"),
+    ({"strides": [2, 2], "pads": [1] * 4, "ceil_mode": 1, "count_include_pad": 1},
+     "reaches past the padded input"),
+    ({"auto_pad": "SAME_UPPER"}, "count_include_pad"),
+])
+def test_average_pools_netc_divides_otherwise(tmp_path, attrs, needle):
+    """ONNX divides a window by its part inside the (counted) padding, netc by kh*kw."""
+    nodes = [helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], **attrs)]
+    with pytest.raises(InteropError, match=needle):
+        onnx_import.read(save(graph_model(nodes, {}, (2, 6, 6), (2, 3, 3)), tmp_path))
+    # windows that fit the input: ceil_mode is imported, with onnxruntime's result
+    nodes = [helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
+                              ceil_mode=1)]
+    path = save(graph_model(nodes, {}, (2, 7, 7), (2, 3, 3)), tmp_path)
+    x = sample((2, 7, 7))
+    np.testing.assert_allclose(netc_forward(imported(path), x), ort_forward(path, x), rtol=1e-5)
+
+
+@pytest.mark.parametrize("op, shape", [("Add", (4,)), ("PRelu", (4,)), ("Add", (1, 4, 4))])
+def test_constants_onnx_spreads_over_the_width_are_refused(tmp_path, op, shape):
+    """A (C,) added to an N x C x H x W image broadcasts over W in ONNX, not over channels."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node(op, ["c", "k"], ["y"])]
+    inits = {"w": rng.normal(size=(4, 2, 1, 1)), "k": rng.normal(size=shape)}
+    with pytest.raises(InteropError, match="spreads over other axes than the channels"):
+        onnx_import.read(save(graph_model(nodes, inits, (2, 4, 4), (4, 4, 4)), tmp_path))
+
+
+def test_softmax_over_channels_before_opset_13_is_refused(tmp_path):
+    nodes = [helper.make_node("Softmax", ["x"], ["y"], axis=1)]
+    with pytest.raises(InteropError, match="before opset 13"):
+        onnx_import.read(save(graph_model(nodes, {}, (3, 2, 2), (3, 2, 2), opset=11), tmp_path))
+
+
+def test_upsample_linear_refused_and_resize_by_sizes(tmp_path):
+    nodes = [helper.make_node("Upsample", ["x", "s"], ["y"], mode="linear")]
+    model = graph_model(nodes, {"s": [1, 1, 2, 2]}, (2, 3, 3), (2, 6, 6), opset=9)
+    with pytest.raises(InteropError, match="Upsample mode=linear"):  # "asymmetric" corners
+        onnx_import.read(save(model, tmp_path))
+    # sizes computed from the dynamic batch: Shape -> Gather -> Concat
+    nodes = [helper.make_node("Shape", ["x"], ["sh"]),
+             helper.make_node("Gather", ["sh", "i"], ["n"], axis=0),
+             helper.make_node("Unsqueeze", ["n", "ax"], ["n1"]),
+             helper.make_node("Concat", ["n1", "rest"], ["sizes"], axis=0),
+             helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="nearest",
+                              coordinate_transformation_mode="asymmetric", nearest_mode="floor")]
+    model = graph_model(nodes, {}, (2, 3, 3), (2, 6, 6))
+    model.graph.initializer.extend(numpy_helper.from_array(np.asarray(v, np.int64), k) for k, v in
+                                   (("i", 0), ("ax", [0]), ("rest", [2, 6, 6])))
+    path = save(model, tmp_path)
+    x = sample((2, 3, 3))
+    np.testing.assert_allclose(netc_forward(imported(path), x), ort_forward(path, x))
+
+
+def test_normalization_divided_before_the_mean_is_taken(tmp_path):
+    """x / std - mean (x/255 - 0.5) is (x - mean*std) / std."""
+    nodes = [helper.make_node("Div", ["x", "s"], ["d"]), helper.make_node("Sub", ["d", "m"], ["e"]),
+             helper.make_node("Relu", ["e"], ["y"])]
+    inits = {"s": np.full((3, 1, 1), 4.0), "m": [[[0.5]], [[0.25]], [[-1.0]]]}
+    path = save(graph_model(nodes, inits, (3, 2, 2), (3, 2, 2)), tmp_path)
+    x = sample((3, 2, 2))
+    np.testing.assert_allclose(netc_forward(imported(path), x), ort_forward(path, x), rtol=1e-6)
+
+
+def test_constants_that_do_not_fold_are_named(tmp_path):
+    nodes = [helper.make_node("Gather", ["k", "i"], ["g"], name="bad"),
+             helper.make_node("Reshape", ["x", "g"], ["y"])]
+    model = graph_model(nodes, {"k": [1.0, 2.0]}, (3,), (3,))
+    model.graph.initializer.append(numpy_helper.from_array(np.asarray([5], np.int64), "i"))
+    with pytest.raises(InteropError, match="node 'bad' \\(Gather\\): cannot compute it"):
+        onnx_import.read(save(model, tmp_path))
+
+
 def test_a_shortcut_netc_cannot_write_is_named(tmp_path):
     rng = np.random.default_rng(0)
     inits = {"w1": rng.normal(size=(3, 3, 3, 3)), "w2": rng.normal(size=(3, 3, 3, 3))}
