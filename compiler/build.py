@@ -55,20 +55,29 @@ class Builder:
         self.depth = 0  # groups, branches and block calls being expanded
         self.names: dict[str, tuple] = {}  # every layer's name: (where, as in _Scope.taken)
         self.order: list[str] = []  # the nodes, in the order made
-        self.rf_warned = False
+        self.warned: set = set()  # (where, what) of each warning given, to give it once
         self.units: list[tuple[str, bool]] = []  # the residual units' ADDs, whether drop= is written
+        self.scopes: dict[tuple, str] = {}  # what made each scope (Net.scopes)
 
     # ---- errors -----------------------------------------------------------------------------
-    def error(self, message, pos, hint=None, cls=SpecError, layer=None):
+    def error(self, message, pos, hint=None, cls=SpecError, layer=None, width=None):
         if self.calls:
-            where = " <- ".join(f"{name} (line {p.line})" for name, p in reversed(self.calls))
-            hint = (hint + "\n      " if hint else "") + f"inside block {where}"
+            hint = (hint + "\n      " if hint else "") + f"inside block {_chain_of(self.calls)}"
         return cls(message, hint, line=pos.line if pos else None,
-                   column=pos.column if pos else None, width=pos.width if pos else 1,
+                   column=pos.column if pos else None,
+                   width=width or (pos.width if pos else 1),
                    source=self.source, layer=layer)
 
-    def warn(self, message, pos):
-        self.warnings.append(SpecWarning(message, pos.line, pos.column, self.source.filename))
+    def warn(self, message, pos, what):
+        """A warning, once per place and `what`. Inside a block it points at the outermost call,
+        where the sizes that cause it are chosen (once per call), and says where the layer is."""
+        key = (self.calls[0][1] if self.calls else pos, what)
+        if self.calls:
+            message += f" (the {what} on line {pos.line}, inside block {_chain_of(self.calls)})"
+            pos = self.calls[0][1]
+        if key not in self.warned:
+            self.warned.add(key)
+            self.warnings.append(SpecWarning(message, pos.line, pos.column, self.source.filename))
 
     # ---- the network ------------------------------------------------------------------------
     def build(self) -> Net:
@@ -93,7 +102,7 @@ class Builder:
         if "stochastic_depth" in train:
             self._stochastic_depth(train["stochastic_depth"])
         net = Net(spec.name or "network", self.g, cur, self.source, self.warnings, train)
-        net.spec_hash = fingerprint(net)
+        net.spec_hash, net.scopes = fingerprint(net), self.scopes
         if "freeze" in train:
             try:
                 net.frozen = frozenset(n.name for n in net.layers_matching(train["freeze"]))
@@ -160,6 +169,8 @@ class Builder:
                 raise self.error(f"a repeat count is at most {MAX_LAYERS:,}; received "
                                  f"{el.repeat:,}", el.repeat_pos,
                                  f"a network has at most {MAX_LAYERS:,} layers")
+            if isinstance(el.item, ast.Layer) and el.repeat_pos:
+                self._spaced_kernel(el)
             for _ in range(el.repeat):
                 cur = self.item(el.item, cur, scope, env)
         return cur
@@ -190,6 +201,31 @@ class Builder:
         if name is not None:
             self._claim(scope, name, written["name"][1], name=name)
         return self.node(kind, hyper, [cur], scope, layer.pos, name=name, written=written)
+
+    def _spaced_kernel(self, el: ast.Element):
+        """`CONV 3 x 3` would be three CONVs of 3 filters, while it reads as a 3x3 kernel: an
+        error where a kind that takes a kernel, written without one, ends in a number N and a
+        spaced repeat `x N` of the same number (`CONV 3 x3` and `[CONV 3]x3` repeat)."""
+        layer, count, at = el.item, el.repeat, el.repeat_pos
+        kind = self._kind(layer.kind, layer.pos)
+        if "kernel" not in kind.all_keys() or not layer.args or at.width == len(str(count)) + 1:
+            return
+        last = layer.args[-1]
+        if (last.key is not None or type(last.value) is not int or last.value != count
+                or last.pos.line != at.line
+                or any(a.key == "kernel" or isinstance(a.value, (ast.Dims, ast.Strided))
+                       for a in layer.args)):
+            return
+        n = count
+        name = " ".join([layer.kind] + [a.value.id for a in layer.args
+                                        if a.key is None and isinstance(a.value, ast.Name)])
+        size = f"`{name} {n}x{n}" + (" F` (F: the number of filters)" if "filters" in
+                                     kind.all_keys() else "`")
+        raise self.error(f"`{name} {n} x {n}` repeats `{name} {n}` {n} times", last.pos,
+                         f"a {n}x{n} kernel is written without spaces: {size}; to repeat the "
+                         f"layer, glue the x (`{name} {n} x{n}`) or use brackets "
+                         f"(`[{name} {n}]x{n}`)",
+                         width=at.column + at.width - last.pos.column)
 
     # ---- names --------------------------------------------------------------------------------
     def _fresh(self, scope, stem) -> str:
@@ -222,12 +258,31 @@ class Builder:
         """Map each written argument to its key: {key: (value, pos)}; a key given twice is an error."""
         out = {}
         for arg in args:
+            self._three_sized_kernel(kind, arg, args)
             for key, value in self._keyed(kind, arg, env):
                 if key in out:
                     raise self.error(f"{kind.name} argument `{key}` is given twice", arg.pos,
                                      "keep one of them")
                 out[key] = (value, arg.pos)
         return out
+
+    def _three_sized_kernel(self, kind, arg, args):
+        """`CONV 3x3x64`, `CONV 5x5x3 10` (a filter's size with its depth, as lectures write it):
+        an error whose hint is the netc spelling."""
+        dims = arg.value.dims if isinstance(arg.value, ast.Strided) else arg.value
+        if (arg.key not in (None, "kernel") or "kernel" not in kind.all_keys()
+                or not isinstance(dims, ast.Dims) or len(dims.sizes) != 3):
+            return
+        h, w, c = dims.sizes
+        stride = arg.value.stride if isinstance(arg.value, ast.Strided) else None
+        stride = f"/{stride.id if isinstance(stride, ast.Name) else stride}" if stride else ""
+        if "filters" in kind.all_keys():
+            filters = next((a.value for a in args if a.key is None and type(a.value) is int), c)
+            hint = (f"the kernel is HxW and the filters are written apart (the input's channels "
+                    f"come from the layer before): `{kind.name} {h}x{w}{stride} {filters}`")
+        else:
+            hint = f"the window is HxW (pooling keeps the channels): `{kind.name} {h}x{w}{stride}`"
+        raise self.error(f"{kind.name}: a kernel is HxW; received {h}x{w}x{c}", arg.pos, hint)
 
     def _keyed(self, kind, arg: ast.Arg, env):
         raw = arg.value
@@ -331,7 +386,9 @@ class Builder:
         if hasattr(kind, "dropped") and any(kind.dropped(hyper, xs)):
             dh, dw = kind.dropped(hyper, xs)
             self.warn(f"{name}: pooling drops {dh} bottom row(s) and {dw} right column(s) of the "
-                      f"{xs[0][1]}x{xs[0][2]} input; pad or round=ceil keeps them", pos)
+                      f"{xs[0][1]}x{xs[0][2]} input; pad or round=ceil keeps them", pos, kind.name)
+        if kind.name == Conv.name:
+            self._padding_only(node, pos)
         self._add(node)
         return name
 
@@ -358,14 +415,23 @@ class Builder:
             (kh, kw), (sh, sw) = win
             rf = (rf[0] + (kh - 1) * jump[0], rf[1] + (kw - 1) * jump[1])
             jump = (jump[0] * sh, jump[1] * sw)
-            image = self.g.nodes["input"]["node"].out_shape
-            if not self.rf_warned and (rf[0] > image[1] or rf[1] > image[2]):
-                self.rf_warned = True
-                self.warn(f"{node.name}: the receptive field ({rf[0]:g}x{rf[1]:g}) is larger than the "
-                          f"{image[1]}x{image[2]} input: deeper layers see padding", pos)
         # past 2^63 - 1 pixels (larger than any input) both stay there: their numbers stay small
         node.receptive_field = tuple(min(v, MAX_INT) for v in rf)
         node.jump = tuple(min(v, MAX_INT) for v in jump)
+
+    def _padding_only(self, node, pos):
+        """A warning where some of a CONV's weights only ever multiply padding (a 3x3 kernel
+        with pad=1 on a 1x1 input): they cost parameters and compute and learn nothing."""
+        (kh, kw), (sh, sw), (ph, pw) = (node.hyper[k] for k in ("kernel", "stride", "pad"))
+        x, y = node.in_shapes[0], node.out_shape
+        seen = _reached(x[1], kh, sh, ph, y[1]), _reached(x[2], kw, sw, pw, y[2])
+        if seen[0] is None or seen[1] is None or seen == (kh, kw):
+            return
+        idle = kh * kw - seen[0] * seen[1]
+        self.warn(f"{node.name}: {idle} of the {kh}x{kw} kernel's {kh * kw} positions only ever "
+                  f"meet padding on its {x[1]}x{x[2]} input (their weights never see the input): "
+                  f"a {seen[0]}x{seen[1]} kernel would do with fewer weights, or place the layer "
+                  "before a downsampling step", pos, Conv.name)
 
     # ---- blocks -------------------------------------------------------------------------------
     def call(self, c: ast.Call, cur, scope, env):
@@ -388,6 +454,9 @@ class Builder:
             self._claim(scope, segment, c.pos, counted=f"call of block {c.name}")
         else:
             self._claim(scope, segment, next(a.pos for a in c.args if a.key == "name"))
+        args = [(f"{a.key}=" if a.key else "") + _written_value(self.value(a.value, env, a.pos))
+                for a in c.args if a.key != "name"]
+        self.scopes[scope.path + (segment,)] = f"{c.name}({', '.join(args)})"
         self.calls.append((c.name, c.pos))
         out = self.chain(block.body, cur, scope.child(segment), bound)
         self.calls.pop()
@@ -435,6 +504,7 @@ class Builder:
         segment = self._fresh(scope, br.kind.lower())
         self._claim(scope, segment, br.pos, counted=br.kind)
         sub = scope.child(segment)
+        self.scopes[sub.path] = f"{br.kind}[...]"
         allowed = {ast.RES: {k: Add.keys[k] for k in ("act", "drop")},
                    ast.MEAN: Mean.keys}.get(br.kind, {})
         opts = {}
@@ -456,6 +526,7 @@ class Builder:
                              br.pos, "separate the branches with `|`: MEAN[a | b]")
         concat = registry.get(Concat.name)
         if br.kind in (ast.CONCAT, ast.MEAN):
+            self.scopes.update({sub.path + (f"b{i + 1}",): "|" for i in range(len(br.chains))})
             outs = [self.chain(ch, cur, sub.child(f"b{i + 1}"), env) for i, ch in enumerate(br.chains)]
             kind = concat if br.kind == ast.CONCAT else registry.get(Mean.name)
             return self.node(kind, opts, outs, sub, br.pos)
@@ -531,8 +602,32 @@ def _unfit_input(kind, x):
     return None
 
 
+def _reached(w, k, s, p, out):
+    """How many of a window's k offsets meet the input (of size w, padded by p) at some output
+    position (of out, s apart); None where that takes too long to count (out is huge and s > w)."""
+    if s <= w:  # the windows' spans on the input overlap: the offsets that meet it are one run
+        return max(0, min(k - 1, p + w - 1) - max(0, p - (out - 1) * s) + 1)
+    if out > 100_000:
+        return None
+    return sum(max(0, min(k - 1, p - j * s + w - 1) - max(0, p - j * s) + 1) for j in range(out))
+
+
+def _chain_of(calls, most=6) -> str:
+    """`b (line 4) <- a (line 9)`: the block calls being expanded, innermost first; of a long
+    chain, the first and last few."""
+    shown = [f"{name} (line {p.line})" for name, p in reversed(calls)]
+    if len(shown) > most:
+        shown = shown[:most // 2] + [f"... {len(shown) - most} more ..."] + shown[-(most // 2):]
+    return " <- ".join(shown)
+
+
 def _shape(s):
     return "x".join(map(str, s))
+
+
+def _written_value(v) -> str:
+    """A block call's argument as a spec writes it: 3x3, 0.25, relu."""
+    return _shape(v) if isinstance(v, tuple) else f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def _show(v):

@@ -3,15 +3,20 @@ one small method per rule; syntax errors are matched against a catalogue of know
 from __future__ import annotations
 
 import gc
+import hashlib
 import math
+import os
 import re
+import sys
 from contextlib import contextmanager
 from functools import lru_cache
+from importlib import resources
 
+import lark
 from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedInput, v_args
 from lark.exceptions import UnexpectedEOF, UnexpectedToken, VisitError
 
-from . import ast
+from . import ast, hints
 from .errors import Source, SpecError, SpecSyntaxError
 
 # the largest integer a spec may write (int64, the runtime's sizes and indices)
@@ -25,8 +30,25 @@ MAX_TEXT = 1_000_000
 
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
-    return Lark.open_from_package("netc.dsl", "net.lark", parser="lalr",
-                                  propagate_positions=True, maybe_placeholders=False)
+    """The LALR parser of net.lark. Building its tables takes about 0.3 s, so they are kept in the
+    user's cache folder (Lark's own cache, checked against the grammar, Lark's and Python's
+    versions); without a writable cache folder they are built in every process."""
+    grammar = resources.files(__package__).joinpath("net.lark").read_text(encoding="utf-8")
+    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False,
+                source_path="net.lark", cache=_cache_file(grammar) or False)
+
+
+def _cache_file(grammar: str) -> str | None:
+    """$XDG_CACHE_HOME/netc (else ~/.cache/netc)/grammar-HASH.lark, named after what the tables
+    depend on, so that two versions of netc do not overwrite each other's; None where the folder
+    cannot be made."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    key = hashlib.sha256(f"{grammar}{lark.__version__}{sys.version_info[:2]}".encode()).hexdigest()
+    try:
+        os.makedirs(os.path.join(base, "netc"), exist_ok=True)
+    except OSError:
+        return None
+    return os.path.join(base, "netc", f"grammar-{key[:16]}.lark")
 
 
 def _pos(meta_or_token, width=None) -> ast.Pos:
@@ -50,8 +72,8 @@ def _int(tok: Token, digits: str | None = None) -> int:
 
 
 def _sizes(tok: Token) -> tuple:
-    """`227x227x3` -> (227, 227, 3)."""
-    return tuple(_int(tok, s) for s in str(tok).split("x"))
+    """`227x227x3` (or `3×3`) -> (227, 227, 3)."""
+    return tuple(_int(tok, s) for s in re.split("[x×]", str(tok)))
 
 
 @v_args(meta=True)
@@ -115,7 +137,8 @@ class _ToAst(Transformer):
         item = c[0]
         if len(c) == 2:
             tok = c[1]
-            return ast.Element(item, _int(tok, str(tok)[1:].strip()), item.pos, _pos(tok))
+            count = re.search("[0-9]+$", str(tok)).group()
+            return ast.Element(item, _int(tok, count), item.pos, _pos(tok))
         return ast.Element(item, 1, item.pos)
 
     def chain(self, meta, c):
@@ -171,6 +194,9 @@ _CATALOGUE = {
     ],
     "the chain ends in a separator: a layer is missing after it": [
         "CONV 3x3 8 -", "CONV 3x3 8 ->", "CONV 3x3 8 -\n", "CONV 3x3 8 ->\n",
+    ],
+    "a repeat `xN` ends its layer: write the arguments before it, e.g. `CONV 3x3 64 x2`": [
+        "FC 10 x2 64", "CONV 3x3 x2 64", "FC 10 x2 act=relu",
     ],
     "`x` repeats need a count: write `x2`, `x 3`": [
         "[CONV 3x3 8]x", "[CONV 3x3 8] x",
@@ -241,9 +267,10 @@ def _syntax_error(err: UnexpectedInput, source: Source) -> SpecSyntaxError:
         line, col = len(lines), len(lines[-1]) + 1
     if line is None or line < 1:
         line, col = 1, 1
+    hint = None
     if isinstance(err, UnexpectedCharacters):
         ch = source.line(line)[col - 1:col]
-        msg = f"unexpected character {ch!r}"
+        msg, hint = hints.odd_character(ch) or (f"unexpected character {ch!r}", None)
         width = 1
     elif isinstance(err, UnexpectedEOF):
         msg = "unexpected end of the file"
@@ -254,12 +281,18 @@ def _syntax_error(err: UnexpectedInput, source: Source) -> SpecSyntaxError:
             "end of the line" if tok.type == "_NL" else repr(str(tok)))
         msg = f"unexpected {shown}"
         width = len(str(tok)) if tok.type not in ("$END", "_NL") else 1
-    hint = friendly or f"expected {_expected(err)} here"
+    hint = hint or friendly or f"expected {_expected(err)} here"
+    text = source.line(line)
+    slip = hints.framework_call(text, col) or hints.spaced_size(text, col)
+    if slip:
+        col, width, msg, hint = slip
     return SpecSyntaxError(msg, hint, line=line, column=col, width=width, source=source)
 
 
 def parse(text: str, filename: str = "<spec>") -> ast.Spec:
-    """Parse the text of a .net spec into a Spec; raise SpecSyntaxError with its position."""
+    """Parse the text of a .net spec into a Spec; raise SpecSyntaxError with its position. A
+    byte-order mark at the start (Notepad writes one) is dropped."""
+    text = text[1:] if text.startswith("\ufeff") else text
     source = Source(text, filename)
     if len(text) > MAX_TEXT:
         raise SpecSyntaxError(f"the spec is {len(text):,} characters long; netc reads at most "

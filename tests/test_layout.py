@@ -2,6 +2,7 @@
 numba, llvmlite or the runtime; no import cycles (imports inside functions count); kind names live
 in their kinds; pyproject.toml ships every package."""
 import ast
+import glob
 import os
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from .conftest import ROOT
 
 # source folder -> the package it installs as (pyproject.toml's package-dir)
 FOLDERS = {"api": "netc", "dsl": "netc.dsl", "compiler": "netc.compiler", "runtime": "netc.runtime"}
+# packages of data only, no code: the model zoo's specs
+DATA = {"netc.specs": ("specs", "*.net")}
 
 
 def modules():
@@ -128,8 +131,11 @@ def test_pyproject_ships_every_package():
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
         setup = tomllib.load(f)["tool"]["setuptools"]
     packages = {name for name, (_, is_package) in MODULES.items() if is_package}
-    assert set(setup["packages"]) == packages
+    assert set(setup["packages"]) == packages | set(DATA)
     dirs = setup["package-dir"]
+    for package, (folder, pattern) in DATA.items():
+        assert dirs[package] == folder and setup["package-data"][package] == [pattern]
+        assert glob.glob(os.path.join(ROOT, folder, pattern)), package
     for package in packages:
         parent = max((p for p in dirs if package.startswith(p + ".")), key=len, default=None)
         folder = dirs.get(package) or dirs[parent] + package[len(parent):].replace(".", "/")

@@ -1,4 +1,6 @@
 """Every mistake in a spec is an error with its line, column and a hint; warnings where due."""
+import re
+
 import networkx as nx
 import pytest
 
@@ -104,13 +106,112 @@ def test_stride_in_block_with_parameter():
     assert net.output_shape == (4, 4, 4)
 
 
-def test_warnings_pool_drops_and_receptive_field():
+def test_warnings_pool_drops_once_per_place():
     net = netc.compile("input 9x9x3\nPOOL max 2x2/2")
     assert len(net.warnings) == 1 and "drops 1 bottom row" in net.warnings[0].message
-    assert net.warnings[0].line == 2
-    net = netc.compile("input 8x8x1\nCONV 5x5 2 pad=2 - CONV 5x5 2 pad=2")
-    assert any("receptive field (9x9) is larger" in w.message for w in net.warnings)
+    assert (net.warnings[0].line, net.warnings[0].column) == (2, 1)
     assert not netc.compile("input 8x8x1\nPOOL max 2x2/2 - CONV 3x3 2").warnings
+    net = netc.compile("input 27x27x3\n[POOL max 2x2/2]x3")  # 27, 13 and 6: the first two drop
+    assert len(net.warnings) == 1 and "pool1: pooling drops 1" in net.warnings[0].message
+
+
+def test_a_receptive_field_larger_than_the_input_is_no_warning():
+    """Every deep network's is (ResNet-18's is 435 pixels on 224): the summary shows it."""
+    net = netc.compile("input 8x8x1\nCONV 5x5 2 pad=2 - CONV 5x5 2 pad=2")
+    assert net.nodes[-1].receptive_field == (9, 9) and not net.warnings
+
+
+def test_weights_that_only_meet_padding_are_a_warning():
+    """A 3x3 kernel with pad=1 on a 1x1 input: 8 of its 9 weights only multiply zeros."""
+    net = netc.compile("input 4x4x1\nCONV 3x3 4 pad=1 - POOL - POOL -\n  CONV 3x3 4 pad=1 - "
+                       "CONV 5x5 4 pad=2")
+    assert [(w.line, w.column) for w in net.warnings] == [(3, 3), (3, 22)]
+    assert net.warnings[0].format() == (
+        "<spec>:3:3: warning: conv2: 8 of the 3x3 kernel's 9 positions only ever meet padding "
+        "on its 1x1 input (their weights never see the input): a 1x1 kernel would do with fewer "
+        "weights, or place the layer before a downsampling step")
+    assert "24 of the 5x5 kernel's 25" in net.warnings[1].message
+    net = netc.compile("input 4x4x1\nCONV 5x5 4 pad=2 - CONV 3x3/2 4 pad=1 - CONV 3x3 4 pad=1")
+    assert not net.warnings  # 2x2 at the end: each weight meets a pixel somewhere
+
+
+def test_warnings_inside_a_block_point_at_its_use():
+    """Where the sizes that cause it are chosen: the outermost call, once per call; the message
+    says where the layer is."""
+    text = ("input 4x4x1\nblock tail(c) = CONV 3x3 c pad=1 - CONV 3x3 c pad=1\n"
+            "block stage(c) = POOL - tail(c)\n\nCONV 3x3 4 pad=1 -\n   stage(4) x2")
+    net = netc.compile(text)  # the second stage's two CONVs on 1x1 inputs: one warning
+    assert [(w.line, w.column) for w in net.warnings] == [(6, 4)]
+    assert net.warnings[0].message.endswith(
+        "(the CONV on line 2, inside block tail (line 3) <- stage (line 6))")
+    assert "stage2.tail1.conv1: 8 of the 3x3 kernel's 9" in net.warnings[0].message
+
+
+@pytest.mark.parametrize("text,col,words,hint", [
+    ("CONV 3 x 3", 6, "`CONV 3 x 3` repeats `CONV 3` 3 times",
+     "a 3x3 kernel is written without spaces: `CONV 3x3 F` (F: the number of filters); to repeat "
+     "the layer, glue the x (`CONV 3 x3`) or use brackets (`[CONV 3]x3`)"),
+    ("CONV 7x 7 - FC 2", 6, "`CONV 7 x 7` repeats `CONV 7` 7 times", "`CONV 7x7 F`"),
+    ("POOL max 2 x 2", 10, "`POOL max 2 x 2` repeats `POOL max 2` 2 times",
+     "a 2x2 kernel is written without spaces: `POOL max 2x2`; to repeat the layer, glue the x "
+     "(`POOL max 2 x2`) or use brackets (`[POOL max 2]x2`)"),
+    ("DECONV 2 × 2", 8, "`DECONV 2 x 2` repeats", "`DECONV 2x2 F`"),
+])
+def test_a_kernel_written_with_spaces_is_an_error(text, col, words, hint):
+    err = error("input 8x8x1\n" + text)
+    points_at(err, "input 8x8x1\n" + text, 2, col, words, hint)
+    caret = err.format().splitlines()[2].strip()
+    assert caret == "^" * len(re.search(r"\d+ ?[x\u00d7] ?\d+", text).group())  # N to the count
+
+
+@pytest.mark.parametrize("text,layers", [
+    ("CONV 3x3 64 x 2", 2), ("CONV 64 x 2", 2), ("CONV 3 x3", 3), ("[CONV 3]x3", 3),
+    ("CONV 3x3 3 x 3", 3), ("CONV filters=3 x 3", 3), ("FC 3 x 3", 3), ("FC x 3", 3),
+    ("CONV 3 x 2", 2), ("UPSAMPLE 2 x 2", 2),
+])
+def test_repeats_that_are_not_kernels_stay_repeats(text, layers):
+    net = netc.compile("input 32x32x1\nCONV: 3x3 pad=same\nFC: 4\n" + text)
+    assert len(net.graph) == layers + 1
+
+
+@pytest.mark.parametrize("text,col,hint", [
+    ("CONV 3x3x64", 6, "the kernel is HxW and the filters are written apart (the input's channels "
+     "come from the layer before): `CONV 3x3 64`"),
+    ("CONV 5x5x1/2 10 pad=2", 6, "`CONV 5x5/2 10`"),
+    ("DECONV kernel=2x2x8 8", 8, "`DECONV 2x2 8`"),
+    ("POOL max 2x2x1", 10, "the window is HxW (pooling keeps the channels): `POOL 2x2`"),
+])
+def test_a_kernel_with_a_depth_gets_the_netc_spelling(text, col, hint):
+    err = error("input 8x8x1\n" + text)
+    points_at(err, "input 8x8x1\n" + text, 2, col, "a kernel is HxW; received", hint)
+
+
+def test_a_file_that_is_not_utf8(tmp_path):
+    """A Latin-1 comment (a file saved in Windows' encoding): the line and column of the byte."""
+    path = tmp_path / "latin.net"
+    path.write_bytes("input 8x8x1\n# caf\u00e9 au lait\nCONV 3x3 4 - OUT 2\n".encode("latin-1"))
+    err = error(str(path))
+    assert (err.line, err.column) == (2, 6) and err.source.filename == str(path)
+    assert err.message == ("byte 0xe9 is not UTF-8 ('\u00e9' in Latin-1 or Windows-1252): the file "
+                           "is not saved as UTF-8")
+    assert err.hint.startswith("save it as UTF-8")
+    assert err.format().splitlines()[1:3] == ["    # caf\ufffd au lait", "         ^"]
+
+
+@pytest.mark.parametrize("data", [
+    "\ufeffinput 8x8x1\nCONV 3x3 4 - OUT 2\n".encode("utf-8"),  # Notepad's UTF-8
+    "input 8x8x1\nCONV 3x3 4 - OUT 2\n".encode("utf-16"),  # Notepad's "Unicode"
+])
+def test_byte_order_marks_are_read(tmp_path, data):
+    path = tmp_path / "bom.net"
+    path.write_bytes(data)
+    net = netc.compile(str(path))
+    assert net.output_shape == (2,) and not net.source.text.startswith("\ufeff")
+
+
+def test_a_byte_order_mark_takes_no_column():
+    err = error("\ufeffinput 0x8x1\nCONV 3x3 4")
+    points_at(err, "input 0x8x1\nCONV 3x3 4", 1, 7, "input sizes must be positive", None)
 
 
 def test_round_floor_accepts_what_exact_refuses():
@@ -160,8 +261,8 @@ def test_every_scope_draws_as_its_own_cluster():
     import re
 
     from netc.compiler import draw
-    net = netc.compile("input 8\nblock b(c) = FC c\nblock a(c) = b(c, name=b)\n"
-                       "a(2, name=a) - b(2, name=a_b)")
+    net = netc.compile("input 8\nblock b(c) = FC c - RELU - FC c - RELU\n"
+                       "block a(c) = b(c, name=b) - FC c\na(2, name=a) - b(2, name=a_b)")
     names = re.findall(r"subgraph (\S+) \{", draw.graph(net).source)
     assert sorted(names) == ['"cluster_a.b"', "cluster_a", "cluster_a_b"]
 

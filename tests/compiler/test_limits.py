@@ -120,3 +120,32 @@ def test_block_calls_nest_at_most_max_depth():
     deep = "".join(f"block g{i}() = [[g{i + 1}]]\n" for i in range(20)) + "block g20() = FC 2\n"
     assert "nest more than" in quick(deep + "input 4\ng0").message
     assert netc.compile(deep.replace("[[", "[").replace("]]", "]") + "input 4\ng0")
+
+
+@pytest.mark.parametrize("text,line,col,words", [
+    ("input 4\n" + "[" * 200 + "FC 2" + "]" * 200, 2, 51, "brackets nested more than 50 deep"),
+    ("input 4\n" + "RES[" * 200 + "FC 4" + "]" * 200, 2, 204, "brackets nested more than 50 deep"),
+    ("input 8\nFC 64 x 100000000", 2, 7, "a repeat count is at most 10,000; received 100,000,000"),
+    ("".join(f"block b{i}() = b{i + 1}\n" for i in range(400)) + "block b400() = FC 2\ninput 4\nb0",
+     50, 15, f"groups, branches and block calls nest more than {build.MAX_DEPTH} deep"),
+])
+def test_unreasonable_specs_are_quick_positioned_errors(text, line, col, words):
+    """Issue 19's: 200 nested `[` or `RES[`, 400 chained blocks, a repeat of 10^8. The hint's
+    chain of block calls shows its first and last three."""
+    err = quick(text, seconds=1.0)
+    assert (err.line, err.column) == (line, col) and words in err.message, err.format()
+    assert len(err.format()) < 800
+    if "block" in words:
+        assert err.hint.endswith("inside block b49 (line 49) <- b48 (line 48) <- b47 (line 47) <- "
+                                 "... 44 more ... <- b2 (line 2) <- b1 (line 1) <- b0 (line 403)")
+
+
+@pytest.mark.parametrize("line,words", [
+    ("A" * 900_000 + " 3 x 3 4", "`3 x 3` is read as a repeat (x3), so `4` cannot follow it"),
+    ("A" * 900_000 + "(", "unexpected '('"),
+    ("Conv2D(" * 100_000, "`Conv2D(...)` is Keras notation"),
+    ("\u00e9" * 900_000, "unexpected character '\u00e9'"),
+])
+def test_hints_for_slips_take_bounded_time_on_any_line(line, words):
+    """The slips (Keras layers, sizes with spaces) are looked for near the error's column."""
+    assert words in quick("input 8\n" + line, seconds=2.0).message

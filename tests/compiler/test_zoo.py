@@ -62,6 +62,12 @@ def test_every_spec_compiles(name, spec_path):
     assert net.total_params > 0 and net.activation_count > 0
 
 
+def test_the_zoo_compiles_without_warnings(spec_path):
+    """A warning is something to act on; the zoo's specs have nothing to act on."""
+    assert {name: [w.format() for w in netc.compile(spec_path(name)).warnings]
+            for name in ALL} == {name: [] for name in ALL}
+
+
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_published_totals(name, spec_path):
     params, macs = PUBLISHED[name]

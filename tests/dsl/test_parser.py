@@ -1,4 +1,6 @@
 """The .net language: every construct parses to the right tree; syntax errors are clean."""
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -204,3 +206,141 @@ def test_parsing_runs_no_cycle_collection():
     finally:
         gc.callbacks.remove(count)
     assert len(runs) <= 1 and gc.isenabled()
+
+
+# ---- pasted characters, other tools' notation, sizes with spaces ---------------------------------
+@pytest.mark.parametrize("sep", ["\u2013", "\u2014", "\u2010", "\u2011", "\u2012", "\u2015",
+                                 "\u27f6", "\u21d2", "\u27f9", "\u2794", "\u279c", "\u27a1"])
+def test_pasted_dashes_and_arrows_are_separators(sep):
+    spec = parse(f"input 8\nFC 4 {sep} FC 3 {sep}\n  OUT 2\n")
+    assert [e.item.kind for e in spec.body[0].elements] == ["FC", "FC", "OUT"]
+
+
+def test_pasted_spaces_times_signs_and_a_byte_order_mark():
+    spec = parse("\ufeffinput\u00a08x8x1\n"
+                 "CONV\u202f3\u00d73\u2009 4 \u00d72 - POOL\u00a0x\u00a02\n")
+    assert spec.input == (8, 8, 1) and spec.input_pos == ast.Pos(1, 7, 5)
+    conv, pool = spec.body[0].elements
+    assert conv.item.args[0].value == ast.Dims((3, 3)) and conv.repeat == 2
+    assert pool.repeat == 2
+
+
+@pytest.mark.parametrize("text,col,message,hint", [
+    ('FC 2\ntrain data=\u201cx.npz\u201d', 12,
+     "unexpected character '\u201c' (a typographic quote)",
+     'strings take straight double quotes: `data="train.npz"`'),
+    ("FC 2\ntrain data='x.npz'", 12, "unexpected character \"'\"",
+     'strings take double quotes: `data="train.npz"`'),
+    ("FC 4 \u2212 FC 2", 6, "unexpected character '\u2212' (U+2212 MINUS SIGN)",
+     "write `-`: a separator between layers, or the sign of an exponent (1e-3)"),
+    ("FC 4 \u00e9", 6, "unexpected character '\u00e9' (U+00E9 LATIN SMALL LETTER E WITH ACUTE)",
+     "outside comments and strings netc reads ASCII, plus the separators \u2192 and the pasted "
+     "dashes and arrows README lists: was it pasted from a document? Retype it"),
+])
+def test_pasted_characters_that_are_not_read(text, col, message, hint):
+    with pytest.raises(SpecSyntaxError) as e:
+        parse("input 8\n" + text)
+    err = e.value
+    assert (err.line, err.column) == (text.count("\n") + 2, col), err.format()
+    assert (err.message, err.hint) == (message, hint)
+
+
+def test_a_comment_or_string_may_hold_any_character():
+    spec = parse('input 8  # caf\u00e9 \u2013 na\u00efve \u201cquoted\u201d\nFC 2\n'
+                 'train data="d\u00e9j\u00e0 vu.npz"')
+    assert spec.train[0].value == "d\u00e9j\u00e0 vu.npz"
+
+
+@pytest.mark.parametrize("text,col,width,message,hint", [
+    ("Conv2D(64, 3)", 1, 6, "`Conv2D(64, 3)` is Keras notation", "in netc: `CONV 3x3 64`"),
+    ("layers.Conv2D(32, (5, 5), strides=(2, 2), padding='same', activation='relu')", 1, 13,
+     "`layers.Conv2D(...)` is Keras notation",
+     "in netc: `CONV 5x5/2 32 pad=same act=relu`"),
+    ("nn.Conv2d(1, 6, kernel_size=5, padding=2)", 1, 9,
+     "`nn.Conv2d(...)` is PyTorch notation",
+     "in netc: `CONV 5x5 6 pad=2`"),
+    ("FC 4 - nn.Linear(4, 10)", 8, 9, "`nn.Linear(4, 10)` is PyTorch notation",
+     "in netc: `FC 10`"),
+    ("Dense(10, activation='relu')", 1, 5, "is Keras notation", "in netc: `FC 10 act=relu`"),
+    ("MaxPooling2D(pool_size=(2, 2))", 1, 12, "is Keras notation", "in netc: `POOL max 2x2`"),
+    ("nn.MaxPool2d(3, stride=2)", 1, 12, "is PyTorch notation", "in netc: `POOL max 3x3/2`"),
+    ("Dropout(0.5)", 1, 7, "`Dropout(0.5)` is Keras and PyTorch notation", "in netc: `DROPOUT 0.5`"),
+    ("Conv2D(filters, 3)", 1, 6, "is Keras notation", "in netc: `CONV 3x3 64`"),
+    ("CONV(64, 3)", 5, 1, "`CONV(`: netc layers take no parentheses",
+     "a layer's arguments follow its kind, without parentheses or commas: `CONV 3x3 64`, "
+     "`FC 10`, `POOL max 2x2/2`"),
+    ("Sequential(FC 2)", 1, 10, "`Sequential(FC 2)` is Python, not the .net language",
+     "; a block is used as `name(args)` with a lower-case name"),
+])
+def test_keras_and_pytorch_layers_get_the_netc_spelling(text, col, width, message, hint):
+    with pytest.raises(SpecSyntaxError) as e:
+        parse("input 8x8x1\n" + text)
+    err = e.value
+    assert (err.line, err.column, err.width) == (2, col, width), err.format()
+    assert message in err.message and hint in err.hint, err.format()
+
+
+@pytest.mark.parametrize("text,col,message,hint", [
+    ("CONV 3 x 3 64", 6, "`3 x 3` is read as a repeat (x3), so `64` cannot follow it",
+     "a size is written without spaces: `CONV 3x3 64`"),
+    ("CONV 5 x 5 /2 64 - POOL", 6, "`5 x 5` is read as a repeat (x5), so `/2` cannot follow it",
+     "a size is written without spaces: `CONV 5x5/2 64`"),
+    ("POOL max 3 \u00d7 3 /2", 10, "`3 \u00d7 3` is read as a repeat (x3)", "`POOL max 3x3/2`"),
+    ("CONV 7x 7 act=relu", 6, "so `act=relu` cannot follow it", "`CONV 7x7 act=relu`"),
+])
+def test_a_size_written_with_spaces_followed_by_arguments(text, col, message, hint):
+    with pytest.raises(SpecSyntaxError) as e:
+        parse("input 8x8x1\n" + text)
+    err = e.value
+    assert (err.line, err.column) == (2, col) and message in err.message and hint in err.hint
+    size = re.search("[0-9]+ ?[x\u00d7] ?[0-9]+", text).group()
+    assert err.format().splitlines()[2].strip() == "^" * len(size)
+
+
+def test_parser_tables_are_cached_in_the_user_cache_folder(tmp_path, monkeypatch):
+    """Built once per machine (about 0.3 s), then loaded (about 0.01 s); a cache folder that
+    cannot be made only costs the time."""
+    import os
+
+    from netc.dsl import parser
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    try:
+        parser._parser.cache_clear()
+        built = parser._parser()
+        (cached,) = (tmp_path / "netc").glob("grammar-*.lark")
+        os.utime(cached, (1, 1))
+        parser._parser.cache_clear()
+        loaded = parser._parser()
+        assert cached.stat().st_mtime == 1  # read, not written again
+        text = "input 8\nFC 4 - [FC 3]x2 - OUT 2"
+        assert loaded.parse(text) == built.parse(text) and loaded is not built
+        (tmp_path / "file").write_text("")
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
+        parser._parser.cache_clear()
+        assert parser._parser().parse(text) == built.parse(text)
+    finally:
+        parser._parser.cache_clear()
+        parser._catalogue_states.cache_clear()
+
+
+def test_spec_files_are_decoded_as_utf8_or_utf16_with_its_mark():
+    import io
+
+    from netc.dsl.text import decode, read
+    text = "input 8  # \u00e9\nFC 2 \u2013 OUT 2\n"
+    for data in (text.encode(), b"\xef\xbb\xbf" + text.encode(), text.encode("utf-16"),
+                 text.encode("utf-16-be").join([b"\xfe\xff", b""])):
+        assert decode(data) == text
+    # the start of a longer file may cut its last character in two
+    assert read(io.BytesIO(("\u00e9" * 9).encode()), "f.net", 2) == "\u00e9\u00e9"
+    assert read(io.BytesIO("ab\u20ac".encode()), "f.net", 1) == "a"
+    with pytest.raises(SpecSyntaxError) as e:
+        decode(b"input 8\nFC 2 \x96 OUT 2\n", "w.net")  # Windows-1252's en dash
+    err = e.value
+    assert (err.line, err.column, err.source.filename) == (2, 6, "w.net")
+    assert err.message == ("byte 0x96 is not UTF-8 ('\u2013' in Latin-1 or Windows-1252): the "
+                           "file is not saved as UTF-8")
+    assert err.hint == ("save it as UTF-8 (Notepad: Save As, Encoding UTF-8), or convert it: "
+                        "iconv -f cp1252 -t utf-8 OLD.net > NEW.net")
+    assert err.format().splitlines()[1:] == ["    FC 2 \ufffd OUT 2", "         ^",
+                                             "hint: " + err.hint]
