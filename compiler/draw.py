@@ -1,21 +1,26 @@
 """Diagrams with Graphviz: nodes show kind and key hyperparameters, edges the tensor shape,
-blocks as clusters (folded into one box with depth=K), recurrent layers as one box or, with
-unroll=K, as their cells over the steps (the lecture's unrolled picture)."""
+blocks with structure as clusters (with depth=K folded into boxes that read as the spec's calls:
+what is drawn is fold.layout's), recurrent layers as one box or, with unroll=K, as their cells
+over the steps (the lecture's unrolled picture). Of a compiled Net (compiler.graph, which
+imports this module for Net.draw and a notebook's picture, so this one does not import it)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import warnings
 
 import graphviz
 
 from netc.dsl.errors import NetcError
 
-from . import registry
-from .graph import Net
+from . import fold, registry
 from .report import _hw
 
 FORMATS = ("svg", "png", "pdf", "dot")
+# a .png whose longest path passes more boxes than this (about 11,000 pixels) is drawn folded
+LEGIBLE_RANKS = 100
 # the most steps an unrolled recurrent layer shows (past it: the first K-1, "…", the last)
 MAX_UNROLL = 64
 # an unrolled layer's x_t, h_t and ellipses: text as wide as a cell, so each sits over its cell
@@ -23,10 +28,11 @@ _PLAIN = {"shape": "plaintext", "style": "", "width": "1.1"}
 _BACK = "<SUP>&larr;</SUP>"  # the reverse direction's states: h with a left arrow
 
 
-def graph(net: Net, depth: int | None = None, rankdir: str = "TB",
+def graph(net, depth: int | None = None, rankdir: str = "TB",
           unroll: int | None = None) -> graphviz.Digraph:
-    """The diagram's Graphviz source. `unroll=K` draws every recurrent layer (RNN, LSTM, GRU)
-    as its cells over at most K steps (see `_unrolled`); the rest is drawn as without it."""
+    """The diagram's Graphviz source: blocks deeper than `depth` folded into one box each (see
+    fold.layout). `unroll=K` draws every recurrent layer (RNN, LSTM, GRU) as its cells over at
+    most K steps (see `_unrolled`); the rest is drawn as without it."""
     kinds = registry.kinds()
     _check_unroll(net, unroll)
     compound = {"compound": "true"} if unroll else {}  # edges that end at a cluster's border
@@ -36,45 +42,60 @@ def graph(net: Net, depth: int | None = None, rankdir: str = "TB",
                            node_attr={"shape": "box", "style": "rounded,filled",
                                       "fontname": "Helvetica", "fontsize": "11"},
                            edge_attr={"fontname": "Helvetica", "fontsize": "9"})
-    box = {}  # node name -> the drawn box (itself, or its folded block)
-    folded = {}
-    for n in net.nodes:
-        if depth and len(n.path) > depth:
-            key = ".".join(n.path[:depth])
-            box[n.name] = key
-            folded.setdefault(key, []).append(n)
-        else:
-            box[n.name] = n.name
-    clusters: dict = {}
+    unrolled = {n.name for n in net.nodes if unroll and kinds[n.kind].sequential}
+    pic = fold.layout(net, depth, unrolled)
+    clusters = {p: _new_cluster(p, label) for p, label in pic.clusters.items()}
     ends = {}  # an unrolled layer -> (the node its inputs enter, the node its output leaves)
-    for n in net.nodes:
-        if box[n.name] != n.name:
+    for box in pic.boxes:
+        home = _home(dot, clusters, box.scope)
+        if box.key is not None:
+            home.node(box.id, _folded(net, box), fillcolor="#e6e0f8")
             continue
+        n = box.nodes[0]
         kind = kinds[n.kind]
-        if unroll and kind.sequential:
-            ends[n.name] = _unrolled(_cluster(dot, clusters, n.path), n, kind, unroll)
+        if n.name in unrolled:
+            clusters[n.path] = _new_cluster(n.path, "")
+            ends[n.name] = _unrolled(clusters[n.path], n, kind, unroll)
             continue
         text = f"{n.path[-1]}\n{kind.label(n.hyper)}" if n.inputs else f"input\n{_input(n)}"
-        _cluster(dot, clusters, n.path[:-1]).node(n.name, text, fillcolor=kind.color)
-    for key, members in folded.items():
-        params = sum(m.param_count for m in members)
-        text = f"{key}\n[{len(members)} layers, {params:,} params]"
-        _cluster(dot, clusters, tuple(key.split("."))[:-1]).node(key, text, fillcolor="#e6e0f8")
-    for a, b, data in net.graph.edges(data=True):
-        if box[a] == box[b]:
-            continue
-        tail, head, clip = box[a], box[b], {}
+        home.node(n.name, text, fillcolor=kind.color)
+    for a, b in pic.edges:
+        tail, head, clip = pic.box_of[a].id, pic.box_of[b].id, {}
         if a in ends:  # from the unrolled layer's border
-            tail, clip["ltail"] = ends[a][1], _cluster(dot, clusters, net.node(a).path).name
+            tail, clip["ltail"] = ends[a][1], clusters[net.node(a).path].name
         if b in ends:  # to the unrolled layer's border
-            head, clip["lhead"] = ends[b][0], _cluster(dot, clusters, net.node(b).path).name
-        dot.edge(tail, head, label=_hw(data["shape"]), **clip)
-    for path in list(clusters):  # every enclosing block gets its cluster too
-        for k in range(1, len(path)):
-            _cluster(dot, clusters, path[:k])
+            head, clip["lhead"] = ends[b][0], clusters[net.node(b).path].name
+        dot.edge(tail, head, label=_hw(net.graph.edges[a, b]["shape"]), **clip)
     for path in sorted(clusters, key=len, reverse=True):  # innermost first: subgraph() copies
-        (clusters[path[:-1]] if len(path) > 1 else dot).subgraph(clusters[path])
+        _home(dot, clusters, path[:-1]).subgraph(clusters[path])
     return dot
+
+
+def _folded(net, box) -> str:
+    """A folded box's label, as the spec reads: the block call (`basic(128, s=2)`, `layer() x6`,
+    after the name given with name=), or a branch construct and its size; then its parameters."""
+    text, segment = net.scopes.get(box.key, ""), box.key[-1]
+    if fold.is_call(text):
+        lines = [segment] if fold.named(segment, text) else []
+        lines.append(text + (f" x{box.repeat}" if box.repeat > 1 else ""))
+    else:
+        construct = text[:-len("[...]")] if text.endswith("[...]") else ""
+        lines = [segment, f"{construct}[{len(box.nodes)} layers]"]
+    params = sum(n.param_count for n in box.nodes)
+    return "\n".join(lines + [f"{params:,} params"])
+
+
+def _home(dot, clusters, path):
+    """Where a box in scope `path` is drawn: the innermost drawn cluster around it, or the top."""
+    for k in range(len(path), 0, -1):
+        if path[:k] in clusters:
+            return clusters[path[:k]]
+    return dot
+
+
+def _new_cluster(path, label):
+    return graphviz.Digraph(name="cluster_" + ".".join(path),
+                            graph_attr={"label": label, "style": "dashed", "color": "#999999"})
 
 
 def _input(n) -> str:
@@ -82,7 +103,7 @@ def _input(n) -> str:
     return ("seq " if len(n.out_shape) == 2 else "") + _hw(n.out_shape)
 
 
-def _check_unroll(net: Net, unroll):
+def _check_unroll(net, unroll):
     """unroll=K needs 2 <= K <= MAX_UNROLL (a step and the next; more are not legible) and a
     recurrent layer to unroll: asked of a network without one, it is an error rather than a
     plain drawing, since the picture asked for cannot be drawn."""
@@ -185,47 +206,71 @@ def _shared(n, bidir) -> str:
     return text + f"({n.param_count:,} parameters)\\l"
 
 
-def _cluster(dot, clusters, path):
-    if not path:
-        return dot
-    if path not in clusters:
-        clusters[path] = graphviz.Digraph(name="cluster_" + ".".join(path),
-                                          graph_attr={"label": ".".join(path), "style": "dashed",
-                                                      "color": "#999999"})
-    return clusters[path]
-
-
-def render(net: Net, out: str, depth: int | None = None, rankdir: str = "TB",
+def render(net, out: str, depth: int | None = None, rankdir: str = "TB",
            unroll: int | None = None) -> str:
     """Write the diagram to `out` (.svg, .png, .pdf or .dot); return the path written.
-    `unroll=K`: recurrent layers drawn over K steps (see `graph`)."""
+    `depth`: fold blocks deeper than K; 0 draws every layer; None draws every layer too, but for
+    a .png whose longest path passes more than LEGIBLE_RANKS boxes, drawn folded as deep as keeps
+    it legible (a warning says so). Graphviz's own warnings become Python warnings (the command
+    prints them as `warning:` lines). `unroll=K`: recurrent layers drawn over K steps."""
     fmt = os.path.splitext(out)[1].lstrip(".").lower()
     if fmt not in FORMATS:
         raise NetcError(f"cannot draw to {out!r}: unknown format {fmt!r}",
                         f"end the file name in one of: {', '.join('.' + f for f in FORMATS)}")
     if rankdir not in ("LR", "TB"):
         raise NetcError(f"--rankdir must be LR or TB; received {rankdir!r}")
+    if depth is None and fmt == "png":
+        depth = fold.legible_depth(net, LEGIBLE_RANKS)
+        if depth is not None:
+            warnings.warn(f"{net.name}: {fold.ranks(net)} layers from input to output make a .png "
+                          f"too {'wide' if rankdir == 'LR' else 'tall'} to read: drawn with blocks "
+                          f"folded, as --depth {depth} (--depth 0 draws every layer; an .svg "
+                          "zooms)", stacklevel=2)
     source = graph(net, depth, rankdir, unroll).source
-    tmp = out + ".tmp"
-    if fmt == "dot":
-        _write(tmp, source.encode())
-    else:
-        exe = shutil.which("dot")
-        if exe is None:
-            raise NetcError(f"drawing to .{fmt} needs the Graphviz `dot` program, which is not "
-                            "installed", "install Graphviz (Debian/Ubuntu: apt-get install graphviz; "
-                            "macOS: brew install graphviz), or draw to a .dot file")
-        proc = subprocess.run([exe, f"-T{fmt}"], input=source.encode(), capture_output=True)
-        if proc.returncode != 0:  # pragma: no cover - a bug in our DOT, not a user mistake
-            raise RuntimeError(proc.stderr.decode())
-        _write(tmp, proc.stdout)
-    os.replace(tmp, out)
+    data = source.encode() if fmt == "dot" else _dot(source, fmt)
+    _write(out, data)
     return out
 
 
-def _write(path, data: bytes):
+def svg(net) -> str | None:
+    """The diagram as SVG text, folded as a .png would be (a notebook's picture); None where
+    Graphviz's `dot` is not installed."""
+    if shutil.which("dot") is None:
+        return None
+    return _dot(graph(net, fold.legible_depth(net, LEGIBLE_RANKS)).source, "svg").decode()
+
+
+def _dot(source: str, fmt: str) -> bytes:
+    """Graphviz's `dot` output for `source`; what it says on stderr, as warnings."""
+    exe = shutil.which("dot")
+    if exe is None:
+        raise NetcError(f"drawing to .{fmt} needs the Graphviz `dot` program, which is not "
+                        "installed", "install Graphviz (Debian/Ubuntu: apt-get install graphviz; "
+                        "macOS: brew install graphviz), or draw to a .dot file")
+    proc = subprocess.run([exe, f"-T{fmt}"], input=source.encode(), capture_output=True)
+    if proc.returncode != 0:  # pragma: no cover - a bug in our DOT, not a user mistake
+        raise RuntimeError(proc.stderr.decode())
+    for line in proc.stderr.decode(errors="replace").splitlines():
+        if line.strip():
+            warnings.warn(_graphviz_says(line.strip()), stacklevel=3)
+    return proc.stdout
+
+
+def _graphviz_says(line: str) -> str:
+    """A line of dot's stderr as a netc warning, with what to do where we know it."""
+    text = "Graphviz: " + re.sub(r"^(dot: |Warning: )+", "", line)
+    if "too large" in line:
+        text += " (fold blocks with --depth K, or draw to .svg, which is not scaled)"
+    return text
+
+
+def _write(out: str, data: bytes):
+    """Write `out` whole or not at all: a temporary file beside it, then renamed."""
+    tmp = out + ".tmp"
     try:
-        with open(path, "wb") as f:
+        with open(tmp, "wb") as f:
             f.write(data)
     except OSError as e:
-        raise NetcError(f"cannot write {path}: {e.strerror}", "check the folder exists and is writable") from None
+        raise NetcError(f"cannot write {out}: {e.strerror}",
+                        "check the folder exists and is writable") from None
+    os.replace(tmp, out)

@@ -59,6 +59,10 @@ class Net:
         self.spec_hash = spec_hash
         # the layers the train section's freeze=[...] keeps fixed (set by the builder)
         self.frozen: frozenset = frozenset()
+        # what made each scope (set by the builder): a block call as the spec writes it with its
+        # arguments' values (("basic3",): "basic(128, s=2)"), "RES[...]" and the like for a
+        # branch construct, "|" for one of the parallel branches of CONCAT[...] or MEAN[...]
+        self.scopes: dict[tuple, str] = {}
 
     @property
     def nodes(self) -> list[Node]:
@@ -138,6 +142,28 @@ class Net:
         """Values per sample that backward keeps beyond the layers' outputs (a recurrent layer's
         gates and states at every step)."""
         return sum(n.kept for n in self.nodes)
+
+    def summary(self, *args, **options) -> str:
+        """The lecture's table as text, as `netc summary` prints it: compiler.report.summary,
+        with its options (batch=, depth=, optimizer=, width=)."""
+        from .report import summary
+        return summary(self, *args, **options)
+
+    def draw(self, out: str, depth: int | None = None, rankdir: str = "TB",
+             unroll: int | None = None) -> str:
+        """Write the diagram to `out` (.svg, .png, .pdf, .dot), as `netc draw` does
+        (compiler.draw.render); return the path."""
+        from .draw import render
+        return render(self, out, depth, rankdir, unroll)
+
+    def _repr_svg_(self):
+        """The diagram, in a notebook (Jupyter asks for it); None where Graphviz is missing, and
+        the notebook shows the repr instead."""
+        try:
+            from .draw import svg
+        except ImportError:  # the graphviz Python package
+            return None
+        return svg(self)
 
     def __repr__(self):
         return (f"Net({self.name!r}, {len(self.graph)} nodes, {self.trainable_params:,} params, "

@@ -43,7 +43,8 @@ def test_warnings_go_to_stderr(capsys):
     assert code == 0 and out == "" and "warning: pool1: pooling drops" in err
 
 
-def test_summary_table(capsys, spec_path):
+def test_summary_table(capsys, spec_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")
     code, out, _ = run(capsys, "summary", spec_path("vgg16"), "--batch", "4")
     assert code == 0
     assert "138,357,544" in out and "15,470,264,320" in out and "15,237,608" in out
@@ -64,11 +65,51 @@ def test_summary_json(capsys, spec_path):
     assert doc["layers"][1]["output_shape"] == [6, 28, 28]
 
 
+def test_summary_fits_the_terminal(capsys, spec_path, monkeypatch):
+    """COLUMNS (or the terminal, or 100 columns) unless --width says; --width 0: no limit."""
+    monkeypatch.setenv("COLUMNS", "80")
+    _, out, _ = run(capsys, "summary", spec_path("resnet50"), "--no-warn")
+    assert max(map(len, out.splitlines())) <= 80 and "not shown, to fit 80 columns" in out
+    _, out, _ = run(capsys, "summary", spec_path("resnet50"), "--no-warn", "--width", "64")
+    assert max(map(len, out.splitlines())) <= 64
+    _, out, _ = run(capsys, "summary", spec_path("resnet50"), "--no-warn", "--width", "0")
+    assert max(map(len, out.splitlines())) > 100 and "not shown" not in out
+    monkeypatch.delenv("COLUMNS")
+    _, out, _ = run(capsys, "summary", spec_path("resnet50"), "--no-warn")  # not a terminal
+    assert max(map(len, out.splitlines())) <= 100
+
+
+def test_summary_json_depth_folds_the_layers(capsys, spec_path):
+    full = json.loads(run(capsys, "summary", spec_path("resnet18"), "--json", "--no-warn")[1])
+    _, out, _ = run(capsys, "summary", spec_path("resnet18"), "--json", "--depth", "1", "--no-warn")
+    folded = json.loads(out)
+    assert len(folded["layers"]) == 15 < len(full["layers"]) and folded["depth"] == 1
+    assert folded["total_params"] == full["total_params"] == 11_689_512
+    assert sum(e["params"] for e in folded["layers"]) == 11_689_512
+
+
+def test_summary_trains_as_the_spec_says(capsys, tmp_path):
+    spec = tmp_path / "frozen.net"
+    spec.write_text("input 32x32x3\nCONV 3x3 16 - POOL - FC 10\n"
+                    "train freeze=[conv1] optimizer=adam batch=8\n")
+    _, out, _ = run(capsys, "summary", str(spec), "--width", "0")
+    assert "trainable params              36,010" in out and "non-trainable params" in out
+    assert "at batch 8 with adam" in out
+    _, out, _ = run(capsys, "summary", str(spec), "--width", "0", "--batch", "2",
+                    "--optimizer", "sgd")
+    assert "at batch 2 with sgd" in out
+    doc = json.loads(run(capsys, "summary", str(spec), "--json")[1])
+    assert doc["trainable_params"] == 36_010 and doc["memory"]["optimizer"] == "adam"
+
+
 def test_bad_cli_arguments_exit_2(capsys, spec_path):
     with pytest.raises(SystemExit) as e:
         main(["summary", spec_path("lenet5"), "--batch", "0"])
     assert e.value.code == 2
     assert "positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["summary", spec_path("lenet5"), "--width", "-1"])
+    assert e.value.code == 2 and "number of columns" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("fmt", ["svg", "png", "pdf", "dot"])
