@@ -1,6 +1,7 @@
 """netc: a declarative neural-network compiler.
 
     net = netc.compile("specs/lenet5.net")      # the checked graph, with shapes and counts
+    net = netc.compile("lenet5")                # a zoo spec by name (they ship with netc)
     print(netc.compiler.report.summary(net))     # the lecture's table
 """
 from netc.compiler import Net, compile  # noqa: A004

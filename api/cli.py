@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import sys
 import warnings
 
@@ -36,21 +37,54 @@ def cmd_check(args):
     return 0
 
 
+def _columns(text):
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 (no limit) or a number of columns; "
+                                         f"received {text!r}")
+    return v
+
+
 def cmd_summary(args):
     from netc.compiler import report
     net = _compile(args)
+    # the estimate trains as the spec's train section says unless told otherwise
+    batch = args.batch or net.train.get("batch", 1)
+    optimizer = args.optimizer or net.train.get("optimizer", "sgd")
     if args.json:
-        print(json.dumps(report.to_json(net, args.batch, args.optimizer), indent=1))
-    else:
-        print(report.summary(net, args.batch, args.depth, args.optimizer))
+        print(json.dumps(report.to_json(net, batch, optimizer, depth=args.depth), indent=1))
+        return 0
+    # the terminal's width; COLUMNS, or 100 columns, when the output is not a terminal
+    width = shutil.get_terminal_size((100, 24)).columns if args.width is None else args.width
+    print(report.summary(net, batch, args.depth, optimizer, width=width))
     return 0
 
 
 def cmd_draw(args):
     from netc.compiler import draw
     net = _compile(args)
-    draw.render(net, args.output, args.depth, args.rankdir, args.unroll)
+    out = args.output
+    if out is None:  # the spec's name, as SVG, in the current folder
+        stem = net.name if args.spec == "-" else os.path.splitext(os.path.basename(args.spec))[0]
+        out = stem + ".svg"
+    draw.render(net, out, args.depth, args.rankdir, args.unroll)
+    if args.output is None:
+        print(out)
     return 0
+
+
+def _depth(text):
+    """--depth K of netc draw: K >= 1 folds, 0 draws every layer."""
+    if text.strip() == "0":
+        return 0
+    try:
+        return _positive(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 0 (every layer) or a positive integer; "
+                                         f"received {text!r}") from None
 
 
 def cmd_gradcheck(args):
@@ -81,7 +115,8 @@ def cmd_bench(args):
 
 TRAIN_FLAGS = ("epochs", "batch", "lr", "optimizer", "device", "seed", "data", "loss", "momentum",
                "weight_decay", "schedule", "val_split", "test_split", "l1", "l2", "clip_norm",
-               "clip_value", "warmup", "patience", "init_from", "cycles")
+               "clip_value", "warmup", "patience", "init_from", "cycles", "save_every",
+               "tensorboard")
 
 
 def cmd_train(args):
@@ -96,7 +131,7 @@ def cmd_train(args):
         overrides["augment"] = tuple(a.strip() for a in args.augment.split(",") if a.strip())
     if args.freeze:
         overrides["freeze"] = tuple(args.freeze.split(","))
-    progress = not args.quiet and sys.stderr.isatty()
+    progress = False if args.quiet else None  # None: a bar on a terminal (progress.py)
     if args.bagging and (args.compare or args.folds or args.resume):
         raise NetcError("--bagging trains its own members: it does not combine with --compare, "
                         "--folds or --resume", "run them one at a time")
@@ -118,15 +153,9 @@ def cmd_train(args):
 
 
 def _weights_model(args, path):
-    """(model, normalization mean, std) from a checkpoint, read once."""
-    from netc.runtime import Model, checks
-    from netc.runtime.model import read_checkpoint
-    net = _compile(args)
-    arrays = read_checkpoint(path)
-    model = Model.from_arrays(arrays, path, spec=net.source.text, backend=args.device)
-    mean, std = checks.normalization(arrays.get("__netc_norm_mean__", 0.0),
-                                     arrays.get("__netc_norm_std__", 1.0), net.input_shape, path)
-    return model, mean, std
+    """The Model of a checkpoint, with the normalization it was trained with."""
+    from netc.runtime import Model
+    return Model.load(path, spec=_compile(args).source.text, backend=args.device)
 
 
 def _weights_files(items):
@@ -173,32 +202,64 @@ def _eval_data(args, net, loss):
 
 
 def cmd_eval(args):
-    from netc.runtime import losses
+    _eval_spec_from_weights(args)
     paths = _weights_files(args.weights)
     if len(paths) > 1:
         return _eval_ensemble(args, paths)
-    model, mean, std = _weights_model(args, paths[0])
+    from netc.runtime import Model, losses
+    spec = _compile(args).source.text if args.spec else None  # else the checkpoint's own
+    model = Model.load(paths[0], spec=spec, backend=args.device)
     loss = model.loss_name(args.loss)
     x, y, segment = _eval_data(args, model.net, loss)
-    value, out = model.evaluate((x - mean) / std, y, loss)
+    value, out = model.evaluate(model.normalize(x), y, loss)
     line = f"{len(x)} samples: loss {value:.4f}"
-    if loss in losses.CLASS_LABELS:
-        rows, labels = losses.step_rows(out, y)  # a per-step output: a row per step
-        acc = 100 * float((rows.argmax(axis=1) == labels).mean())
-        line += f", {'pixel accuracy' if segment else 'accuracy'} {acc:.2f}%"
-    if segment:
-        from netc.runtime import metrics
-        k = losses.classes(model.net.output_shape)
-        line += f", mean IoU {100 * metrics.mean_iou(metrics.confusion(out, y, k)):.2f}%"
-    print(line)
+    if loss not in losses.CLASS_LABELS:
+        if args.output:
+            raise NetcError(f"-o draws the confusion matrix of a classifier; {model.net.name}'s "
+                            f"loss is {loss}")
+        print(line)
+        return 0
+    print(line + _class_scores(args, out, y, segment))
     return 0
+
+
+def _eval_spec_from_weights(args):
+    """`netc eval --weights W SPEC.net`: --weights takes every word after it, so a spec named
+    last is moved back to SPEC."""
+    if args.spec is None and len(args.weights) > 1 and \
+            (args.weights[-1].endswith(".net") or args.weights[-1] == "-"):
+        args.spec = args.weights.pop()
+
+
+def _class_scores(args, out, y, segment) -> str:
+    """', accuracy A%[, top-k accuracy][, mean IoU]' for the first line, then the class report
+    (confusion matrix, per-class precision, recall, F1); -o draws the matrix."""
+    import numpy as np
+
+    from netc.runtime import losses, metrics, runs
+    rows, labels = losses.step_rows(out, y)  # a per-step output: a row per step
+    k = rows.shape[1]
+    counts = metrics.confusion(rows, labels, k)
+    text = f", {'pixel accuracy' if segment else 'accuracy'} " \
+           f"{100 * np.trace(counts) / max(counts.sum(), 1):.2f}%"
+    top = args.top if args.top is not None else (5 if k > 5 else None)
+    if top and not segment and top < k:
+        text += f", top-{top} accuracy {100 * metrics.top_k(rows, labels, top):.2f}%"
+    if segment:
+        text += f", mean IoU {100 * metrics.mean_iou(counts):.2f}%"
+    text += "\n" + metrics.report(counts, args.matrix or None)
+    if args.output:
+        runs.save_figure(metrics.confusion_figure(counts, f"confusion matrix ({len(y)} "
+                                                          f"samples)"), args.output)
+        text += f"\nconfusion matrix: {args.output}"
+    return text
 
 
 def _eval_ensemble(args, paths):
     """Each member's loss and accuracy, and those of their mean output."""
     from netc.runtime import ensemble
-    net = _compile(args)
-    members = ensemble.load(paths, net, args.device)
+    members = ensemble.load(paths, _compile(args) if args.spec else None, args.device)
+    net = members[0].model.net
     loss = members[0].model.loss_name(args.loss)
     x, y, segment = _eval_data(args, net, loss)
     scores = ensemble.evaluate(members, x, y, loss)
@@ -218,9 +279,8 @@ def _eval_ensemble(args, paths):
 
 def cmd_predict(args):
     import numpy as np
-    model, mean, std = _weights_model(args, args.weights)
-    x = _read_inputs(args.input, model.net.input_shape)
-    out = model.forward((x - mean) / std)
+    model = _weights_model(args, args.weights)
+    out = model.predict(_read_inputs(args.input, model.net.input_shape))
     if len(model.net.output_shape) == 3:  # a class per pixel: label maps, as PNG images
         for path in _write_label_maps(out.argmax(axis=1), args.input, args.output):
             print(path)
@@ -297,25 +357,34 @@ def _image_to_input(img, input_shape):
 
 
 def cmd_lr(args):
+    from netc.runtime import runs
+    from netc.runtime.schedule import from_settings
     from netc.runtime.training import resolve
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     net = _compile(args)
     cfg = resolve(net, {"epochs": args.epochs, "lr": args.lr, "schedule": args.schedule,
                         "warmup": args.warmup, "cycles": args.cycles}, need_data=False)
-    from netc.runtime.schedule import from_settings
     sched = from_settings(cfg)
     values = [sched.lr(e) for e in range(cfg["epochs"])]
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.plot(range(1, len(values) + 1), values, marker="o", ms=3)
     restarts = f", {cfg.get('cycles', 1)} cycles" if cfg["schedule"] == "cosine_restarts" else ""
+    plateau = " (before any reduction)" if cfg["schedule"] == "plateau" else ""
     ax.set(xlabel="epoch", ylabel="learning rate",
-           title=f"{net.name}: {cfg.get('schedule', 'constant')}{restarts}"
+           title=f"{net.name}: {cfg.get('schedule', 'constant')}{restarts}{plateau}"
                  + (f" with {cfg['warmup']} warm-up epochs" if cfg.get("warmup") else ""))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(args.output, dpi=100)
+    runs.save_figure(fig, args.output)
+    if cfg["schedule"] == "plateau":
+        print(f"note: plateau multiplies lr by factor={sched.factor:g} each time the validation "
+              f"loss has not improved for patience={sched.patience} epochs; "
+              "that loss is known only while training, so this shows lr before any reduction "
+              "(the run's metrics.csv has the rates it used)", file=sys.stderr)
     for e, v in enumerate(values, 1):
         print(f"{e}\t{v:.6g}")
     return 0
@@ -355,7 +424,8 @@ def parser() -> argparse.ArgumentParser:
 
     def spec_cmd(name, help_text):
         c = sub.add_parser(name, help=help_text, description=help_text)
-        c.add_argument("spec", metavar="SPEC", help="a .net file, or - for standard input")
+        c.add_argument("spec", metavar="SPEC", help="a .net file, a zoo spec's name (resnet18), "
+                       "or - for standard input")
         c.add_argument("--no-warn", action="store_true", help="do not print warnings")
         return c
 
@@ -364,17 +434,26 @@ def parser() -> argparse.ArgumentParser:
 
     c = spec_cmd("summary", "the table of layers: output shape, params, MACs, activations, "
                             "receptive field, totals and memory")
-    c.add_argument("--batch", type=_positive, default=1, help="batch size for memory (default 1)")
-    c.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
-                   help="optimizer for the training-memory estimate (default sgd)")
-    c.add_argument("--depth", type=_positive, default=None, help="fold blocks deeper than K")
+    c.add_argument("--batch", type=_positive, default=None,
+                   help="batch size for memory (default: the spec's train batch=, else 1)")
+    c.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
+                   help="optimizer for the training-memory estimate (default: the spec's train "
+                        "optimizer=, else sgd)")
+    c.add_argument("--depth", type=_positive, default=None,
+                   help="fold blocks deeper than K (in the table and in --json's layers)")
+    c.add_argument("--width", type=_columns, default=None, metavar="N",
+                   help="fit N columns (default: the terminal's width, COLUMNS, or 100 when not "
+                        "a terminal; 0: no limit)")
     c.add_argument("--json", action="store_true", help="print JSON instead of the table")
     c.set_defaults(func=cmd_summary)
 
     c = spec_cmd("draw", "draw the network with Graphviz")
-    c.add_argument("-o", "--output", required=True, metavar="FILE",
-                   help="FILE.svg, .png, .pdf (need Graphviz's dot) or .dot")
-    c.add_argument("--depth", type=_positive, default=None, help="fold blocks deeper than K")
+    c.add_argument("-o", "--output", metavar="FILE",
+                   help="FILE.svg, .png, .pdf (need Graphviz's dot) or .dot (default: the spec's "
+                        "name .svg, here)")
+    c.add_argument("--depth", type=_depth, default=None,
+                   help="fold blocks deeper than K; 0: every layer (default: every layer, but a "
+                        ".png too tall to read is folded)")
     c.add_argument("--rankdir", choices=("LR", "TB"), default="TB", help="direction (default TB)")
     c.add_argument("--unroll", type=int, default=None, metavar="K",
                    help="draw each RNN/LSTM/GRU layer as its cells over K >= 2 steps (the first "
@@ -425,7 +504,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--init-from", dest="init_from", help="a checkpoint to copy matching layers from")
     c.add_argument("--freeze", help="comma-separated layer names or path patterns (conv*, stage1.*)")
     c.add_argument("--out", help="the run folder (default runs/NAME-TIMESTAMP)")
-    c.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly")
+    c.add_argument("--save-every", dest="save_every", type=_positive, metavar="N",
+                   help="also keep the weights every N epochs: snapshot_eN.npz in the run folder")
+    c.add_argument("--tensorboard", metavar="DIR",
+                   help="also log each epoch's figures for TensorBoard in DIR (needs tensorboardX)")
+    c.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly (--epochs "
+                                                   "may be raised: the schedule keeps its span)")
     c.add_argument("--folds", type=_positive, help="K-fold cross-validation")
     c.add_argument("--compare", help="comma-separated optimizers trained from the same weights")
     c.add_argument("--bagging", type=_positive, metavar="K",
@@ -435,14 +519,26 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_train)
 
-    c = spec_cmd("eval", "evaluate saved weights on the test split (or --data); several: "
-                         "each and their ensemble")
+    help_text = ("evaluate saved weights on the test split (or --data): loss, accuracy, top-k "
+                 "accuracy, confusion matrix, per-class precision/recall/F1; several weights: "
+                 "each and their ensemble")
+    c = sub.add_parser("eval", help=help_text, description=help_text)
+    c.add_argument("spec", metavar="SPEC", nargs="?",
+                   help="a .net file (default: the spec saved in the checkpoint); its weights "
+                        "must fit the checkpoint's")
+    c.add_argument("--no-warn", action="store_true", help="do not print warnings")
     c.add_argument("--weights", required=True, nargs="+", metavar="W",
                    help="checkpoints, or quoted patterns ('run/snapshot_*.npz'); several are "
                         "evaluated as an ensemble (their outputs averaged)")
     c.add_argument("--data")
     c.add_argument("--loss", choices=LOSSES)
     c.add_argument("--all", action="store_true", help="every sample of --data, not its test split")
+    c.add_argument("--top", type=_positive, metavar="K",
+                   help="also the top-K accuracy (default 5 where there are more than 5 classes)")
+    c.add_argument("--matrix", action="store_true",
+                   help="print the confusion matrix even for more than 20 classes (the "
+                        "per-class table is always printed)")
+    c.add_argument("-o", "--output", metavar="FILE.png", help="draw the confusion matrix")
     c.add_argument("--device", choices=DEVICES, default="cpu", help="where to compute (default cpu)")
     c.set_defaults(func=cmd_eval)
 

@@ -17,34 +17,27 @@ from netc.dsl.errors import NetcError
 def export_onnx(source, path: str, spec=None, raw: bool = False, seed: int = 0) -> str:
     """Write `source` as an ONNX model at `path` and return the path.
 
-    source: a checkpoint's path (its weights, and the input normalization it was trained with,
-    which becomes the graph's first nodes unless `raw`), a `netc.Model`, or a spec (a Net, a path
-    or the text: freshly initialized weights from `seed`). `spec`: the spec a checkpoint must
-    match (by default the one it carries)."""
+    source: a checkpoint's path or a `netc.Model` (its weights, and the input normalization it
+    was trained with, `Model.normalization`, which becomes the graph's first nodes unless `raw`),
+    or a spec (a Net, a path or the text: freshly initialized weights from `seed`, no
+    normalization). `spec`: the spec a checkpoint must match (by default the one it carries)."""
     from netc.compiler.interop import onnx_export
-    model, mean, std = _weights(source, spec, seed)
+    model = _weights(source, spec, seed)
     arrays = {k: np.asarray(model.device.to_host(v)) for k, v in model.state().items()}
+    mean, std = model.normalization or (None, None)
     return onnx_export.export(model.net, arrays, path, mean, std, raw)
 
 
 def _weights(source, spec, seed):
-    """(Model, mean, std) for export_onnx's source."""
+    """The Model of export_onnx's source."""
     from netc.compiler import Net
-    from netc.runtime import Model, checks
-    from netc.runtime.model import read_checkpoint
+    from netc.runtime import Model
     if isinstance(source, Model):
-        return source, None, None
+        return source
     if isinstance(source, str) and source.endswith(".npz"):
-        arrays = read_checkpoint(source)
-        model = Model.from_arrays(arrays, source, spec=spec)
-        if "__netc_norm_mean__" not in arrays:
-            return model, None, None
-        mean, std = checks.normalization(arrays["__netc_norm_mean__"],
-                                         arrays.get("__netc_norm_std__", 1.0),
-                                         model.net.input_shape, source)
-        return model, mean, std
+        return Model.load(source, spec=spec)
     if isinstance(source, (Net, str)):
-        return Model(source, seed=seed), None, None
+        return Model(source, seed=seed)
     raise NetcError(f"export_onnx takes a checkpoint's path, a netc.Model or a spec; received "
                     f"{type(source).__name__}")
 
@@ -71,14 +64,16 @@ class Imported:
         """The weights as a netc checkpoint (with the spec, its hash and the normalization the
         source applied, if any), loadable by netc.Model.load, netc eval and netc predict."""
         from netc.runtime import Model
+        from netc.runtime.model import NORM_KEYS
         if not self.has_weights:
             raise NetcError("the imported network has no weights to save",
                             "give the weights too (for Caffe: --caffemodel M.caffemodel)")
         model = Model(self.text)
         model.load_state({k: v for k, v in self.arrays.items() if not k.startswith("__")},
                          source="the imported weights")
-        extra = {k: v for k, v in self.arrays.items() if k.startswith("__netc_norm")}
-        return model.save(path, extra)
+        if NORM_KEYS[0] in self.arrays:
+            model.normalization = (self.arrays[NORM_KEYS[0]], self.arrays.get(NORM_KEYS[1], 1.0))
+        return model.save(path)
 
 
 def import_model(path: str, caffemodel: str | None = None) -> Imported:
@@ -92,7 +87,7 @@ def import_model(path: str, caffemodel: str | None = None) -> Imported:
             raise NetcError("--caffemodel goes with a Caffe .prototxt, not an ONNX file")
         from netc.compiler.interop import onnx_import
         network = onnx_import.read(path)
-    elif path.endswith((".prototxt", ".pt")):
+    elif path.endswith(".prototxt"):
         from netc.compiler.interop import caffe
         network = caffe.read(path, caffemodel)
     else:

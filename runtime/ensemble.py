@@ -22,16 +22,14 @@ CHUNK = 512  # samples per forward pass
 
 
 class Member:
-    """A trained network with the input normalization it was trained with (mean 0, std 1 for a
-    plain Model)."""
+    """A trained network in an ensemble: its Model (with the input normalization it was trained
+    with, `Model.normalization`) and a name for reports."""
 
-    def __init__(self, model: Model, mean=0.0, std=1.0, name=""):
+    def __init__(self, model: Model, name=""):
         self.model, self.name = model, name
-        self.mean, self.std = checks.normalization(mean, std, model.net.input_shape,
-                                                   name or "member")
 
     def forward(self, x):
-        return self.model.forward((x - self.mean) / self.std)
+        return self.model.predict(x)
 
 
 def load(paths, spec=None, backend="cpu") -> list[Member]:
@@ -39,12 +37,8 @@ def load(paths, spec=None, backend="cpu") -> list[Member]:
     Net, a spec's text or path) each must have been saved from that network; without, each
     brings its own, and all must agree on the input, the output and its activation."""
     text = spec.source.text if isinstance(spec, Net) else spec
-    members = []
-    for path in paths:
-        arrays = read_checkpoint(path)
-        model = Model.from_arrays(arrays, path, text, backend)
-        members.append(Member(model, arrays.get("__netc_norm_mean__", 0.0),
-                              arrays.get("__netc_norm_std__", 1.0), path))
+    members = [Member(Model.from_arrays(read_checkpoint(path), path, text, backend), path)
+               for path in paths]
 
     def io(m):
         return (f"input {m.model.net.input_shape}, output {m.model.net.output_shape} "
@@ -73,7 +67,7 @@ def outputs(member: Member, x, y=None, loss=None):
         if y is None:
             outs.append(member.forward(part))
         else:
-            value, out = member.model.evaluate((part - member.mean) / member.std,
+            value, out = member.model.evaluate(member.model.normalize(part),
                                                y[lo:lo + CHUNK], loss)
             total += value * len(part)
             outs.append(out)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import tempfile
 import threading
 import time
+import warnings
 
 import numpy as np
 
@@ -25,12 +25,52 @@ from .backends import registry as backends
 from .init import init_node
 
 DTYPES = ("float32", "float64")
+NORM_KEYS = ("__netc_norm_mean__", "__netc_norm_std__")  # a checkpoint's input normalization
 
 
 def read_checkpoint(path: str, what: str = "checkpoint") -> dict:
     """Every array of a netc .npz (read without pickle, its headers checked first), or a
     DataError saying why not."""
     return files.read_npz(path, what)
+
+
+def check_fits(net, arrays: dict, path: str):
+    """A checkpoint fits `net` when its spec hash is net's. A spec that differs from the saved
+    one only in what does not change the parameters (their names and shapes: a DROPOUT rate, an
+    activation) fits with a warning naming the layers that differ; any other is a DataError."""
+    if net.spec_hash == str(arrays["__netc_hash__"]):
+        return
+    want = {f"{n.name}.{k}": tuple(s) for n in net.nodes for k, s in {**n.params,
+                                                                          **n.buffers}.items()}
+    have = {k: tuple(v.shape) for k, v in arrays.items() if not k.startswith(("__netc", "opt::"))}
+    if want != have:
+        odd = sorted(set(want) ^ set(have)) or [k for k in want if want[k] != have[k]]
+        raise DataError(f"{path} was saved from a different network than the spec given (its "
+                        f"arrays differ from the spec's, e.g. {odd[0]})",
+                        "use the spec it was trained with (it is stored in the checkpoint)")
+    warnings.warn(f"{path} was saved from a spec that differs from the one given in "
+                  f"{_changes(net, arrays)}, which leave the parameters as they are: its weights "
+                  "run in the spec given")
+
+
+def _changes(net, arrays: dict) -> str:
+    """The layers of `net` whose settings differ from the checkpoint's own spec ('drop1: p 0.2
+    -> 0.5'), three at most."""
+    try:
+        saved = {n.name: n for n in compile_spec(str(arrays["__netc_spec__"])).nodes}
+    except (KeyError, NetcError):
+        return "its layers' settings"
+    found = []
+    for n in net.nodes:
+        old = saved.get(n.name)
+        if old is None or (old.kind, old.inputs, old.hyper) == (n.kind, n.inputs, n.hyper):
+            continue
+        keys = [k for k in {**old.hyper, **n.hyper} if old.hyper.get(k) != n.hyper.get(k)]
+        found.append(f"{n.name} (" + (", ".join(f"{k} {old.hyper.get(k)} -> {n.hyper.get(k)}"
+                                                for k in keys) or "its inputs") + ")")
+    if not found:
+        return "its layers' settings"
+    return ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
 
 
 def _dtype(dtype) -> np.dtype:
@@ -63,6 +103,7 @@ class Model:
         self.observe: dict | None = None  # set to a dict to record each node's output RMS
         self.params: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
+        self._normalization = None  # (mean, std) that predict() applies; see `normalization`
         init_rng = np.random.default_rng(seed)  # drawn on the host: the same values on any backend
         for node in net.nodes:
             for short, value in init_node(net, node, init_rng, self.dtype).items():
@@ -131,6 +172,47 @@ class Model:
         with self._running():
             out = self._forward(x, train, keep=False)[0]
         return self.device.to_host(out) if host else out
+
+    @property
+    def normalization(self):
+        """(mean, std) as float32 arrays that broadcast over one sample, or None: the input
+        normalization the model was trained with, which predict() applies and forward() does not.
+        Model.load sets it from the checkpoint (netc train saves the training split's), save()
+        writes it back, to() keeps it; a fresh Model has none. Set it to (mean, std) or None."""
+        return self._normalization
+
+    @normalization.setter
+    def normalization(self, value):
+        self._set_normalization(value, "the model")
+
+    def _set_normalization(self, value, name):
+        if value is None:
+            self._normalization = None
+            return
+        if not isinstance(value, (tuple, list)) or len(value) != 2:
+            raise NetcError(f"a normalization is (mean, std) or None; received "
+                            f"{type(value).__name__}", "e.g. model.normalization = (0.5, 0.25)")
+        self._normalization = checks.normalization(*value, self.net.input_shape, name)
+
+    def normalize(self, x):
+        """Raw inputs as the network takes them: (x - mean) / std with this model's
+        normalization (x itself, checked, without one), a NumPy array of the model's dtype."""
+        if backends.is_device_array(x):
+            x = backends.backend_of(x).to_host(x)
+        x = checks.inputs(x, self.net.input_shape, self.dtype)
+        if self._normalization is None:
+            return x
+        mean, std = self._normalization
+        return ((x - mean) / std).astype(self.dtype, copy=False)
+
+    def predict(self, x):
+        """The network's output for raw inputs x: normalize(x), then forward (what `netc
+        predict` prints). forward() takes inputs already normalized, as training feeds them."""
+        if self._normalization is None:
+            return self.forward(x)
+        host = not backends.is_device_array(x)
+        x = self.normalize(x)
+        return self.forward(x if host else self.device.transfer(x))
 
     def _inputs(self, x, name="x"):
         """(the batch as a backend array, whether it came from the host), checked."""
@@ -269,12 +351,15 @@ class Model:
         return {**self.params, **self.buffers}
 
     def save(self, path: str, extra: dict | None = None):
-        """Write an .npz (no pickle) with the parameters, buffers, the spec and its hash (and
-        `extra` arrays, e.g. training state); the file appears whole or not at all, and never
-        with a NaN or Inf (a NumericsError naming the array, the file left as it was)."""
+        """Write an .npz (no pickle) with the parameters, buffers, the spec and its hash, the
+        normalization if any (and `extra` arrays, e.g. training state); the file appears whole
+        or not at all, and never with a NaN or Inf (a NumericsError naming the array, the file
+        left as it was)."""
         meta = {"__netc_spec__": np.array(self.net.source.text if self.net.source else ""),
                 "__netc_hash__": np.array(self.net.spec_hash),
                 "__netc_dtype__": np.array(str(self.dtype))}
+        if self._normalization is not None:
+            meta.update(zip(NORM_KEYS, self._normalization))
         host = {k: self.device.to_host(v) for k, v in self.state().items()}
         arrays = {**host, **meta, **(extra or {})}
         for k, v in arrays.items():
@@ -283,7 +368,7 @@ class Model:
         kept = f"{os.path.basename(path)} was left as it was" if os.path.exists(path) else None
         folder = os.path.dirname(os.path.abspath(path))
         with runs.writing(path, kept):
-            fd, tmp = tempfile.mkstemp(suffix=".npz.tmp", dir=folder)
+            fd, tmp = runs.temp_file(folder, ".npz.tmp")  # the mode of the run's other files
             try:
                 with os.fdopen(fd, "wb") as f:
                     np.savez(f, **arrays)
@@ -318,7 +403,8 @@ class Model:
 
     @classmethod
     def load(cls, path: str, spec=None, backend="cpu", dtype=None):
-        """A Model from a checkpoint; its spec comes from the file unless given (then it must match)."""
+        """A Model from a checkpoint; its spec comes from the file unless given (then it must
+        match), and its `normalization` too (predict() applies it, forward() does not)."""
         return cls.from_arrays(read_checkpoint(path), path, spec, backend, dtype)
 
     @classmethod
@@ -333,9 +419,7 @@ class Model:
         if spec is None and "__netc_spec__" not in arrays:
             raise DataError(f"{path} does not hold its spec", "give the spec it was trained with")
         net = compile_spec(spec) if spec is not None else compile_spec(str(arrays["__netc_spec__"]))
-        if net.spec_hash != str(arrays["__netc_hash__"]):
-            raise DataError(f"{path} was saved from a different network than the spec given",
-                            "use the spec it was trained with (it is stored in the checkpoint)")
+        check_fits(net, arrays, path)
         if dtype is None and "__netc_dtype__" in arrays:
             dtype = str(arrays["__netc_dtype__"])
         elif dtype is None:  # the weights' own type
@@ -344,6 +428,9 @@ class Model:
             dtype = "float64" if kinds == {"float64"} else "float32"
         model = cls(net, backend, dtype)
         model.load_state(arrays, source=path)
+        if NORM_KEYS[0] in arrays or NORM_KEYS[1] in arrays:  # written by netc train, save()
+            model._set_normalization((arrays.get(NORM_KEYS[0], 0.0),
+                                      arrays.get(NORM_KEYS[1], 1.0)), path)
         return model
 
     def to(self, backend: str) -> "Model":
@@ -351,6 +438,7 @@ class Model:
         a new Model (the same dtype and random generator state); self is unchanged."""
         other = Model(self.net, backend, str(self.dtype))
         other.load_state({k: self.device.to_host(v) for k, v in self.state().items()})
+        other._normalization = self._normalization
         other.rng = np.random.default_rng()
         other.rng.bit_generator.state = self.rng.bit_generator.state
         return other
@@ -365,6 +453,15 @@ class Model:
         """What runs this model's kernels: {"threads": ..., "GEMM": ...} on the CPU."""
         return self.device.describe()
 
+    def implementation_modules(self) -> set[str]:
+        """The modules of the implementations this model runs (a layer family on its backend):
+        where its kernels are, which Numba compiles on their first call."""
+        return {type(impl).__module__ for impl in self._impls.values()}
+
     @property
     def num_params(self) -> int:
         return sum(v.size for v in self.params.values())
+
+    def __repr__(self):
+        return (f"Model({self.net.name!r}, backend={self.backend!r}, dtype={self.dtype.name!r}, "
+                f"{self.num_params:,} params)")

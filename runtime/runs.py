@@ -7,6 +7,7 @@ import csv
 import fnmatch
 import json
 import os
+import secrets
 import time
 import warnings
 
@@ -132,6 +133,19 @@ def writing(path: str, hint: str | None = None):
         raise WriteError(f"cannot write {path}: {e.strerror or e}", hint) from None
 
 
+def temp_file(folder: str, suffix: str) -> tuple[int, str]:
+    """(fd, path) of a new file tmpXXXXXXXX<suffix> in folder, opened for writing with the mode
+    open() gives (0666 less the umask), unlike tempfile.mkstemp's 0600: a checkpoint renamed
+    from it reads as the run's other files do."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        path = os.path.join(folder, f"tmp{secrets.token_hex(4)}{suffix}")
+        try:
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:
+            continue
+
+
 def write_json(path: str, doc: dict):
     tmp = path + ".tmp"
     with writing(path):
@@ -158,6 +172,34 @@ def append_metrics(folder: str, row: dict):
             w.writerow(METRICS)
         w.writerow(["" if row.get(k) is None else (f"{row[k]:.6g}" if isinstance(row[k], float)
                     else row[k]) for k in METRICS])
+
+
+class TensorBoard:
+    """metrics.csv's figures as TensorBoard scalars (tensorboardX's event writer) in `logdir`,
+    one point per epoch: loss/train, loss/val, acc/train, acc/val, miou/..., lr. A resumed run
+    drops the points after the epoch it continues from (purge_step)."""
+
+    def __init__(self, logdir: str, first_epoch: int = 1):
+        from tensorboardX import SummaryWriter
+        with writing(logdir, "--tensorboard needs a folder it may write into"):
+            self.writer = SummaryWriter(logdir, purge_step=first_epoch)
+
+    def add(self, row: dict):
+        for key, value in row.items():
+            if key in ("epoch", "seconds") or value is None:
+                continue
+            split, _, measure = key.partition("_")  # train_loss: loss/train
+            name = key if key == "lr" else f"{measure}/{split}"
+            self.writer.add_scalar(name, value, int(row["epoch"]))
+        self.writer.flush()
+
+    def close(self):
+        self.writer.close()
+
+
+def tensorboard_available() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("tensorboardX") is not None
 
 
 def read_metrics(folder: str) -> list[dict]:
@@ -191,11 +233,13 @@ def truncate_metrics(folder: str, epochs: int):
         append_metrics(folder, {**r, "epoch": int(r["epoch"])})
 
 
-def plot(curves: dict, path: str, title: str):
-    """curves: label -> metrics rows. Loss (train dashed, validation solid) and accuracy."""
+def figure(curves: dict, title: str):
+    """curves: label -> metrics rows. Loss (train dashed, validation solid) and accuracy over
+    whole epochs (the figures the epoch lines print: train re-evaluated after each epoch)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     for i, (label, rows) in enumerate(curves.items()):
         color = f"C{i}"
@@ -209,13 +253,26 @@ def plot(curves: dict, path: str, title: str):
     a.set(xlabel="epoch", ylabel="loss", title=f"{title}: loss")
     b.set(xlabel="epoch", ylabel="accuracy", title=f"{title}: accuracy")
     for ax in (a, b):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def plot(curves: dict, path: str, title: str):
+    """The figure of `curves` (see figure) as a PNG at path, written atomically."""
+    save_figure(figure(curves, title), path)
+
+
+def save_figure(fig, path: str):
+    """A matplotlib figure as a PNG at path, written atomically and closed; an error names
+    path (never the temporary file)."""
+    import matplotlib.pyplot as plt
     tmp = path + ".tmp.png"
     try:
-        with writing(path):
+        with writing(path, "check that its folder exists and may be written"):
             fig.savefig(tmp, dpi=100)
             os.replace(tmp, path)
     finally:

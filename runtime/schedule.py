@@ -13,6 +13,11 @@
     warm-up       the first `warmup` epochs at lr * (epoch + 1) / (warmup + 1) (linear) or at
                   lr * factor (constant), then the schedule from its epoch 0 (cosine and
                   cosine_restarts span the epochs after the warm-up)
+
+`epochs` is the schedule's horizon: a run resumed with more epochs keeps its first run's (the
+setting schedule_horizon), so the rates of the epochs already trained do not change; past the
+horizon cosine stays at its last epoch's rate and cosine_restarts goes on restarting with the
+same period.
 """
 from __future__ import annotations
 
@@ -52,7 +57,8 @@ class Schedule:
         if self.name == "exponential":
             return self.base * self.gamma ** e
         if self.name in ("cosine", "cosine_restarts"):
-            pos, t = (e, span) if self.name == "cosine" else (e % self.period, self.period)
+            pos, t = (min(e, span - 1), span) if self.name == "cosine" else \
+                (e % self.period, self.period)
             return self.min_lr + (self.base - self.min_lr) * (1 + math.cos(math.pi * pos / t)) / 2
         if self.name == "cyclic":
             half = self.cycle / 2
@@ -121,5 +127,6 @@ def _either(values) -> str:
 def from_settings(cfg: dict) -> Schedule:
     keys = ("step_size", "gamma", "milestones", "min_lr", "max_lr", "cycle", "factor", "patience",
             "warmup", "warmup_mode", "cycles")
-    return Schedule(cfg["lr"], cfg.get("schedule", "constant"), cfg["epochs"],
+    return Schedule(cfg["lr"], cfg.get("schedule", "constant"),
+                    cfg.get("schedule_horizon") or cfg["epochs"],
                     **{k: cfg[k] for k in keys if k in cfg})

@@ -18,6 +18,7 @@ from netc.compiler.settings import FULL_BATCH
 from netc.dsl.errors import DataError, NetcError, NumericsError
 
 from . import data, ensemble, losses, metrics, optim, runs, schedule
+from . import progress as show
 from .backends import registry as backends
 from .model import Model, read_checkpoint
 
@@ -30,7 +31,8 @@ class Trainer:
     def __init__(self, net, cfg: dict, folder: str, progress=True, diagnose=False, out=None,
                  split=None):
         self.net, self.cfg, self.folder = net, cfg, folder
-        self.progress, self.diagnose, self.out = progress, diagnose, out or sys.stdout
+        self.diagnose, self.out = diagnose, out or sys.stdout
+        self.progress = show.choose(progress)  # the bar to draw: progress.py
         seed = cfg["seed"]
         self.model = Model(net, backend=cfg["device"], seed=seed)
         self.device = self.model.device
@@ -48,6 +50,7 @@ class Trainer:
         self.check_batch()
         self.mean, self.std = (data.normalizer(ds.x[self.train_idx]) if cfg["normalize"]
                                else (np.float32(0), np.float32(1)))
+        self.model.normalization = (self.mean, self.std)  # saved with every checkpoint
         self.resident = self.keep_on_device()
         if cfg.get("init_from"):
             self.init_from(cfg["init_from"])
@@ -57,6 +60,8 @@ class Trainer:
         self.sums = [0.0, 0.0, 0]
         self.first_loss = None  # the run's first step's loss, the scale divergence is seen on
         self.stop, self.interrupted = False, False
+        self.board = None  # the TensorBoard log (--tensorboard DIR) while the run runs
+        self.widths = None  # the epoch lines' loss columns, set by the first line
 
     # ---- set-up ------------------------------------------------------------------------------
     def check_batch(self):
@@ -306,9 +311,16 @@ class Trainer:
         cfg = self.cfg
         started = time.perf_counter()
         previous = self._catch_interrupt()
+        self.board = runs.TensorBoard(cfg["tensorboard"], self.epoch + 1) \
+            if cfg.get("tensorboard") else None
+        cold = show.uncompiled(self.model.implementation_modules())
+        if cold and self.epoch < cfg["epochs"]:
+            self.say(show.compile_notice(cold))
         try:
             while self.epoch < cfg["epochs"] and not self.stop:
                 self.run_epoch()
+                show.compiled(cold)  # their kernels ran: no notice next time
+                cold = []
         except KeyboardInterrupt:
             self.save("last.npz")
             self.say(f"interrupted in epoch {self.epoch + 1} after step {self.batch_pos}: saved "
@@ -319,6 +331,8 @@ class Trainer:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
+            if self.board is not None:
+                self.board.close()
         if cfg["early_stop"] and os.path.exists(os.path.join(self.folder, "best.npz")):
             self.restore("best.npz")
         test_loss, test_acc, test_miou = self.measure(self.test_idx)
@@ -340,8 +354,8 @@ class Trainer:
 
     def snapshot_results(self) -> dict:
         """The test scores of the snapshots written so far and of their ensemble (printed too)."""
-        done = {k: os.path.join(self.folder, f"snapshot_{k}.npz")
-                for k in range(1, self.cfg.get("cycles", 1) + 1)}
+        cycles = max(0, self.epoch - self.sched.warmup) // self.sched.period  # more on a resume
+        done = {k: os.path.join(self.folder, f"snapshot_{k}.npz") for k in range(1, cycles + 1)}
         done = {k: p for k, p in done.items() if os.path.exists(p)}
         x, y = self.test_data()
         if not done or len(y) == 0:
@@ -386,11 +400,13 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     done = self.sums[2]
-                    shown = {"loss": f"{self.sums[0] / done:.4f}"}
+                    # the mean over this epoch's steps so far, in training mode (dropout on,
+                    # the weights moving); the epoch line re-evaluates with the epoch's weights
+                    shown = {"running loss": f"{self.sums[0] / done:.4f}"}
                     if acc is not None:
-                        shown["acc"] = f"{100 * self.sums[1] / done:.1f}%"
-                    bar.set_postfix(**shown, lr=f"{lr:.3g}",
-                                    rate=f"{done / max(time.perf_counter() - t0, 1e-9):,.0f}/s")
+                        shown["running acc"] = f"{100 * self.sums[1] / done:.1f}%"
+                    rate = done / max(time.perf_counter() - t0, 1e-9)
+                    bar.set_postfix({**shown, "lr": f"{lr:.3g}", "rate": f"{rate:,.0f}/s"})
                 if self.interrupted:
                     raise KeyboardInterrupt
             if bar is not None:
@@ -398,11 +414,8 @@ class Trainer:
         self.finish_epoch(lr, time.perf_counter() - t0)
 
     def bar(self, total, epoch):
-        if not self.progress:
-            return None
-        from tqdm import tqdm
-        return tqdm(total=total, initial=self.batch_pos, desc=f"epoch {epoch + 1}/{self.cfg['epochs']}",
-                    unit="batch", leave=False, file=sys.stderr, dynamic_ncols=True)
+        return show.bar(self.progress, total, self.batch_pos,
+                        f"epoch {epoch + 1}/{self.cfg['epochs']}")
 
     def finish_epoch(self, lr, seconds):
         train_loss, train_acc, train_miou = self.measure(self.train_idx)
@@ -413,6 +426,8 @@ class Trainer:
                "val_loss": val_loss, "val_acc": val_acc, "seconds": round(seconds, 3),
                "train_miou": train_miou, "val_miou": val_miou}
         runs.append_metrics(self.folder, row)
+        if self.board is not None:
+            self.board.add(row)
         watched = val_loss if val_loss is not None else train_loss
         if watched < self.best - 1e-12:
             self.best, self.best_epoch, self.bad = watched, self.epoch, 0
@@ -423,6 +438,9 @@ class Trainer:
         cycle = self.sched.cycle_end(self.epoch) if self.cfg.get("snapshots") else None
         if cycle:  # before last.npz: a resume from last.npz finds the snapshot written
             self.save(f"snapshot_{cycle}.npz")
+        every = self.cfg.get("save_every")
+        if every and self.epoch % every == 0:
+            self.save(f"snapshot_e{self.epoch}.npz")
         self.save("last.npz")
         self.say(self.line(row))
         if self.diagnose:
@@ -433,14 +451,25 @@ class Trainer:
             self.stop = True
 
     def line(self, r):
-        def pct(v, miou=None):
-            acc = "" if v is None else f" {'pixel acc' if self.segment else 'acc'} {100 * v:5.1f}%"
-            return acc + ("" if miou is None else f" mIoU {100 * miou:5.1f}%")
+        """The epoch's line, in columns that stay aligned over the run: the loss and accuracy
+        of the whole training split re-evaluated with the epoch's final weights in evaluation
+        mode ("train (eval)", unlike the bar's running figures), then the validation split's.
+        A loss column is as wide as its first value (a loss that grows past it shifts)."""
+        if self.widths is None:
+            self.widths = {k: max(6, len(f"{r[k]:.4f}")) for k in ("train_loss", "val_loss")
+                           if r[k] is not None}
+
+        def scores(key, acc, miou):
+            text = f"loss {r[key]:{self.widths.get(key, 6)}.4f}"
+            if acc is not None:
+                text += f" {'pixel acc' if self.segment else 'acc'} {100 * acc:5.1f}%"
+            return text + ("" if miou is None else f" mIoU {100 * miou:5.1f}%")
+        width = len(str(self.cfg["epochs"]))
         val = "" if r["val_loss"] is None else \
-            f" | val loss {r['val_loss']:.4f}{pct(r['val_acc'], r.get('val_miou'))}"
-        return (f"epoch {r['epoch']:>3}/{self.cfg['epochs']}  lr {r['lr']:.3g} | train loss "
-                f"{r['train_loss']:.4f}{pct(r['train_acc'], r.get('train_miou'))}{val} | "
-                f"{r['seconds']:.1f}s")
+            f" | val {scores('val_loss', r['val_acc'], r.get('val_miou'))}"
+        return (f"epoch {r['epoch']:>{width}}/{self.cfg['epochs']}  lr {r['lr']:<8.3g} | train "
+                f"(eval) {scores('train_loss', r['train_acc'], r.get('train_miou'))}{val} | "
+                f"{r['seconds']:5.1f}s")
 
     def diagnostics(self) -> str:
         """Per-layer gradient norms and activation RMS on one training batch."""
@@ -472,6 +501,16 @@ class Trainer:
         self.say(f"data {ds.name}: {len(self.train_idx)} train, {len(self.val_idx)} validation, "
                  f"{tests} test{none}; {cfg['optimizer']} lr={cfg['lr']:g}, batch {cfg['batch']}, "
                  f"{cfg['epochs']} epochs -> {self.folder}")
+        horizon = cfg.get("schedule_horizon")
+        if horizon and horizon < cfg["epochs"] and cfg["schedule"] in ("cosine", "cosine_restarts"):
+            self.say(f"schedule {cfg['schedule']}: kept as the first run set it, over "
+                     f"{horizon} epochs; " + self.past_horizon(horizon))
+
+    def past_horizon(self, horizon) -> str:
+        """What the schedule does after the epochs it was set for (a resume with more)."""
+        if self.cfg["schedule"] == "cosine":
+            return f"epochs {horizon + 1}+ stay at its last rate, {self.sched.lr(horizon - 1):.3g}"
+        return f"it goes on restarting every {self.sched.period} epochs"
 
     # ---- checkpoints and resume --------------------------------------------------------------
     def save(self, name, folder=None):
@@ -480,8 +519,6 @@ class Trainer:
                 "schedule": self.sched.state(), "first_loss": self.first_loss}
         extra = {f"opt::{k}": v for k, v in self.opt.state_arrays().items()}
         extra["__netc_train__"] = np.array(json.dumps(meta))
-        extra["__netc_norm_mean__"] = np.asarray(self.mean)
-        extra["__netc_norm_std__"] = np.asarray(self.std)
         try:
             self.model.save(os.path.join(folder or self.folder, name), extra)
         except NumericsError as e:  # optimizer state blown up with finite weights

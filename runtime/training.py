@@ -39,9 +39,19 @@ def resolve(net, overrides: dict, need_data: bool = True) -> dict:
 
 def check(cfg: dict):
     """What the settings need beyond each key's own type, checked before any file is written: a
-    device that runs, a schedule that fits the epochs, snapshots with cosine_restarts."""
+    device that runs, a schedule that fits the epochs, snapshots with cosine_restarts, a whole
+    number for save_every, tensorboardX for tensorboard."""
     backends.load(cfg["device"])
     schedule.from_settings(cfg)
+    every = cfg.get("save_every")
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise NetcError(f"save_every is a number of epochs (1 or more); received {every!r}",
+                        "save_every=5 writes snapshot_e5.npz, snapshot_e10.npz ... in the run "
+                        "folder")
+    if cfg.get("tensorboard") and not runs.tensorboard_available():
+        raise NetcError("--tensorboard writes TensorBoard's event files with tensorboardX, which "
+                        "is not installed", "pip install 'netc[tensorboard]' (or pip install "
+                        "tensorboardX); metrics.csv has the same figures without it")
     if cfg.get("snapshots") and cfg["schedule"] != "cosine_restarts":
         raise NetcError(f"snapshots=true saves the weights at the end of each cosine_restarts "
                         f"cycle; this run's schedule is {cfg['schedule']}",
@@ -72,8 +82,12 @@ def check_memory(net, cfg: dict):
                     f"{files.human_bytes(fixed)}): make the network or its input smaller")
 
 
+RESUME_KEYS = ("epochs", "save_every", "tensorboard")  # what a resume may change
+
+
 def saved_settings(folder: str, overrides: dict) -> dict:
-    """A run's settings from its config.json, checked (`epochs` may be raised on resume)."""
+    """A run's settings from its config.json, checked; a resume may change RESUME_KEYS (more
+    epochs continue the schedule of the first run's: see schedule.py)."""
     path = os.path.join(folder, "config.json")
     try:
         saved = runs.read_json(path)
@@ -89,7 +103,11 @@ def saved_settings(folder: str, overrides: dict) -> dict:
         raise NetcError(f"--resume: {path} has no settings",
                         "the run folder is damaged: start a new run (--init-from its last.npz "
                         "keeps the weights)")
-    cfg = {**DEFAULTS, **settings, **{k: v for k, v in overrides.items() if k == "epochs" and v}}
+    cfg = {**DEFAULTS, **settings, **{k: v for k, v in overrides.items()
+                                      if k in RESUME_KEYS and v is not None}}
+    if cfg["epochs"] != settings.get("epochs", cfg["epochs"]):
+        # the schedule keeps the first run's horizon: the epochs already trained keep their rates
+        cfg["schedule_horizon"] = settings.get("schedule_horizon") or settings["epochs"]
     missing = [k for k in ("data", "lr") if k not in cfg]
     if missing:
         raise NetcError(f"--resume: {path}'s settings lack {', '.join(missing)}",
@@ -105,12 +123,13 @@ def saved_settings(folder: str, overrides: dict) -> dict:
 
 
 # ---- what the CLI and the Python API call --------------------------------------------------------
-def train(net, overrides=None, out=None, resume=None, progress=True, diagnose=False,
+def train(net, overrides=None, out=None, resume=None, progress=None, diagnose=False,
           stdout=None):
     """Train `net` (a compiled Net, or a spec's path or text, as netc.compile takes) and return
     (result, folder). With `resume`, continue the run in that folder from its last checkpoint
     (its saved settings; `epochs` may be raised). The folder is locked while the run writes into
-    it."""
+    it. `progress`: None draws a bar on a terminal and in a Jupyter notebook, none where stderr
+    goes to a file or a pipe (the epoch lines only); True always, False never."""
     net = _compiled(net)
     stdout = stdout or sys.stdout
     overrides = dict(overrides or {})
@@ -146,11 +165,19 @@ def write_config(folder, net, cfg, **extra):
         "spec_hash": net.spec_hash, "settings": cfg, **extra})
 
 
+def part(cfg: dict, name: str) -> dict:
+    """The settings of one run of several (a fold, an optimizer, a member): its TensorBoard log
+    in a subfolder of the one given, as TensorBoard shows runs side by side."""
+    if not cfg.get("tensorboard"):
+        return cfg
+    return {**cfg, "tensorboard": os.path.join(cfg["tensorboard"], name)}
+
+
 def _plain(cfg):
     return {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items()}
 
 
-def cross_validate(net, overrides, k, out=None, progress=True, stdout=None):
+def cross_validate(net, overrides, k, out=None, progress=None, stdout=None):
     """K-fold cross-validation over the training part (the test split is kept apart)."""
     net = _compiled(net)
     stdout = stdout or sys.stdout
@@ -162,7 +189,7 @@ def cross_validate(net, overrides, k, out=None, progress=True, stdout=None):
         for i, (tr, va) in enumerate(data.folds(rest, k, cfg["seed"])):
             sub = runs.subfolder(folder, f"fold{i + 1}")
             print(f"fold {i + 1}/{k}", file=stdout)
-            t = Trainer(net, _plain(cfg), sub, progress, False, stdout,
+            t = Trainer(net, _plain(part(cfg, f"fold{i + 1}")), sub, progress, False, stdout,
                         split=(tr, va, probe.test_idx))
             t.run()
             results.append(runs.read_metrics(sub)[-1])
@@ -180,7 +207,7 @@ def cross_validate(net, overrides, k, out=None, progress=True, stdout=None):
     return summary, folder
 
 
-def compare(net, overrides, names, out=None, progress=True, stdout=None):
+def compare(net, overrides, names, out=None, progress=None, stdout=None):
     """Train the same initial weights with each optimizer; plot their curves together."""
     net = _compiled(net)
     stdout = stdout or sys.stdout
@@ -188,7 +215,7 @@ def compare(net, overrides, names, out=None, progress=True, stdout=None):
     curves, table = {}, []
     with runs.claim(out or runs.default_dir(net.name + "-compare")) as folder:
         for name in names:
-            o = {**overrides, "optimizer": name}
+            o = part({**overrides, "optimizer": name}, name)
             if overrides.get("lr") is None:
                 o["lr"] = optim.defaults(name)["lr"]  # the spec's lr was tuned for its own
             print(f"--- {name}", file=stdout)
@@ -205,7 +232,7 @@ def compare(net, overrides, names, out=None, progress=True, stdout=None):
     return table, folder
 
 
-def bagging(net, overrides, k, out=None, progress=True, stdout=None):
+def bagging(net, overrides, k, out=None, progress=None, stdout=None):
     """Bootstrap aggregating: train k members, each on a resample of the training split (with
     replacement, of its size; see ensemble.bootstrap) and with the same validation and test
     splits; write each member's final weights (the best ones with early_stop) as member_I.npz,
@@ -228,7 +255,8 @@ def bagging(net, overrides, k, out=None, progress=True, stdout=None):
             sub = runs.subfolder(folder, f"member{i}")
             split = (ensemble.bootstrap(probe.train_idx, cfg["seed"], i), probe.val_idx,
                      probe.test_idx)
-            t = Trainer(net, _plain(cfg), sub, progress, False, stdout, split=split)
+            t = Trainer(net, _plain(part(cfg, f"member{i}")), sub, progress, False, stdout,
+                        split=split)
             result = t.run()
             names.append(f"member_{i}.npz")
             t.save(names[-1], folder)

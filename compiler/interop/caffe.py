@@ -60,15 +60,9 @@ def read(prototxt_path, caffemodel=None) -> ir.Network:
                            hint="give the network's deploy prototxt, with its layers")
     reader.check_missing_weights(caffemodel)
     layers = _fuse_softmax(_prune(reader.layers))
-    return ir.Network(name=_network_name(net.name or Path(prototxt_path).stem),
+    return ir.Network(name=ir.network_name(net.name or Path(prototxt_path).stem),
                       input_shape=reader.input_shape, layers=layers,
                       mean=reader.mean, std=reader.std)
-
-
-def _network_name(name: str) -> str:
-    """A name the `network` statement takes (letters, digits, _ . -; a letter or _ first)."""
-    name = re.sub(r"[^A-Za-z0-9_.\-]+", "_", name)
-    return name if re.match(r"[A-Za-z_]", name) else "net_" + name
 
 
 def _parse_text(path: Path, net) -> None:

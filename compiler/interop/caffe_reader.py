@@ -8,8 +8,6 @@ from __future__ import annotations
 import math
 import re
 
-import numpy as np
-
 from netc.compiler.registry import LayerError
 from netc.compiler.shapes import window_out
 
@@ -156,8 +154,6 @@ def pair(layer, kind, p, key, default) -> tuple:
     return value
 
 
-def f32(value) -> float:
-    """A float32 field as the decimal it was written as (0.1, not 0.10000000149011612)."""
-    return float(str(np.float32(value)))
+f32 = ir.decimal  # a float32 field as the decimal it was written as (0.1, not 0.100000001...)
 
 

@@ -5,6 +5,7 @@ lecture notation (chains, repeats, RES/CONCAT/DENSE, defaults lines) and maps th
 the written spec's parameter names."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,6 +16,17 @@ from netc.dsl.errors import NetcError
 class InteropError(NetcError):
     """A source network netc cannot express: the message names the operator or layer, where it
     is, and what netc would need."""
+
+
+def network_name(name: str) -> str:
+    """A name the `network` statement takes (letters, digits, _ . -; a letter or _ first)."""
+    name = re.sub(r"[^A-Za-z0-9_.\-]+", "_", name)
+    return name if re.match(r"[A-Za-z_]", name) else "net_" + name
+
+
+def decimal(value) -> float:
+    """A float32 field as the decimal it was written as (1e-05, not 9.99999974e-06)."""
+    return float(str(np.float32(value)))
 
 
 def unique(base: str, taken: set, avoid=()) -> str:

@@ -231,6 +231,5 @@ def _ancestors(layers, last):
 def _network_name(graph_name, path):
     generic = {"", "main_graph", "torch_jit", "torch-jit-export", "graph"}
     name = graph_name if graph_name not in generic else os.path.splitext(os.path.basename(path))[0]
-    name = re.sub(r"[^A-Za-z0-9_.\-]+", "_", name)
-    return name if re.match(r"[A-Za-z_]", name) else "net_" + name
+    return ir.network_name(name)
 

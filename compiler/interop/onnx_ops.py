@@ -16,12 +16,11 @@ from netc.compiler.kinds.join import Add, Concat, Mean
 from netc.compiler.kinds.norm import BatchNorm, InstanceNorm, LocalResponseNorm
 from netc.compiler.kinds.pool import GlobalAvgPool, Pool, Upsample
 
+from . import ir
 from .onnx_fold import BATCH
 
 
-def _f(v) -> float:
-    """A float32 attribute as the number it was written as (1e-05, not 9.99999974e-06)."""
-    return float(str(np.float32(v)))
+_f = ir.decimal  # a float32 attribute as the number it was written as (1e-05, not 9.99999...)
 
 
 def _s(v) -> str:

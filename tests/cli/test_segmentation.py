@@ -75,7 +75,7 @@ def test_train_eval_predict_a_segmenter(capsys, tmp_path):
     assert main(["eval", str(spec), "--weights", f"{out}/best.npz"]) == 0
     line = capsys.readouterr().out
     assert "pixel accuracy" in line and "mean IoU" in line
-    miou = float(line.split("mean IoU ")[1].rstrip("%\n"))
+    miou = float(line.split("mean IoU ")[1].split("%")[0])
     assert miou == pytest.approx(100 * result["test_miou"], abs=0.01)
 
     ds = data.shapes(2, seed=5)

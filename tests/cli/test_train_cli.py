@@ -1,5 +1,6 @@
 """netc train / eval / predict / lr / gradcheck / bench from the command line."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ def test_train_eval_predict(capsys, spec, tmp_path):
     out = str(tmp_path / "run")
     assert main(["train", spec, "--out", out, "--epochs", "3", "--quiet"]) == 0
     text = capsys.readouterr().out
-    assert text.startswith("Tiny: 1,250 params") and "epoch   3/3" in text and "test accuracy" in text
+    assert text.startswith("Tiny: 1,250 params") and "epoch 3/3" in text and "test accuracy" in text
     assert json.load(open(f"{out}/result.json"))["epochs"] == 3
     assert main(["eval", spec, "--weights", f"{out}/best.npz"]) == 0
     assert "359 samples: loss" in capsys.readouterr().out
@@ -184,7 +185,76 @@ def test_dropped_paths_train_from_the_command_line(tmp_path, capsys):
     rows = [line.split(",") for line in open(f"{out}/metrics.csv").read().splitlines()[1:]]
     assert float(rows[-1][2]) < float(rows[0][2]) and float(rows[-1][5]) > 0.25  # chance: 0.1
     capsys.readouterr()
+    outputs = []
     for _ in range(2):
         assert main(["eval", str(spec), "--weights", f"{out}/best.npz"]) == 0
-    first, second = capsys.readouterr().out.splitlines()
-    assert first == second
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] and "samples: loss" in outputs[0]
+
+
+def test_eval_reads_the_spec_from_the_checkpoint_and_scores_each_class(spec, tmp_path, capsys):
+    """`netc eval --weights W` alone; the spec may also follow the weights; the first line
+    gains top-5 accuracy (10 classes), then the confusion matrix and precision/recall/F1."""
+    out = str(tmp_path / "run")
+    assert main(["train", spec, "--out", out, "--epochs", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    png = tmp_path / "cm.png"
+    assert main(["eval", "--weights", f"{out}/best.npz", "-o", str(png)]) == 0
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    assert lines[0].startswith("359 samples: loss") and ", top-5 accuracy " in lines[0]
+    assert lines[1] == "confusion matrix (rows: true class, columns: predicted)"
+    matrix = [[int(v) for v in line.split()[1:]] for line in lines[3:13]]
+    assert sum(map(sum, matrix)) == 359
+    acc = float(lines[0].split("accuracy ")[1].split("%")[0])
+    assert acc == pytest.approx(100 * sum(matrix[i][i] for i in range(10)) / 359, abs=0.01)
+    assert "class precision  recall      F1  support" in text and "weighted" in text
+    assert png.stat().st_size > 1000 and text.rstrip().endswith(f"confusion matrix: {png}")
+    assert main(["eval", "--weights", f"{out}/best.npz", spec, "--top", "2"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(lines[0].split(", top-")[0]) and ", top-2 accuracy " in first
+    assert main(["eval", "--weights", f"{out}/best.npz", "-o",
+                 str(tmp_path / "no" / "cm.png")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {tmp_path / 'no' / 'cm.png'}:" in err and ".tmp" not in err
+
+
+def test_eval_with_a_spec_that_changes_no_parameter_warns(tmp_path, capsys):
+    """A DROPOUT rate (or an activation) changes no parameter: the weights evaluate, with a
+    warning naming the layer; a different layer width is still a different network."""
+    base = "input 8x8x1\nFC 16 act=relu - DROPOUT {} - OUT {} softmax\n" \
+           "train data=digits epochs=1 batch=64 optimizer=adam lr=0.01\n"
+    trained, other, wider = (tmp_path / f"{n}.net" for n in ("a", "b", "c"))
+    trained.write_text(base.format(0.2, 10))
+    other.write_text(base.format(0.5, 10))
+    wider.write_text(base.replace("FC 16", "FC 20").format(0.2, 10))
+    out = str(tmp_path / "run")
+    assert main(["train", str(trained), "--out", out, "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(other), "--weights", f"{out}/best.npz"]) == 0
+    captured = capsys.readouterr()
+    assert "dropout1 (p 0.2 -> 0.5)" in captured.err and "samples: loss" in captured.out
+    assert main(["eval", str(wider), "--weights", f"{out}/best.npz"]) == 2
+    assert "different network" in capsys.readouterr().err
+
+
+def test_train_save_every_and_eval_of_a_regression(tmp_path, capsys):
+    spec = tmp_path / "r.net"
+    spec.write_text(LEAST_SQUARES.replace("epochs=2", "epochs=4"))
+    out = tmp_path / "run"
+    assert main(["train", str(spec), "--out", str(out), "--quiet", "--save-every", "2"]) == 0
+    assert {"snapshot_e2.npz", "snapshot_e4.npz"} <= set(os.listdir(out))
+    capsys.readouterr()
+    assert main(["eval", "--weights", str(out / "snapshot_e2.npz")]) == 0
+    assert capsys.readouterr().out.count("\n") == 1  # loss only: no classes to score
+    assert main(["eval", "--weights", str(out / "last.npz"), "-o", str(tmp_path / "c.png")]) == 2
+    assert "confusion matrix of a classifier" in capsys.readouterr().err
+
+
+def test_lr_plateau_says_what_the_plot_cannot_know(spec, tmp_path, capsys):
+    assert main(["lr", spec, "-o", str(tmp_path / "lr.png"), "--schedule", "plateau"]) == 0
+    err = capsys.readouterr().err
+    assert "validation loss" in err and "before any reduction" in err
+    assert main(["lr", spec, "-o", str(tmp_path / "none" / "lr.png")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {tmp_path / 'none' / 'lr.png'}:" in err and ".tmp" not in err

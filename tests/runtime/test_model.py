@@ -162,3 +162,51 @@ def test_grad_pool_keeps_a_buffer_that_is_still_pending():
     pool.release(a, live=[])  # (once)
     assert pool.take((2, 3), np.float64) is a and pool.take((2, 3), np.float64) is not a
     assert pool.take((3, 2), np.float64) is not a  # another shape: another buffer
+
+
+# ---- the input normalization: part of a trained model, applied by predict() ---------------------
+TINY = "input 4x4x1\nCONV 3x3 2 act=relu - OUT 3 softmax"
+
+
+def test_a_fresh_model_has_no_normalization_and_predict_is_forward():
+    m = netc.Model(TINY, seed=1)
+    x = np.random.default_rng(0).uniform(0, 16, (5, 1, 4, 4)).astype(np.float32)
+    assert m.normalization is None
+    np.testing.assert_array_equal(m.predict(x), m.forward(x))
+
+
+def test_predict_normalizes_then_forward_and_the_checkpoint_keeps_it(tmp_path):
+    """Model.load gives the trained model's predictions: the normalization travels with save(),
+    load() and to(); forward() stays the network on normalized inputs."""
+    m = netc.Model(TINY, seed=1)
+    mean, std = np.full((1, 1, 1), 8, np.float32), np.full((1, 1, 1), 4, np.float32)
+    m.normalization = (mean, std)
+    x = np.random.default_rng(0).uniform(0, 16, (5, 1, 4, 4)).astype(np.float32)
+    want = m.forward((x - mean) / std)
+    np.testing.assert_allclose(m.predict(x), want, rtol=1e-6)
+    assert not np.allclose(m.forward(x), want)
+    np.testing.assert_allclose(m.normalize(x), (x - 8) / 4, rtol=1e-6)
+
+    loaded = netc.Model.load(m.save(str(tmp_path / "m.npz")))
+    np.testing.assert_array_equal(loaded.normalization[0], mean)
+    np.testing.assert_array_equal(loaded.normalization[1], std)
+    np.testing.assert_allclose(loaded.predict(x), want, rtol=1e-6)
+    np.testing.assert_allclose(loaded.to("cpu").predict(x), want, rtol=1e-6)
+    with np.load(tmp_path / "m.npz") as f:  # the keys netc train writes, which netc predict reads
+        assert float(f["__netc_norm_mean__"].ravel()[0]) == 8
+
+    m.normalization = None
+    with np.load(m.save(str(tmp_path / "plain.npz"))) as f:
+        assert "__netc_norm_mean__" not in f
+    assert netc.Model.load(str(tmp_path / "plain.npz")).normalization is None
+
+
+def test_a_bad_normalization_is_refused():
+    m = netc.Model(TINY, seed=1)
+    e = error(setattr, m, "normalization", (np.zeros(3), 1.0))
+    assert isinstance(e, DataError)
+    assert "normalization mean has shape (3), which does not fit" in e.message
+    assert "std holds 0" in error(setattr, m, "normalization", (0.0, 0.0)).message
+    assert "(mean, std) or None" in error(setattr, m, "normalization", 0.5).message
+    m.normalization = (0.5, 2)  # one value for every input
+    np.testing.assert_allclose(m.normalize(np.ones((1, 1, 4, 4))), 0.25)

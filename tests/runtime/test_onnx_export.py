@@ -173,11 +173,19 @@ def test_trained_model_with_its_normalization(tmp_path):
     got = session(raw).run(None, {"input": ((x - mean) / std).astype(np.float32)})[0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
-    # Python: the same from the checkpoint's path or from a Model (which has no normalization)
+    # Python: the same from the checkpoint's path or from its Model, which carries the
+    # normalization (Model.normalization; predict() applies it); a Model without one, raw inputs
+    np.testing.assert_allclose(model.predict(x), want, rtol=1e-6)
     netc.export_onnx(weights, str(tmp_path / "p.onnx"))
     assert onnx.load(str(tmp_path / "p.onnx")).graph.node[0].op_type == "Sub"
     netc.export_onnx(model, str(tmp_path / "m.onnx"))
-    assert onnx.load(str(tmp_path / "m.onnx")).graph.node[0].op_type != "Sub"
+    from_model = onnx.load(str(tmp_path / "m.onnx"))
+    assert from_model.graph.node[0].op_type == "Sub"
+    np.testing.assert_allclose(session(from_model).run(None, {"input": x})[0], want, rtol=1e-5,
+                               atol=1e-6)
+    model.normalization = None
+    netc.export_onnx(model, str(tmp_path / "n.onnx"))
+    assert onnx.load(str(tmp_path / "n.onnx")).graph.node[0].op_type != "Sub"
 
 
 def test_export_without_weights_uses_fresh_ones(capsys, tmp_path):
