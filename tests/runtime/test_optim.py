@@ -190,7 +190,9 @@ def test_schedule_values():
         == [1.0, pytest.approx(0.1), pytest.approx(0.01)]
     assert Schedule(1.0, "exponential", 9, gamma=0.9).lr(3) == pytest.approx(0.729)
     cos = Schedule(1.0, "cosine", 10, min_lr=0.1)
-    assert cos.lr(0) == 1.0 and cos.lr(5) == pytest.approx(0.55) and cos.lr(10) == pytest.approx(0.1)
+    assert cos.lr(0) == 1.0 and cos.lr(5) == pytest.approx(0.55)
+    last = 0.1 + 0.9 * (1 + math.cos(math.pi * 9 / 10)) / 2  # epoch 9, the horizon's last
+    assert cos.lr(9) == pytest.approx(last) and cos.lr(10) == cos.lr(25) == cos.lr(9)
     cyc = Schedule(0.1, "cyclic", 9, max_lr=0.5, cycle=4)
     assert [round(cyc.lr(e), 6) for e in range(5)] == [0.1, 0.3, 0.5, 0.3, 0.1]
     warm = Schedule(1.0, "constant", 9, warmup=3)
