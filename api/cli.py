@@ -119,8 +119,35 @@ TRAIN_FLAGS = ("epochs", "batch", "lr", "optimizer", "device", "seed", "data", "
                "tensorboard")
 
 
+def _group(args):
+    """The MPI ranks for --distributed (None without it); without it, an MPI launch of several
+    processes is an error rather than as many copies of the run."""
+    from netc.runtime import distributed
+    rank, size = distributed.launched()
+    if not args.distributed:
+        if size > 1:
+            if rank:
+                sys.stderr = open(os.devnull, "w")  # rank 0 says it
+            raise NetcError(f"this is one of {size} processes an MPI launcher started, and "
+                            f"without --distributed each would train the whole run on its own",
+                            "add --distributed to train one run over the ranks (data-parallel), "
+                            "or run netc train without mpiexec")
+        return None
+    several = [f for f in ("folds", "compare", "bagging") if getattr(args, f)]
+    if several:
+        raise NetcError(f"--distributed trains one run; --{several[0]} trains several",
+                        f"run --{several[0]} without --distributed")
+    group = distributed.connect()
+    if group.size == 1:
+        warnings.warn("--distributed on 1 rank (started without mpiexec?): training on this "
+                      "process alone; launch K ranks with mpiexec -n K netc train ... "
+                      "--distributed")
+    return group
+
+
 def cmd_train(args):
     from netc.runtime import training
+    group = _group(args)  # first: only rank 0 prints the spec's warnings
     net = _compile(args)
     overrides = {k: getattr(args, k) for k in TRAIN_FLAGS}
     if args.early_stop:
@@ -144,8 +171,9 @@ def cmd_train(args):
             training.cross_validate(net, overrides, args.folds, args.out, progress)
         else:
             result, folder = training.train(net, overrides, args.out, args.resume, progress,
-                                            args.diagnose)
-            print(f"done in {result['seconds']:.1f}s: {training.result_line(result)} "
+                                            args.diagnose, group=group)
+            ranks = f" on {group.size} ranks" if group else ""  # (rank 0 alone prints)
+            print(f"done in {result['seconds']:.1f}s{ranks}: {training.result_line(result)} "
                   f"(best epoch {result['best_epoch']}); {folder}/")
     except KeyboardInterrupt:
         return 130
@@ -390,6 +418,30 @@ def cmd_lr(args):
     return 0
 
 
+def cmd_sweep(args):
+    from netc.runtime.sweep import parse_grid, sweep
+    if args.spec is None and "=" not in args.grid[-1]:  # --grid takes every word after it
+        args.spec = args.grid.pop()
+    if args.spec is None or not args.grid:
+        raise NetcError("netc sweep takes a spec and a grid",
+                        "netc sweep SPEC --grid lr=1e-3,1e-2 batch=32,64")
+    grid = parse_grid(args.grid)  # before the spec compiles: a typo in the grid fails fast
+    net = _compile(args)
+    # netc train's flags that netc sweep has, for every run
+    overrides = {k: getattr(args, k, None) for k in TRAIN_FLAGS}
+    if args.early_stop:
+        overrides["early_stop"] = True
+    if args.augment:
+        overrides["augment"] = tuple(a.strip() for a in args.augment.split(",") if a.strip())
+    if args.freeze:
+        overrides["freeze"] = tuple(args.freeze.split(","))
+    try:
+        rows = sweep(net, grid, overrides, args.out, args.engine, args.workers, args.address)
+    except KeyboardInterrupt:
+        return 130
+    return 0 if any(r["status"] == "ok" for r in rows) else 1  # 1: no run finished
+
+
 def cmd_export(args):
     from netc.interop import export_onnx
     net = _compile(args)
@@ -517,6 +569,9 @@ def parser() -> argparse.ArgumentParser:
                         "ensemble")
     c.add_argument("--diagnose", action="store_true", help="per-layer gradient and activation norms")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the MPI ranks it is launched on: mpiexec -n K netc "
+                        "train SPEC --distributed (pip install 'netc[mpi]')")
     c.set_defaults(func=cmd_train)
 
     help_text = ("evaluate saved weights on the test split (or --data): loss, accuracy, top-k "
@@ -559,6 +614,39 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--cycles", type=_positive, help="cosine_restarts: cycles over the epochs")
     c.add_argument("--warmup", type=int)
     c.set_defaults(func=cmd_lr)
+
+    help_text = ("train once per combination of a grid of train settings; a table (sweep.csv), "
+                 "a summary and a plot (sweep.png) of the results")
+    c = sub.add_parser("sweep", help=help_text, description=help_text)
+    c.add_argument("spec", metavar="SPEC", nargs="?", help="a .net file, a zoo spec's name, or - "
+                   "for standard input (before --grid, or last)")
+    c.add_argument("--no-warn", action="store_true", help="do not print warnings")
+    c.add_argument("--grid", required=True, nargs="+", metavar="KEY=V1,V2",
+                   help="train settings and their values, as in the train section: "
+                        "lr=1e-3,3e-3,1e-2 batch=32,64 (every combination runs)")
+    c.add_argument("--engine", choices=("local", "dask", "ray"), default="local",
+                   help="local: processes on this machine (default); dask, ray: a cluster "
+                        "(--address, else a local one; pip install 'netc[dask]' or 'netc[ray]')")
+    c.add_argument("--workers", type=_positive, default=1,
+                   help="runs at a time (local processes, or a local cluster's); the cores "
+                        "are shared out among them (default 1)")
+    c.add_argument("--address", help="dask: the scheduler (tcp://HOST:8786); ray: the cluster "
+                                     "(HOST:6379, or auto)")
+    c.add_argument("--out", help="the sweep's folder (default runs/NAME-sweep-TIMESTAMP)")
+    for flag, kind in (("epochs", _positive), ("batch", _positive), ("lr", float),
+                       ("optimizer", OPTIMIZERS), ("device", DEVICES), ("seed", int),
+                       ("data", str), ("loss", LOSSES), ("momentum", float),
+                       ("weight_decay", float), ("schedule", SCHEDULES), ("cycles", _positive),
+                       ("warmup", int), ("val_split", float), ("test_split", float),
+                       ("l1", float), ("l2", float), ("clip_norm", float),
+                       ("clip_value", float), ("patience", int), ("init_from", str),
+                       ("save_every", _positive), ("tensorboard", str)):
+        c.add_argument("--" + flag.replace("_", "-"), dest=flag,
+                       **({"choices": kind} if isinstance(kind, tuple) else {"type": kind}))
+    c.add_argument("--early-stop", dest="early_stop", action="store_true")
+    c.add_argument("--augment", help="comma-separated: crop, flip")
+    c.add_argument("--freeze", help="comma-separated layer names or path patterns")
+    c.set_defaults(func=cmd_sweep)
 
     c = spec_cmd("export", "write the network and its weights as an ONNX model (opset 17)")
     c.add_argument("-o", "--output", required=True, metavar="FILE", help="FILE.onnx")

@@ -5,7 +5,8 @@ from .losses import LOSSES
 from .model import Model
 from .optim import optimizer
 from .schedule import Schedule
+from .sweep import sweep
 from .training import bagging, compare, cross_validate, train
 
 __all__ = ["Model", "gradcheck", "LOSSES", "optimizer", "Schedule", "train", "cross_validate",
-           "compare", "bagging", "ensemble"]
+           "compare", "bagging", "ensemble", "sweep"]

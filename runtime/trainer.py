@@ -17,7 +17,7 @@ from netc.compiler import registry
 from netc.compiler.settings import FULL_BATCH
 from netc.dsl.errors import DataError, NetcError, NumericsError
 
-from . import data, ensemble, losses, metrics, optim, runs, schedule
+from . import data, distributed, ensemble, losses, metrics, optim, runs, schedule
 from . import progress as show
 from .backends import registry as backends
 from .model import Model, read_checkpoint
@@ -29,10 +29,12 @@ DIVERGED = 1e4  # a step's loss this many times the run's first (or 1, if larger
 
 class Trainer:
     def __init__(self, net, cfg: dict, folder: str, progress=True, diagnose=False, out=None,
-                 split=None):
+                 split=None, group=None):
         self.net, self.cfg, self.folder = net, cfg, folder
+        # the ranks training this run (distributed.py); rank 0 alone prints and writes files
+        self.group = group or distributed.SOLO
         self.diagnose, self.out = diagnose, out or sys.stdout
-        self.progress = show.choose(progress)  # the bar to draw: progress.py
+        self.progress = show.choose(progress if self.group.lead else False)  # progress.py
         seed = cfg["seed"]
         self.model = Model(net, backend=cfg["device"], seed=seed)
         self.device = self.model.device
@@ -59,7 +61,7 @@ class Trainer:
         self.epoch, self.batch_pos, self.best, self.best_epoch, self.bad = 0, 0, math.inf, 0, 0
         self.sums = [0.0, 0.0, 0]
         self.first_loss = None  # the run's first step's loss, the scale divergence is seen on
-        self.stop, self.interrupted = False, False
+        self.stop, self.interrupted, self.halt = False, False, False  # halt: every rank saw ^C
         self.board = None  # the TensorBoard log (--tensorboard DIR) while the run runs
         self.widths = None  # the epoch lines' loss columns, set by the first line
 
@@ -71,18 +73,22 @@ class Trainer:
         bn = self.model.one_value_per_channel
         full = self.cfg["optimizer"] in FULL_BATCH
         n = len(self.train_idx) if full else min(self.cfg["batch"], len(self.train_idx))
+        n //= self.group.size  # each rank normalizes over its shard
         if bn and n < 2:
+            ranks = " per rank" if self.group.size > 1 else ""
             raise NetcError(f"{bn[0]}: batch normalization needs more than 1 value per channel "
-                            f"to train; a batch of {n} sample(s) of {bn[0]}'s input gives 1",
+                            f"to train; a batch of {n} sample(s){ranks} of {bn[0]}'s input gives 1",
                             "train on batches of 2 or more (or use LN or GN, which normalize "
                             "each sample on its own)")
 
     def batches(self, epoch):
-        """The epoch's batches of training indices; a last batch of one sample joins the one
-        before it where a BN could not train on it."""
+        """The epoch's batches of training indices (the same on every rank); a last batch too
+        small to give each rank a sample (two where a BN sees one value per sample) joins the
+        one before it."""
         order = data.batches(self.train_idx, self.cfg["batch"],
                              np.random.default_rng([self.cfg["seed"], epoch, 1]))
-        if self.model.one_value_per_channel and len(order) > 1 and len(order[-1]) < 2:
+        least = self.group.size * (2 if self.model.one_value_per_channel else 1)
+        if len(order) > 1 and len(order[-1]) < least:
             order[-2:] = [np.concatenate(order[-2:])]
         return order
 
@@ -123,7 +129,7 @@ class Trainer:
 
     def init_from(self, path):
         """Transfer learning: copy the arrays whose layer name and shape match."""
-        arrays = read_checkpoint(path, "init_from checkpoint")
+        arrays = self.group.share(read_checkpoint, path, "init_from checkpoint")
         state = self.model.state()
         copied = [k for k, v in arrays.items() if k in state and state[k].shape == v.shape]
         if not copied:
@@ -161,23 +167,30 @@ class Trainer:
     def measure(self, idx, ds_x=None, ds_y=None):
         """(mean loss, accuracy, mean IoU) over samples, in evaluation mode, in batches; the
         accuracy is None where the loss is not a classification's, the mean IoU where the
-        output is not per pixel."""
+        output is not per pixel. Each rank measures its shard of the samples; their sums are
+        added up."""
         if len(idx) == 0:
             return None, None, None
-        total, correct, n = 0.0, 0.0, 0
         k = losses.classes(self.net.output_shape)
-        counts = np.zeros((k, k), np.int64)
+        lo, hi = self.group.shard(len(idx))
+        sums = self.group.sum(self.sums_over(idx[lo:hi], k, ds_x, ds_y))
+        total, correct, n = sums[:3]
+        return (total / n, (correct / n if self.classify else None),
+                metrics.mean_iou(sums[3:].reshape(k, k).astype(np.int64)) if self.segment
+                else None)
+
+    def sums_over(self, idx, k, ds_x=None, ds_y=None):
+        """[loss sum, correct, samples, confusion counts (k x k, per pixel outputs only)]."""
+        sums = np.zeros(3 + (k * k if self.segment else 0))
         for part in np.array_split(idx, max(1, len(idx) // 512)):
+            if len(part) == 0:
+                continue
             x, y = self.inputs(part, ds_x, ds_y)
             loss, out = self.model.evaluate(x, y, self.loss)
-            total += loss * len(part)
-            acc = self.accuracy(out, y)
-            correct += (acc or 0.0) * len(part)
-            n += len(part)
+            sums[:3] += (loss * len(part), (self.accuracy(out, y) or 0.0) * len(part), len(part))
             if self.segment:
-                counts += metrics.confusion(out, y, k)
-        return (total / n, (correct / n if self.classify else None),
-                metrics.mean_iou(counts) if self.segment else None)
+                sums[3:] += metrics.confusion(out, y, k).ravel()
+        return sums
 
     def test_data(self):
         """The test split's raw inputs and targets (the data's own test set where it has one)."""
@@ -267,29 +280,48 @@ class Trainer:
         return f"{last}, the last checkpoint written, is kept"
 
     def sgd_step(self, idx, epoch, b):
-        rng_aug = np.random.default_rng([self.cfg["seed"], epoch, b, 2])
-        self.model.rng = np.random.default_rng([self.cfg["seed"], epoch, b, 3])
-        if self.resident is not None:
-            x, y = (self.device.take(a, idx) for a in self.resident)
-        else:
-            x, y = self.inputs(idx, augment_rng=rng_aug)
+        """One update from the batch `idx`: this rank's shard of it computes its gradients,
+        which the group sums over ranks (each weighted by its share of the batch)."""
+        group = self.group
+        self.model.rng = np.random.default_rng(group.key(self.cfg["seed"], epoch, b, 3))
+        lo, hi = group.shard(len(idx))
+        x, y = self.shard_inputs(idx, lo, hi, np.random.default_rng([self.cfg["seed"], epoch,
+                                                                     b, 2]))
         where = f"epoch {epoch + 1}, step {b + 1}"
         with np.errstate(all="ignore"):  # a blow-up is reported below, with its layer
             loss, grads = self.model.loss_and_grads(x, y, self.loss)
             loss += self.regularize(grads)
+            acc = self.accuracy(self.model.last_output, y)
+            grads, loss, acc, self.halt = group.reduce_step(
+                grads, self.device, (hi - lo) / len(idx), loss, acc, self.interrupted)
             self.check_loss(loss, grads, where)
             self.clip(grads)
             self.opt.step(grads)
         self.check_weights(grads, where)
-        return loss, self.accuracy(self.model.last_output, y)
+        return loss, acc
+
+    def shard_inputs(self, idx, lo, hi, rng_aug):
+        """The inputs of samples idx[lo:hi]; with augmentation over several ranks, the whole
+        batch is augmented and sliced, so that each sample gets the draws it gets in one
+        process."""
+        if self.resident is not None:
+            return tuple(self.device.take(a, idx[lo:hi]) for a in self.resident)
+        if self.cfg["augment"] and self.group.size > 1:
+            x, y = self.inputs(idx, augment_rng=rng_aug)
+            return x[lo:hi], y[lo:hi]
+        return self.inputs(idx[lo:hi], augment_rng=rng_aug)
 
     def full_batch_step(self, epoch):
-        x, y = self.inputs(self.train_idx)
+        group, n = self.group, len(self.train_idx)
+        lo, hi = group.shard(n)
+        x, y = self.inputs(self.train_idx[lo:hi])
 
         def closure():
-            self.model.rng = np.random.default_rng([self.cfg["seed"], epoch, 3])
+            self.model.rng = np.random.default_rng(group.key(self.cfg["seed"], epoch, 3))
             loss, grads = self.model.loss_and_grads(x, y, self.loss)
             loss += self.regularize(grads)
+            grads, loss, _, _ = group.reduce_step(grads, self.device, (hi - lo) / n, loss, None,
+                                                  False)
             return loss, grads
 
         for it in range(self.cfg["max_iter"]):
@@ -312,7 +344,7 @@ class Trainer:
         started = time.perf_counter()
         previous = self._catch_interrupt()
         self.board = runs.TensorBoard(cfg["tensorboard"], self.epoch + 1) \
-            if cfg.get("tensorboard") else None
+            if cfg.get("tensorboard") and self.group.lead else None
         cold = show.uncompiled(self.model.implementation_modules())
         if cold and self.epoch < cfg["epochs"]:
             self.say(show.compile_notice(cold))
@@ -322,31 +354,39 @@ class Trainer:
                 show.compiled(cold)  # their kernels ran: no notice next time
                 cold = []
         except KeyboardInterrupt:
+            self.group.average_buffers(self.model)  # as at an epoch's end: see finish_epoch
             self.save("last.npz")
             self.say(f"interrupted in epoch {self.epoch + 1} after step {self.batch_pos}: saved "
                      f"{self.folder}/last.npz; continue with --resume {self.folder}")
             raise
         except runs.WriteError as e:  # a full disk: say what is left to continue from
-            raise runs.WriteError(e.message, self.kept()) from None
+            error = runs.WriteError(e.message, self.kept())
+            self.group.abort(error.format())  # rank 0 alone writes: the others would wait
+            raise error from None
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
             if self.board is not None:
                 self.board.close()
-        if cfg["early_stop"] and os.path.exists(os.path.join(self.folder, "best.npz")):
+        if cfg["early_stop"] and self.group.lead and os.path.exists(
+                os.path.join(self.folder, "best.npz")):
             self.restore("best.npz")
+        if cfg["early_stop"]:
+            self.group.broadcast_state(self.model)  # rank 0 alone reads the run's files
         test_loss, test_acc, test_miou = self.measure(self.test_idx)
         if self.ds.x_test is not None:
             test_loss, test_acc, test_miou = self.measure(
                 np.arange(len(self.ds.x_test)), self.ds.x_test, self.ds.y_test)
-        snapshots = self.snapshot_results() if cfg.get("snapshots") else {}
+        snapshots = self.snapshot_results() if cfg.get("snapshots") and self.group.lead else {}
         result = {"network": self.net.name, "epochs": self.epoch, "seconds": round(
             time.perf_counter() - started + self.cfg.get("_seconds", 0.0), 2),
             "best_epoch": self.best_epoch, "best_val_loss": None if math.isinf(self.best)
             else self.best, "test_loss": test_loss, "test_acc": test_acc,
             **({"test_miou": test_miou} if self.segment else {}),
             "test_samples": int(len(self.ds.x_test) if self.ds.x_test is not None
-                                else len(self.test_idx)), **snapshots}
+                                else len(self.test_idx)), **snapshots, **self.group.record}
+        if not self.group.lead:
+            return result
         runs.write_json(os.path.join(self.folder, "result.json"), result)
         runs.plot({self.net.name: runs.read_metrics(self.folder)},
                   os.path.join(self.folder, "curves.png"), self.net.name)
@@ -407,17 +447,27 @@ class Trainer:
                         shown["running acc"] = f"{100 * self.sums[1] / done:.1f}%"
                     rate = done / max(time.perf_counter() - t0, 1e-9)
                     bar.set_postfix({**shown, "lr": f"{lr:.3g}", "rate": f"{rate:,.0f}/s"})
-                if self.interrupted:
+                if self.halting:
                     raise KeyboardInterrupt
             if bar is not None:
                 bar.close()
         self.finish_epoch(lr, time.perf_counter() - t0)
+
+    @property
+    def halting(self) -> bool:
+        """Ctrl-C was pressed: by now, in one process; over several ranks, by the time of the
+        last step's Allreduce, which all of them saw (so that all stop after the same step)."""
+        return self.halt if self.group.size > 1 else self.interrupted
 
     def bar(self, total, epoch):
         return show.bar(self.progress, total, self.batch_pos,
                         f"epoch {epoch + 1}/{self.cfg['epochs']}")
 
     def finish_epoch(self, lr, seconds):
+        # each rank's BN statistics come from its shards: averaged, then every rank evaluates
+        # its part of the splits with the same weights
+        self.group.average_buffers(self.model)
+        self.group.check_same(self.model, f"epoch {self.epoch + 1}")
         train_loss, train_acc, train_miou = self.measure(self.train_idx)
         val_loss, val_acc, val_miou = self.measure(self.val_idx)
         self.epoch += 1
@@ -425,7 +475,8 @@ class Trainer:
         row = {"epoch": self.epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
                "val_loss": val_loss, "val_acc": val_acc, "seconds": round(seconds, 3),
                "train_miou": train_miou, "val_miou": val_miou}
-        runs.append_metrics(self.folder, row)
+        if self.group.lead:
+            runs.append_metrics(self.folder, row)
         if self.board is not None:
             self.board.add(row)
         watched = val_loss if val_loss is not None else train_loss
@@ -443,7 +494,7 @@ class Trainer:
             self.save(f"snapshot_e{self.epoch}.npz")
         self.save("last.npz")
         self.say(self.line(row))
-        if self.diagnose:
+        if self.diagnose and self.group.lead:
             self.say(self.diagnostics())
         if self.cfg["early_stop"] and self.bad >= self.cfg["patience"]:
             self.say(f"early stopping: no better validation loss for {self.bad} epochs; "
@@ -488,7 +539,8 @@ class Trainer:
         return "\n".join(lines)
 
     def say(self, text):
-        print(text, file=self.out, flush=True)
+        if self.group.lead:
+            print(text, file=self.out, flush=True)
 
     def announce(self):
         """The model's one-line summary, then the data's splits and the run's settings."""
@@ -514,6 +566,8 @@ class Trainer:
 
     # ---- checkpoints and resume --------------------------------------------------------------
     def save(self, name, folder=None):
+        if not self.group.lead:
+            return
         meta = {"epoch": self.epoch, "batch_pos": self.batch_pos, "best": self.best,
                 "best_epoch": self.best_epoch, "bad": self.bad, "sums": self.sums,
                 "schedule": self.sched.state(), "first_loss": self.first_loss}
@@ -532,17 +586,13 @@ class Trainer:
         """Continue from last.npz: the weights, the optimizer state, the position in the run. A
         folder with no checkpoint yet (a run killed in its first epoch) starts over."""
         path = os.path.join(self.folder, "last.npz")
-        if not os.path.exists(path):
-            best = os.path.join(self.folder, "best.npz")
-            if os.path.exists(best):
-                raise NetcError(f"--resume: {self.folder} has best.npz but no last.npz to "
-                                f"continue from", f"start a new run from its weights: "
-                                f"--init-from {best}")
+        arrays = self.group.share(self.last_checkpoint, path)  # rank 0 reads it
+        if arrays is None:
             self.say(f"{self.folder} has no checkpoint yet (its run stopped in its first epoch): "
                      "starting it from the beginning")
-            runs.truncate_metrics(self.folder, 0)
+            if self.group.lead:
+                runs.truncate_metrics(self.folder, 0)
             return
-        arrays = read_checkpoint(path)
         if str(arrays.get("__netc_hash__")) != self.net.spec_hash:
             raise NetcError(f"--resume: {self.folder} was trained from a different spec")
         if "__netc_train__" not in arrays:
@@ -563,7 +613,19 @@ class Trainer:
         self.model.load_state(arrays, source=path)
         self.opt.load_state_arrays({k[5:]: v for k, v in arrays.items() if k.startswith("opt::")},
                                    source=path)
-        runs.truncate_metrics(self.folder, self.epoch)
+        if self.group.lead:
+            runs.truncate_metrics(self.folder, self.epoch)
+
+    def last_checkpoint(self, path):
+        """last.npz's arrays; None where the run has no checkpoint yet."""
+        if os.path.exists(path):
+            return read_checkpoint(path)
+        best = os.path.join(self.folder, "best.npz")
+        if os.path.exists(best):
+            raise NetcError(f"--resume: {self.folder} has best.npz but no last.npz to "
+                            f"continue from", f"start a new run from its weights: "
+                            f"--init-from {best}")
+        return None
 
 
 def as_test(scores: dict) -> dict:

@@ -12,10 +12,10 @@ import numpy as np
 from netc.compiler import Net
 from netc.compiler import compile as compile_spec
 from netc.compiler.registry import LayerError
-from netc.compiler.settings import TRAIN_KEYS
+from netc.compiler.settings import FULL_BATCH, TRAIN_KEYS
 from netc.dsl.errors import NetcError
 
-from . import data, ensemble, files, optim, runs, schedule
+from . import data, distributed, ensemble, files, optim, runs, schedule
 from .backends import registry as backends
 from .trainer import Trainer, as_test, result_line
 
@@ -124,31 +124,44 @@ def saved_settings(folder: str, overrides: dict) -> dict:
 
 # ---- what the CLI and the Python API call --------------------------------------------------------
 def train(net, overrides=None, out=None, resume=None, progress=None, diagnose=False,
-          stdout=None):
+          stdout=None, group=None):
     """Train `net` (a compiled Net, or a spec's path or text, as netc.compile takes) and return
     (result, folder). With `resume`, continue the run in that folder from its last checkpoint
     (its saved settings; `epochs` may be raised). The folder is locked while the run writes into
     it. `progress`: None draws a bar on a terminal and in a Jupyter notebook, none where stderr
-    goes to a file or a pipe (the epoch lines only); True always, False never."""
+    goes to a file or a pipe (the epoch lines only); True always, False never. `group`: the MPI
+    ranks that train the run together (distributed.connect()), None for this process alone."""
     net = _compiled(net)
+    group = group or distributed.SOLO
     stdout = stdout or sys.stdout
     overrides = dict(overrides or {})
     if not resume:
-        cfg = _checked(net, resolve(net, overrides))
-    with runs.claim(resume or out or runs.default_dir(net.name), bool(resume)) as folder:
-        if resume:
-            cfg = _checked(net, saved_settings(folder, overrides))
-        trainer = Trainer(net, _plain(cfg), folder, progress, diagnose, stdout)
+        cfg = group.settled(lambda: _checked(net, resolve(net, overrides), group))
+    with group.claim(resume or out or runs.default_dir(net.name), bool(resume)) as folder:
+        if resume:  # rank 0 reads the run's settings
+            saved = group.share(_saved, folder, overrides, group.size)
+            cfg = group.settled(_checked, net, saved, group)
+        trainer = group.settled(Trainer, net, _plain(cfg), folder, progress, diagnose, stdout,
+                                None, group)
         if resume:
             trainer.resume()
-        write_config(folder, net, cfg)
+        if group.lead:
+            write_config(folder, net, cfg, **group.record)
         trainer.announce()
         return trainer.run(), folder
 
 
-def _checked(net, cfg):
-    """cfg, once its settings are checked together and the run's memory estimated."""
+def _saved(folder, overrides, ranks):
+    """The settings of the run in `folder`, which a resume on `ranks` ranks continues."""
+    distributed.check_resume(ranks, folder)
+    return saved_settings(folder, overrides)
+
+
+def _checked(net, cfg, group=distributed.SOLO):
+    """cfg, once its settings are checked together (and with the ranks that train it) and the
+    run's memory estimated."""
     check(cfg)
+    distributed.check(group, cfg, FULL_BATCH)
     check_memory(net, cfg)
     return cfg
 
