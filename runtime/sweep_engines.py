@@ -156,8 +156,18 @@ def _stop(running, report):
 
 def dask(tasks, workers, address, report, stdout):
     """--engine dask: the Dask cluster at `address` (its scheduler), else a LocalCluster of
-    `workers` processes of one task each."""
+    `workers` processes of one task each. Starting a LocalCluster sets OMP_NUM_THREADS,
+    OPENBLAS_NUM_THREADS ... in this process's environment for its workers: put it back after."""
     from dask.distributed import Client, LocalCluster, as_completed
+    environment = dict(os.environ)
+    try:
+        _dask(tasks, workers, address, report, stdout, Client, LocalCluster, as_completed)
+    finally:
+        os.environ.clear()
+        os.environ.update(environment)
+
+
+def _dask(tasks, workers, address, report, stdout, Client, LocalCluster, as_completed):
     threads = None if address else threads_per_run(workers)
     cluster = None if address else LocalCluster(n_workers=workers, threads_per_worker=1,
                                                 dashboard_address=None)

@@ -132,8 +132,10 @@ def test_bad_grid_exit_2(capsys, spec, tmp_path, grid, message):
 def test_sweep_on_a_local_dask_cluster(capsys, spec, tmp_path):
     pytest.importorskip("dask.distributed")
     out = str(tmp_path / "s")
+    environment = dict(os.environ)
     assert main(["sweep", spec, "--grid", "lr=0.003,0.01", "--epochs", "1", "--engine", "dask",
                  "--out", out]) == 0
+    assert dict(os.environ) == environment  # dask's OPENBLAS_NUM_THREADS=1 ... not left behind
     text = capsys.readouterr().out
     assert "dask: tcp://" in text and "[2/2]" in text
     rows = _table(out)
