@@ -149,15 +149,7 @@ def cmd_train(args):
     from netc.runtime import training
     group = _group(args)  # first: only rank 0 prints the spec's warnings
     net = _compile(args)
-    overrides = {k: getattr(args, k) for k in TRAIN_FLAGS}
-    if args.early_stop:
-        overrides["early_stop"] = True
-    if args.snapshots:
-        overrides["snapshots"] = True
-    if args.augment:
-        overrides["augment"] = tuple(a.strip() for a in args.augment.split(",") if a.strip())
-    if args.freeze:
-        overrides["freeze"] = tuple(args.freeze.split(","))
+    overrides = _overrides(args)
     progress = False if args.quiet else None  # None: a bar on a terminal (progress.py)
     if args.bagging and (args.compare or args.folds or args.resume):
         raise NetcError("--bagging trains its own members: it does not combine with --compare, "
@@ -427,14 +419,7 @@ def cmd_sweep(args):
                         "netc sweep SPEC --grid lr=1e-3,1e-2 batch=32,64")
     grid = parse_grid(args.grid)  # before the spec compiles: a typo in the grid fails fast
     net = _compile(args)
-    # netc train's flags that netc sweep has, for every run
-    overrides = {k: getattr(args, k, None) for k in TRAIN_FLAGS}
-    if args.early_stop:
-        overrides["early_stop"] = True
-    if args.augment:
-        overrides["augment"] = tuple(a.strip() for a in args.augment.split(",") if a.strip())
-    if args.freeze:
-        overrides["freeze"] = tuple(args.freeze.split(","))
+    overrides = _overrides(args)  # netc train's settings flags, for every run
     try:
         rows = sweep(net, grid, overrides, args.out, args.engine, args.workers, args.address)
     except KeyboardInterrupt:
@@ -465,6 +450,56 @@ def cmd_import(args):
     print(f"{output}: {imported.network.name}, {len(imported.text.splitlines())} lines"
           + (f"; weights {weights}" if weights else "; no weights (the source had none)"))
     return 0
+
+
+def _add_run_settings(c):
+    """The flags that override a run's train settings: netc train's, and netc sweep's for every
+    run (TRAIN_FLAGS, early_stop, augment, freeze; _overrides reads them back)."""
+    from netc.compiler.settings import DEVICES, LOSSES, OPTIMIZERS, SCHEDULES
+    c.add_argument("--epochs", type=_positive)
+    c.add_argument("--batch", type=_positive)
+    c.add_argument("--lr", type=float)
+    c.add_argument("--optimizer", choices=OPTIMIZERS)
+    c.add_argument("--device", choices=DEVICES,
+                   help="where to train: cpu (default) or cuda (an NVIDIA GPU: pip install 'netc[cuda]')")
+    c.add_argument("--seed", type=int)
+    c.add_argument("--data", help="digits | mnist:DIR | fashion:DIR | FILE.npz | FILE.csv[#label] | "
+                                  "synthetic | adding:T")
+    c.add_argument("--loss", choices=LOSSES)
+    c.add_argument("--momentum", type=float)
+    c.add_argument("--weight-decay", dest="weight_decay", type=float)
+    c.add_argument("--schedule", choices=SCHEDULES)
+    c.add_argument("--cycles", type=_positive, help="cosine_restarts: cycles over the epochs")
+    c.add_argument("--warmup", type=int)
+    c.add_argument("--val-split", dest="val_split", type=float)
+    c.add_argument("--test-split", dest="test_split", type=float)
+    c.add_argument("--l1", type=float)
+    c.add_argument("--l2", type=float)
+    c.add_argument("--clip-norm", dest="clip_norm", type=float)
+    c.add_argument("--clip-value", dest="clip_value", type=float)
+    c.add_argument("--early-stop", dest="early_stop", action="store_true")
+    c.add_argument("--patience", type=int)
+    c.add_argument("--augment", help="comma-separated: crop, flip")
+    c.add_argument("--init-from", dest="init_from", help="a checkpoint to copy matching layers from")
+    c.add_argument("--freeze", help="comma-separated layer names or path patterns (conv*, stage1.*)")
+    c.add_argument("--save-every", dest="save_every", type=_positive, metavar="N",
+                   help="also keep the weights every N epochs: snapshot_eN.npz in the run folder")
+    c.add_argument("--tensorboard", metavar="DIR",
+                   help="also log each epoch's figures for TensorBoard in DIR (needs tensorboardX)")
+
+
+def _overrides(args) -> dict:
+    """The train settings the flags of _add_run_settings (and --snapshots) give."""
+    overrides = {k: getattr(args, k, None) for k in TRAIN_FLAGS}
+    if args.early_stop:
+        overrides["early_stop"] = True
+    if getattr(args, "snapshots", False):
+        overrides["snapshots"] = True
+    if args.augment:
+        overrides["augment"] = tuple(a.strip() for a in args.augment.split(",") if a.strip())
+    if args.freeze:
+        overrides["freeze"] = tuple(args.freeze.split(","))
+    return overrides
 
 
 def parser() -> argparse.ArgumentParser:
@@ -527,39 +562,10 @@ def parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_bench)
 
     c = spec_cmd("train", "train the network (settings: the spec's train section, then these flags)")
-    c.add_argument("--epochs", type=_positive)
-    c.add_argument("--batch", type=_positive)
-    c.add_argument("--lr", type=float)
-    c.add_argument("--optimizer", choices=OPTIMIZERS)
-    c.add_argument("--device", choices=DEVICES,
-                   help="where to train: cpu (default) or cuda (an NVIDIA GPU: pip install 'netc[cuda]')")
-    c.add_argument("--seed", type=int)
-    c.add_argument("--data", help="digits | mnist:DIR | fashion:DIR | FILE.npz | FILE.csv[#label] | "
-                                  "synthetic | adding:T")
-    c.add_argument("--loss", choices=LOSSES)
-    c.add_argument("--momentum", type=float)
-    c.add_argument("--weight-decay", dest="weight_decay", type=float)
-    c.add_argument("--schedule", choices=SCHEDULES)
-    c.add_argument("--cycles", type=_positive, help="cosine_restarts: cycles over the epochs")
+    _add_run_settings(c)
     c.add_argument("--snapshots", action="store_true",
                    help="save the weights at the end of each cosine_restarts cycle")
-    c.add_argument("--warmup", type=int)
-    c.add_argument("--val-split", dest="val_split", type=float)
-    c.add_argument("--test-split", dest="test_split", type=float)
-    c.add_argument("--l1", type=float)
-    c.add_argument("--l2", type=float)
-    c.add_argument("--clip-norm", dest="clip_norm", type=float)
-    c.add_argument("--clip-value", dest="clip_value", type=float)
-    c.add_argument("--early-stop", dest="early_stop", action="store_true")
-    c.add_argument("--patience", type=int)
-    c.add_argument("--augment", help="comma-separated: crop, flip")
-    c.add_argument("--init-from", dest="init_from", help="a checkpoint to copy matching layers from")
-    c.add_argument("--freeze", help="comma-separated layer names or path patterns (conv*, stage1.*)")
     c.add_argument("--out", help="the run folder (default runs/NAME-TIMESTAMP)")
-    c.add_argument("--save-every", dest="save_every", type=_positive, metavar="N",
-                   help="also keep the weights every N epochs: snapshot_eN.npz in the run folder")
-    c.add_argument("--tensorboard", metavar="DIR",
-                   help="also log each epoch's figures for TensorBoard in DIR (needs tensorboardX)")
     c.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly (--epochs "
                                                    "may be raised: the schedule keeps its span)")
     c.add_argument("--folds", type=_positive, help="K-fold cross-validation")
@@ -633,19 +639,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--address", help="dask: the scheduler (tcp://HOST:8786); ray: the cluster "
                                      "(HOST:6379, or auto)")
     c.add_argument("--out", help="the sweep's folder (default runs/NAME-sweep-TIMESTAMP)")
-    for flag, kind in (("epochs", _positive), ("batch", _positive), ("lr", float),
-                       ("optimizer", OPTIMIZERS), ("device", DEVICES), ("seed", int),
-                       ("data", str), ("loss", LOSSES), ("momentum", float),
-                       ("weight_decay", float), ("schedule", SCHEDULES), ("cycles", _positive),
-                       ("warmup", int), ("val_split", float), ("test_split", float),
-                       ("l1", float), ("l2", float), ("clip_norm", float),
-                       ("clip_value", float), ("patience", int), ("init_from", str),
-                       ("save_every", _positive), ("tensorboard", str)):
-        c.add_argument("--" + flag.replace("_", "-"), dest=flag,
-                       **({"choices": kind} if isinstance(kind, tuple) else {"type": kind}))
-    c.add_argument("--early-stop", dest="early_stop", action="store_true")
-    c.add_argument("--augment", help="comma-separated: crop, flip")
-    c.add_argument("--freeze", help="comma-separated layer names or path patterns")
+    _add_run_settings(c)  # for every run
     c.set_defaults(func=cmd_sweep)
 
     c = spec_cmd("export", "write the network and its weights as an ONNX model (opset 17)")
