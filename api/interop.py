@@ -44,14 +44,16 @@ def _weights(source, spec, seed):
 
 class Imported:
     """An imported network: `text` (the .net spec), `arrays` (its parameters and buffers by the
-    spec's names, empty when the source had no weights), `network` (the intermediate form)."""
+    spec's names, none when the source had no weights; the input normalization under NORM_KEYS
+    where it had one), `network` (the intermediate form), `net` (the spec compiled)."""
 
-    def __init__(self, network, text: str, arrays: dict):
-        self.network, self.text, self.arrays = network, text, arrays
+    def __init__(self, network, text: str, arrays: dict, net=None):
+        self.network, self.text, self.arrays, self.net = network, text, arrays, net
 
     @property
     def has_weights(self) -> bool:
-        return bool(self.arrays)
+        """Whether the source gave parameters (a normalization alone is not weights)."""
+        return any(not k.startswith("__") for k in self.arrays)
 
     def save_spec(self, path: str) -> str:
         from netc.runtime.runs import writing
@@ -68,7 +70,7 @@ class Imported:
         if not self.has_weights:
             raise NetcError("the imported network has no weights to save",
                             "give the weights too (for Caffe: --caffemodel M.caffemodel)")
-        model = Model(self.text)
+        model = Model(self.net or self.text)
         model.load_state({k: v for k, v in self.arrays.items() if not k.startswith("__")},
                          source="the imported weights")
         if NORM_KEYS[0] in self.arrays:
@@ -94,4 +96,4 @@ def import_model(path: str, caffemodel: str | None = None) -> Imported:
         raise NetcError(f"cannot tell what {path} is from its name",
                         "netc imports ONNX files (.onnx) and Caffe definitions (.prototxt)")
     written = write.write(network)
-    return Imported(network, written.text, written.arrays)
+    return Imported(network, written.text, written.arrays, written.net)

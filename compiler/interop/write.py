@@ -32,6 +32,7 @@ class Written:
     parameters where the source had no weights (a Caffe definition without its .caffemodel)."""
     text: str
     arrays: dict = field(default_factory=dict)
+    net: object = None  # the text compiled (netc.compiler.Net)
 
 
 def write(network: ir.Network) -> Written:
@@ -48,7 +49,7 @@ def write(network: ir.Network) -> Written:
     if network.mean is not None:
         arrays[NORM_KEYS[0]] = np.asarray(network.mean, np.float32)
         arrays[NORM_KEYS[1]] = np.asarray(network.std, np.float32)
-    return Written(text, arrays)
+    return Written(text, arrays, net)
 
 
 def spec_text(network: ir.Network, chain: list) -> str:

@@ -70,6 +70,17 @@ def test_caffe_definition_with_and_without_weights(capsys, tmp_path):
     assert loaded.net.spec_hash == netc.compile(str(tmp_path / "c.net")).spec_hash
 
 
+def test_a_train_val_definition_without_weights_gives_the_spec(capsys, tmp_path):
+    """Its Data layer's mean_value is a normalization, not weights: no checkpoint to write."""
+    proto = tmp_path / "caffenet.prototxt"
+    proto.write_text(caffe_cases.CAFFENET)
+    assert main(["import", str(proto), "-o", str(tmp_path / "c.net")]) == 0
+    assert "no weights" in capsys.readouterr().out
+    assert not (tmp_path / "c.npz").exists()
+    assert main(["summary", str(tmp_path / "c.net")]) == 0
+    assert "60,965,224" in capsys.readouterr().out
+
+
 def test_import_errors_exit_2_without_traceback(capsys, tmp_path):
     assert main(["import", str(tmp_path / "none.onnx")]) == 2
     assert "no such file" in capsys.readouterr().err
