@@ -124,26 +124,29 @@ def test_per_pixel_outputs_take_a_row_per_pixel(loss):
 
 
 def test_row_kernels_split_across_threads_give_the_same_numbers():
-    """Past PARALLEL_ROWS rows the row losses and the softmax split the samples across threads:
-    the same per-sample sums in the same order, so the same total and the same gradients."""
+    """Split into parts (on Numba's threads) the row losses and the softmax give the numbers of
+    one part on the calling thread: the same per-sample sums, added in the same order."""
     from netc.runtime.backends import elementwise as ew
     from netc.runtime.backends.cpu import activation, losses as cpu_losses
     rng = np.random.default_rng(0)
-    n, k, p = 8, 4, cpu_losses.PARALLEL_ROWS // 8
+    n, k, p = 8, 4, 512
     z = rng.standard_normal((n, k, p))
     labels = rng.integers(0, k, (n, p))
     target = rng.random((n, k, p))
     for code in (ew.CROSS_ENTROPY, ew.SOFT_CROSS_ENTROPY, ew.KL, ew.MULTICLASS_HINGE):
-        g1, g2 = np.empty_like(z), np.empty_like(z)
-        one = cpu_losses._rows_cpu(code, z, target, labels, True, 1 / (n * p), g1)
-        split = cpu_losses._rows_parallel_cpu(code, z, target, labels, True, 1 / (n * p), g2)
-        assert one == split and np.array_equal(g1, g2)
+        g1, g2, s1, s2 = np.empty_like(z), np.empty_like(z), np.empty(n), np.empty(n)
+        cpu_losses._rows_part(0, 1, code, z, target, labels, True, 1 / (n * p), g1, s1)
+        cpu_losses._rows_cpu(3, code, z, target, labels, True, 1 / (n * p), g2, s2)
+        assert np.array_equal(s1, s2) and np.array_equal(g1, g2)
+        total = cpu_losses.rows(code, z, target, labels, True, 1 / (n * p), np.empty_like(z))
+        assert total == cpu_losses._total_cpu(s1, 1 / (n * p))
+        assert np.isclose(total, s1.sum() / (n * p), rtol=1e-12)
     y1, y2 = np.empty_like(z), np.empty_like(z)
-    activation._softmax_rows_cpu(z, y1)
-    activation._softmax_rows_parallel_cpu(z, y2)
+    activation._softmax_rows_part(0, 1, z, y1)
+    activation._softmax_rows_cpu(3, z, y2)
     assert np.array_equal(y1, y2)
     np.testing.assert_allclose(y1.sum(axis=1), 1.0)
     d1, d2 = np.empty_like(z), np.empty_like(z)
-    activation._softmax_grad_rows_cpu(y1, target, d1)
-    activation._softmax_grad_rows_parallel_cpu(y1, target, d2)
+    activation._softmax_grad_rows_part(0, 1, y1, target, d1)
+    activation._softmax_grad_rows_cpu(3, y1, target, d2)
     np.testing.assert_allclose(d1, d2, rtol=1e-12, atol=1e-15)  # fastmath may reassociate

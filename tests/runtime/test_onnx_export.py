@@ -165,7 +165,8 @@ def test_trained_model_with_its_normalization(tmp_path):
     onnx.checker.check_model(proto, full_check=True)
     assert [n.op_type for n in proto.graph.node[:2]] == ["Sub", "Div"]
     got = session(proto).run(None, {"input": x})[0]
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # float32 through three CONVs, summed in other orders than onnxruntime's
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
     assert main(["export", spec, "--weights", weights, "-o", str(path), "--raw"]) == 0
     raw = onnx.load(str(path))

@@ -12,7 +12,7 @@ from ..registry import Backend, register_backend
 from . import activation, conv, dense, join, norm, pool, recurrent  # noqa: F401 - they register the kinds
 from . import blas, jit
 from .losses import _pointwise_cpu, rows
-from .optim import _update_cpu
+from .optim import _update_cpu, _update_part
 
 
 class CpuContext(Context):
@@ -80,9 +80,10 @@ class CpuBackend(Backend):
     def update(self, rule, theta, g, s1, s2, h, first):
         flat = theta.reshape(-1)
         none = flat[:0]
-        _update_cpu(rule, flat, np.ascontiguousarray(g, theta.dtype).reshape(-1),
-                    none if s1 is None else s1.reshape(-1), none if s2 is None else s2.reshape(-1),
-                    h, first)
+        jit.launch(_update_cpu, _update_part, jit.split(8 * flat.size), rule, flat,
+                   np.ascontiguousarray(g, theta.dtype).reshape(-1),
+                   none if s1 is None else s1.reshape(-1), none if s2 is None else s2.reshape(-1),
+                   h, first)
 
     def context(self, memory, train, rng, backward):
         return CpuContext(memory, train, rng, backward)
@@ -101,7 +102,7 @@ class CpuBackend(Backend):
         return rows(code, out, target, labels, logits, scale, grad), grad
 
     def describe(self):
-        return {"threads": jit.workers(), "GEMM": blas.describe()}
+        return {"threads": f"{jit.workers()} ({jit.threading_layer()})", "GEMM": blas.describe()}
 
 
 jit.setup()

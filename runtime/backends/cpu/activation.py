@@ -10,8 +10,7 @@ from netc.compiler.kinds import activation as kinds
 
 from .. import elementwise as ew
 from ..registry import Implementation, implements
-from .jit import REDUCE, kernel
-from .losses import PARALLEL_ROWS
+from .jit import REDUCE, kernel, launch, share, split
 
 
 # ---- activations over whole arrays ------------------------------------------------------------
@@ -22,10 +21,10 @@ def apply(name, z, a=0.0):
     z = np.ascontiguousarray(z)
     y = np.empty_like(z)
     if name == "softmax":
-        z3, y3 = _rows(z), _rows(y)
-        (_softmax_rows_parallel_cpu if _many_rows(z3) else _softmax_rows_cpu)(z3, y3)
+        launch(_softmax_rows_cpu, _softmax_rows_part, _sample_parts(z), _rows(z), _rows(y))
     else:
-        _act_cpu(ew.ACT_CODES[name], z.dtype.type(a), z.reshape(-1), y.reshape(-1))
+        launch(_act_cpu, _act_part, split(2 * z.size), ew.ACT_CODES[name], z.dtype.type(a),
+               z.reshape(-1), y.reshape(-1))
     return y
 
 
@@ -34,12 +33,12 @@ def apply_grad(name, z, y, dy, a=0.0):
     dy = np.ascontiguousarray(dy)
     dz = np.empty_like(dy)
     if name == "softmax":
-        y3 = _rows(y)
-        grad = _softmax_grad_rows_parallel_cpu if _many_rows(y3) else _softmax_grad_rows_cpu
-        grad(y3, _rows(dy), _rows(dz))
+        launch(_softmax_grad_rows_cpu, _softmax_grad_rows_part, _sample_parts(y), _rows(y),
+               _rows(dy), _rows(dz))
     else:
-        _act_grad_cpu(ew.ACT_CODES[name], dy.dtype.type(a), np.ascontiguousarray(z).reshape(-1),
-                      y.reshape(-1), dy.reshape(-1), dz.reshape(-1))
+        launch(_act_grad_cpu, _act_grad_part, split(3 * dz.size), ew.ACT_CODES[name],
+               dy.dtype.type(a), np.ascontiguousarray(z).reshape(-1), y.reshape(-1),
+               dy.reshape(-1), dz.reshape(-1))
     return dz
 
 
@@ -47,7 +46,8 @@ def prelu(z, slope):
     """y = z where z > 0, else slope[c] z (one slope per channel, or one for all)."""
     z = np.ascontiguousarray(z)
     y = np.empty_like(z)
-    _prelu_cpu(_by_channel(z), slope, _by_channel(y))
+    launch(_prelu_cpu, _prelu_part, min(split(2 * z.size), z.shape[0]), _by_channel(z), slope,
+           _by_channel(y))
     return y
 
 
@@ -56,7 +56,8 @@ def prelu_grad(z, slope, dy):
     z, dy = np.ascontiguousarray(z), np.ascontiguousarray(dy)
     dz = np.empty_like(dy)
     per_channel = np.empty(z.shape[1], dy.dtype)
-    _prelu_grad_cpu(_by_channel(z), slope, _by_channel(dy), _by_channel(dz), per_channel)
+    launch(_prelu_grad_cpu, _prelu_grad_part, min(split(4 * z.size), z.shape[1]), _by_channel(z),
+           slope, _by_channel(dy), _by_channel(dz), per_channel)
     return dz, (per_channel if slope.size > 1 else per_channel.sum(keepdims=True)).astype(dy.dtype)
 
 
@@ -101,32 +102,62 @@ def in_kernel(h, ctx):
 
 
 @kernel(parallel=True)
-def _act_cpu(code, a, z, y):
-    for i in prange(z.size):
+def _act_cpu(parts, code, a, z, y):
+    for t in prange(parts):
+        _act_part(np.int64(t), parts, code, a, z, y)
+
+
+@kernel()
+def _act_part(t, parts, code, a, z, y):
+    lo, hi = share(z.size, t, parts)
+    for i in range(lo, hi):
         y[i] = ew.act(code, z[i], a)
 
 
 @kernel(parallel=True)
-def _act_grad_cpu(code, a, z, y, dy, dz):
-    for i in prange(z.size):
+def _act_grad_cpu(parts, code, a, z, y, dy, dz):
+    for t in prange(parts):
+        _act_grad_part(np.int64(t), parts, code, a, z, y, dy, dz)
+
+
+@kernel()
+def _act_grad_part(t, parts, code, a, z, y, dy, dz):
+    lo, hi = share(z.size, t, parts)
+    for i in range(lo, hi):
         dz[i] = dy[i] * ew.act_grad(code, z[i], y[i], a)
 
 
 @kernel(parallel=True)
-def _prelu_cpu(z, slope, y):
+def _prelu_cpu(parts, z, slope, y):
+    for t in prange(parts):
+        _prelu_part(np.int64(t), parts, z, slope, y)
+
+
+@kernel()
+def _prelu_part(t, parts, z, slope, y):
+    """Part t of `parts`, split by samples."""
     step = 1 if slope.size > 1 else 0  # a slope per channel, or one for all
-    for n in prange(z.shape[0]):
+    lo, hi = share(z.shape[0], t, parts)
+    for n in range(lo, hi):
         for c in range(z.shape[1]):
             a = slope[c * step]
             for k in range(z.shape[2]):
                 y[n, c, k] = ew.act(ew.PRELU, z[n, c, k], a)
 
 
-@kernel(parallel=True, fastmath=REDUCE)
-def _prelu_grad_cpu(z, slope, dy, dz, dslope):
-    """dz, and dslope[c] = the sum of dy z where z <= 0 over channel c (one sum per channel)."""
-    step = 1 if slope.size > 1 else 0  # (a conditional index in a prange body fails to lower)
-    for c in prange(z.shape[1]):
+@kernel(parallel=True)
+def _prelu_grad_cpu(parts, z, slope, dy, dz, dslope):
+    for t in prange(parts):
+        _prelu_grad_part(np.int64(t), parts, z, slope, dy, dz, dslope)
+
+
+@kernel(fastmath=REDUCE)
+def _prelu_grad_part(t, parts, z, slope, dy, dz, dslope):
+    """dz, and dslope[c] = the sum of dy z where z <= 0 over channel c (one sum per channel),
+    part t of `parts`, split by channels."""
+    step = 1 if slope.size > 1 else 0
+    lo, hi = share(z.shape[1], t, parts)
+    for c in range(lo, hi):
         a = slope[c * step]
         acc = 0.0
         for n in range(z.shape[0]):
@@ -145,18 +176,17 @@ def _softmax_row(z, y, n, p):
         y[n, j, p] = y[n, j, p] / s
 
 
-@kernel()
-def _softmax_rows_cpu(z, y):
-    """y[n, :, p] = softmax(z[n, :, p]) for each row (sample, pixel)."""
-    for n in range(z.shape[0]):
-        for p in range(z.shape[2]):
-            _softmax_row(z, y, n, p)
-
-
 @kernel(parallel=True)
-def _softmax_rows_parallel_cpu(z, y):
-    """_softmax_rows_cpu with the samples split across threads."""
-    for n in prange(z.shape[0]):
+def _softmax_rows_cpu(parts, z, y):
+    for t in prange(parts):
+        _softmax_rows_part(np.int64(t), parts, z, y)
+
+
+@kernel()
+def _softmax_rows_part(t, parts, z, y):
+    """y[n, :, p] = softmax(z[n, :, p]) for each row (sample, pixel) of part t's samples."""
+    lo, hi = share(z.shape[0], t, parts)
+    for n in range(lo, hi):
         for p in range(z.shape[2]):
             _softmax_row(z, y, n, p)
 
@@ -171,25 +201,25 @@ def _softmax_grad_row(y, dy, dz, n, p):
         dz[n, j, p] = y[n, j, p] * (dy[n, j, p] - s)
 
 
+@kernel(parallel=True)
+def _softmax_grad_rows_cpu(parts, y, dy, dz):
+    for t in prange(parts):
+        _softmax_grad_rows_part(np.int64(t), parts, y, dy, dz)
+
+
 @kernel(fastmath=REDUCE)
-def _softmax_grad_rows_cpu(y, dy, dz):
-    """dz = y (dy - sum(dy y)) for each row (sample, pixel)."""
-    for n in range(y.shape[0]):
+def _softmax_grad_rows_part(t, parts, y, dy, dz):
+    """dz = y (dy - sum(dy y)) for each row (sample, pixel) of part t's samples."""
+    lo, hi = share(y.shape[0], t, parts)
+    for n in range(lo, hi):
         for p in range(y.shape[2]):
             _softmax_grad_row(y, dy, dz, n, p)
 
 
-@kernel(fastmath=REDUCE, parallel=True)
-def _softmax_grad_rows_parallel_cpu(y, dy, dz):
-    """_softmax_grad_rows_cpu with the samples split across threads."""
-    for n in prange(y.shape[0]):
-        for p in range(y.shape[2]):
-            _softmax_grad_row(y, dy, dz, n, p)
-
-
-def _many_rows(a):
-    """Whether rows (N, K, P) are enough to split the samples across threads (losses.py's rule)."""
-    return a.shape[0] > 1 and a.shape[0] * a.shape[2] >= PARALLEL_ROWS
+def _sample_parts(a):
+    """Parts for a softmax over the rows of `a` (N, K[, H, W]), split by samples: a row costs
+    about 20 operations a value (an exp, a division, the sums)."""
+    return min(split(20 * a.size), a.shape[0])
 
 
 # ---- the layers -------------------------------------------------------------------------------
@@ -259,7 +289,8 @@ class Dropout(Implementation):
             return x, None
         seed, threshold, scale = ew.dropout_args(h["p"], ctx.rng, x.dtype)
         y = np.empty_like(x)
-        _dropout_cpu(x.reshape(-1), seed, threshold, scale, y.reshape(-1))
+        launch(_dropout_cpu, _dropout_part, split(4 * x.size), x.reshape(-1), seed, threshold, scale,
+               y.reshape(-1))
         return y, (seed, threshold, scale)
 
     def backward(self, h, p, cache, dy, ctx):
@@ -267,11 +298,19 @@ class Dropout(Implementation):
             return [dy], {}
         dy = np.ascontiguousarray(dy)
         dx = np.empty_like(dy)
-        _dropout_cpu(dy.reshape(-1), *cache, dx.reshape(-1))
+        launch(_dropout_cpu, _dropout_part, split(4 * dy.size), dy.reshape(-1), *cache,
+               dx.reshape(-1))
         return [dx], {}
 
 
 @kernel(parallel=True)
-def _dropout_cpu(x, seed, threshold, scale, y):
-    for i in prange(x.size):
+def _dropout_cpu(parts, x, seed, threshold, scale, y):
+    for t in prange(parts):
+        _dropout_part(np.int64(t), parts, x, seed, threshold, scale, y)
+
+
+@kernel()
+def _dropout_part(t, parts, x, seed, threshold, scale, y):
+    lo, hi = share(x.size, t, parts)
+    for i in range(lo, hi):
         y[i] = x[i] * scale if ew.keep(seed, i, threshold) else x[i] * 0

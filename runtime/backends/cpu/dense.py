@@ -22,7 +22,7 @@ from ..registry import Implementation, implements
 from .activation import fused_backward, fused_forward, in_kernel
 from .blas import gemm, own_tiles
 from .common import TAPS, _act_row_cpu, _grad_row_cpu, _nine_dots_cpu, act_pair
-from .jit import REDUCE, kernel, workers
+from .jit import REDUCE, kernel, launch, share, split_macs
 
 DOTS_ROW_BYTES = (1024, 4096)
 DOTS_SMALL_BATCH = 16
@@ -117,10 +117,11 @@ def linear_forward(x2, w, bias, act, z):
     bias may be None."""
     bias = np.zeros(0, z.dtype) if bias is None else bias
     w2 = w.reshape(w.shape[0], -1)
+    parts = split_macs(z.size * x2.shape[1])
     if linear_algorithm(x2.shape[0], x2.shape[1], x2.itemsize) == "dots":
-        _linear_dots_cpu(x2, w2, bias, act, workers(), z)
+        launch(_linear_dots_cpu, _linear_dots_part, parts, x2, w2, bias, act, z)
     else:
-        _linear_forward_cpu(x2, w2, bias, act, workers(), z)
+        launch(_linear_forward_cpu, _linear_forward_part, parts, x2, w2, bias, act, z)
 
 
 def linear_backward(x2, p, dy, y, act, ctx, dx):
@@ -132,71 +133,80 @@ def linear_backward(x2, p, dy, y, act, ctx, dx):
     dz = ctx.scratch("dz", dy.shape, dy.dtype) if act[0] != ew.NONE else dy
     dw = np.empty_like(w)
     db = np.empty(w.shape[0] if "bias" in p else 0, dy.dtype)
-    _linear_backward_cpu(x2, w2, dy, y.reshape(dy.shape), act, workers(), dz,
-                         dw.reshape(w2.shape), db, dx)
+    _linear_grad_out_cpu(dy, y.reshape(dy.shape), act, dz, db)
+    launch(_linear_backward_cpu, _linear_backward_part, split_macs(dz.size * x2.shape[1] * 2), x2, w2, dz,
+           dw.reshape(w2.shape), dx)
     return {"weight": dw, "bias": db} if "bias" in p else {"weight": dw}
 
 
-@kernel(parallel=True, fastmath=REDUCE)  # REDUCE: the dot products vectorize
-def _linear_dots_cpu(x, w, bias, act, parts, z):
-    """z = act(x w^T + bias) by dot products (bias may be empty): the threads split the units,
-    nine at a time, and go through the samples two at a time against them (nine units' rows stay
-    in cache while the samples stream past)."""
+@kernel(parallel=True)
+def _linear_dots_cpu(parts, x, w, bias, act, z):
+    for t in prange(parts):
+        _linear_dots_part(np.int64(t), parts, x, w, bias, act, z)
+
+
+@kernel(fastmath=REDUCE)  # REDUCE: the dot products vectorize
+def _linear_dots_part(t, parts, x, w, bias, act, z):
+    """z = act(x w^T + bias) by dot products (bias may be empty), part t of `parts`: the parts
+    split the units, nine at a time, and go through the samples two at a time against them (nine
+    units' rows stay in cache while the samples stream past)."""
     n, u = z.shape
     k = x.shape[1]
     code, a = act
     xf, wf = x.reshape(-1), w.reshape(-1)
-    groups = -(-u // TAPS)
-    for t in prange(parts):
-        offs = np.empty(TAPS, np.int64)
-        sums = np.empty((2, TAPS), z.dtype)
-        for g in range(groups * t // parts, groups * (t + 1) // parts):
-            j0 = g * TAPS
-            for j in range(TAPS):  # past the last unit: its row again, the sums dropped
-                offs[j] = min(j0 + j, u - 1) * k
-            for i in range(0, n, 2):
-                i1 = min(i + 1, n - 1)  # an odd last sample pairs with itself
-                sums[:] = 0
-                _nine_dots_cpu(xf[i * k:(i + 1) * k], xf[i1 * k:(i1 + 1) * k], wf, offs, k, sums)
-                for j in range(min(TAPS, u - j0)):
-                    b = bias[j0 + j] if bias.size else 0
-                    z[i, j0 + j] = ew.act(code, sums[0, j] + b, a)
-                    z[i1, j0 + j] = ew.act(code, sums[1, j] + b, a)
+    lo, hi = share(-(-u // TAPS), t, parts)
+    offs = np.empty(TAPS, np.int64)
+    sums = np.empty((2, TAPS), z.dtype)
+    for g in range(lo, hi):
+        j0 = g * TAPS
+        for j in range(TAPS):  # past the last unit: its row again, the sums dropped
+            offs[j] = min(j0 + j, u - 1) * k
+        for i in range(0, n, 2):
+            i1 = min(i + 1, n - 1)  # an odd last sample pairs with itself
+            sums[:] = 0
+            _nine_dots_cpu(xf[i * k:(i + 1) * k], xf[i1 * k:(i1 + 1) * k], wf, offs, k, sums)
+            for j in range(min(TAPS, u - j0)):
+                b = bias[j0 + j] if bias.size else 0
+                z[i, j0 + j] = ew.act(code, sums[0, j] + b, a)
+                z[i1, j0 + j] = ew.act(code, sums[1, j] + b, a)
 
 
 @kernel(parallel=True)
-def _linear_forward_cpu(x, w, bias, act, parts, z):
-    """z = act(x w^T + bias) by GEMM (bias may be empty), split into `parts` by rows (samples)
-    or, where there are more units than samples, by units: each part's GEMM reads the whole of
-    the other operand, so the split goes along the larger one."""
+def _linear_forward_cpu(parts, x, w, bias, act, z):
+    for t in prange(parts):
+        _linear_forward_part(np.int64(t), parts, x, w, bias, act, z)
+
+
+@kernel()
+def _linear_forward_part(t, parts, x, w, bias, act, z):
+    """z = act(x w^T + bias) by GEMM (bias may be empty), part t of `parts`, split by rows
+    (samples) or, where there are more units than samples, by units: each part's GEMM reads the
+    whole of the other operand, so the split goes along the larger one."""
     n, u = z.shape
     by_units = u > n
-    for t in prange(parts):
-        size = u if by_units else n
-        lo, hi = size * t // parts, size * (t + 1) // parts
-        if hi > lo:
-            if by_units:
-                gemm(False, True, 1.0, x, w[lo:hi], 0.0, z[:, lo:hi])
-            else:
-                gemm(False, True, 1.0, x[lo:hi], w, 0.0, z[lo:hi])
-            if bias.size or act[0]:
-                rows, c0, c1 = (range(n), lo, hi) if by_units else (range(lo, hi), 0, u)
-                for i in rows:
-                    row = z[i, c0:c1]
-                    if bias.size:
-                        for j in range(c1 - c0):
-                            row[j] += bias[c0 + j]
-                    if act[0]:  # (np.float32: a bias of 0 that keeps float32 rows in float32)
-                        _act_row_cpu(act, row, np.float32(0), row, c1 - c0)
+    lo, hi = share(u if by_units else n, t, parts)
+    if hi <= lo:
+        return
+    if by_units:
+        gemm(False, True, 1.0, x, w[lo:hi], 0.0, z[:, lo:hi])
+    else:
+        gemm(False, True, 1.0, x[lo:hi], w, 0.0, z[lo:hi])
+    if bias.size or act[0]:
+        rows, c0, c1 = (range(n), lo, hi) if by_units else (range(lo, hi), 0, u)
+        for i in rows:
+            row = z[i, c0:c1]
+            if bias.size:
+                for j in range(c1 - c0):
+                    row[j] += bias[c0 + j]
+            if act[0]:  # (np.float32: a bias of 0 that keeps float32 rows in float32)
+                _act_row_cpu(act, row, np.float32(0), row, c1 - c0)
 
 
-@kernel(parallel=True, fastmath=REDUCE)  # REDUCE: the bias sums vectorize
-def _linear_backward_cpu(x, w, dy, y, act, parts, dz, dw, db, dx):
-    """dz = dy act'(y) (with act none, dz is dy itself), db its sums over the samples (unless db
-    is empty), then dw = dz^T x (split by units) and, unless dx is empty, dx = dz w (split by
-    rows, or by input features where there are more of them than samples, as in forward)."""
+@kernel(fastmath=REDUCE)  # REDUCE: the bias sums vectorize
+def _linear_grad_out_cpu(dy, y, act, dz, db):
+    """dz = dy act'(y) (with act none, dz is dy itself) and db its sums over the samples (unless
+    db is empty)."""
     n, u = dz.shape
-    k = w.shape[1]
     if act[0]:
         for i in range(n):
             _grad_row_cpu(act, dy[i], y[i], dz[i], u)
@@ -206,15 +216,27 @@ def _linear_backward_cpu(x, w, dy, y, act, parts, dz, dw, db, dx):
         for i in range(n):
             for j in range(u):
                 db[j] += dz[i, j]
-    by_features = k > n
+
+
+@kernel(parallel=True)
+def _linear_backward_cpu(parts, x, w, dz, dw, dx):
     for t in prange(parts):
-        lo, hi = u * t // parts, u * (t + 1) // parts
-        if hi > lo:
-            gemm(True, False, 1.0, dz[:, lo:hi], x, 0.0, dw[lo:hi])
-        if dx.shape[0]:
-            size = k if by_features else n
-            lo, hi = size * t // parts, size * (t + 1) // parts
-            if hi > lo and by_features:
-                gemm(False, False, 1.0, dz, w[:, lo:hi], 0.0, dx[:, lo:hi])
-            elif hi > lo:
-                gemm(False, False, 1.0, dz[lo:hi], w, 0.0, dx[lo:hi])
+        _linear_backward_part(np.int64(t), parts, x, w, dz, dw, dx)
+
+
+@kernel()
+def _linear_backward_part(t, parts, x, w, dz, dw, dx):
+    """Part t of `parts`: dw = dz^T x (split by units) and, unless dx is empty, dx = dz w (split
+    by rows, or by input features where there are more of them than samples, as in forward)."""
+    n, u = dz.shape
+    k = w.shape[1]
+    lo, hi = share(u, t, parts)
+    if hi > lo:
+        gemm(True, False, 1.0, dz[:, lo:hi], x, 0.0, dw[lo:hi])
+    if dx.shape[0]:
+        by_features = k > n
+        lo, hi = share(k if by_features else n, t, parts)
+        if hi > lo and by_features:
+            gemm(False, False, 1.0, dz, w[:, lo:hi], 0.0, dx[:, lo:hi])
+        elif hi > lo:
+            gemm(False, False, 1.0, dz[lo:hi], w, 0.0, dx[lo:hi])

@@ -1,14 +1,28 @@
 """How the CPU kernels are compiled, and the threads they run on.
 
 Kernels are module-level Numba functions, compiled on first call and cached on disk
-(`kernel(...)` gives every one the same options). Threads: a parallel kernel splits its batch over
-Numba's threads with `prange` (one part per thread, each with its own slice of a workspace), and
-the GEMMs it calls run single-threaded inside each part: one pool of threads, so that nothing
-spins against anything (BLAS's own threads would fight Numba's for the cores).
-`setup()` runs when the backend loads, before any kernel.
+(`kernel(...)` gives every one the same options). Threads: work that splits is written as a
+serial *part*, `part(t, parts, ...)`, which does the t-th of `parts` shares (its samples, units or
+elements, with its own slice of a workspace), and a parallel *launcher*, `for t in prange(parts):
+part(t, parts, ...)`, which is all that Numba's parallel compiler sees: lowering a prange body is
+the slowest thing Numba compiles (a whole kernel's body under prange took 2-4x the time of the
+same body compiled serially). `launch()` runs the part alone on the calling thread where the work
+is too small to pay for a parallel region (`split()`: a grain measured in bench/grain.py), so that
+small layers never wake the other threads, which on a busy machine may not be running, and never
+compile their launcher. The GEMMs a part calls run single-threaded: one pool of threads, so that
+nothing spins against anything (BLAS's own threads would fight Numba's for the cores).
+
+The threads are Intel TBB's where the `tbb` wheel is installed (`threading_layer()`): a TBB
+parallel region ends when its work is done, the calling thread taking the parts of a worker that
+has not started, whereas an OpenMP region waits at its barrier for every thread of its team; on a
+machine whose other core is busy, that wait is a scheduler time slice, about 8 ms, per region
+(bench/grain.py: an FC forward of 1.3 ms on one thread took 7.9 ms split on OpenMP threads, 1.3
+on TBB's). Elsewhere Numba's own choice (OpenMP, else its workqueue). `setup()` runs when the backend loads, before any kernel.
 """
 from __future__ import annotations
 
+import ctypes
+import importlib.metadata
 import os
 import warnings
 
@@ -18,6 +32,14 @@ from .. import cache
 from . import blas
 
 _state: dict = {}
+
+# the least work, in estimated nanoseconds on one thread, that a second thread pays for: below it a
+# kernel runs on the calling thread alone. bench/grain.py (2-core Zen 3, TBB): an FC forward of
+# 15 us ran 0.76x as fast split in two, one of 76 us 1.38x; an elementwise tanh of 53 us 1.18x
+GRAIN = 30_000
+# a GEMM-bound kernel's multiply-adds per nanosecond on one thread (bench/grain.py's FC forward:
+# 2.1M in 76 us on AVX2)
+MACS_PER_NS = 28
 
 # fastmath flags for kernels that sum: reassociation lets LLVM vectorize a reduction (and the
 # branches around it become selects); NaN and Inf keep their meaning, so bad numbers still show
@@ -55,11 +77,42 @@ def num_threads() -> int:
     return _state["threads"]
 
 
+def threading_layer() -> str:
+    """The threading layer the kernels get: "tbb" where the tbb wheel's library loads (its
+    library lies outside the loader's path, in the environment's lib folder: loaded here by its
+    path, so that Numba's TBB layer finds it), else Numba's own choice ("default"). A
+    NUMBA_THREADING_LAYER in the environment is the user's and is kept."""
+    if "layer" not in _state:
+        _state["layer"] = numba.config.THREADING_LAYER
+        if not os.environ.get("NUMBA_THREADING_LAYER") and _load_tbb():
+            _state["layer"] = numba.config.THREADING_LAYER = "tbb"
+    return _state["layer"]
+
+
+def _load_tbb() -> bool:
+    try:
+        files = importlib.metadata.files("tbb") or []
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    names = ("libtbb.so.12", "libtbb.12.dylib", "tbb12.dll")
+    paths = [str(f.locate()) for f in files if os.path.basename(str(f)) in names]
+    for path in paths:
+        try:
+            ctypes.CDLL(path, mode=getattr(ctypes, "RTLD_GLOBAL", 0))
+            import numba.np.ufunc.tbbpool  # noqa: F401 - fails where the library does not fit
+            return True
+        except (OSError, ImportError):
+            continue
+    return False
+
+
 def setup():
     """Once, before the first kernel runs: bind the BLAS the kernels call (limited to one thread
-    where it is shared with NumPy), then give Numba its thread count."""
+    where it is shared with NumPy), choose the threading layer, then give Numba its thread
+    count."""
     if _state.get("ready"):
         return
+    threading_layer()
     if blas.bind():
         from threadpoolctl import threadpool_limits
         _state["blas_limit"] = threadpool_limits(limits=1, user_api="blas")  # kept for the process
@@ -71,3 +124,30 @@ def workers() -> int:
     """How many parts a parallel kernel splits its work into (the size of its workspaces)."""
     setup()
     return numba.get_num_threads()
+
+
+def split(ns) -> int:
+    """How many parts to split work of about `ns` nanoseconds (on one thread) into: one per
+    GRAIN of it, at most one per worker, at least one."""
+    return int(max(1, min(workers(), ns // GRAIN)))
+
+
+def split_macs(macs) -> int:
+    """split() for a GEMM-bound kernel's multiply-adds."""
+    return split(macs // MACS_PER_NS)
+
+
+def launch(launcher, part, parts, *args):
+    """part(t, parts, *args) for every t < parts: by the parallel `launcher` (whose prange gives
+    each of Numba's threads one t), or, for one part, by `part` on this thread alone (no parallel
+    region: the launcher is not even compiled)."""
+    if parts > 1:
+        launcher(parts, *args)
+    else:
+        part(0, 1, *args)
+
+
+@kernel(inline=True)
+def share(size, t, parts):
+    """The t-th of `parts` near-equal shares of range(size): (lo, hi)."""
+    return size * t // parts, size * (t + 1) // parts

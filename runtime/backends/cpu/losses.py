@@ -6,7 +6,7 @@ import numpy as np
 from numba import prange
 
 from .. import elementwise as ew
-from .jit import kernel
+from .jit import kernel, launch, share, split
 
 
 @kernel()
@@ -19,11 +19,6 @@ def _pointwise_cpu(code, out, target, delta, scale, grad):
     return total * scale
 
 
-# rows (samples x pixels) from which the row losses split the samples across threads: below, a
-# parallel launch costs more than the rows (LeNet's batch of one is a single row)
-PARALLEL_ROWS = 4096
-
-
 @kernel(inline=True)
 def _row(code, out, target, labels, logits, scale, grad, i, p):
     """The loss of row out[i, :, p], its gradient (times scale) into grad[i, :, p]."""
@@ -34,37 +29,38 @@ def _row(code, out, target, labels, logits, scale, grad, i, p):
     return value
 
 
-@kernel()
-def _rows_cpu(code, out, target, labels, logits, scale, grad):
-    """Row losses over out (N, K, P), a row out[n, :, p] per sample (P = 1) or pixel:
-    cross-entropy from labels (N, P) or probability rows target (N, K, P), KL, multiclass
-    hinge. Summed per sample, then over the samples in order (as _rows_parallel_cpu)."""
-    total = 0.0
-    for i in range(out.shape[0]):
-        s = 0.0
-        for p in range(out.shape[2]):
-            s += _row(code, out, target, labels, logits, scale, grad, i, p)
-        total += s
-    return total * scale
-
-
 @kernel(parallel=True)
-def _rows_parallel_cpu(code, out, target, labels, logits, scale, grad):
-    """_rows_cpu with the samples split across threads: the same sums, so the same total."""
-    part = np.empty(out.shape[0])
-    for i in prange(out.shape[0]):
+def _rows_cpu(parts, code, out, target, labels, logits, scale, grad, sums):
+    for t in prange(parts):
+        _rows_part(np.int64(t), parts, code, out, target, labels, logits, scale, grad, sums)
+
+
+@kernel()
+def _rows_part(t, parts, code, out, target, labels, logits, scale, grad, sums):
+    """Row losses over out (N, K, P), a row out[n, :, p] per sample (P = 1) or pixel, for part
+    t's samples: cross-entropy from labels (N, P) or probability rows target (N, K, P), KL,
+    multiclass hinge. sums[n]: sample n's sum over its pixels."""
+    lo, hi = share(out.shape[0], t, parts)
+    for i in range(lo, hi):
         s = 0.0
         for p in range(out.shape[2]):
             s += _row(code, out, target, labels, logits, scale, grad, i, p)
-        part[i] = s
+        sums[i] = s
+
+
+@kernel()
+def _total_cpu(sums, scale):
+    """The samples' sums added in order (the same total however the samples were split)."""
     total = 0.0
-    for i in range(out.shape[0]):
-        total += part[i]
+    for i in range(sums.size):
+        total += sums[i]
     return total * scale
 
 
 def rows(code, out, target, labels, logits, scale, grad):
-    """The row losses' total (times scale), by the kernel that suits their number."""
-    many = out.shape[0] > 1 and out.shape[0] * out.shape[2] >= PARALLEL_ROWS
-    return (_rows_parallel_cpu if many else _rows_cpu)(code, out, target, labels, logits, scale,
-                                                       grad)
+    """The row losses' total (times scale), their gradients into grad; the samples split across
+    threads where the rows are many (about 20 operations a value: exps, logs, sums)."""
+    sums = np.empty(out.shape[0])
+    parts = min(split(20 * out.size), out.shape[0])
+    launch(_rows_cpu, _rows_part, parts, code, out, target, labels, logits, scale, grad, sums)
+    return _total_cpu(sums, scale)

@@ -10,7 +10,7 @@ from netc.compiler.shapes import window_geometry
 from .. import elementwise as ew
 from ..registry import Implementation, implements
 from .common import _fill_cpu, _valid, window
-from .jit import kernel
+from .jit import kernel, launch, share, split
 
 
 @implements(kinds.Pool, "cpu")
@@ -21,13 +21,13 @@ class Pool(Implementation):
         geo = window(h)
         y = ctx.buffer("y", x.shape[:2] + (oh, ow), x.dtype)
         if h["mode"] == "avg":
-            _avgpool_cpu(x, *geo, y)
+            launch(_avgpool_cpu, _avgpool_part, _parts(x, y, geo), x, *geo, y)
             return y, (x.shape, None)
         arg = ctx.buffer("arg", y.shape, np.int32)
         if geo == (2, 2, 2, 2, 0, 0):  # the common case gets its own unrolled kernel
-            _maxpool2x2_cpu(x, y, arg)
+            launch(_maxpool2x2_cpu, _maxpool2x2_part, _parts(x, y, geo), x, y, arg)
         else:
-            _maxpool_cpu(x, *geo, y, arg)
+            launch(_maxpool_cpu, _maxpool_part, _parts(x, y, geo), x, *geo, y, arg)
         return y, (x.shape, arg)
 
     def backward(self, h, p, cache, dy, ctx):
@@ -35,9 +35,10 @@ class Pool(Implementation):
         dx = ctx.grad(xshape, dy.dtype)
         dy = np.ascontiguousarray(dy)
         if arg is not None:
-            _maxpool_back_cpu(dy, arg, dx)
+            launch(_maxpool_back_cpu, _maxpool_back_part, _parts(dx, dy), dy, arg, dx)
         else:
-            _avgpool_back_cpu(dy, *window(h), dx)
+            launch(_avgpool_back_cpu, _avgpool_back_part, _parts(dx, dy, window(h)), dy,
+                   *window(h), dx)
         return [dx], {}
 
 
@@ -52,15 +53,28 @@ class GlobalAvgPool(Implementation):
         return [np.ascontiguousarray(dx)], {}
 
 
+def _parts(x, y, geo=(1, 1)):
+    """Parts for a pooling kernel between x and y (N, C, H, W), split by samples: a window's
+    taps for each output, and the input read once."""
+    return min(split(x.size + y.size * geo[0] * geo[1]), x.shape[0])
+
+
 # Average pooling runs tap by tap: for each (i, j) of the window, one long sweep over the output
 # rows; max pooling keeps the index of each maximum for its backward scatter, and 2x2/2 windows,
-# the common case, get an unrolled kernel. Every kernel runs the samples of the batch in parallel.
+# the common case, get an unrolled kernel. Every kernel splits the samples of the batch into parts.
 @kernel(parallel=True)
-def _maxpool_cpu(x, kh, kw, sh, sw, ph, pw, y, arg):
+def _maxpool_cpu(parts, x, kh, kw, sh, sw, ph, pw, y, arg):
+    for t in prange(parts):
+        _maxpool_part(np.int64(t), parts, x, kh, kw, sh, sw, ph, pw, y, arg)
+
+
+@kernel()
+def _maxpool_part(t, parts, x, kh, kw, sh, sw, ph, pw, y, arg):
     """y = the window maximum (padding never wins); arg = its flat index in the H*W image, the
     first maximum in row-major order, as PyTorch keeps it."""
     n_, c_, h_, w_ = x.shape
-    for n in prange(n_):
+    lo, hi = share(n_, t, parts)
+    for n in range(lo, hi):
         for c in range(c_):
             img = x[n, c]
             for oy in range(y.shape[2]):
@@ -79,10 +93,17 @@ def _maxpool_cpu(x, kh, kw, sh, sw, ph, pw, y, arg):
 
 
 @kernel(parallel=True)
-def _maxpool2x2_cpu(x, y, arg):
+def _maxpool2x2_cpu(parts, x, y, arg):
+    for t in prange(parts):
+        _maxpool2x2_part(np.int64(t), parts, x, y, arg)
+
+
+@kernel()
+def _maxpool2x2_part(t, parts, x, y, arg):
     """2x2 windows at stride 2, no padding: unrolled."""
     n_, c_, h_, w_ = x.shape
-    for n in prange(n_):
+    lo, hi = share(n_, t, parts)
+    for n in range(lo, hi):
         for c in range(c_):
             for oy in range(y.shape[2]):
                 top = 2 * oy * w_
@@ -100,9 +121,16 @@ def _maxpool2x2_cpu(x, y, arg):
 
 
 @kernel(parallel=True)
-def _maxpool_back_cpu(dy, arg, dx):
+def _maxpool_back_cpu(parts, dy, arg, dx):
+    for t in prange(parts):
+        _maxpool_back_part(np.int64(t), parts, dy, arg, dx)
+
+
+@kernel()
+def _maxpool_back_part(t, parts, dy, arg, dx):
     n_, c_, h_, w_ = dx.shape
-    for n in prange(n_):
+    lo, hi = share(n_, t, parts)
+    for n in range(lo, hi):
         for c in range(c_):
             flat = dx[n, c].reshape(-1)
             _fill_cpu(flat, 0.0)
@@ -112,12 +140,19 @@ def _maxpool_back_cpu(dy, arg, dx):
 
 
 @kernel(parallel=True)
-def _avgpool_cpu(x, kh, kw, sh, sw, ph, pw, y):
+def _avgpool_cpu(parts, x, kh, kw, sh, sw, ph, pw, y):
+    for t in prange(parts):
+        _avgpool_part(np.int64(t), parts, x, kh, kw, sh, sw, ph, pw, y)
+
+
+@kernel()
+def _avgpool_part(t, parts, x, kh, kw, sh, sw, ph, pw, y):
     """y = the window mean, padded zeros counted (divide by kh*kw, as PyTorch and Caffe)."""
     n_, c_, h_, w_ = x.shape
     oh, ow = y.shape[2], y.shape[3]
     scale = 1.0 / (kh * kw)
-    for n in prange(n_):
+    lo, hi = share(n_, t, parts)
+    for n in range(lo, hi):
         for c in range(c_):
             img, out = x[n, c], y[n, c]
             _fill_cpu(out.reshape(-1), 0.0)
@@ -135,11 +170,18 @@ def _avgpool_cpu(x, kh, kw, sh, sw, ph, pw, y):
 
 
 @kernel(parallel=True)
-def _avgpool_back_cpu(dy, kh, kw, sh, sw, ph, pw, dx):
+def _avgpool_back_cpu(parts, dy, kh, kw, sh, sw, ph, pw, dx):
+    for t in prange(parts):
+        _avgpool_back_part(np.int64(t), parts, dy, kh, kw, sh, sw, ph, pw, dx)
+
+
+@kernel()
+def _avgpool_back_part(t, parts, dy, kh, kw, sh, sw, ph, pw, dx):
     n_, c_, h_, w_ = dx.shape
     oh, ow = dy.shape[2], dy.shape[3]
     scale = 1.0 / (kh * kw)
-    for n in prange(n_):
+    lo, hi = share(n_, t, parts)
+    for n in range(lo, hi):
         for c in range(c_):
             g, out = dy[n, c], dx[n, c]
             _fill_cpu(out.reshape(-1), 0.0)
@@ -163,19 +205,29 @@ class Upsample(Implementation):
         x = np.ascontiguousarray(xs[0])
         s = h["scale"]
         y = ctx.buffer("y", x.shape[:2] + (x.shape[2] * s, x.shape[3] * s), x.dtype)
-        _upsample_cpu(x, s, h["mode"] == "bilinear", y)
+        parts = min(split(4 * y.size), x.shape[0] * x.shape[1])
+        launch(_upsample_cpu, _upsample_part, parts, x, s, h["mode"] == "bilinear", y)
         return y, x.shape
 
     def backward(self, h, p, shape, dy, ctx):
         dx = ctx.grad(shape, dy.dtype)
-        _upsample_back_cpu(np.ascontiguousarray(dy), h["scale"], h["mode"] == "bilinear", dx)
+        parts = min(split(4 * dy.size), dx.shape[0] * dx.shape[1])
+        launch(_upsample_back_cpu, _upsample_back_part, parts, np.ascontiguousarray(dy), h["scale"],
+               h["mode"] == "bilinear", dx)
         return [dx], {}
 
 
 @kernel(parallel=True)
-def _upsample_cpu(x, s, bilinear, y):
+def _upsample_cpu(parts, x, s, bilinear, y):
+    for t in prange(parts):
+        _upsample_part(np.int64(t), parts, x, s, bilinear, y)
+
+
+@kernel()
+def _upsample_part(t, parts, x, s, bilinear, y):
     n_, c_, h_, w_ = x.shape
-    for q in prange(n_ * c_):
+    lo, hi = share(n_ * c_, t, parts)
+    for q in range(lo, hi):
         img, out = x[q // c_, q % c_], y[q // c_, q % c_]
         for oy in range(h_ * s):
             y0, y1, a0, a1 = ew.linear_taps(oy, s, h_)
@@ -189,9 +241,16 @@ def _upsample_cpu(x, s, bilinear, y):
 
 
 @kernel(parallel=True)
-def _upsample_back_cpu(dy, s, bilinear, dx):
+def _upsample_back_cpu(parts, dy, s, bilinear, dx):
+    for t in prange(parts):
+        _upsample_back_part(np.int64(t), parts, dy, s, bilinear, dx)
+
+
+@kernel()
+def _upsample_back_part(t, parts, dy, s, bilinear, dx):
     n_, c_, h_, w_ = dx.shape
-    for q in prange(n_ * c_):
+    lo, hi = share(n_ * c_, t, parts)
+    for q in range(lo, hi):
         g, out = dy[q // c_, q % c_], dx[q // c_, q % c_]
         _fill_cpu(out.reshape(-1), 0.0)
         for oy in range(h_ * s):

@@ -31,13 +31,19 @@ from ..registry import Implementation, implements
 from .blas import gemm
 from .common import act_pair
 from .dense import linear_backward
-from .jit import kernel, workers
+from .jit import kernel, launch, split_macs
 
 _0 = np.float32(0)
 
 
 class _Recurrent(Implementation):
     """Forward and backward of one recurrent kind; the kinds differ in their cell code."""
+
+    @staticmethod
+    def _parts(n, steps, hid, gh):
+        """Parts for a recurrence, split by samples: every step's GEMM against W_hh, at most a
+        part per sample."""
+        return min(split_macs(n * steps * hid * gh), n)
 
     def forward(self, h, p, xs, ctx):
         x = xs[0]
@@ -49,8 +55,8 @@ class _Recurrent(Implementation):
         w_ih, bias_in = input_side(self.rules.cell, h, p, x.dtype)
         xp = ctx.buffer("xp", (n, t, dirs * gh), x.dtype)
         # C = A B with B's rows contiguous is the tiles' fast form (tiles.py): W^T, made once
-        _project_cpu(x2, np.ascontiguousarray(w_ih.T), bias_in, workers(),
-                     xp.reshape(n * t, dirs * gh))
+        launch(_project_cpu, _project_part, split_macs(x2.shape[0] * d * dirs * gh), x2,
+               np.ascontiguousarray(w_ih.T), bias_in, xp.reshape(n * t, dirs * gh))
         seq = h["return"] == "seq"
         y = ctx.buffer("y", (n, t, dirs * hid) if seq else (n, dirs * hid), x.dtype)
         states = []
@@ -62,8 +68,9 @@ class _Recurrent(Implementation):
             hn = ctx.buffer(f"hn{r}", (n, t, hid), x.dtype) if self.rules.cell == "gru" else _none3(x.dtype)
             b_hn = (p["bias_hh" + sfx][2 * hid:] if self.rules.cell == "gru" and h["bias"]
                     else np.zeros(0, x.dtype))
-            _recurrent_forward_cpu(cell, act, xp, r * gh, np.ascontiguousarray(p["weight_hh" + sfx].T),
-                                   b_hn, bool(r), workers(), hs, hoff, cs, hn)
+            launch(_recurrent_forward_cpu, _recurrent_forward_part, self._parts(n, t, hid, gh),
+                   cell, act, xp, r * gh, np.ascontiguousarray(p["weight_hh" + sfx].T), b_hn,
+                   bool(r), hs, hoff, cs, hn)
             if not seq:  # the last step each direction reads: T for the forward one, 1 for reverse
                 y[:, r * hid:(r + 1) * hid] = hs[:, 0 if r else t - 1]
             states.append((r * gh, hs, hoff, cs, hn))
@@ -89,8 +96,9 @@ class _Recurrent(Implementation):
             dzh, zoff = (ctx.scratch("rnn_dzh", (n, t, gh), dt), 0) if gru else (dz, goff)
             dys = dy if seq else _none3(dt)
             dlast = dy if not seq else np.zeros((0, 0), dt)
-            _recurrent_backward_cpu(cell, act, gates, goff, hs, hoff, cs, hn, p["weight_hh" + sfx],
-                                    dys, dlast, r * hid, bool(r), workers(), dz, dzh, zoff, dh, dc)
+            launch(_recurrent_backward_cpu, _recurrent_backward_part, self._parts(n, t, hid, gh),
+                   cell, act, gates, goff, hs, hoff, cs, hn, p["weight_hh" + sfx], dys, dlast,
+                   r * hid, bool(r), dz, dzh, zoff, dh, dc)
             # h_(t-1) for every step (0 before the first step each direction reads)
             mine = hs[:, :, hoff:hoff + hid]
             if r:
@@ -160,8 +168,16 @@ def _none3(dtype):
     return np.zeros((0, 0, 0), dtype)
 
 
-@kernel(parallel=True, vector_division=True)
-def _recurrent_forward_cpu(cell, act, xp, goff, w_hh_t, b_hn, reverse, parts, hs, hoff, cs, hn):
+@kernel(parallel=True)
+def _recurrent_forward_cpu(parts, cell, act, xp, goff, w_hh_t, b_hn, reverse, hs, hoff, cs, hn):
+    for part in prange(parts):
+        _recurrent_forward_part(np.int64(part), parts, cell, act, xp, goff, w_hh_t, b_hn, reverse,
+                                hs, hoff, cs, hn)
+
+
+@kernel(vector_division=True)
+def _recurrent_forward_part(part, parts, cell, act, xp, goff, w_hh_t, b_hn, reverse, hs, hoff, cs,
+                            hn):
     """One direction's recurrence. xp (N, T, *) holds, in columns goff .. goff + G*H, each step's
     pre-activations from the input side, and leaves with the gates' values: LSTM i, f, g, o (cs:
     c_t); GRU r, z, n (hn: W_hn h_(t-1) + b_hn); RNN h_t. hs (N, T, *) receives h_t in columns
@@ -171,43 +187,50 @@ def _recurrent_forward_cpu(cell, act, xp, goff, w_hh_t, b_hn, reverse, parts, hs
     n, steps, _ = xp.shape
     hid, gh = w_hh_t.shape
     zero = np.zeros(hid, xp.dtype)  # the state before the first step
+    lo, hi = n * part // parts, n * (part + 1) // parts
+    if hi == lo:
+        return
+    for s in range(steps):
+        t = steps - 1 - s if reverse else s
+        tp = t + 1 if reverse else t - 1
+        z = xp[lo:hi, t, goff:goff + gh]
+        if cell == ew.GRU_CELL:
+            for i in range(lo, hi):
+                hr = hn[i, t]
+                for j in range(hid):
+                    hr[j] = b_hn[j] if b_hn.size else _0
+            if s > 0:
+                prev = hs[lo:hi, tp, hoff:hoff + hid]
+                gemm(False, False, 1.0, prev, w_hh_t[:, :2 * hid], 1.0, z[:, :2 * hid])
+                gemm(False, False, 1.0, prev, w_hh_t[:, 2 * hid:], 1.0, hn[lo:hi, t])
+        elif s > 0:
+            gemm(False, False, 1.0, hs[lo:hi, tp, hoff:hoff + hid], w_hh_t, 1.0, z)
+        for i in range(lo, hi):  # the cell over each row (its own kernel: see _lstm_row)
+            zr = xp[i, t]
+            hr = hs[i, t, hoff:hoff + hid]
+            if cell == ew.LSTM_CELL:
+                _lstm_row(zr[goff:goff + hid], zr[goff + hid:goff + 2 * hid],
+                          zr[goff + 2 * hid:goff + 3 * hid], zr[goff + 3 * hid:goff + gh],
+                          cs[i, tp] if s > 0 else zero, cs[i, t], hr)
+            elif cell == ew.GRU_CELL:
+                _gru_row(zr[goff:goff + hid], zr[goff + hid:goff + 2 * hid],
+                         zr[goff + 2 * hid:goff + gh], hn[i, t],
+                         hs[i, tp, hoff:hoff + hid] if s > 0 else zero, hr)
+            else:
+                _rnn_row(act, zr[goff:goff + hid], hr)
+
+
+@kernel(parallel=True)
+def _recurrent_backward_cpu(parts, cell, act, gates, goff, hs, hoff, cs, hn, w_hh, dys, dlast,
+                            doff, reverse, dz, dzh, zoff, dh, dc):
     for part in prange(parts):
-        lo, hi = n * part // parts, n * (part + 1) // parts
-        if hi == lo:
-            continue
-        for s in range(steps):
-            t = steps - 1 - s if reverse else s
-            tp = t + 1 if reverse else t - 1
-            z = xp[lo:hi, t, goff:goff + gh]
-            if cell == ew.GRU_CELL:
-                for i in range(lo, hi):
-                    hr = hn[i, t]
-                    for j in range(hid):
-                        hr[j] = b_hn[j] if b_hn.size else _0
-                if s > 0:
-                    prev = hs[lo:hi, tp, hoff:hoff + hid]
-                    gemm(False, False, 1.0, prev, w_hh_t[:, :2 * hid], 1.0, z[:, :2 * hid])
-                    gemm(False, False, 1.0, prev, w_hh_t[:, 2 * hid:], 1.0, hn[lo:hi, t])
-            elif s > 0:
-                gemm(False, False, 1.0, hs[lo:hi, tp, hoff:hoff + hid], w_hh_t, 1.0, z)
-            for i in range(lo, hi):  # the cell over each row (its own kernel: see _lstm_row)
-                zr = xp[i, t]
-                hr = hs[i, t, hoff:hoff + hid]
-                if cell == ew.LSTM_CELL:
-                    _lstm_row(zr[goff:goff + hid], zr[goff + hid:goff + 2 * hid],
-                              zr[goff + 2 * hid:goff + 3 * hid], zr[goff + 3 * hid:goff + gh],
-                              cs[i, tp] if s > 0 else zero, cs[i, t], hr)
-                elif cell == ew.GRU_CELL:
-                    _gru_row(zr[goff:goff + hid], zr[goff + hid:goff + 2 * hid],
-                             zr[goff + 2 * hid:goff + gh], hn[i, t],
-                             hs[i, tp, hoff:hoff + hid] if s > 0 else zero, hr)
-                else:
-                    _rnn_row(act, zr[goff:goff + hid], hr)
+        _recurrent_backward_part(np.int64(part), parts, cell, act, gates, goff, hs, hoff, cs, hn,
+                                 w_hh, dys, dlast, doff, reverse, dz, dzh, zoff, dh, dc)
 
 
-@kernel(parallel=True, vector_division=True)
-def _recurrent_backward_cpu(cell, act, gates, goff, hs, hoff, cs, hn, w_hh, dys, dlast, doff,
-                            reverse, parts, dz, dzh, zoff, dh, dc):
+@kernel(vector_division=True)
+def _recurrent_backward_part(part, parts, cell, act, gates, goff, hs, hoff, cs, hn, w_hh, dys,
+                             dlast, doff, reverse, dz, dzh, zoff, dh, dc):
     """Backpropagation through time for one direction (the forward kernel's arrays and offsets):
     from the output's gradient (dys (N, T, *), every step's, for return=seq; dlast (N, *), the
     last step's, for return=last; this direction's columns from doff) to dz (N, T, *), the
@@ -218,50 +241,54 @@ def _recurrent_backward_cpu(cell, act, gates, goff, hs, hoff, cs, hn, w_hh, dys,
     hid = dh.shape[1]
     gh = w_hh.shape[0]
     zero = np.zeros(hid, gates.dtype)
-    for part in prange(parts):
-        lo, hi = n * part // parts, n * (part + 1) // parts
-        if hi == lo:
-            continue
+    lo, hi = n * part // parts, n * (part + 1) // parts
+    if hi == lo:
+        return
+    for i in range(lo, hi):
+        for j in range(hid):
+            dh[i, j] = dlast[i, doff + j] if dlast.shape[0] else _0
+            dc[i, j] = _0
+    for s in range(steps - 1, -1, -1):
+        t = steps - 1 - s if reverse else s
+        tp = t + 1 if reverse else t - 1
         for i in range(lo, hi):
-            for j in range(hid):
-                dh[i, j] = dlast[i, doff + j] if dlast.shape[0] else _0
-                dc[i, j] = _0
-        for s in range(steps - 1, -1, -1):
-            t = steps - 1 - s if reverse else s
-            tp = t + 1 if reverse else t - 1
-            for i in range(lo, hi):
-                gr, dzr, dhr = gates[i, t], dz[i, t], dh[i]
-                if dys.shape[0]:
-                    _add_row(dhr, dys[i, t, doff:doff + hid])
-                g0, g1 = gr[goff:goff + hid], gr[goff + hid:goff + 2 * hid]
-                d0, d1 = dzr[goff:goff + hid], dzr[goff + hid:goff + 2 * hid]
-                if cell == ew.LSTM_CELL:
-                    _lstm_grad_row(g0, g1, gr[goff + 2 * hid:goff + 3 * hid],
-                                   gr[goff + 3 * hid:goff + gh], cs[i, t],
-                                   cs[i, tp] if s > 0 else zero, dhr, dc[i], d0, d1,
-                                   dzr[goff + 2 * hid:goff + 3 * hid], dzr[goff + 3 * hid:goff + gh])
-                elif cell == ew.GRU_CELL:
-                    e = dzh[i, t, zoff:zoff + gh]
-                    _gru_grad_row(g0, g1, gr[goff + 2 * hid:goff + gh], hn[i, t],
-                                  hs[i, tp, hoff:hoff + hid] if s > 0 else zero, dhr, d0, d1,
-                                  dzr[goff + 2 * hid:goff + gh], e[:hid], e[hid:2 * hid], e[2 * hid:])
-                else:
-                    _rnn_grad_row(act, g0, dhr, d0)
-            if s > 0:
-                gemm(False, False, 1.0, dzh[lo:hi, t, zoff:zoff + gh], w_hh, 1.0, dh[lo:hi])
+            gr, dzr, dhr = gates[i, t], dz[i, t], dh[i]
+            if dys.shape[0]:
+                _add_row(dhr, dys[i, t, doff:doff + hid])
+            g0, g1 = gr[goff:goff + hid], gr[goff + hid:goff + 2 * hid]
+            d0, d1 = dzr[goff:goff + hid], dzr[goff + hid:goff + 2 * hid]
+            if cell == ew.LSTM_CELL:
+                _lstm_grad_row(g0, g1, gr[goff + 2 * hid:goff + 3 * hid],
+                               gr[goff + 3 * hid:goff + gh], cs[i, t],
+                               cs[i, tp] if s > 0 else zero, dhr, dc[i], d0, d1,
+                               dzr[goff + 2 * hid:goff + 3 * hid], dzr[goff + 3 * hid:goff + gh])
+            elif cell == ew.GRU_CELL:
+                e = dzh[i, t, zoff:zoff + gh]
+                _gru_grad_row(g0, g1, gr[goff + 2 * hid:goff + gh], hn[i, t],
+                              hs[i, tp, hoff:hoff + hid] if s > 0 else zero, dhr, d0, d1,
+                              dzr[goff + 2 * hid:goff + gh], e[:hid], e[hid:2 * hid], e[2 * hid:])
+            else:
+                _rnn_grad_row(act, g0, dhr, d0)
+        if s > 0:
+            gemm(False, False, 1.0, dzh[lo:hi, t, zoff:zoff + gh], w_hh, 1.0, dh[lo:hi])
 
 
 @kernel(parallel=True)
-def _project_cpu(x, w_t, bias, parts, out):
+def _project_cpu(parts, x, w_t, bias, out):
+    for part in prange(parts):
+        _project_part(np.int64(part), parts, x, w_t, bias, out)
+
+
+@kernel()
+def _project_part(part, parts, x, w_t, bias, out):
     """out = x w_t + bias (bias may be empty), the rows split across the threads."""
     n = x.shape[0]
-    for part in prange(parts):
-        lo, hi = n * part // parts, n * (part + 1) // parts
-        if hi > lo:
-            gemm(False, False, 1.0, x[lo:hi], w_t, 0.0, out[lo:hi])
-            if bias.size:
-                for i in range(lo, hi):
-                    _add_row(out[i], bias)
+    lo, hi = n * part // parts, n * (part + 1) // parts
+    if hi > lo:
+        gemm(False, False, 1.0, x[lo:hi], w_t, 0.0, out[lo:hi])
+        if bias.size:
+            for i in range(lo, hi):
+                _add_row(out[i], bias)
 
 
 # One cell over one row of units, each its own kernel: called with the rows' slices, its loop

@@ -1,7 +1,8 @@
-"""CONV on the CPU. Each pass is one parallel kernel of the algorithm `algorithm` picks from the
-layer's shape (README's table): every thread takes a contiguous part of the batch, with its own
-workspace, runs its GEMMs single-threaded, and writes the result back with bias and activation
-applied; each thread sums its own weight gradient, and the parts are added after.
+"""CONV on the CPU. Each pass is one kernel of the algorithm `algorithm` picks from the layer's
+shape (README's table), split into parts (jit.launch; one, on the calling thread, for a small
+layer): every part takes a contiguous share of the batch, with its own workspace, runs its GEMMs
+single-threaded, and writes the result back with bias and activation applied; each part sums its
+own weight gradient, and the parts' sums are added after.
 
     dense      the window covers the whole input: one GEMM, as an FC (dense.py)
     direct     stride 1 over few channels on long rows: taps on a wide output grid (direct.py)
@@ -21,11 +22,14 @@ from ..blas import own_tiles
 from ..common import act_pair, window
 from ..dense import linear_backward, linear_forward
 from . import deconv  # noqa: F401 - registers DECONV, the family's transpose
-from .direct import (_direct_backward_cpu, _direct_forward_cpu, _direct_plan, _direct_weights,
-                     _direct_workspace)
-from .im2col import _conv_backward_cpu, _conv_forward_cpu, _workspace
-from .winograd import (_winograd_backward_cpu, _winograd_forward_cpu, _winograd_weight_grad,
-                       _winograd_weights, _winograd_workspace)
+from ..jit import launch, split_macs
+from .direct import (_direct_backward_cpu, _direct_backward_part, _direct_forward_cpu,
+                     _direct_forward_part, _direct_plan, _direct_weights, _direct_workspace)
+from .im2col import (_conv_backward_cpu, _conv_backward_part, _conv_forward_cpu, _conv_forward_part,
+                     _workspace)
+from .winograd import (_winograd_backward_cpu, _winograd_backward_part, _winograd_forward_cpu,
+                       _winograd_forward_part, _winograd_weight_grad, _winograd_weights,
+                       _winograd_workspace)
 
 WINOGRAD_MIN_CHANNELS = 16  # fewer, and its GEMMs (K = C) are too thin to pay
 WINOGRAD_MIN_OUTPUT = 64    # output pixels: fewer, and 16 small GEMMs lose to one im2col GEMM
@@ -63,6 +67,14 @@ def algorithm(h, xshape, tiles=None):
     return "winograd" if winograd else "im2col"
 
 
+def _parts(h, xshape, f, oh, ow):
+    """Parts for both passes of a CONV, split by samples, from its forward multiply-adds: the
+    same in both, since im2col's kept unfolding is laid out by forward's chunks of samples."""
+    n, c = xshape[0], xshape[1]
+    macs = n * f * oh * ow * c * h["kernel"][0] * h["kernel"][1] // h["groups"]
+    return min(split_macs(macs), n)
+
+
 @implements(ConvKind, "cpu")
 class Conv(Implementation):
     """The cache is (input, pre-activation where the activation runs apart, output, im2col's
@@ -83,24 +95,26 @@ class Conv(Implementation):
         act = act_pair(inside, x.dtype)
         how = algorithm(h, x.shape)
         kept = None
+        parts = _parts(h, x.shape, f, oh, ow)
         if how == "dense":
             linear_forward(x.reshape(n, -1), w, p.get("bias"), act, y.reshape(n, f))
         elif how == "direct":
             offs, margin, plane = _direct_plan(h, x.shape)
             xp, acc = _direct_workspace(ctx, x, f, plane, margin, ("xp", "acc"))
-            _direct_forward_cpu(x, _direct_weights(p["weight"]), bias, act, *h["pad"], offs, oh,
-                                ow, xp, acc, y)
+            launch(_direct_forward_cpu, _direct_forward_part, parts, x, _direct_weights(p["weight"]),
+                   bias, act, *h["pad"], offs, oh, ow, xp, acc, y)
         elif how == "winograd":
             per, xp, v, z, o = _winograd_workspace(ctx, x, f, oh, ow, ("xp", "v", "m", "o"))
-            _winograd_forward_cpu(x, _winograd_weights(p["weight"], transpose=True), bias, act,
-                                  *h["pad"], oh, ow, per, xp, v, z, o, y)
+            launch(_winograd_forward_cpu, _winograd_forward_part, parts, x,
+                   _winograd_weights(p["weight"], transpose=True), bias, act, *h["pad"], oh, ow, per,
+                   xp, v, z, o, y)
         else:
             per, cols, z = _workspace(ctx, h, x, f, oh, ow, ("cols", "z"))
             size = cols.shape[1] and x.shape[0] * w.shape[1] * h["groups"] * oh * ow
             keep = ctx.backward and size * x.itemsize <= KEEP_COLS_BYTES
             kept = ctx.buffer("cols", (size if keep else 0,), x.dtype)
-            _conv_forward_cpu(x, w, bias, act, h["groups"], *window(h), oh, ow, per, cols,
-                              kept, z, y.reshape(n, f, oh * ow))
+            launch(_conv_forward_cpu, _conv_forward_part, parts, x, w, bias, act, h["groups"],
+                   *window(h), oh, ow, per, cols, kept, z, y.reshape(n, f, oh * ow))
         if not apart:
             return y, (x, None, y, kept)
         z = y
@@ -129,6 +143,7 @@ class Conv(Implementation):
         how = algorithm(h, x.shape)
         dy = np.ascontiguousarray(dy)
         dx = ctx.grad(x.shape if need_dx else (0,) + x.shape[1:], dy.dtype)
+        parts = _parts(h, x.shape, f, oh, ow)
         if how == "dense":
             k = x[0].size
             grads.update(linear_backward(x.reshape(n, k), p, dy, y, act, ctx,
@@ -139,28 +154,30 @@ class Conv(Implementation):
             xp, g, acc = _direct_workspace(ctx, x, f, plane, margin, ("xp", "g", "acc"))
             dw = ctx.scratch("dw", (xp.shape[0], g.shape[1], x.shape[1], len(offs)), dy.dtype)
             db = ctx.scratch("db", (xp.shape[0], f), dy.dtype)
-            _direct_backward_cpu(x, _direct_weights(p["weight"], transpose=True), dy, y, act,
-                                 *h["pad"], offs, margin, need_dx, xp, g, acc, dw, db, dx)
+            launch(_direct_backward_cpu, _direct_backward_part, parts, x,
+                   _direct_weights(p["weight"], transpose=True), dy, y, act, *h["pad"], offs, margin,
+                   need_dx, xp, g, acc, dw, db, dx)
             kk = h["kernel"][0] * h["kernel"][1]
-            grads["weight"] = dw.sum(axis=0)[:f, :, :kk].reshape(p["weight"].shape)
+            grads["weight"] = dw[:parts].sum(axis=0)[:f, :, :kk].reshape(p["weight"].shape)
         elif how == "winograd":
             u = _winograd_weights(p["weight"])
             per, xp, v, dm, dv, o = _winograd_workspace(ctx, x, f, oh, ow,
                                                         ("xp", "v", "m", "dv", "o"))
             du = ctx.scratch("dw", (xp.shape[0],) + u.shape, dy.dtype)
             db = ctx.scratch("db", (xp.shape[0], f), dy.dtype)
-            _winograd_backward_cpu(x, u, dy, y, act, *h["pad"], per, need_dx, xp, v, dm, dv, o,
-                                   du, db, dx)
-            grads["weight"] = _winograd_weight_grad(du.sum(axis=0))
+            launch(_winograd_backward_cpu, _winograd_backward_part, parts, x, u, dy, y, act,
+                   *h["pad"], per, need_dx, xp, v, dm, dv, o, du, db, dx)
+            grads["weight"] = _winograd_weight_grad(du[:parts].sum(axis=0))
         else:
-            db = _backward_im2col(h, p, x, dy, y, act, need_dx, kept, grads, dx, ctx)
+            db = _backward_im2col(h, p, x, dy, y, act, need_dx, kept, grads, dx, ctx, parts)
         if "bias" in p:
-            grads["bias"] = db.sum(axis=0)
+            grads["bias"] = db[:parts].sum(axis=0)
         return [dx if need_dx else None], grads
 
 
-def _backward_im2col(h, p, x, dy, y, act, need_dx, kept, grads, dx, ctx):
-    """im2col's backward: fills grads["weight"] and dx; returns the per-thread bias sums."""
+def _backward_im2col(h, p, x, dy, y, act, need_dx, kept, grads, dx, ctx, parts):
+    """im2col's backward in `parts`: fills grads["weight"] and dx; returns the per-part bias
+    sums."""
     n, f, oh, ow = dy.shape
     w = p["weight"].reshape(f, -1)
     dy = dy.reshape(n, f, oh * ow)
@@ -176,7 +193,8 @@ def _backward_im2col(h, p, x, dy, y, act, need_dx, kept, grads, dx, ctx):
     t = cols.shape[0]
     dw = ctx.scratch("dw", (t,) + w.shape, dy.dtype)
     db = ctx.scratch("db", (t, f), dy.dtype)
-    _conv_backward_cpu(x, w, dy, y.reshape(n, f, oh * ow), act, h["groups"], *window(h), oh, ow,
-                       per, need_dx, cols, kept, d2, dcols, wt, dxp, dw, db, dx)
-    grads["weight"] = dw.sum(axis=0).reshape(p["weight"].shape)
+    launch(_conv_backward_cpu, _conv_backward_part, parts, x, w, dy, y.reshape(n, f, oh * ow), act,
+           h["groups"], *window(h), oh, ow, per, need_dx, cols, kept, d2, dcols, wt, dxp, dw, db,
+           dx)
+    grads["weight"] = dw[:parts].sum(axis=0).reshape(p["weight"].shape)
     return db

@@ -14,8 +14,15 @@ from ...registry import Implementation, implements
 from ..activation import fused_backward, fused_forward, in_kernel
 from ..blas import gemm
 from ..common import _act_row_cpu, _fill_cpu, _grad_row_cpu, act_pair, window
-from ..jit import REDUCE, kernel
+from ..jit import REDUCE, kernel, launch, split_macs
 from .im2col import _col2im_cpu, _im2col_cpu
+
+
+def _parts(xshape, wshape, groups, passes=1):
+    """Parts for a DECONV pass, split by samples: its multiply-adds (W^T x per sample, and for
+    backward `passes` of them)."""
+    n, c, hh, ww = xshape
+    return min(split_macs(passes * n * hh * ww * c * wshape[1]), n)
 
 
 @implements(DeconvKind, "cpu")
@@ -33,7 +40,8 @@ class Deconv(Implementation):
         w = p["weight"].reshape(c, -1)  # (C_in, C_out/g * kh * kw)
         cols = ctx.scratch("cols", (ctx.workers, w.shape[1] * g, hh * ww), x.dtype)
         bias = p.get("bias", np.zeros(f, x.dtype))
-        _deconv_forward_cpu(x, w, bias, act_pair(inside, x.dtype), g, *window(h), cols, y)
+        launch(_deconv_forward_cpu, _deconv_forward_part, _parts(x.shape, w.shape, g), x, w, bias,
+               act_pair(inside, x.dtype), g, *window(h), cols, y)
         if not apart:
             return y, (x, None, y)
         out = fused_forward(h, p, y)
@@ -63,55 +71,67 @@ class Deconv(Implementation):
         dw = ctx.scratch("dw", (t,) + w.shape, dy.dtype)
         db = ctx.scratch("db", (t, f), dy.dtype)
         dx = ctx.grad(x.shape if ctx.need_dx else (0,) + x.shape[1:], dy.dtype)
-        _deconv_backward_cpu(x, w, np.ascontiguousarray(dy), y, act_pair(inside, dy.dtype),
-                             h["groups"], *window(h), bool(ctx.need_dx), d, cols, dw, db, dx)
-        grads["weight"] = dw.sum(axis=0).reshape(p["weight"].shape)
+        parts = _parts(x.shape, w.shape, h["groups"], passes=3)
+        launch(_deconv_backward_cpu, _deconv_backward_part, parts, x, w, np.ascontiguousarray(dy), y,
+               act_pair(inside, dy.dtype), h["groups"], *window(h), bool(ctx.need_dx), d, cols, dw,
+               db, dx)
+        grads["weight"] = dw[:parts].sum(axis=0).reshape(p["weight"].shape)
         if "bias" in p:
-            grads["bias"] = db.sum(axis=0)
+            grads["bias"] = db[:parts].sum(axis=0)
         return [dx if ctx.need_dx else None], grads
 
 
 @kernel(parallel=True)
-def _deconv_forward_cpu(x, w, bias, act, groups, kh, kw, sh, sw, ph, pw, cols_ws, y):
+def _deconv_forward_cpu(parts, x, w, bias, act, groups, kh, kw, sh, sw, ph, pw, cols_ws, y):
+    for t in prange(parts):
+        _deconv_forward_part(np.int64(t), parts, x, w, bias, act, groups, kh, kw, sh, sw, ph, pw, cols_ws, y)
+
+
+@kernel()
+def _deconv_forward_part(t, parts, x, w, bias, act, groups, kh, kw, sh, sw, ph, pw, cols_ws, y):
     """y = act(conv^T(x, w) + bias), a sample at a time in each thread's part of the batch."""
     n, c, hh, ww = x.shape
     f, oh, ow = y.shape[1], y.shape[2], y.shape[3]
     cg, rows = c // groups, w.shape[1]
-    parts = cols_ws.shape[0]
+    cols = cols_ws[t]
+    for s in range(n * t // parts, n * (t + 1) // parts):
+        xs = x[s].reshape(c, hh * ww)
+        for g in range(groups):  # cols = W^T x, one group's rows at a time
+            gemm(True, False, 1.0, w[g * cg:(g + 1) * cg], xs[g * cg:(g + 1) * cg], 0.0,
+                 cols[g * rows:(g + 1) * rows])
+        _col2im_cpu(cols, kh, kw, sh, sw, ph, pw, hh, ww, y, s, s + 1)
+        for q in range(f):
+            row = y[s, q].reshape(oh * ow)
+            _act_row_cpu(act, row, bias[q], row, oh * ow)
+
+
+@kernel(parallel=True)
+def _deconv_backward_cpu(parts, x, w, dy, y, act, groups, kh, kw, sh, sw, ph, pw, need_dx, d_ws,
+                         cols_ws, dw_ws, db_ws, dx):
     for t in prange(parts):
-        cols = cols_ws[t]
-        for s in range(n * t // parts, n * (t + 1) // parts):
-            xs = x[s].reshape(c, hh * ww)
-            for g in range(groups):  # cols = W^T x, one group's rows at a time
-                gemm(True, False, 1.0, w[g * cg:(g + 1) * cg], xs[g * cg:(g + 1) * cg], 0.0,
-                     cols[g * rows:(g + 1) * rows])
-            _col2im_cpu(cols, kh, kw, sh, sw, ph, pw, hh, ww, y, s, s + 1)
-            for q in range(f):
-                row = y[s, q].reshape(oh * ow)
-                _act_row_cpu(act, row, bias[q], row, oh * ow)
+        _deconv_backward_part(np.int64(t), parts, x, w, dy, y, act, groups, kh, kw, sh, sw, ph, pw, need_dx,
+                              d_ws, cols_ws, dw_ws, db_ws, dx)
 
 
-@kernel(parallel=True, fastmath=REDUCE)
-def _deconv_backward_cpu(x, w, dy, y, act, groups, kh, kw, sh, sw, ph, pw, need_dx, d_ws, cols_ws,
-                         dw_ws, db_ws, dx):
+@kernel(fastmath=REDUCE)
+def _deconv_backward_part(t, parts, x, w, dy, y, act, groups, kh, kw, sh, sw, ph, pw, need_dx,
+                          d_ws, cols_ws, dw_ws, db_ws, dx):
     """dw_ws[t], db_ws[t]: thread t's weight and bias gradients; dx: the input gradient."""
     n, c, hh, ww = x.shape
     f, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
     cg, rows = c // groups, w.shape[1]
-    parts = cols_ws.shape[0]
-    for t in prange(parts):
-        d, cols, dw, db = d_ws[t], cols_ws[t], dw_ws[t], db_ws[t]
-        _fill_cpu(dw.reshape(-1), 0.0)
-        _fill_cpu(db, 0.0)
-        for s in range(n * t // parts, n * (t + 1) // parts):
-            for q in range(f):  # d = dy act'(z), and the bias's sums
-                db[q] += _grad_row_cpu(act, dy[s, q].reshape(oh * ow), y[s, q].reshape(oh * ow),
-                                       d[0, q].reshape(oh * ow), oh * ow)
-            _im2col_cpu(d, 0, 1, kh, kw, sh, sw, ph, pw, hh, ww, cols)
-            xs = x[s].reshape(c, hh * ww)
-            for g in range(groups):  # dW += x cols^T; dx = W cols
-                gemm(False, True, 1.0, xs[g * cg:(g + 1) * cg], cols[g * rows:(g + 1) * rows], 1.0,
-                     dw[g * cg:(g + 1) * cg])
-                if need_dx:
-                    gemm(False, False, 1.0, w[g * cg:(g + 1) * cg], cols[g * rows:(g + 1) * rows],
-                         0.0, dx[s].reshape(c, hh * ww)[g * cg:(g + 1) * cg])
+    d, cols, dw, db = d_ws[t], cols_ws[t], dw_ws[t], db_ws[t]
+    _fill_cpu(dw.reshape(-1), 0.0)
+    _fill_cpu(db, 0.0)
+    for s in range(n * t // parts, n * (t + 1) // parts):
+        for q in range(f):  # d = dy act'(z), and the bias's sums
+            db[q] += _grad_row_cpu(act, dy[s, q].reshape(oh * ow), y[s, q].reshape(oh * ow),
+                                   d[0, q].reshape(oh * ow), oh * ow)
+        _im2col_cpu(d, 0, 1, kh, kw, sh, sw, ph, pw, hh, ww, cols)
+        xs = x[s].reshape(c, hh * ww)
+        for g in range(groups):  # dW += x cols^T; dx = W cols
+            gemm(False, True, 1.0, xs[g * cg:(g + 1) * cg], cols[g * rows:(g + 1) * rows], 1.0,
+                 dw[g * cg:(g + 1) * cg])
+            if need_dx:
+                gemm(False, False, 1.0, w[g * cg:(g + 1) * cg], cols[g * rows:(g + 1) * rows],
+                     0.0, dx[s].reshape(c, hh * ww)[g * cg:(g + 1) * cg])

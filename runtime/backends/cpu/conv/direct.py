@@ -67,33 +67,45 @@ def _direct_workspace(ctx, x, f, plane, margin, tags):
 
 
 @kernel(parallel=True)
-def _direct_forward_cpu(x, wk, bias, act, ph, pw, offs, oh, ow, xp_ws, acc_ws, y):
+def _direct_forward_cpu(parts, x, wk, bias, act, ph, pw, offs, oh, ow, xp_ws, acc_ws, y):
+    for t in prange(parts):
+        _direct_forward_part(np.int64(t), parts, x, wk, bias, act, ph, pw, offs, oh, ow, xp_ws, acc_ws, y)
+
+
+@kernel()
+def _direct_forward_part(t, parts, x, wk, bias, act, ph, pw, offs, oh, ow, xp_ws, acc_ws, y):
     """y (N, F, oh, ow) = act(conv(x, w) + bias) at stride 1, each thread on its part of the
     batch; wk from _direct_weights."""
     n, c_, hh, ww = x.shape
     f_ = y.shape[1]
     wp = ww + 2 * pw
     count = oh * wp
-    parts = xp_ws.shape[0]
+    lo, hi = n * t // parts, n * (t + 1) // parts
+    xp, acc = xp_ws[t], acc_ws[t]
+    if lo < hi:
+        _fill_cpu(xp.reshape(-1), 0.0)  # the border stays zero
+    for s in range(lo, hi):
+        _pad_planes_cpu(x[s], ph, pw, xp)
+        for b in range(wk.shape[0]):
+            _fill_cpu(acc.reshape(-1), 0.0)
+            _taps_cpu(xp, offs, wk[b], acc, count)
+            for i in range(min(BLOCK, f_ - BLOCK * b)):
+                for oy in range(oh):
+                    _act_row_cpu(act, acc[i, oy * wp:oy * wp + ow], bias[BLOCK * b + i],
+                                 y[s, BLOCK * b + i, oy], ow)
+
+
+@kernel(parallel=True)
+def _direct_backward_cpu(parts, x, wt, dy, y, act, ph, pw, offs, margin, need_dx, xp_ws, g_ws,
+                         acc_ws, dw_ws, db_ws, dx):
     for t in prange(parts):
-        lo, hi = n * t // parts, n * (t + 1) // parts
-        xp, acc = xp_ws[t], acc_ws[t]
-        if lo < hi:
-            _fill_cpu(xp.reshape(-1), 0.0)  # the border stays zero
-        for s in range(lo, hi):
-            _pad_planes_cpu(x[s], ph, pw, xp)
-            for b in range(wk.shape[0]):
-                _fill_cpu(acc.reshape(-1), 0.0)
-                _taps_cpu(xp, offs, wk[b], acc, count)
-                for i in range(min(BLOCK, f_ - BLOCK * b)):
-                    for oy in range(oh):
-                        _act_row_cpu(act, acc[i, oy * wp:oy * wp + ow], bias[BLOCK * b + i],
-                                     y[s, BLOCK * b + i, oy], ow)
+        _direct_backward_part(np.int64(t), parts, x, wt, dy, y, act, ph, pw, offs, margin, need_dx, xp_ws,
+                              g_ws, acc_ws, dw_ws, db_ws, dx)
 
 
-@kernel(parallel=True, fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
-def _direct_backward_cpu(x, wt, dy, y, act, ph, pw, offs, margin, need_dx, xp_ws, g_ws, acc_ws,
-                         dw_ws, db_ws, dx):
+@kernel(fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
+def _direct_backward_part(t, parts, x, wt, dy, y, act, ph, pw, offs, margin, need_dx, xp_ws, g_ws,
+                          acc_ws, dw_ws, db_ws, dx):
     """dw_ws[t] (F rounded up to even, C, taps rounded up to a multiple of nine), db_ws[t]:
     thread t's weight and bias gradients; dx the input gradient (wt: _direct_weights(w,
     transpose=True))."""
@@ -102,33 +114,31 @@ def _direct_backward_cpu(x, wt, dy, y, act, ph, pw, offs, margin, need_dx, xp_ws
     wp = ww + 2 * pw
     count, plane = oh * wp, (hh + 2 * ph) * wp
     back = margin - offs
-    parts = xp_ws.shape[0]
-    for t in prange(parts):
-        lo, hi = n * t // parts, n * (t + 1) // parts
-        xp, g, acc, dw, db = xp_ws[t], g_ws[t], acc_ws[t], dw_ws[t], db_ws[t]
-        if lo < hi:
-            _fill_cpu(xp.reshape(-1), 0.0)
-            _fill_cpu(g.reshape(-1), 0.0)  # the margin, the columns past ow, the filters past F
-        _fill_cpu(dw.reshape(-1), 0.0)
-        _fill_cpu(db, 0.0)
-        for s in range(lo, hi):
-            _pad_planes_cpu(x[s], ph, pw, xp)
-            for f in range(f_):
-                gf = g[f, margin:]
-                for oy in range(oh):
-                    db[f] += _grad_row_cpu(act, dy[s, f, oy], y[s, f, oy],
-                                           gf[oy * wp:oy * wp + ow], ow)
-            for f in range(0, g.shape[0], 2):
-                _tap_dots_cpu(g[f, margin:], g[f + 1, margin:], xp, offs, count, dw[f:f + 2])
-            if need_dx:
-                for b in range(wt.shape[0]):
-                    _fill_cpu(acc.reshape(-1), 0.0)
-                    _taps_cpu(g[:f_], back, wt[b], acc, plane)
-                    for i in range(min(BLOCK, c_ - BLOCK * b)):
-                        for iy in range(hh):
-                            src, dst = acc[i, (iy + ph) * wp + pw:], dx[s, BLOCK * b + i, iy]
-                            for ix in range(ww):
-                                dst[ix] = src[ix]
+    lo, hi = n * t // parts, n * (t + 1) // parts
+    xp, g, acc, dw, db = xp_ws[t], g_ws[t], acc_ws[t], dw_ws[t], db_ws[t]
+    if lo < hi:
+        _fill_cpu(xp.reshape(-1), 0.0)
+        _fill_cpu(g.reshape(-1), 0.0)  # the margin, the columns past ow, the filters past F
+    _fill_cpu(dw.reshape(-1), 0.0)
+    _fill_cpu(db, 0.0)
+    for s in range(lo, hi):
+        _pad_planes_cpu(x[s], ph, pw, xp)
+        for f in range(f_):
+            gf = g[f, margin:]
+            for oy in range(oh):
+                db[f] += _grad_row_cpu(act, dy[s, f, oy], y[s, f, oy],
+                                       gf[oy * wp:oy * wp + ow], ow)
+        for f in range(0, g.shape[0], 2):
+            _tap_dots_cpu(g[f, margin:], g[f + 1, margin:], xp, offs, count, dw[f:f + 2])
+        if need_dx:
+            for b in range(wt.shape[0]):
+                _fill_cpu(acc.reshape(-1), 0.0)
+                _taps_cpu(g[:f_], back, wt[b], acc, plane)
+                for i in range(min(BLOCK, c_ - BLOCK * b)):
+                    for iy in range(hh):
+                        src, dst = acc[i, (iy + ph) * wp + pw:], dx[s, BLOCK * b + i, iy]
+                        for ix in range(ww):
+                            dst[ix] = src[ix]
 
 
 @kernel()

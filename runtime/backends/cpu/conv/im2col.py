@@ -35,55 +35,70 @@ def _pointwise(h):
 
 
 @kernel(parallel=True)
-def _conv_forward_cpu(x, w, bias, act, groups, kh, kw, sh, sw, ph, pw, oh, ow, per, cols_ws, kept,
-                      z_ws, y):
+def _conv_forward_cpu(parts, x, w, bias, act, groups, kh, kw, sh, sw, ph, pw, oh, ow, per,
+                      cols_ws, kept, z_ws, y):
+    for t in prange(parts):
+        _conv_forward_part(np.int64(t), parts, x, w, bias, act, groups, kh, kw, sh, sw, ph, pw, oh, ow, per,
+                           cols_ws, kept, z_ws, y)
+
+
+@kernel()
+def _conv_forward_part(t, parts, x, w, bias, act, groups, kh, kw, sh, sw, ph, pw, oh, ow, per,
+                       cols_ws, kept, z_ws, y):
     """y (N, F, oh*ow) = act(conv(x, w) + bias), each thread on its part of the batch."""
-    n, parts = x.shape[0], z_ws.shape[0]
+    n = x.shape[0]
     f_, k = w.shape
     fg, ln = f_ // groups, oh * ow
+    lo, hi = n * t // parts, n * (t + 1) // parts
+    for s in range(lo, hi, per):
+        e = min(hi, s + per)
+        cols = _unfold_cpu(x, s, e, kh, kw, sh, sw, ph, pw, oh, ow, cols_ws, t, kept, True)
+        z = z_ws[t, :f_ * (e - s) * ln].reshape(f_, (e - s) * ln)
+        for g in range(groups):  # one GEMM per group
+            gemm(False, False, 1.0, w[g * fg:(g + 1) * fg], cols[g * k:(g + 1) * k], 0.0,
+                 z[g * fg:(g + 1) * fg])
+        _epilogue_cpu(z, bias, act, y, s)
+
+
+@kernel(parallel=True)
+def _conv_backward_cpu(parts, x, w, dy, y, act, groups, kh, kw, sh, sw, ph, pw, oh, ow, per,
+                       need_dx, cols_ws, kept, d2_ws, dcols_ws, wt, dxp_ws, dw_ws, db_ws, dx):
     for t in prange(parts):
-        lo, hi = n * t // parts, n * (t + 1) // parts
-        for s in range(lo, hi, per):
-            e = min(hi, s + per)
-            cols = _unfold_cpu(x, s, e, kh, kw, sh, sw, ph, pw, oh, ow, cols_ws, t, kept, True)
-            z = z_ws[t, :f_ * (e - s) * ln].reshape(f_, (e - s) * ln)
-            for g in range(groups):  # one GEMM per group
-                gemm(False, False, 1.0, w[g * fg:(g + 1) * fg], cols[g * k:(g + 1) * k], 0.0,
-                     z[g * fg:(g + 1) * fg])
-            _epilogue_cpu(z, bias, act, y, s)
+        _conv_backward_part(np.int64(t), parts, x, w, dy, y, act, groups, kh, kw, sh, sw, ph, pw, oh, ow,
+                            per, need_dx, cols_ws, kept, d2_ws, dcols_ws, wt, dxp_ws, dw_ws,
+                            db_ws, dx)
 
 
-@kernel(parallel=True, fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
-def _conv_backward_cpu(x, w, dy, y, act, groups, kh, kw, sh, sw, ph, pw, oh, ow, per, need_dx,
-                       cols_ws, kept, d2_ws, dcols_ws, wt, dxp_ws, dw_ws, db_ws, dx):
+@kernel(fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
+def _conv_backward_part(t, parts, x, w, dy, y, act, groups, kh, kw, sh, sw, ph, pw, oh, ow, per,
+                        need_dx, cols_ws, kept, d2_ws, dcols_ws, wt, dxp_ws, dw_ws, db_ws, dx):
     """dw_ws[t], db_ws[t]: thread t's weight and bias gradients; dx: the input gradient."""
-    n, parts = x.shape[0], d2_ws.shape[0]
+    n = x.shape[0]
     f_, k = w.shape
     kc, fg, ln = k * groups, f_ // groups, oh * ow
-    for t in prange(parts):
-        lo, hi = n * t // parts, n * (t + 1) // parts
-        dw, db = dw_ws[t], db_ws[t]
-        _fill_cpu(dw.reshape(-1), 0.0)
-        _fill_cpu(db, 0.0)
-        for s in range(lo, hi, per):
-            e = min(hi, s + per)
-            m = (e - s) * ln
-            cols = _unfold_cpu(x, s, e, kh, kw, sh, sw, ph, pw, oh, ow, cols_ws, t, kept, False)
-            d2 = d2_ws[t, :f_ * m].reshape(f_, m)
-            _prologue_cpu(dy, y, act, s, d2, db)
-            for g in range(groups):  # dw += d2 cols^T, accumulated by the GEMM itself
-                gemm(False, True, 1.0, d2[g * fg:(g + 1) * fg], cols[g * k:(g + 1) * k], 1.0,
-                     dw[g * fg:(g + 1) * fg])
-            if need_dx and groups == 1:  # dcols^T = d2^T W', folded channels last
-                dcols = dcols_ws[t, :kc * m].reshape(m, kc)
-                gemm(True, False, 1.0, d2, wt, 0.0, dcols)
-                _fold_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dxp_ws[t], dx, s, e)
-            elif need_dx:
-                dcols = dcols_ws[t, :kc * m].reshape(kc, m)
-                for g in range(groups):
-                    gemm(True, False, 1.0, w[g * fg:(g + 1) * fg], d2[g * fg:(g + 1) * fg], 0.0,
-                         dcols[g * k:(g + 1) * k])
-                _col2im_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dx, s, e)
+    lo, hi = n * t // parts, n * (t + 1) // parts
+    dw, db = dw_ws[t], db_ws[t]
+    _fill_cpu(dw.reshape(-1), 0.0)
+    _fill_cpu(db, 0.0)
+    for s in range(lo, hi, per):
+        e = min(hi, s + per)
+        m = (e - s) * ln
+        cols = _unfold_cpu(x, s, e, kh, kw, sh, sw, ph, pw, oh, ow, cols_ws, t, kept, False)
+        d2 = d2_ws[t, :f_ * m].reshape(f_, m)
+        _prologue_cpu(dy, y, act, s, d2, db)
+        for g in range(groups):  # dw += d2 cols^T, accumulated by the GEMM itself
+            gemm(False, True, 1.0, d2[g * fg:(g + 1) * fg], cols[g * k:(g + 1) * k], 1.0,
+                 dw[g * fg:(g + 1) * fg])
+        if need_dx and groups == 1:  # dcols^T = d2^T W', folded channels last
+            dcols = dcols_ws[t, :kc * m].reshape(m, kc)
+            gemm(True, False, 1.0, d2, wt, 0.0, dcols)
+            _fold_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dxp_ws[t], dx, s, e)
+        elif need_dx:
+            dcols = dcols_ws[t, :kc * m].reshape(kc, m)
+            for g in range(groups):
+                gemm(True, False, 1.0, w[g * fg:(g + 1) * fg], d2[g * fg:(g + 1) * fg], 0.0,
+                     dcols[g * k:(g + 1) * k])
+            _col2im_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dx, s, e)
 
 
 @kernel()

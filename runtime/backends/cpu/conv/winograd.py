@@ -73,59 +73,72 @@ def _skew(count, unit_bytes):
 
 
 @kernel(parallel=True)
-def _winograd_forward_cpu(x, ut, bias, act, ph, pw, oh, ow, per, xp_ws, v_ws, m_ws, o_ws, y):
+def _winograd_forward_cpu(parts, x, ut, bias, act, ph, pw, oh, ow, per, xp_ws, v_ws, m_ws, o_ws,
+                          y):
+    for t in prange(parts):
+        _winograd_forward_part(np.int64(t), parts, x, ut, bias, act, ph, pw, oh, ow, per, xp_ws, v_ws, m_ws,
+                               o_ws, y)
+
+
+@kernel()
+def _winograd_forward_part(t, parts, x, ut, bias, act, ph, pw, oh, ow, per, xp_ws, v_ws, m_ws,
+                           o_ws, y):
     """y = act(conv(x, w) + bias), ut = U^T (16, C, F): V U^T as V times a matrix with
     contiguous rows, the GEMM that netc's tiles run at full speed."""
     n = x.shape[0]
-    parts = xp_ws.shape[0]
     th, tw = -(-oh // 2), -(-ow // 2)
+    lo, hi = n * t // parts, n * (t + 1) // parts
+    xp, v, mm, o = xp_ws[t], v_ws[t], m_ws[t], o_ws[t]
+    for s in range(lo, hi, per):
+        m = min(hi, s + per) - s
+        cols = m * th * tw
+        _winograd_input_cpu(x, s, m, ph, pw, th, tw, xp, v)
+        for k in range(16):  # M = V U^T, tile by tile
+            gemm(False, False, 1.0, v[k, :cols], ut[k], 0.0, mm[k, :cols])
+        for q in range(m):
+            _winograd_out_cpu(mm, q * th * tw, th, tw, o)
+            for f in range(o.shape[0]):
+                for oy in range(oh):
+                    _act_row_cpu(act, o[f, oy], bias[f], y[s + q, f, oy], ow)
+
+
+@kernel(parallel=True)
+def _winograd_backward_cpu(parts, x, u, dy, y, act, ph, pw, per, need_dx, xp_ws, v_ws, m_ws,
+                           dv_ws, o_ws, du_ws, db_ws, dx):
     for t in prange(parts):
-        lo, hi = n * t // parts, n * (t + 1) // parts
-        xp, v, mm, o = xp_ws[t], v_ws[t], m_ws[t], o_ws[t]
-        for s in range(lo, hi, per):
-            m = min(hi, s + per) - s
-            cols = m * th * tw
-            _winograd_input_cpu(x, s, m, ph, pw, th, tw, xp, v)
-            for k in range(16):  # M = V U^T, tile by tile
-                gemm(False, False, 1.0, v[k, :cols], ut[k], 0.0, mm[k, :cols])
-            for q in range(m):
-                _winograd_out_cpu(mm, q * th * tw, th, tw, o)
-                for f in range(o.shape[0]):
-                    for oy in range(oh):
-                        _act_row_cpu(act, o[f, oy], bias[f], y[s + q, f, oy], ow)
+        _winograd_backward_part(np.int64(t), parts, x, u, dy, y, act, ph, pw, per, need_dx, xp_ws, v_ws,
+                                m_ws, dv_ws, o_ws, du_ws, db_ws, dx)
 
 
-@kernel(parallel=True, fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
-def _winograd_backward_cpu(x, u, dy, y, act, ph, pw, per, need_dx, xp_ws, v_ws, m_ws, dv_ws,
-                           o_ws, du_ws, db_ws, dx):
+@kernel(fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
+def _winograd_backward_part(t, parts, x, u, dy, y, act, ph, pw, per, need_dx, xp_ws, v_ws, m_ws,
+                            dv_ws, o_ws, du_ws, db_ws, dx):
     n = x.shape[0]
-    parts = xp_ws.shape[0]
     oh, ow = dy.shape[2], dy.shape[3]
     th, tw = -(-oh // 2), -(-ow // 2)
-    for t in prange(parts):
-        lo, hi = n * t // parts, n * (t + 1) // parts
-        xp, v, dm, dv, o = xp_ws[t], v_ws[t], m_ws[t], dv_ws[t], o_ws[t]
-        du, db = du_ws[t], db_ws[t]
-        _fill_cpu(du.reshape(-1), 0.0)
-        _fill_cpu(db, 0.0)
-        _fill_cpu(o.reshape(-1), 0.0)  # the border of whole tiles past (oh, ow) stays zero
-        for s in range(lo, hi, per):
-            m = min(hi, s + per) - s
-            cols = m * th * tw
-            _winograd_input_cpu(x, s, m, ph, pw, th, tw, xp, v)
+    lo, hi = n * t // parts, n * (t + 1) // parts
+    xp, v, dm, dv, o = xp_ws[t], v_ws[t], m_ws[t], dv_ws[t], o_ws[t]
+    du, db = du_ws[t], db_ws[t]
+    _fill_cpu(du.reshape(-1), 0.0)
+    _fill_cpu(db, 0.0)
+    _fill_cpu(o.reshape(-1), 0.0)  # the border of whole tiles past (oh, ow) stays zero
+    for s in range(lo, hi, per):
+        m = min(hi, s + per) - s
+        cols = m * th * tw
+        _winograd_input_cpu(x, s, m, ph, pw, th, tw, xp, v)
+        for q in range(m):
+            for f in range(o.shape[0]):
+                for oy in range(oh):
+                    db[f] += _grad_row_cpu(act, dy[s + q, f, oy], y[s + q, f, oy], o[f, oy], ow)
+            _winograd_grad_out_cpu(o, th, tw, dm, q * th * tw)
+        for k in range(16):  # dU += dM^T V
+            gemm(True, False, 1.0, dm[k, :cols], v[k, :cols], 1.0, du[k])
+        if need_dx:
+            for k in range(16):  # dV = dM U
+                gemm(False, False, 1.0, dm[k, :cols], u[k], 0.0, dv[k, :cols])
             for q in range(m):
-                for f in range(o.shape[0]):
-                    for oy in range(oh):
-                        db[f] += _grad_row_cpu(act, dy[s + q, f, oy], y[s + q, f, oy], o[f, oy], ow)
-                _winograd_grad_out_cpu(o, th, tw, dm, q * th * tw)
-            for k in range(16):  # dU += dM^T V
-                gemm(True, False, 1.0, dm[k, :cols], v[k, :cols], 1.0, du[k])
-            if need_dx:
-                for k in range(16):  # dV = dM U
-                    gemm(False, False, 1.0, dm[k, :cols], u[k], 0.0, dv[k, :cols])
-                for q in range(m):
-                    _winograd_grad_in_cpu(dv, q * th * tw, th, tw, xp)
-                    _winograd_unpad_cpu(xp, ph, pw, dx[s + q])
+                _winograd_grad_in_cpu(dv, q * th * tw, th, tw, xp)
+                _winograd_unpad_cpu(xp, ph, pw, dx[s + q])
 
 
 @kernel()

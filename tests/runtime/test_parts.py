@@ -1,0 +1,67 @@
+"""Kernels split into parts (jit.launch): the work of a small layer runs on the calling thread
+alone, a large one's on Numba's threads, one share each. Both ways must give the same numbers:
+every kernel here runs once as one part (GRAIN past any layer's work) and once split into as
+many parts as there are workers (GRAIN 1), with the same values, gradients and optimizer step."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import netc
+from netc.runtime.backends.cpu import conv, jit
+
+from .test_layers import randomized
+
+# every parallel kernel: each CONV algorithm (forced below), DECONV, the pools (2x2 unrolled,
+# general max, average), both upsamplings, FC by dot products and by GEMM, the elementwise
+# activations, PReLU, softmax, dropout, the recurrences and their input projection, the row
+# losses; the optimizer's update
+IMAGES = ("input 8x8x16\nCONV 3x3 16 pad=1 act=relu - POOL max 2x2/2 - UPSAMPLE 2 bilinear - "
+          "CONV 3x3 4 pad=1 act=tanh - POOL avg 3x3/2 pad=1 - DECONV 4x4/2 4 pad=1 act=leaky - "
+          "POOL max 3x3/2 - UPSAMPLE 2 - PRELU - FC 20 act=elu - DROPOUT 0.3 - FC 9 act=prelu - "
+          "OUT 5 softmax")
+SEQUENCES = "input seq 6x5\nLSTM 8 return=seq - GRU 6 return=seq bidir=true - RNN 4 - OUT 3 softmax"
+
+
+def _step(spec, grain, monkeypatch, x, y):
+    monkeypatch.setattr(jit, "GRAIN", grain)
+    model = randomized(spec)
+    out = model.forward(x)
+    loss, grads, dx = model.loss_and_grads(x, y, input_grad=True)
+    opt = netc.optimizer("adam", model.params, lr=0.01)
+    opt.step(grads)
+    return out, loss, grads, dx, {k: v.copy() for k, v in model.params.items()}
+
+
+@pytest.mark.skipif(jit.workers() < 2, reason="one worker: nothing to split")
+@pytest.mark.parametrize("spec,algorithm", [(IMAGES, "im2col"), (IMAGES, "direct"),
+                                            (IMAGES, "winograd"), (SEQUENCES, None)],
+                         ids=["im2col", "direct", "winograd", "recurrent"])
+def test_one_part_and_many_agree(monkeypatch, spec, algorithm):
+    monkeypatch.setattr(conv, "FORCE", algorithm)
+    net = netc.compile(spec)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((7,) + net.input_shape)
+    y = rng.integers(0, net.output_shape[-1], 7)
+    one = _step(spec, 1 << 60, monkeypatch, x, y)
+    many = _step(spec, 1, monkeypatch, x, y)
+    for a, b in zip(one[:2], many[:2]):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
+    grads, dx, params = one[2:]
+    np.testing.assert_allclose(many[3], dx, rtol=1e-10, atol=1e-13)
+    # the parts' gradient sums add in another order; Adam's step divides by their root mean
+    # square, which magnifies that rounding
+    for got, want, rtol in ((many[2], grads, 1e-10), (many[4], params, 1e-8)):
+        assert got.keys() == want.keys()
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=rtol, atol=1e-13, err_msg=name)
+
+
+def test_split_takes_one_part_per_grain_up_to_the_workers(monkeypatch):
+    monkeypatch.setattr(jit, "GRAIN", 100)
+    assert jit.split_macs(100 * jit.MACS_PER_NS) == 1
+    assert jit.split(0) == jit.split(99) == 1
+    assert jit.split(100 * jit.workers()) == jit.workers()
+    assert jit.split(10 ** 12) == jit.workers()
+    if jit.workers() > 1:
+        assert jit.split(200) == 2
