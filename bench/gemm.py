@@ -1,13 +1,17 @@
 """GFLOP/s of the GEMMs netc's kernels call, on one thread, for layer-sized shapes: netc's own
-register tiles (runtime/backends/cpu/tiles.py, used on CPUs with AVX-512) against the BLAS, interleaved.
+register tiles (runtime/backends/cpu/tiles.py, in this CPU's geometry) against the BLAS,
+interleaved.
 
     python bench/gemm.py                          # the BLAS kernels OpenBLAS runs here
     NETC_BLAS_CORETYPE=auto python bench/gemm.py  # OpenBLAS's own choice, past OPENBLAS_CORETYPE
+    python bench/gemm.py --vector-bytes 64        # another width's tiles (LLVM splits wider ones)
 
-Prints which BLAS and kernels run (as `netc bench` does), then the median rate of each per shape.
+Prints which BLAS and kernels run (as `netc bench` does), the tiles' geometry and which GEMMs run
+on them, then the median rate of each per shape.
 """
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 
@@ -26,6 +30,9 @@ SHAPES = [
     ("Winograd M = V U^T (conv4)", False, False, 2048, 64, 64),
     ("Winograd dU = dM^T V (conv4)", True, False, 64, 64, 2048),
     ("LeNet F6 weight gradient", True, False, 84, 120, 64),
+    ("ResNet-18 Winograd M (128 ch)", False, False, 1024, 128, 128),
+    ("ResNet-18 Winograd M (256 ch)", False, False, 512, 256, 256),
+    ("ResNet-18 Winograd dU (256 ch)", True, False, 256, 256, 512),
     ("MLP forward (x W^T)", False, True, 64, 256, 784),
     ("small VGG fc1 forward", False, True, 64, 256, 4096),
     ("LeNet C2 weight gradient", False, True, 16, 150, 3200),
@@ -33,13 +40,16 @@ SHAPES = [
 ]
 
 
-@numba.njit
-def _tiles(ta, tb, a, b, c, reps):
-    for _ in range(reps):
-        if tb:
-            tiles.gemm_tiles_nt(1.0, a, b, 0.0, c)
-        else:
-            tiles.gemm_tiles(ta, 1.0, a, b, 0.0, c)
+def _tiles(key):
+    """A loop over the tiles of GEOMETRIES[key] (a constant inside it)."""
+    @numba.njit
+    def run(ta, tb, a, b, c, reps):
+        for _ in range(reps):
+            if tb:
+                tiles.gemm_tiles_nt(1.0, a, b, 0.0, c, key)
+            else:
+                tiles.gemm_tiles(ta, 1.0, a, b, 0.0, c, key)
+    return run
 
 
 @numba.njit
@@ -48,14 +58,14 @@ def _blas(ta, tb, a, b, c, reps):
         blas.blas_gemm(ta, tb, 1.0, a, b, 0.0, c)
 
 
-def rates(ta, tb, m, n, k, repeats=15):
-    """Median GFLOP/s of (tiles, BLAS), timed in turns."""
+def rates(ours, ta, tb, m, n, k, repeats=15):
+    """Median GFLOP/s of (ours: a _tiles loop, BLAS), timed in turns."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
     b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
     c = np.empty((m, n), np.float32)
     reps = max(1, int(1e8 // (m * n * k)))
-    times = {_tiles: [], _blas: []}
+    times = {ours: [], _blas: []}
     for fn in times:
         fn(ta, tb, a, b, c, 1)
     for _ in range(repeats):
@@ -66,15 +76,24 @@ def rates(ta, tb, m, n, k, repeats=15):
     return tuple(2 * m * n * k / statistics.median(t) / 1e9 for t in times.values())
 
 
-def main():
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--vector-bytes", type=int, choices=sorted(tiles.GEOMETRIES),
+                    help="the tiles' geometry (default: this CPU's)")
+    ap.add_argument("--repeats", type=int, default=15)
+    args = ap.parse_args(argv)
     jit.setup()
     numba.set_num_threads(1)
+    key = args.vector_bytes or tiles.host_vector_bytes() or 64
+    ab, abt = blas.own_tiles(), blas.own_tiles_nt()
     print(f"GEMM: {blas.describe()}")
-    print(f"netc's tiles: {'used' if blas.own_tiles() else 'not used (no AVX-512)'} by the kernels here")
+    print(f"tiles benchmarked: {tiles.GEOMETRIES[key]}; the kernels here run C = op(A) B on "
+          f"{'the tiles' if ab else 'the BLAS'}, C = A B^T on {'the tiles' if abt else 'the BLAS'}")
     print(f"{'GEMM':<32} {'m x n x k':>16} {'tiles':>7} {'BLAS':>7} GFLOP/s")
+    ours = _tiles(key)
     for name, ta, tb, m, n, k in SHAPES:
-        ours, theirs = rates(ta, tb, m, n, k)
-        print(f"{name:<32} {f'{m}x{n}x{k}':>16} {ours:7.1f} {theirs:7.1f}")
+        mine, theirs = rates(ours, ta, tb, m, n, k, args.repeats)
+        print(f"{name:<32} {f'{m}x{n}x{k}':>16} {mine:7.1f} {theirs:7.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The GEMM the kernels call: compiled (netc's own tiles on CPUs with AVX-512, else netc's own
+"""The GEMM the kernels call: compiled (netc's own tiles where blas.TILE_ROUTES says, else netc's own
 OpenBLAS through LLVM; and that BLAS alone), its NumPy stand-in for
 machines without a CBLAS, and the plain-Python form, against NumPy's matmul; and which OpenBLAS
 kernels netc's copy loads with."""

@@ -1,19 +1,24 @@
-"""netc's own GEMM tiles (runtime/backends/cpu/tiles.py) against NumPy in float64: every tile body (C = op(A) B:
-1-6 rows, a full-width tile or 1-4 vectors with a masked last one; C = A B^T: 1-4 by 1-6), both
-float types, alpha and beta, views with strided rows, and nothing written outside C."""
+"""netc's own GEMM tiles (runtime/backends/cpu/tiles.py) against NumPy in float64, in every geometry
+(AVX-512's and AVX2's: both run on either CPU): every tile body (C = op(A) B: 1..rows rows, a
+full-width tile or 1..vectors vectors with a masked last one, K over its blocks; C = A B^T: every
+nt_rows x nt_cols corner, K over its chunks), both float types, alpha and beta, views with
+strided rows, and nothing written outside C; and which GEMMs run on them per CPU."""
+import numba
 import numpy as np
 import pytest
 
-from netc.runtime.backends.cpu import blas, jit
-from netc.runtime.backends.cpu.tiles import gemm_tiles, gemm_tiles_nt
+from netc.runtime.backends.cpu import blas, jit, tiles
+from netc.runtime.backends.cpu.tiles import GEOMETRIES, gemm_tiles, gemm_tiles_nt
 
-# (m, n, k): rows 1..6 and a remainder, widths that end on every vector count, K = 0 and 1
+KEYS = sorted(GEOMETRIES)
+# (m, n, k) in AVX-512's float32 widths (scaled to the others): rows 1..6 and a remainder, widths
+# that end on every vector count, K = 0 and 1, K over AVX2's blocks (k_block)
 SHAPES = [(1, 1, 1), (6, 64, 5), (7, 65, 3), (5, 16, 2), (4, 17, 9), (3, 33, 4), (2, 48, 1),
-          (9, 63, 6), (12, 130, 11), (13, 200, 0), (11, 10, 7)]
+          (9, 63, 6), (12, 130, 11), (13, 200, 0), (11, 10, 7), (8, 40, 600)]
 
 
-def lanes(dtype):
-    return 64 // np.dtype(dtype).itemsize
+def lanes(dtype, key):
+    return GEOMETRIES[key].vector_bytes // np.dtype(dtype).itemsize
 
 
 def check(call, product, m, n, k, dtype, alpha, beta, rng):
@@ -34,30 +39,34 @@ def check(call, product, m, n, k, dtype, alpha, beta, rng):
     np.testing.assert_array_equal(c_full[outside], before[outside])
 
 
+@pytest.mark.parametrize("key", KEYS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("ta", [False, True])
-def test_tiles_against_numpy(dtype, ta):
+def test_tiles_against_numpy(dtype, ta, key):
     jit.setup()
     rng = np.random.default_rng(0)
+    g = GEOMETRIES[key]
     for m, n, k in SHAPES:
-        # float64 widths are in vectors of 8, float32's of 16: scale n to hit the same bodies
-        n = max(1, n * lanes(dtype) // 16)
+        # scale n from 4 vectors of 16 to this geometry's panel, to hit the same bodies
+        n = max(1, n * g.vectors * lanes(dtype, key) // 64)
         for alpha, beta in ((1.0, 0.0), (0.75, 1.0), (-1.5, 0.5)):
             a_full = rng.standard_normal(((k, m + 3) if ta else (m, k + 3))).astype(dtype)
             a = a_full[:, 1:m + 1] if ta else a_full[:, 2:k + 2]  # rows at a stride
             b = rng.standard_normal((k, n + 5)).astype(dtype)[:, 3:n + 3]
             product = (a.T if ta else a).astype(np.float64) @ b.astype(np.float64)
-            check(lambda c: gemm_tiles(ta, alpha, a, b, beta, c), product, m, n, k, dtype, alpha,
+            check(lambda c: gemm_tiles(ta, alpha, a, b, beta, c, key), product, m, n, k, dtype, alpha,
                   beta, rng)
 
 
-# (m, n, k) for C = A B^T: rows 1..4 and cols 1..6 of a tile and their remainders, K ending on a
+# (m, n, k) for C = A B^T: every corner of a tile up to 4 x 6 and their remainders, K ending on a
 # masked vector, K = 0, and K over one chunk (NT_CHUNK) so that chunks accumulate
-NT_SHAPES = [(1, 1, 1), (4, 6, 16), (5, 7, 17), (3, 11, 5), (2, 13, 0), (9, 4, 1500), (8, 12, 64)]
+NT_SHAPES = [(1, 1, 1), (4, 6, 16), (5, 7, 17), (3, 11, 5), (2, 13, 0), (9, 4, 1500), (8, 12, 64),
+             (2, 2, 3), (3, 4, 9), (1, 5, 8), (4, 3, 40)]
 
 
+@pytest.mark.parametrize("key", KEYS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_inner_product_tiles_against_numpy(dtype):
+def test_inner_product_tiles_against_numpy(dtype, key):
     jit.setup()
     rng = np.random.default_rng(1)
     for m, n, k in NT_SHAPES:
@@ -65,25 +74,46 @@ def test_inner_product_tiles_against_numpy(dtype):
             a = rng.standard_normal((m, k + 3)).astype(dtype)[:, 1:k + 1]
             b = rng.standard_normal((n, k + 2)).astype(dtype)[:, 2:k + 2]
             product = a.astype(np.float64) @ b.T.astype(np.float64)
-            check(lambda c: gemm_tiles_nt(alpha, a, b, beta, c), product, m, n, k, dtype, alpha,
+            check(lambda c: gemm_tiles_nt(alpha, a, b, beta, c, key), product, m, n, k, dtype, alpha,
                   beta, rng)
 
 
-def test_float64_tiles_keep_float64():
+@pytest.mark.parametrize("key", KEYS)
+def test_float64_tiles_keep_float64(key):
     """1 + 2^-30 is not a float32: summed in float32 anywhere, the result would be k."""
     jit.setup()
     k = 4096
     a = np.full((1, k), 1.0 + 2.0 ** -30)
     b = np.ones((k, 64))
     c = np.empty((1, 64))
-    gemm_tiles(False, 1.0, a, b, 0.0, c)
+    gemm_tiles(False, 1.0, a, b, 0.0, c, key)
     np.testing.assert_array_equal(c, k * (1.0 + 2.0 ** -30))
-    gemm_tiles_nt(1.0, a, b.T.copy(), 0.0, c)
+    gemm_tiles_nt(1.0, a, b.T.copy(), 0.0, c, key)
     np.testing.assert_array_equal(c, k * (1.0 + 2.0 ** -30))
 
 
-def test_own_tiles_only_with_avx512():
-    avx512 = {name: True for name in ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")}
-    assert blas.own_tiles(avx512)
-    assert not blas.own_tiles({**avx512, "avx512f": False})
-    assert not blas.own_tiles({"avx2": True, "fma": True})
+@pytest.mark.parametrize("key,fma", [(64, "llvm.fma.v16f32"), (32, "llvm.fma.v8f32")])
+def test_geometry_sets_the_vectors(key, fma):
+    """Each geometry's IR holds vectors of its width: 64 bytes, 16 floats; 32 bytes, 8 (compiled
+    afresh: Numba shows no IR of cached code)."""
+    jit.setup()
+    a, b, c = np.ones((7, 5), np.float32), np.ones((5, 9), np.float32), np.empty((7, 9), np.float32)
+    ab, abt = numba.njit(gemm_tiles.py_func), numba.njit(gemm_tiles_nt.py_func)
+    ab(False, 1.0, a, b, 0.0, c, key)
+    abt(1.0, a, a, 0.0, c[:, :7], key)
+    for fn in (ab, abt):
+        (text,) = fn.inspect_llvm().values()
+        assert fma in text
+        assert key == 64 or "llvm.fma.v16f32" not in text
+
+
+def test_vector_width_and_routes_follow_the_cpu():
+    avx512 = {name: True for name in tiles.AVX512 + tiles.AVX2}
+    avx2 = {"avx": True, "avx2": True, "fma": True}
+    assert tiles.vector_bytes(avx512) == 64 and tiles.vector_bytes(avx2) == 32
+    assert tiles.vector_bytes({**avx512, "avx512f": False}) == 32
+    assert tiles.vector_bytes({"avx": True, "sse4.2": True}) is None
+    assert GEOMETRIES[64] == (64, 6, 4, 4, 6, 0)  # AVX-512's tiles as they were measured
+    assert blas.own_tiles(avx512) and blas.own_tiles_nt(avx512)
+    assert (blas.own_tiles(avx2), blas.own_tiles_nt(avx2)) == blas.TILE_ROUTES[32]
+    assert not blas.own_tiles({"avx": True}) and not blas.own_tiles_nt({"avx": True})

@@ -10,9 +10,11 @@ netc alone with one thread, since the kernels run it inside their own threads. N
 its thread count, stay the user's. OpenBLAS picks its kernels for the CPU when it loads; an
 OPENBLAS_CORETYPE in the environment pins them, for netc's copy too, unless NETC_BLAS_CORETYPE
 says otherwise ("auto": OpenBLAS's own choice; or a core name, such as Haswell or SkylakeX).
-`describe()` tells what runs. On CPUs with AVX-512 the kernels' GEMMs run on netc's own tiles
-(tiles.py) instead, whatever the BLAS is pinned to: about twice as fast as OpenBLAS's AVX2 kernels
-and as fast or faster than its AVX-512 ones on most of the layers' shapes (bench/gemm.py).
+`describe()` tells what runs. Where netc's own tiles (tiles.py) beat the BLAS, the kernels' GEMMs
+run on them instead, whatever the BLAS is pinned to (TILE_ROUTES, per vector width): on AVX-512
+both C = op(A) B and C = A B^T, about twice as fast as OpenBLAS's AVX2 kernels and as fast or
+faster than its AVX-512 ones on most of the layers' shapes; on AVX2, where the tiles are a third
+of that size, the routes that the measurements in bench/RESULTS.md say (bench/gemm.py).
 Without that wheel: another loaded 32-bit-integer CBLAS (SciPy's OpenBLAS, MKL, Accelerate),
 limited to one thread; without any, the same names lead to NumPy through ctypes: slower, and
 still correct. `bind()` (from jit.setup(), when the backend loads) gives LLVM the addresses.
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import functools
 import ctypes.util
 import glob
 import importlib.util
@@ -34,13 +35,15 @@ from llvmlite import binding as llvm
 from numba import types
 from numba.extending import overload
 
+from . import tiles
 from .tiles import gemm_tiles, gemm_tiles_nt
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 INT_MAX = 2**31 - 1  # CBLAS's int: every dimension and leading dimension must fit
 _I32 = types.int32
-# the CPU features netc's tiles need to run at full width
-_AVX512 = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
+# per vector width of the tiles (tiles.vector_bytes): whether C = op(A) B and C = A B^T run on
+# them rather than on the BLAS
+TILE_ROUTES = {64: (True, True), 32: (False, False)}
 
 
 def _signature(real):
@@ -204,27 +207,30 @@ def bind() -> bool:
 
 
 def describe() -> str:
-    """What runs the kernels' GEMMs (after bind()): netc's tiles, and which BLAS with which
-    kernels."""
+    """What runs the kernels' GEMMs (after bind()): netc's tiles (their geometry) for which
+    products, and which BLAS with which kernels."""
     blas = _bound.get("description", "not bound yet")
-    if own_tiles():
-        return f"netc's own AVX-512 tiles; for A^T B^T (unused by the layers), {blas}"
-    return blas
+    routes = [name for name, on in (("op(A) B", own_tiles()), ("A B^T", own_tiles_nt())) if on]
+    if not routes:
+        return blas
+    return (f"netc's own tiles ({tiles.GEOMETRIES[tiles.host_vector_bytes()]}) for "
+            f"{' and '.join(routes)}; for the rest, {blas}")
 
 
 def own_tiles(features=None) -> bool:
-    """Whether gemm runs C = op(A) B on netc's own tiles (tiles.py) rather than the BLAS: on CPUs
-    with AVX-512, where they are about twice as fast as OpenBLAS's AVX2 kernels and as fast or
-    faster than its AVX-512 ones on most shapes netc sends (see bench/gemm.py)."""
-    if features is None:
-        return _host_tiles()
-    return all(features.get(name, False) for name in _AVX512)
+    """Whether gemm runs C = op(A) B on netc's own tiles (tiles.py) rather than the BLAS, on this
+    CPU or on one with these features (LLVM's names): TILE_ROUTES for its vector width."""
+    return _routes(features)[0]
 
 
-@functools.cache
-def _host_tiles() -> bool:
-    """own_tiles() for this CPU, asked of LLVM once per process (the question is slow)."""
-    return own_tiles(llvm.get_host_cpu_features())
+def own_tiles_nt(features=None) -> bool:
+    """Whether gemm runs C = A B^T (inner products) on netc's own tiles: as own_tiles."""
+    return _routes(features)[1]
+
+
+def _routes(features):
+    width = tiles.host_vector_bytes() if features is None else tiles.vector_bytes(features)
+    return TILE_ROUTES.get(width, (False, False))
 
 
 def blas_gemm(ta, tb, alpha, a, b, beta, c):
@@ -253,13 +259,34 @@ def _blas_gemm_overload(ta, tb, alpha, a, b, beta, c):
 
 @overload(gemm, jit_options={"cache": True})
 def _gemm_overload(ta, tb, alpha, a, b, beta, c):
-    tiles = own_tiles()  # fixed when the kernel compiles: Numba's cache is kept per CPU
+    # fixed when the kernel compiles (Numba's cache is kept per CPU); only the routes this CPU
+    # takes are in the code, since Numba types (and so compiles) a call in a branch never taken:
+    # where the tiles lose, they are not compiled at all (compiling them cost a cold start ~10 s)
+    ab, abt, key = own_tiles(), own_tiles_nt(), tiles.host_vector_bytes() or 64
+    if not (ab or abt):
+        def impl(ta, tb, alpha, a, b, beta, c):
+            blas_gemm(ta, tb, alpha, a, b, beta, c)
+        return impl
+    if not abt:
+        def impl(ta, tb, alpha, a, b, beta, c):
+            if not tb:
+                gemm_tiles(ta, alpha, a, b, beta, c, key)
+            else:
+                blas_gemm(ta, tb, alpha, a, b, beta, c)
+        return impl
+    if not ab:
+        def impl(ta, tb, alpha, a, b, beta, c):
+            if tb and not ta:
+                gemm_tiles_nt(alpha, a, b, beta, c, key)
+            else:
+                blas_gemm(ta, tb, alpha, a, b, beta, c)
+        return impl
 
     def impl(ta, tb, alpha, a, b, beta, c):
-        if tiles and not tb:
-            gemm_tiles(ta, alpha, a, b, beta, c)
-        elif tiles and not ta:
-            gemm_tiles_nt(alpha, a, b, beta, c)
+        if not tb:
+            gemm_tiles(ta, alpha, a, b, beta, c, key)
+        elif not ta:
+            gemm_tiles_nt(alpha, a, b, beta, c, key)
         else:
             blas_gemm(ta, tb, alpha, a, b, beta, c)
     return impl

@@ -3,36 +3,79 @@
 LLVM vectorizes netc's loops well enough where one operand streams (the direct CONV's taps), but
 a GEMM needs its partial sums held in registers across the whole K loop, which no loop written in
 Numba gets. So the tile is written in LLVM's own vector IR through Numba's `@intrinsic`: a block
-of ROWS rows of C by up to four 64-byte vectors (6 x 64 floats: 24 accumulators, 4 row loads and
-6 broadcasts per 24 fused multiply-adds), summed over all of K in registers and written once:
-what a BLAS's inner kernel does on AVX-512 (rates against OpenBLAS: bench/RESULTS.md).
+of rows of C by a few vectors, summed over all of K in registers and written once: what a BLAS's
+inner kernel does. The block follows the CPU's vector registers (`Geometry`, GEOMETRIES): on
+AVX-512, 6 rows x 4 vectors of 64 bytes (24 of its 32 registers; 4 row loads and 6 broadcasts per
+24 fused multiply-adds); on AVX2, 6 rows x 2 vectors of 32 bytes (12 of its 16, with 2 row loads
+and a broadcast: the classic 6 x 16 of float32). Rates against OpenBLAS: bench/RESULTS.md.
 
 B and C need contiguous rows (C = op(A) B, not B^T): that is the row that a vector loads. A is
 read one element at a time (broadcast), so A or A^T are the same to the tile. No packing: the
-shapes netc sends here keep a 64-wide panel of B in L1 or L2.
+shapes netc sends here keep a panel of B in L1 or L2, over all of K or over K in blocks
+(k_block: AVX2's narrower panels would otherwise leave L1 on long K).
 
 `gemm_tiles` (C = op(A) B) and `gemm_tiles_nt` (C = A B^T, inner products) are the Numba-side
-drivers; blas.py's gemm calls them on CPUs with AVX-512 (where the vectors are registers:
-elsewhere LLVM splits them, which is correct and slower than the BLAS).
+drivers; their last argument, a constant, picks the geometry (`host_vector_bytes()` for this
+CPU). Another CPU's geometry runs too, correct and slower: LLVM splits wider vectors in two.
+blas.py's gemm decides where they run instead of the BLAS.
 """
 from __future__ import annotations
 
+import functools
+from typing import NamedTuple
+
+from llvmlite import binding as llvm
 from llvmlite import ir
-from numba import types
+from numba import literally, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from ..cache import njit
 
-ROWS = 6     # rows of C per tile
-VECTORS = 4  # 64-byte vectors per row of a full-width tile
-NT_ROWS, NT_COLS = 4, 6  # C = A B^T: rows of A and rows of B per tile (24 accumulators)
+
+class Geometry(NamedTuple):
+    """The tiles for one vector width: C = op(A) B in rows x vectors accumulators, C = A B^T in
+    nt_rows x nt_cols (rows of A by rows of B), each a vector of vector_bytes; C = op(A) B over
+    K in blocks of k_block steps (0: all of K at once)."""
+    vector_bytes: int
+    rows: int
+    vectors: int
+    nt_rows: int
+    nt_cols: int
+    k_block: int = 0
+
+    def __str__(self):
+        blocks = f", K in blocks of {self.k_block}" if self.k_block else ""
+        return (f"{self.rows} x {self.vectors} vectors of {self.vector_bytes} bytes{blocks}, "
+                f"A B^T {self.nt_rows} x {self.nt_cols}")
+
+
+# by vector bytes, to fill AVX-512's 32 registers or AVX2's 16 (accumulators, loads, a broadcast);
+# 64's are the tiles as first written and measured
+GEOMETRIES = {64: Geometry(64, 6, 4, 4, 6), 32: Geometry(32, 6, 2, 3, 4, 256)}
 NT_CHUNK = 4096  # bytes of a row of K per pass: longer, and fewer sums across lanes per product
+AVX512 = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
+AVX2 = ("avx2", "fma")
 _I32, _I64 = ir.IntType(32), ir.IntType(64)
 
 
+def vector_bytes(features) -> int | None:
+    """The vector width the tiles fill on a CPU with these features (LLVM's names): 64 with
+    AVX-512, 32 with AVX2 and FMA, None without (the BLAS then does all)."""
+    for width, needs in ((64, AVX512), (32, AVX2)):
+        if all(features.get(name, False) for name in needs):
+            return width
+    return None
+
+
+@functools.cache
+def host_vector_bytes() -> int | None:
+    """vector_bytes() of this CPU, asked of LLVM once per process (the question is slow)."""
+    return vector_bytes(llvm.get_host_cpu_features())
+
+
 class _Vectors:
-    """The vector type of 64 bytes of `elem` and the LLVM intrinsics both tiles use on it."""
+    """The vector type of `lanes` `elem`s and the LLVM intrinsics both tiles use on it."""
 
     def __init__(self, builder, elem, lanes):
         self.builder, self.lanes = builder, lanes
@@ -59,6 +102,18 @@ class _Vectors:
             for slot in row:
                 self.builder.store(self.zero, slot)
         return accs
+
+
+def _geometry(key):
+    """The Geometry that a driver's constant argument names, or None (not a constant, or unknown)."""
+    if isinstance(key, types.IntegerLiteral):
+        return GEOMETRIES.get(key.literal_value)
+    return None
+
+
+def _lanes(context, dtype, geometry):
+    elem = context.get_data_type(dtype)
+    return elem, geometry.vector_bytes // context.get_abi_sizeof(elem)
 
 
 def _pointers(context, builder, pairs):
@@ -139,36 +194,36 @@ def _float_arrays(*arrays):
 
 
 @intrinsic
-def _tile(typingctx, a, ao, sar, sac, b, bo, ldb, c, co, ldc, k, alpha, beta, rows, width):
+def _tile(typingctx, a, ao, sar, sac, b, bo, ldb, c, co, ldc, k, alpha, beta, rows, width, key):
     """C[co + r*ldc + j] = alpha sum_k A[ao + r*sar + k*sac] B[bo + k*ldb + j] + beta C[...] for
-    r < rows (1..ROWS) and j < width (1..VECTORS*lanes), where lanes = 64 bytes of the arrays'
-    type: a full tile, or as many vectors as cover width with the last one masked. Offsets and strides
-    in elements; a, b, c are arrays of one float type, used only for their data pointers."""
-    if not _float_arrays(a, b, c):
+    r < rows (1..g.rows) and j < width (1..g.vectors*lanes), in the geometry g that the constant
+    `key` names, lanes = its vector bytes of the arrays' type: a full tile, or as many vectors as
+    cover width with the last one masked. Offsets and strides in elements; a, b, c are arrays of
+    one float type, used only for their data pointers."""
+    g = _geometry(key)
+    if g is None or not _float_arrays(a, b, c):
         return None
     sig = types.void(a, types.intp, types.intp, types.intp, b, types.intp, types.intp, c,
-                     types.intp, types.intp, types.intp, c.dtype, c.dtype, types.intp, types.intp)
+                     types.intp, types.intp, types.intp, c.dtype, c.dtype, types.intp, types.intp, key)
 
     def codegen(context, builder, signature, args):
-        a_, ao_, sar_, sac_, b_, bo_, ldb_, c_, co_, ldc_, k_, alpha_, beta_, rows_, width_ = args
-        elem = context.get_data_type(c.dtype)
-        lanes = 64 // context.get_abi_sizeof(elem)
+        a_, ao_, sar_, sac_, b_, bo_, ldb_, c_, co_, ldc_, k_, alpha_, beta_, rows_, width_, _ = args
+        elem, lanes = _lanes(context, c.dtype, g)
         pa, pb, pc = _pointers(context, builder, ((a, a_, ao_), (b, b_, bo_), (c, c_, co_)))
         done = builder.append_basic_block("tile.done")
-        # which body: a full-width tile, or 1-4 vectors with the last one masked, times the rows
-        cases = [(VECTORS, False, r) for r in range(1, ROWS + 1)]
-        cases += [(nv, True, r) for nv in range(1, VECTORS + 1) for r in range(1, ROWS + 1)]
-        full = builder.icmp_signed("==", width_, ir.Constant(_I64, VECTORS * lanes))
-        vectors = builder.sdiv(builder.add(width_, ir.Constant(_I64, lanes - 1)), ir.Constant(_I64, lanes))
-        kind = builder.select(full, ir.Constant(_I64, 0), vectors)
-        key = builder.add(builder.mul(kind, ir.Constant(_I64, ROWS)),
-                          builder.sub(rows_, ir.Constant(_I64, 1)))
-        last = builder.sub(width_, builder.mul(builder.sub(vectors, ir.Constant(_I64, 1)),
-                                               ir.Constant(_I64, lanes)))
-        switch = builder.switch(key, done)
+        # which body: a full-width tile, or 1..vectors with the last one masked, times the rows
+        cases = [(g.vectors, False, r) for r in range(1, g.rows + 1)]
+        cases += [(nv, True, r) for nv in range(1, g.vectors + 1) for r in range(1, g.rows + 1)]
+        const = functools.partial(ir.Constant, _I64)
+        full = builder.icmp_signed("==", width_, const(g.vectors * lanes))
+        vectors = builder.sdiv(builder.add(width_, const(lanes - 1)), const(lanes))
+        kind = builder.select(full, const(0), vectors)
+        key_ = builder.add(builder.mul(kind, const(g.rows)), builder.sub(rows_, const(1)))
+        last = builder.sub(width_, builder.mul(builder.sub(vectors, const(1)), const(lanes)))
+        switch = builder.switch(key_, done)
         for i, (nv, masked, r) in enumerate(cases):
             block = builder.append_basic_block(f"tile.{i}")
-            switch.add_case(ir.Constant(_I64, i), block)
+            switch.add_case(const(i), block)
             with builder.goto_block(block):
                 _emit_tile(builder, elem, lanes, pa, sar_, sac_, pb, ldb_, pc, ldc_, k_, alpha_,
                            beta_, r, nv, last if masked else None)
@@ -228,27 +283,29 @@ def _sum_lanes(builder, v):
 
 
 @intrinsic
-def _tile_nt(typingctx, a, ao, lda, b, bo, ldb, c, co, ldc, k, alpha, beta, rows, cols):
+def _tile_nt(typingctx, a, ao, lda, b, bo, ldb, c, co, ldc, k, alpha, beta, rows, cols, key):
     """C[co + r*ldc + j] = alpha sum_k A[ao + r*lda + k] B[bo + j*ldb + k] + beta C[...] for
-    r < rows (1..NT_ROWS), j < cols (1..NT_COLS): C = A B^T, with K contiguous in both."""
-    if not _float_arrays(a, b, c):
+    r < rows (1..g.nt_rows), j < cols (1..g.nt_cols) in the geometry g that the constant `key`
+    names: C = A B^T, with K contiguous in both."""
+    g = _geometry(key)
+    if g is None or not _float_arrays(a, b, c):
         return None
     sig = types.void(a, types.intp, types.intp, b, types.intp, types.intp, c, types.intp,
-                     types.intp, types.intp, c.dtype, c.dtype, types.intp, types.intp)
+                     types.intp, types.intp, c.dtype, c.dtype, types.intp, types.intp, key)
 
     def codegen(context, builder, signature, args):
-        a_, ao_, lda_, b_, bo_, ldb_, c_, co_, ldc_, k_, alpha_, beta_, rows_, cols_ = args
-        elem = context.get_data_type(c.dtype)
-        lanes = 64 // context.get_abi_sizeof(elem)
+        a_, ao_, lda_, b_, bo_, ldb_, c_, co_, ldc_, k_, alpha_, beta_, rows_, cols_, _ = args
+        elem, lanes = _lanes(context, c.dtype, g)
         pa, pb, pc = _pointers(context, builder, ((a, a_, ao_), (b, b_, bo_), (c, c_, co_)))
         done = builder.append_basic_block("nt.done")
-        key = builder.add(builder.mul(builder.sub(rows_, ir.Constant(_I64, 1)), ir.Constant(_I64, NT_COLS)),
-                          builder.sub(cols_, ir.Constant(_I64, 1)))
-        switch = builder.switch(key, done)
-        for r in range(1, NT_ROWS + 1):
-            for j in range(1, NT_COLS + 1):
+        const = functools.partial(ir.Constant, _I64)
+        key_ = builder.add(builder.mul(builder.sub(rows_, const(1)), const(g.nt_cols)),
+                           builder.sub(cols_, const(1)))
+        switch = builder.switch(key_, done)
+        for r in range(1, g.nt_rows + 1):
+            for j in range(1, g.nt_cols + 1):
                 block = builder.append_basic_block(f"nt.{r}.{j}")
-                switch.add_case(ir.Constant(_I64, (r - 1) * NT_COLS + j - 1), block)
+                switch.add_case(const((r - 1) * g.nt_cols + j - 1), block)
                 with builder.goto_block(block):
                     _emit_nt(builder, elem, lanes, pa, lda_, pb, ldb_, pc, ldc_, k_, alpha_, beta_, r, j)
                     builder.branch(done)
@@ -257,28 +314,56 @@ def _tile_nt(typingctx, a, ao, lda, b, bo, ldb, c, co, ldc, k, alpha, beta, rows
     return sig, codegen
 
 
+def _blocking(key):
+    """(rows, vectors, nt_rows, nt_cols, vector_bytes) of GEOMETRIES[key], in Numba code."""
+    g = GEOMETRIES[key]
+    return g.rows, g.vectors, g.nt_rows, g.nt_cols, g.vector_bytes, g.k_block
+
+
+@overload(_blocking)
+def _blocking_overload(key):
+    g = _geometry(key)
+    if g is not None:
+        numbers = _blocking(key.literal_value)
+        return lambda key: numbers
+    return None
+
+
 @njit(nogil=True)
-def gemm_tiles(ta, alpha, a, b, beta, c):
+def gemm_tiles(ta, alpha, a, b, beta, c, key):
     """c = alpha op(a) b + beta c (c is not read where beta is 0), op(a) = a.T where ta is set;
-    b's and c's rows contiguous, a's elements contiguous within a row."""
+    b's and c's rows contiguous, a's elements contiguous within a row. `key`: a constant, the
+    GEOMETRIES entry to run (its vector bytes). A panel of b's columns at a time, down all of c's
+    rows, K in blocks of the geometry's k_block (all of K where it is 0)."""
+    literally(key)
+    rows, vectors, _, _, vbytes, kb = _blocking(key)
     m, n = c.shape
     k = a.shape[0] if ta else a.shape[1]
     lda, ldb, ldc = a.strides[0] // a.itemsize, b.strides[0] // b.itemsize, c.strides[0] // c.itemsize
     sar, sac = (1, lda) if ta else (lda, 1)
-    lanes = 64 // c.itemsize
+    panel = vectors * vbytes // c.itemsize
+    kb = k if kb == 0 else kb
     j = 0
     while j < n:
-        width = min(VECTORS * lanes, n - j)
-        for i in range(0, m, ROWS):
-            _tile(a, i * sar, sar, sac, b, j, ldb, c, i * ldc + j, ldc, k, alpha, beta,
-                  min(ROWS, m - i), width)
+        width = min(panel, n - j)
+        k0 = 0
+        while True:  # once where k is 0: c = beta c
+            kc = min(kb, k - k0)
+            for i in range(0, m, rows):
+                _tile(a, i * sar + k0 * sac, sar, sac, b, k0 * ldb + j, ldb, c, i * ldc + j, ldc, kc,
+                      alpha, beta if k0 == 0 else 1.0, min(rows, m - i), width, key)
+            k0 += kc
+            if k0 >= k:
+                break
         j += width
 
 
 @njit(nogil=True)
-def gemm_tiles_nt(alpha, a, b, beta, c):
+def gemm_tiles_nt(alpha, a, b, beta, c, key):
     """c = alpha a b^T + beta c (c is not read where beta is 0): every element an inner product
-    of a row of a and a row of b, K a chunk at a time."""
+    of a row of a and a row of b, K a chunk at a time. `key` as gemm_tiles's."""
+    literally(key)
+    _, _, rows, cols, _, _ = _blocking(key)
     m, n = c.shape
     k = a.shape[1]
     lda, ldb, ldc = a.strides[0] // a.itemsize, b.strides[0] // b.itemsize, c.strides[0] // c.itemsize
@@ -286,10 +371,10 @@ def gemm_tiles_nt(alpha, a, b, beta, c):
     k0 = 0
     while True:
         kc = min(chunk, k - k0)
-        for j in range(0, n, NT_COLS):
-            for i in range(0, m, NT_ROWS):
+        for j in range(0, n, cols):
+            for i in range(0, m, rows):
                 _tile_nt(a, i * lda + k0, lda, b, j * ldb + k0, ldb, c, i * ldc + j, ldc, kc, alpha,
-                         beta if k0 == 0 else 1.0, min(NT_ROWS, m - i), min(NT_COLS, n - j))
+                         beta if k0 == 0 else 1.0, min(rows, m - i), min(cols, n - j), key)
         k0 += kc
         if k0 >= k:
             break
