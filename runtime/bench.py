@@ -43,7 +43,9 @@ def bench(spec, batch=64, iters=20, warmup=3, seed=0, device="cpu"):
 
 
 def format_bench(result, name) -> str:
-    where = result.get("GPU") or f"{result['threads']} thread{'s' if result['threads'] > 1 else ''}"
+    threads = result.get("threads", 1)
+    where = result.get("GPU") or (f"{threads} thread{'s' if threads > 1 else ''}"
+                                  + (f" ({result['threading']})" if "threading" in result else ""))
     lines = [f"{name}: batch {result['batch']}, median of {result['iters']} steps, {where}",
              f"GEMM: {result['GEMM']}",
              f"{'layer':<28} {'kind':<8} {'runs as':<9} {'forward ms':>11} {'backward ms':>12} "

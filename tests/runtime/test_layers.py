@@ -340,8 +340,21 @@ def test_fc_algorithms_against_numpy(monkeypatch, algorithm, n, k, u, act):
     (16, 120, True, "gemm"),
     (15, 784, True, "dots"),
 ])
-def test_fc_algorithm_rule(n, k, tiles, expected):
+def test_fc_algorithm_rule(monkeypatch, n, k, tiles, expected):
+    """On a CPU with 64-byte vectors (AVX-512), where the dots loop vectorizes that wide."""
+    from netc.runtime.backends.cpu import dense
+    monkeypatch.setattr(dense, "wide_vectors", lambda: True)
     net = netc.compile(f"input {k}\nFC 256")
     (node,) = [m for m in net.nodes if m.kind == "FC"]
     assert backends.implementation("FC", "cpu").algorithm(node.hyper, node.in_shapes, n,
                                                           tiles) == expected
+
+
+@pytest.mark.parametrize("n,k,expected", [(64, 784, "gemm"), (64, 400, "gemm"), (16, 784, "gemm"),
+                                          (15, 784, "dots"), (1, 4096, "dots")])
+def test_fc_algorithm_rule_with_avx2_vectors(monkeypatch, n, k, expected):
+    """With 32-byte vectors the BLAS's GEMM beats the dots loop from DOTS_SMALL_BATCH samples on,
+    whatever the rows hold."""
+    from netc.runtime.backends.cpu import dense
+    monkeypatch.setattr(dense, "wide_vectors", lambda: False)
+    assert dense.linear_algorithm(n, k, 4, tiles=False) == expected

@@ -102,7 +102,7 @@ class CpuBackend(Backend):
         return rows(code, out, target, labels, logits, scale, grad), grad
 
     def describe(self):
-        return {"threads": f"{jit.workers()} ({jit.threading_layer()})", "GEMM": blas.describe()}
+        return {"threads": jit.workers(), "threading": jit.threading_layer(), "GEMM": blas.describe()}
 
 
 jit.setup()

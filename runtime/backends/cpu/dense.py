@@ -6,8 +6,8 @@ against nine units a pass with the 18 sums in registers, vectorized at the CPU's
 whatever the BLAS runs; or "gemm", the kernels' GEMM (netc's tiles on AVX-512, else the BLAS).
 With the tiles, gemm wins from DOTS_SMALL_BATCH samples on; against the BLAS, dots also wins
 where each row holds DOTS_ROW_BYTES (long enough for its 18 sums, short enough that nine units'
-rows stay in L1). The backward pass is GEMMs, with the activation's gradient and the bias sums in
-the same kernel. (Measurements: bench/RESULTS.md.)
+rows stay in L1), on CPUs with 64-byte vectors only. The backward pass is GEMMs, with the
+activation's gradient and the bias sums in the same kernel. (Measurements: bench/RESULTS.md.)
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from ..composed import PerPixelOutput
 from ..registry import Implementation, implements
 from .activation import fused_backward, fused_forward, in_kernel
 from .blas import gemm, own_tiles
+from .tiles import host_vector_bytes
 from .common import TAPS, _act_row_cpu, _grad_row_cpu, _nine_dots_cpu, act_pair
 from .jit import REDUCE, kernel, launch, share, split_macs
 
@@ -101,7 +102,9 @@ def unrows(a, xshape):
 
 def linear_algorithm(n, k, itemsize, tiles=None):
     """'dots' or 'gemm' for n samples of k features (see above); `tiles`: whether gemm runs on
-    netc's own tiles (by default, whether this CPU has them)."""
+    netc's own tiles (by default, whether this CPU has them). The dots' row rule holds where
+    they vectorize 64 bytes wide: with AVX2's 32 OpenBLAS's GEMM wins from DOTS_SMALL_BATCH on
+    (the MLP's first layer at batch 64: 0.48 ms against 0.95)."""
     if FORCE is not None:
         return FORCE
     if n < DOTS_SMALL_BATCH:
@@ -109,7 +112,13 @@ def linear_algorithm(n, k, itemsize, tiles=None):
     if tiles is None:
         tiles = own_tiles()
     lo, hi = DOTS_ROW_BYTES
-    return "gemm" if tiles or not lo <= k * itemsize <= hi else "dots"
+    wide = wide_vectors()
+    return "gemm" if tiles or not wide or not lo <= k * itemsize <= hi else "dots"
+
+
+def wide_vectors() -> bool:
+    """Whether this CPU's vectors are 64 bytes (AVX-512)."""
+    return host_vector_bytes() == 64
 
 
 def linear_forward(x2, w, bias, act, z):

@@ -84,7 +84,8 @@ def threading_layer() -> str:
     NUMBA_THREADING_LAYER in the environment is the user's and is kept."""
     if "layer" not in _state:
         _state["layer"] = numba.config.THREADING_LAYER
-        if not os.environ.get("NUMBA_THREADING_LAYER") and _load_tbb():
+        tbb = _load_tbb()  # also where the user asks for tbb: Numba would not find its library
+        if tbb and not os.environ.get("NUMBA_THREADING_LAYER"):
             _state["layer"] = numba.config.THREADING_LAYER = "tbb"
     return _state["layer"]
 
