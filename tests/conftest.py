@@ -16,3 +16,7 @@ if os.path.realpath(os.path.dirname(netc.__file__)) != os.path.realpath(os.path.
 @pytest.fixture
 def spec_path():
     return lambda name: os.path.join(SPECS, name + ".net")
+
+# the kernels' parallel launchers compile where they are called, as in every test before the
+# compiler process (runtime/backends/cpu/background.py), which test_parts.py tests on its own
+os.environ.setdefault("NETC_BACKGROUND_COMPILE", "0")

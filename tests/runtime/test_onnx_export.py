@@ -172,7 +172,7 @@ def test_trained_model_with_its_normalization(tmp_path):
     raw = onnx.load(str(path))
     assert raw.graph.node[0].op_type != "Sub"
     got = session(raw).run(None, {"input": ((x - mean) / std).astype(np.float32)})[0]
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
     # Python: the same from the checkpoint's path or from its Model, which carries the
     # normalization (Model.normalization; predict() applies it); a Model without one, raw inputs
@@ -182,7 +182,7 @@ def test_trained_model_with_its_normalization(tmp_path):
     netc.export_onnx(model, str(tmp_path / "m.onnx"))
     from_model = onnx.load(str(tmp_path / "m.onnx"))
     assert from_model.graph.node[0].op_type == "Sub"
-    np.testing.assert_allclose(session(from_model).run(None, {"input": x})[0], want, rtol=1e-5,
+    np.testing.assert_allclose(session(from_model).run(None, {"input": x})[0], want, rtol=1e-4,
                                atol=1e-6)
     model.normalization = None
     netc.export_onnx(model, str(tmp_path / "n.onnx"))

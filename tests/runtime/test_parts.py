@@ -65,3 +65,59 @@ def test_split_takes_one_part_per_grain_up_to_the_workers(monkeypatch):
     assert jit.split(10 ** 12) == jit.workers()
     if jit.workers() > 1:
         assert jit.split(200) == 2
+
+
+PROBE = '''import numpy as np
+from numba import prange
+from netc.runtime.backends.cpu.jit import kernel, share
+
+
+@kernel(parallel=True)
+def double_cpu(parts, x, y):
+    for t in prange(parts):
+        double_part(np.int64(t), parts, x, y)
+
+
+@kernel()
+def double_part(t, parts, x, y):
+    lo, hi = share(x.size, t, parts)
+    for i in range(lo, hi):
+        y[i] = 2 * x[i]
+'''
+
+
+@pytest.mark.skipif(jit.workers() < 2, reason="one worker: no launcher is ever called")
+def test_a_new_launcher_compiles_in_the_compiler_process(tmp_path, monkeypatch):
+    """A launcher neither compiled nor cached: its work runs as one part here while a second
+    process compiles it into the cache, then it loads from there (never compiled here)."""
+    import importlib
+    import os
+    import sys
+    import time
+    import uuid
+
+    from netc.runtime.backends.cpu import background
+    name = f"netc_probe_{uuid.uuid4().hex[:12]}"  # a module no cache has seen
+    (tmp_path / f"{name}.py").write_text(PROBE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path)] + sys.path))
+    monkeypatch.setenv("NETC_BACKGROUND_COMPILE", "1")
+    monkeypatch.setattr(background, "_state", {"child": None, "done": background.queue.Queue(),
+                                               "asked": set(), "failed": False})
+    probe = importlib.import_module(name)
+    x = np.arange(1000, dtype=np.float32)
+    y = np.zeros_like(x)
+    jit.launch(probe.double_cpu, probe.double_part, 2, x, y)
+    assert np.array_equal(y, 2 * x) and not probe.double_cpu.overloads  # the parts, here
+    deadline = time.time() + 600
+    while probe.double_cpu not in jit._ready:
+        assert time.time() < deadline, "the compiler process never finished"
+        y[:] = 0
+        jit.launch(probe.double_cpu, probe.double_part, 2, x, y)
+        assert np.array_equal(y, 2 * x)
+        time.sleep(0.2)
+    y[:] = 0
+    jit.launch(probe.double_cpu, probe.double_part, 2, x, y)  # now on both threads
+    assert np.array_equal(y, 2 * x)
+    assert probe.double_cpu.overloads and not sum(probe.double_cpu._cache_misses.values())
+    background.stop()

@@ -29,7 +29,7 @@ import warnings
 import numba
 
 from .. import cache
-from . import blas
+from . import background, blas
 
 _state: dict = {}
 
@@ -141,11 +141,54 @@ def split_macs(macs) -> int:
 def launch(launcher, part, parts, *args):
     """part(t, parts, *args) for every t < parts: by the parallel `launcher` (whose prange gives
     each of Numba's threads one t), or, for one part, by `part` on this thread alone (no parallel
-    region: the launcher is not even compiled)."""
-    if parts > 1:
+    region: the launcher is not even compiled). A launcher neither compiled nor cached yet is
+    compiled by a second process (background.py) while its parts run here one after another
+    (the same parts, so the same numbers, and every per-part sum the caller adds is written)."""
+    if parts > 1 and (launcher in _ready or _prepare(launcher, parts, args)):
         launcher(parts, *args)
-    else:
-        part(0, 1, *args)
+        return
+    for t in range(parts):
+        part(t, parts, *args)
+    if parts > 1:
+        background.ask(launcher, _signature(launcher, parts, args))
+
+
+_ready: set = set()  # the launchers compiled or loaded in this process
+_pending: dict = {}  # (module, qualname) -> a launcher the compiler process is compiling
+
+
+def _prepare(launcher, parts, args) -> bool:
+    """Whether `launcher` can run now without compiling here: compiled in this process, in the
+    cache (then loaded), just compiled by the compiler process, or background compiling off (or
+    its process gone: then it compiles at its call, as any kernel)."""
+    for module, name, sig in background.finished():
+        done = _pending.pop((module, name), None)
+        if done is not None:
+            done.compile(sig)  # from the cache the compiler process wrote
+            _ready.add(done)
+    if launcher in _ready:
+        return True
+    key = (launcher.py_func.__module__, launcher.py_func.__qualname__)
+    if key in _pending and background.available():
+        return False
+    _pending.pop(key, None)
+    if launcher.overloads or not background.available():
+        _ready.add(launcher)
+        return True
+    sig = _signature(launcher, parts, args)
+    cres = launcher._cache.load_overload(sig, launcher.targetctx)
+    if cres is not None:  # installed as Dispatcher.compile installs what it loads from the cache
+        launcher.targetctx.insert_user_function(cres.entry_point, cres.fndesc, [cres.library])
+        launcher.add_overload(cres)
+        _ready.add(launcher)
+        return True
+    _pending[key] = launcher
+    return False
+
+
+def _signature(launcher, parts, args):
+    """The argument types Numba's dispatcher gives launcher(parts, *args)."""
+    return tuple(launcher.typeof_pyval(a) for a in (parts,) + args)
 
 
 @kernel(inline=True)
