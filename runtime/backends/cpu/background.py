@@ -5,10 +5,10 @@ it links the part and everything the part calls into the launcher's module, then
 emits all of it again (digits.net's first run: 45 s for the parts, 30 more for four launchers).
 None of that needs this process. So where a launcher is neither compiled here nor in the cache,
 `launch` in jit.py runs its parts one after another on this thread and hands the launcher's
-signature to a compiler process (`python -m netc.runtime.backends.cpu.background`: it imports
-netc's kernels and nothing of the caller's), which compiles it into Numba's cache on the other
-core; once it says so, the launcher loads from the cache here and the parts run on the threads
-again. The process starts with the first launcher it gets; it ends when it has compiled every
+signature to a compiler process (compiler_process.py, run with `python -m`: it imports netc's
+kernels and nothing of the caller's), which compiles it into Numba's cache on the other core;
+once it says so, the launcher loads from the cache here and the parts run on the threads again.
+The process starts with the first launcher it gets; it ends when it has compiled every
 launcher it was given and this process has ended (so that work a short run asked for late still
 reaches the cache for the next run), or when `stop()` ends it.
 
@@ -18,7 +18,6 @@ user loads.
 from __future__ import annotations
 
 import base64
-import importlib
 import os
 import pickle
 import queue
@@ -26,6 +25,7 @@ import subprocess
 import sys
 import threading
 
+CHILD = __name__.rpartition(".")[0] + ".compiler_process"  # the child's module (-m)
 _state: dict = {"child": None, "done": queue.Queue(), "asked": set(), "failed": False}
 
 
@@ -44,9 +44,8 @@ def ask(launcher, sig) -> None:
     child = _child()
     if child is None:
         return
-    line = base64.b64encode(pickle.dumps(key)).decode() + "\n"
     try:
-        child.stdin.write(line)
+        child.stdin.write(encode(key))
         child.stdin.flush()
     except (OSError, ValueError):
         _state["failed"] = True
@@ -66,7 +65,7 @@ def _child():
     if _state["child"] is None and not _state["failed"]:
         try:
             _state["child"] = child = subprocess.Popen(
-                [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                [sys.executable, "-m", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL, text=True, bufsize=1)
         except OSError:
             _state["failed"] = True
@@ -75,11 +74,20 @@ def _child():
     return _state["child"]
 
 
+def encode(key) -> str:
+    """A (module, qualname, sig) as one line of the pipe."""
+    return base64.b64encode(pickle.dumps(key)).decode() + "\n"
+
+
+def decode(line):
+    return pickle.loads(base64.b64decode(line.strip()))
+
+
 def _read(child):
     """The parent's reader of the child's answers: a line per compiled launcher."""
     for line in child.stdout:
         try:
-            _state["done"].put(pickle.loads(base64.b64decode(line.strip())))
+            _state["done"].put(decode(line))
         except Exception:  # noqa: BLE001 - a bad line: that launcher compiles where it is called
             continue
     _state["failed"] = True  # the child ended: the remaining launchers compile here
@@ -91,29 +99,3 @@ def stop() -> None:
     if child is not None and child.poll() is None:
         child.kill()
         child.wait()
-
-
-def _serve():
-    """The compiler process: a pickled (module, qualname, sig) a line on stdin; each compiled
-    into Numba's cache and echoed back on stdout."""
-    from . import jit
-    jit.setup()
-    for line in sys.stdin:
-        key = pickle.loads(base64.b64decode(line.strip()))
-        module, name, sig = key
-        fn = importlib.import_module(module)
-        for part in name.split("."):
-            fn = getattr(fn, part)
-        try:
-            fn.compile(sig)
-        except Exception:  # noqa: BLE001 - the parent compiles it itself when it calls it
-            pass
-        try:
-            sys.stdout.write(base64.b64encode(pickle.dumps(key)).decode() + "\n")
-            sys.stdout.flush()
-        except (BrokenPipeError, OSError):  # the parent has ended: compile the rest for the cache
-            pass
-
-
-if __name__ == "__main__":
-    _serve()
