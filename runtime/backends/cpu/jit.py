@@ -17,7 +17,8 @@ parallel region ends when its work is done, the calling thread taking the parts 
 has not started, whereas an OpenMP region waits at its barrier for every thread of its team; on a
 machine whose other core is busy, that wait is a scheduler time slice, about 8 ms, per region
 (bench/grain.py: an FC forward of 1.3 ms on one thread took 7.9 ms split on OpenMP threads, 1.3
-on TBB's). Elsewhere Numba's own choice (OpenMP, else its workqueue). `setup()` runs when the backend loads, before any kernel.
+on TBB's). Elsewhere Numba's own choice (OpenMP, else its workqueue). `setup()` runs when the
+backend loads, before any kernel.
 """
 from __future__ import annotations
 
@@ -149,12 +150,13 @@ def launch(launcher, part, parts, *args):
         return
     for t in range(parts):
         part(t, parts, *args)
-    if parts > 1:
-        background.ask(launcher, _signature(launcher, parts, args))
+    while _to_ask:  # after the parts ran: the child finds them in the cache
+        background.ask(*_to_ask.pop())
 
 
 _ready: set = set()  # the launchers compiled or loaded in this process
 _pending: dict = {}  # (module, qualname) -> a launcher the compiler process is compiling
+_to_ask: list = []  # (launcher, signature) just found uncompiled, for launch to hand over
 
 
 def _prepare(launcher, parts, args) -> bool:
@@ -183,6 +185,7 @@ def _prepare(launcher, parts, args) -> bool:
         _ready.add(launcher)
         return True
     _pending[key] = launcher
+    _to_ask.append((launcher, sig))
     return False
 
 
