@@ -142,6 +142,7 @@ class Model:
                             "and the layer sees one value per channel per sample",
                             "train on batches of 2 or more, or call with train=False")
         ctx = self.device.context(self.memory, train, self.rng, backward=keep)
+        pool = self.memory.pool.start()
         values, caches = {}, {}
         remaining = {n: self.net.graph.out_degree(n) for n in self.net.graph.nodes}
         for node in self.net.nodes:
@@ -156,12 +157,14 @@ class Model:
             if self.observe is not None:
                 y_host = self.device.to_host(y)
                 self.observe[node.name] = float(np.sqrt(np.mean(np.square(y_host, dtype=np.float64))))
+            pool.hold(y)
             if keep:
                 caches[node.name] = cache
-            for i in node.inputs:  # free what no later node reads
+                pool.hold(cache)
+            for i in node.inputs:  # free what no later node reads (and no cache keeps)
                 remaining[i] -= 1
                 if remaining[i] == 0:
-                    del values[i]
+                    pool.drop(values.pop(i))
         return values[self.net.output], caches
 
     def forward(self, x, train: bool = False):
@@ -282,8 +285,11 @@ class Model:
             grads, dx = self._backward(caches, dout, fused, bclock, input_grad)
         return (value, grads, dx) if input_grad else (value, grads)
 
-    def _backward(self, caches, dout, fused, clock=None, input_grad=False):
-        pool = self.memory.grads.start()
+    def _backward(self, caches, dout, fused, clock=None, input_grad=False, again=False):
+        """(grads, dx) from dL/d(output). Each node's cache is dead after its backward, and the
+        outputs it alone kept go back to the pool, unless `again` (another backward over the
+        same caches follows)."""
+        pool = self.memory.pool.reclaim()  # (the forward pass's outputs that caches keep are held)
         ctx = self.device.context(self.memory, True, self.rng, backward=True)
         pending = {self.net.output: dout}
         grads = {}
@@ -317,8 +323,11 @@ class Model:
                     pending[i] = self.device.add(pending[i], dx)
                 elif dx is not None:
                     pending[i] = dx
+            live = list(pending.values())
+            if not again:
+                pool.drop(cache, live)  # the outputs only this cache kept are free
             for arr in dead:
-                pool.release(arr, list(pending.values()))
+                pool.release(arr, live)
         return grads, None  # pragma: no cover - the input node is always first
 
     def jacobian(self, x, y):
@@ -341,7 +350,7 @@ class Model:
                     dout = np.zeros_like(out)
                     dout.flat[i] = 1
                     grads, _ = self._backward(dict(caches), self.device.transfer(dout),
-                                              fused=False)
+                                              fused=False, again=True)
                     rows[i] = np.concatenate([host(grads[k]).reshape(-1) for k in self.params])
                 return r, rows
         return fn

@@ -12,9 +12,12 @@ implementation receives one and may read or call:
                and a kind that fuses its activation keeps the pre-activation apart for the loss
     need_dx    (backward) whether the input gradient is wanted; if not, return None for it
 
+    value(shape, dtype)         an array for the node's output, from the pass's pool: once no
+                                later node reads it and no cache keeps it, a later node's output
+                                or input gradient of the same shape takes it
     buffer(tag, shape, dtype)   an array owned by this node, the same one at every step
     scratch(tag, shape, dtype)  a workspace shared by all nodes, valid during one kernel call
-    grad(shape, dtype)          an input gradient's array, reused along the backward pass
+    grad(shape, dtype)          an input gradient's array, from the same pool as value's
     empty(shape, dtype)         a fresh array
 
 A backend subclasses Context to allocate its own memory (`empty`) and may add what its kernels
@@ -30,13 +33,14 @@ import numpy as np
 class Memory:
     """What a model keeps from pass to pass: each node's buffers by (node, tag), the kernels'
     workspaces by tag (shared by every node, since no two nodes run at once), and the pool of
-    input-gradient arrays. After the first step a training step allocates nothing large but the
-    gradients it returns. A backend overrides `empty` to allocate its own memory."""
+    the arrays that die within a pass (outputs and input gradients). After the first step a
+    training step allocates nothing large but the gradients it returns. A backend overrides
+    `empty` to allocate its own memory."""
 
     def __init__(self):
         self.arena: dict = {}
         self.workspace: dict = {}
-        self.grads = GradPool(self)
+        self.pool = Pool(self)
 
     @staticmethod
     def empty(shape, dtype):
@@ -88,6 +92,13 @@ class Context:
             arr = self.memory.arena[key] = self.empty(shape, dtype)
         return arr
 
+    def value(self, shape, dtype):
+        """An array for the current node's output (training: from the pool, which the model
+        gives it back to once it is dead; otherwise, or for the network's output, a fresh one)."""
+        if not self.backward or self.output:
+            return self.empty(shape, dtype)
+        return self.memory.pool.take(shape, dtype, value=True)
+
     def scratch(self, tag, shape, dtype):
         """A workspace that lives during one kernel call (an unfolded input, per-thread partial
         gradients ...): one per tag and dtype for the whole model; it grows to the largest size
@@ -101,42 +112,98 @@ class Context:
 
     def grad(self, shape, dtype):
         """An array for the input gradient of the current node (backward)."""
-        return self.memory.grads.take(shape, dtype)
+        return self.memory.pool.take(shape, dtype)
 
 
-class GradPool:
-    """The input-gradient arrays of a backward pass, shared between nodes: a node's input
-    gradient becomes the next node's dy and is dead once that node has run, so its array goes
-    back to the pool for a later node of the same shape (a chain needs two per shape, not one per
-    node). The arrays are kept from step to step, and each step takes them in the same order."""
+class Pool:
+    """The arrays of a training pass that die before its end, shared between nodes by shape and
+    dtype: outputs (Context.value) and input gradients (Context.grad). A chain needs two arrays a
+    shape, not one a node. The arrays are kept from step to step, and each step takes them in
+    the same order.
+
+    An output is dead once every node that reads it has run forward and no cache keeps it (nor
+    a view of it): the model counts the holders of each output the pass took (`hold` and `drop`:
+    the live values and the caches) and gives it back at zero. A BN's output that a RELU reads
+    and no cache keeps is then the next BN's, or, in backward, an input gradient. An input
+    gradient is dead once the node before has used it (`release`)."""
 
     def __init__(self, memory):
         self.memory = memory
         self.arrays: dict = {}  # (shape, dtype) -> every array of that kind
         self.ids: dict = {}  # id -> array, for every one of them
         self.free: dict = {}
+        self.values: dict = {}  # id -> array, the outputs taken this pass
+        self.holders: dict = {}  # id -> how many live values and caches use that output
 
     def start(self):
+        """A new pass: every array is free."""
         self.free = {key: list(arrays) for key, arrays in self.arrays.items()}
+        self.values, self.holders = {}, {}
         return self
 
-    def take(self, shape, dtype):
+    def reclaim(self):
+        """A backward pass starts: every array that no value or cache holds is free (a second
+        backward over the same caches, as the Jacobian's, gets the first one's gradients back)."""
+        self.free = {key: [a for a in arrays if self.holders.get(id(a), 0) == 0]
+                     for key, arrays in self.arrays.items()}
+        return self
+
+    def take(self, shape, dtype, value=False):
         key = (tuple(shape), np.dtype(dtype).str)
         free = self.free.setdefault(key, [])
         if free:
-            return free.pop()
-        arr = self.memory.empty(shape, dtype)
-        self.arrays.setdefault(key, []).append(arr)
-        self.ids[id(arr)] = arr
+            arr = free.pop()
+        else:
+            arr = self.memory.empty(shape, dtype)
+            self.arrays.setdefault(key, []).append(arr)
+            self.ids[id(arr)] = arr
+        if value:
+            self.values[id(arr)] = arr
+            self.holders[id(arr)] = 0
         return arr
+
+    def _outputs(self, obj):
+        """The outputs taken this pass that the arrays in obj (a value or a cache: arrays in
+        tuples, lists, dicts and objects' attributes) are or view."""
+        if not self.values:
+            return []
+        found, todo, seen = [], [obj], set()
+        while todo:
+            o = todo.pop()
+            if isinstance(o, (tuple, list)):
+                todo.extend(o)
+            elif isinstance(o, dict):
+                todo.extend(o.values())
+            elif isinstance(o, np.ndarray) or hasattr(o, "__cuda_array_interface__"):
+                mine = self.memory.owner(o, self.values)
+                if mine is not None:
+                    found.append(mine)
+            elif hasattr(o, "__dict__") and id(o) not in seen:
+                seen.add(id(o))
+                todo.extend(vars(o).values())
+        return found
+
+    def hold(self, obj):
+        """The outputs obj uses have one more holder."""
+        for arr in self._outputs(obj):
+            self.holders[id(arr)] += 1
+
+    def drop(self, obj, live=()):
+        """The outputs obj uses have one holder less; at none, they are free (unless an array
+        in `live` may use their memory)."""
+        for arr in self._outputs(obj):
+            self.holders[id(arr)] -= 1
+            if self.holders[id(arr)] == 0:
+                self.release(arr, live)
 
     def release(self, arr, live):
         """Give back the pool's array that `arr` is or views, unless an array in `live` may use
-        its memory."""
+        its memory or a value or cache holds it."""
         if arr is None:
             return
         mine = self.memory.owner(arr, self.ids)
-        if mine is None or any(o is not None and self.memory.overlap(mine, o) for o in live):
+        if mine is None or self.holders.get(id(mine), 0) > 0 or any(
+                o is not None and self.memory.overlap(mine, o) for o in live):
             return
         free = self.free[(tuple(mine.shape), np.dtype(mine.dtype).str)]
         if not any(f is mine for f in free):

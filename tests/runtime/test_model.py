@@ -111,9 +111,9 @@ def test_steps_reuse_memory_and_nodes_share_workspaces():
         model.loss_and_grads(x, y)
     assert {k: id(v) for k, v in model.memory.arena.items()} == arena
     assert {k: id(v) for k, v in model.memory.workspace.items()} == workspace
-    pooled = {k: [id(a) for a in v] for k, v in model.memory.grads.arrays.items()}
+    pooled = {k: [id(a) for a in v] for k, v in model.memory.pool.arrays.items()}
     model.loss_and_grads(x, y)
-    assert {k: [id(a) for a in v] for k, v in model.memory.grads.arrays.items()} == pooled
+    assert {k: [id(a) for a in v] for k, v in model.memory.pool.arrays.items()} == pooled
     tags = {key[0] for key in workspace}
     assert len(workspace) == len(tags)  # one per tag, whichever conv asked
     assert {"v", "m", "cols"} <= tags  # Winograd's (the 3x3 convs) and im2col's (5x5, 2x2)
@@ -127,22 +127,33 @@ RES[CONV 3x3 4 pad=1 - RELU] - CONV 3x3 4 pad=1
 CONCAT[CONV 1x1 2 | POOL max 3x3/1 pad=1 | RES[CONV 3x3 4 pad=1]] - FC 3"""
 
 
-@pytest.mark.parametrize("spec", [CHAIN, BRANCHES], ids=["chain", "branches"])
-def test_input_gradient_buffers_are_shared_along_the_backward_pass(monkeypatch, spec):
-    """A node's input gradient is dead once the node before it has run backward, so its buffer
-    serves a later node: a chain of four same-shaped convs needs two, not three. The gradients
-    are those of a model that shares nothing, over steps on different inputs."""
+# (a BN's output is dead once the RELU after it has run: RELU keeps its own output alone)
+NORMALIZED = ("input 8x8x2\nCONV 3x3 2 pad=1 - BN - RELU - CONV 3x3 2 pad=1 - BN - LEAKY - "
+              "CONV 3x3 2 pad=1 - BN - TANH - FC 3")
+
+
+@pytest.mark.parametrize("spec", [CHAIN, BRANCHES, NORMALIZED],
+                         ids=["chain", "branches", "normalized"])
+def test_outputs_and_input_gradients_share_arrays_by_shape(monkeypatch, spec):
+    """An output is dead once the nodes that read it have run forward, unless a cache keeps it;
+    an input gradient once the node before it has run backward: either's array serves a later
+    node of the same shape. The four tanh CONVs keep their outputs (tanh's gradient is computed
+    from them): four arrays, and one more for the input gradients, which take the outputs'
+    arrays as their caches die (before: an array per output and two gradients). CONV - BN -
+    RELU three times keeps the CONVs' and the activations' outputs; the BNs' three share one,
+    which the gradients take in backward: 7 arrays, not 9 + 2. The numbers are those of a model
+    that shares nothing, over steps on different inputs."""
     from netc.runtime.backends import context
     rng = np.random.default_rng(0)
-    batches = [(rng.standard_normal((3, 2) + (8, 8) if spec is CHAIN else (3, 2, 6, 6)),
+    batches = [(rng.standard_normal((3, 2) + (8, 8) if spec is not BRANCHES else (3, 2, 6, 6)),
                 rng.standard_normal((3, 3))) for _ in range(3)]
     shared = netc.Model(spec, dtype="float64", seed=1)
     got = [shared.loss_and_grads(x, t, loss="mse", input_grad=True) for x, t in batches]
-    if spec is CHAIN:
-        (buffers,) = [v for (shape, _), v in shared.memory.grads.arrays.items()
+    if spec is not BRANCHES:
+        (buffers,) = [v for (shape, _), v in shared.memory.pool.arrays.items()
                       if shape == (3, 2, 8, 8)]
-        assert len(buffers) == 2
-    monkeypatch.setattr(context.GradPool, "release", lambda self, arr, live: None)
+        assert len(buffers) == (5 if spec is CHAIN else 7)
+    monkeypatch.setattr(context.Pool, "release", lambda self, arr, live: None)
     alone = netc.Model(spec, dtype="float64", seed=1)
     for (x, t), (loss, grads, dx) in zip(batches, got):
         loss1, grads1, dx1 = alone.loss_and_grads(x, t, loss="mse", input_grad=True)
@@ -153,8 +164,8 @@ def test_input_gradient_buffers_are_shared_along_the_backward_pass(monkeypatch, 
 
 
 def test_grad_pool_keeps_a_buffer_that_is_still_pending():
-    from netc.runtime.backends.context import GradPool, Memory
-    pool = GradPool(Memory()).start()
+    from netc.runtime.backends.context import Memory, Pool
+    pool = Pool(Memory()).start()
     a = pool.take((2, 3), np.float64)
     pool.release(a.reshape(6)[:3], live=[a[1]])  # a view of it is still pending somewhere
     assert pool.take((2, 3), np.float64) is not a

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import numpy as np
+from numba import prange
 
 from netc.compiler.kinds import join as kinds
 
 from .. import elementwise as ew
 from ..registry import Implementation, implements
-from .activation import fused_backward, fused_forward
-from .jit import kernel
+from .activation import fused_backward, fused_forward, in_kernel
+from .jit import kernel, launch, share, split
 
 
 @implements(kinds.Input, "cpu")
@@ -34,6 +35,17 @@ class Add(Implementation):
 
     def forward(self, h, p, xs, ctx):
         w = path_weights(h["drop"], False, xs, ctx)
+        act = in_kernel(h, ctx)
+        if len(xs) == 2 and (act != "none" or h["act"] == "none") and _alike(xs):
+            # two inputs and an activation of elementwise.act: one pass, into the node's buffer,
+            # and backward needs y alone (z is never written)
+            a, b = (np.ascontiguousarray(x).reshape(-1) for x in xs)
+            y = ctx.value(xs[0].shape, xs[0].dtype)
+            ws = w[:, 0] if w is not None else np.empty(0, y.dtype)
+            launch(_add_act_cpu, _add_act_part, split(3 * y.size), ew.ACT_CODES[act],
+                   y.dtype.type(ew.FUSED_PARAM.get(act, 0.0)), a, b, ws, y.size // len(y),
+                   y.reshape(-1))
+            return y, (None, y, 2, w)
         z = xs[0] + xs[1] if w is None else xs[0] * rows(w[:, 0], xs[0]) + xs[1]
         for x in xs[2:]:
             z += x
@@ -42,7 +54,8 @@ class Add(Implementation):
 
     def backward(self, h, p, cache, dy, ctx):
         z, y, k, w = cache
-        dz, _ = fused_backward(h, p, z, y, dy)
+        out = None if h["act"] in ("none", "prelu") else ctx.grad(dy.shape, dy.dtype)
+        dz, _ = fused_backward(h, p, y if z is None else z, y, dy, out)
         return [dz if w is None else dz * rows(w[:, 0], dz)] + [dz] * (k - 1), {}
 
 
@@ -68,6 +81,40 @@ class Mean(Implementation):
         if w is None:
             return [dy * dy.dtype.type(1 / k)] * k, {}
         return [dy * rows(w[:, i], dy) for i in range(k)], {}
+
+
+def _alike(xs) -> bool:
+    return all(x.shape == xs[0].shape and x.dtype == xs[0].dtype for x in xs[1:])
+
+
+@kernel(parallel=True)
+def _add_act_cpu(parts, code, slope, a, b, w, per, y):
+    for t in prange(parts):
+        _add_act_part(np.int64(t), parts, code, slope, a, b, w, per, y)
+
+
+@kernel(vector_division=True)
+def _add_act_part(t, parts, code, slope, a, b, w, per, y):
+    """y = act(a + b), or act(w[n] a + b) for sample n (`per` values a sample) where w is given
+    (stochastic depth); part t of `parts`. A loop per activation, whose code is a constant
+    there (activation._act_part)."""
+    lo, hi = share(y.size, t, parts)
+    if code == ew.NONE:
+        _add_act_run(ew.NONE, slope, a, b, w, per, y, lo, hi)
+    elif code == ew.RELU:
+        _add_act_run(ew.RELU, slope, a, b, w, per, y, lo, hi)
+    else:
+        _add_act_run(code, slope, a, b, w, per, y, lo, hi)
+
+
+@kernel(inline=True)
+def _add_act_run(code, slope, a, b, w, per, y, lo, hi):
+    if w.size == 0:
+        for i in range(lo, hi):
+            y[i] = ew.act(code, a[i] + b[i], slope)
+    else:
+        for i in range(lo, hi):
+            y[i] = ew.act(code, a[i] * w[i // per] + b[i], slope)
 
 
 def path_weights(p, mean, xs, ctx):

@@ -1,49 +1,129 @@
-"""BN, LRN, LN, IN and GN on the CPU (NumPy)."""
+"""BN (Numba kernels), LRN, LN, IN and GN (NumPy) on the CPU."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from numba import prange
 
 from netc.compiler.kinds import norm as kinds
 
 from ..registry import Implementation, implements
+from .jit import REDUCE, kernel, launch, share, split
 
 
 @implements(kinds.BatchNorm, "cpu")
 class BatchNorm(Implementation):
     """Training normalises by the batch's mean and (biased) variance and updates the running
-    statistics as PyTorch does (the unbiased variance); evaluation uses the running ones."""
+    statistics as PyTorch does (the unbiased variance); evaluation uses the running ones.
+    Two kernels, split by channels: forward sums each channel (in float64) and writes y in the
+    node's buffer; backward sums dy and dy (x - mean) and writes dx. Backward reads x, which the
+    layer before keeps anyway (a CONV's output), rather than a kept x-hat of its own."""
 
     batch_statistics = True
 
     def forward(self, h, p, xs, ctx):
-        x = xs[0]
+        x = np.ascontiguousarray(xs[0])
+        x3 = _by_channel(x)
+        c = x3.shape[1]
+        mean, var = ctx.buffer("mean", (c,), x.dtype), ctx.buffer("var", (c,), x.dtype)
+        if not ctx.train:
+            mean[:], var[:] = p["running_mean"], p["running_var"]
+        inv = ctx.buffer("inv", (c,), x.dtype)
+        y = ctx.value(x.shape, x.dtype)
+        launch(_bn_cpu, _bn_part, min(split(2 * x.size), c), x3, ctx.train, h["eps"],
+               p["weight"], p["bias"], mean, var, inv, _by_channel(y))
         if ctx.train:
-            axes = _axes(x)
-            mean, var = x.mean(axis=axes), x.var(axis=axes)
-            m = x.size // x.shape[1]
+            m = x.size // c
             mom = h["momentum"]
             p["running_mean"] *= 1 - mom
             p["running_mean"] += mom * mean
             p["running_var"] *= 1 - mom
             p["running_var"] += mom * var * (m / max(m - 1, 1))
-        else:
-            mean, var = p["running_mean"], p["running_var"]
-        inv = 1.0 / np.sqrt(var + h["eps"])
-        xhat = (x - _channels(mean, x.ndim)) * _channels(inv, x.ndim)
-        y = xhat * _channels(p["weight"], x.ndim) + _channels(p["bias"], x.ndim)
-        return y, (xhat, inv, ctx.train)
+        return y, (x, mean, inv, ctx.train)
 
     def backward(self, h, p, cache, dy, ctx):
-        xhat, inv, train = cache
-        axes = _axes(dy)
-        grads = {"weight": (dy * xhat).sum(axis=axes), "bias": dy.sum(axis=axes)}
-        g = _channels(p["weight"] * inv, dy.ndim)
-        if not train:
-            return [dy * g], grads
-        m = dy.size // dy.shape[1]
-        dmean = _channels(grads["bias"] / m, dy.ndim)
-        dvar = _channels(grads["weight"] / m, dy.ndim)
-        return [g * (dy - dmean - xhat * dvar)], grads
+        x, mean, inv, train = cache
+        dy = np.ascontiguousarray(dy)
+        c = x.shape[1]
+        dw, db = np.empty(c, dy.dtype), np.empty(c, dy.dtype)
+        dx = ctx.grad(dy.shape if ctx.need_dx else (0,) + dy.shape[1:], dy.dtype)
+        per = dy.dtype.type(c / x.size if train else 0)  # 1/m in training (m values a channel)
+        launch(_bn_grad_cpu, _bn_grad_part, min(split(3 * x.size), c), _by_channel(x),
+               _by_channel(dy), mean, inv, p["weight"], per, dw, db, _by_channel(dx))
+        return [dx if ctx.need_dx else None], {"weight": dw, "bias": db}
+
+
+def _by_channel(a):
+    """(N, C, rest) view of an (N, C[, H, W]) array."""
+    return a.reshape(a.shape[0], a.shape[1], -1)
+
+
+@kernel(parallel=True)
+def _bn_cpu(parts, x, stats, eps, weight, bias, mean, var, inv, y):
+    for t in prange(parts):
+        _bn_part(np.int64(t), parts, x, stats, eps, weight, bias, mean, var, inv, y)
+
+
+@kernel(fastmath=REDUCE)
+def _bn_part(t, parts, x, stats, eps, weight, bias, mean, var, inv, y):
+    """y = (x - mean) inv weight + bias over channels of part t of `parts`, inv = 1 / sqrt(var +
+    eps); with `stats`, mean and var (biased) are the batch's, written (two passes, summed in
+    float64), else they are given."""
+    n_, c_, m_ = x.shape
+    lo, hi = share(c_, t, parts)
+    for c in range(lo, hi):
+        if stats:
+            s = 0.0
+            for n in range(n_):
+                for k in range(m_):
+                    s += x[n, c, k]
+            mean[c] = s / (n_ * m_)
+            mu = mean[c]
+            q = 0.0
+            for n in range(n_):
+                for k in range(m_):
+                    d = x[n, c, k] - mu
+                    q += d * d
+            var[c] = q / (n_ * m_)
+        inv[c] = 1.0 / math.sqrt(var[c] + eps)
+        mu, scale, shift = mean[c], inv[c] * weight[c], bias[c]
+        for n in range(n_):
+            for k in range(m_):
+                y[n, c, k] = (x[n, c, k] - mu) * scale + shift
+
+
+@kernel(parallel=True)
+def _bn_grad_cpu(parts, x, dy, mean, inv, weight, per, dw, db, dx):
+    for t in prange(parts):
+        _bn_grad_part(np.int64(t), parts, x, dy, mean, inv, weight, per, dw, db, dx)
+
+
+@kernel(fastmath=REDUCE)
+def _bn_grad_part(t, parts, x, dy, mean, inv, weight, per, dw, db, dx):
+    """Over channels of part t of `parts`: db = the sum of dy, dw = the sum of dy x-hat (x-hat =
+    (x - mean) inv) and, unless dx is empty, dx = weight inv (dy - per db - per x-hat dw): per is
+    1/m in training (m values a channel), 0 in evaluation."""
+    n_, c_, m_ = dy.shape
+    lo, hi = share(c_, t, parts)
+    for c in range(lo, hi):
+        mu, iv = mean[c], inv[c]
+        s = 0.0
+        sx = 0.0
+        for n in range(n_):
+            for k in range(m_):
+                d = dy[n, c, k]
+                s += d
+                sx += d * (x[n, c, k] - mu)
+        db[c] = s
+        dw[c] = sx * iv
+        if dx.shape[0] == 0:
+            continue
+        g = weight[c] * iv  # dx = g dy + shift + slope (x - mean), in the data's type
+        shift, slope = -g * db[c] * per, -g * iv * dw[c] * per
+        for n in range(n_):
+            for k in range(m_):
+                dx[n, c, k] = g * dy[n, c, k] + shift + slope * (x[n, c, k] - mu)
 
 
 @implements(kinds.LocalResponseNorm, "cpu")

@@ -19,7 +19,7 @@ class Pool(Implementation):
         x = np.ascontiguousarray(xs[0])
         oh, ow, _, _ = window_geometry(h, x.shape[1:])
         geo = window(h)
-        y = ctx.buffer("y", x.shape[:2] + (oh, ow), x.dtype)
+        y = ctx.value(x.shape[:2] + (oh, ow), x.dtype)
         if h["mode"] == "avg":
             launch(_avgpool_cpu, _avgpool_part, _parts(x, y, geo), x, *geo, y)
             return y, (x.shape, None)
@@ -204,7 +204,7 @@ class Upsample(Implementation):
     def forward(self, h, p, xs, ctx):
         x = np.ascontiguousarray(xs[0])
         s = h["scale"]
-        y = ctx.buffer("y", x.shape[:2] + (x.shape[2] * s, x.shape[3] * s), x.dtype)
+        y = ctx.value(x.shape[:2] + (x.shape[2] * s, x.shape[3] * s), x.dtype)
         parts = min(split(4 * y.size), x.shape[0] * x.shape[1])
         launch(_upsample_cpu, _upsample_part, parts, x, s, h["mode"] == "bilinear", y)
         return y, x.shape

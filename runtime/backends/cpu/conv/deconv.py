@@ -36,7 +36,7 @@ class Deconv(Implementation):
         _, oh, ow = self.rules.shape(h, (x.shape[1:],))
         inside = in_kernel(h, ctx)
         apart = inside == "none" and h["act"] != "none"
-        y = ctx.buffer("z" if apart else "y", (n, f, oh, ow), x.dtype)
+        y = ctx.buffer("z", (n, f, oh, ow), x.dtype) if apart else ctx.value((n, f, oh, ow), x.dtype)
         w = p["weight"].reshape(c, -1)  # (C_in, C_out/g * kh * kw)
         cols = ctx.scratch("cols", (ctx.workers, w.shape[1] * g, hh * ww), x.dtype)
         bias = p.get("bias", np.zeros(f, x.dtype))
