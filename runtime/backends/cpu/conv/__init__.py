@@ -39,9 +39,13 @@ WINOGRAD_MIN_OUTPUT = 64    # output pixels: fewer, and 16 small GEMMs lose to o
 DIRECT_MAX_CHANNELS = 32
 DIRECT_MAX_CHANNELS_TILES = 16
 DIRECT_MIN_PASS = 512
-# a layer whose whole batch unfolds into at most this keeps the unfolding from forward to backward
-# instead of unfolding twice
+# a layer whose whole batch unfolds into at most this, with fewer than KEEP_COLS_FILTERS filters a
+# group, keeps the unfolding from forward to backward instead of unfolding twice. An unfolded value
+# serves one multiply-add a filter: from 256 filters on, unfolding again costs a few percent of
+# the layer's backward (ResNet-18 32x32 b64's six such layers: 434-491 ms kept, 507-511 not) and
+# keeping costs memory (84 MiB of its 650)
 KEEP_COLS_BYTES = 32 << 20
+KEEP_COLS_FILTERS = 256
 FORCE = None  # "im2col" | "winograd" | "direct" | "dense" where allowed: for tests and benchmarks
 
 
@@ -111,7 +115,8 @@ class Conv(Implementation):
         else:
             per, cols, z = _workspace(ctx, h, x, f, oh, ow, ("cols", "z"))
             size = cols.shape[1] and x.shape[0] * w.shape[1] * h["groups"] * oh * ow
-            keep = ctx.backward and size * x.itemsize <= KEEP_COLS_BYTES
+            keep = (ctx.backward and size * x.itemsize <= KEEP_COLS_BYTES
+                    and f // h["groups"] < KEEP_COLS_FILTERS)
             kept = ctx.buffer("cols", (size if keep else 0,), x.dtype)
             launch(_conv_forward_cpu, _conv_forward_part, parts, x, w, bias, act, h["groups"],
                    *window(h), oh, ow, per, cols, kept, z, y.reshape(n, f, oh * ow))

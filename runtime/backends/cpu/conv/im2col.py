@@ -1,8 +1,8 @@
 """CONV by im2col + GEMM: any stride, padding and groups.
 
 Each thread unfolds its samples a chunk at a time (about CHUNK_BYTES, so the chunk stays in cache)
-and multiplies; when the whole batch's unfolding fits in KEEP_COLS_BYTES, forward keeps it for
-backward instead of unfolding twice. The input gradient goes back through a channels-last fold
+and multiplies; when the whole batch's unfolding fits in KEEP_COLS_BYTES and the layer has fewer
+than KEEP_COLS_FILTERS filters a group, forward keeps it for backward instead of unfolding twice. The input gradient goes back through a channels-last fold
 (_fold_cpu) or, with groups, through col2im."""
 from __future__ import annotations
 
