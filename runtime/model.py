@@ -157,10 +157,9 @@ class Model:
             if self.observe is not None:
                 y_host = self.device.to_host(y)
                 self.observe[node.name] = float(np.sqrt(np.mean(np.square(y_host, dtype=np.float64))))
-            pool.hold(y)
             if keep:
                 caches[node.name] = cache
-                pool.hold(cache)
+            pool.hold((y, cache) if keep else y)
             for i in node.inputs:  # free what no later node reads (and no cache keeps)
                 remaining[i] -= 1
                 if remaining[i] == 0:

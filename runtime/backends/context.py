@@ -115,6 +115,11 @@ class Context:
         return self.memory.pool.take(shape, dtype)
 
 
+# what a cache holds besides arrays and containers (Pool._outputs skips them at once)
+_PLAIN = frozenset({int, float, bool, str, type(None), np.int32, np.int64, np.float32, np.float64,
+                    np.bool_, np.dtype})
+
+
 class Pool:
     """The arrays of a training pass that die before its end, shared between nodes by shape and
     dtype: outputs (Context.value) and input gradients (Context.grad). A chain needs two arrays a
@@ -164,18 +169,28 @@ class Pool:
 
     def _outputs(self, obj):
         """The outputs taken this pass that the arrays in obj (a value or a cache: arrays in
-        tuples, lists, dicts and objects' attributes) are or view."""
-        if not self.values:
+        tuples, lists, dicts and objects' attributes) are or view. (Called twice a node a pass:
+        kept to a few microseconds, by type tests before anything slower.)"""
+        values = self.values
+        if not values:
             return []
         found, todo, seen = [], [obj], set()
         while todo:
             o = todo.pop()
-            if isinstance(o, (tuple, list)):
+            t = type(o)
+            if t is np.ndarray:
+                while o is not None and id(o) not in values:  # a view's base owns its memory
+                    o = o.base if type(o.base) is np.ndarray else None
+                if o is not None:
+                    found.append(o)
+            elif t is tuple or t is list:
                 todo.extend(o)
-            elif isinstance(o, dict):
+            elif t in _PLAIN:
+                continue
+            elif t is dict:
                 todo.extend(o.values())
-            elif isinstance(o, np.ndarray) or hasattr(o, "__cuda_array_interface__"):
-                mine = self.memory.owner(o, self.values)
+            elif hasattr(o, "__cuda_array_interface__"):
+                mine = self.memory.owner(o, values)
                 if mine is not None:
                     found.append(mine)
             elif hasattr(o, "__dict__") and id(o) not in seen:
