@@ -75,7 +75,7 @@ def test_gradcheck_and_bench(capsys, spec):
 
 def test_bench_names_each_conv_algorithm(capsys, tmp_path):
     spec = tmp_path / "algos.net"
-    spec.write_text("input 23x23x1\nCONV 3x3 16 pad=1 act=relu - CONV 3x3/2 16 - CONV 3x3 24 pad=1 - "
+    spec.write_text("input 23x23x1\nCONV 3x3 16 pad=1 act=relu - CONV 3x3/2 24 - CONV 3x3 24 pad=1 - "
                     "CONV 2x2 8 pad=1 - CONV 12x12 4 - FC 20\nOUT 3 softmax\n")
     for batch, fc in ((2, "dots"), (16, "gemm")):  # FC: rows of 16 values, dots below 16 samples
         assert main(["bench", str(spec), "--batch", str(batch), "--iters", "1"]) == 0

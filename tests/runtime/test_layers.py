@@ -78,10 +78,10 @@ EXTRA = [
     # strided and padded convs after the first layer: their input gradient goes through the
     # channels-last fold (conv._fold_cpu)
     ("7x8x2", "CONV 3x3 4 - CONV 3x3/2 3 pad=1 act=relu round=floor - CONV 2x3/2x1 2 pad=1x2"),
-    # 3x3/1 over >= 16 channels, >= 64 output pixels: Winograd (conv/winograd.py), with and
+    # 3x3/1 over >= 24 channels, >= 64 output pixels: Winograd (conv/winograd.py), with and
     # without the input gradient, uneven padding, the fused activations and PReLU apart
-    ("8x10x16", "CONV 3x3 16 pad=1 act=relu - CONV 3x3 3 pad=1x0 act=prelu"),
-    ("8x8x16", "CONV 3x3 17 pad=same bias=false act=tanh - CONV 3x3 2 pad=2 act=relu"),
+    ("8x10x24", "CONV 3x3 24 pad=1 act=relu - CONV 3x3 3 pad=1x0 act=prelu"),
+    ("8x8x24", "CONV 3x3 25 pad=same bias=false act=tanh - CONV 3x3 2 pad=2 act=relu"),
     # round=ceil: the last window runs past the padding (into zeros)
     ("7x8x2", "CONV 3x3 4 - CONV 3x3/3 3 pad=1 act=relu round=ceil - CONV 1x2/3x2 2 round=ceil"),
 ]

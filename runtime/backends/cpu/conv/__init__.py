@@ -31,7 +31,11 @@ from .winograd import (_winograd_backward_cpu, _winograd_backward_part, _winogra
                        _winograd_forward_part, _winograd_weight_grad, _winograd_weights,
                        _winograd_workspace)
 
-WINOGRAD_MIN_CHANNELS = 16  # fewer, and its GEMMs (K = C) are too thin to pay
+# fewer input channels, and its GEMMs (K = C) are too thin to pay for the transforms: forward +
+# backward of a 3x3 CONV, C = F, batch 32-128 (bench/winograd_channels.py, AVX2, two runs), im2col
+# took 0.89-1.16x Winograd's time at 16 channels (a tie: median 0.96), 1.06-1.09x at 24, 1.15-1.23x
+# at 32. (Below 24, the first run also compiles no Winograd kernels: digits.net's 16-channel CONV)
+WINOGRAD_MIN_CHANNELS = 24
 WINOGRAD_MIN_OUTPUT = 64    # output pixels: fewer, and 16 small GEMMs lose to one im2col GEMM
 # direct runs over up to this many input channels, on planes whose rows, as long as the padded
 # input's, add up to DIRECT_MIN_PASS values; with netc's own GEMM tiles (AVX-512), Winograd wins
