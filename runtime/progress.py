@@ -9,7 +9,7 @@ import os
 import sys
 
 # what a cold first step costs, said before it (README's Set up has the figure measured)
-COMPILE_TIME = "a minute or two"
+COMPILE_TIME = "up to a minute or two"
 
 
 def in_notebook() -> bool:
