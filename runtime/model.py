@@ -142,7 +142,9 @@ class Model:
                             "and the layer sees one value per channel per sample",
                             "train on batches of 2 or more, or call with train=False")
         ctx = self.device.context(self.memory, train, self.rng, backward=keep)
-        pool = self.memory.pool.start()
+        # (a pass that keeps nothing for backward takes nothing from the pool: its outputs are
+        # fresh arrays, and it leaves the pool as the training steps use it)
+        pool = self.memory.pool.start() if keep else None
         values, caches = {}, {}
         remaining = {n: self.net.graph.out_degree(n) for n in self.net.graph.nodes}
         for node in self.net.nodes:
@@ -159,11 +161,13 @@ class Model:
                 self.observe[node.name] = float(np.sqrt(np.mean(np.square(y_host, dtype=np.float64))))
             if keep:
                 caches[node.name] = cache
-            pool.hold((y, cache) if keep else y)
+                pool.hold((y, cache))
             for i in node.inputs:  # free what no later node reads (and no cache keeps)
                 remaining[i] -= 1
                 if remaining[i] == 0:
-                    pool.drop(values.pop(i))
+                    dead = values.pop(i)
+                    if keep:
+                        pool.drop(dead)
         return values[self.net.output], caches
 
     def forward(self, x, train: bool = False):

@@ -139,9 +139,16 @@ class Pool:
         self.free: dict = {}
         self.values: dict = {}  # id -> array, the outputs taken this pass
         self.holders: dict = {}  # id -> how many live values and caches use that output
+        self.used: set = set()  # the (shape, dtype) keys taken this pass
 
     def start(self):
-        """A new pass: every array is free."""
+        """A new pass: every array is free; those of a shape the last pass took none of are
+        let go (a batch of another size, an evaluation's chunks: the pool keeps one pass's
+        arrays, not one set per batch size ever seen)."""
+        for key in [k for k in self.arrays if k not in self.used]:
+            for arr in self.arrays.pop(key):
+                del self.ids[id(arr)]
+        self.used = set()
         self.free = {key: list(arrays) for key, arrays in self.arrays.items()}
         self.values, self.holders = {}, {}
         return self
@@ -155,6 +162,7 @@ class Pool:
 
     def take(self, shape, dtype, value=False):
         key = (tuple(shape), np.dtype(dtype).str)
+        self.used.add(key)
         free = self.free.setdefault(key, [])
         if free:
             arr = free.pop()

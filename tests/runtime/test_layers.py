@@ -65,6 +65,9 @@ EXTRA = [
     ("5x5x2", "CONV 2x3/1x2 3 pad=1x0 act=elu - LEAKY - FLATTEN"),
     ("6x6x4", "CONV 1x1 4 groups=4 act=sigmoid - BN - GAP - MAXOUT 2"),
     ("10", "FC 6 act=prelu - BN - DROPOUT 0.2 - OUT 3 sigmoid"),
+    # BN on the input: no input gradient is wanted from it (its kernel gets an empty dx)
+    ("6", "BN - FC 4 act=tanh - BN"),
+    ("3x3x2", "BN - CONV 3x3 2 pad=1 act=relu"),
     ("10", "FC 6 act=tanh - LN - GN 3 - OUT 3 softmax"),  # the norms on vectors: LayerNorm(N)
     ("4x4x6", "CONV 3x3 6 pad=1 - GN 3 eps=0.01 - TANH - IN - TANH - LN"),
     # transposed convolutions: strided with outpad, unstrided, rectangular, after a CONV
@@ -253,6 +256,8 @@ def test_conv_algorithms_agree_with_im2col(monkeypatch, inp, chain, algorithm):
     ("32x32x16", "CONV 3x3 32 pad=1", True, "direct"),
     ("16x16x32", "CONV 3x3 64 pad=1", False, "winograd"),       # ... its third: 16x16 planes
     ("32x32x64", "CONV 3x3 64 pad=1", False, "winograd"),       # 64 channels
+    ("8x8x16", "CONV 3x3 16 pad=1", False, "im2col"),           # 16 channels: a tie, im2col
+    ("16x16x24", "CONV 3x3 24 pad=1", False, "winograd"),       # from 24 channels on
     ("32x32x3", "CONV 3x3/2 16 pad=1", True, "im2col"),         # strided
     ("32x32x8", "CONV 3x3 16 pad=1 groups=2", True, "im2col"),  # grouped
     ("5x5x8", "CONV 5x5 16", True, "dense"),                    # the window covers the input

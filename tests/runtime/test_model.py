@@ -100,10 +100,10 @@ def test_input_gradient_is_not_overwritten_by_the_next_step():
 def test_steps_reuse_memory_and_nodes_share_workspaces():
     """After the first step, a step allocates nothing new in the model; the kernels' workspaces
     are shared by all nodes (one per tag), not kept per node."""
-    model = netc.Model("input 12x12x16\nCONV 3x3 16 pad=1 act=relu - CONV 3x3 16 pad=1 act=relu - "
+    model = netc.Model("input 12x12x24\nCONV 3x3 24 pad=1 act=relu - CONV 3x3 24 pad=1 act=relu - "
                        "POOL - CONV 5x5 8 - CONV 2x2 8 - OUT 3 softmax", dtype="float64")
     rng = np.random.default_rng(0)
-    x, y = rng.standard_normal((5, 16, 12, 12)), rng.integers(0, 3, 5)
+    x, y = rng.standard_normal((5, 24, 12, 12)), rng.integers(0, 3, 5)
     model.loss_and_grads(x, y)
     arena = {k: id(v) for k, v in model.memory.arena.items()}
     workspace = {k: id(v) for k, v in model.memory.workspace.items()}
@@ -159,6 +159,33 @@ def test_outputs_and_input_gradients_share_arrays_by_shape(monkeypatch, spec):
         loss1, grads1, dx1 = alone.loss_and_grads(x, t, loss="mse", input_grad=True)
         assert loss == loss1
         np.testing.assert_array_equal(dx, dx1)
+        for name in grads1:
+            np.testing.assert_array_equal(grads[name], grads1[name], err_msg=name)
+
+
+def test_the_pool_keeps_the_last_pass_shapes_only():
+    """Batches of other sizes (a last partial batch, an evaluation's chunks) do not each leave
+    a set of arrays behind: a pass lets go of the shapes the pass before it did not take; a pass
+    that keeps nothing for backward (forward) leaves the pool alone. The numbers stay those of a
+    model that shares nothing."""
+    spec = "input 6x6x2\nCONV 3x3 3 pad=1 - BN - RELU - OUT 3 softmax"
+    rng = np.random.default_rng(0)
+    model = netc.Model(spec, dtype="float64", seed=1)
+    got, before = [], 0
+    for n in (4, 4, 5, 6, 7, 5):
+        x, t = rng.standard_normal((n, 2, 6, 6)), rng.integers(0, 3, n)
+        model.forward(x)  # (fresh arrays: the pool is untouched)
+        got.append((x, t, model.loss_and_grads(x, t)))
+        # this pass's shapes, and the pass before's until the next pass starts
+        assert {n} <= {shape[0] for shape, _ in model.memory.pool.arrays} <= {0, n, before}
+        before = n
+    model.evaluate(x, t)
+    assert {shape[0] for shape, _ in model.memory.pool.arrays} <= {0, 5}
+    alone = netc.Model(spec, dtype="float64", seed=1)
+    alone.memory.pool.release = lambda arr, live: None
+    for x, t, (loss, grads) in got:
+        loss1, grads1 = alone.loss_and_grads(x, t)
+        assert loss == loss1
         for name in grads1:
             np.testing.assert_array_equal(grads[name], grads1[name], err_msg=name)
 

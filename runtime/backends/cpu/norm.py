@@ -47,11 +47,12 @@ class BatchNorm(Implementation):
         dy = np.ascontiguousarray(dy)
         c = x.shape[1]
         dw, db = np.empty(c, dy.dtype), np.empty(c, dy.dtype)
-        dx = ctx.grad(dy.shape if ctx.need_dx else (0,) + dy.shape[1:], dy.dtype)
+        dx = ctx.grad(dy.shape, dy.dtype) if ctx.need_dx else None
         per = dy.dtype.type(c / x.size if train else 0)  # 1/m in training (m values a channel)
+        dx3 = _by_channel(dx) if ctx.need_dx else np.empty((0, c, 1), dy.dtype)  # (none wanted)
         launch(_bn_grad_cpu, _bn_grad_part, min(split(3 * x.size), c), _by_channel(x),
-               _by_channel(dy), mean, inv, p["weight"], per, dw, db, _by_channel(dx))
-        return [dx if ctx.need_dx else None], {"weight": dw, "bias": db}
+               _by_channel(dy), mean, inv, p["weight"], per, dw, db, dx3)
+        return [dx], {"weight": dw, "bias": db}
 
 
 def _by_channel(a):
