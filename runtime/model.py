@@ -168,7 +168,10 @@ class Model:
                     dead = values.pop(i)
                     if keep:
                         pool.drop(dead)
-        return values[self.net.output], caches
+        out = values[self.net.output]
+        if keep and pool._outputs(out):  # a view of a pooled output (FLATTEN, ID last): the
+            out = self.device.copy(out)  # caller gets its own, which the next pass leaves alone
+        return out, caches
 
     def forward(self, x, train: bool = False):
         """The network's output for x (NCHW, or N x features), after OUT's activation: a NumPy

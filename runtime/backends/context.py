@@ -197,10 +197,12 @@ class Pool:
                 continue
             elif t is dict:
                 todo.extend(o.values())
-            elif hasattr(o, "__cuda_array_interface__"):
-                mine = self.memory.owner(o, values)
+            elif isinstance(o, np.ndarray) or hasattr(o, "__cuda_array_interface__"):
+                mine = self.memory.owner(o, values)  # (an ndarray subclass, a device array)
                 if mine is not None:
                     found.append(mine)
+            elif isinstance(o, (tuple, list)):  # a namedtuple, a list subclass
+                todo.extend(o)
             elif hasattr(o, "__dict__") and id(o) not in seen:
                 seen.add(id(o))
                 todo.extend(vars(o).values())

@@ -28,6 +28,9 @@ class Implementation:
     buffers `p` (short name -> array) and a Context (context.py).
 
         forward(h, p, xs, ctx) -> (y, cache)     xs: one array per input; cache: what backward needs
+                                                 (arrays in tuples, lists, dicts or objects'
+                                                 attributes: the model looks there for the outputs
+                                                 a cache keeps, which the pool then does not reuse)
         backward(h, p, cache, dy, ctx) -> (dxs, grads)
                                                  dxs: one input gradient per input (None where
                                                  ctx.need_dx is false); grads: short name -> array

@@ -190,6 +190,20 @@ def test_the_pool_keeps_the_last_pass_shapes_only():
             np.testing.assert_array_equal(grads[name], grads1[name], err_msg=name)
 
 
+def test_an_output_that_views_a_pooled_array_is_the_callers_own():
+    """A network ending in FLATTEN hands back a view of its CONV's pooled output: the caller gets
+    a copy, which later passes leave alone."""
+    model = netc.Model("input 4x4x2\nCONV 3x3 2 pad=1 - FLATTEN - ID", dtype="float64", seed=0)
+    rng = np.random.default_rng(0)
+    x1, x2, t = rng.standard_normal((3, 2, 4, 4)), rng.standard_normal((3, 2, 4, 4)), np.zeros((3, 32))
+    _, out1 = model.evaluate(x1, t, loss="mse")
+    kept = out1.copy()
+    model.loss_and_grads(x2, t, loss="mse")
+    model.evaluate(x2, t, loss="mse")
+    np.testing.assert_array_equal(out1, kept)
+    np.testing.assert_allclose(out1, model.forward(x1))
+
+
 def test_grad_pool_keeps_a_buffer_that_is_still_pending():
     from netc.runtime.backends.context import Memory, Pool
     pool = Pool(Memory()).start()
