@@ -9,6 +9,7 @@ from numba import prange
 from netc.compiler.kinds import norm as kinds
 
 from ..registry import Implementation, implements
+from .activation import _by_channel
 from .jit import REDUCE, kernel, launch, share, split
 
 
@@ -53,11 +54,6 @@ class BatchNorm(Implementation):
         launch(_bn_grad_cpu, _bn_grad_part, min(split(3 * x.size), c), _by_channel(x),
                _by_channel(dy), mean, inv, p["weight"], per, dw, db, dx3)
         return [dx], {"weight": dw, "bias": db}
-
-
-def _by_channel(a):
-    """(N, C, rest) view of an (N, C[, H, W]) array."""
-    return a.reshape(a.shape[0], a.shape[1], -1)
 
 
 @kernel(parallel=True)
