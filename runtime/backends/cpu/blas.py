@@ -10,11 +10,15 @@ netc alone with one thread, since the kernels run it inside their own threads. N
 its thread count, stay the user's. OpenBLAS picks its kernels for the CPU when it loads; an
 OPENBLAS_CORETYPE in the environment pins them, for netc's copy too, unless NETC_BLAS_CORETYPE
 says otherwise ("auto": OpenBLAS's own choice; or a core name, such as Haswell or SkylakeX).
-`describe()` tells what runs. Where netc's own tiles (tiles.py) beat the BLAS, the kernels' GEMMs
-run on them instead, whatever the BLAS is pinned to (TILE_ROUTES, per vector width): on AVX-512
-both C = op(A) B and C = A B^T, about twice as fast as OpenBLAS's AVX2 kernels and as fast or
-faster than its AVX-512 ones on most of the layers' shapes; on AVX2, where the tiles are a third
-of that size, the routes that the measurements in bench/RESULTS.md say (bench/gemm.py).
+`describe()` tells what runs. Where netc's own tiles (tiles.py) beat the BLAS, the kernels'
+float32 GEMMs run on them instead, whatever the BLAS is pinned to (TILE_ROUTES, per vector width):
+on AVX-512 both C = op(A) B and C = A B^T, about twice as fast as OpenBLAS's AVX2 kernels and as
+fast or faster than its AVX-512 ones on most of the layers' shapes; on AVX2, where the tiles are a
+third of that size, the routes that the measurements in bench/RESULTS.md say (bench/gemm.py).
+The tiles are one C-callable function, compiled (or loaded from the cache) by bind() and called
+by address as the BLAS is: compiled into every kernel that calls a GEMM, they were compiled once
+per kernel, 20 s of a first run's compiling. float64 (gradient checks, tests) runs on the BLAS,
+so that no first run waits for a second set of tiles.
 Without that wheel: another loaded 32-bit-integer CBLAS (SciPy's OpenBLAS, MKL, Accelerate),
 limited to one thread; without any, the same names lead to NumPy through ctypes: slower, and
 still correct. `bind()` (from jit.setup(), when the backend loads) gives LLVM the addresses.
@@ -33,16 +37,15 @@ import warnings
 import numpy as np
 from llvmlite import binding as llvm
 from numba import types
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
 from . import tiles
-from .tiles import gemm_tiles, gemm_tiles_nt
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 INT_MAX = 2**31 - 1  # CBLAS's int: every dimension and leading dimension must fit
 _I32 = types.int32
-# per vector width of the tiles (tiles.vector_bytes): whether C = op(A) B and C = A B^T run on
-# them rather than on the BLAS
+# per vector width of the tiles (tiles.vector_bytes): whether float32's C = op(A) B and C = A B^T
+# run on them rather than on the BLAS
 TILE_ROUTES = {64: (True, True), 32: (False, False)}
 
 
@@ -62,6 +65,7 @@ def gemm(ta, tb, alpha, a, b, beta, c):
 
 _SGEMM = types.ExternalFunction("netc_cblas_sgemm", _signature(types.float32))
 _DGEMM = types.ExternalFunction("netc_cblas_dgemm", _signature(types.float64))
+_TILES_S = types.ExternalFunction("netc_tiles_sgemm", tiles.entry_signature(types.float32))
 _keep: list = []  # ctypes objects whose addresses LLVM holds
 _bound: dict = {}  # what bind() chose, for describe()
 
@@ -203,6 +207,10 @@ def bind() -> bool:
         _keep.extend(fns)
         for name, fn in zip(("netc_cblas_sgemm", "netc_cblas_dgemm"), fns):
             llvm.add_symbol(name, ctypes.cast(fn, ctypes.c_void_p).value)
+        if own_tiles() or own_tiles_nt():
+            entry = tiles.compiled_entry(types.float32, tiles.host_vector_bytes())
+            _keep.append(entry)
+            llvm.add_symbol("netc_tiles_sgemm", entry.address)
     return not _bound["private"]
 
 
@@ -218,7 +226,7 @@ def describe() -> str:
 
 
 def own_tiles(features=None) -> bool:
-    """Whether gemm runs C = op(A) B on netc's own tiles (tiles.py) rather than the BLAS, on this
+    """Whether gemm runs float32's C = op(A) B on netc's own tiles (tiles.py) rather than the BLAS, on this
     CPU or on one with these features (LLVM's names): TILE_ROUTES for its vector width."""
     return _routes(features)[0]
 
@@ -257,36 +265,30 @@ def _blas_gemm_overload(ta, tb, alpha, a, b, beta, c):
     return impl
 
 
+@intrinsic
+def _data(typingctx, arr):
+    """An array's data pointer, typed as a pointer to its elements."""
+    def codegen(context, builder, signature, args):
+        return context.make_array(arr)(context, builder, args[0]).data
+    return types.CPointer(arr.dtype)(arr), codegen
+
+
 @overload(gemm, jit_options={"cache": True})
 def _gemm_overload(ta, tb, alpha, a, b, beta, c):
-    # fixed when the kernel compiles (Numba's cache is kept per CPU); only the routes this CPU
-    # takes are in the code, since Numba types (and so compiles) a call in a branch never taken:
-    # where the tiles lose, they are not compiled at all (compiling them cost a cold start ~10 s)
-    ab, abt, key = own_tiles(), own_tiles_nt(), tiles.host_vector_bytes() or 64
+    # fixed when the kernel compiles (Numba's cache is kept per CPU): float32's routes to the
+    # tiles, which a kernel calls by address (bind() compiles them, once); float64 runs on the BLAS
+    ab, abt = (own_tiles(), own_tiles_nt()) if c.dtype == types.float32 else (False, False)
     if not (ab or abt):
         def impl(ta, tb, alpha, a, b, beta, c):
             blas_gemm(ta, tb, alpha, a, b, beta, c)
         return impl
-    if not abt:
-        def impl(ta, tb, alpha, a, b, beta, c):
-            if not tb:
-                gemm_tiles(ta, alpha, a, b, beta, c, key)
-            else:
-                blas_gemm(ta, tb, alpha, a, b, beta, c)
-        return impl
-    if not ab:
-        def impl(ta, tb, alpha, a, b, beta, c):
-            if tb and not ta:
-                gemm_tiles_nt(alpha, a, b, beta, c, key)
-            else:
-                blas_gemm(ta, tb, alpha, a, b, beta, c)
-        return impl
 
     def impl(ta, tb, alpha, a, b, beta, c):
-        if not tb:
-            gemm_tiles(ta, alpha, a, b, beta, c, key)
-        elif not ta:
-            gemm_tiles_nt(alpha, a, b, beta, c, key)
+        if (ab and not tb) or (abt and tb and not ta):
+            m, n = c.shape
+            k = a.shape[0] if ta else a.shape[1]
+            lda, ldb, ldc = a.strides[0] // a.itemsize, b.strides[0] // b.itemsize, c.strides[0] // c.itemsize
+            _TILES_S(int(ta), int(tb), m, n, k, alpha, _data(a), lda, _data(b), ldb, beta, _data(c), ldc)
         else:
             blas_gemm(ta, tb, alpha, a, b, beta, c)
     return impl

@@ -17,7 +17,8 @@ shapes netc sends here keep a panel of B in L1 or L2, over all of K or over K in
 `gemm_tiles` (C = op(A) B) and `gemm_tiles_nt` (C = A B^T, inner products) are the Numba-side
 drivers; their last argument, a constant, picks the geometry (`host_vector_bytes()` for this
 CPU). Another CPU's geometry runs too, correct and slower: LLVM splits wider vectors in two.
-blas.py's gemm decides where they run instead of the BLAS.
+blas.py's gemm decides where they run instead of the BLAS, and calls them through
+`compiled_entry`, one C-callable function compiled once for all kernels.
 """
 from __future__ import annotations
 
@@ -26,11 +27,11 @@ from typing import NamedTuple
 
 from llvmlite import binding as llvm
 from llvmlite import ir
-from numba import literally, types
+from numba import carray, cfunc, literally, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from ..cache import njit
+from ..cache import cached, njit
 
 
 class Geometry(NamedTuple):
@@ -378,3 +379,35 @@ def gemm_tiles_nt(alpha, a, b, beta, c, key):
         k0 += kc
         if k0 >= k:
             break
+
+
+def _entry(key):
+    """The C-callable GEMM on the tiles of geometry `key` (see compiled_entry): made in a
+    function so that each geometry is a function of its own (Numba's cache tells closures apart
+    by their cells)."""
+    def entry(ta, tb, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc):
+        a = carray(pa, (k if ta else m, lda))[:, :(m if ta else k)]
+        b = carray(pb, (n if tb else k, ldb))[:, :(k if tb else n)]
+        c = carray(pc, (m, ldc))[:, :n]
+        if tb:
+            gemm_tiles_nt(alpha, a, b, beta, c, key)
+        else:
+            gemm_tiles(ta != 0, alpha, a, b, beta, c, key)
+    return entry
+
+
+def entry_signature(real):
+    """The C signature of compiled_entry's function: (ta, tb, m, n, k, alpha, a, lda, b, ldb,
+    beta, c, ldc), CBLAS's row-major sgemm/dgemm with flags for the transposes (tb set: C = A B^T,
+    ta must be clear) and pointers to `real`; every integer an intp."""
+    i, p = types.intp, types.CPointer(real)
+    return types.void(i, i, i, i, i, real, p, i, p, i, real, p, i)
+
+
+@functools.cache
+def compiled_entry(real, key):
+    """The tiles of geometry `key` as one C-callable function for `real` (a Numba float type),
+    compiled once and cached on disk: the kernels call it by address (blas.py) rather than
+    each compiling the tiles' 54 bodies into its own code (a first run compiled them once per
+    kernel that calls a GEMM: 20 s of digits.net's 57 s of compiling)."""
+    return cached(functools.partial(cfunc, entry_signature(real)), nogil=True)(_entry(key))
