@@ -291,6 +291,26 @@ class Model:
             grads, dx = self._backward(caches, dout, fused, bclock, input_grad)
         return (value, grads, dx) if input_grad else (value, grads)
 
+    def compile_ahead(self, batches, loss=None) -> int:
+        """Compile the kernels that loss_and_grads(x, y, loss) will call for each (x, y) of
+        `batches` (batches of other sizes may take other kernels), before it calls them, on every
+        core the backend can use (Backend.compile_ahead): the first step of a first run otherwise
+        compiles them one after another as it reaches them. The record runs the steps without
+        their kernels; BN's running statistics, the random generator and last_output are left
+        as they were. Returns how many kernels were compiled."""
+        buffers = {k: self.device.copy(v) for k, v in self.buffers.items()}
+        state = self.rng.bit_generator.state
+
+        def steps():
+            for x, y in batches:
+                self.loss_and_grads(x, y, loss)
+        try:
+            return self.device.compile_ahead(steps)
+        finally:
+            self.buffers.update(buffers)
+            self.rng.bit_generator.state = state
+            self.last_output = None
+
     def _backward(self, caches, dout, fused, clock=None, input_grad=False, again=False):
         """(grads, dx) from dL/d(output). Each node's cache is dead after its backward, and the
         outputs it alone kept go back to the pool, unless `again` (another backward over the

@@ -62,6 +62,7 @@ class Trainer:
         self.sums = [0.0, 0.0, 0]
         self.first_loss = None  # the run's first step's loss, the scale divergence is seen on
         self.stop, self.interrupted, self.halt = False, False, False  # halt: every rank saw ^C
+        self.ahead = False  # the next step compiles its kernels ahead (a first run: run())
         self.board = None  # the TensorBoard log (--tensorboard DIR) while the run runs
         self.widths = None  # the epoch lines' loss columns, set by the first line
 
@@ -288,6 +289,9 @@ class Trainer:
         x, y = self.shard_inputs(idx, lo, hi, np.random.default_rng([self.cfg["seed"], epoch,
                                                                      b, 2]))
         where = f"epoch {epoch + 1}, step {b + 1}"
+        if self.ahead:  # a first run: the steps' kernels compile on both cores first
+            self.ahead = False
+            self.model.compile_ahead(self.batches_like(x, y, epoch), self.loss)
         with np.errstate(all="ignore"):  # a blow-up is reported below, with its layer
             loss, grads = self.model.loss_and_grads(x, y, self.loss)
             loss += self.regularize(grads)
@@ -310,6 +314,16 @@ class Trainer:
             x, y = self.inputs(idx, augment_rng=rng_aug)
             return x[lo:hi], y[lo:hi]
         return self.inputs(idx[lo:hi], augment_rng=rng_aug)
+
+    def batches_like(self, x, y, epoch):
+        """(x, y) and a batch of each other size this rank's steps take (a last partial batch:
+        some layers choose their kernels by the batch size), made of x's and y's samples."""
+        sizes = {hi - lo for lo, hi in (self.group.shard(len(b)) for b in self.batches(epoch))}
+        out = [(x, y)]
+        for size in sorted(sizes - {len(x), 0}):
+            idx = np.arange(size) % len(x)
+            out.append((self.device.take(x, idx), None if y is None else self.device.take(y, idx)))
+        return out
 
     def full_batch_step(self, epoch):
         group, n = self.group, len(self.train_idx)
@@ -346,6 +360,7 @@ class Trainer:
         self.board = runs.TensorBoard(cfg["tensorboard"], self.epoch + 1) \
             if cfg.get("tensorboard") and self.group.lead else None
         cold = show.uncompiled(self.model.implementation_modules())
+        self.ahead = bool(cold)
         if cold and self.epoch < cfg["epochs"]:
             self.say(show.compile_notice(cold))
         try:

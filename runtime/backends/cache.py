@@ -10,6 +10,7 @@ NUMBA_CACHE_DIR where it is set, else under the user's cache folder (~/.cache/ne
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import hashlib
 import os
@@ -85,16 +86,24 @@ def folder(module: str) -> str:
     return os.path.join(base(), f"{module.rpartition('.')[2]}-{key(module)}")
 
 
+@contextlib.contextmanager
+def caching_in(module: str):
+    """Within it, a Numba cache made for a function (it reads the folder when made) lies in
+    `module`'s folder."""
+    saved = numba.config.CACHE_DIR
+    numba.config.CACHE_DIR = folder(module)
+    try:
+        yield
+    finally:
+        numba.config.CACHE_DIR = saved
+
+
 def cached(jit, **options):
     """A decorator: jit(cache=True, **options) (numba.njit, cuda.jit), caching in the folder of
     the function's module."""
     def wrap(fn):
-        saved = numba.config.CACHE_DIR
-        numba.config.CACHE_DIR = folder(fn.__module__)  # read when caching is enabled, below
-        try:
+        with caching_in(fn.__module__):
             return jit(cache=True, **options)(fn)
-        finally:
-            numba.config.CACHE_DIR = saved
     return wrap
 
 

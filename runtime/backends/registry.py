@@ -162,6 +162,13 @@ class Backend:
     def synchronize(self):
         """Wait for the work queued so far (a GPU's kernels run asynchronously)."""
 
+    def compile_ahead(self, step) -> int:
+        """Where this backend compiles its kernels as a step first calls them: learn from
+        `step()` (a training step, run with nothing executed that matters: the model restores
+        what it changes) which kernels of which argument types the step calls, and compile them
+        before it runs, on more than one core. Returns how many were compiled; 0 by default."""
+        return 0
+
     def describe(self) -> dict:
         """What runs the kernels here ({"threads": ..., "GEMM": ...}; netc bench prints it)."""
         return {}

@@ -127,3 +127,119 @@ def test_a_new_launcher_compiles_in_the_compiler_process(tmp_path, monkeypatch):
     assert np.array_equal(y, 2 * x)
     assert probe.double_cpu.overloads and not sum(probe.double_cpu._cache_misses.values())
     background.stop()
+
+
+AHEAD_PROBE = PROBE + '''
+
+@kernel(parallel=True)
+def shift_cpu(parts, x, y):
+    for t in prange(parts):
+        shift_part(np.int64(t), parts, x, y)
+
+
+@kernel()
+def shift_part(t, parts, x, y):
+    lo, hi = share(x.size, t, parts)
+    for i in range(lo, hi):
+        y[i] = x[i] + 1
+
+
+@kernel()
+def square_part(t, parts, x, y):
+    lo, hi = share(x.size, t, parts)
+    for i in range(lo, hi):
+        y[i] = x[i] * x[i]
+
+
+@kernel()
+def negate_part(t, parts, x, y):
+    lo, hi = share(x.size, t, parts)
+    for i in range(lo, hi):
+        y[i] = -x[i]
+'''
+
+
+def test_a_first_step_compiles_its_parts_ahead_on_two_processes(tmp_path, monkeypatch):
+    """recording() notes each part a step launches, running none; compile_ahead then compiles
+    them once each: this process from the first, the compiler process from the last, until
+    they meet (the claims), then this one loads the other's from the cache. The launchers go to
+    the compiler process. Every part then runs, with the right numbers, and compiles nothing."""
+    import importlib
+    import os
+    import sys
+    import time
+    import uuid
+
+    from netc.runtime.backends.cpu import background
+    name = f"netc_ahead_{uuid.uuid4().hex[:12]}"  # a module no cache has seen
+    (tmp_path / f"{name}.py").write_text(AHEAD_PROBE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path)] + sys.path))
+    monkeypatch.setenv("NETC_BACKGROUND_COMPILE", "1")
+    monkeypatch.setattr(background, "_state", {"child": None, "done": background.queue.Queue(),
+                                               "asked": set(), "failed": False})
+    probe = importlib.import_module(name)
+    x = np.arange(1, 9, dtype=np.float64)
+    ys = [np.zeros_like(x) for _ in range(5)]
+    # the compiler process, started and ready (a first run's has started with the step's
+    # first launcher by the time its parts are many)
+    warm = np.zeros(1, np.float32)  # (float32: the step's parts take float64)
+    background.ask(probe.double_cpu, jit._signature(probe.double_cpu, 2, (warm, warm)))
+    deadline = time.time() + 600
+    while not background._state["done"].qsize():
+        assert time.time() < deadline and background.available(), "no compiler process"
+        time.sleep(0.1)
+
+    def step():
+        jit.launch(probe.double_cpu, probe.double_part, 2, x, ys[0])
+        jit.launch(probe.shift_cpu, probe.shift_part, 2, ys[0], ys[1])
+        jit.launch(None, probe.square_part, 1, ys[1], ys[2])
+        jit.launch(None, probe.negate_part, 1, ys[2], ys[3])
+        jit.launch(None, probe.square_part, 1, ys[3], ys[4])  # the same part and types again
+
+    with jit.recording() as calls:
+        step()
+    assert len(calls) == 5 and not any(y.any() for y in ys)  # noted, nothing ran
+    parts = [probe.double_part, probe.shift_part, probe.square_part, probe.negate_part]
+    folders, mkdtemp = [], jit.tempfile.mkdtemp
+    monkeypatch.setattr(jit.tempfile, "mkdtemp", lambda **kw: folders.append(mkdtemp(**kw)) or folders[-1])
+    assert jit.compile_ahead(calls) == 4
+    here = [p for p in parts if sum(p._cache_misses.values())]  # compiled in this process
+    there = [p for p in parts if not sum(p._cache_misses.values())]
+    assert here and there and here == parts[:len(here)]  # this one from the first, it from the last
+    assert all(p._cache_hits for p in there) and all(len(p.overloads) == 1 for p in parts)
+    assert folders and not os.path.exists(folders[0])  # the claims' folder is gone
+    step()
+    np.testing.assert_array_equal(ys[4], (2 * x + 1) ** 4)
+    assert all(len(p.overloads) == 1 for p in parts)  # nothing compiled on the way
+    background.stop()
+
+
+def test_compiling_ahead_leaves_the_model_and_its_numbers_as_they_were(monkeypatch):
+    """The record runs a step without its parts, so BN's running statistics, dropout's random
+    generator and the output would come out wrong: Model.compile_ahead puts them back, and the
+    step after it gives the numbers of a model that never compiled ahead."""
+    import netc
+    from netc.runtime.backends.cpu import background
+    monkeypatch.setenv("NETC_BACKGROUND_COMPILE", "1")
+    spec = ("input 8x8x2\nCONV 4 3x3 pad=same - BN - RELU - DROPOUT 0.5 - FC 6 - BN - RELU - "
+            "OUT 3 softmax\n")
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((4, 2, 8, 8)), rng.integers(0, 3, 4)
+    with jit.recording() as calls, np.errstate(all="ignore"):  # (sums of what no part wrote)
+        netc.Model(spec, seed=3).loss_and_grads(x, y)
+    assert len(calls) >= 16  # forward's CONV, BN, RELU, DROPOUT, FC, BN, RELU, OUT, the loss, backward's
+    ahead, plain = netc.Model(spec, seed=3), netc.Model(spec, seed=3)
+    buffers = {k: v.copy() for k, v in ahead.buffers.items()}
+    ahead.compile_ahead([(x, y), (x[:3], y[:3])])
+    assert ahead.last_output is None
+    for k, v in buffers.items():
+        np.testing.assert_array_equal(ahead.buffers[k], v, err_msg=k)
+    for _ in range(2):
+        (l1, g1), (l2, g2) = ahead.loss_and_grads(x, y), plain.loss_and_grads(x, y)
+        assert l1 == l2
+        for k in g2:
+            np.testing.assert_array_equal(g1[k], g2[k], err_msg=k)
+        for k in plain.buffers:
+            np.testing.assert_array_equal(ahead.buffers[k], plain.buffers[k], err_msg=k)
+    background.stop()

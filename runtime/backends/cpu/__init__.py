@@ -3,6 +3,8 @@ netc's copy of OpenBLAS. Importing it sets up the threads and the BLAS (jit.setu
 the implementation of every layer kind, one module per family."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from netc.dsl.errors import DataError
@@ -10,7 +12,7 @@ from netc.dsl.errors import DataError
 from ..context import Context
 from ..registry import Backend, register_backend
 from . import activation, conv, dense, join, norm, pool, recurrent  # noqa: F401 - they register the kinds
-from . import blas, jit
+from . import background, blas, jit
 from .losses import _pointwise_cpu, rows
 from .optim import _update_cpu, _update_part
 
@@ -26,6 +28,21 @@ class CpuContext(Context):
 
 class CpuBackend(Backend):
     name = "cpu"
+
+    def compile_ahead(self, step):
+        """The step's parts, recorded without running any (jit.recording), compiled here and
+        in the compiler process at once (jit.compile_ahead). A step that fails on the values
+        the skipped parts left (nothing the real step sees) ends the record there: the parts
+        noted so far are compiled ahead, the rest as the real step reaches them."""
+        if not background.available():
+            return 0
+        with jit.recording() as calls, np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - see above
+                pass
+        return jit.compile_ahead(calls)
 
     def from_host(self, a):
         return np.array(a, order="C")

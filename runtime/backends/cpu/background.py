@@ -8,8 +8,10 @@ None of that needs this process. So where a launcher is neither compiled here no
 signature to a compiler process (compiler_process.py, run with `python -m`: it imports netc's
 kernels and nothing of the caller's), which compiles it into Numba's cache on the other core;
 once it says so, the launcher loads from the cache here and the parts run on the threads again.
-The process starts with the first launcher it gets; it ends when it has compiled every
-launcher it was given and this process has ended (so that work a short run asked for late still
+On a first run, the same process also compiles half of the first step's parts (`ahead`:
+jit.compile_ahead takes them from the first, this process from the last). The process starts
+with the first launcher or parts it gets; it ends when it has compiled every launcher it was
+given and this process has ended (so that work a short run asked for late still
 reaches the cache for the next run), or when `stop()` ends it.
 
 Signatures cross the pipe pickled: between this process and the child it started, nothing a
@@ -27,12 +29,17 @@ import threading
 
 CHILD = __name__.rpartition(".")[0] + ".compiler_process"  # the child's module (-m)
 _state: dict = {"child": None, "done": queue.Queue(), "asked": set(), "failed": False}
+# whether this is the compiler process itself (its parent says so in its environment: the
+# package's import, before anything of the child's runs, sets the kernels up): it never starts
+# one of its own, and compiles the GEMM tiles itself
+IN_COMPILER_PROCESS = os.environ.get("NETC_COMPILER_PROCESS") == "1"
 
 
 def available() -> bool:
     """Whether launchers may compile in the background: NETC_BACKGROUND_COMPILE=0 turns it
     off (then a launcher compiles where it is first called, as any kernel)."""
-    return os.environ.get("NETC_BACKGROUND_COMPILE", "1").strip() != "0" and not _state["failed"]
+    return (os.environ.get("NETC_BACKGROUND_COMPILE", "1").strip() != "0" and not _state["failed"]
+            and not IN_COMPILER_PROCESS)
 
 
 def ask(launcher, sig) -> None:
@@ -51,6 +58,51 @@ def ask(launcher, sig) -> None:
         _state["failed"] = True
 
 
+def ahead(folder, keys) -> None:
+    """Have the compiler process compile the parts `keys` ((module, qualname, sig) each, in the
+    order a step calls them) from the last, claiming each in `folder` first (claim), until it
+    meets one this process has claimed: jit.compile_ahead compiles them from the first."""
+    child = _child()
+    if child is None:
+        return
+    try:
+        child.stdin.write(encode(("ahead", folder, list(keys))))
+        child.stdin.flush()
+    except (OSError, ValueError):
+        _state["failed"] = True
+
+
+def tiles(ready) -> None:
+    """Have the compiler process compile the GEMM tiles into the cache (its setup does, before it
+    reads a line) and call ready() on this process's reader thread once they are there, or once
+    that process has ended (ready() then compiles them where it runs); here and now where no
+    compiler process starts."""
+    _state["tiles"] = ready
+    child = _child()
+    try:
+        child.stdin.write(encode(("tiles",)))
+        child.stdin.flush()
+    except (AttributeError, OSError, ValueError):  # (no child: None)
+        _state["failed"] = True
+        _tiles_ready()
+
+
+def _tiles_ready():
+    ready = _state.pop("tiles", None)
+    if ready is not None:
+        ready()
+
+
+def claim(folder, index) -> bool:
+    """Whether this process is the first to claim part `index` of an ahead list (a file created
+    in `folder` once, by whichever process gets there first)."""
+    try:
+        os.close(os.open(os.path.join(folder, str(index)), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
+
+
 def finished() -> list:
     """The (module, qualname, sig) the compiler process has compiled since the last call."""
     out = []
@@ -66,7 +118,8 @@ def _child():
         try:
             _state["child"] = child = subprocess.Popen(
                 [sys.executable, "-m", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL, text=True, bufsize=1)
+                stderr=subprocess.DEVNULL, text=True, bufsize=1,
+                env={**os.environ, "NETC_COMPILER_PROCESS": "1"})
         except OSError:
             _state["failed"] = True
             return None
@@ -87,10 +140,15 @@ def _read(child):
     """The parent's reader of the child's answers: a line per compiled launcher."""
     for line in child.stdout:
         try:
-            _state["done"].put(decode(line))
+            message = decode(line)
         except Exception:  # noqa: BLE001 - a bad line: that launcher compiles where it is called
             continue
+        if message == ("tiles",):
+            _tiles_ready()
+        else:
+            _state["done"].put(message)
     _state["failed"] = True  # the child ended: the remaining launchers compile here
+    _tiles_ready()  # (the tiles too, here, where they were not ready)
 
 
 def stop() -> None:

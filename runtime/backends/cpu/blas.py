@@ -32,14 +32,16 @@ import glob
 import importlib.util
 import os
 import sys
+import threading
 import warnings
 
 import numpy as np
 from llvmlite import binding as llvm
+from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-from . import tiles
+from . import background, tiles
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 INT_MAX = 2**31 - 1  # CBLAS's int: every dimension and leading dimension must fit
@@ -208,10 +210,69 @@ def bind() -> bool:
         for name, fn in zip(("netc_cblas_sgemm", "netc_cblas_dgemm"), fns):
             llvm.add_symbol(name, ctypes.cast(fn, ctypes.c_void_p).value)
         if own_tiles() or own_tiles_nt():
-            entry = tiles.compiled_entry(types.float32, tiles.host_vector_bytes())
-            _keep.append(entry)
-            llvm.add_symbol("netc_tiles_sgemm", entry.address)
+            _bind_tiles()
+        else:
+            TILES_READY.set()
     return not _bound["private"]
+
+
+# set once the kernels' calls to the tiles reach them (jit.launch waits for it; a call before
+# that waits in the trampoline)
+TILES_READY = threading.Event()
+
+
+def _bind_tiles():
+    """Give LLVM netc_tiles_sgemm: a trampoline that calls, through a slot, the tiles' compiled
+    function (tiles.compiled_entry). From the cache, at once. Else, on a first run, the compiler
+    process compiles them (background.tiles) while this one goes on (imports, data, compiling
+    the first step's kernels, which need only the name: 9 s of digits.net's first run on a
+    2-core AVX-512 machine), and the slot is set when they are in the cache; elsewhere, here."""
+    address, slot = _trampoline()
+    llvm.add_symbol("netc_tiles_sgemm", address)
+    key = tiles.host_vector_bytes()
+
+    def aim(entry=None):
+        entry = entry or tiles.compiled_entry(types.float32, key)
+        _keep.append(entry)
+        ctypes.c_void_p.from_address(slot).value = entry.address
+        TILES_READY.set()
+
+    entry = tiles.compiled_entry(types.float32, key, cached_only=True)
+    if entry is not None or not background.available() or background.IN_COMPILER_PROCESS:
+        aim(entry)
+    else:
+        background.tiles(aim)
+
+
+def _trampoline():
+    """(address of a function with the tiles' C signature that calls the function whose address
+    is in a slot, waiting while the slot is empty; the slot's address), compiled by LLVM here
+    (a few milliseconds)."""
+    real, i64 = ir.FloatType(), ir.IntType(64)
+    ptr = real.as_pointer()
+    fnty = ir.FunctionType(ir.VoidType(), [i64] * 5 + [real, ptr, i64, ptr, i64, real, ptr, i64])
+    module = ir.Module(name="netc_tiles_trampoline")
+    module.triple = llvm.get_process_triple()
+    slot = ir.GlobalVariable(module, fnty.as_pointer(), "netc_tiles_slot")
+    slot.initializer = ir.Constant(fnty.as_pointer(), None)
+    fn = ir.Function(module, fnty, "netc_tiles_trampoline")
+    entry, start, call = (fn.append_basic_block(name) for name in ("entry", "wait", "call"))
+    builder = ir.IRBuilder(entry)
+    builder.branch(start)
+    builder.position_at_end(start)
+    target = builder.load_atomic(slot, "acquire", 8)
+    builder.cbranch(builder.icmp_unsigned("==", target, ir.Constant(fnty.as_pointer(), None)),
+                    start, call)
+    builder.position_at_end(call)
+    builder.call(target, fn.args)
+    builder.ret_void()
+    compiled = llvm.parse_assembly(str(module))
+    machine = llvm.Target.from_triple(module.triple).create_target_machine()
+    engine = llvm.create_mcjit_compiler(compiled, machine)
+    engine.finalize_object()
+    _keep.append(engine)
+    return (engine.get_function_address("netc_tiles_trampoline"),
+            engine.get_global_value_address("netc_tiles_slot"))
 
 
 def describe() -> str:

@@ -22,9 +22,13 @@ backend loads, before any kernel.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.metadata
 import os
+import shutil
+import tempfile
+import time
 import warnings
 
 import numba
@@ -144,7 +148,14 @@ def launch(launcher, part, parts, *args):
     each of Numba's threads one t), or, for one part, by `part` on this thread alone (no parallel
     region: the launcher is not even compiled). A launcher neither compiled nor cached yet is
     compiled by a second process (background.py) while its parts run here one after another
-    (the same parts, so the same numbers, and every per-part sum the caller adds is written)."""
+    (the same parts, so the same numbers, and every per-part sum the caller adds is written).
+    While recording() records, nothing runs: the call is noted."""
+    calls = _state.get("record")
+    if calls is not None:
+        calls.append((launcher, part, parts, args))
+        return
+    if not blas.TILES_READY.is_set():  # a first run: the compiler process is compiling them
+        blas.TILES_READY.wait()
     if parts > 1 and (launcher in _ready or _prepare(launcher, parts, args)):
         launcher(parts, *args)
         return
@@ -163,11 +174,7 @@ def _prepare(launcher, parts, args) -> bool:
     """Whether `launcher` can run now without compiling here: compiled in this process, in the
     cache (then loaded), just compiled by the compiler process, or background compiling off (or
     its process gone: then it compiles at its call, as any kernel)."""
-    for module, name, sig in background.finished():
-        done = _pending.pop((module, name), None)
-        if done is not None:
-            done.compile(sig)  # from the cache the compiler process wrote
-            _ready.add(done)
+    _collect()
     if launcher in _ready:
         return True
     key = (launcher.py_func.__module__, launcher.py_func.__qualname__)
@@ -178,15 +185,93 @@ def _prepare(launcher, parts, args) -> bool:
         _ready.add(launcher)
         return True
     sig = _signature(launcher, parts, args)
-    cres = launcher._cache.load_overload(sig, launcher.targetctx)
-    if cres is not None:  # installed as Dispatcher.compile installs what it loads from the cache
-        launcher.targetctx.insert_user_function(cres.entry_point, cres.fndesc, [cres.library])
-        launcher.add_overload(cres)
+    if _load_cached(launcher, sig):
         _ready.add(launcher)
         return True
     _pending[key] = launcher
     _to_ask.append((launcher, sig))
     return False
+
+
+def _collect():
+    """Take in what the compiler process has compiled since the last call: its launchers are
+    loaded (from the cache it wrote), its parts noted for compile_ahead."""
+    for module, name, sig in background.finished():
+        done = _pending.pop((module, name), None)
+        if done is not None:
+            done.compile(sig)  # from the cache the compiler process wrote
+            _ready.add(done)
+        else:
+            _compiled_there.add((module, name, sig))
+
+
+_compiled_there: set = set()  # (module, qualname, sig) of the parts the compiler process compiled
+
+
+@contextlib.contextmanager
+def recording():
+    """Within it, launch() runs nothing and notes each call: (launcher, part, parts, args).
+    Yields that list. For compile_ahead: a training step run within it calls every part it
+    will call, with the same argument types, in a fraction of a second (kernels called outside
+    launch, all small, compile and run as usual, on arrays the parts did not write)."""
+    calls = _state["record"] = []
+    try:
+        yield calls
+    finally:
+        _state.pop("record", None)
+
+
+def compile_ahead(calls) -> int:
+    """Compile the parts and launchers of `calls` (recording()'s) before they run, on two
+    processes: this one takes the parts not yet compiled nor cached from the first, the
+    compiler process from the last, each claiming one at a time (background.claim) until they
+    meet; then this one loads the other's from the cache. Launchers go to the compiler process
+    as launch() hands them over. A first run compiled its parts one after another on this
+    thread alone, as the step reached them. Returns how many parts were compiled; where
+    background compiling is off, compiles nothing (the step compiles them as it reaches them)."""
+    if not background.available():
+        return 0
+    parts, seen = [], set()
+    for launcher, part, n, args in calls:
+        sig = _signature(part, 0, (n,) + args)  # part(t, parts, *args)
+        if (part, sig) not in seen:
+            seen.add((part, sig))
+            if sig not in part.overloads and not _load_cached(part, sig):
+                parts.append((part, sig))
+        if n > 1 and launcher not in _ready:
+            _prepare(launcher, n, args)
+    keys = [(p.py_func.__module__, p.py_func.__qualname__, sig) for p, sig in parts]
+    folder = tempfile.mkdtemp(prefix="netc-ahead-") if parts else None
+    try:
+        if parts:
+            background.ahead(folder, keys)
+        while _to_ask:
+            background.ask(*_to_ask.pop(0))
+        mine = 0
+        while mine < len(parts) and background.claim(folder, mine):
+            part, sig = parts[mine]
+            part.compile(sig)
+            mine += 1
+        while background.available() and any(k not in _compiled_there for k in keys[mine:]):
+            time.sleep(0.01)
+            _collect()
+        for part, sig in parts[mine:]:
+            part.compile(sig)  # from the cache the compiler process wrote (here where it failed)
+    finally:
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
+    return len(parts)
+
+
+def _load_cached(dispatcher, sig) -> bool:
+    """Install `dispatcher`'s overload for `sig` from Numba's cache, as Dispatcher.compile
+    installs what it loads; False where the cache has none."""
+    cres = dispatcher._cache.load_overload(sig, dispatcher.targetctx)
+    if cres is None:
+        return False
+    dispatcher.targetctx.insert_user_function(cres.entry_point, cres.fndesc, [cres.library])
+    dispatcher.add_overload(cres)
+    return True
 
 
 def _signature(launcher, parts, args):

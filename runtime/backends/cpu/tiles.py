@@ -27,11 +27,12 @@ from typing import NamedTuple
 
 from llvmlite import binding as llvm
 from llvmlite import ir
-from numba import carray, cfunc, literally, types
+from numba import carray, literally, types
 from numba.core import cgutils
+from numba.core.ccallback import CFunc
 from numba.extending import intrinsic, overload
 
-from ..cache import cached, njit
+from ..cache import caching_in, njit
 
 
 class Geometry(NamedTuple):
@@ -404,10 +405,29 @@ def entry_signature(real):
     return types.void(i, i, i, i, i, real, p, i, p, i, real, p, i)
 
 
-@functools.cache
-def compiled_entry(real, key):
-    """The tiles of geometry `key` as one C-callable function for `real` (a Numba float type),
-    compiled once and cached on disk: the kernels call it by address (blas.py) rather than
-    each compiling the tiles' 54 bodies into its own code (a first run compiled them once per
-    kernel that calls a GEMM: 20 s of digits.net's 57 s of compiling)."""
-    return cached(functools.partial(cfunc, entry_signature(real)), nogil=True)(_entry(key))
+def compiled_entry(real, key, cached_only=False):
+    """The tiles of geometry `key` as one C-callable function for `real` (a Numba float type;
+    a numba CFunc, its `address` what to call), compiled once and cached on disk: the kernels
+    call it by address (blas.py) rather than each compiling the tiles' 54 bodies into its own
+    code (a first run compiled them once per kernel that calls a GEMM: 20 s of digits.net's 57
+    s of compiling). With `cached_only`, None where the cache has none."""
+    fn = _entry(key)
+    sig = entry_signature(real)
+    with caching_in(fn.__module__):
+        entry = CFunc(fn, (sig.args, sig.return_type), locals={}, options={"nogil": True})
+        entry.enable_caching()
+    if cached_only:
+        entry._compile_uncached = _not_cached  # CFunc.compile loads, else compiles: not here
+    try:
+        entry.compile()
+    except _NotCached:
+        return None
+    return entry
+
+
+class _NotCached(Exception):
+    pass
+
+
+def _not_cached():
+    raise _NotCached
