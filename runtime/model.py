@@ -299,7 +299,7 @@ class Model:
         their kernels; BN's running statistics, the random generator and last_output are left
         as they were. Returns how many kernels were compiled."""
         buffers = {k: self.device.copy(v) for k, v in self.buffers.items()}
-        state = self.rng.bit_generator.state
+        state, last = self.rng.bit_generator.state, getattr(self, "last_output", None)
 
         def steps():
             for x, y in batches:
@@ -309,7 +309,7 @@ class Model:
         finally:
             self.buffers.update(buffers)
             self.rng.bit_generator.state = state
-            self.last_output = None
+            self.last_output = last
 
     def _backward(self, caches, dout, fused, clock=None, input_grad=False, again=False):
         """(grads, dx) from dL/d(output). Each node's cache is dead after its backward, and the

@@ -232,7 +232,7 @@ def test_compiling_ahead_leaves_the_model_and_its_numbers_as_they_were(monkeypat
     ahead, plain = netc.Model(spec, seed=3), netc.Model(spec, seed=3)
     buffers = {k: v.copy() for k, v in ahead.buffers.items()}
     ahead.compile_ahead([(x, y), (x[:3], y[:3])])
-    assert ahead.last_output is None
+    assert ahead.last_output is None  # (as before: no step ran)
     for k, v in buffers.items():
         np.testing.assert_array_equal(ahead.buffers[k], v, err_msg=k)
     for _ in range(2):

@@ -90,7 +90,7 @@ def tiles(ready) -> None:
 def _tiles_ready():
     ready = _state.pop("tiles", None)
     if ready is not None:
-        ready()
+        ready()  # (never raises: blas._bind_tiles's aim keeps its error for launch to raise)
 
 
 def claim(folder, index) -> bool:
@@ -99,7 +99,7 @@ def claim(folder, index) -> bool:
     try:
         os.close(os.open(os.path.join(folder, str(index)), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         return True
-    except FileExistsError:
+    except OSError:  # claimed, or the folder gone (the other process is done with the list)
         return False
 
 

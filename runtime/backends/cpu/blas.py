@@ -223,7 +223,7 @@ TILES_READY = threading.Event()
 
 def _bind_tiles():
     """Give LLVM netc_tiles_sgemm: a trampoline that calls, through a slot, the tiles' compiled
-    function (tiles.compiled_entry). From the cache, at once. Else, on a first run, the compiler
+    function (tiles.entry). From the cache, at once. Else, on a first run, the compiler
     process compiles them (background.tiles) while this one goes on (imports, data, compiling
     the first step's kernels, which need only the name: 9 s of digits.net's first run on a
     2-core AVX-512 machine), and the slot is set when they are in the cache; elsewhere, here."""
@@ -231,17 +231,33 @@ def _bind_tiles():
     llvm.add_symbol("netc_tiles_sgemm", address)
     key = tiles.host_vector_bytes()
 
-    def aim(entry=None):
-        entry = entry or tiles.compiled_entry(types.float32, key)
-        _keep.append(entry)
-        ctypes.c_void_p.from_address(slot).value = entry.address
+    entry = tiles.entry(types.float32, key)  # (made here: it sets Numba's cache folder)
+
+    def aim(loaded=False):
+        try:
+            if not loaded:
+                entry.compile()  # from the cache the compiler process wrote, else here
+            _keep.append(entry)
+            ctypes.c_void_p.from_address(slot).value = entry.address
+        except Exception as e:  # noqa: BLE001 - raised by wait_tiles, in the thread that runs
+            _tiles_error.append(e)
         TILES_READY.set()
 
-    entry = tiles.compiled_entry(types.float32, key, cached_only=True)
-    if entry is not None or not background.available() or background.IN_COMPILER_PROCESS:
-        aim(entry)
+    if tiles.load_cached(entry) or not background.available() or background.IN_COMPILER_PROCESS:
+        aim(loaded=entry.address is not None)
     else:
         background.tiles(aim)
+
+
+_tiles_error: list = []
+
+
+def wait_tiles():
+    """Wait until the kernels' calls to the tiles reach them (a first run: the compiler process
+    compiles them); raise what compiling them raised."""
+    TILES_READY.wait()
+    if _tiles_error:
+        raise _tiles_error[0]
 
 
 def _trampoline():

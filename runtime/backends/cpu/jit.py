@@ -154,8 +154,8 @@ def launch(launcher, part, parts, *args):
     if calls is not None:
         calls.append((launcher, part, parts, args))
         return
-    if not blas.TILES_READY.is_set():  # a first run: the compiler process is compiling them
-        blas.TILES_READY.wait()
+    if not blas.TILES_READY.is_set() or blas._tiles_error:  # a first run: the compiler
+        blas.wait_tiles()  # process is compiling them
     if parts > 1 and (launcher in _ready or _prepare(launcher, parts, args)):
         launcher(parts, *args)
         return
@@ -249,18 +249,26 @@ def compile_ahead(calls) -> int:
             background.ask(*_to_ask.pop(0))
         mine = 0
         while mine < len(parts) and background.claim(folder, mine):
-            part, sig = parts[mine]
-            part.compile(sig)
+            _compile_quietly(*parts[mine])
             mine += 1
         while background.available() and any(k not in _compiled_there for k in keys[mine:]):
             time.sleep(0.01)
             _collect()
         for part, sig in parts[mine:]:
-            part.compile(sig)  # from the cache the compiler process wrote (here where it failed)
+            _compile_quietly(part, sig)  # from the compiler process's cache (here where it failed)
     finally:
         if folder:
             shutil.rmtree(folder, ignore_errors=True)
     return len(parts)
+
+
+def _compile_quietly(part, sig):
+    """part.compile(sig); an error is left to the real step, which may not call that part (the
+    record took its branches on values no part wrote) and raises it where it does."""
+    try:
+        part.compile(sig)
+    except Exception:  # noqa: BLE001 - see above
+        pass
 
 
 def _load_cached(dispatcher, sig) -> bool:

@@ -405,24 +405,38 @@ def entry_signature(real):
     return types.void(i, i, i, i, i, real, p, i, p, i, real, p, i)
 
 
-def compiled_entry(real, key, cached_only=False):
-    """The tiles of geometry `key` as one C-callable function for `real` (a Numba float type;
-    a numba CFunc, its `address` what to call), compiled once and cached on disk: the kernels
-    call it by address (blas.py) rather than each compiling the tiles' 54 bodies into its own
-    code (a first run compiled them once per kernel that calls a GEMM: 20 s of digits.net's 57
-    s of compiling). With `cached_only`, None where the cache has none."""
+def entry(real, key):
+    """The tiles of geometry `key` as one C-callable function for `real` (a Numba float type):
+    a numba CFunc, not compiled yet (its compile() loads it from the cache or compiles it; then
+    `address` is what to call). The kernels call it by address (blas.py) rather than each
+    compiling the tiles' 54 bodies into its own code (a first run compiled them once per kernel
+    that calls a GEMM: 20 s of digits.net's 57 s of compiling)."""
     fn = _entry(key)
     sig = entry_signature(real)
     with caching_in(fn.__module__):
-        entry = CFunc(fn, (sig.args, sig.return_type), locals={}, options={"nogil": True})
-        entry.enable_caching()
-    if cached_only:
-        entry._compile_uncached = _not_cached  # CFunc.compile loads, else compiles: not here
+        made = CFunc(fn, (sig.args, sig.return_type), locals={}, options={"nogil": True})
+        made.enable_caching()
+    return made
+
+
+def compiled_entry(real, key):
+    """entry(real, key), compiled (or loaded from the cache)."""
+    made = entry(real, key)
+    made.compile()
+    return made
+
+
+def load_cached(made) -> bool:
+    """Load an entry() from the cache where it is there (then True); compile nothing."""
+    compile_uncached = made._compile_uncached
+    made._compile_uncached = _not_cached  # CFunc.compile loads, else compiles: not here
     try:
-        entry.compile()
+        made.compile()
+        return True
     except _NotCached:
-        return None
-    return entry
+        return False
+    finally:
+        made._compile_uncached = compile_uncached
 
 
 class _NotCached(Exception):
