@@ -320,7 +320,7 @@ class Trainer:
         some layers choose their kernels by the batch size), made of x's and y's samples."""
         sizes = {hi - lo for lo, hi in (self.group.shard(len(b)) for b in self.batches(epoch))}
         out = [(x, y)]
-        for size in sorted(sizes - {len(x), 0}):
+        for size in sorted(sizes - {len(x), 0}) if len(x) else ():  # (an empty shard: no samples)
             idx = np.arange(size) % len(x)
             out.append((self.device.take(x, idx), None if y is None else self.device.take(y, idx)))
         return out
