@@ -92,25 +92,33 @@ def double_part(t, parts, x, y):
 '''
 
 
-@pytest.mark.skipif(jit.workers() < 2, reason="one worker: no launcher is ever called")
-def test_a_new_launcher_compiles_in_the_compiler_process(tmp_path, monkeypatch):
-    """A launcher neither compiled nor cached: its work runs as one part here while a second
-    process compiles it into the cache, then it loads from there (never compiled here)."""
+def _fresh_probe(tmp_path, monkeypatch, source):
+    """The kernels of `source` as a module no cache has seen, importable here and in the
+    compiler process, with background compiling on and a compiler process of its own."""
     import importlib
     import os
     import sys
-    import time
     import uuid
 
     from netc.runtime.backends.cpu import background
-    name = f"netc_probe_{uuid.uuid4().hex[:12]}"  # a module no cache has seen
-    (tmp_path / f"{name}.py").write_text(PROBE)
+    name = f"netc_probe_{uuid.uuid4().hex[:12]}"
+    (tmp_path / f"{name}.py").write_text(source)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path)] + sys.path))
     monkeypatch.setenv("NETC_BACKGROUND_COMPILE", "1")
     monkeypatch.setattr(background, "_state", {"child": None, "done": background.queue.Queue(),
                                                "asked": set(), "failed": False})
-    probe = importlib.import_module(name)
+    return importlib.import_module(name)
+
+
+@pytest.mark.skipif(jit.workers() < 2, reason="one worker: no launcher is ever called")
+def test_a_new_launcher_compiles_in_the_compiler_process(tmp_path, monkeypatch):
+    """A launcher neither compiled nor cached: its work runs as one part here while a second
+    process compiles it into the cache, then it loads from there (never compiled here)."""
+    import time
+
+    from netc.runtime.backends.cpu import background
+    probe = _fresh_probe(tmp_path, monkeypatch, PROBE)
     x = np.arange(1000, dtype=np.float32)
     y = np.zeros_like(x)
     jit.launch(probe.double_cpu, probe.double_part, 2, x, y)
@@ -164,21 +172,11 @@ def test_a_first_step_compiles_its_parts_ahead_on_two_processes(tmp_path, monkey
     them once each: this process from the first, the compiler process from the last, until
     they meet (the claims), then this one loads the other's from the cache. The launchers go to
     the compiler process. Every part then runs, with the right numbers, and compiles nothing."""
-    import importlib
     import os
-    import sys
     import time
-    import uuid
 
     from netc.runtime.backends.cpu import background
-    name = f"netc_ahead_{uuid.uuid4().hex[:12]}"  # a module no cache has seen
-    (tmp_path / f"{name}.py").write_text(AHEAD_PROBE)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path)] + sys.path))
-    monkeypatch.setenv("NETC_BACKGROUND_COMPILE", "1")
-    monkeypatch.setattr(background, "_state", {"child": None, "done": background.queue.Queue(),
-                                               "asked": set(), "failed": False})
-    probe = importlib.import_module(name)
+    probe = _fresh_probe(tmp_path, monkeypatch, AHEAD_PROBE)
     x = np.arange(1, 9, dtype=np.float64)
     ys = [np.zeros_like(x) for _ in range(5)]
     # the compiler process, started and ready (a first run's has started with the step's

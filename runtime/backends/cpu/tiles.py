@@ -18,7 +18,7 @@ shapes netc sends here keep a panel of B in L1 or L2, over all of K or over K in
 drivers; their last argument, a constant, picks the geometry (`host_vector_bytes()` for this
 CPU). Another CPU's geometry runs too, correct and slower: LLVM splits wider vectors in two.
 blas.py's gemm decides where they run instead of the BLAS, and calls them through
-`compiled_entry`, one C-callable function compiled once for all kernels.
+`entry`, one C-callable function compiled once for all kernels.
 """
 from __future__ import annotations
 
@@ -383,7 +383,7 @@ def gemm_tiles_nt(alpha, a, b, beta, c, key):
 
 
 def _entry(key):
-    """The C-callable GEMM on the tiles of geometry `key` (see compiled_entry): made in a
+    """The C-callable GEMM on the tiles of geometry `key` (see entry): made in a
     function so that each geometry is a function of its own (Numba's cache tells closures apart
     by their cells)."""
     def entry(ta, tb, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc):
@@ -398,7 +398,7 @@ def _entry(key):
 
 
 def entry_signature(real):
-    """The C signature of compiled_entry's function: (ta, tb, m, n, k, alpha, a, lda, b, ldb,
+    """The C signature of entry's function: (ta, tb, m, n, k, alpha, a, lda, b, ldb,
     beta, c, ldc), CBLAS's row-major sgemm/dgemm with flags for the transposes (tb set: C = A B^T,
     ta must be clear) and pointers to `real`; every integer an intp."""
     i, p = types.intp, types.CPointer(real)
@@ -416,13 +416,6 @@ def entry(real, key):
     with caching_in(fn.__module__):
         made = CFunc(fn, (sig.args, sig.return_type), locals={}, options={"nogil": True})
         made.enable_caching()
-    return made
-
-
-def compiled_entry(real, key):
-    """entry(real, key), compiled (or loaded from the cache)."""
-    made = entry(real, key)
-    made.compile()
     return made
 
 
