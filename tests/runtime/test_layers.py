@@ -248,6 +248,35 @@ def test_conv_algorithms_agree_with_im2col(monkeypatch, inp, chain, algorithm):
         np.testing.assert_allclose(grads1[name], grads0[name], rtol=1e-10, atol=1e-14, err_msg=name)
 
 
+@pytest.mark.parametrize("chain", ["CONV 3x3/2 4 pad=1 act=relu", "CONV 3x3 5 pad=1 act=tanh"])
+def test_im2col_backward_chunks_need_not_be_forwards(monkeypatch, chain):
+    """im2col's backward takes its own chunks of samples (at least BACKWARD_MIN_DEPTH output
+    pixels) when it unfolds again: a sample a chunk in forward, then chunks of 2 or 3 with a
+    short last one in backward, give what one chunk for the whole batch gives."""
+    from netc.runtime.backends.cpu import conv
+    from netc.runtime.backends.cpu.conv import im2col
+    spec = f"input 9x9x3\n{chain}"
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((7, 3, 9, 9))
+    monkeypatch.setattr(conv, "FORCE", "im2col")
+    monkeypatch.setattr(conv, "KEEP_COLS_BYTES", 0)
+    results = []
+    _, oh, ow = randomized(spec).net.output_shape
+    pixels = oh * ow
+    for chunk, depth in ((1 << 30, 0), (1, 2 * pixels), (1, 3 * pixels - 10)):
+        monkeypatch.setattr(im2col, "CHUNK_BYTES", chunk)
+        monkeypatch.setattr(conv, "BACKWARD_MIN_DEPTH", depth)
+        model = randomized(spec)
+        target = np.random.default_rng(4).standard_normal((7,) + model.net.output_shape)
+        _, grads, dx = model.loss_and_grads(x, target, loss="mse", input_grad=True)
+        results.append((model.forward(x), grads, dx))
+    for out, grads, dx in results[1:]:
+        np.testing.assert_allclose(out, results[0][0], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(dx, results[0][2], rtol=1e-10, atol=1e-14)
+        for name in grads:
+            np.testing.assert_allclose(grads[name], results[0][1][name], rtol=1e-10, atol=1e-14,
+                                       err_msg=name)
+
 @pytest.mark.parametrize("inp,chain,tiles,expected", [
     ("32x32x1", "CONV 5x5 6", True, "direct"),                  # LeNet's C1: one channel, long rows
     ("14x14x6", "CONV 5x5 16", True, "im2col"),                 # LeNet's C2: rows too short

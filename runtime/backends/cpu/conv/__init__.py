@@ -49,6 +49,11 @@ DIRECT_MIN_PASS = 512
 # the layer's backward (ResNet-18 32x32 b64's six such layers: 434-491 ms kept, 507-511 not) and
 # keeping costs memory (84 MiB of its 650)
 KEEP_COLS_BYTES = 32 << 20
+# im2col's backward takes chunks of at least this many output pixels where a thread has them:
+# the weight gradient's GEMM sums over them, and a shallower sum re-reads and re-writes the whole
+# weight gradient for little work (ResNet-18 32x32 b64's 512-filter 4x4 layers: 310-360 ms a
+# backward in chunks of 1 MiB of unfolded input, 3 samples; 84-122 ms in chunks of 512 pixels)
+BACKWARD_MIN_DEPTH = 512
 KEEP_COLS_FILTERS = 256
 FORCE = None  # "im2col" | "winograd" | "direct" | "dense" where allowed: for tests and benchmarks
 
@@ -190,7 +195,8 @@ def _backward_im2col(h, p, x, dy, y, act, need_dx, kept, grads, dx, ctx, parts):
     n, f, oh, ow = dy.shape
     w = p["weight"].reshape(f, -1)
     dy = dy.reshape(n, f, oh * ow)
-    per, cols, d2, dcols = _workspace(ctx, h, x, f, oh, ow, ("cols", "d2", "dcols"))
+    depth = BACKWARD_MIN_DEPTH if kept.size == 0 else 0  # a kept unfolding has forward's chunks
+    per, cols, d2, dcols = _workspace(ctx, h, x, f, oh, ow, ("cols", "d2", "dcols"), depth)
     (kh, kw), (ph, pw), c = h["kernel"], h["pad"], x.shape[1]
     if h["groups"] == 1:  # dx through a channels-last fold (see _fold_cpu)
         wt = np.ascontiguousarray(p["weight"].transpose(0, 2, 3, 1)).reshape(f, -1)

@@ -1,9 +1,11 @@
 """CONV by im2col + GEMM: any stride, padding and groups.
 
 Each thread unfolds its samples a chunk at a time (about CHUNK_BYTES, so the chunk stays in cache)
-and multiplies; when the whole batch's unfolding fits in KEEP_COLS_BYTES and the layer has fewer
-than KEEP_COLS_FILTERS filters a group, forward keeps it for backward instead of unfolding twice. The input gradient goes back through a channels-last fold
-(_fold_cpu) or, with groups, through col2im."""
+and multiplies; backward's chunks, which the weight gradient's GEMM sums over, span at least
+BACKWARD_MIN_DEPTH output pixels (conv/__init__.py). When the whole batch's unfolding fits in
+KEEP_COLS_BYTES and the layer has fewer than KEEP_COLS_FILTERS filters a group, forward keeps it
+for backward instead of unfolding twice (backward then takes forward's chunks). The input
+gradient goes back through a channels-last fold (_fold_cpu) or, with groups, through col2im."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,14 +17,17 @@ from ..common import CHUNK_BYTES, _act_row_cpu, _fill_cpu, _grad_row_cpu, _valid
 from ..jit import REDUCE, kernel
 
 
-def _workspace(ctx, h, x, f, oh, ow, tags):
+def _workspace(ctx, h, x, f, oh, ow, tags, depth=0):
     """(samples per chunk, then one (threads, size) scratch array per tag): 'cols' holds a
     chunk's unfolded input, 'z'/'d2' its (F, m*oh*ow) GEMM result or output gradient, 'dcols'
-    the unfolded input gradient. A 1x1/1 unpadded conv reads its input in place (no cols)."""
+    the unfolded input gradient. A chunk is about CHUNK_BYTES of unfolded input, and at least
+    `depth` output pixels where the thread has them. A 1x1/1 unpadded conv reads its input in
+    place (no cols)."""
     c = x.shape[1]
     k = c * h["kernel"][0] * h["kernel"][1]
     t = ctx.workers
-    per = max(1, min(-(-x.shape[0] // t), CHUNK_BYTES // (k * oh * ow * x.itemsize)))
+    per = max(1, CHUNK_BYTES // (k * oh * ow * x.itemsize), -(-depth // (oh * ow)))
+    per = min(-(-x.shape[0] // t), per)
     if _pointwise(h):
         per = 1
     size = {"cols": 0 if _pointwise(h) else k * per * oh * ow, "dcols": k * per * oh * ow,
