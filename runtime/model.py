@@ -298,18 +298,21 @@ class Model:
         compiles them one after another as it reaches them. The record runs the steps without
         their kernels; BN's running statistics, the random generator and last_output are left
         as they were. Returns how many kernels were compiled."""
-        buffers = {k: self.device.copy(v) for k, v in self.buffers.items()}
-        state, last = self.rng.bit_generator.state, getattr(self, "last_output", None)
+        saved = {}
 
-        def steps():
+        def steps():  # (a backend that compiles nothing ahead never calls it: nothing to save)
+            saved.update(buffers={k: self.device.copy(v) for k, v in self.buffers.items()},
+                         state=self.rng.bit_generator.state,
+                         last=getattr(self, "last_output", None))
             for x, y in batches:
                 self.loss_and_grads(x, y, loss)
         try:
             return self.device.compile_ahead(steps)
         finally:
-            self.buffers.update(buffers)
-            self.rng.bit_generator.state = state
-            self.last_output = last
+            if saved:
+                self.buffers.update(saved["buffers"])
+                self.rng.bit_generator.state = saved["state"]
+                self.last_output = saved["last"]
 
     def _backward(self, caches, dout, fused, clock=None, input_grad=False, again=False):
         """(grads, dx) from dL/d(output). Each node's cache is dead after its backward, and the

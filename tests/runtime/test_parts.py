@@ -241,3 +241,18 @@ def test_compiling_ahead_leaves_the_model_and_its_numbers_as_they_were(monkeypat
         for k in plain.buffers:
             np.testing.assert_array_equal(ahead.buffers[k], plain.buffers[k], err_msg=k)
     background.stop()
+
+
+def test_compiling_ahead_where_nothing_compiles_ahead_saves_nothing(monkeypatch):
+    """With background compiling off the CPU backend records no step: Model.compile_ahead
+    returns 0 without running the step or copying the model's buffers."""
+    import netc
+    monkeypatch.setenv("NETC_BACKGROUND_COMPILE", "0")
+    model = netc.Model("input 6\nFC 4 - BN - OUT 2 softmax\n", seed=0)
+    copies = []
+    monkeypatch.setattr(model.device, "copy", lambda a: copies.append(a) or a.copy())
+    ran = []
+    monkeypatch.setattr(model, "loss_and_grads", lambda *a, **k: ran.append(a))
+    x, y = np.ones((3, 6)), np.zeros(3, np.int64)
+    assert model.compile_ahead([(x, y)]) == 0
+    assert not ran and not copies
