@@ -39,7 +39,7 @@ import numpy as np
 from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import types
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic, overload, register_jitable
 
 from . import background, tiles
 
@@ -328,11 +328,9 @@ def _blas_gemm_overload(ta, tb, alpha, a, b, beta, c):
     fn, real = (_SGEMM, np.float32) if c.dtype == types.float32 else (_DGEMM, np.float64)
 
     def impl(ta, tb, alpha, a, b, beta, c):
-        m, n = c.shape
-        k = a.shape[0] if ta else a.shape[1]
+        m, n, k, lda, ldb, ldc = _dims(ta, a, b, c)
         if m == 0 or n == 0:
             return
-        lda, ldb, ldc = a.strides[0] // a.itemsize, b.strides[0] // b.itemsize, c.strides[0] // c.itemsize
         if max(m, n, k, lda, ldb, ldc) > INT_MAX:
             raise ValueError("a GEMM dimension does not fit CBLAS's 32-bit integers")
         i32 = np.int32
@@ -340,6 +338,15 @@ def _blas_gemm_overload(ta, tb, alpha, a, b, beta, c):
            i32(n), i32(k), real(alpha), a.ctypes.data, i32(lda), b.ctypes.data, i32(ldb), real(beta),
            c.ctypes.data, i32(ldc))
     return impl
+
+
+@register_jitable
+def _dims(ta, a, b, c):
+    """(m, n, k, lda, ldb, ldc) of C (m x n) = op(A) op(B) over k, row-major, strides in
+    elements."""
+    m, n = c.shape
+    k = a.shape[0] if ta else a.shape[1]
+    return m, n, k, a.strides[0] // a.itemsize, b.strides[0] // b.itemsize, c.strides[0] // c.itemsize
 
 
 @intrinsic
@@ -362,9 +369,7 @@ def _gemm_overload(ta, tb, alpha, a, b, beta, c):
 
     def impl(ta, tb, alpha, a, b, beta, c):
         if (ab and not tb) or (abt and tb and not ta):
-            m, n = c.shape
-            k = a.shape[0] if ta else a.shape[1]
-            lda, ldb, ldc = a.strides[0] // a.itemsize, b.strides[0] // b.itemsize, c.strides[0] // c.itemsize
+            m, n, k, lda, ldb, ldc = _dims(ta, a, b, c)
             _TILES_S(int(ta), int(tb), m, n, k, alpha, _data(a), lda, _data(b), ldb, beta, _data(c), ldc)
         else:
             blas_gemm(ta, tb, alpha, a, b, beta, c)
