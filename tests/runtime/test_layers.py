@@ -248,25 +248,32 @@ def test_conv_algorithms_agree_with_im2col(monkeypatch, inp, chain, algorithm):
         np.testing.assert_allclose(grads1[name], grads0[name], rtol=1e-10, atol=1e-14, err_msg=name)
 
 
-@pytest.mark.parametrize("chain", ["CONV 3x3/2 4 pad=1 act=relu", "CONV 3x3 5 pad=1 act=tanh"])
-def test_im2col_backward_chunks_need_not_be_forwards(monkeypatch, chain):
-    """im2col's backward takes its own chunks of samples (at least BACKWARD_MIN_DEPTH output
-    pixels) when it unfolds again: a sample a chunk in forward, then chunks of 2 or 3 with a
-    short last one in backward, give what one chunk for the whole batch gives."""
+@pytest.mark.parametrize("algorithm,chain", [("im2col", "CONV 3x3/2 4 pad=1 act=relu"),
+                                             ("im2col", "CONV 3x3 5 pad=1 act=tanh"),
+                                             ("winograd", "CONV 3x3 5 pad=1 act=tanh"),
+                                             ("winograd", "CONV 3x3 4 act=relu")])
+def test_backward_chunks_need_not_be_forwards(monkeypatch, algorithm, chain):
+    """im2col's and Winograd's backward take their own chunks of samples (at least
+    BACKWARD_MIN_DEPTH output pixels; im2col where it unfolds again): a sample a chunk in
+    forward, then chunks of 2 or 3 with a short last one in backward, give what one chunk for
+    the whole batch gives."""
     from netc.runtime.backends.cpu import conv
-    from netc.runtime.backends.cpu.conv import im2col
+    from netc.runtime.backends.cpu.conv import im2col, winograd
     spec = f"input 9x9x3\n{chain}"
     rng = np.random.default_rng(3)
     x = rng.standard_normal((7, 3, 9, 9))
-    monkeypatch.setattr(conv, "FORCE", "im2col")
+    monkeypatch.setattr(conv, "FORCE", algorithm)
     monkeypatch.setattr(conv, "KEEP_COLS_BYTES", 0)
-    results = []
     _, oh, ow = randomized(spec).net.output_shape
     pixels = oh * ow
+    results = []
     for chunk, depth in ((1 << 30, 0), (1, 2 * pixels), (1, 3 * pixels - 10)):
         monkeypatch.setattr(im2col, "CHUNK_BYTES", chunk)
+        monkeypatch.setattr(winograd, "CHUNK_BYTES", chunk)
         monkeypatch.setattr(conv, "BACKWARD_MIN_DEPTH", depth)
         model = randomized(spec)
+        assert model._impls[model.net.nodes[-1].name].algorithm(
+            model.net.nodes[-1].hyper, [model.net.input_shape]) == algorithm
         target = np.random.default_rng(4).standard_normal((7,) + model.net.output_shape)
         _, grads, dx = model.loss_and_grads(x, target, loss="mse", input_grad=True)
         results.append((model.forward(x), grads, dx))

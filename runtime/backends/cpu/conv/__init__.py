@@ -49,10 +49,12 @@ DIRECT_MIN_PASS = 512
 # the layer's backward (ResNet-18 32x32 b64's six such layers: 434-491 ms kept, 507-511 not) and
 # keeping costs memory (84 MiB of its 650)
 KEEP_COLS_BYTES = 32 << 20
-# im2col's backward takes chunks of at least this many output pixels where a thread has them:
-# the weight gradient's GEMM sums over them, and a shallower sum re-reads and re-writes the whole
-# weight gradient for little work (ResNet-18 32x32 b64's 512-filter 4x4 layers: 310-360 ms a
-# backward in chunks of 1 MiB of unfolded input, 3 samples; 84-122 ms in chunks of 512 pixels)
+# im2col's and Winograd's backward take chunks of at least this many output pixels where a
+# thread has them: the weight gradient's GEMMs sum over them, and a shallower sum re-reads and
+# re-writes the whole weight gradient for little work. ResNet-18 32x32 b64's 512-filter 4x4
+# layers (im2col): 310-360 ms a backward in chunks of 1 MiB of unfolded input, 3 samples; 84-122
+# ms in chunks of 512 pixels. Winograd's 8x8 layers (256 -> 512 channels, 2 samples a chunk
+# before, 8 now): 4-7% off a step of that layer alone (interleaved A/B, batch 16 and 64)
 BACKWARD_MIN_DEPTH = 512
 KEEP_COLS_FILTERS = 256
 FORCE = None  # "im2col" | "winograd" | "direct" | "dense" where allowed: for tests and benchmarks
@@ -175,8 +177,8 @@ class Conv(Implementation):
             grads["weight"] = dw[:parts].sum(axis=0)[:f, :, :kk].reshape(p["weight"].shape)
         elif how == "winograd":
             u = _winograd_weights(p["weight"])
-            per, xp, v, dm, dv, o = _winograd_workspace(ctx, x, f, oh, ow,
-                                                        ("xp", "v", "m", "dv", "o"))
+            per, xp, v, dm, dv, o = _winograd_workspace(
+                ctx, x, f, oh, ow, ("xp", "v", "m", "dv", "o"), BACKWARD_MIN_DEPTH)
             du = ctx.scratch("dw", (xp.shape[0],) + u.shape, dy.dtype)
             db = ctx.scratch("db", (xp.shape[0], f), dy.dtype)
             launch(_winograd_backward_cpu, _winograd_backward_part, parts, x, u, dy, y, act,

@@ -48,14 +48,17 @@ def _product_cpu(ta, tb, a, b, out):
     gemm(ta, tb, 1.0, a, b, 0.0, out)
 
 
-def _winograd_workspace(ctx, x, f, oh, ow, tags):
-    """(samples per chunk, then a per-thread scratch per tag). Channels are innermost, so that
+def _winograd_workspace(ctx, x, f, oh, ow, tags, depth=0):
+    """(samples per chunk, then a per-thread scratch per tag): a chunk of about CHUNK_BYTES of
+    transformed input, and at least `depth` output pixels where the thread has them (backward:
+    the weight gradient's GEMMs sum over a chunk's tiles). Channels are innermost, so that
     every transform is vector arithmetic over channels: 'xp' one padded sample (Hq, Wq, C), 'v' and
     'dv' the transformed input or its gradient (16, tiles, C), 'm' the transformed output or its
     gradient (16, tiles, F), 'o' one sample's output or its gradient over whole tiles (F, 2th, 2tw)."""
     n, c = x.shape[:2]
     th, tw = -(-oh // 2), -(-ow // 2)
-    per = max(1, min(-(-n // ctx.workers), CHUNK_BYTES // (16 * max(c, f) * th * tw * x.itemsize)))
+    per = max(1, CHUNK_BYTES // (16 * max(c, f) * th * tw * x.itemsize), -(-depth // (4 * th * tw)))
+    per = min(-(-n // ctx.workers), per)
     t, tiles, size = ctx.workers, per * th * tw, x.itemsize
     # the 16 matrices (and the F planes of 'o') are written side by side: strides that are
     # multiples of 4 KiB would put them all in the same L1 sets
