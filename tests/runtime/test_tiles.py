@@ -117,3 +117,14 @@ def test_vector_width_and_routes_follow_the_cpu():
     assert blas.own_tiles(avx512) and blas.own_tiles_nt(avx512)
     assert (blas.own_tiles(avx2), blas.own_tiles_nt(avx2)) == blas.TILE_ROUTES[32]
     assert not blas.own_tiles({"avx": True}) and not blas.own_tiles_nt({"avx": True})
+
+
+def test_numba_cpu_features_set_the_width_the_tiles_take():
+    """NUMBA_CPU_FEATURES's +name/-name apply on top of the host's features, as Numba applies
+    them to the code it compiles: -avx512f makes an AVX-512 host's kernels AVX2 ones."""
+    avx512 = {name: True for name in tiles.AVX512 + tiles.AVX2}
+    assert tiles.target_features(avx512, None) == avx512
+    assert tiles.vector_bytes(tiles.target_features(avx512, "-avx512f")) == 32
+    assert tiles.vector_bytes(tiles.target_features(avx512, " -avx512f, -avx2 ,+sse4.2")) is None
+    widened = tiles.target_features({"avx": True, "sse4.2": True}, "+avx2,+fma,junk,,+")
+    assert tiles.vector_bytes(widened) == 32 and "junk" not in widened and "" not in widened

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple
 
+import numba
 from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import carray, literally, types
@@ -72,8 +73,22 @@ def vector_bytes(features) -> int | None:
 
 @functools.cache
 def host_vector_bytes() -> int | None:
-    """vector_bytes() of this CPU, asked of LLVM once per process (the question is slow)."""
-    return vector_bytes(llvm.get_host_cpu_features())
+    """vector_bytes() of the CPU Numba compiles for: this one's features as LLVM reports them
+    (asked once per process: the question is slow), with NUMBA_CPU_FEATURES's `+name`/`-name`
+    on top where it is set, as Numba applies them (`-avx512f` makes an AVX-512 host compile and
+    run as an AVX2 one: bench/README)."""
+    return vector_bytes(target_features(llvm.get_host_cpu_features(), numba.config.CPU_FEATURES))
+
+
+def target_features(host, overrides) -> dict:
+    """`host` (LLVM's feature names -> bool) with the `+name` and `-name` of a comma-separated
+    `overrides` string (NUMBA_CPU_FEATURES's form; None or empty: none) applied."""
+    features = dict(host)
+    for item in (overrides or "").split(","):
+        item = item.strip()
+        if len(item) > 1 and item[0] in "+-":
+            features[item[1:]] = item[0] == "+"
+    return features
 
 
 class _Vectors:
