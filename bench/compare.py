@@ -316,14 +316,14 @@ def describe_machine(torch, threads=None) -> list[str]:
              f"software: Python {platform.python_version()}, NumPy {np.__version__}, Numba "
              f"{numba.__version__}, torch {torch.__version__} (its CPU kernels: {cap})",
              f"netc's GEMM: {blas.describe()}"]
+    if threads:
+        lines.insert(2, f"threads: netc {threads} (Numba {numba.get_num_threads()}, "
+                        f"{jit.threading_layer()} layer), PyTorch {torch.get_num_threads()}")
     emulated = [f"{k}={os.environ[k]}" for k in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES",
                                                  "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
                 if os.environ.get(k)]
     if emulated:  # another CPU's code on this one (README: AVX2 on an AVX-512 host)
         lines.insert(1, "compiled for: " + ", ".join(emulated))
-    if threads:
-        lines.insert(2, f"threads: netc {threads} (Numba {numba.get_num_threads()}, "
-                        f"{jit.threading_layer()} layer), PyTorch {torch.get_num_threads()}")
     return lines
 
 

@@ -76,7 +76,7 @@ def host_vector_bytes() -> int | None:
     """vector_bytes() of the CPU Numba compiles for: this one's features as LLVM reports them
     (asked once per process: the question is slow), with NUMBA_CPU_FEATURES's `+name`/`-name`
     on top where it is set, as Numba applies them (`-avx512f` makes an AVX-512 host compile and
-    run as an AVX2 one: bench/README)."""
+    run as an AVX2 one: README, Speed)."""
     return vector_bytes(target_features(llvm.get_host_cpu_features(), numba.config.CPU_FEATURES))
 
 
