@@ -248,6 +248,37 @@ def test_conv_algorithms_agree_with_im2col(monkeypatch, inp, chain, algorithm):
         np.testing.assert_allclose(grads1[name], grads0[name], rtol=1e-10, atol=1e-14, err_msg=name)
 
 
+@pytest.mark.parametrize("chain", ["CONV 3x3/2 6 pad=1 act=relu", "CONV 2x3 5 pad=1x0 act=tanh bias=false"])
+def test_im2col_backward_split_by_filters_gives_the_same(monkeypatch, chain):
+    """Where a thread's share of the batch is shallow, im2col's backward splits by filters
+    (wide_backward: each thread unfolds the whole batch, then its filters' weight gradient and
+    its samples' input gradient): the same gradients as the split by samples, on threads."""
+    from netc.runtime.backends.cpu import conv, jit
+    if jit.workers() < 2:
+        pytest.skip("one worker: nothing to split")
+    spec = f"input 9x9x3\n{chain}"
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((5, 3, 9, 9))
+    monkeypatch.setattr(conv, "FORCE", "im2col")
+    monkeypatch.setattr(conv, "KEEP_COLS_BYTES", 0)
+    monkeypatch.setattr(jit, "GRAIN", 1)  # every layer on every worker
+    results, seen = [], []
+    real = conv.wide_backward
+    monkeypatch.setattr(conv, "wide_backward", lambda *a: seen.append(real(*a)) or seen[-1])
+    for filters in (10 ** 9, 1):
+        monkeypatch.setattr(conv, "WIDE_MIN_FILTERS", filters)
+        model = randomized(spec)
+        target = np.random.default_rng(6).standard_normal((5,) + model.net.output_shape)
+        loss, grads, dx = model.loss_and_grads(x, target, loss="mse", input_grad=True)
+        results.append((loss, grads, dx))
+    assert seen == [False, True]  # by samples, then by filters
+    (l0, g0, dx0), (l1, g1, dx1) = results
+    assert l1 == pytest.approx(l0, rel=1e-13)
+    np.testing.assert_allclose(dx1, dx0, rtol=1e-10, atol=1e-14)
+    for name in g0:
+        np.testing.assert_allclose(g1[name], g0[name], rtol=1e-10, atol=1e-14, err_msg=name)
+
+
 @pytest.mark.parametrize("algorithm,chain", [("im2col", "CONV 3x3/2 4 pad=1 act=relu"),
                                              ("im2col", "CONV 3x3 5 pad=1 act=tanh"),
                                              ("winograd", "CONV 3x3 5 pad=1 act=tanh"),

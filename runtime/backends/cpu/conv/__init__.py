@@ -25,8 +25,9 @@ from . import deconv  # noqa: F401 - registers DECONV, the family's transpose
 from ..jit import launch, split_macs
 from .direct import (_direct_backward_cpu, _direct_backward_part, _direct_forward_cpu,
                      _direct_forward_part, _direct_plan, _direct_weights, _direct_workspace)
-from .im2col import (_conv_backward_cpu, _conv_backward_part, _conv_forward_cpu, _conv_forward_part,
-                     _workspace)
+from .im2col import (_conv_backward_cpu, _conv_backward_part, _conv_backward_wide_cpu,
+                     _conv_backward_wide_part, _conv_forward_cpu, _conv_forward_part,
+                     _pointwise, _workspace)
 from .winograd import (_winograd_backward_cpu, _winograd_backward_part, _winograd_forward_cpu,
                        _winograd_forward_part, _winograd_weight_grad, _winograd_weights,
                        _winograd_workspace)
@@ -56,6 +57,9 @@ KEEP_COLS_BYTES = 32 << 20
 # ms in chunks of 512 pixels. Winograd's 8x8 layers (256 -> 512 channels, 2 samples a chunk
 # before, 8 now): 4-7% off a step of that layer alone (interleaved A/B, batch 16 and 64)
 BACKWARD_MIN_DEPTH = 512
+# where a thread's share holds fewer pixels than that, im2col's backward splits by filters from
+# this many on (wide_backward)
+WIDE_MIN_FILTERS = 64
 KEEP_COLS_FILTERS = 256
 FORCE = None  # "im2col" | "winograd" | "direct" | "dense" where allowed: for tests and benchmarks
 
@@ -197,8 +201,6 @@ def _backward_im2col(h, p, x, dy, y, act, need_dx, kept, grads, dx, ctx, parts):
     n, f, oh, ow = dy.shape
     w = p["weight"].reshape(f, -1)
     dy = dy.reshape(n, f, oh * ow)
-    depth = BACKWARD_MIN_DEPTH if kept.size == 0 else 0  # a kept unfolding has forward's chunks
-    per, cols, d2, dcols = _workspace(ctx, h, x, f, oh, ow, ("cols", "d2", "dcols"), depth)
     (kh, kw), (ph, pw), c = h["kernel"], h["pad"], x.shape[1]
     if h["groups"] == 1:  # dx through a channels-last fold (see _fold_cpu)
         wt = np.ascontiguousarray(p["weight"].transpose(0, 2, 3, 1)).reshape(f, -1)
@@ -207,11 +209,34 @@ def _backward_im2col(h, p, x, dy, y, act, need_dx, kept, grads, dx, ctx, parts):
                                   (x.shape[3] + 2 * pw + kw + sw) * c), dy.dtype)
     else:
         wt, dxp = w[:0], ctx.scratch("dxp", (ctx.workers, 0, 0), dy.dtype)
-    t = cols.shape[0]
-    dw = ctx.scratch("dw", (t,) + w.shape, dy.dtype)
+    t = ctx.workers
     db = ctx.scratch("db", (t, f), dy.dtype)
+    if wide_backward(h, n, f, oh * ow, parts, kept.size):
+        k, m = w.shape[1], n * oh * ow
+        cols = ctx.scratch("cols", (t, k * m), dy.dtype)
+        d2 = ctx.scratch("d2", (t, f * m), dy.dtype)
+        dcols = ctx.scratch("dcols", (t, k * -(-n // parts) * oh * ow), dy.dtype)
+        dw = np.empty(w.shape, dy.dtype)
+        launch(_conv_backward_wide_cpu, _conv_backward_wide_part, parts, x, w, dy,
+               y.reshape(n, f, oh * ow), act, *window(h), oh, ow, need_dx, cols, d2, dcols, wt, dxp,
+               dw, db, dx)
+        grads["weight"] = dw.reshape(p["weight"].shape)
+        return db
+    depth = BACKWARD_MIN_DEPTH if kept.size == 0 else 0  # a kept unfolding has forward's chunks
+    per, cols, d2, dcols = _workspace(ctx, h, x, f, oh, ow, ("cols", "d2", "dcols"), depth)
+    dw = ctx.scratch("dw", (t,) + w.shape, dy.dtype)
     launch(_conv_backward_cpu, _conv_backward_part, parts, x, w, dy, y.reshape(n, f, oh * ow), act,
            h["groups"], *window(h), oh, ow, per, need_dx, cols, kept, d2, dcols, wt, dxp, dw, db,
            dx)
     grads["weight"] = dw[:parts].sum(axis=0).reshape(p["weight"].shape)
     return db
+
+
+def wide_backward(h, n, f, pixels, parts, kept) -> bool:
+    """Whether im2col's backward splits by filters (_conv_backward_wide_part) rather than by
+    samples: where a thread's share of the batch holds fewer than BACKWARD_MIN_DEPTH output
+    pixels (its weight gradient would sum over too few), with WIDE_MIN_FILTERS filters or more
+    (each thread unfolds the whole batch: cheap next to its share of the GEMMs from there on),
+    one group, an unfolding not kept, and more than one part."""
+    return (parts > 1 and h["groups"] == 1 and not kept and not _pointwise(h)
+            and f >= WIDE_MIN_FILTERS and -(-n // parts) * pixels < BACKWARD_MIN_DEPTH)

@@ -2,7 +2,8 @@
 
 Each thread unfolds its samples a chunk at a time (about CHUNK_BYTES, so the chunk stays in cache)
 and multiplies; backward's chunks, which the weight gradient's GEMM sums over, span at least
-BACKWARD_MIN_DEPTH output pixels (conv/__init__.py). When the whole batch's unfolding fits in
+BACKWARD_MIN_DEPTH output pixels (conv/__init__.py); where a thread's share of the batch has
+fewer, backward splits by filters instead (_conv_backward_wide_part). When the whole batch's unfolding fits in
 KEEP_COLS_BYTES and the layer has fewer than KEEP_COLS_FILTERS filters a group, forward keeps it
 for backward instead of unfolding twice (backward then takes forward's chunks). The input
 gradient goes back through a channels-last fold (_fold_cpu) or, with groups, through col2im."""
@@ -14,7 +15,7 @@ from numba import prange
 
 from ..blas import gemm
 from ..common import CHUNK_BYTES, _act_row_cpu, _fill_cpu, _grad_row_cpu, _valid
-from ..jit import REDUCE, kernel
+from ..jit import REDUCE, kernel, share
 
 
 def _workspace(ctx, h, x, f, oh, ow, tags, depth=0):
@@ -104,6 +105,44 @@ def _conv_backward_part(t, parts, x, w, dy, y, act, groups, kh, kw, sh, sw, ph, 
                 gemm(True, False, 1.0, w[g * fg:(g + 1) * fg], d2[g * fg:(g + 1) * fg], 0.0,
                      dcols[g * k:(g + 1) * k])
             _col2im_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dx, s, e)
+
+
+@kernel(parallel=True)
+def _conv_backward_wide_cpu(parts, x, w, dy, y, act, kh, kw, sh, sw, ph, pw, oh, ow, need_dx,
+                            cols_ws, d2_ws, dcols_ws, wt, dxp_ws, dw, db_ws, dx):
+    for t in prange(parts):
+        _conv_backward_wide_part(np.int64(t), parts, x, w, dy, y, act, kh, kw, sh, sw, ph, pw, oh, ow,
+                                 need_dx, cols_ws, d2_ws, dcols_ws, wt, dxp_ws, dw, db_ws, dx)
+
+
+@kernel(fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
+def _conv_backward_wide_part(t, parts, x, w, dy, y, act, kh, kw, sh, sw, ph, pw, oh, ow, need_dx,
+                             cols_ws, d2_ws, dcols_ws, wt, dxp_ws, dw, db_ws, dx):
+    """Backward split by filters, for a layer whose weights outweigh a thread's share of the
+    batch (groups 1): every thread unfolds the whole batch and takes its whole output gradient
+    (cheap next to the GEMMs), then the weight gradient of its share of the filters, summed over
+    the whole batch, into the one dw (no per-thread copies to add), and the input gradient of
+    its share of the samples. db_ws[0]: the bias gradient (the other threads' rows are zero)."""
+    n = x.shape[0]
+    f_, k = w.shape
+    ln = oh * ow
+    m = n * ln
+    cols = cols_ws[t, :k * m].reshape(k, m)
+    _im2col_cpu(x, 0, n, kh, kw, sh, sw, ph, pw, oh, ow, cols)
+    d2 = d2_ws[t, :f_ * m].reshape(f_, m)
+    db = db_ws[t]
+    _fill_cpu(db, 0.0)
+    _prologue_cpu(dy, y, act, 0, d2, db)
+    if t > 0:
+        _fill_cpu(db, 0.0)
+    lo, hi = share(f_, t, parts)
+    if hi > lo:
+        gemm(False, True, 1.0, d2[lo:hi], cols, 0.0, dw[lo:hi])
+    s, e = share(n, t, parts)
+    if need_dx and e > s:  # dcols^T = d2^T W' for its samples, folded channels last
+        dcols = dcols_ws[t, :k * (e - s) * ln].reshape((e - s) * ln, k)
+        gemm(True, False, 1.0, d2[:, s * ln:e * ln], wt, 0.0, dcols)
+        _fold_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dxp_ws[t], dx, s, e)
 
 
 @kernel()
