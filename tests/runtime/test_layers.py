@@ -337,6 +337,41 @@ def test_conv_algorithm_rule(inp, chain, tiles, expected):
                                                             tiles) == expected
 
 
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-13), ("float32", 1e-5)])
+def test_winograd_weight_transforms_against_numpy(monkeypatch, dtype, tol):
+    """U = G g G^T in both layouts (forward's U^T, backward's U) and the weight gradient
+    G^T dU G summed over the parts, on every worker (GRAIN 1), against einsum in float64."""
+    from netc.runtime.backends.cpu import jit
+    from netc.runtime.backends.cpu.conv import winograd
+    monkeypatch.setattr(jit, "GRAIN", 1)
+    rng = np.random.default_rng(8)
+    f, c = 7, 5
+    w = rng.standard_normal((f, c, 3, 3)).astype(dtype)
+    gg = winograd._WINO_GG
+    u_ref = np.einsum("kt,fct->kfc", gg, w.reshape(f, c, 9).astype(np.float64))
+    u = winograd._winograd_weights(w, np.empty((16, f, c), dtype))
+    ut = winograd._winograd_weights(w, np.empty((16, c, f), dtype), transpose=True)
+    np.testing.assert_allclose(u, u_ref, rtol=tol, atol=tol)
+    np.testing.assert_allclose(ut, u_ref.transpose(0, 2, 1), rtol=tol, atol=tol)
+    du = rng.standard_normal((3, 16, f, c)).astype(dtype)
+    dg = winograd._winograd_weight_grad(du)
+    dg_ref = np.einsum("kt,kfc->fct", gg, du.astype(np.float64).sum(axis=0)).reshape(f, c, 3, 3)
+    assert dg.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(dg, dg_ref, rtol=tol, atol=tol)
+
+
+def test_samples_per_chunk():
+    from netc.runtime.backends.cpu.common import samples_per_chunk
+    # about chunk_bytes of workspace: 4 samples of 250 bytes in 1000
+    assert samples_per_chunk(64, 2, 250, 16, 0, 1000) == 4
+    # at least one sample, however big
+    assert samples_per_chunk(64, 2, 5000, 16, 0, 1000) == 1
+    # at least `depth` output pixels: 100 pixels at 16 a sample take 7
+    assert samples_per_chunk(64, 2, 5000, 16, 100, 1000) == 7
+    # at most a worker's share of the batch: 10 samples over 4 workers, 3
+    assert samples_per_chunk(10, 4, 1, 16, 0, 1000) == 3
+
+
 @pytest.mark.parametrize("n,k,u", [(5, 3, 2), (2, 6, 7), (4, 4, 4)])
 def test_fc_splits_by_samples_or_units_alike(n, k, u):
     """FC splits its GEMMs over samples, or over units / input features where those outnumber

@@ -12,6 +12,15 @@ CHUNK_BYTES = 1 << 20  # the unfolded input of one chunk of samples: about 1 MiB
 TAPS = 9  # taps per pass of the nine-tap loops
 
 
+def samples_per_chunk(n, workers, sample_bytes, sample_pixels, depth=0, chunk_bytes=CHUNK_BYTES):
+    """Samples a chunk of an unfolding CONV (im2col's unfolded or Winograd's transformed input,
+    `sample_bytes` a sample): about chunk_bytes of it, at least one sample, and at least `depth`
+    output pixels (`sample_pixels` a sample) where a thread's share of the batch has them; at
+    most that share (n over the workers)."""
+    per = max(1, chunk_bytes // sample_bytes, -(-depth // sample_pixels))
+    return min(-(-n // workers), per)
+
+
 def window(h):
     """(kh, kw, sh, sw, ph, pw) of a CONV or POOL, the kernels' argument order."""
     (kh, kw), (sh, sw), (ph, pw) = h["kernel"], h["stride"], h["pad"]

@@ -125,7 +125,8 @@ class Conv(Implementation):
         elif how == "winograd":
             per, xp, v, z, o = _winograd_workspace(ctx, x, f, oh, ow, ("xp", "v", "m", "o"))
             launch(_winograd_forward_cpu, _winograd_forward_part, parts, x,
-                   _winograd_weights(p["weight"], transpose=True), bias, act, *h["pad"], oh, ow, per,
+                   _winograd_weights(p["weight"], ctx.scratch("u", (16, x.shape[1], f), x.dtype),
+                                     transpose=True), bias, act, *h["pad"], oh, ow, per,
                    xp, v, z, o, y)
         else:
             per, cols, z = _workspace(ctx, h, x, f, oh, ow, ("cols", "z"))
@@ -180,14 +181,14 @@ class Conv(Implementation):
             kk = h["kernel"][0] * h["kernel"][1]
             grads["weight"] = dw[:parts].sum(axis=0)[:f, :, :kk].reshape(p["weight"].shape)
         elif how == "winograd":
-            u = _winograd_weights(p["weight"])
+            u = _winograd_weights(p["weight"], ctx.scratch("u", (16, f, x.shape[1]), dy.dtype))
             per, xp, v, dm, dv, o = _winograd_workspace(
                 ctx, x, f, oh, ow, ("xp", "v", "m", "dv", "o"), BACKWARD_MIN_DEPTH)
             du = ctx.scratch("dw", (xp.shape[0],) + u.shape, dy.dtype)
             db = ctx.scratch("db", (xp.shape[0], f), dy.dtype)
             launch(_winograd_backward_cpu, _winograd_backward_part, parts, x, u, dy, y, act,
                    *h["pad"], per, need_dx, xp, v, dm, dv, o, du, db, dx)
-            grads["weight"] = _winograd_weight_grad(du[:parts].sum(axis=0))
+            grads["weight"] = _winograd_weight_grad(du[:parts])
         else:
             db = _backward_im2col(h, p, x, dy, y, act, need_dx, kept, grads, dx, ctx, parts)
         if "bias" in p:

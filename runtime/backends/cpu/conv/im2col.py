@@ -14,7 +14,8 @@ import numpy as np
 from numba import prange
 
 from ..blas import gemm
-from ..common import CHUNK_BYTES, _act_row_cpu, _fill_cpu, _grad_row_cpu, _valid
+from ..common import (CHUNK_BYTES, _act_row_cpu, _fill_cpu, _grad_row_cpu, _valid,
+                      samples_per_chunk)
 from ..jit import REDUCE, kernel, share
 
 
@@ -27,8 +28,7 @@ def _workspace(ctx, h, x, f, oh, ow, tags, depth=0):
     c = x.shape[1]
     k = c * h["kernel"][0] * h["kernel"][1]
     t = ctx.workers
-    per = max(1, CHUNK_BYTES // (k * oh * ow * x.itemsize), -(-depth // (oh * ow)))
-    per = min(-(-x.shape[0] // t), per)
+    per = samples_per_chunk(x.shape[0], t, k * oh * ow * x.itemsize, oh * ow, depth, CHUNK_BYTES)
     if _pointwise(h):
         per = 1
     size = {"cols": 0 if _pointwise(h) else k * per * oh * ow, "dcols": k * per * oh * ow,

@@ -6,8 +6,8 @@ import numpy as np
 from numba import prange
 
 from ..blas import gemm
-from ..common import CHUNK_BYTES, _act_row_cpu, _fill_cpu, _grad_row_cpu
-from ..jit import REDUCE, kernel
+from ..common import CHUNK_BYTES, _act_row_cpu, _fill_cpu, _grad_row_cpu, samples_per_chunk
+from ..jit import REDUCE, kernel, launch, split_macs
 
 
 # Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, 2016) for 3x3 stride-1 convolutions:
@@ -16,49 +16,125 @@ from ..jit import REDUCE, kernel
 # V = B^T d B (16 matrices of C x tiles); multiply M = U V by the transformed weights U = G g G^T
 # (16 GEMMs of F x C by C x tiles); transform back, Y = A^T M A, adding bias and activation.
 # Backward is the exact adjoint of those linear maps: dM = A dY A^T, then dV = U^T dM (scattered
-# back through B dV B^T) and dU = dM V^T (gathered through G^T dU G, one small product after
-# the kernel). Every pass does the 2.25x fewer multiplications; the transforms are additions only.
+# back through B dV B^T) and dU = dM V^T (gathered through G^T dU G by a kernel after). Every
+# pass does the 2.25x fewer multiplications; the transforms are additions only, and G's
+# coefficients (1 and 1/2) are exact in float32 too.
 _WINO_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 _WINO_GG = np.kron(_WINO_G, _WINO_G)  # (16, 9): vec(G g G^T) = (G (x) G) vec(g), row-major
 
 
-def _winograd_weights(weight, transpose=False):
-    """(F, C, 3, 3) weights -> U (16, F, C), U = G g G^T for every (filter, channel): one
-    product by G (x) G, which maps a flattened 3x3 g to the flattened 4x4 U, in float64; with
-    transpose, U^T (16, C, F) (forward's GEMM), in the same one copy."""
+def _winograd_weights(weight, out, transpose=False):
+    """(F, C, 3, 3) weights -> out = U (16, F, C), U = G g G^T for every (filter, channel); with
+    transpose, U^T (16, C, F) (forward's GEMM). In parts where there is enough of it: a 512 x 512
+    layer's took 22-41 ms on one thread as a float64 product and copies, 4-5 ms so."""
     f, c = weight.shape[:2]
-    u = np.empty((16, f * c))
-    _product_cpu(False, True, _WINO_GG, weight.reshape(f * c, 9).astype(np.float64), u)
-    u = u.reshape(16, f, c)
-    return np.ascontiguousarray(u.transpose(0, 2, 1) if transpose else u, dtype=weight.dtype)
+    w = weight.reshape(f, c, 9)
+    w = w.transpose(1, 0, 2) if transpose else w
+    gg = _gg(weight.dtype)
+    launch(_weights_cpu, _weights_part, _transform_parts(gg, f * c, w.shape[0]), w, gg, out)
+    return out
 
 
 def _winograd_weight_grad(du):
-    """dU (16, F, C) -> the weight gradient (F, C, 3, 3) = G^T dU G, the same map's transpose."""
-    _, f, c = du.shape
-    dg = np.empty((f * c, 9))
-    _product_cpu(True, False, du.reshape(16, f * c).astype(np.float64), _WINO_GG, dg)
-    return np.ascontiguousarray(dg.reshape(f, c, 3, 3), dtype=du.dtype)
+    """dU (parts, 16, F, C), each part's sum -> the weight gradient (F, C, 3, 3) = G^T dU G
+    summed over the parts: the same map's transpose."""
+    _, _, f, c = du.shape
+    dg = np.empty((f, c, 9), du.dtype)
+    gg = _gg(du.dtype)
+    launch(_weight_grad_cpu, _weight_grad_part, _transform_parts(gg, f * c * du.shape[0], f), du,
+           gg, dg)
+    return dg.reshape(f, c, 3, 3)
+
+
+_GG = {}
+
+
+def _gg(dtype):
+    """G (x) G in the data's type: the transforms below multiply in it."""
+    key = np.dtype(dtype).str
+    if key not in _GG:
+        _GG[key] = _WINO_GG.astype(dtype)
+    return _GG[key]
+
+
+def _transform_parts(gg, pairs, rows):
+    """Parts for a transform of `pairs` (filter, channel) pairs, by its multiply-adds (G (x) G's
+    nonzero coefficients each), split over `rows`."""
+    return min(split_macs(pairs * int(np.count_nonzero(gg))), rows)
+
+
+@kernel(parallel=True)
+def _weights_cpu(parts, w, gg, out):
+    for t in prange(parts):
+        _weights_part(np.int64(t), parts, w, gg, out)
 
 
 @kernel()
-def _product_cpu(ta, tb, a, b, out):
-    """out = op(a) op(b) by the kernels' own single-threaded BLAS (NumPy's threads would contend
-    with the kernels' still-spinning ones)."""
-    gemm(ta, tb, 1.0, a, b, 0.0, out)
+def _weights_part(t, parts, w, gg, out):
+    """out[:, a, b] = (G (x) G) w[a, b] for w (A, B, 9) and out (16, A, B), for part t's share of
+    a: the nine taps of every b gathered into rows, then each output row a sum of them (vectors
+    over b) by its nonzero coefficients."""
+    na, nb = w.shape[0], w.shape[1]
+    taps = np.empty((9, nb), w.dtype)
+    for a in range(na * t // parts, na * (t + 1) // parts):
+        for b in range(nb):
+            for i in range(9):
+                taps[i, b] = w[a, b, i]
+        for k in range(gg.shape[0]):
+            row = out[k, a]
+            for b in range(nb):
+                row[b] = 0
+            for i in range(9):
+                g = gg[k, i]
+                if g != 0:
+                    src = taps[i]
+                    for b in range(nb):
+                        row[b] += g * src[b]
+
+
+@kernel(parallel=True)
+def _weight_grad_cpu(parts, du, gg, dg):
+    for t in prange(parts):
+        _weight_grad_part(np.int64(t), parts, du, gg, dg)
+
+
+@kernel()
+def _weight_grad_part(t, parts, du, gg, dg):
+    """dg[f, c, :] = (G (x) G)^T (the sum of du[p, :, f, c] over the kernel's parts p), for part
+    t's share of the filters: rows over channels, then scattered into each filter's (C, 9)."""
+    nf, nc = du.shape[2], du.shape[3]
+    acc = np.empty((9, nc), du.dtype)
+    for f in range(nf * t // parts, nf * (t + 1) // parts):
+        acc[:] = 0
+        for p in range(du.shape[0]):
+            for k in range(gg.shape[0]):
+                src = du[p, k, f]
+                for i in range(9):
+                    g = gg[k, i]
+                    if g != 0:
+                        row = acc[i]
+                        for c in range(nc):
+                            row[c] += g * src[c]
+        for c in range(nc):
+            for i in range(9):
+                dg[f, c, i] = acc[i, c]
 
 
 def _winograd_workspace(ctx, x, f, oh, ow, tags, depth=0):
     """(samples per chunk, then a per-thread scratch per tag): a chunk of about CHUNK_BYTES of
-    transformed input, and at least `depth` output pixels where the thread has them (backward:
-    the weight gradient's GEMMs sum over a chunk's tiles). Channels are innermost, so that
-    every transform is vector arithmetic over channels: 'xp' one padded sample (Hq, Wq, C), 'v' and
-    'dv' the transformed input or its gradient (16, tiles, C), 'm' the transformed output or its
-    gradient (16, tiles, F), 'o' one sample's output or its gradient over whole tiles (F, 2th, 2tw)."""
+    transformed input or as much as the transformed weights, whichever is more (every chunk's
+    GEMMs read all of them: 16 MiB on 512 x 512 channels; VGG-11 b16's step 0.89x, ResNet-18
+    32x32 b64's 0.91x with that, interleaved), and at least `depth` output pixels where the
+    thread has them (backward: the weight gradient's GEMMs sum over a chunk's tiles). Channels
+    are innermost, so that every transform is vector arithmetic over channels: 'xp' one padded
+    sample (Hq, Wq, C), 'v' and 'dv' the transformed input or its gradient (16, tiles, C), 'm'
+    the transformed output or its gradient (16, tiles, F), 'o' one sample's output or its
+    gradient over whole tiles (F, 2th, 2tw)."""
     n, c = x.shape[:2]
     th, tw = -(-oh // 2), -(-ow // 2)
-    per = max(1, CHUNK_BYTES // (16 * max(c, f) * th * tw * x.itemsize), -(-depth // (4 * th * tw)))
-    per = min(-(-n // ctx.workers), per)
+    chunk = max(CHUNK_BYTES, 16 * c * f * x.itemsize)
+    per = samples_per_chunk(n, ctx.workers, 16 * max(c, f) * th * tw * x.itemsize, 4 * th * tw,
+                            depth, chunk)
     t, tiles, size = ctx.workers, per * th * tw, x.itemsize
     # the 16 matrices (and the F planes of 'o') are written side by side: strides that are
     # multiples of 4 KiB would put them all in the same L1 sets
