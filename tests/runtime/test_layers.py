@@ -337,6 +337,22 @@ def test_conv_algorithm_rule(inp, chain, tiles, expected):
                                                             tiles) == expected
 
 
+@pytest.mark.parametrize("inp,filters,batch,expected", [
+    ("4x4x128", 128, 64, "winograd"),   # ResNet-18's last stage at 32x32: wide, and a big batch
+    ("4x4x512", 512, 16, "im2col"),     # ... a small batch: the weights' transforms would dominate
+    ("4x4x512", 512, None, "im2col"),   # a batch of one (summary)
+    ("4x4x64", 64, 64, "im2col"),       # too few channels for 4x4 planes
+    ("8x8x64", 64, None, "winograd"),   # 64 output pixels: Winograd at any batch
+])
+def test_winograd_on_small_planes_takes_the_batch(inp, filters, batch, expected):
+    """Below WINOGRAD_MIN_OUTPUT output pixels, Winograd only for 128 channels or more and a
+    batch whose output planes add up to WINOGRAD_SMALL_PIXELS."""
+    net = netc.compile(f"input {inp}\nCONV 3x3 {filters} pad=1")
+    (node,) = [n for n in net.nodes if n.kind == "CONV"]
+    assert backends.implementation("CONV", "cpu").algorithm(node.hyper, node.in_shapes, batch,
+                                                            True) == expected
+
+
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-13), ("float32", 1e-5)])
 def test_winograd_weight_transforms_against_numpy(monkeypatch, dtype, tol):
     """U = G g G^T in both layouts (forward's U^T, backward's U) and the weight gradient

@@ -37,7 +37,13 @@ from .winograd import (_winograd_backward_cpu, _winograd_backward_part, _winogra
 # took 0.89-1.16x Winograd's time at 16 channels (a tie: median 0.96), 1.06-1.09x at 24, 1.15-1.23x
 # at 32. (Below 24, the first run also compiles no Winograd kernels: digits.net's 16-channel CONV)
 WINOGRAD_MIN_CHANNELS = 24
-WINOGRAD_MIN_OUTPUT = 64    # output pixels: fewer, and 16 small GEMMs lose to one im2col GEMM
+WINOGRAD_MIN_OUTPUT = 64    # output pixels: fewer, and 16 small GEMMs lose to one im2col GEMM ...
+# ... unless the layer is wide and the batch holds enough of them: the 16 GEMMs grow with the
+# batch, the weights' transforms do not. 3x3/1 on 4x4 planes, forward + backward, im2col's time
+# over Winograd's (interleaved, AVX-512): 512 channels 1.51x at batch 64, 0.85x at 16; 256
+# channels 1.49x at 64, 1.03x at 16; 128 channels 1.27x at 64; 64 channels 0.97x at 64
+WINOGRAD_SMALL_CHANNELS = 128
+WINOGRAD_SMALL_PIXELS = 1024  # output pixels over the whole batch
 # direct runs over up to this many input channels, on planes whose rows, as long as the padded
 # input's, add up to DIRECT_MIN_PASS values; with netc's own GEMM tiles (AVX-512), Winograd wins
 # above DIRECT_MAX_CHANNELS_TILES
@@ -65,9 +71,9 @@ FORCE = None  # "im2col" | "winograd" | "direct" | "dense" where allowed: for te
 
 
 def algorithm(h, xshape, tiles=None):
-    """How a CONV runs on the CPU for an input of shape xshape (N, C, H, W): dense, winograd,
-    direct or im2col. `tiles`: whether the GEMMs run on netc's own tiles (by default, whether
-    this CPU has them)."""
+    """How a CONV runs on the CPU for an input of shape xshape (N, C, H, W), the batch
+    included: dense, winograd, direct or im2col. `tiles`: whether the GEMMs run on netc's own
+    tiles (by default, whether this CPU has them)."""
     oh, ow, _, _ = window_geometry(h, xshape[1:])
     dense = h["groups"] == 1 and h["pad"] == (0, 0) and h["kernel"] == tuple(xshape[2:])
     direct = h["stride"] == (1, 1) and h["groups"] == 1
@@ -77,7 +83,9 @@ def algorithm(h, xshape, tiles=None):
         return FORCE if allowed else "im2col"
     if dense:
         return "dense"
-    winograd = winograd and xshape[1] >= WINOGRAD_MIN_CHANNELS and oh * ow >= WINOGRAD_MIN_OUTPUT
+    winograd = winograd and xshape[1] >= WINOGRAD_MIN_CHANNELS and (
+        oh * ow >= WINOGRAD_MIN_OUTPUT or (xshape[1] >= WINOGRAD_SMALL_CHANNELS
+                                           and xshape[0] * oh * ow >= WINOGRAD_SMALL_PIXELS))
     long_rows = oh * (xshape[3] + 2 * h["pad"][1]) >= DIRECT_MIN_PASS
     if direct and xshape[1] <= DIRECT_MAX_CHANNELS and long_rows:
         if not (winograd and xshape[1] > DIRECT_MAX_CHANNELS_TILES
@@ -100,7 +108,7 @@ class Conv(Implementation):
     kept unfolding)."""
 
     def algorithm(self, h, xs, batch=None, tiles=None):
-        return algorithm(h, (1,) + tuple(xs[0]), tiles)
+        return algorithm(h, (batch or 1,) + tuple(xs[0]), tiles)
 
     def forward(self, h, p, xs, ctx):
         x = np.ascontiguousarray(xs[0])
