@@ -128,8 +128,9 @@ def _winograd_workspace(ctx, x, f, oh, ow, tags, depth=0):
     thread has them (backward: the weight gradient's GEMMs sum over a chunk's tiles). Channels
     are innermost, so that every transform is vector arithmetic over channels: 'xp' one padded
     sample (Hq, Wq, C), 'v' and 'dv' the transformed input or its gradient (16, tiles, C), 'm'
-    the transformed output or its gradient (16, tiles, F), 'o' one sample's output or its
-    gradient over whole tiles (F, 2th, 2tw)."""
+    the transformed output or its gradient (16, tiles, F), 'o' one sample's output over whole
+    tiles (F, 2th, 2tw); in backward, 'g' one sample's output gradient times act' (F, oh*ow)
+    and 'gt' the same channels-last over whole tiles (2th, 2tw, F)."""
     n, c = x.shape[:2]
     th, tw = -(-oh // 2), -(-ow // 2)
     chunk = max(CHUNK_BYTES, 16 * c * f * x.itemsize)
@@ -140,7 +141,8 @@ def _winograd_workspace(ctx, x, f, oh, ow, tags, depth=0):
     # multiples of 4 KiB would put them all in the same L1 sets
     shapes = {"xp": (2 * th + 2, 2 * tw + 2, c), "v": (16, _skew(tiles, c * size), c),
               "dv": (16, _skew(tiles, c * size), c), "m": (16, _skew(tiles, f * size), f),
-              "o": (f, 2 * th, _skew(2 * tw, 2 * th * size)), "gt": (2 * th, 2 * tw, f)}
+              "o": (f, 2 * th, _skew(2 * tw, 2 * th * size)), "gt": (2 * th, 2 * tw, f),
+              "g": (f, _skew(oh * ow, size))}
     return (per,) + tuple(ctx.scratch(tag, (t,) + shapes[tag], x.dtype) for tag in tags)
 
 
@@ -183,33 +185,36 @@ def _winograd_forward_part(t, parts, x, ut, bias, act, ph, pw, oh, ow, per, xp_w
 
 @kernel(parallel=True)
 def _winograd_backward_cpu(parts, x, u, dy, y, act, ph, pw, per, need_dx, xp_ws, v_ws, m_ws,
-                           dv_ws, o_ws, gt_ws, du_ws, db_ws, dx):
+                           dv_ws, g_ws, gt_ws, du_ws, db_ws, dx):
     for t in prange(parts):
         _winograd_backward_part(np.int64(t), parts, x, u, dy, y, act, ph, pw, per, need_dx, xp_ws, v_ws,
-                                m_ws, dv_ws, o_ws, gt_ws, du_ws, db_ws, dx)
+                                m_ws, dv_ws, g_ws, gt_ws, du_ws, db_ws, dx)
 
 
 @kernel(fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
 def _winograd_backward_part(t, parts, x, u, dy, y, act, ph, pw, per, need_dx, xp_ws, v_ws, m_ws,
-                            dv_ws, o_ws, gt_ws, du_ws, db_ws, dx):
+                            dv_ws, g_ws, gt_ws, du_ws, db_ws, dx):
     n = x.shape[0]
     oh, ow = dy.shape[2], dy.shape[3]
     th, tw = -(-oh // 2), -(-ow // 2)
     lo, hi = n * t // parts, n * (t + 1) // parts
-    xp, v, dm, dv, o, gt = xp_ws[t], v_ws[t], m_ws[t], dv_ws[t], o_ws[t], gt_ws[t]
+    xp, v, dm, dv, g, gt = xp_ws[t], v_ws[t], m_ws[t], dv_ws[t], g_ws[t], gt_ws[t]
     du, db = du_ws[t], db_ws[t]
     _fill_cpu(du.reshape(-1), 0.0)
     _fill_cpu(db, 0.0)
-    _fill_cpu(o.reshape(-1), 0.0)  # the border of whole tiles past (oh, ow) stays zero
+    _fill_cpu(gt.reshape(-1), 0.0)  # the border of whole tiles past (oh, ow) stays zero
+    pixels = oh * ow
     for s in range(lo, hi, per):
         m = min(hi, s + per) - s
         cols = m * th * tw
         _winograd_input_cpu(x, s, m, ph, pw, th, tw, xp, v)
         for q in range(m):
-            for f in range(o.shape[0]):
-                for oy in range(oh):
-                    db[f] += _grad_row_cpu(act, dy[s + q, f, oy], y[s + q, f, oy], o[f, oy], ow)
-            _winograd_grad_out_cpu(o, th, tw, dm, q * th * tw, gt)
+            # whole planes: row by row, 8 to 32 values a call, took 8x as long
+            dyq, yq = dy[s + q].reshape(-1), y[s + q].reshape(-1)
+            for f in range(g.shape[0]):
+                at = f * pixels
+                db[f] += _grad_row_cpu(act, dyq[at:at + pixels], yq[at:at + pixels], g[f], pixels)
+            _winograd_grad_out_cpu(g, oh, ow, th, tw, dm, q * th * tw, gt)
         for k in range(16):  # dU += dM^T V
             gemm(True, False, 1.0, dm[k, :cols], v[k, :cols], 1.0, du[k])
         if need_dx:
@@ -314,20 +319,20 @@ def _winograd_out_cpu(mm, col0, th, tw, o):
 
 
 @kernel()
-def _winograd_grad_out_cpu(g, th, tw, dm, col0, gt):
-    """dm[:, tile, f] = A g A^T for each 2x2 tile of g (F, 2th, 2tw), the output gradient
-    (times act') of one sample, zero past the output's border. g is first transposed to gt
-    (2th, 2tw, F), in blocks of 16 filters whose rows stay in cache; then each of the 16
-    outputs, A's row a times the tile times A's row b (four taps), is one loop over filters that
-    LLVM vectorizes (scalar with g's filters 4 KiB or more apart: 1.5 ms a 32x32 sample of 64
-    filters; so, 0.2)."""
+def _winograd_grad_out_cpu(g, oh, ow, th, tw, dm, col0, gt):
+    """dm[:, tile, f] = A g A^T for each 2x2 tile of g (F, >= oh*ow), the output gradient
+    (times act') of one sample, its planes flat. g is first transposed to gt (2th, 2tw, F),
+    whose border past (oh, ow) the caller keeps zero, in blocks of 16 filters whose rows stay
+    in cache; then each of the 16 outputs, A's row a times the tile times A's row b (four taps),
+    is one loop over filters that LLVM vectorizes (scalar, reading each filter's plane in turn:
+    1.5 ms a 32x32 sample of 64 filters; so, 0.14)."""
     u = np.uint64
-    nf, hh, ww = g.shape[0], 2 * th, 2 * tw
-    for y in range(hh):
+    nf, ww = g.shape[0], 2 * tw
+    for y in range(oh):
         for f0 in range(0, nf, 16):
-            for x in range(ww):
+            for x in range(ow):
                 for f in range(f0, min(f0 + 16, nf)):
-                    gt[y, x, f] = g[f, y, x]
+                    gt[y, x, f] = g[f, y * ow + x]
     src, dst, coef = gt.reshape(-1), dm.reshape(-1), _WINO_A.astype(g.dtype)
     f_, row, cols = u(nf), u(ww) * u(nf), u(dm.shape[1])
     for ty in range(th):
