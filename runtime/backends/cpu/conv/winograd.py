@@ -26,7 +26,7 @@ _WINO_GG = np.kron(_WINO_G, _WINO_G)  # (16, 9): vec(G g G^T) = (G (x) G) vec(g)
 def _winograd_weights(weight, out, transpose=False):
     """(F, C, 3, 3) weights -> out = U (16, F, C), U = G g G^T for every (filter, channel); with
     transpose, U^T (16, C, F) (forward's GEMM). In parts where there is enough of it: a 512 x 512
-    layer's took 22-41 ms on one thread as a float64 product and copies, 4-5 ms so."""
+    layer's took 22-41 ms on one thread as a float64 product and copies, 4-7 ms so."""
     f, c = weight.shape[:2]
     w = weight.reshape(f, c, 9)
     w = w.transpose(1, 0, 2) if transpose else w
@@ -238,7 +238,7 @@ def _winograd_pad_cpu(img, ph, pw, xp):
     """xp (Hq, Wq, C) = one sample (C, H, W) placed at (ph, pw) on zeros, channels last (flat
     unsigned indices, free of Numba's wraparound checks), 16 channels at a time along each row:
     channel by channel, every store went to a new line (0.16 ms a 32x32 sample of 64 channels;
-    so, 0.08)."""
+    so, 0.05-0.08)."""
     c_, hh, ww = img.shape
     u, out, wq = np.uint64, xp.reshape(-1), xp.shape[1]
     _fill_cpu(out, 0.0)
