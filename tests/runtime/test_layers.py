@@ -343,6 +343,7 @@ def test_conv_algorithm_rule(inp, chain, tiles, expected):
     ("4x4x512", 512, None, "im2col"),   # a batch of one (summary)
     ("4x4x64", 64, 64, "im2col"),       # too few channels for 4x4 planes
     ("8x8x64", 64, None, "winograd"),   # 64 output pixels: Winograd at any batch
+    ("2x2x512", 512, 1024, "im2col"),   # planes under 4x4: not measured, im2col
 ])
 def test_winograd_on_small_planes_takes_the_batch(inp, filters, batch, expected):
     """Below WINOGRAD_MIN_OUTPUT output pixels, Winograd only for 128 channels or more and a
@@ -374,6 +375,33 @@ def test_winograd_weight_transforms_against_numpy(monkeypatch, dtype, tol):
     dg_ref = np.einsum("kt,kfc->fct", gg, du.astype(np.float64).sum(axis=0)).reshape(f, c, 3, 3)
     assert dg.dtype == np.dtype(dtype)
     np.testing.assert_allclose(dg, dg_ref, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("algorithm", ["winograd", "im2col"])
+def test_float32_convolution_agrees_with_float64(monkeypatch, algorithm):
+    """The kernels' float32 paths (Winograd's transforms, im2col's unfolding) on odd planes, 16
+    channels and a fused activation, against im2col in float64: values and gradients within
+    float32's rounding."""
+    from netc.runtime.backends.cpu import conv
+    spec = "input 7x9x16\nCONV 3x3 17 pad=1 act=tanh - CONV 3x3 5 pad=1x0 act=relu"
+    x = np.random.default_rng(2).standard_normal((3, 16, 7, 9))
+    results = []
+    for dtype, force in (("float64", "im2col"), ("float32", algorithm)):
+        monkeypatch.setattr(conv, "FORCE", force)
+        model = netc.Model(spec, dtype=dtype, seed=0)
+        node = model.net.nodes[1]
+        assert model._impls[node.name].algorithm(node.hyper, node.in_shapes, 3) == force
+        target = np.random.default_rng(3).standard_normal((3,) + model.net.output_shape)
+        _, grads, dx = model.loss_and_grads(x.astype(dtype), target.astype(dtype), loss="mse",
+                                            input_grad=True)
+        results.append((model.forward(x.astype(dtype)), grads, dx))
+    (y64, g64, dx64), (y32, g32, dx32) = results
+    assert y32.dtype == np.float32 and dx32.dtype == np.float32
+    np.testing.assert_allclose(y32, y64, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dx32, dx64, rtol=1e-4, atol=1e-5)
+    for name in g64:
+        assert g32[name].dtype == np.float32, name
+        np.testing.assert_allclose(g32[name], g64[name], rtol=1e-4, atol=1e-4, err_msg=name)
 
 
 def test_samples_per_chunk():

@@ -44,6 +44,8 @@ WINOGRAD_MIN_OUTPUT = 64    # output pixels: fewer, and 16 small GEMMs lose to o
 # channels 1.49x at 64, 1.03x at 16; 128 channels 1.27x at 64; 64 channels 0.97x at 64
 WINOGRAD_SMALL_CHANNELS = 128
 WINOGRAD_SMALL_PIXELS = 1024  # output pixels over the whole batch
+WINOGRAD_SMALL_OUTPUT = 16  # ... on planes of at least 4x4 (smaller ones were not measured; on
+# 1x1, Winograd does 16 products an output pixel against im2col's 9)
 # direct runs over up to this many input channels, on planes whose rows, as long as the padded
 # input's, add up to DIRECT_MIN_PASS values; with netc's own GEMM tiles (AVX-512), Winograd wins
 # above DIRECT_MAX_CHANNELS_TILES
@@ -85,6 +87,7 @@ def algorithm(h, xshape, tiles=None):
         return "dense"
     winograd = winograd and xshape[1] >= WINOGRAD_MIN_CHANNELS and (
         oh * ow >= WINOGRAD_MIN_OUTPUT or (xshape[1] >= WINOGRAD_SMALL_CHANNELS
+                                           and oh * ow >= WINOGRAD_SMALL_OUTPUT
                                            and xshape[0] * oh * ow >= WINOGRAD_SMALL_PIXELS))
     long_rows = oh * (xshape[3] + 2 * h["pad"][1]) >= DIRECT_MIN_PASS
     if direct and xshape[1] <= DIRECT_MAX_CHANNELS and long_rows:

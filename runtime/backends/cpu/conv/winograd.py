@@ -17,8 +17,9 @@ from ..jit import REDUCE, kernel, launch, split_macs
 # (16 GEMMs of F x C by C x tiles); transform back, Y = A^T M A, adding bias and activation.
 # Backward is the exact adjoint of those linear maps: dM = A dY A^T, then dV = U^T dM (scattered
 # back through B dV B^T) and dU = dM V^T (gathered through G^T dU G by a kernel after). Every
-# pass does the 2.25x fewer multiplications; the transforms are additions only, and G's
-# coefficients (1 and 1/2) are exact in float32 too.
+# pass does the 2.25x fewer multiplications; the transforms are additions only. The weights'
+# transforms run in the data's type: G's coefficients (1, 1/2, 1/4 in G (x) G) are exact, the
+# sums of up to nine products (and of the parts' dU) round as float32 sums do.
 _WINO_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 _WINO_GG = np.kron(_WINO_G, _WINO_G)  # (16, 9): vec(G g G^T) = (G (x) G) vec(g), row-major
 
@@ -30,6 +31,8 @@ def _winograd_weights(weight, out, transpose=False):
     f, c = weight.shape[:2]
     w = weight.reshape(f, c, 9)
     w = w.transpose(1, 0, 2) if transpose else w
+    # the kernel writes out[:, a, b] for every (a, b) of w unchecked
+    assert out.shape == (16,) + w.shape[:2] and out.dtype == weight.dtype, (out.shape, w.shape)
     gg = _gg(weight.dtype)
     launch(_weights_cpu, _weights_part, _transform_parts(gg, f * c, w.shape[0]), w, gg, out)
     return out
@@ -129,7 +132,7 @@ def _winograd_workspace(ctx, x, f, oh, ow, tags, depth=0):
     are innermost, so that every transform is vector arithmetic over channels: 'xp' one padded
     sample (Hq, Wq, C), 'v' and 'dv' the transformed input or its gradient (16, tiles, C), 'm'
     the transformed output or its gradient (16, tiles, F), 'o' one sample's output over whole
-    tiles (F, 2th, 2tw); in backward, 'g' one sample's output gradient times act' (F, oh*ow)
+    tiles (F, 2th, 2tw); in backward, 'g' one sample's output gradient times act' (F, >= oh*ow)
     and 'gt' the same channels-last over whole tiles (2th, 2tw, F)."""
     n, c = x.shape[:2]
     th, tw = -(-oh // 2), -(-ow // 2)
@@ -137,8 +140,8 @@ def _winograd_workspace(ctx, x, f, oh, ow, tags, depth=0):
     per = samples_per_chunk(n, ctx.workers, 16 * max(c, f) * th * tw * x.itemsize, 4 * th * tw,
                             depth, chunk)
     t, tiles, size = ctx.workers, per * th * tw, x.itemsize
-    # the 16 matrices (and the F planes of 'o') are written side by side: strides that are
-    # multiples of 4 KiB would put them all in the same L1 sets
+    # the 16 matrices (and the F planes of 'o' and 'g') are written or read side by side:
+    # strides that are multiples of 4 KiB would put them all in the same L1 sets
     shapes = {"xp": (2 * th + 2, 2 * tw + 2, c), "v": (16, _skew(tiles, c * size), c),
               "dv": (16, _skew(tiles, c * size), c), "m": (16, _skew(tiles, f * size), f),
               "o": (f, 2 * th, _skew(2 * tw, 2 * th * size)), "gt": (2 * th, 2 * tw, f),
@@ -235,10 +238,10 @@ def _winograd_input_cpu(x, s, m, ph, pw, th, tw, xp, v):
 
 @kernel()
 def _winograd_pad_cpu(img, ph, pw, xp):
-    """xp (Hq, Wq, C) = one sample (C, H, W) placed at (ph, pw) on zeros, channels last (flat
-    unsigned indices, free of Numba's wraparound checks), 16 channels at a time along each row:
-    channel by channel, every store went to a new line (0.16 ms a 32x32 sample of 64 channels;
-    so, 0.05-0.08)."""
+    """xp (Hq, Wq, C) = one sample (C, H, W) placed at (ph, pw) on zeros, channels last (stores
+    by flat unsigned indices, free of Numba's wraparound checks), 16 channels at a time along
+    each row: channel by channel, every store went to a new line (0.16 ms a 32x32 sample of 64
+    channels; so, 0.05-0.08)."""
     c_, hh, ww = img.shape
     u, out, wq = np.uint64, xp.reshape(-1), xp.shape[1]
     _fill_cpu(out, 0.0)
@@ -344,9 +347,9 @@ def _winograd_grad_out_cpu(g, oh, ow, th, tw, dm, col0, gt):
                 c00, c01 = coef[a, 0] * coef[b, 0], coef[a, 0] * coef[b, 1]
                 c10, c11 = coef[a, 1] * coef[b, 0], coef[a, 1] * coef[b, 1]
                 out = (u(k) * cols + j) * f_
-                for f in range(f_):
-                    dst[out + f] = (c00 * src[at + f] + c01 * src[at + f_ + f]) + (
-                        c10 * src[at + row + f] + c11 * src[at + row + f_ + f])
+                for i in range(f_):  # (unsigned, unlike the transpose's f above)
+                    dst[out + i] = (c00 * src[at + i] + c01 * src[at + f_ + i]) + (
+                        c10 * src[at + row + i] + c11 * src[at + row + f_ + i])
 
 
 # A = (A^T)^T for F(2x2, 3x3): A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
@@ -379,7 +382,7 @@ def _winograd_grad_in_cpu(dv, col0, th, tw, dxp):
                 c0, c1, c2, out = coef[r, 0], coef[r, 1], coef[r, 2], u(k) * c_
                 for c in range(c_):
                     tile[out + c] = c0 * src[p0 + c] + c1 * src[p1 + c] + c2 * src[p2 + c]
-            for k in range(16):  # dxp[2ty + r, 2tx + s] += sum over b of tile[4r + b] B[s, b]
+            for k in range(16):  # dxp[2ty + r, 2tx + q] += sum over b of tile[4r + b] B[q, b]
                 r, q = k // 4, k % 4
                 p0 = u(4 * r + _B_TAPS[q, 0]) * c_
                 p1 = u(4 * r + _B_TAPS[q, 1]) * c_
