@@ -238,20 +238,26 @@ def _winograd_input_cpu(x, s, m, ph, pw, th, tw, xp, v):
 
 @kernel()
 def _winograd_pad_cpu(img, ph, pw, xp):
-    """xp (Hq, Wq, C) = one sample (C, H, W) placed at (ph, pw) on zeros, channels last (stores
-    by flat unsigned indices, free of Numba's wraparound checks), 16 channels at a time along
-    each row: channel by channel, every store went to a new line (0.16 ms a 32x32 sample of 64
-    channels; so, 0.05-0.08)."""
-    c_, hh, ww = img.shape
-    u, out, wq = np.uint64, xp.reshape(-1), xp.shape[1]
-    _fill_cpu(out, 0.0)
+    """xp (Hq, Wq, C) = one sample (C, H, W) placed at (ph, pw) on zeros, channels last."""
+    _fill_cpu(xp.reshape(-1), 0.0)
+    _channels_last_cpu(img.reshape(img.shape[0], -1), img.shape[1], img.shape[2], ph, pw, xp)
+
+
+@kernel()
+def _channels_last_cpu(src, hh, ww, ph, pw, dst):
+    """dst[y + ph, x + pw, c] = src[c, y*ww + x] for y < hh, x < ww: planes (flat, rows of ww)
+    to channels last, 16 channels a row at a time, so that their lines stay in cache (channel by
+    channel, every store went to a new line: 0.16 ms a 32x32 sample of 64 channels; so,
+    0.05-0.08). Stores by flat unsigned indices, free of Numba's wraparound checks."""
+    c_, wq = src.shape[0], dst.shape[1]
+    u, out = np.uint64, dst.reshape(-1)
     for iy in range(hh):
-        for c0 in range(0, c_, 16):  # 16 channels' rows at a time: their lines stay in cache
+        for c0 in range(0, c_, 16):
             c1 = min(c0 + 16, c_)
             for ix in range(ww):
                 at = u(((iy + ph) * wq + pw + ix) * c_)
                 for c in range(c0, c1):
-                    out[at + u(c)] = img[c, iy, ix]
+                    out[at + u(c)] = src[c, iy * ww + ix]
 
 
 @kernel()
@@ -324,18 +330,14 @@ def _winograd_out_cpu(mm, col0, th, tw, o):
 @kernel()
 def _winograd_grad_out_cpu(g, oh, ow, th, tw, dm, col0, gt):
     """dm[:, tile, f] = A g A^T for each 2x2 tile of g (F, >= oh*ow), the output gradient
-    (times act') of one sample, its planes flat. g is first transposed to gt (2th, 2tw, F),
-    whose border past (oh, ow) the caller keeps zero, in blocks of 16 filters whose rows stay
-    in cache; then each of the 16 outputs, A's row a times the tile times A's row b (four taps),
-    is one loop over filters that LLVM vectorizes (scalar, reading each filter's plane in turn:
-    1.5 ms a 32x32 sample of 64 filters; so, 0.14)."""
+    (times act') of one sample, its planes flat. g goes channels last first, into gt (2th, 2tw,
+    F), whose border past (oh, ow) the caller keeps zero; then each of the 16 outputs, A's row a
+    times the tile times A's row b (four taps), is one loop over filters that LLVM vectorizes
+    (scalar, reading each filter's plane in turn: 1.5 ms a 32x32 sample of 64 filters; so,
+    0.14)."""
     u = np.uint64
     nf, ww = g.shape[0], 2 * tw
-    for y in range(oh):
-        for f0 in range(0, nf, 16):
-            for x in range(ow):
-                for f in range(f0, min(f0 + 16, nf)):
-                    gt[y, x, f] = g[f, y * ow + x]
+    _channels_last_cpu(g, oh, ow, 0, 0, gt)
     src, dst, coef = gt.reshape(-1), dm.reshape(-1), _WINO_A.astype(g.dtype)
     f_, row, cols = u(nf), u(ww) * u(nf), u(dm.shape[1])
     for ty in range(th):
@@ -347,9 +349,9 @@ def _winograd_grad_out_cpu(g, oh, ow, th, tw, dm, col0, gt):
                 c00, c01 = coef[a, 0] * coef[b, 0], coef[a, 0] * coef[b, 1]
                 c10, c11 = coef[a, 1] * coef[b, 0], coef[a, 1] * coef[b, 1]
                 out = (u(k) * cols + j) * f_
-                for i in range(f_):  # (unsigned, unlike the transpose's f above)
-                    dst[out + i] = (c00 * src[at + i] + c01 * src[at + f_ + i]) + (
-                        c10 * src[at + row + i] + c11 * src[at + row + f_ + i])
+                for f in range(f_):
+                    dst[out + f] = (c00 * src[at + f] + c01 * src[at + f_ + f]) + (
+                        c10 * src[at + row + f] + c11 * src[at + row + f_ + f])
 
 
 # A = (A^T)^T for F(2x2, 3x3): A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
