@@ -15,6 +15,9 @@ KEYS = sorted(GEOMETRIES)
 # that end on every vector count, K = 0 and 1, K over AVX2's blocks (k_block)
 SHAPES = [(1, 1, 1), (6, 64, 5), (7, 65, 3), (5, 16, 2), (4, 17, 9), (3, 33, 4), (2, 48, 1),
           (9, 63, 6), (12, 130, 11), (13, 200, 0), (11, 10, 7), (8, 40, 600)]
+# shapes whose panels pack (tiles.packs: B's rows 4 KiB apart), over K in PACK_K blocks and a
+# remainder, with a narrow last panel, and m not a multiple of the rows
+PACKED = [(25, 130, 300), (31, 70, 520), (24, 200, 256)]
 
 
 def lanes(dtype, key):
@@ -46,16 +49,34 @@ def test_tiles_against_numpy(dtype, ta, key):
     jit.setup()
     rng = np.random.default_rng(0)
     g = GEOMETRIES[key]
-    for m, n, k in SHAPES:
+    panel = g.vectors * lanes(dtype, key)
+    for m, n, k in SHAPES + PACKED:
         # scale n from 4 vectors of 16 to this geometry's panel, to hit the same bodies
-        n = max(1, n * g.vectors * lanes(dtype, key) // 64)
+        n = max(1, n * panel // 64)
+        ldb = 4096 // np.dtype(dtype).itemsize if (m, k) in {s[::2] for s in PACKED} else n + 5
+        assert tiles.packs(m, k, ldb, panel, np.dtype(dtype).itemsize, g.rows) == (ldb != n + 5)
         for alpha, beta in ((1.0, 0.0), (0.75, 1.0), (-1.5, 0.5)):
             a_full = rng.standard_normal(((k, m + 3) if ta else (m, k + 3))).astype(dtype)
             a = a_full[:, 1:m + 1] if ta else a_full[:, 2:k + 2]  # rows at a stride
-            b = rng.standard_normal((k, n + 5)).astype(dtype)[:, 3:n + 3]
+            b = rng.standard_normal((k, ldb)).astype(dtype)[:, 3:n + 3]
             product = (a.T if ta else a).astype(np.float64) @ b.astype(np.float64)
             check(lambda c: gemm_tiles(ta, alpha, a, b, beta, c, key), product, m, n, k, dtype, alpha,
                   beta, rng)
+
+
+def test_panels_pack_where_b_is_big_and_many_rows_read_it():
+    """tiles.packs on the layers that led to it, and each of its conditions alone keeping a
+    panel in place."""
+    g = GEOMETRIES[64]
+    panel = g.vectors * 16
+    assert tiles.packs(64, 256, 4096, panel, 4, g.rows)  # the small VGG's FC input gradient
+    assert tiles.packs(128, 64, 4096, panel, 4, g.rows)  # ... and weight gradient
+    assert not tiles.packs(64, 256, 784, panel, 4, g.rows)  # 3136 bytes apart: the MLP's
+    assert not tiles.packs(64, 256, 512, panel, 4, g.rows)  # 2 KiB apart
+    assert not tiles.packs(64, 256, panel, panel, 4, g.rows)  # rows no longer than the panel
+    assert not tiles.packs(64, 7, 1024, panel, 4, g.rows)  # B stays in L1 (28 KiB)
+    assert not tiles.packs(16, 256, 1024, panel, 4, g.rows)  # 3 blocks of rows: LeNet's C2's
+    assert tiles.packs(24, 256, 512, panel // 2, 8, g.rows)  # float64: rows of 4 KiB
 
 
 # (m, n, k) for C = A B^T: every corner of a tile up to 4 x 6 and their remainders, K ending on a

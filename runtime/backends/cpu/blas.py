@@ -39,9 +39,10 @@ import numpy as np
 from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import types
-from numba.extending import intrinsic, overload, register_jitable
+from numba.extending import overload, register_jitable
 
 from . import background, tiles
+from .tiles import data_pointer
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 INT_MAX = 2**31 - 1  # CBLAS's int: every dimension and leading dimension must fit
@@ -349,14 +350,6 @@ def _dims(ta, a, b, c):
     return m, n, k, a.strides[0] // a.itemsize, b.strides[0] // b.itemsize, c.strides[0] // c.itemsize
 
 
-@intrinsic
-def _data(typingctx, arr):
-    """An array's data pointer, typed as a pointer to its elements."""
-    def codegen(context, builder, signature, args):
-        return context.make_array(arr)(context, builder, args[0]).data
-    return types.CPointer(arr.dtype)(arr), codegen
-
-
 @overload(gemm, jit_options={"cache": True})
 def _gemm_overload(ta, tb, alpha, a, b, beta, c):
     # fixed when the kernel compiles (Numba's cache is kept per CPU): float32's routes to the
@@ -370,7 +363,8 @@ def _gemm_overload(ta, tb, alpha, a, b, beta, c):
     def impl(ta, tb, alpha, a, b, beta, c):
         if (ab and not tb) or (abt and tb and not ta):
             m, n, k, lda, ldb, ldc = _dims(ta, a, b, c)
-            _TILES_S(int(ta), int(tb), m, n, k, alpha, _data(a), lda, _data(b), ldb, beta, _data(c), ldc)
+            _TILES_S(int(ta), int(tb), m, n, k, alpha, data_pointer(a), lda, data_pointer(b), ldb,
+                     beta, data_pointer(c), ldc)
         else:
             blas_gemm(ta, tb, alpha, a, b, beta, c)
     return impl

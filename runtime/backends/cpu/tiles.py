@@ -10,9 +10,11 @@ AVX-512, 6 rows x 4 vectors of 64 bytes (24 of its 32 registers; 4 row loads and
 and a broadcast: the classic 6 x 16 of float32). Rates against OpenBLAS: bench/RESULTS.md.
 
 B and C need contiguous rows (C = op(A) B, not B^T): that is the row that a vector loads. A is
-read one element at a time (broadcast), so A or A^T are the same to the tile. No packing: the
-shapes netc sends here keep a panel of B in L1 or L2, over all of K or over K in blocks
-(k_block: AVX2's narrower panels would otherwise leave L1 on long K).
+read one element at a time (broadcast), so A or A^T are the same to the tile. A panel of B is
+read in place where it stays in cache, over all of K or over K in blocks (k_block: AVX2's
+narrower panels would otherwise leave L1 on long K); where B is big and its rows are long, the
+panel is first copied into a contiguous block (packs(): rows a power of two apart fall on the
+same few cache sets, and the tiles read them at down to a third of their rate).
 
 `gemm_tiles` (C = op(A) B) and `gemm_tiles_nt` (C = A B^T, inner products) are the Numba-side
 drivers; their last argument, a constant, picks the geometry (`host_vector_bytes()` for this
@@ -26,6 +28,7 @@ import functools
 from typing import NamedTuple
 
 import numba
+import numpy as np
 from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import carray, literally, types
@@ -56,6 +59,14 @@ class Geometry(NamedTuple):
 # by vector bytes, to fill AVX-512's 32 registers or AVX2's 16 (accumulators, loads, a broadcast);
 # 64's are the tiles as first written and measured
 GEOMETRIES = {64: Geometry(64, 6, 4, 4, 6), 32: Geometry(32, 6, 2, 3, 4, 256)}
+# gemm_tiles's packed panels (packs()): K in blocks of PACK_K (a panel of 256 bytes x 256: 64
+# KiB, in L2), where B's rows lie a multiple of PACK_STRIDE bytes (the span of L1's sets) apart,
+# B is bigger than PACK_MIN_BYTES and C has PACK_MIN_BLOCKS blocks of rows or more (fewer read
+# the copy too few times: LeNet C2's 16 rows lost 10-25% packed)
+PACK_K = 256
+PACK_STRIDE = 4096
+PACK_MIN_BYTES = 32 << 10
+PACK_MIN_BLOCKS = 4
 NT_CHUNK = 4096  # bytes of a row of K per pass: longer, and fewer sums across lanes per product
 AVX512 = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
 AVX2 = ("avx2", "fma")
@@ -331,6 +342,14 @@ def _tile_nt(typingctx, a, ao, lda, b, bo, ldb, c, co, ldc, k, alpha, beta, rows
     return sig, codegen
 
 
+@intrinsic
+def data_pointer(typingctx, arr):
+    """An array's data pointer, typed as a pointer to its elements."""
+    def codegen(context, builder, signature, args):
+        return context.make_array(arr)(context, builder, args[0]).data
+    return types.CPointer(arr.dtype)(arr), codegen
+
+
 def _blocking(key):
     """(rows, vectors, nt_rows, nt_cols, vector_bytes) of GEOMETRIES[key], in Numba code."""
     g = GEOMETRIES[key]
@@ -351,7 +370,8 @@ def gemm_tiles(ta, alpha, a, b, beta, c, key):
     """c = alpha op(a) b + beta c (c is not read where beta is 0), op(a) = a.T where ta is set;
     b's and c's rows contiguous, a's elements contiguous within a row. `key`: a constant, the
     GEOMETRIES entry to run (its vector bytes). A panel of b's columns at a time, down all of c's
-    rows, K in blocks of the geometry's k_block (all of K where it is 0)."""
+    rows, K in blocks of the geometry's k_block (all of K where it is 0), or, where the panel is
+    packed (packs()), in blocks of PACK_K from the packed copy."""
     literally(key)
     rows, vectors, _, _, vbytes, kb = _blocking(key)
     m, n = c.shape
@@ -359,20 +379,49 @@ def gemm_tiles(ta, alpha, a, b, beta, c, key):
     lda, ldb, ldc = a.strides[0] // a.itemsize, b.strides[0] // b.itemsize, c.strides[0] // c.itemsize
     sar, sac = (1, lda) if ta else (lda, 1)
     panel = vectors * vbytes // c.itemsize
+    pack = packs(m, k, ldb, panel, b.itemsize, rows)
+    if pack:
+        kb = PACK_K if kb == 0 else min(kb, PACK_K)
     kb = k if kb == 0 else kb
+    # b and the packed copy as arrays of one type (so that one set of tile bodies reads either)
+    flat = carray(data_pointer(b), (k - 1) * ldb + n if k > 0 else 0)
+    buf = np.empty(kb * panel if pack else 0, b.dtype)
     j = 0
     while j < n:
         width = min(panel, n - j)
         k0 = 0
         while True:  # once where k is 0: c = beta c
             kc = min(kb, k - k0)
+            src, bo, ld = flat, k0 * ldb + j, ldb
+            if pack:  # rows k0..k0+kc of the panel, one after another (from flat: contiguous
+                for q in range(kc):  # to Numba, so the copy vectorizes whatever b's layout type)
+                    at, to = (k0 + q) * ldb + j, q * panel
+                    for v in range(width):
+                        buf[to + v] = flat[at + v]
+                src, bo, ld = buf, 0, panel
             for i in range(0, m, rows):
-                _tile(a, i * sar + k0 * sac, sar, sac, b, k0 * ldb + j, ldb, c, i * ldc + j, ldc, kc,
+                _tile(a, i * sar + k0 * sac, sar, sac, src, bo, ld, c, i * ldc + j, ldc, kc,
                       alpha, beta if k0 == 0 else 1.0, min(rows, m - i), width, key)
             k0 += kc
             if k0 >= k:
                 break
         j += width
+
+
+@njit(nogil=True)
+def packs(m, k, ldb, panel, itemsize, rows):
+    """Whether gemm_tiles copies each panel of B (k x panel, rows ldb apart) into a contiguous
+    block before its tiles read it: where B's rows lie a multiple of PACK_STRIDE bytes apart
+    (all on the same few cache sets, so that they evict each other), B does not stay in L1
+    (PACK_MIN_BYTES), its rows are longer than a panel, and at least PACK_MIN_BLOCKS blocks of
+    rows of C read each panel. The small VGG's FC input gradient (64 x 4096 x 256, B rows of
+    16 KiB): 19.5 -> 26.7 GFLOP/s on one thread; its FC's backward 10.5 -> 9.0 ms (CPU time of
+    one thread, A/B in one process; AVX-512, float32). Rows 1-2 KiB apart (ResNet-18's Winograd
+    and im2col GEMMs) gained alone (a 512 x 512 x 4608 GEMM 21 -> 55-69 GFLOP/s) but showed no
+    gain within the network, and rows 3136 bytes apart (the MLP's weight gradient) lost 4-9% of
+    a step packed: there, the copy costs what it saves."""
+    return (ldb > panel and (ldb * itemsize) % PACK_STRIDE == 0
+            and k * ldb * itemsize > PACK_MIN_BYTES and m >= PACK_MIN_BLOCKS * rows)
 
 
 @njit(nogil=True)
