@@ -104,6 +104,7 @@ class Model:
         self.params: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
         self._normalization = None  # (mean, std) that predict() applies; see `normalization`
+        self.last_output = None  # the network's output for the last training batch (none yet)
         init_rng = np.random.default_rng(seed)  # drawn on the host: the same values on any backend
         for node in net.nodes:
             for short, value in init_node(net, node, init_rng, self.dtype).items():
@@ -303,7 +304,7 @@ class Model:
         def steps():  # (a backend that compiles nothing ahead never calls it: nothing to save)
             saved.update(buffers={k: self.device.copy(v) for k, v in self.buffers.items()},
                          state=self.rng.bit_generator.state,
-                         last=getattr(self, "last_output", None))
+                         last=self.last_output)
             for x, y in batches:
                 self.loss_and_grads(x, y, loss)
         try:
