@@ -100,15 +100,56 @@ def _fresh_probe(tmp_path, monkeypatch, source):
     import sys
     import uuid
 
-    from netc.runtime.backends.cpu import background
     name = f"netc_probe_{uuid.uuid4().hex[:12]}"
     (tmp_path / f"{name}.py").write_text(source)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path)] + sys.path))
     monkeypatch.setenv("NETC_BACKGROUND_COMPILE", "1")
-    monkeypatch.setattr(background, "_state", {"child": None, "done": background.queue.Queue(),
-                                               "asked": set(), "failed": False})
+    _fresh_state(monkeypatch)
     return importlib.import_module(name)
+
+
+def _fresh_state(monkeypatch):
+    """background.py's state as at import (no compiler process yet), for this test alone."""
+    from netc.runtime.backends.cpu import background
+    state = {"child": None, "done": background.queue.Queue(), "asked": set(), "failed": False}
+    monkeypatch.setattr(background, "_state", state)
+    return state
+
+
+def test_a_compiler_process_that_ends_marks_only_its_own_state_failed(monkeypatch):
+    """A child's end makes its parent compile the rest itself (state["failed"]), in the state
+    that started the child: a test that swaps background._state in and out (as these do) must
+    not find the swapped-in state failed by an earlier child's end (CI saw this once, as a
+    compile_ahead that recorded nothing)."""
+    from netc.runtime.backends.cpu import background
+    monkeypatch.setenv("NETC_BACKGROUND_COMPILE", "1")
+    first = _fresh_state(monkeypatch)
+    monkeypatch.setattr(background, "CHILD", "this")  # a child that prints and ends at once
+    assert background._child() is not None
+    second = _fresh_state(monkeypatch)  # swapped in before that child's end is read
+    first["reader"].join(60)
+    assert not first["reader"].is_alive()
+    assert first["failed"] and not second["failed"] and background.available()
+    first["child"].wait()
+
+
+def test_the_compiler_process_answers_every_line_even_for_a_module_it_cannot_import(tmp_path, monkeypatch):
+    """serve() compiles what each line names and answers it; a launcher from a module it cannot
+    import is answered too (the parent compiles it), and the lines after it are served."""
+    import io
+
+    from netc.runtime.backends.cpu import background, compiler_process
+    monkeypatch.setattr(background, "IN_COMPILER_PROCESS", False)  # (serve sets it)
+    probe = _fresh_probe(tmp_path, monkeypatch, PROBE)
+    x = np.zeros(4, np.float32)
+    sig = jit._signature(probe.double_part, 0, (1, x, x))
+    keys = [("netc_no_such_module", "double_part", sig), (probe.__name__, "nowhere", sig),
+            (probe.__name__, "double_part", sig)]
+    out = io.StringIO()
+    compiler_process.serve([background.encode(k) for k in keys], out)
+    assert [background.decode(line) for line in out.getvalue().splitlines()] == keys
+    assert list(probe.double_part.overloads) == [sig]
 
 
 @pytest.mark.skipif(jit.workers() < 2, reason="one worker: no launcher is ever called")
@@ -220,6 +261,7 @@ def test_compiling_ahead_leaves_the_model_and_its_numbers_as_they_were(monkeypat
     import netc
     from netc.runtime.backends.cpu import background
     monkeypatch.setenv("NETC_BACKGROUND_COMPILE", "1")
+    _fresh_state(monkeypatch)  # (an earlier test's compiler process must not decide this one)
     spec = ("input 8x8x2\nCONV 4 3x3 pad=same - BN - RELU - DROPOUT 0.5 - FC 6 - BN - RELU - "
             "OUT 3 softmax\n")
     rng = np.random.default_rng(0)
@@ -229,8 +271,11 @@ def test_compiling_ahead_leaves_the_model_and_its_numbers_as_they_were(monkeypat
     assert len(calls) >= 16  # forward's CONV, BN, RELU, DROPOUT, FC, BN, RELU, OUT, the loss, backward's
     ahead, plain = netc.Model(spec, seed=3), netc.Model(spec, seed=3)
     buffers = {k: v.copy() for k, v in ahead.buffers.items()}
+    recorded, compile_ahead = [], jit.compile_ahead
+    monkeypatch.setattr(jit, "compile_ahead", lambda calls: recorded.append(len(calls)) or compile_ahead(calls))
     ahead.compile_ahead([(x, y), (x[:3], y[:3])])
-    assert ahead.last_output is None  # (as before: no step ran)
+    assert recorded and all(n >= 16 for n in recorded)  # the steps were recorded, ...
+    assert ahead.last_output is None  # ... and left no output behind (as before: no step ran)
     for k, v in buffers.items():
         np.testing.assert_array_equal(ahead.buffers[k], v, err_msg=k)
     for _ in range(2):

@@ -84,11 +84,11 @@ def tiles(ready) -> None:
         child.stdin.flush()
     except (AttributeError, OSError, ValueError):  # (no child: None)
         _state["failed"] = True
-        _tiles_ready()
+        _tiles_ready(_state)
 
 
-def _tiles_ready():
-    ready = _state.pop("tiles", None)
+def _tiles_ready(state):
+    ready = state.pop("tiles", None)
     if ready is not None:
         ready()  # (never raises: blas._bind_tiles's aim keeps its error for launch to raise)
 
@@ -123,7 +123,10 @@ def _child():
         except OSError:
             _state["failed"] = True
             return None
-        threading.Thread(target=_read, args=(child,), daemon=True).start()
+        # (the reader is given this state: a test that swaps _state in and out, as
+        # test_parts.py does, must not have an old child's end mark the new state failed)
+        _state["reader"] = threading.Thread(target=_read, args=(child, _state), daemon=True)
+        _state["reader"].start()
     return _state["child"]
 
 
@@ -136,19 +139,20 @@ def decode(line):
     return pickle.loads(base64.b64decode(line.strip()))
 
 
-def _read(child):
-    """The parent's reader of the child's answers: a line per compiled launcher."""
+def _read(child, state):
+    """The parent's reader of the child's answers (a line per compiled launcher), into `state`,
+    the _state that started `child`."""
     for line in child.stdout:
         try:
             message = decode(line)
         except Exception:  # noqa: BLE001 - a bad line: that launcher compiles where it is called
             continue
         if message == ("tiles",):
-            _tiles_ready()
+            _tiles_ready(state)
         else:
-            _state["done"].put(message)
-    _state["failed"] = True  # the child ended: the remaining launchers compile here
-    _tiles_ready()  # (the tiles too, here, where they were not ready)
+            state["done"].put(message)
+    state["failed"] = True  # the child ended: the remaining launchers compile here
+    _tiles_ready(state)  # (the tiles too, here, where they were not ready)
 
 
 def stop() -> None:

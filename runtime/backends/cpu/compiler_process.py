@@ -32,10 +32,10 @@ def serve(lines=sys.stdin, out=sys.stdout):
 def _compile(key, out):
     """Compile the kernel `key` names ((module, qualname, sig)) into the cache; answer with key."""
     module, name, sig = key
-    fn = importlib.import_module(module)
-    for part in name.split("."):
-        fn = getattr(fn, part)
-    try:
+    try:  # (a module this process cannot import, too, must not end it: the rest still compile)
+        fn = importlib.import_module(module)
+        for part in name.split("."):
+            fn = getattr(fn, part)
         fn.compile(sig)
     except Exception:  # noqa: BLE001 - the parent compiles it itself when it calls it
         pass
