@@ -301,3 +301,34 @@ def test_compiling_ahead_where_nothing_compiles_ahead_saves_nothing(monkeypatch)
     x, y = np.ones((3, 6)), np.zeros(3, np.int64)
     assert model.compile_ahead([(x, y)]) == 0
     assert not ran and not copies
+
+
+def test_recording_notes_only_its_own_threads_launches():
+    """While one thread records a step (compile_ahead), a model trained in another thread runs
+    its kernels: its numbers are those of a step with no record open, and the record holds
+    nothing of it."""
+    import threading
+    spec = "input 12\nFC 8 act=relu - OUT 3 softmax\n"
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((5, 12)), rng.integers(0, 3, 5)
+    want = netc.Model(spec, seed=2).loss_and_grads(x, y)
+    opened, done, record = threading.Event(), threading.Event(), []
+
+    def recorder():
+        with jit.recording() as calls:
+            opened.set()
+            done.wait(60)
+        record.append(list(calls))
+
+    thread = threading.Thread(target=recorder)
+    thread.start()
+    assert opened.wait(60)
+    try:
+        got = netc.Model(spec, seed=2).loss_and_grads(x, y)
+    finally:
+        done.set()
+        thread.join(60)
+    assert got[0] == want[0] and got[1].keys() == want[1].keys()
+    for k in want[1]:
+        np.testing.assert_array_equal(got[1][k], want[1][k], err_msg=k)
+    assert record == [[]]

@@ -28,6 +28,7 @@ import importlib.metadata
 import os
 import shutil
 import tempfile
+import threading
 import time
 import warnings
 
@@ -37,6 +38,7 @@ from .. import cache
 from . import background, blas
 
 _state: dict = {}
+_recording = threading.local()  # .calls: recording()'s list, in the thread that records
 
 # the least work, in estimated nanoseconds on one thread, that a second thread pays for: below it a
 # kernel runs on the calling thread alone. bench/grain.py (2-core Zen 3, TBB): an FC forward of
@@ -156,7 +158,7 @@ def launch(launcher, part, parts, *args):
     compiled by a second process (background.py) while its parts run here one after another
     (the same parts, so the same numbers, and every per-part sum the caller adds is written).
     While recording() records, nothing runs: the call is noted."""
-    calls = _state.get("record")
+    calls = getattr(_recording, "calls", None)
     if calls is not None:
         calls.append((launcher, part, parts, args))
         return
@@ -216,15 +218,17 @@ _compiled_there: set = set()  # (module, qualname, sig) of the parts the compile
 
 @contextlib.contextmanager
 def recording():
-    """Within it, launch() runs nothing and notes each call: (launcher, part, parts, args).
+    """Within it, launch() in this thread runs nothing and notes each call: (launcher, part,
+    parts, args); other threads' launches run as usual (a model trained in one thread while
+    another's first step is recorded gets its numbers).
     Yields that list. For compile_ahead: a training step run within it calls every part it
     will call, with the same argument types, in a fraction of a second (kernels called outside
     launch, all small, compile and run as usual, on arrays the parts did not write)."""
-    calls = _state["record"] = []
+    calls = _recording.calls = []
     try:
         yield calls
     finally:
-        _state.pop("record", None)
+        _recording.calls = None
 
 
 def compile_ahead(calls) -> int:
