@@ -20,3 +20,22 @@ def spec_path():
 # the kernels' parallel launchers compile where they are called, as in every test before the
 # compiler process (runtime/backends/cpu/background.py), which test_parts.py tests on its own
 os.environ.setdefault("NETC_BACKGROUND_COMPILE", "0")
+
+
+
+def _background_runs(session):
+    """The test modules of this session that start a run of their own in the background."""
+    modules = {getattr(item, "module", None) for item in getattr(session, "items", ())}
+    return [m for m in modules if hasattr(m, "start_in_background")]
+
+
+def pytest_collection_finish(session):
+    """Start the CUDA simulator's run (tests/cuda/test_simulator.py) now, where the session
+    includes its tests: it takes minutes on one core, and the other tests run meanwhile."""
+    for module in _background_runs(session):
+        module.start_in_background()
+
+
+def pytest_sessionfinish(session):
+    for module in _background_runs(session):
+        module.stop_in_background()

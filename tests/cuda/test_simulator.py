@@ -6,27 +6,62 @@ import importlib
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from ..conftest import ROOT
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("numba_cuda") is None,
-                                reason="numba-cuda is not installed")
+NUMBA_CUDA = importlib.util.find_spec("numba_cuda") is not None
+pytestmark = pytest.mark.skipif(not NUMBA_CUDA, reason="numba-cuda is not installed")
+
+
+_run: dict = {}  # the simulated run: its process, its folder
+
+
+def start_in_background():
+    """Start the simulated run (about 6 minutes on one core, a simulated GPU thread at a time):
+    tests/conftest.py calls this once the session's tests are collected, where they include
+    this module's, so that it runs on another core while the others run."""
+    if _run or not NUMBA_CUDA:
+        return
+    folder = tempfile.mkdtemp(prefix="netc-simulated-")
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1",
+           "NETC_RECORD_KERNELS": os.path.join(folder, "launches.json")}
+    with open(os.path.join(folder, "out"), "w") as out, open(os.path.join(folder, "err"), "w") as err:
+        _run["proc"] = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W",
+             "ignore::RuntimeWarning", os.path.join(ROOT, "tests", "cuda", "gpu")],
+            cwd=ROOT, env=env, stdout=out, stderr=err, text=True)
+    _run["folder"] = folder
+
+
+def stop_in_background():
+    """End the simulated run if it is still going (the session ended first), and remove its
+    folder (conftest, at the session's end)."""
+    proc = _run.pop("proc", None)
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    shutil.rmtree(_run.pop("folder", ""), ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def simulated(tmp_path_factory):
-    """(the simulated run's process, the file of recorded kernel launches)."""
-    record = str(tmp_path_factory.mktemp("kernels") / "launches.json")
-    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1", "NETC_RECORD_KERNELS": record}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "-W", "ignore::RuntimeWarning", os.path.join(ROOT, "tests", "cuda", "gpu")],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
-    return proc, record
+def simulated():
+    """(the simulated run's process: returncode, stdout, stderr; the file of recorded kernel
+    launches), once it has ended."""
+    start_in_background()  # (where conftest has not)
+    _run["proc"].wait()
+    folder = _run["folder"]
+    with open(os.path.join(folder, "out")) as out, open(os.path.join(folder, "err")) as err:
+        proc = SimpleNamespace(returncode=_run["proc"].returncode, stdout=out.read(),
+                                     stderr=err.read())
+    return proc, os.path.join(folder, "launches.json")
 
 
 def test_the_cuda_backend_under_the_simulator(simulated):
