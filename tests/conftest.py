@@ -22,7 +22,6 @@ def spec_path():
 os.environ.setdefault("NETC_BACKGROUND_COMPILE", "0")
 
 
-
 def _background_runs(session):
     """The test modules of this session that start a run of their own in the background."""
     modules = {getattr(item, "module", None) for item in getattr(session, "items", ())}
@@ -30,7 +29,7 @@ def _background_runs(session):
 
 
 def pytest_collection_finish(session):
-    """Start the CUDA simulator's run (tests/cuda/test_simulator.py) now, where the session
+    """Start the CUDA tests' background run (tests/cuda/test_simulator.py) now, where the session
     includes its tests: it takes minutes on one core, and the other tests run meanwhile."""
     for module in _background_runs(session):
         module.start_in_background()

@@ -157,7 +157,7 @@ def launch(launcher, part, parts, *args):
     region: the launcher is not even compiled). A launcher neither compiled nor cached yet is
     compiled by a second process (background.py) while its parts run here one after another
     (the same parts, so the same numbers, and every per-part sum the caller adds is written).
-    While recording() records, nothing runs: the call is noted."""
+    While recording() records in this thread, nothing runs: the call is noted."""
     calls = getattr(_recording, "calls", None)
     if calls is not None:
         calls.append((launcher, part, parts, args))
