@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,8 @@ def start_in_background():
         return
     _run["folder"] = folder = tempfile.mkdtemp(prefix="netc-simulated-")
     _run["proc"] = subprocess.Popen([sys.executable, os.path.join(HERE, "background.py"), folder],
-                                    cwd=ROOT, stdin=subprocess.DEVNULL)
+                                    cwd=ROOT, stdin=subprocess.DEVNULL,
+                                    start_new_session=hasattr(os, "killpg"))  # (see stop)
 
 
 def stop_in_background():
@@ -40,7 +42,10 @@ def stop_in_background():
     folder (conftest, at the session's end)."""
     proc = _run.pop("proc", None)
     if proc is not None and proc.poll() is None:
-        proc.kill()
+        if hasattr(os, "killpg"):  # its process group: the simulated pytest it started too
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
         proc.wait()
     shutil.rmtree(_run.pop("folder", ""), ignore_errors=True)
 
