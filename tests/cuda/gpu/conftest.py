@@ -2,7 +2,7 @@
 own process: see tests/cuda/test_simulator.py) or on a GPU; elsewhere they are not collected.
 
 With NETC_RECORD_KERNELS=FILE, every kernel launch's argument types are written to FILE (JSON), so
-that tests/cuda/test_ptx.py can compile each kernel, with those types, for a real GPU."""
+that tests/cuda/background.py can compile each kernel, with those types, for a real GPU."""
 import atexit
 import importlib.util
 import json
