@@ -169,13 +169,23 @@ def launch(launcher, part, parts, *args):
         return
     for t in range(parts):
         part(t, parts, *args)
-    while _to_ask:  # after the parts ran: the child finds them in the cache
-        background.ask(*_to_ask.pop())
+    _hand_over()  # after the parts ran: the child finds them in the cache
 
 
 _ready: set = set()  # the launchers compiled or loaded in this process
 _pending: dict = {}  # (module, qualname) -> a launcher the compiler process is compiling
 _to_ask: list = []  # (launcher, signature) just found uncompiled, for launch to hand over
+
+
+def _hand_over():
+    """Give the compiler process the launchers in _to_ask (another thread may be emptying the
+    list at the same time: a model trained while another compiles ahead)."""
+    while True:
+        try:
+            launcher, sig = _to_ask.pop(0)
+        except IndexError:
+            return
+        background.ask(launcher, sig)
 
 
 def _prepare(launcher, parts, args) -> bool:
@@ -255,8 +265,7 @@ def compile_ahead(calls) -> int:
     try:
         if parts:
             background.ahead(folder, keys)
-        while _to_ask:
-            background.ask(*_to_ask.pop(0))
+        _hand_over()
         mine = 0
         while mine < len(parts) and background.claim(folder, mine):
             _compile_quietly(*parts[mine])
