@@ -30,7 +30,13 @@ def _background_runs(session):
 
 def pytest_collection_finish(session):
     """Start the CUDA tests' background run (tests/cuda/test_simulator.py) now, where the session
-    includes its tests: it takes minutes on one core, and the other tests run meanwhile."""
+    includes its tests: it takes minutes on one core, and the other tests run meanwhile. Not
+    where no test runs (--collect-only, --setup-plan), nor in a pytest-xdist worker (each would
+    start one; the tests' fixture starts it in the worker that runs them)."""
+    option = session.config.option
+    if (getattr(option, "collectonly", False) or getattr(option, "setupplan", False)
+            or hasattr(session.config, "workerinput")):
+        return
     for module in _background_runs(session):
         module.start_in_background()
 

@@ -12,8 +12,10 @@ Both take minutes on one core; run in the background, they overlap the other tes
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -24,7 +26,7 @@ def simulate(folder) -> int:
     with open(os.path.join(folder, "out"), "w") as out, open(os.path.join(folder, "err"), "w") as err:
         return subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W",
                                 "ignore::RuntimeWarning", os.path.join(ROOT, "tests", "cuda", "gpu")],
-                               cwd=ROOT, env=env, stdout=out, stderr=err)
+                               cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
 
 
 def _numba_type(desc):
@@ -75,7 +77,18 @@ def compile_all(record) -> dict:
     return out
 
 
+def _end_with_parent():
+    """End this run, and the simulated pytest with it, when stdin ends: the pytest that started
+    it keeps the pipe open while it runs, so the end of stdin is that process's end, however it
+    ended (test_simulator.py's stop_in_background handles the orderly ends)."""
+    sys.stdin.read()
+    if hasattr(os, "killpg"):
+        os.killpg(0, signal.SIGKILL)  # (this run's own session: itself and its children)
+    os._exit(1)
+
+
 def main(folder):
+    threading.Thread(target=_end_with_parent, daemon=True).start()
     rc = simulate(folder)
     with open(os.path.join(folder, "rc"), "w") as f:
         f.write(str(rc))

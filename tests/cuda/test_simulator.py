@@ -32,9 +32,14 @@ def start_in_background():
     if _run or not NUMBA_CUDA:
         return
     _run["folder"] = folder = tempfile.mkdtemp(prefix="netc-simulated-")
-    _run["proc"] = subprocess.Popen([sys.executable, os.path.join(HERE, "background.py"), folder],
-                                    cwd=ROOT, stdin=subprocess.DEVNULL,
-                                    start_new_session=hasattr(os, "killpg"))  # (see stop)
+    with open(os.path.join(folder, "log"), "w") as log:  # (its own output, and a traceback)
+        # stdin: a pipe this process keeps open, so that the run ends itself when this process
+        # ends in a way that skips stop_in_background (SIGTERM, SIGKILL): its own session (see
+        # stop) takes it out of this process's group, which such a signal may have been sent to
+        _run["proc"] = subprocess.Popen([sys.executable, os.path.join(HERE, "background.py"), folder],
+                                        cwd=ROOT, stdin=subprocess.PIPE, stdout=log,
+                                        stderr=subprocess.STDOUT,
+                                        start_new_session=hasattr(os, "killpg"))
 
 
 def stop_in_background():
@@ -47,6 +52,8 @@ def stop_in_background():
         else:
             proc.kill()
         proc.wait()
+    if proc is not None:
+        proc.stdin.close()
     shutil.rmtree(_run.pop("folder", ""), ignore_errors=True)
 
 
@@ -68,13 +75,14 @@ def _read(folder, name):
 
 def test_the_cuda_backend_under_the_simulator(background):
     rc = _read(background, "rc")
-    assert rc == "0", f"exit status {rc or 'none'}\n" + _read(background, "out")[-8000:] + \
-        _read(background, "err")[-3000:]
+    assert rc == "0", (f"exit status {rc or 'none'} (background.py's: {_run['proc'].returncode})\n"
+                       + _read(background, "out")[-8000:] + _read(background, "err")[-3000:]
+                       + _read(background, "log")[-3000:])
 
 
 def test_every_kernel_compiles_for_a_real_gpu(background):
     result = json.loads(_read(background, "ptx.json") or '{"error": "no ptx.json"}')
-    assert "error" not in result, result.get("error")
+    assert "error" not in result, result.get("error") + "\n" + _read(background, "log")[-3000:]
     if not result["nvvm"]:
         pytest.skip("NVVM is not installed (pip install nvidia-nvvm)")
     assert result["kernels"] >= 40  # the simulated run launched them all
