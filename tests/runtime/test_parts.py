@@ -112,7 +112,7 @@ def _fresh_probe(tmp_path, monkeypatch, source):
 def _fresh_state(monkeypatch):
     """background.py's state as at import (no compiler process yet), for this test alone."""
     from netc.runtime.backends.cpu import background
-    state = {"child": None, "done": background.queue.Queue(), "asked": set(), "failed": False}
+    state = background.new_state()
     monkeypatch.setattr(background, "_state", state)
     return state
 

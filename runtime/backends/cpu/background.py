@@ -28,7 +28,16 @@ import sys
 import threading
 
 CHILD = __name__.rpartition(".")[0] + ".compiler_process"  # the child's module (-m)
-_state: dict = {"child": None, "done": queue.Queue(), "asked": set(), "failed": False}
+
+
+def new_state() -> dict:
+    """This module's state before any compiler process: its child (started by the first request),
+    the queue of what the child compiled, the keys asked for, whether the child is gone."""
+    return {"child": None, "done": queue.Queue(), "asked": set(), "failed": False}
+
+
+_state: dict = new_state()
+
 # whether this is the compiler process itself (its parent says so in its environment: the
 # package's import, before anything of the child's runs, sets the kernels up): it never starts
 # one of its own, and compiles the GEMM tiles itself
