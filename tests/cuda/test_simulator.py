@@ -46,13 +46,13 @@ def stop_in_background():
     """End the background run if it is still going (the session ended first), and remove its
     folder (conftest, at the session's end)."""
     proc = _run.pop("proc", None)
-    if proc is not None and proc.poll() is None:
-        if hasattr(os, "killpg"):  # its process group: the simulated pytest it started too
-            os.killpg(proc.pid, signal.SIGKILL)
-        else:
-            proc.kill()
-        proc.wait()
     if proc is not None:
+        if proc.poll() is None:
+            if hasattr(os, "killpg"):  # its process group: the simulated pytest it started too
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
+            proc.wait()
         proc.stdin.close()
     shutil.rmtree(_run.pop("folder", ""), ignore_errors=True)
 
