@@ -75,13 +75,13 @@ def test_split_takes_one_part_per_grain_up_to_the_workers(monkeypatch):
 
 PROBE = '''import numpy as np
 from numba import prange
-from netc.runtime.backends.cpu.jit import kernel, share
+from netc.runtime.backends.cpu.jit import kernel, launcher, run_part, share
 
 
-@kernel(parallel=True)
+@launcher
 def double_cpu(parts, x, y):
     for t in prange(parts):
-        double_part(np.int64(t), parts, x, y)
+        run_part(double_part, np.int64(t), parts, (x, y))
 
 
 @kernel()
@@ -178,12 +178,107 @@ def test_a_new_launcher_compiles_in_the_compiler_process(tmp_path, monkeypatch):
     background.stop()
 
 
+def test_every_launcher_hands_its_own_arguments_to_its_part():
+    """launcher() binds a launcher's part for (int64, *the launcher's argument types) before the
+    launcher's code, which calls the part by a symbol of those types, loads from the cache: so
+    every launcher must pass its own arguments on, unchanged and in order, to the part of its
+    name (a launcher that did not would name a symbol nobody bound, and LLVM would end the
+    process loading it). Read from the source of every CPU module; and no parallel kernel is
+    left that links its part in."""
+    import ast
+    import pathlib
+
+    launchers = 0
+    for path in sorted(pathlib.Path(jit.__file__).parent.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+        for fn in ast.walk(tree):
+            if not isinstance(fn, ast.FunctionDef):
+                continue
+            decorators = [ast.unparse(d) for d in fn.decorator_list]
+            assert "kernel(parallel=True)" not in decorators, f"{path.name}: {fn.name}"
+            if "launcher" not in decorators:
+                continue
+            launchers += 1
+            params = [a.arg for a in fn.args.args]
+            part = fn.name.removesuffix("_cpu") + "_part"
+            (loop,) = fn.body
+            t = loop.target.id
+            want = (f"for {t} in prange({params[0]}):\n    run_part({part}, np.int64({t}), "
+                    f"{params[0]}, ({', '.join(params[1:])}{',' if len(params) == 2 else ''}))")
+            assert ast.unparse(loop) == want, f"{path.name}: {fn.name}"
+            assert part in names, f"{path.name}: {fn.name} has no {part}"
+    assert launchers >= 30
+
+
+def test_a_launcher_calls_its_part_by_symbol_not_by_its_code(tmp_path, monkeypatch):
+    """A launcher's code declares its part's symbol and holds none of the part's code (Numba
+    would link the part, and all it calls, into the launcher and optimize the whole again)."""
+    import importlib
+    import uuid
+
+    from numba import types
+
+    name = f"netc_probe_{uuid.uuid4().hex[:12]}"
+    (tmp_path / f"{name}.py").write_text(PROBE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    probe = importlib.import_module(name)
+    x = np.arange(1000, dtype=np.float32)
+    y = np.zeros_like(x)
+    probe.double_cpu(2, x, y)
+    assert np.array_equal(y, 2 * x)
+    (sig,) = probe.double_cpu.signatures
+    code = probe.double_cpu.inspect_llvm(sig)
+    symbol = jit.part_symbol(probe.double_part, (types.int64, *sig))
+    assert any(line.startswith("declare") and symbol in line for line in code.splitlines())
+    assert probe.double_part.overloads[(types.int64, *sig)].fndesc.llvm_func_name not in code
+
+
+LOAD_FIRST = """import json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+probe = __import__(sys.argv[2])
+x = np.arange(1000, dtype=np.float32)
+y = np.zeros_like(x)
+probe.double_cpu(2, x, y)  # the launcher first: its part is not compiled nor loaded here yet
+print(json.dumps({"right": bool(np.array_equal(y, 2 * x)),
+                  "launcher": [sum(probe.double_cpu.stats.cache_hits.values()),
+                               sum(probe.double_cpu.stats.cache_misses.values())],
+                  "part": [sum(probe.double_part.stats.cache_hits.values()),
+                           sum(probe.double_part.stats.cache_misses.values())]}))
+"""
+
+
+def test_a_cached_launcher_loads_in_a_process_that_never_ran_its_part(tmp_path):
+    """The launcher loaded from the cache before anything called its part in that process: the
+    part is loaded (from the cache) and bound first, and the launcher runs it."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    name = f"netc_probe_{uuid.uuid4().hex[:12]}"
+    (tmp_path / f"{name}.py").write_text(PROBE)
+    script = tmp_path / "load_first.py"
+    script.write_text(LOAD_FIRST)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), NETC_BACKGROUND_COMPILE="0")
+    runs = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, str(script), str(tmp_path), name], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert runs[0] == {"right": True, "launcher": [0, 1], "part": [0, 1]}
+    assert runs[1] == {"right": True, "launcher": [1, 0], "part": [1, 0]}
+
+
 AHEAD_PROBE = PROBE + '''
 
-@kernel(parallel=True)
+@launcher
 def shift_cpu(parts, x, y):
     for t in prange(parts):
-        shift_part(np.int64(t), parts, x, y)
+        run_part(shift_part, np.int64(t), parts, (x, y))
 
 
 @kernel()

@@ -10,7 +10,7 @@ from netc.compiler.kinds import activation as kinds
 
 from .. import elementwise as ew
 from ..registry import Implementation, implements
-from .jit import REDUCE, kernel, launch, share, split
+from .jit import REDUCE, kernel, launch, launcher, run_part, share, split
 
 
 # ---- activations over whole arrays ------------------------------------------------------------
@@ -112,10 +112,10 @@ def in_kernel(h, ctx):
     return name if fusable and not (ctx.output and name != "none") else "none"
 
 
-@kernel(parallel=True)
+@launcher
 def _act_cpu(parts, code, a, z, y):
     for t in prange(parts):
-        _act_part(np.int64(t), parts, code, a, z, y)
+        run_part(_act_part, np.int64(t), parts, (code, a, z, y))
 
 
 @kernel(vector_division=True)
@@ -144,10 +144,10 @@ def _act_run(code, a, z, y, lo, hi):
         y[i] = ew.act(code, z[i], a)
 
 
-@kernel(parallel=True)
+@launcher
 def _act_grad_cpu(parts, code, a, z, y, dy, dz):
     for t in prange(parts):
-        _act_grad_part(np.int64(t), parts, code, a, z, y, dy, dz)
+        run_part(_act_grad_part, np.int64(t), parts, (code, a, z, y, dy, dz))
 
 
 @kernel(vector_division=True)
@@ -174,10 +174,10 @@ def _act_grad_run(code, a, z, y, dy, dz, lo, hi):
         dz[i] = dy[i] * ew.act_grad(code, z[i], y[i], a)
 
 
-@kernel(parallel=True)
+@launcher
 def _prelu_cpu(parts, z, slope, y):
     for t in prange(parts):
-        _prelu_part(np.int64(t), parts, z, slope, y)
+        run_part(_prelu_part, np.int64(t), parts, (z, slope, y))
 
 
 @kernel()
@@ -192,10 +192,10 @@ def _prelu_part(t, parts, z, slope, y):
                 y[n, c, k] = ew.act(ew.PRELU, z[n, c, k], a)
 
 
-@kernel(parallel=True)
+@launcher
 def _prelu_grad_cpu(parts, z, slope, dy, dz, dslope):
     for t in prange(parts):
-        _prelu_grad_part(np.int64(t), parts, z, slope, dy, dz, dslope)
+        run_part(_prelu_grad_part, np.int64(t), parts, (z, slope, dy, dz, dslope))
 
 
 @kernel(fastmath=REDUCE)
@@ -223,10 +223,10 @@ def _softmax_row(z, y, n, p):
         y[n, j, p] = y[n, j, p] / s
 
 
-@kernel(parallel=True)
+@launcher
 def _softmax_rows_cpu(parts, z, y):
     for t in prange(parts):
-        _softmax_rows_part(np.int64(t), parts, z, y)
+        run_part(_softmax_rows_part, np.int64(t), parts, (z, y))
 
 
 @kernel()
@@ -248,10 +248,10 @@ def _softmax_grad_row(y, dy, dz, n, p):
         dz[n, j, p] = y[n, j, p] * (dy[n, j, p] - s)
 
 
-@kernel(parallel=True)
+@launcher
 def _softmax_grad_rows_cpu(parts, y, dy, dz):
     for t in prange(parts):
-        _softmax_grad_rows_part(np.int64(t), parts, y, dy, dz)
+        run_part(_softmax_grad_rows_part, np.int64(t), parts, (y, dy, dz))
 
 
 @kernel(fastmath=REDUCE)
@@ -353,10 +353,10 @@ class Dropout(Implementation):
         return [dx], {}
 
 
-@kernel(parallel=True)
+@launcher
 def _dropout_cpu(parts, x, seed, threshold, scale, y):
     for t in prange(parts):
-        _dropout_part(np.int64(t), parts, x, seed, threshold, scale, y)
+        run_part(_dropout_part, np.int64(t), parts, (x, seed, threshold, scale, y))
 
 
 @kernel()

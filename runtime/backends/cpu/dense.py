@@ -23,7 +23,7 @@ from .activation import fused_backward, fused_forward, in_kernel
 from .blas import gemm, own_tiles
 from .tiles import host_vector_bytes
 from .common import TAPS, _act_row_cpu, _grad_row_cpu, _nine_dots_cpu, act_pair
-from .jit import REDUCE, kernel, launch, share, split_macs
+from .jit import REDUCE, kernel, launch, launcher, run_part, share, split_macs
 
 DOTS_ROW_BYTES = (1024, 4096)
 DOTS_SMALL_BATCH = 16
@@ -148,10 +148,10 @@ def linear_backward(x2, p, dy, y, act, ctx, dx):
     return {"weight": dw, "bias": db} if "bias" in p else {"weight": dw}
 
 
-@kernel(parallel=True)
+@launcher
 def _linear_dots_cpu(parts, x, w, bias, act, z):
     for t in prange(parts):
-        _linear_dots_part(np.int64(t), parts, x, w, bias, act, z)
+        run_part(_linear_dots_part, np.int64(t), parts, (x, w, bias, act, z))
 
 
 @kernel(fastmath=REDUCE)  # REDUCE: the dot products vectorize
@@ -180,10 +180,10 @@ def _linear_dots_part(t, parts, x, w, bias, act, z):
                 z[i1, j0 + j] = ew.act(code, sums[1, j] + b, a)
 
 
-@kernel(parallel=True)
+@launcher
 def _linear_forward_cpu(parts, x, w, bias, act, z):
     for t in prange(parts):
-        _linear_forward_part(np.int64(t), parts, x, w, bias, act, z)
+        run_part(_linear_forward_part, np.int64(t), parts, (x, w, bias, act, z))
 
 
 @kernel()
@@ -227,10 +227,10 @@ def _linear_grad_out_cpu(dy, y, act, dz, db):
                 db[j] += dz[i, j]
 
 
-@kernel(parallel=True)
+@launcher
 def _linear_backward_cpu(parts, x, w, dz, dw, dx):
     for t in prange(parts):
-        _linear_backward_part(np.int64(t), parts, x, w, dz, dw, dx)
+        run_part(_linear_backward_part, np.int64(t), parts, (x, w, dz, dw, dx))
 
 
 @kernel()

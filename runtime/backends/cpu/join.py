@@ -9,7 +9,7 @@ from netc.compiler.kinds import join as kinds
 from .. import elementwise as ew
 from ..registry import Implementation, implements
 from .activation import fused_backward, fused_forward, in_kernel
-from .jit import kernel, launch, share, split
+from .jit import kernel, launch, launcher, run_part, share, split
 
 
 @implements(kinds.Input, "cpu")
@@ -87,10 +87,10 @@ def _alike(xs) -> bool:
     return all(x.shape == xs[0].shape and x.dtype == xs[0].dtype for x in xs[1:])
 
 
-@kernel(parallel=True)
+@launcher
 def _add_act_cpu(parts, code, slope, a, b, w, per, y):
     for t in prange(parts):
-        _add_act_part(np.int64(t), parts, code, slope, a, b, w, per, y)
+        run_part(_add_act_part, np.int64(t), parts, (code, slope, a, b, w, per, y))
 
 
 @kernel(vector_division=True)

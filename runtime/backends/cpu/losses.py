@@ -6,7 +6,7 @@ import numpy as np
 from numba import prange
 
 from .. import elementwise as ew
-from .jit import kernel, launch, share, split
+from .jit import kernel, launch, launcher, run_part, share, split
 
 
 @kernel()
@@ -29,10 +29,11 @@ def _row(code, out, target, labels, logits, scale, grad, i, p):
     return value
 
 
-@kernel(parallel=True)
+@launcher
 def _rows_cpu(parts, code, out, target, labels, logits, scale, grad, sums):
     for t in prange(parts):
-        _rows_part(np.int64(t), parts, code, out, target, labels, logits, scale, grad, sums)
+        run_part(_rows_part, np.int64(t), parts, (
+            code, out, target, labels, logits, scale, grad, sums))
 
 
 @kernel()

@@ -10,7 +10,7 @@ from netc.compiler.kinds import norm as kinds
 
 from ..registry import Implementation, implements
 from .activation import _by_channel
-from .jit import REDUCE, kernel, launch, share, split
+from .jit import REDUCE, kernel, launch, launcher, run_part, share, split
 
 
 @implements(kinds.BatchNorm, "cpu")
@@ -56,10 +56,10 @@ class BatchNorm(Implementation):
         return [dx], {"weight": dw, "bias": db}
 
 
-@kernel(parallel=True)
+@launcher
 def _bn_cpu(parts, x, stats, eps, weight, bias, mean, var, inv, y):
     for t in prange(parts):
-        _bn_part(np.int64(t), parts, x, stats, eps, weight, bias, mean, var, inv, y)
+        run_part(_bn_part, np.int64(t), parts, (x, stats, eps, weight, bias, mean, var, inv, y))
 
 
 @kernel(fastmath=REDUCE)
@@ -90,10 +90,10 @@ def _bn_part(t, parts, x, stats, eps, weight, bias, mean, var, inv, y):
                 y[n, c, k] = (x[n, c, k] - mu) * scale + shift
 
 
-@kernel(parallel=True)
+@launcher
 def _bn_grad_cpu(parts, x, dy, mean, inv, weight, per, dw, db, dx):
     for t in prange(parts):
-        _bn_grad_part(np.int64(t), parts, x, dy, mean, inv, weight, per, dw, db, dx)
+        run_part(_bn_grad_part, np.int64(t), parts, (x, dy, mean, inv, weight, per, dw, db, dx))
 
 
 @kernel(fastmath=REDUCE)

@@ -6,13 +6,13 @@ import numpy as np
 from numba import prange
 
 from .. import elementwise as ew
-from .jit import kernel, share
+from .jit import kernel, launcher, run_part, share
 
 
-@kernel(parallel=True)
+@launcher
 def _update_cpu(parts, rule, theta, g, s1, s2, h, first):
     for t in prange(parts):
-        _update_part(np.int64(t), parts, rule, theta, g, s1, s2, h, first)
+        run_part(_update_part, np.int64(t), parts, (rule, theta, g, s1, s2, h, first))
 
 
 @kernel()

@@ -10,7 +10,7 @@ from netc.compiler.shapes import window_geometry
 from .. import elementwise as ew
 from ..registry import Implementation, implements
 from .common import _fill_cpu, _valid, window
-from .jit import kernel, launch, share, split
+from .jit import kernel, launch, launcher, run_part, share, split
 
 
 @implements(kinds.Pool, "cpu")
@@ -62,10 +62,10 @@ def _parts(x, y, geo=(1, 1)):
 # Average pooling runs tap by tap: for each (i, j) of the window, one long sweep over the output
 # rows; max pooling keeps the index of each maximum for its backward scatter, and 2x2/2 windows,
 # the common case, get an unrolled kernel. Every kernel splits the samples of the batch into parts.
-@kernel(parallel=True)
+@launcher
 def _maxpool_cpu(parts, x, kh, kw, sh, sw, ph, pw, y, arg):
     for t in prange(parts):
-        _maxpool_part(np.int64(t), parts, x, kh, kw, sh, sw, ph, pw, y, arg)
+        run_part(_maxpool_part, np.int64(t), parts, (x, kh, kw, sh, sw, ph, pw, y, arg))
 
 
 @kernel()
@@ -92,10 +92,10 @@ def _maxpool_part(t, parts, x, kh, kw, sh, sw, ph, pw, y, arg):
                     arg[n, c, oy, ox] = where
 
 
-@kernel(parallel=True)
+@launcher
 def _maxpool2x2_cpu(parts, x, y, arg):
     for t in prange(parts):
-        _maxpool2x2_part(np.int64(t), parts, x, y, arg)
+        run_part(_maxpool2x2_part, np.int64(t), parts, (x, y, arg))
 
 
 @kernel()
@@ -120,10 +120,10 @@ def _maxpool2x2_part(t, parts, x, y, arg):
                     arg[n, c, oy, ox] = k
 
 
-@kernel(parallel=True)
+@launcher
 def _maxpool_back_cpu(parts, dy, arg, dx):
     for t in prange(parts):
-        _maxpool_back_part(np.int64(t), parts, dy, arg, dx)
+        run_part(_maxpool_back_part, np.int64(t), parts, (dy, arg, dx))
 
 
 @kernel()
@@ -139,10 +139,10 @@ def _maxpool_back_part(t, parts, dy, arg, dx):
                     flat[arg[n, c, oy, ox]] += dy[n, c, oy, ox]
 
 
-@kernel(parallel=True)
+@launcher
 def _avgpool_cpu(parts, x, kh, kw, sh, sw, ph, pw, y):
     for t in prange(parts):
-        _avgpool_part(np.int64(t), parts, x, kh, kw, sh, sw, ph, pw, y)
+        run_part(_avgpool_part, np.int64(t), parts, (x, kh, kw, sh, sw, ph, pw, y))
 
 
 @kernel()
@@ -169,10 +169,10 @@ def _avgpool_part(t, parts, x, kh, kw, sh, sw, ph, pw, y):
                     out[oy, ox] *= scale
 
 
-@kernel(parallel=True)
+@launcher
 def _avgpool_back_cpu(parts, dy, kh, kw, sh, sw, ph, pw, dx):
     for t in prange(parts):
-        _avgpool_back_part(np.int64(t), parts, dy, kh, kw, sh, sw, ph, pw, dx)
+        run_part(_avgpool_back_part, np.int64(t), parts, (dy, kh, kw, sh, sw, ph, pw, dx))
 
 
 @kernel()
@@ -217,10 +217,10 @@ class Upsample(Implementation):
         return [dx], {}
 
 
-@kernel(parallel=True)
+@launcher
 def _upsample_cpu(parts, x, s, bilinear, y):
     for t in prange(parts):
-        _upsample_part(np.int64(t), parts, x, s, bilinear, y)
+        run_part(_upsample_part, np.int64(t), parts, (x, s, bilinear, y))
 
 
 @kernel()
@@ -240,10 +240,10 @@ def _upsample_part(t, parts, x, s, bilinear, y):
                     out[oy, ox] = img[oy // s, ox // s]
 
 
-@kernel(parallel=True)
+@launcher
 def _upsample_back_cpu(parts, dy, s, bilinear, dx):
     for t in prange(parts):
-        _upsample_back_part(np.int64(t), parts, dy, s, bilinear, dx)
+        run_part(_upsample_back_part, np.int64(t), parts, (dy, s, bilinear, dx))
 
 
 @kernel()

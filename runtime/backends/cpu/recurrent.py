@@ -31,7 +31,7 @@ from ..registry import Implementation, implements
 from .blas import gemm
 from .common import act_pair
 from .dense import linear_backward
-from .jit import kernel, launch, split_macs
+from .jit import kernel, launch, launcher, run_part, split_macs
 
 _0 = np.float32(0)
 
@@ -168,11 +168,11 @@ def _none3(dtype):
     return np.zeros((0, 0, 0), dtype)
 
 
-@kernel(parallel=True)
+@launcher
 def _recurrent_forward_cpu(parts, cell, act, xp, goff, w_hh_t, b_hn, reverse, hs, hoff, cs, hn):
     for part in prange(parts):
-        _recurrent_forward_part(np.int64(part), parts, cell, act, xp, goff, w_hh_t, b_hn, reverse,
-                                hs, hoff, cs, hn)
+        run_part(_recurrent_forward_part, np.int64(part), parts, (
+            cell, act, xp, goff, w_hh_t, b_hn, reverse, hs, hoff, cs, hn))
 
 
 @kernel(vector_division=True)
@@ -220,12 +220,13 @@ def _recurrent_forward_part(part, parts, cell, act, xp, goff, w_hh_t, b_hn, reve
                 _rnn_row(act, zr[goff:goff + hid], hr)
 
 
-@kernel(parallel=True)
+@launcher
 def _recurrent_backward_cpu(parts, cell, act, gates, goff, hs, hoff, cs, hn, w_hh, dys, dlast,
                             doff, reverse, dz, dzh, zoff, dh, dc):
     for part in prange(parts):
-        _recurrent_backward_part(np.int64(part), parts, cell, act, gates, goff, hs, hoff, cs, hn,
-                                 w_hh, dys, dlast, doff, reverse, dz, dzh, zoff, dh, dc)
+        run_part(_recurrent_backward_part, np.int64(part), parts, (
+            cell, act, gates, goff, hs, hoff, cs, hn, w_hh, dys, dlast, doff, reverse, dz, dzh,
+            zoff, dh, dc))
 
 
 @kernel(vector_division=True)
@@ -273,10 +274,10 @@ def _recurrent_backward_part(part, parts, cell, act, gates, goff, hs, hoff, cs, 
             gemm(False, False, 1.0, dzh[lo:hi, t, zoff:zoff + gh], w_hh, 1.0, dh[lo:hi])
 
 
-@kernel(parallel=True)
+@launcher
 def _project_cpu(parts, x, w_t, bias, out):
     for part in prange(parts):
-        _project_part(np.int64(part), parts, x, w_t, bias, out)
+        run_part(_project_part, np.int64(part), parts, (x, w_t, bias, out))
 
 
 @kernel()

@@ -14,7 +14,7 @@ from ...registry import Implementation, implements
 from ..activation import fused_backward, fused_forward, in_kernel
 from ..blas import gemm
 from ..common import _act_row_cpu, _fill_cpu, _grad_row_cpu, act_pair, window
-from ..jit import REDUCE, kernel, launch, split_macs
+from ..jit import REDUCE, kernel, launch, launcher, run_part, split_macs
 from .im2col import _col2im_cpu, _im2col_cpu
 
 
@@ -81,10 +81,11 @@ class Deconv(Implementation):
         return [dx if ctx.need_dx else None], grads
 
 
-@kernel(parallel=True)
+@launcher
 def _deconv_forward_cpu(parts, x, w, bias, act, groups, kh, kw, sh, sw, ph, pw, cols_ws, y):
     for t in prange(parts):
-        _deconv_forward_part(np.int64(t), parts, x, w, bias, act, groups, kh, kw, sh, sw, ph, pw, cols_ws, y)
+        run_part(_deconv_forward_part, np.int64(t), parts, (
+            x, w, bias, act, groups, kh, kw, sh, sw, ph, pw, cols_ws, y))
 
 
 @kernel()
@@ -105,12 +106,13 @@ def _deconv_forward_part(t, parts, x, w, bias, act, groups, kh, kw, sh, sw, ph, 
             _act_row_cpu(act, row, bias[q], row, oh * ow)
 
 
-@kernel(parallel=True)
+@launcher
 def _deconv_backward_cpu(parts, x, w, dy, y, act, groups, kh, kw, sh, sw, ph, pw, need_dx, d_ws,
                          cols_ws, dw_ws, db_ws, dx):
     for t in prange(parts):
-        _deconv_backward_part(np.int64(t), parts, x, w, dy, y, act, groups, kh, kw, sh, sw, ph, pw, need_dx,
-                              d_ws, cols_ws, dw_ws, db_ws, dx)
+        run_part(_deconv_backward_part, np.int64(t), parts, (
+            x, w, dy, y, act, groups, kh, kw, sh, sw, ph, pw, need_dx, d_ws, cols_ws, dw_ws, db_ws,
+            dx))
 
 
 @kernel(fastmath=REDUCE)

@@ -25,7 +25,7 @@ import numpy as np
 from numba import prange
 
 from ..common import TAPS, _act_row_cpu, _fill_cpu, _grad_row_cpu, _nine_dots_cpu, _offsets
-from ..jit import REDUCE, kernel
+from ..jit import REDUCE, kernel, launcher, run_part
 
 BLOCK = 4  # filters per pass: what _nine_taps_cpu spells out by name, for TAPS taps
 
@@ -66,10 +66,11 @@ def _direct_workspace(ctx, x, f, plane, margin, tags):
                  for tag in tags)
 
 
-@kernel(parallel=True)
+@launcher
 def _direct_forward_cpu(parts, x, wk, bias, act, ph, pw, offs, oh, ow, xp_ws, acc_ws, y):
     for t in prange(parts):
-        _direct_forward_part(np.int64(t), parts, x, wk, bias, act, ph, pw, offs, oh, ow, xp_ws, acc_ws, y)
+        run_part(_direct_forward_part, np.int64(t), parts, (
+            x, wk, bias, act, ph, pw, offs, oh, ow, xp_ws, acc_ws, y))
 
 
 @kernel()
@@ -95,12 +96,13 @@ def _direct_forward_part(t, parts, x, wk, bias, act, ph, pw, offs, oh, ow, xp_ws
                                  y[s, BLOCK * b + i, oy], ow)
 
 
-@kernel(parallel=True)
+@launcher
 def _direct_backward_cpu(parts, x, wt, dy, y, act, ph, pw, offs, margin, need_dx, xp_ws, g_ws,
                          acc_ws, dw_ws, db_ws, dx):
     for t in prange(parts):
-        _direct_backward_part(np.int64(t), parts, x, wt, dy, y, act, ph, pw, offs, margin, need_dx, xp_ws,
-                              g_ws, acc_ws, dw_ws, db_ws, dx)
+        run_part(_direct_backward_part, np.int64(t), parts, (
+            x, wt, dy, y, act, ph, pw, offs, margin, need_dx, xp_ws, g_ws, acc_ws, dw_ws, db_ws,
+            dx))
 
 
 @kernel(fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize

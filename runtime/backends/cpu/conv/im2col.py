@@ -16,7 +16,7 @@ from numba import prange
 from ..blas import gemm
 from ..common import (CHUNK_BYTES, _act_row_cpu, _fill_cpu, _grad_row_cpu, _valid,
                       samples_per_chunk)
-from ..jit import REDUCE, kernel, share
+from ..jit import REDUCE, kernel, launcher, run_part, share
 
 
 def _workspace(ctx, h, x, f, oh, ow, tags, depth=0):
@@ -40,12 +40,12 @@ def _pointwise(h):
     return h["kernel"] == (1, 1) and h["stride"] == (1, 1) and h["pad"] == (0, 0)
 
 
-@kernel(parallel=True)
+@launcher
 def _conv_forward_cpu(parts, x, w, bias, act, groups, kh, kw, sh, sw, ph, pw, oh, ow, per,
                       cols_ws, kept, z_ws, y):
     for t in prange(parts):
-        _conv_forward_part(np.int64(t), parts, x, w, bias, act, groups, kh, kw, sh, sw, ph, pw, oh, ow, per,
-                           cols_ws, kept, z_ws, y)
+        run_part(_conv_forward_part, np.int64(t), parts, (
+            x, w, bias, act, groups, kh, kw, sh, sw, ph, pw, oh, ow, per, cols_ws, kept, z_ws, y))
 
 
 @kernel()
@@ -66,13 +66,13 @@ def _conv_forward_part(t, parts, x, w, bias, act, groups, kh, kw, sh, sw, ph, pw
         _epilogue_cpu(z, bias, act, y, s)
 
 
-@kernel(parallel=True)
+@launcher
 def _conv_backward_cpu(parts, x, w, dy, y, act, groups, kh, kw, sh, sw, ph, pw, oh, ow, per,
                        need_dx, cols_ws, kept, d2_ws, dcols_ws, wt, dxp_ws, dw_ws, db_ws, dx):
     for t in prange(parts):
-        _conv_backward_part(np.int64(t), parts, x, w, dy, y, act, groups, kh, kw, sh, sw, ph, pw, oh, ow,
-                            per, need_dx, cols_ws, kept, d2_ws, dcols_ws, wt, dxp_ws, dw_ws,
-                            db_ws, dx)
+        run_part(_conv_backward_part, np.int64(t), parts, (
+            x, w, dy, y, act, groups, kh, kw, sh, sw, ph, pw, oh, ow, per, need_dx, cols_ws, kept,
+            d2_ws, dcols_ws, wt, dxp_ws, dw_ws, db_ws, dx))
 
 
 @kernel(fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
@@ -107,12 +107,13 @@ def _conv_backward_part(t, parts, x, w, dy, y, act, groups, kh, kw, sh, sw, ph, 
             _col2im_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dx, s, e)
 
 
-@kernel(parallel=True)
+@launcher
 def _conv_backward_wide_cpu(parts, x, w, dy, y, act, kh, kw, sh, sw, ph, pw, oh, ow, need_dx,
                             cols_ws, d2_ws, dcols_ws, wt, dxp_ws, dw, db_ws, dx):
     for t in prange(parts):
-        _conv_backward_wide_part(np.int64(t), parts, x, w, dy, y, act, kh, kw, sh, sw, ph, pw, oh, ow,
-                                 need_dx, cols_ws, d2_ws, dcols_ws, wt, dxp_ws, dw, db_ws, dx)
+        run_part(_conv_backward_wide_part, np.int64(t), parts, (
+            x, w, dy, y, act, kh, kw, sh, sw, ph, pw, oh, ow, need_dx, cols_ws, d2_ws, dcols_ws, wt,
+            dxp_ws, dw, db_ws, dx))
 
 
 @kernel(fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize

@@ -7,7 +7,7 @@ from numba import prange
 
 from ..blas import gemm
 from ..common import CHUNK_BYTES, _act_row_cpu, _fill_cpu, _grad_row_cpu, samples_per_chunk
-from ..jit import REDUCE, kernel, launch, split_macs
+from ..jit import REDUCE, kernel, launch, launcher, run_part, split_macs
 
 
 # Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, 2016) for 3x3 stride-1 convolutions:
@@ -66,10 +66,10 @@ def _transform_parts(gg, pairs, rows):
     return min(split_macs(pairs * int(np.count_nonzero(gg))), rows)
 
 
-@kernel(parallel=True)
+@launcher
 def _weights_cpu(parts, w, gg, out):
     for t in prange(parts):
-        _weights_part(np.int64(t), parts, w, gg, out)
+        run_part(_weights_part, np.int64(t), parts, (w, gg, out))
 
 
 @kernel()
@@ -95,10 +95,10 @@ def _weights_part(t, parts, w, gg, out):
                         row[b] += g * src[b]
 
 
-@kernel(parallel=True)
+@launcher
 def _weight_grad_cpu(parts, du, gg, dg):
     for t in prange(parts):
-        _weight_grad_part(np.int64(t), parts, du, gg, dg)
+        run_part(_weight_grad_part, np.int64(t), parts, (du, gg, dg))
 
 
 @kernel()
@@ -156,12 +156,12 @@ def _skew(count, unit_bytes):
     return count
 
 
-@kernel(parallel=True)
+@launcher
 def _winograd_forward_cpu(parts, x, ut, bias, act, ph, pw, oh, ow, per, xp_ws, v_ws, m_ws, o_ws,
                           y):
     for t in prange(parts):
-        _winograd_forward_part(np.int64(t), parts, x, ut, bias, act, ph, pw, oh, ow, per, xp_ws, v_ws, m_ws,
-                               o_ws, y)
+        run_part(_winograd_forward_part, np.int64(t), parts, (
+            x, ut, bias, act, ph, pw, oh, ow, per, xp_ws, v_ws, m_ws, o_ws, y))
 
 
 @kernel()
@@ -186,12 +186,13 @@ def _winograd_forward_part(t, parts, x, ut, bias, act, ph, pw, oh, ow, per, xp_w
                     _act_row_cpu(act, o[f, oy], bias[f], y[s + q, f, oy], ow)
 
 
-@kernel(parallel=True)
+@launcher
 def _winograd_backward_cpu(parts, x, u, dy, y, act, ph, pw, per, need_dx, xp_ws, v_ws, m_ws,
                            dv_ws, g_ws, gt_ws, du_ws, db_ws, dx):
     for t in prange(parts):
-        _winograd_backward_part(np.int64(t), parts, x, u, dy, y, act, ph, pw, per, need_dx, xp_ws, v_ws,
-                                m_ws, dv_ws, g_ws, gt_ws, du_ws, db_ws, dx)
+        run_part(_winograd_backward_part, np.int64(t), parts, (
+            x, u, dy, y, act, ph, pw, per, need_dx, xp_ws, v_ws, m_ws, dv_ws, g_ws, gt_ws, du_ws,
+            db_ws, dx))
 
 
 @kernel(fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
