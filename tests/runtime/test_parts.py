@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import netc
-from netc.runtime.backends.cpu import conv, jit
+from netc.runtime.backends.cpu import conv, jit, linking
 
 from .test_layers import randomized
 
@@ -180,7 +180,7 @@ def test_a_new_launcher_compiles_in_the_compiler_process(tmp_path, monkeypatch):
 
 def test_every_launcher_hands_its_own_arguments_to_its_part():
     """launcher() binds a launcher's part for (int64, *the launcher's argument types) before the
-    launcher's code, which calls the part by a symbol of those types, loads from the cache: so
+    launcher's code, which calls the part by a symbol of its types (linking.py), loads: so
     every launcher must pass its own arguments on, unchanged and in order, to the part of its
     name (a launcher that did not would name a symbol nobody bound, and LLVM would end the
     process loading it). Read from the source of every CPU module; and no parallel kernel is
@@ -229,7 +229,7 @@ def test_a_launcher_calls_its_part_by_symbol_not_by_its_code(tmp_path, monkeypat
     assert np.array_equal(y, 2 * x)
     (sig,) = probe.double_cpu.signatures
     code = probe.double_cpu.inspect_llvm(sig)
-    symbol = jit.part_symbol(probe.double_part, (types.int64, *sig))
+    symbol = linking.symbol(probe.double_part, (types.int64, *sig))
     assert any(line.startswith("declare") and symbol in line for line in code.splitlines())
     assert probe.double_part.overloads[(types.int64, *sig)].fndesc.llvm_func_name not in code
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
 import importlib.metadata
 import os
 import shutil
@@ -36,13 +35,11 @@ import time
 import warnings
 
 import numba
-from llvmlite import binding as llvm
 from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 from .. import cache
-from . import background, blas
+from . import background, blas, linking
+from .linking import run_part  # noqa: F401  (the launchers' call of their part)
 
 _state: dict = {}
 _recording = threading.local()  # .calls: recording()'s list, in the thread that records
@@ -77,79 +74,16 @@ def kernel(fastmath=False, parallel=False, inline=False, vector_division=False):
 def launcher(fn):
     """A parallel launcher: `for t in prange(parts): run_part(_x_part, np.int64(t), parts, (a, b,
     ...))` for a launcher `_x_cpu(parts, a, b, ...)`, every argument passed on in order (a test
-    reads every launcher's source for that). Its part is called by the address of the part's
-    compiled code, not linked in: Numba would link the part and all it calls into the launcher
-    and optimize the whole again, which took as long as compiling the part (the im2col CONV's
-    forward launcher 6 s, digits.net's seven launchers 24 s); now a launcher is a loop and a call.
-    Before the launcher is compiled or loaded from the cache, its part is compiled or loaded for
-    the same arguments and its address given to LLVM under a name of the part and its argument
-    types (bind_part): the launcher's code, cached or not, names the part by that symbol."""
+    reads every launcher's source for that). Its part is called by symbol (linking.py), not
+    compiled into it: a launcher linked its part and all it calls and optimized the whole again,
+    which took as long as compiling the part (the im2col CONV's forward launcher 6 s, digits.net's
+    seven launchers 24 s; now 0.5-1.4 s each). Before the launcher's code loads from the cache,
+    its part is compiled or loaded for (int64, *the launcher's argument types) and bound."""
     disp = kernel(parallel=True)(fn)
-    module, part_name = fn.__module__, fn.__name__.removesuffix("_cpu") + "_part"
-    load = disp._cache.load_overload
-
-    def load_overload(sig, target_context):
-        if _in_cache(disp, sig, target_context):  # (else no part is compiled for a mere look)
-            bind_part(getattr(sys.modules[module], part_name), (types.int64, *sig))
-        return load(sig, target_context)
-
-    disp._cache.load_overload = load_overload
+    module, part = fn.__module__, fn.__name__.removesuffix("_cpu") + "_part"
+    linking.bind_before_loading(
+        disp, lambda sig: [(getattr(sys.modules[module], part), (types.int64, *sig))])
     return disp
-
-
-def _in_cache(disp, sig, target_context) -> bool:
-    """Whether Numba's cache holds `disp` for `sig` (its index alone read)."""
-    cache = disp._cache
-    try:
-        return cache._index_key(sig, target_context.codegen()) in cache._cache_file._load_index()
-    except AttributeError:  # another Numba's cache: bind anyway (a part compiled early)
-        return True
-
-
-_bound: dict = {}  # symbol -> the part's compile result, kept alive with its code
-
-
-def part_symbol(part, argtypes) -> str:
-    """The name a launcher calls `part` by, for these argument types: the same in every process
-    (the cached launcher's code holds it)."""
-    fn = part.py_func
-    h = hashlib.sha256(repr(tuple(argtypes)).encode()).hexdigest()[:20]
-    return f"netc.part.{fn.__module__}.{fn.__qualname__}.{h}"
-
-
-def bind_part(part, argtypes) -> str:
-    """Compile `part` for `argtypes` (or load it from the cache) and give LLVM its address under
-    part_symbol's name, once per process; returns the name."""
-    argtypes = tuple(argtypes)
-    name = part_symbol(part, argtypes)
-    if name not in _bound:
-        part.compile(argtypes)
-        cres = part.overloads[argtypes]
-        if cres.signature.return_type != types.none:
-            raise TypeError(f"{part.py_func.__qualname__} returns {cres.signature.return_type}: "
-                            "a launcher's part returns nothing")
-        llvm.add_symbol(name, cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name))
-        _bound[name] = cres
-    return name
-
-
-@intrinsic
-def run_part(typingctx, part, t, parts, args):
-    """part(t, parts, *args) in a launcher, called through bind_part's symbol (launcher())."""
-    if not isinstance(part, types.Dispatcher) or not isinstance(args, types.BaseTuple):
-        return None
-    argtypes = (t, parts, *args.types)
-
-    def codegen(context, builder, sig, llargs):
-        name = bind_part(part.dispatcher, argtypes)
-        fnty = context.call_conv.get_function_type(types.none, argtypes)
-        fn = cgutils.get_or_insert_function(builder.module, fnty, name)
-        values = [llargs[1], llargs[2], *cgutils.unpack_tuple(builder, llargs[3])]
-        status, _ = context.call_conv.call_function(builder, fn, types.none, argtypes, values)
-        with cgutils.if_unlikely(builder, status.is_error):
-            context.call_conv.return_status_propagate(builder, status)
-        return context.get_dummy_value()
-    return types.none(part, t, parts, args), codegen
 
 
 def num_threads() -> int:

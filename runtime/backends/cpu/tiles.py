@@ -37,6 +37,7 @@ from numba.core.ccallback import CFunc
 from numba.extending import intrinsic, overload
 
 from ..cache import caching_in, njit
+from .linking import bind_before_loading, call
 
 
 class Geometry(NamedTuple):
@@ -455,10 +456,17 @@ def _entry(key):
         b = carray(pb, (n if tb else k, ldb))[:, :(k if tb else n)]
         c = carray(pc, (m, ldc))[:, :n]
         if tb:
-            gemm_tiles_nt(alpha, a, b, beta, c, key)
+            call(gemm_tiles_nt, (alpha, a, b, beta, c), key)
         else:
-            gemm_tiles(ta != 0, alpha, a, b, beta, c, key)
+            call(gemm_tiles, (ta != 0, alpha, a, b, beta, c), key)
     return entry
+
+
+def _drivers(real, key):
+    """The drivers entry() calls by symbol, with their argument types in it (linking.py)."""
+    view, literal = types.Array(real, 2, "A"), types.IntegerLiteral(key)
+    return [(gemm_tiles_nt, (real, view, view, real, view, literal)),
+            (gemm_tiles, (types.boolean, real, view, view, real, view, literal))]
 
 
 def entry_signature(real):
@@ -474,12 +482,14 @@ def entry(real, key):
     a numba CFunc, not compiled yet (its compile() loads it from the cache or compiles it; then
     `address` is what to call). The kernels call it by address (blas.py) rather than each
     compiling the tiles' 54 bodies into its own code (a first run compiled them once per kernel
-    that calls a GEMM: 20 s of digits.net's 57 s of compiling)."""
+    that calls a GEMM: 20 s of digits.net's 57 s of compiling). It calls the two drivers by
+    symbol (linking.py), each compiled once: compiled into it, they took 4 s more."""
     fn = _entry(key)
     sig = entry_signature(real)
     with caching_in(fn.__module__):
         made = CFunc(fn, (sig.args, sig.return_type), locals={}, options={"nogil": True})
         made.enable_caching()
+    bind_before_loading(made, lambda _: _drivers(real, key))
     return made
 
 
