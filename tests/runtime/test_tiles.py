@@ -149,3 +149,36 @@ def test_numba_cpu_features_set_the_width_the_tiles_take():
     assert tiles.vector_bytes(tiles.target_features(avx512, " -avx512f, -avx2 ,+sse4.2")) is None
     widened = tiles.target_features({"avx": True, "sse4.2": True}, "+avx2,+fma,junk,,+")
     assert tiles.vector_bytes(widened) == 32 and "junk" not in widened and "" not in widened
+
+
+@pytest.mark.skipif(tiles.host_vector_bytes() is None, reason="no tiles on this CPU")
+def test_the_entry_calls_its_drivers_by_symbol_and_multiplies():
+    """The C entry the kernels call declares the two drivers' symbols (linking.py) and holds
+    none of their code (compiled into it, they cost 4 s more of every first run), and its
+    products are right through both."""
+    import ctypes
+
+    from numba import types
+    from numba.core.ccallback import CFunc
+
+    from netc.runtime.backends.cpu import linking
+
+    key = tiles.host_vector_bytes()
+    sig = tiles.entry_signature(types.float32)
+    made = CFunc(tiles._entry(key), (sig.args, sig.return_type), locals={}, options={})
+    made.compile()  # (uncached: its code can be read)
+    code = made._library.get_llvm_str()
+    for driver, argtypes in tiles._drivers(types.float32, key):
+        name = linking.symbol(driver, argtypes)
+        assert any(line.startswith("declare") and name in line for line in code.splitlines())
+        assert driver.overloads[argtypes].fndesc.llvm_func_name not in code
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 9, 13), dtype=np.float32)
+    fn = ctypes.CFUNCTYPE(None, *[ctypes.c_ssize_t] * 5 + [ctypes.c_float, ctypes.c_void_p,
+                          ctypes.c_ssize_t, ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_float,
+                          ctypes.c_void_p, ctypes.c_ssize_t])(made.address)
+    for tb, bb, want in ((1, b, a @ b.T), (0, np.ascontiguousarray(b.T), a @ b.T)):
+        c = np.zeros((9, 9), np.float32)
+        fn(0, tb, 9, 9, 13, 1.0, a.ctypes.data, 13, bb.ctypes.data, bb.shape[1], 0.0,
+           c.ctypes.data, 9)
+        np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5)
