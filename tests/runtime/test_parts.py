@@ -179,12 +179,10 @@ def test_a_new_launcher_compiles_in_the_compiler_process(tmp_path, monkeypatch):
 
 
 def test_every_launcher_hands_its_own_arguments_to_its_part():
-    """launcher() binds a launcher's part for (int64, *the launcher's argument types) before the
-    launcher's code, which calls the part by a symbol of its types (linking.py), loads: so
-    every launcher must pass its own arguments on, unchanged and in order, to the part of its
-    name (a launcher that did not would name a symbol nobody bound, and LLVM would end the
-    process loading it). Read from the source of every CPU module; and no parallel kernel is
-    left that links its part in."""
+    """Every parallel kernel is a launcher that calls the part of its name by symbol
+    (linking.run_part), passing its own arguments on unchanged and in order: read from the source
+    of every CPU module. None is left that compiles its part into itself (a prange around a
+    plain call: Numba links the part in and optimizes it again, seconds a launcher)."""
     import ast
     import pathlib
 
@@ -250,8 +248,9 @@ print(json.dumps({"right": bool(np.array_equal(y, 2 * x)),
 
 
 def test_a_cached_launcher_loads_in_a_process_that_never_ran_its_part(tmp_path):
-    """The launcher loaded from the cache before anything called its part in that process: the
-    part is loaded (from the cache) and bound first, and the launcher runs it."""
+    """The launcher loaded from the cache before anything called its part in that process: its
+    reload step (linking.py) loads the part from the cache and binds it first, and the launcher
+    runs it."""
     import json
     import os
     import subprocess

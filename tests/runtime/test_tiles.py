@@ -168,7 +168,10 @@ def test_the_entry_calls_its_drivers_by_symbol_and_multiplies():
     made = CFunc(tiles._entry(key), (sig.args, sig.return_type), locals={}, options={})
     made.compile()  # (uncached: its code can be read)
     code = made._library.get_llvm_str()
-    for driver, argtypes in tiles._drivers(types.float32, key):
+    view, literal = types.Array(types.float32, 2, "A"), types.IntegerLiteral(key)
+    for driver, argtypes in ((gemm_tiles_nt, (types.float32, view, view, types.float32, view, literal)),
+                             (gemm_tiles, (types.boolean, types.float32, view, view, types.float32,
+                                           view, literal))):
         name = linking.symbol(driver, argtypes)
         assert any(line.startswith("declare") and name in line for line in code.splitlines())
         assert driver.overloads[argtypes].fndesc.llvm_func_name not in code

@@ -28,17 +28,15 @@ import ctypes
 import importlib.metadata
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
 import warnings
 
 import numba
-from numba import types
 
 from .. import cache
-from . import background, blas, linking
+from . import background, blas
 from .linking import run_part  # noqa: F401  (the launchers' call of their part)
 
 _state: dict = {}
@@ -73,17 +71,11 @@ def kernel(fastmath=False, parallel=False, inline=False, vector_division=False):
 
 def launcher(fn):
     """A parallel launcher: `for t in prange(parts): run_part(_x_part, np.int64(t), parts, (a, b,
-    ...))` for a launcher `_x_cpu(parts, a, b, ...)`, every argument passed on in order (a test
-    reads every launcher's source for that). Its part is called by symbol (linking.py), not
-    compiled into it: a launcher linked its part and all it calls and optimized the whole again,
-    which took as long as compiling the part (the im2col CONV's forward launcher 6 s, digits.net's
-    seven launchers 24 s; now 0.5-1.4 s each). Before the launcher's code loads from the cache,
-    its part is compiled or loaded for (int64, *the launcher's argument types) and bound."""
-    disp = kernel(parallel=True)(fn)
-    module, part = fn.__module__, fn.__name__.removesuffix("_cpu") + "_part"
-    linking.bind_before_loading(
-        disp, lambda sig: [(getattr(sys.modules[module], part), (types.int64, *sig))])
-    return disp
+    ...))` for a launcher `_x_cpu(parts, a, b, ...)`. Its part is called by symbol (linking.py),
+    not compiled into it: a launcher linked its part and all it calls and optimized the whole
+    again, which took as long as compiling the part (the im2col CONV's forward launcher 6 s,
+    digits.net's seven launchers 24 s; now 0.5-1.4 s each)."""
+    return kernel(parallel=True)(fn)
 
 
 def num_threads() -> int:

@@ -6,11 +6,14 @@ launcher recompiled its part (1-10 s each), the tiles' C entry both tile drivers
 callee is compiled (or loaded from the cache) on its own, once, and its address bound to a name of
 the callee and its argument types (bind); the caller's code declares that name and calls it, so
 the caller compiles in a fraction of a second. The caller's code in Numba's cache names the
-symbol too: before it loads, whoever loads it binds the same callee for the same types
-(`bind_before_loading`), or LLVM, finding no such symbol, would end the process."""
+symbol too, and LLVM, finding no such symbol when it loads that code, would end the process: so
+the caller's compile result carries a reload step (Numba runs those before it loads cached code)
+that binds the same callee for the same types first, in whatever process loads it."""
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib
 
 from llvmlite import binding as llvm
 from numba import types
@@ -44,34 +47,36 @@ def bind(fn, argtypes) -> str:
     return name
 
 
-def bind_before_loading(made, callees):
-    """Have `made` (a Numba Dispatcher or CFunc, cached) bind its callees before its code loads
-    from the cache: callees(sig) -> the (dispatcher, argument types) its code for `sig` calls by
-    symbol. Only where the cache holds it: a mere look compiles no callee."""
-    load = made._cache.load_overload
-
-    def load_overload(sig, target_context):
-        if _in_cache(made, sig, target_context):
-            for fn, argtypes in callees(sig):
-                bind(fn, argtypes)
-        return load(sig, target_context)
-
-    made._cache.load_overload = load_overload
+def _rebind(module, qualname, argtypes):
+    """bind() the dispatcher `qualname` of `module` (a cached caller's reload step)."""
+    fn = importlib.import_module(module)
+    for name in qualname.split("."):
+        fn = getattr(fn, name)
+    bind(fn, argtypes)
 
 
-def _in_cache(made, sig, target_context) -> bool:
-    """Whether Numba's cache holds `made` for `sig` (its index alone read)."""
-    cache = made._cache
-    try:
-        return cache._index_key(sig, target_context.codegen()) in cache._cache_file._load_index()
-    except AttributeError:  # another Numba's cache: bind anyway (a callee compiled early)
-        return True
+def keep_reload_steps(made):
+    """Have a numba CFunc's compile result carry its code's reload steps: a CFunc lowers without
+    putting them there (dispatchers do), and its cached code would load with no callee bound."""
+    compile_uncached = made._compile_uncached
+
+    def compile_keeping_reload_steps():
+        cres = compile_uncached()
+        cres.reload_init.extend(step for step in cres.library._reload_init
+                                if step not in cres.reload_init)
+        return cres
+
+    made._compile_uncached = compile_keeping_reload_steps
+    return made
 
 
 def _emit(context, builder, fn, argtypes, values):
     """fn(*values) by its bound symbol; an exception it raises goes on to the caller's caller."""
     fnty = context.call_conv.get_function_type(types.none, argtypes)
     callee = cgutils.get_or_insert_function(builder.module, fnty, bind(fn, argtypes))
+    py = fn.py_func  # (the caller's library passes its reload steps on to whatever links it)
+    context.active_code_library._reload_init.add(
+        functools.partial(_rebind, py.__module__, py.__qualname__, tuple(argtypes)))
     status, _ = context.call_conv.call_function(builder, callee, types.none, argtypes, values)
     with cgutils.if_unlikely(builder, status.is_error):
         context.call_conv.return_status_propagate(builder, status)

@@ -37,7 +37,7 @@ from numba.core.ccallback import CFunc
 from numba.extending import intrinsic, overload
 
 from ..cache import caching_in, njit
-from .linking import bind_before_loading, call
+from .linking import call, keep_reload_steps
 
 
 class Geometry(NamedTuple):
@@ -462,13 +462,6 @@ def _entry(key):
     return entry
 
 
-def _drivers(real, key):
-    """The drivers entry() calls by symbol, with their argument types in it (linking.py)."""
-    view, literal = types.Array(real, 2, "A"), types.IntegerLiteral(key)
-    return [(gemm_tiles_nt, (real, view, view, real, view, literal)),
-            (gemm_tiles, (types.boolean, real, view, view, real, view, literal))]
-
-
 def entry_signature(real):
     """The C signature of entry's function: (ta, tb, m, n, k, alpha, a, lda, b, ldb,
     beta, c, ldc), CBLAS's row-major sgemm/dgemm with flags for the transposes (tb set: C = A B^T,
@@ -489,8 +482,7 @@ def entry(real, key):
     with caching_in(fn.__module__):
         made = CFunc(fn, (sig.args, sig.return_type), locals={}, options={"nogil": True})
         made.enable_caching()
-    bind_before_loading(made, lambda _: _drivers(real, key))
-    return made
+    return keep_reload_steps(made)
 
 
 def load_cached(made) -> bool:
