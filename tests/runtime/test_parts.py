@@ -272,6 +272,74 @@ def test_a_cached_launcher_loads_in_a_process_that_never_ran_its_part(tmp_path):
     assert runs[1] == {"right": True, "launcher": [1, 0], "part": [1, 0]}
 
 
+OUTLINED_PROBE = '''import numpy as np
+from netc.runtime.backends.cpu.jit import kernel
+
+
+@kernel(outlined=True)
+def scaled(x, k):
+    out = np.empty_like(x)
+    for i in range(x.size):
+        out[i] = x[i] * k
+    return out
+
+
+@kernel()
+def caller(x):
+    return scaled(x, 3.0).sum() + scaled(x, np.float32(2.0))[1:].sum()
+'''
+
+CALLER_FIRST = """import json, sys
+import numpy as np
+from numba import types
+from netc.runtime.backends.cpu import linking
+sys.path.insert(0, sys.argv[1])
+probe = __import__(sys.argv[2])
+x = np.arange(10, dtype=np.float32)
+got = float(probe.caller(x))  # the caller first: the helper is neither compiled nor loaded yet
+code = probe.caller.inspect_llvm(probe.caller.signatures[0]) if sys.argv[3] == "1" else ""
+ours = [(sig, linking.symbol(probe.scaled, sig)) for sig in probe.scaled.signatures]
+print(json.dumps({
+    "value": got,
+    "caller": [sum(probe.caller.stats.cache_hits.values()),
+               sum(probe.caller.stats.cache_misses.values())],
+    "helper versions": len(ours),
+    "declared": [any(line.startswith("declare") and name in line for line in code.splitlines())
+                 for _, name in ours],
+    "helper code in the caller": [probe.scaled.overloads[sig].fndesc.llvm_func_name in code
+                                  for sig, _ in ours]}))
+"""
+
+
+def test_an_outlined_kernel_is_called_by_symbol_and_reloads_with_its_caller(tmp_path):
+    """kernel(outlined=True): a kernel that calls it (plainly) declares its symbol, one per
+    compiled version, and holds none of its code; a value it returns (an array) comes back; and
+    the caller, loaded from the cache in a process that never compiled the helper, binds it
+    first (its reload steps) and gives the same number."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    name = f"netc_probe_{uuid.uuid4().hex[:12]}"
+    (tmp_path / f"{name}.py").write_text(OUTLINED_PROBE)
+    script = tmp_path / "caller_first.py"
+    script.write_text(CALLER_FIRST)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), NETC_BACKGROUND_COMPILE="0")
+    runs = []
+    for run in ("1", "2"):
+        done = subprocess.run([sys.executable, str(script), str(tmp_path), name, run], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    want = float(3 * 45 + 2 * 45)
+    assert runs[0] == {"value": want, "caller": [0, 1], "helper versions": 2,
+                       "declared": [True, True], "helper code in the caller": [False, False]}
+    assert runs[1]["value"] == want and runs[1]["caller"] == [1, 0]
+    assert runs[1]["helper versions"] == 2  # both bound by the caller's reload steps
+
+
 AHEAD_PROBE = PROBE + '''
 
 @launcher

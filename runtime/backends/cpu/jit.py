@@ -36,7 +36,7 @@ import warnings
 import numba
 
 from .. import cache
-from . import background, blas
+from . import background, blas, linking
 from .linking import run_part  # noqa: F401  (the launchers' call of their part)
 
 _state: dict = {}
@@ -55,18 +55,21 @@ MACS_PER_NS = 28
 REDUCE = {"reassoc", "nsz", "contract"}
 
 
-def kernel(fastmath=False, parallel=False, inline=False, vector_division=False):
+def kernel(fastmath=False, parallel=False, inline=False, vector_division=False, outlined=False):
     """numba.njit with netc's options: cached (cache.py), without the GIL; `parallel` for kernels
     that split their batch with prange; `inline` puts the body into every caller at Numba's level,
     for inner loops over short work that a call would cost as much as. `vector_division`: a
     division by zero gives inf or NaN as in NumPy (error_model="numpy") instead of Numba's check
-    and exception, a branch per division that keeps a loop from vectorizing (the sigmoid's)."""
+    and exception, a branch per division that keeps a loop from vectorizing (the sigmoid's).
+    `outlined`: other kernels call it by symbol, compiled once (linking.outlined), rather than
+    compiling its code into each of them."""
     options = dict(nogil=True, fastmath=fastmath, parallel=parallel)
     if vector_division:
         options["error_model"] = "numpy"
     if inline:
         options["inline"] = "always"
-    return cache.njit(**options)
+    jit = cache.njit(**options)
+    return (lambda fn: linking.outlined(jit(fn))) if outlined else jit
 
 
 def launcher(fn):

@@ -18,6 +18,7 @@ import importlib
 from llvmlite import binding as llvm
 from numba import types
 from numba.core import cgutils
+from numba.core.imputils import impl_ret_new_ref
 from numba.extending import intrinsic
 
 _bound: dict = {}  # symbol -> the callee's compile result, kept alive with its code
@@ -33,18 +34,67 @@ def symbol(fn, argtypes) -> str:
 
 def bind(fn, argtypes) -> str:
     """Compile `fn` for `argtypes` (or load it from the cache) and give LLVM its address under
-    symbol()'s name, once per process; returns the name. `fn` must return nothing."""
+    symbol()'s name, once per process; returns the name."""
     argtypes = tuple(argtypes)
     name = symbol(fn, argtypes)
     if name not in _bound:
         fn.compile(argtypes)
-        cres = fn.overloads[argtypes]
-        if cres.signature.return_type != types.none:
-            raise TypeError(f"{fn.py_func.__qualname__} returns {cres.signature.return_type}: "
-                            "a function called by symbol returns nothing")
-        llvm.add_symbol(name, cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name))
-        _bound[name] = cres
+        _bind(name, fn.overloads[argtypes])
     return name
+
+
+def _bind(name, cres):
+    llvm.add_symbol(name, cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name))
+    _bound[name] = cres
+
+
+def outlined(fn):
+    """Have every kernel that calls the dispatcher `fn` call it by symbol, its code compiled once
+    on its own rather than into each caller (for helpers that are big to compile and called
+    from several kernels: the im2col unfolding took 2.5-3 s, again in each CONV part): each of
+    its compiled versions replaces the call Numba would emit (declare, call, link the callee's
+    code in) with a call of its symbol and the caller's reload step (the caller's call sites
+    are plain calls)."""
+    add = fn.add_overload
+
+    def add_overload(cres):
+        add(cres)  # (Numba has just inserted its own call of this version: replaced here)
+        if not cres.objectmode:
+            _call_by_symbol(fn, cres)
+
+    fn.add_overload = add_overload
+    return fn
+
+
+def _call_by_symbol(fn, cres):
+    argtypes = tuple(cres.signature.args)
+    name = symbol(fn, argtypes)
+    _bind(name, cres)
+    fndesc = cres.fndesc
+
+    def call_by_symbol(context, builder, sig, args):
+        fnty = context.call_conv.get_function_type(fndesc.restype, fndesc.argtypes)
+        callee = cgutils.get_or_insert_function(builder.module, fnty, name)
+        status, value = context.call_conv.call_function(builder, callee, fndesc.restype,
+                                                        fndesc.argtypes, args)
+        with cgutils.if_unlikely(builder, status.is_error):
+            context.call_conv.return_status_propagate(builder, status)
+        _reload_step(context, fn, argtypes)
+        return impl_ret_new_ref(context, builder, fndesc.restype, value)
+
+    call_by_symbol.signature = fndesc.argtypes
+    call_by_symbol.libs = ()
+    selector = fn.targetctx._defns[cres.entry_point]
+    selector.versions[:] = [(fndesc.argtypes, call_by_symbol)]
+    selector._cache.clear()
+
+
+def _reload_step(context, fn, argtypes):
+    """Give the library being lowered the step that binds fn for argtypes before its code loads
+    from the cache (the library passes its steps on to whatever links it)."""
+    py = fn.py_func
+    context.active_code_library._reload_init.add(
+        functools.partial(_rebind, py.__module__, py.__qualname__, tuple(argtypes)))
 
 
 def _rebind(module, qualname, argtypes):
@@ -72,14 +122,16 @@ def keep_reload_steps(made):
 
 def _emit(context, builder, fn, argtypes, values):
     """fn(*values) by its bound symbol; an exception it raises goes on to the caller's caller."""
+    name = bind(fn, argtypes)
+    if fn.overloads[argtypes].signature.return_type != types.none:
+        raise TypeError(f"{fn.py_func.__qualname__} returns a value: call() and run_part() call "
+                        "functions that return nothing")
     fnty = context.call_conv.get_function_type(types.none, argtypes)
-    callee = cgutils.get_or_insert_function(builder.module, fnty, bind(fn, argtypes))
-    py = fn.py_func  # (the caller's library passes its reload steps on to whatever links it)
-    context.active_code_library._reload_init.add(
-        functools.partial(_rebind, py.__module__, py.__qualname__, tuple(argtypes)))
+    callee = cgutils.get_or_insert_function(builder.module, fnty, name)
     status, _ = context.call_conv.call_function(builder, callee, types.none, argtypes, values)
     with cgutils.if_unlikely(builder, status.is_error):
         context.call_conv.return_status_propagate(builder, status)
+    _reload_step(context, fn, argtypes)
     return context.get_dummy_value()
 
 

@@ -146,7 +146,7 @@ def _conv_backward_wide_part(t, parts, x, w, dy, y, act, kh, kw, sh, sw, ph, pw,
         _fold_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dxp_ws[t], dx, s, e)
 
 
-@kernel()
+@kernel(outlined=True)
 def _unfold_cpu(x, s, e, kh, kw, sh, sw, ph, pw, oh, ow, cols_ws, t, kept, fill):
     """Samples s..e-1 unfolded to (C*kh*kw, (e-s)*oh*ow): in `kept` (the whole batch's, chunk
     after chunk) when it is not empty, filled only if `fill` (forward fills it, backward reads
@@ -165,7 +165,7 @@ def _unfold_cpu(x, s, e, kh, kw, sh, sw, ph, pw, oh, ow, cols_ws, t, kept, fill)
     return cols
 
 
-@kernel()
+@kernel(outlined=True)
 def _epilogue_cpu(zf, bias, act, y, s):
     """y[s + n, f, k] = act(zf[f, n*L + k] + bias[f]) for the chunk's samples n."""
     f_, ml = zf.shape
@@ -176,7 +176,7 @@ def _epilogue_cpu(zf, bias, act, y, s):
             _act_row_cpu(act, zf[f, n * ln:(n + 1) * ln], b, y[s + n, f], ln)
 
 
-@kernel(fastmath=REDUCE)
+@kernel(fastmath=REDUCE, outlined=True)
 def _prologue_cpu(dy, y, act, s, d2, dbias):
     """d2[f, n*L + k] = dy * act'(z) for the chunk's samples; dbias[f] accumulates it."""
     f_, ml = d2.shape
@@ -188,7 +188,7 @@ def _prologue_cpu(dy, y, act, s, d2, dbias):
         dbias[f] += acc
 
 
-@kernel()
+@kernel(outlined=True)
 def _im2col_cpu(x, n0, n1, kh, kw, sh, sw, ph, pw, oh, ow, out):
     """out[(c, i, j), (n - n0, y, x)] = x[n, c, y*sh - ph + i, x*sw - pw + j], zero outside,
     for the samples n0 <= n < n1. Each output row copies the input's columns that exist and
@@ -221,7 +221,7 @@ def _im2col_cpu(x, n0, n1, kh, kw, sh, sw, ph, pw, oh, ow, out):
                             of[row + ox] = 0
 
 
-@kernel()
+@kernel(outlined=True)
 def _fold_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dxp, dx, n0, n1):
     """col2im from the transposed unfolding, dcols[(n, oy, ox), (i, j, c)], through a padded
     channels-last image dxp (Hp, Wp*C): for an output pixel and a kernel row i, the kw*C values
@@ -248,7 +248,7 @@ def _fold_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dxp, dx, n0, n1):
                     dst[ix] = acc[frm + ix * u(c_)]
 
 
-@kernel()
+@kernel(outlined=True)
 def _col2im_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dx, n0, n1):
     """The adjoint of im2col: fold dcols (C*kh*kw, (n1-n0)*oh*ow) into dx[n0:n1] (N, C, H, W)."""
     c_, h_, w_ = dx.shape[1], dx.shape[2], dx.shape[3]
