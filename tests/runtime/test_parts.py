@@ -247,10 +247,10 @@ print(json.dumps({"right": bool(np.array_equal(y, 2 * x)),
 """
 
 
-def test_a_cached_launcher_loads_in_a_process_that_never_ran_its_part(tmp_path):
-    """The launcher loaded from the cache before anything called its part in that process: its
-    reload step (linking.py) loads the part from the cache and binds it first, and the launcher
-    runs it."""
+def _two_processes(tmp_path, probe, script):
+    """Run `script` (argv: the probe's folder, its module name, the run: 1 or 2) in two processes
+    one after the other, sharing a Numba cache no other process has seen, on the kernels of
+    `probe` (a new module); the JSON each prints last."""
     import json
     import os
     import subprocess
@@ -258,16 +258,23 @@ def test_a_cached_launcher_loads_in_a_process_that_never_ran_its_part(tmp_path):
     import uuid
 
     name = f"netc_probe_{uuid.uuid4().hex[:12]}"
-    (tmp_path / f"{name}.py").write_text(PROBE)
-    script = tmp_path / "load_first.py"
-    script.write_text(LOAD_FIRST)
+    (tmp_path / f"{name}.py").write_text(probe)
+    (tmp_path / "script.py").write_text(script)
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), NETC_BACKGROUND_COMPILE="0")
     runs = []
-    for _ in range(2):
-        done = subprocess.run([sys.executable, str(script), str(tmp_path), name], env=env,
-                              capture_output=True, text=True, timeout=600)
+    for run in ("1", "2"):
+        done = subprocess.run([sys.executable, str(tmp_path / "script.py"), str(tmp_path), name, run],
+                              env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return runs
+
+
+def test_a_cached_launcher_loads_in_a_process_that_never_ran_its_part(tmp_path):
+    """The launcher loaded from the cache before anything called its part in that process: its
+    reload step (linking.py) loads the part from the cache and binds it first, and the launcher
+    runs it."""
+    runs = _two_processes(tmp_path, PROBE, LOAD_FIRST)
     assert runs[0] == {"right": True, "launcher": [0, 1], "part": [0, 1]}
     assert runs[1] == {"right": True, "launcher": [1, 0], "part": [1, 0]}
 
@@ -316,23 +323,7 @@ def test_an_outlined_kernel_is_called_by_symbol_and_reloads_with_its_caller(tmp_
     compiled version, and holds none of its code; a value it returns (an array) comes back; and
     the caller, loaded from the cache in a process that never compiled the helper, binds it
     first (its reload steps) and gives the same number."""
-    import json
-    import os
-    import subprocess
-    import sys
-    import uuid
-
-    name = f"netc_probe_{uuid.uuid4().hex[:12]}"
-    (tmp_path / f"{name}.py").write_text(OUTLINED_PROBE)
-    script = tmp_path / "caller_first.py"
-    script.write_text(CALLER_FIRST)
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), NETC_BACKGROUND_COMPILE="0")
-    runs = []
-    for run in ("1", "2"):
-        done = subprocess.run([sys.executable, str(script), str(tmp_path), name, run], env=env,
-                              capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr
-        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    runs = _two_processes(tmp_path, OUTLINED_PROBE, CALLER_FIRST)
     want = float(3 * 45 + 2 * 45)
     assert runs[0] == {"value": want, "caller": [0, 1], "helper versions": 2,
                        "declared": [True, True], "helper code in the caller": [False, False]}
