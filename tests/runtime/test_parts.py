@@ -98,15 +98,22 @@ def _fresh_probe(tmp_path, monkeypatch, source):
     import importlib
     import os
     import sys
-    import uuid
 
-    name = f"netc_probe_{uuid.uuid4().hex[:12]}"
-    (tmp_path / f"{name}.py").write_text(source)
+    name = _probe_module(tmp_path, source)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path)] + sys.path))
     monkeypatch.setenv("NETC_BACKGROUND_COMPILE", "1")
     _fresh_state(monkeypatch)
     return importlib.import_module(name)
+
+
+def _probe_module(tmp_path, source) -> str:
+    """`source` as a module of tmp_path under a name no cache has seen; returns the name."""
+    import uuid
+
+    name = f"netc_probe_{uuid.uuid4().hex[:12]}"
+    (tmp_path / f"{name}.py").write_text(source)
+    return name
 
 
 def _fresh_state(monkeypatch):
@@ -213,12 +220,10 @@ def test_a_launcher_calls_its_part_by_symbol_not_by_its_code(tmp_path, monkeypat
     """A launcher's code declares its part's symbol and holds none of the part's code (Numba
     would link the part, and all it calls, into the launcher and optimize the whole again)."""
     import importlib
-    import uuid
 
     from numba import types
 
-    name = f"netc_probe_{uuid.uuid4().hex[:12]}"
-    (tmp_path / f"{name}.py").write_text(PROBE)
+    name = _probe_module(tmp_path, PROBE)
     monkeypatch.syspath_prepend(str(tmp_path))
     probe = importlib.import_module(name)
     x = np.arange(1000, dtype=np.float32)
@@ -255,10 +260,8 @@ def _two_processes(tmp_path, probe, script):
     import os
     import subprocess
     import sys
-    import uuid
 
-    name = f"netc_probe_{uuid.uuid4().hex[:12]}"
-    (tmp_path / f"{name}.py").write_text(probe)
+    name = _probe_module(tmp_path, probe)
     (tmp_path / "script.py").write_text(script)
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), NETC_BACKGROUND_COMPILE="0")
     runs = []

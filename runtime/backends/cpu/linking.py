@@ -73,13 +73,7 @@ def _call_by_symbol(fn, cres):
     fndesc = cres.fndesc
 
     def call_by_symbol(context, builder, sig, args):
-        fnty = context.call_conv.get_function_type(fndesc.restype, fndesc.argtypes)
-        callee = cgutils.get_or_insert_function(builder.module, fnty, name)
-        status, value = context.call_conv.call_function(builder, callee, fndesc.restype,
-                                                        fndesc.argtypes, args)
-        with cgutils.if_unlikely(builder, status.is_error):
-            context.call_conv.return_status_propagate(builder, status)
-        _reload_step(context, fn, argtypes)
+        value = _call(context, builder, fn, name, fndesc.restype, argtypes, args)
         return impl_ret_new_ref(context, builder, fndesc.restype, value)
 
     call_by_symbol.signature = fndesc.argtypes
@@ -89,12 +83,20 @@ def _call_by_symbol(fn, cres):
     selector._cache.clear()
 
 
-def _reload_step(context, fn, argtypes):
-    """Give the library being lowered the step that binds fn for argtypes before its code loads
-    from the cache (the library passes its steps on to whatever links it)."""
+def _call(context, builder, fn, name, restype, argtypes, values):
+    """fn(*values) through its symbol `name`, in the code being lowered; an exception it raises
+    goes on to the caller's caller. The library being lowered gets the step that binds fn for
+    argtypes before its code loads from the cache (it passes its steps on to whatever links
+    it). Returns fn's value."""
+    fnty = context.call_conv.get_function_type(restype, argtypes)
+    callee = cgutils.get_or_insert_function(builder.module, fnty, name)
+    status, value = context.call_conv.call_function(builder, callee, restype, argtypes, values)
+    with cgutils.if_unlikely(builder, status.is_error):
+        context.call_conv.return_status_propagate(builder, status)
     py = fn.py_func
     context.active_code_library._reload_init.add(
         functools.partial(_rebind, py.__module__, py.__qualname__, tuple(argtypes)))
+    return value
 
 
 def _rebind(module, qualname, argtypes):
@@ -121,17 +123,12 @@ def keep_reload_steps(made):
 
 
 def _emit(context, builder, fn, argtypes, values):
-    """fn(*values) by its bound symbol; an exception it raises goes on to the caller's caller."""
+    """fn(*values) by its bound symbol, for call() and run_part()."""
     name = bind(fn, argtypes)
     if fn.overloads[argtypes].signature.return_type != types.none:
         raise TypeError(f"{fn.py_func.__qualname__} returns a value: call() and run_part() call "
                         "functions that return nothing")
-    fnty = context.call_conv.get_function_type(types.none, argtypes)
-    callee = cgutils.get_or_insert_function(builder.module, fnty, name)
-    status, _ = context.call_conv.call_function(builder, callee, types.none, argtypes, values)
-    with cgutils.if_unlikely(builder, status.is_error):
-        context.call_conv.return_status_propagate(builder, status)
-    _reload_step(context, fn, argtypes)
+    _call(context, builder, fn, name, types.none, argtypes, values)
     return context.get_dummy_value()
 
 
