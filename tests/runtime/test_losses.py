@@ -135,8 +135,9 @@ def test_row_kernels_split_across_threads_give_the_same_numbers():
     target = rng.random((n, k, p))
     for code in (ew.CROSS_ENTROPY, ew.SOFT_CROSS_ENTROPY, ew.KL, ew.MULTICLASS_HINGE):
         g1, g2, s1, s2 = np.empty_like(z), np.empty_like(z), np.empty(n), np.empty(n)
-        cpu_losses._rows_part(0, 1, code, z, target, labels, True, 1 / (n * p), g1, s1)
-        cpu_losses._rows_cpu(3, code, z, target, labels, True, 1 / (n * p), g2, s2)
+        launcher, part = cpu_losses.ROWS[code]
+        part(0, 1, z, target, labels, True, 1 / (n * p), g1, s1)
+        launcher(3, z, target, labels, True, 1 / (n * p), g2, s2)
         assert np.array_equal(s1, s2) and np.array_equal(g1, g2)
         total = cpu_losses.rows(code, z, target, labels, True, 1 / (n * p), np.empty_like(z))
         assert total == cpu_losses._total_cpu(s1, 1 / (n * p))
