@@ -324,9 +324,7 @@ def _write_label_maps(labels, source, output):
     `output` (or SOURCE.labels.png), numbered when there are several."""
     import os
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.image import imsave
     base = output or os.path.splitext(source)[0] + ".labels.png"
     stem, ext = os.path.splitext(base)
     paths = []
@@ -334,7 +332,7 @@ def _write_label_maps(labels, source, output):
     for i, label in enumerate(labels):
         path = base if len(labels) == 1 else f"{stem}_{i}{ext or '.png'}"
         try:
-            plt.imsave(path, label, cmap=cmap, vmin=0, vmax=9 if cmap == "tab10" else 19)
+            imsave(path, label, cmap=cmap, vmin=0, vmax=9 if cmap == "tab10" else 19)
         except OSError as e:
             raise NetcError(f"cannot write {path}: {e.strerror}", "check the folder exists") from None
         paths.append(path)
@@ -380,16 +378,14 @@ def cmd_lr(args):
     from netc.runtime import runs
     from netc.runtime.schedule import from_settings
     from netc.runtime.training import resolve
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
     net = _compile(args)
     cfg = resolve(net, {"epochs": args.epochs, "lr": args.lr, "schedule": args.schedule,
                         "warmup": args.warmup, "cycles": args.cycles}, need_data=False)
     sched = from_settings(cfg)
     values = [sched.lr(e) for e in range(cfg["epochs"])]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig = runs.new_figure(figsize=(7, 3.5))
+    ax = fig.subplots()
     ax.plot(range(1, len(values) + 1), values, marker="o", ms=3)
     restarts = f", {cfg.get('cycles', 1)} cycles" if cfg["schedule"] == "cosine_restarts" else ""
     plateau = " (before any reduction)" if cfg["schedule"] == "plateau" else ""

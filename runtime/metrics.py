@@ -82,16 +82,16 @@ def report(counts, matrix: bool | None = None) -> str:
 def confusion_figure(counts, title: str):
     """The confusion matrix as an image, each row shaded by its share of the class's labels
     (the counts written in the cells up to MATRIX_CLASSES classes)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
+
+    from .runs import new_figure
     counts = np.asarray(counts)
     k = len(counts)
     support = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, support, out=np.zeros(counts.shape), where=support > 0)
     size = min(4 + 0.35 * k, 16)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig = new_figure(figsize=(size + 1, size))
+    ax = fig.subplots()
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(im, ax=ax, label="share of the true class")
     if k <= MATRIX_CLASSES:

@@ -236,11 +236,9 @@ def truncate_metrics(folder: str, epochs: int):
 def figure(curves: dict, title: str):
     """curves: label -> metrics rows. Loss (train dashed, validation solid) and accuracy over
     whole epochs (the figures the epoch lines print: train re-evaluated after each epoch)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = new_figure(figsize=(10, 4))
+    a, b = fig.subplots(1, 2)
     for i, (label, rows) in enumerate(curves.items()):
         color = f"C{i}"
         ep = [r["epoch"] for r in rows]
@@ -266,16 +264,25 @@ def plot(curves: dict, path: str, title: str):
     save_figure(figure(curves, title), path)
 
 
+def new_figure(**kwargs):
+    """A matplotlib Figure (its arguments) drawn by Agg, made without pyplot: netc's figures
+    change nothing global (matplotlib.use("Agg") switched a notebook's backend, and closed its
+    figures, whenever netc drew) and need no closing; pyplot's import is not paid either."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def save_figure(fig, path: str):
-    """A matplotlib figure as a PNG at path, written atomically and closed; an error names
-    path (never the temporary file)."""
-    import matplotlib.pyplot as plt
+    """A matplotlib figure as a PNG at path, written atomically; an error names path (never
+    the temporary file)."""
     tmp = path + ".tmp.png"
     try:
         with writing(path, "check that its folder exists and may be written"):
             fig.savefig(tmp, dpi=100)
             os.replace(tmp, path)
     finally:
-        plt.close(fig)
         if os.path.exists(tmp):
             os.unlink(tmp)

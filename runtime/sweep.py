@@ -325,14 +325,12 @@ def summary(rows, keys) -> str:
 def plot(rows, grid, m, path, title):
     """sweep.png: the metric of each run against the grid's first key, a line per combination
     of the other keys (the legend); a run that did not finish is an x on the axis."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     key, higher, label = m
     keys, scale = list(grid), (100 if key.endswith("_acc") else 1)
     groups = [_show(v) for v in grid[keys[0]]]
     by = {tuple(_show(r[k]) for k in keys): r for r in rows}
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = runs.new_figure(figsize=(7, 4))
+    ax = fig.subplots()
     for j, other in enumerate(itertools.product(*([_show(v) for v in grid[k]]
                                                   for k in keys[1:]))):
         got = [by[(value, *other)] for value in groups]

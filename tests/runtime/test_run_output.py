@@ -99,6 +99,33 @@ def test_curves_have_whole_epoch_ticks():
         assert ticks and all(float(t).is_integer() for t in ticks)
 
 
+def test_drawing_leaves_the_users_matplotlib_as_it_was(tmp_path):
+    """netc's figures (curves, confusion matrix, sweep plot) neither switch the backend a
+    notebook or script chose nor close its figures (they did: matplotlib.use("Agg"))."""
+    import subprocess
+    import sys
+    script = f"""
+import matplotlib
+matplotlib.use("svg")
+import matplotlib.pyplot as plt
+mine = plt.figure()
+import importlib
+from netc.runtime import metrics, runs
+sweep = importlib.import_module("netc.runtime.sweep")
+rows = [{{"epoch": 1, "train_loss": 1.0, "val_loss": 1.2, "train_acc": 0.5, "val_acc": 0.4}}]
+runs.plot({{"Tiny": rows}}, {str(tmp_path / "curves.png")!r}, "Tiny")
+runs.save_figure(metrics.confusion_figure([[3, 1], [0, 4]], "c"), {str(tmp_path / "c.png")!r})
+sweep.plot([{{"lr": 0.1, "status": "ok", "val_acc": 0.5}}], {{"lr": [0.1]}}, ("val_acc", True,
+           "accuracy"), {str(tmp_path / "s.png")!r}, "S")
+print(matplotlib.get_backend(), plt.get_fignums() == [mine.number])
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["svg", "True"]
+    for name in ("curves.png", "c.png", "s.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_save_every_keeps_snapshots_in_the_checkpoint_format(tmp_path):
     _, run, _ = quiet(str(tmp_path / "run"), epochs=3, save_every=2)
     assert "snapshot_e2.npz" in os.listdir(run) and "snapshot_e3.npz" not in os.listdir(run)
