@@ -63,6 +63,61 @@ def test_compiled_gemm_on_row_blocks():
     assert np.isnan(c[0]).all() and np.isnan(c[3]).all()
 
 
+def test_a_kernel_calls_the_gemm_by_symbol_whatever_its_operands_layouts():
+    """gemm in compiled code is a call of one function per element type (and route), by
+    symbol: operands of other layouts compile nothing more, and no GEMM code goes into the
+    kernel (it compiled an overload per combination of layouts, 0.6-0.8 s each)."""
+    import numba
+    from netc.runtime.backends.cpu import linking
+    jit.setup()
+
+    @numba.njit
+    def two(a, b, c):
+        blas.gemm(False, True, 1.0, a, b, 0.0, c)  # C, C, C
+        blas.gemm(False, True, 1.0, a[:, :3], b[:, :3], 1.0, c[:, 1:])  # A, A, A
+
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal((5, 4)).astype(np.float32), rng.standard_normal((6, 4)).astype(np.float32)
+    c = np.zeros((5, 6), np.float32)
+    two(a, b, c)
+    want = a @ b.T
+    want[:, 1:] += a[:, :3] @ b[:, :3].T[:, :5]
+    np.testing.assert_allclose(c, want, rtol=1e-5)
+    callee = blas._tiles_at if blas.own_tiles_nt() else blas._blas_at
+    assert len(callee.overloads) == 1
+    name = linking.symbol(callee, next(iter(callee.overloads)))
+    ir = next(iter(two.inspect_llvm().values()))
+    assert f'declare i32 @"{name}"' in ir or f"declare i32 @{name}" in ir
+    assert "cblas" not in ir and "netc_tiles_sgemm" not in ir
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86's AVX2 emulated")
+def test_a_cpu_without_tile_routes_compiles_and_runs_the_gemm_without_them(tmp_path):
+    """On AVX2 (emulated here by Numba's CPU settings, which netc's routes follow) the tiles'
+    symbol is never bound: no compiled GEMM may name it (LLVM ends a process that loads code
+    naming an unbound symbol)."""
+    script = """
+import numba, numpy as np
+from netc.runtime.backends.cpu import blas, jit
+jit.setup()
+assert not (blas.own_tiles() or blas.own_tiles_nt())
+@numba.njit
+def call(a, b, c):
+    blas.gemm(False, True, 2.0, a, b, 0.0, c)
+    blas.gemm(False, False, 1.0, a, b.T.copy(), 1.0, c)
+rng = np.random.default_rng(5)
+a, b = rng.standard_normal((7, 3)).astype(np.float32), rng.standard_normal((4, 3)).astype(np.float32)
+c = np.zeros((7, 4), np.float32)
+call(a, b, c)
+np.testing.assert_allclose(c, 3 * a @ b.T, rtol=1e-5)
+print("ok")
+"""
+    env = {**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": "-avx512f",
+           "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.split() == ["ok"], done.stderr[-2000:]
+
+
 @pytest.mark.parametrize("ta,tb", CASES)
 def test_numpy_stand_in_and_python_form(ta, tb):
     fn = blas._numpy_gemm(ctypes.c_double)

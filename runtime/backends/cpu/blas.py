@@ -39,10 +39,11 @@ import numpy as np
 from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import types
-from numba.extending import overload, register_jitable
+from numba.core import cgutils
+from numba.extending import lower_builtin, overload, type_callable
 
-from . import background, tiles
-from .tiles import data_pointer
+from .. import cache
+from . import background, linking, tiles
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 INT_MAX = 2**31 - 1  # CBLAS's int: every dimension and leading dimension must fit
@@ -68,7 +69,10 @@ def gemm(ta, tb, alpha, a, b, beta, c):
 
 _SGEMM = types.ExternalFunction("netc_cblas_sgemm", _signature(types.float32))
 _DGEMM = types.ExternalFunction("netc_cblas_dgemm", _signature(types.float64))
-_TILES_S = types.ExternalFunction("netc_tiles_sgemm", tiles.entry_signature(types.float32))
+# the tiles' entry (tiles.entry_signature), its pointers declared as addresses (intp), which the
+# C calling convention passes alike
+_TILES_S = types.ExternalFunction("netc_tiles_sgemm", types.void(
+    *(types.intp,) * 5, types.float32, *(types.intp,) * 4, types.float32, types.intp, types.intp))
 _keep: list = []  # ctypes objects whose addresses LLVM holds
 _bound: dict = {}  # what bind() chose, for describe()
 
@@ -324,47 +328,96 @@ def blas_gemm(ta, tb, alpha, a, b, beta, c):
     gemm(ta, tb, alpha, a, b, beta, c)
 
 
-@overload(blas_gemm, jit_options={"cache": True})
-def _blas_gemm_overload(ta, tb, alpha, a, b, beta, c):
-    fn, real = (_SGEMM, np.float32) if c.dtype == types.float32 else (_DGEMM, np.float64)
+@cache.njit(nogil=True)
+def _blas_at(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """C (m x n) = alpha op(A) op(B) + beta C by the BLAS, from the operands' addresses and
+    leading dimensions, row-major, in elements; alpha's type is theirs (float32 or float64)."""
+    if m == 0 or n == 0:
+        return
+    if max(m, n, k, lda, ldb, ldc) > INT_MAX:
+        raise ValueError("a GEMM dimension does not fit CBLAS's 32-bit integers")
+    _cblas(np.int32(TRANS if ta else NO_TRANS), np.int32(TRANS if tb else NO_TRANS), np.int32(m),
+           np.int32(n), np.int32(k), alpha, a, np.int32(lda), b, np.int32(ldb), beta, c,
+           np.int32(ldc))
 
-    def impl(ta, tb, alpha, a, b, beta, c):
-        m, n, k, lda, ldb, ldc = _dims(ta, a, b, c)
-        if m == 0 or n == 0:
-            return
-        if max(m, n, k, lda, ldb, ldc) > INT_MAX:
-            raise ValueError("a GEMM dimension does not fit CBLAS's 32-bit integers")
-        i32 = np.int32
-        fn(i32(ROW_MAJOR), i32(TRANS if ta else NO_TRANS), i32(TRANS if tb else NO_TRANS), i32(m),
-           i32(n), i32(k), real(alpha), a.ctypes.data, i32(lda), b.ctypes.data, i32(ldb), real(beta),
-           c.ctypes.data, i32(ldc))
+
+@cache.njit(nogil=True)
+def _tiles_at(ta, tb, ab, abt, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """_blas_at for float32, on the tiles where the route says (ab: C = op(A) B, abt: C = A B^T).
+    Only for a CPU with tile routes: its code names netc_tiles_sgemm, which bind() gives LLVM
+    there alone (code naming an unbound symbol ends the process when it loads)."""
+    if (ab and not tb) or (abt and tb and not ta):
+        if m and n:
+            _TILES_S(np.intp(ta), np.intp(tb), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    else:
+        _blas_at(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+
+def _cblas(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """cblas_sgemm or cblas_dgemm, row-major, by alpha's type (in compiled code only)."""
+    raise TypeError("_cblas is called from compiled code only")
+
+
+@overload(_cblas)
+def _cblas_overload(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    fn = _SGEMM if alpha == types.float32 else _DGEMM
+
+    def impl(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+        fn(np.int32(ROW_MAJOR), ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
     return impl
 
 
-@register_jitable
-def _dims(ta, a, b, c):
-    """(m, n, k, lda, ldb, ldc) of C (m x n) = op(A) op(B) over k, row-major, strides in
-    elements."""
-    m, n = c.shape
-    k = a.shape[0] if ta else a.shape[1]
-    return m, n, k, a.strides[0] // a.itemsize, b.strides[0] // b.itemsize, c.strides[0] // c.itemsize
+# gemm and blas_gemm in compiled code: no function of their own (an overload compiled one per
+# combination of the operands' layouts, 0.6-0.8 s each, four in a first run of digits.net's
+# step), but a few instructions in the caller that take the operands' shapes, strides and
+# addresses and call _tiles_at or _blas_at by symbol (linking.py), each compiled once per
+# element type
+@type_callable(gemm)
+@type_callable(blas_gemm)
+def _type_gemm(context):
+    def typer(ta, tb, alpha, a, b, beta, c):
+        arrays = (a, b, c)
+        if (all(isinstance(x, types.Array) and x.ndim == 2 for x in arrays)
+                and c.dtype in (types.float32, types.float64)
+                and a.dtype == b.dtype == c.dtype
+                and all(isinstance(x, types.Boolean) for x in (ta, tb))
+                and all(isinstance(x, types.Number) for x in (alpha, beta))):
+            return types.none
+    return typer
 
 
-@overload(gemm, jit_options={"cache": True})
-def _gemm_overload(ta, tb, alpha, a, b, beta, c):
-    # fixed when the kernel compiles (Numba's cache is kept per CPU): float32's routes to the
-    # tiles, which a kernel calls by address (bind() compiles them, once); float64 runs on the BLAS
-    ab, abt = (own_tiles(), own_tiles_nt()) if c.dtype == types.float32 else (False, False)
-    if not (ab or abt):
-        def impl(ta, tb, alpha, a, b, beta, c):
-            blas_gemm(ta, tb, alpha, a, b, beta, c)
-        return impl
+def _lower_gemm(routes):
+    def lower(context, builder, sig, args):
+        ta, tb, alpha, a, b, beta, c = args
+        real = sig.args[6].dtype
+        intp = context.get_value_type(types.intp)
+        arrays = [context.make_array(ty)(context, builder, value)
+                  for ty, value in ((sig.args[3], a), (sig.args[4], b), (sig.args[6], c))]
+        shapes = [cgutils.unpack_tuple(builder, x.shape, 2) for x in arrays]
+        size = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(real)))
+        lead = [builder.sdiv(cgutils.unpack_tuple(builder, x.strides, 2)[0], size) for x in arrays]
+        flag = [context.cast(builder, v, t, types.boolean)
+                for v, t in ((ta, sig.args[0]), (tb, sig.args[1]))]
+        m, n = shapes[2]
+        k = builder.select(flag[0], shapes[0][0], shapes[0][1])
+        address = [builder.ptrtoint(x.data, intp) for x in arrays]
+        values = [m, n, k, context.cast(builder, alpha, sig.args[2], real), address[0], lead[0],
+                  address[1], lead[1], context.cast(builder, beta, sig.args[5], real), address[2],
+                  lead[2]]
+        i = types.intp
+        argtypes = (types.boolean, types.boolean, i, i, i, real, i, i, i, i, real, i, i)
+        ab, abt = routes(real)
+        if not (ab or abt):
+            return linking.emit(context, builder, _blas_at, argtypes, [*flag, *values])
+        route = [cgutils.true_bit if ab else cgutils.false_bit,
+                 cgutils.true_bit if abt else cgutils.false_bit]
+        return linking.emit(context, builder, _tiles_at, argtypes[:2] + argtypes[:2] + argtypes[2:],
+                            [*flag, *route, *values])
+    return lower
 
-    def impl(ta, tb, alpha, a, b, beta, c):
-        if (ab and not tb) or (abt and tb and not ta):
-            m, n, k, lda, ldb, ldc = _dims(ta, a, b, c)
-            _TILES_S(int(ta), int(tb), m, n, k, alpha, data_pointer(a), lda, data_pointer(b), ldb,
-                     beta, data_pointer(c), ldc)
-        else:
-            blas_gemm(ta, tb, alpha, a, b, beta, c)
-    return impl
+
+_ANY = (types.Boolean, types.Boolean, types.Number, types.Array, types.Array, types.Number,
+        types.Array)
+lower_builtin(gemm, *_ANY)(_lower_gemm(
+    lambda real: (own_tiles(), own_tiles_nt()) if real == types.float32 else (False, False)))
+lower_builtin(blas_gemm, *_ANY)(_lower_gemm(lambda real: (False, False)))

@@ -122,7 +122,7 @@ def keep_reload_steps(made):
     return made
 
 
-def _emit(context, builder, fn, argtypes, values):
+def emit(context, builder, fn, argtypes, values):
     """fn(*values) by its bound symbol, for call() and run_part()."""
     name = bind(fn, argtypes)
     if fn.overloads[argtypes].signature.return_type != types.none:
@@ -143,7 +143,7 @@ def call(typingctx, fn, args, last):
 
     def codegen(context, builder, sig, llargs):
         values = [*cgutils.unpack_tuple(builder, llargs[1]), llargs[2]]
-        return _emit(context, builder, fn.dispatcher, argtypes, values)
+        return emit(context, builder, fn.dispatcher, argtypes, values)
     return types.none(fn, args, last), codegen
 
 
@@ -156,5 +156,5 @@ def run_part(typingctx, part, t, parts, args):
 
     def codegen(context, builder, sig, llargs):
         values = [llargs[1], llargs[2], *cgutils.unpack_tuple(builder, llargs[3])]
-        return _emit(context, builder, part.dispatcher, argtypes, values)
+        return emit(context, builder, part.dispatcher, argtypes, values)
     return types.none(part, t, parts, args), codegen
