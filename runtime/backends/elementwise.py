@@ -254,19 +254,43 @@ def multiclass_hinge_row(o, label, g):
     return total
 
 
+# the row losses of out (N, K, P)'s row out[i, :, p] (a sample, or a pixel), one signature for
+# the four: its gradient into g; only the targets a loss reads are indexed (the others may be
+# empty). A kernel that takes one of them as an argument compiles that loss alone.
+@scalar
+def cross_entropy_at(out, target, labels, i, p, g, logits):
+    """Cross-entropy from the label labels[i, p]."""
+    return cross_entropy_row(out[i, :, p], labels[i, p], g)
+
+
+@scalar
+def soft_cross_entropy_at(out, target, labels, i, p, g, logits):
+    """Cross-entropy from the probability row target[i, :, p]."""
+    return soft_cross_entropy_row(out[i, :, p], target[i, :, p], g)
+
+
+@scalar
+def kl_at(out, target, labels, i, p, g, logits):
+    """KL from target[i, :, p]: out holds logits, or log-probabilities where `logits` is clear."""
+    return kl_row(out[i, :, p], target[i, :, p], g, logits)
+
+
+@scalar
+def multiclass_hinge_at(out, target, labels, i, p, g, logits):
+    """Multiclass hinge from the label labels[i, p]."""
+    return multiclass_hinge_row(out[i, :, p], labels[i, p], g)
+
+
 @scalar
 def row_loss(code, out, target, labels, i, p, g, logits):
-    """The loss of row out[i, :, p] of out (N, K, P) by code: cross-entropy from labels[i, p] (or
-    from the probability row target[i, :, p]), KL from target, multiclass hinge from labels; its
-    gradient into g. Only the targets the code reads are indexed (the others may be empty)."""
-    z = out[i, :, p]
+    """The row loss of out[i, :, p] by code (CROSS_ENTROPY, ...), its gradient into g."""
     if code == CROSS_ENTROPY:
-        return cross_entropy_row(z, labels[i, p], g)
+        return cross_entropy_at(out, target, labels, i, p, g, logits)
     if code == SOFT_CROSS_ENTROPY:
-        return soft_cross_entropy_row(z, target[i, :, p], g)
+        return soft_cross_entropy_at(out, target, labels, i, p, g, logits)
     if code == KL:
-        return kl_row(z, target[i, :, p], g, logits)
-    return multiclass_hinge_row(z, labels[i, p], g)
+        return kl_at(out, target, labels, i, p, g, logits)
+    return multiclass_hinge_at(out, target, labels, i, p, g, logits)
 
 
 @scalar

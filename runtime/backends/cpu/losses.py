@@ -6,7 +6,6 @@ import numpy as np
 from numba import prange
 
 from .. import elementwise as ew
-from ..elementwise import CROSS_ENTROPY, KL, MULTICLASS_HINGE, SOFT_CROSS_ENTROPY
 from .jit import kernel, launch, launcher, run_part, share, split
 
 
@@ -21,43 +20,44 @@ def _pointwise_cpu(code, out, target, delta, scale, grad):
 
 
 @kernel(inline=True)
-def _rows(code, t, parts, out, target, labels, logits, scale, grad, sums):
-    """Row losses over out (N, K, P), a row out[n, :, p] per sample (P = 1) or pixel, for part
-    t's samples: cross-entropy from labels (N, P) or probability rows target (N, K, P), KL,
-    multiclass hinge, by code; each row's gradient (times scale) into grad[n, :, p].
+def _rows(loss, t, parts, out, target, labels, logits, scale, grad, sums):
+    """A row loss (elementwise.py's cross_entropy_at, ...) over out (N, K, P), a row
+    out[n, :, p] per sample (P = 1) or pixel, for part t's samples, from labels (N, P) or
+    probability rows target (N, K, P); each row's gradient (times scale) into grad[n, :, p].
     sums[n]: sample n's sum over its pixels."""
     lo, hi = share(out.shape[0], t, parts)
     for i in range(lo, hi):
         s = 0.0
         for p in range(out.shape[2]):
             g = grad[i, :, p]
-            s += ew.row_loss(code, out, target, labels, i, p, g, logits)
+            s += loss(out, target, labels, i, p, g, logits)
             for j in range(out.shape[1]):
                 g[j] *= scale
         sums[i] = s
 
 
-# A part per row loss, each with its code a constant: the part compiles that loss alone. One part
-# for the four, the code read at run time, compiled all of them: 3.4 s of a first run's
-# compiling (digits.net's first step), against 1.0 s for cross-entropy alone.
+# A part per row loss, each compiling that loss alone. One part for the four, by a code read at
+# run time, compiled all of them: 2.4-3.4 s of a first run's compiling (digits.net's first step),
+# against 0.8-1.0 s for cross-entropy alone. (With the code a constant, pruned before typing,
+# it still took 1.9-2.5 s: Numba processes each function it inlines before it prunes.)
 @kernel()
 def _cross_entropy_part(t, parts, out, target, labels, logits, scale, grad, sums):
-    _rows(CROSS_ENTROPY, t, parts, out, target, labels, logits, scale, grad, sums)
+    _rows(ew.cross_entropy_at, t, parts, out, target, labels, logits, scale, grad, sums)
 
 
 @kernel()
 def _soft_cross_entropy_part(t, parts, out, target, labels, logits, scale, grad, sums):
-    _rows(SOFT_CROSS_ENTROPY, t, parts, out, target, labels, logits, scale, grad, sums)
+    _rows(ew.soft_cross_entropy_at, t, parts, out, target, labels, logits, scale, grad, sums)
 
 
 @kernel()
 def _kl_part(t, parts, out, target, labels, logits, scale, grad, sums):
-    _rows(KL, t, parts, out, target, labels, logits, scale, grad, sums)
+    _rows(ew.kl_at, t, parts, out, target, labels, logits, scale, grad, sums)
 
 
 @kernel()
 def _multiclass_hinge_part(t, parts, out, target, labels, logits, scale, grad, sums):
-    _rows(MULTICLASS_HINGE, t, parts, out, target, labels, logits, scale, grad, sums)
+    _rows(ew.multiclass_hinge_at, t, parts, out, target, labels, logits, scale, grad, sums)
 
 
 @launcher
@@ -88,10 +88,10 @@ def _multiclass_hinge_cpu(parts, out, target, labels, logits, scale, grad, sums)
 
 
 # (launcher, part) by the row loss's code
-ROWS = {CROSS_ENTROPY: (_cross_entropy_cpu, _cross_entropy_part),
-        SOFT_CROSS_ENTROPY: (_soft_cross_entropy_cpu, _soft_cross_entropy_part),
-        KL: (_kl_cpu, _kl_part),
-        MULTICLASS_HINGE: (_multiclass_hinge_cpu, _multiclass_hinge_part)}
+ROWS = {ew.CROSS_ENTROPY: (_cross_entropy_cpu, _cross_entropy_part),
+        ew.SOFT_CROSS_ENTROPY: (_soft_cross_entropy_cpu, _soft_cross_entropy_part),
+        ew.KL: (_kl_cpu, _kl_part),
+        ew.MULTICLASS_HINGE: (_multiclass_hinge_cpu, _multiclass_hinge_part)}
 
 
 @kernel()
