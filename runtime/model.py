@@ -292,9 +292,10 @@ class Model:
             grads, dx = self._backward(caches, dout, fused, bclock, input_grad)
         return (value, grads, dx) if input_grad else (value, grads)
 
-    def compile_ahead(self, batches, loss=None) -> int:
+    def compile_ahead(self, batches, loss=None, then=None) -> int:
         """Compile the kernels that loss_and_grads(x, y, loss) will call for each (x, y) of
-        `batches` (batches of other sizes may take other kernels), before it calls them, on every
+        `batches` (batches of other sizes may take other kernels), and those `then()` calls
+        (an optimizer's rehearse: its update), before they are called, on every
         core the backend can use (Backend.compile_ahead): the first step of a first run otherwise
         compiles them one after another as it reaches them. The record runs the steps without
         their kernels; BN's running statistics, the random generator and last_output are left
@@ -305,6 +306,8 @@ class Model:
             saved.update(buffers={k: self.device.copy(v) for k, v in self.buffers.items()},
                          state=self.rng.bit_generator.state,
                          last=self.last_output)
+            if then is not None:  # first: this process compiles from the first, the compiler
+                then()  # process (busy with the tiles at first) from the last, the backward's
             for x, y in batches:
                 self.loss_and_grads(x, y, loss)
         try:

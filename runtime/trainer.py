@@ -291,7 +291,8 @@ class Trainer:
         where = f"epoch {epoch + 1}, step {b + 1}"
         if self.ahead:  # a first run: the steps' kernels compile on both cores first
             self.ahead = False
-            self.model.compile_ahead(self.batches_like(x, y, epoch), self.loss)
+            self.model.compile_ahead(self.batches_like(x, y, epoch), self.loss,
+                                     then=self.opt.rehearse)
         with np.errstate(all="ignore"):  # a blow-up is reported below, with its layer
             loss, grads = self.model.loss_and_grads(x, y, self.loss)
             loss += self.regularize(grads)

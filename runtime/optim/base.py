@@ -82,6 +82,23 @@ class Optimizer:
         h = tuple(theta.dtype.type(v) for v in h + (0.0,) * (8 - len(h)))  # one kernel for all rules
         self.backend.update(self.rule, theta, g, *(arrays + [None, None])[:2], h, first)
 
+    def rehearse(self):
+        """The backend's update calls of a step, on empty arrays of the parameters' types (so
+        the same kernels), changing nothing: for a step recorded to compile its kernels ahead
+        (Model.compile_ahead's `then`), where the backend runs none of them. A full-batch
+        method (no rule) has nothing to rehearse."""
+        if self.rule is None:
+            return
+        seen = set()
+        for theta in self.params.values():
+            if theta.dtype in seen:
+                continue
+            seen.add(theta.dtype)
+            empty = self.backend.zeros((0,), theta.dtype)
+            slots = [empty] * len(self.slots())
+            self.backend.update(self.rule, empty, empty, *(slots + [None, None])[:2],
+                                (theta.dtype.type(0),) * 8, True)
+
     def slots(self) -> tuple:
         """The names of the state arrays the rule keeps per parameter (its s1, s2)."""
         return ()

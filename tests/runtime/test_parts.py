@@ -428,9 +428,13 @@ def test_compiling_ahead_leaves_the_model_and_its_numbers_as_they_were(monkeypat
     ahead, plain = netc.Model(spec, seed=3), netc.Model(spec, seed=3)
     buffers = {k: v.copy() for k, v in ahead.buffers.items()}
     recorded, compile_ahead = [], jit.compile_ahead
-    monkeypatch.setattr(jit, "compile_ahead", lambda calls: recorded.append(len(calls)) or compile_ahead(calls))
-    ahead.compile_ahead([(x, y), (x[:3], y[:3])])
-    assert recorded and all(n >= 16 for n in recorded)  # the steps were recorded, ...
+    monkeypatch.setattr(jit, "compile_ahead", lambda calls: recorded.append(calls) or compile_ahead(calls))
+    from netc.runtime import optim
+    opt = optim.optimizer("adam", ahead.params)
+    ahead.compile_ahead([(x, y), (x[:3], y[:3])], then=opt.rehearse)
+    assert recorded and all(len(calls) >= 17 for calls in recorded)  # the steps were recorded,
+    assert all(calls[0][1].py_func.__name__ == "_update_part" for calls in recorded)  # the
+    assert opt.t == 0 and not any(opt.state.values())  # update first, nothing changed, ...
     assert ahead.last_output is None  # ... and left no output behind (as before: no step ran)
     for k, v in buffers.items():
         np.testing.assert_array_equal(ahead.buffers[k], v, err_msg=k)
@@ -442,6 +446,30 @@ def test_compiling_ahead_leaves_the_model_and_its_numbers_as_they_were(monkeypat
         for k in plain.buffers:
             np.testing.assert_array_equal(ahead.buffers[k], plain.buffers[k], err_msg=k)
     background.stop()
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
+def test_an_optimizers_rehearsal_records_the_update_its_step_will_launch(name):
+    """rehearse() under a record notes the update kernel a step calls, with the same argument
+    types (so compile_ahead compiles the very kernel), one call per element type, and changes
+    nothing: parameters, step count, state."""
+    import netc
+    from netc.runtime import optim
+    model = netc.Model("input 6\nFC 4 - OUT 2 softmax\n", seed=0)
+    opt = optim.optimizer(name, model.params, lr=0.1)
+    before = {k: v.copy() for k, v in model.params.items()}
+    with jit.recording() as rehearsed:
+        opt.rehearse()
+    assert len(rehearsed) == 1 and opt.t == 0 and not any(opt.state.values())
+    for k, v in before.items():
+        np.testing.assert_array_equal(model.params[k], v)
+    grads = {k: np.ones_like(v) for k, v in model.params.items()}
+    with jit.recording() as stepped:
+        opt.step(grads)
+    (launcher, part, _, args), = rehearsed
+    assert {(c[0], c[1]) for c in stepped} == {(launcher, part)}
+    assert {jit._signature(part, 0, (1,) + c[3]) for c in stepped} == {
+        jit._signature(part, 0, (1,) + args)}
 
 
 def test_compiling_ahead_where_nothing_compiles_ahead_saves_nothing(monkeypatch):
