@@ -306,10 +306,10 @@ class Model:
             saved.update(buffers={k: self.device.copy(v) for k, v in self.buffers.items()},
                          state=self.rng.bit_generator.state,
                          last=self.last_output)
-            if then is not None:  # first: this process compiles from the first, the compiler
-                then()  # process (busy with the tiles at first) from the last, the backward's
             for x, y in batches:
                 self.loss_and_grads(x, y, loss)
+            if then is not None:
+                then()
         try:
             return self.device.compile_ahead(steps)
         finally:

@@ -399,9 +399,11 @@ def test_a_first_step_compiles_its_parts_ahead_on_two_processes(tmp_path, monkey
     folders, mkdtemp = [], jit.tempfile.mkdtemp
     monkeypatch.setattr(jit.tempfile, "mkdtemp", lambda **kw: folders.append(mkdtemp(**kw)) or folders[-1])
     assert jit.compile_ahead(calls) == 4
+    parts.sort(key=lambda p: -jit.compile_cost(p))  # (stable: the record's order where equal)
     here = [p for p in parts if sum(p._cache_misses.values())]  # compiled in this process
     there = [p for p in parts if not sum(p._cache_misses.values())]
-    assert here and there and here == parts[:len(here)]  # this one from the first, it from the last
+    assert here and there and here == parts[:len(here)]  # this one from the largest, it from
+    # the smallest
     assert all(p._cache_hits for p in there) and all(len(p.overloads) == 1 for p in parts)
     assert folders and not os.path.exists(folders[0])  # the claims' folder is gone
     step()
@@ -433,8 +435,8 @@ def test_compiling_ahead_leaves_the_model_and_its_numbers_as_they_were(monkeypat
     opt = optim.optimizer("adam", ahead.params)
     ahead.compile_ahead([(x, y), (x[:3], y[:3])], then=opt.rehearse)
     assert recorded and all(len(calls) >= 17 for calls in recorded)  # the steps were recorded,
-    assert all(calls[0][1].py_func.__name__ == "_update_part" for calls in recorded)  # the
-    assert opt.t == 0 and not any(opt.state.values())  # update first, nothing changed, ...
+    assert all(calls[-1][1].py_func.__name__ == "_update_part" for calls in recorded)  # the
+    assert opt.t == 0 and not any(opt.state.values())  # update last, nothing changed, ...
     assert ahead.last_output is None  # ... and left no output behind (as before: no step ran)
     for k, v in buffers.items():
         np.testing.assert_array_equal(ahead.buffers[k], v, err_msg=k)
@@ -446,6 +448,25 @@ def test_compiling_ahead_leaves_the_model_and_its_numbers_as_they_were(monkeypat
         for k in plain.buffers:
             np.testing.assert_array_equal(ahead.buffers[k], plain.buffers[k], err_msg=k)
     background.stop()
+
+
+def test_compile_cost_counts_a_kernel_and_what_it_calls_once():
+    """compile_ahead's order: a part's bytecode and its callees', each once, whether named
+    directly or through a module (the CONV's backward, which calls the unfolding, its GEMMs'
+    prologue and the fold, before the pooling's)."""
+    from netc.runtime.backends.cpu import losses, pool
+    from netc.runtime.backends.cpu.conv import im2col
+
+    def own(d):
+        return len(d.py_func.__code__.co_code)
+    assert jit.compile_cost(im2col._conv_backward_part) >= own(im2col._conv_backward_part) + sum(
+        own(d) for d in (im2col._unfold_cpu, im2col._im2col_cpu, im2col._prologue_cpu, im2col._fold_cpu))
+    assert jit.compile_cost(im2col._conv_backward_part) > 3 * jit.compile_cost(pool._maxpool_back_part)
+    ce = losses._cross_entropy_part  # its loss named as ew.cross_entropy_at
+    assert jit.compile_cost(ce) > own(ce) + own(losses._rows) + own(losses.ew.cross_entropy_at)
+    assert jit.compile_cost(ce, {losses.ew.kl_at}) == jit.compile_cost(ce)  # not the other losses
+    seen = {losses._rows}
+    assert jit.compile_cost(ce, seen) < jit.compile_cost(ce)  # each once
 
 
 @pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])

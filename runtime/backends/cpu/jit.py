@@ -31,6 +31,7 @@ import shutil
 import tempfile
 import threading
 import time
+import types
 import warnings
 
 import numba
@@ -274,6 +275,7 @@ def compile_ahead(calls) -> int:
                 parts.append((part, sig))
         if n > 1 and launcher not in _ready:
             _prepare(launcher, n, args)
+    parts.sort(key=lambda item: -compile_cost(item[0]))
     keys = [(p.py_func.__module__, p.py_func.__qualname__, sig) for p, sig in parts]
     folder = tempfile.mkdtemp(prefix="netc-ahead-") if parts else None
     try:
@@ -293,6 +295,27 @@ def compile_ahead(calls) -> int:
         if folder:
             shutil.rmtree(folder, ignore_errors=True)
     return len(parts)
+
+
+def compile_cost(dispatcher, seen=None) -> int:
+    """A guess at how long `dispatcher` takes to compile, for compile_ahead's order: the
+    bytecode of its function and of the kernels its code names (directly or as a module's
+    attribute), each counted once. The largest go first, taken by this process; the compiler
+    process, busy with the tiles at first, takes the smallest from the end. In the order the
+    step called them, the compiler process took digits.net's CONV backward (4-5 s) last and
+    this one sat idle waiting for it, 2 s and more."""
+    seen = set() if seen is None else seen
+    if dispatcher in seen:
+        return 0
+    seen.add(dispatcher)
+    code = dispatcher.py_func.__code__
+    names = set(code.co_names).union(*(c.co_names for c in code.co_consts
+                                       if isinstance(c, types.CodeType)))
+    scope = dispatcher.py_func.__globals__
+    named = [scope.get(n) for n in names]
+    named += [getattr(m, n, None) for m in named if isinstance(m, types.ModuleType) for n in names]
+    return len(code.co_code) + sum(compile_cost(d, seen) for d in named
+                                   if isinstance(d, numba.core.dispatcher.Dispatcher))
 
 
 def _compile_quietly(part, sig):
