@@ -142,7 +142,7 @@ def linear_backward(x2, p, dy, y, act, ctx, dx):
     dz = ctx.scratch("dz", dy.shape, dy.dtype) if act[0] != ew.NONE else dy
     dw = np.empty_like(w)
     db = np.empty(w.shape[0] if "bias" in p else 0, dy.dtype)
-    _linear_grad_out_cpu(dy, y.reshape(dy.shape), act, dz, db)
+    launch(None, _linear_grad_out_part, 1, dy, y.reshape(dy.shape), act, dz, db)
     launch(_linear_backward_cpu, _linear_backward_part, split_macs(dz.size * x2.shape[1] * 2), x2, w2, dz,
            dw.reshape(w2.shape), dx)
     return {"weight": dw, "bias": db} if "bias" in p else {"weight": dw}
@@ -212,9 +212,10 @@ def _linear_forward_part(t, parts, x, w, bias, act, z):
 
 
 @kernel(fastmath=REDUCE)  # REDUCE: the bias sums vectorize
-def _linear_grad_out_cpu(dy, y, act, dz, db):
+def _linear_grad_out_part(t, parts, dy, y, act, dz, db):
     """dz = dy act'(y) (with act none, dz is dy itself) and db its sums over the samples (unless
-    db is empty)."""
+    db is empty): one part, serial (launched, so that a first step's record notes it and it
+    compiles ahead with the others; called directly it compiled during the record, alone)."""
     n, u = dz.shape
     if act[0]:
         for i in range(n):
