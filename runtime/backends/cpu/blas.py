@@ -71,8 +71,9 @@ _SGEMM = types.ExternalFunction("netc_cblas_sgemm", _signature(types.float32))
 _DGEMM = types.ExternalFunction("netc_cblas_dgemm", _signature(types.float64))
 # the tiles' entry (tiles.entry_signature), its pointers declared as addresses (intp), which the
 # C calling convention passes alike
-_TILES_S = types.ExternalFunction("netc_tiles_sgemm", types.void(
-    *(types.intp,) * 5, types.float32, *(types.intp,) * 4, types.float32, types.intp, types.intp))
+_TILES_S = types.ExternalFunction("netc_tiles_sgemm", types.void(*(
+    types.intp if isinstance(t, types.CPointer) else t
+    for t in tiles.entry_signature(types.float32).args)))
 _keep: list = []  # ctypes objects whose addresses LLVM holds
 _bound: dict = {}  # what bind() chose, for describe()
 

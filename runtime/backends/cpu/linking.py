@@ -123,10 +123,10 @@ def keep_reload_steps(made):
 
 
 def emit(context, builder, fn, argtypes, values):
-    """fn(*values) by its bound symbol, for call() and run_part()."""
+    """fn(*values) by its bound symbol, for call(), run_part() and blas.py's lowered gemm."""
     name = bind(fn, argtypes)
     if fn.overloads[argtypes].signature.return_type != types.none:
-        raise TypeError(f"{fn.py_func.__qualname__} returns a value: call() and run_part() call "
+        raise TypeError(f"{fn.py_func.__qualname__} returns a value: calls by emit() are of "
                         "functions that return nothing")
     _call(context, builder, fn, name, types.none, argtypes, values)
     return context.get_dummy_value()
