@@ -122,14 +122,31 @@ def sigmoid(z):
 
 
 @scalar
+def relu(z):
+    return z if z > 0 else z * _0
+
+
+@scalar
+def leaky(z, a):
+    """Leaky ReLU and PReLU: slope `a` below zero."""
+    return z if z > 0 else a * z
+
+
+@scalar
+def elu(z, a):
+    return z if z > 0 else a * math.expm1(z)
+
+
+@scalar
 def act(code, z, a):
-    """y = act(z); `a` is leaky's and PReLU's slope, ELU's alpha. NaN stays NaN."""
+    """y = act(z); `a` is leaky's and PReLU's slope, ELU's alpha. NaN stays NaN. (A kernel's loop
+    over a row takes one activation per loop, outside it, where it can: common._act_row_cpu.)"""
     if code == RELU:
-        return z if z > 0 else z * _0
+        return relu(z)
     if code == LEAKY or code == PRELU:
-        return z if z > 0 else a * z
+        return leaky(z, a)
     if code == ELU:
-        return z if z > 0 else a * math.expm1(z)
+        return elu(z, a)
     if code == SIGMOID:
         return sigmoid(z)
     if code == TANH:
@@ -138,19 +155,44 @@ def act(code, z, a):
 
 
 @scalar
+def relu_grad(z):
+    return _1 if z > 0 else _0
+
+
+@scalar
+def leaky_grad(z, a):
+    return _1 if z > 0 else a
+
+
+@scalar
+def elu_grad(z, y, a):
+    return _1 if z > 0 else y + a
+
+
+@scalar
+def sigmoid_grad(y):
+    return y * (_1 - y)
+
+
+@scalar
+def tanh_grad(y):
+    return _1 - y * y
+
+
+@scalar
 def act_grad(code, z, y, a):
     """d act / dz at z, given y = act(z). Where only y is kept (the fused activations), callers
     pass y for z: with a positive slope or alpha, y > 0 exactly where z > 0."""
     if code == RELU:
-        return _1 if z > 0 else _0
+        return relu_grad(z)
     if code == LEAKY or code == PRELU:
-        return _1 if z > 0 else a
+        return leaky_grad(z, a)
     if code == ELU:
-        return _1 if z > 0 else y + a
+        return elu_grad(z, y, a)
     if code == SIGMOID:
-        return y * (_1 - y)
+        return sigmoid_grad(y)
     if code == TANH:
-        return _1 - y * y
+        return tanh_grad(y)
     return _1
 
 

@@ -56,11 +56,12 @@ def _direct_weights(weight, transpose=False):
 
 def _direct_workspace(ctx, x, f, plane, margin, tags):
     """Per-thread scratch: 'xp' one sample's padded planes, 'acc' four output planes on the
-    wide grid (or four padded input-gradient planes), 'g' the output gradient on the wide grid
-    after the margin, for every filter (rounded up to even: the weight gradient takes two a
-    pass)."""
+    wide grid (or four padded input-gradient planes) and one more (the activation's output, or
+    the output gradient times act' before it goes on the wide grid), 'g' the output gradient on
+    the wide grid after the margin, for every filter (rounded up to even: the weight gradient
+    takes two a pass)."""
     c = x.shape[1]
-    shapes = {"xp": (c, plane), "acc": (BLOCK, plane),
+    shapes = {"xp": (c, plane), "acc": (BLOCK + 1, plane),
               "g": (f + f % 2, margin + plane)}
     return tuple(ctx.scratch("direct_" + tag, (ctx.workers,) + shapes[tag], x.dtype)
                  for tag in tags)
@@ -90,10 +91,9 @@ def _direct_forward_part(t, parts, x, wk, bias, act, ph, pw, offs, oh, ow, xp_ws
         for b in range(wk.shape[0]):
             _fill_cpu(acc.reshape(-1), 0.0)
             _taps_cpu(xp, offs, wk[b], acc, count)
-            for i in range(min(BLOCK, f_ - BLOCK * b)):
-                for oy in range(oh):
-                    _act_row_cpu(act, acc[i, oy * wp:oy * wp + ow], bias[BLOCK * b + i],
-                                 y[s, BLOCK * b + i, oy], ow)
+            for i in range(min(BLOCK, f_ - BLOCK * b)):  # act over the whole wide plane
+                _act_row_cpu(act, acc[i], bias[BLOCK * b + i], acc[BLOCK], count)
+                _rows_cpu(acc[BLOCK], wp, y[s, BLOCK * b + i].reshape(-1), ow, oh, ow)
 
 
 @launcher
@@ -125,11 +125,10 @@ def _direct_backward_part(t, parts, x, wt, dy, y, act, ph, pw, offs, margin, nee
     _fill_cpu(db, 0.0)
     for s in range(lo, hi):
         _pad_planes_cpu(x[s], ph, pw, xp)
-        for f in range(f_):
-            gf = g[f, margin:]
-            for oy in range(oh):
-                db[f] += _grad_row_cpu(act, dy[s, f, oy], y[s, f, oy],
-                                       gf[oy * wp:oy * wp + ow], ow)
+        for f in range(f_):  # act' over the whole plane, then onto the wide grid
+            db[f] += _grad_row_cpu(act, dy[s, f].reshape(-1), y[s, f].reshape(-1), acc[BLOCK],
+                                   oh * ow)
+            _rows_cpu(acc[BLOCK], ow, g[f, margin:], wp, oh, ow)
         for f in range(0, g.shape[0], 2):
             _tap_dots_cpu(g[f, margin:], g[f + 1, margin:], xp, offs, count, dw[f:f + 2])
         if need_dx:
@@ -137,10 +136,22 @@ def _direct_backward_part(t, parts, x, wt, dy, y, act, ph, pw, offs, margin, nee
                 _fill_cpu(acc.reshape(-1), 0.0)
                 _taps_cpu(g[:f_], back, wt[b], acc, plane)
                 for i in range(min(BLOCK, c_ - BLOCK * b)):
-                    for iy in range(hh):
-                        src, dst = acc[i, (iy + ph) * wp + pw:], dx[s, BLOCK * b + i, iy]
-                        for ix in range(ww):
-                            dst[ix] = src[ix]
+                    _rows_cpu(acc[i, ph * wp + pw:], wp, dx[s, BLOCK * b + i].reshape(-1), ww,
+                              hh, ww)
+
+
+@kernel()
+def _rows_cpu(src, src_row, dst, dst_row, rows, count):
+    """dst[r*dst_row + k] = src[r*src_row + k] for r < rows, k < count: a plane onto or off the
+    wide grid. The activation and its gradient run over whole planes and this copies their rows,
+    rather than running row by row: a row of 28 values is too short for the vector loop (at 8
+    values x 4 a pass, it never starts), so LeNet-5's tanh ran scalar. Unsigned indices, as in
+    _im2col_cpu."""
+    u = np.uint64
+    for r in range(rows):
+        a, d = u(r * src_row), u(r * dst_row)
+        for k in range(u(count)):
+            dst[d + k] = src[a + k]
 
 
 @kernel()
