@@ -75,7 +75,10 @@ EXTRA = [
     ("4x3x2", "CONV 3x3 4 pad=1 - DECONV 2x3/1x2 2 pad=0x1 act=elu"),
     ("3x2x2", "UPSAMPLE 3 bilinear - CONV 3x3 2 - UPSAMPLE 2 - CONCAT[ID | POOL max 2x2/2 - UPSAMPLE 2]"),
     ("5x4x3", "CONV 3x3 4 pad=1 act=relu - OUT 3 softmax per=pixel - FLATTEN"),  # per pixel
-    ("6x8x3", "POOL max 2x2/2 - CONV 1x1 2 act=tanh - POOL max 2x2/2"),  # the unrolled 2x2 kernel
+    ("6x8x3", "POOL max 2x2/2 - CONV 1x1 2 act=tanh - POOL max 2x2/2"),  # the unrolled 2x2 kernels
+    ("7x9x3", "POOL avg 2x2/2 - CONV 1x1 2 act=tanh - POOL avg 2x2/2"),  # ... an odd size dropped
+    # round=ceil over odd sizes: a last window past the input, so the general kernels
+    ("5x7x2", "POOL max 2x2/2 round=ceil - CONV 1x1 2 - POOL avg 2x2/2 round=ceil"),
     # FractalNet's expansion, nested joins of three branches
     ("4x4x2", "CONV: 3x3 pad=1\nMEAN[MEAN[CONV 2 - CONV 2 | CONV 2] - CONV 2 | ID | CONV 2 act=relu]"),
     # strided and padded convs after the first layer: their input gradient goes through the
