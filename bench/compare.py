@@ -47,6 +47,8 @@ DIGITS = os.path.join(HERE, "..", "specs", "digits.net")
 # segmentation: transposed convolutions and skips (U-Net), bilinear upsampling (FCN), a class
 # per pixel
 UNET, FCN = (os.path.join(HERE, "..", "specs", f) for f in ("unet_small.net", "fcn_shapes.net"))
+# the lecture's LeNet-5 (specs/lenet5.net): tanh, average pooling
+LENET_TANH = os.path.join(HERE, "..", "specs", "lenet5.net")
 with open(RESNET) as f:
     _RESNET_TEXT = f.read()
 # group normalization for BN, as specs/resnet18_gn.net
@@ -63,7 +65,8 @@ GRU = "input seq 32x64\nGRU 128 - OUT 10\ntrain loss=cross_entropy"
 
 # name, spec, batch, target speed-up over PyTorch
 CASES = [("lenet5-1", LENET, 1, 2.0), ("lenet5-64", LENET, 64, 3.0), ("lenet5-256", LENET, 256, 2.0),
-         ("small-vgg-64", SMALL_VGG, 64, 1.5), ("mlp-64", MLP, 64, 2.0), ("mlp-256", MLP, 256, 2.0),
+         ("lenet5-tanh-64", LENET_TANH, 64, 1.0), ("small-vgg-64", SMALL_VGG, 64, 1.5),
+         ("mlp-64", MLP, 64, 2.0), ("mlp-256", MLP, 256, 2.0),
          ("unet-small-32", UNET, 32, 1.0), ("fcn-shapes-32", FCN, 32, 1.0),
          ("resnet18-gn-16", RESNET_GN, 16, 1.0), ("lstm-64", LSTM, 64, 1.0), ("gru-64", GRU, 64, 1.0)]
 # opt-in (--big or --only): ResNet-18 with the CIFAR stem, VGG-11 on 64x64 (bench/vgg11_64.net)
@@ -79,6 +82,10 @@ def torch_model(torch, name):
     nn = torch.nn
     if name.startswith(("lstm", "gru")):
         return _Recurrent(torch, nn.LSTM if name.startswith("lstm") else nn.GRU)
+    if name.startswith("lenet5-tanh"):
+        return nn.Sequential(nn.Conv2d(1, 6, 5), nn.Tanh(), nn.AvgPool2d(2), nn.Conv2d(6, 16, 5),
+                             nn.Tanh(), nn.AvgPool2d(2), nn.Conv2d(16, 120, 5), nn.Tanh(),
+                             nn.Flatten(), nn.Linear(120, 84), nn.Tanh(), nn.Linear(84, 10))
     if name.startswith("lenet5"):
         return nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5),
                              nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 120, 5), nn.ReLU(),
