@@ -141,22 +141,24 @@ def test_a_long_sequence_keeps_finite_gradients():
     assert np.abs(dx[:, 0]).max() < 1e-2 * np.abs(dx[:, -1]).max()
 
 
-def test_float32_exp_tanh_sigmoid_are_within_a_few_ulp():
-    """elementwise's exp and tanh (instructions that vectorize, in float32) against float64 over
-    [-100, 100] and tiny magnitudes; float64 is the library's; NaN stays NaN, +-inf saturate."""
+def test_float32_exp_tanh_sigmoid_expm1_are_within_a_few_ulp():
+    """elementwise's exp, tanh and expm1 (instructions that vectorize, in float32) and the
+    sigmoid against float64 over [-100, 100] and tiny magnitudes; float64 is the library's; NaN
+    stays NaN, +-inf saturate."""
     import numba
     from netc.runtime.backends import elementwise as ew
 
-    @numba.njit(error_model="numpy")
+    @numba.njit  # (Numba's own division check: ew.divide needs none)
     def apply(x, out, which):
         for i in range(x.size):
             v = x[i]
-            out[i] = ew.exp(v) if which == 0 else (ew.tanh(v) if which == 1 else ew.sigmoid(v))
+            out[i] = (ew.exp(v) if which == 0 else ew.tanh(v) if which == 1 else
+                      ew.sigmoid(v) if which == 2 else ew.expm1(v))
 
     tiny = np.geomspace(1e-30, 1, 20001)
     x = np.concatenate([np.linspace(-100, 100, 400001), tiny, -tiny, [0.0]]).astype(np.float32)
-    exact = {0: np.exp, 1: np.tanh, 2: lambda v: 1 / (1 + np.exp(-v))}
-    for which, most in ((0, 2.0), (1, 2.0), (2, 3.0)):
+    exact = {0: np.exp, 1: np.tanh, 2: lambda v: 1 / (1 + np.exp(-v)), 3: np.expm1}
+    for which, most in ((0, 2.0), (1, 2.0), (2, 3.0), (3, 2.0)):
         got = np.empty_like(x)
         apply(x, got, which)
         x64 = x.astype(np.float64)
@@ -178,6 +180,8 @@ def test_float32_exp_tanh_sigmoid_are_within_a_few_ulp():
             assert out[1] == 1 and out[2] == -1
         if which == 2:
             assert out[1] == 1 and abs(out[2]) < 1e-37
+        if which == 3:
+            assert out[1] > 1e38 and out[2] == -1
 
 
 @pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
