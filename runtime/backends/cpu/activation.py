@@ -140,8 +140,9 @@ def _act_part(t, parts, code, a, z, y):
 
 @kernel(inline=True)
 def _act_run(code, a, z, y, lo, hi):
-    for i in range(lo, hi):
-        y[i] = ew.act(code, z[i], a)
+    zs, ys = z[lo:hi], y[lo:hi]  # (jit.share: why the loop runs over slices, from 0)
+    for i in range(zs.size):
+        ys[i] = ew.act(code, zs[i], a)
 
 
 @launcher
@@ -170,8 +171,9 @@ def _act_grad_part(t, parts, code, a, z, y, dy, dz):
 
 @kernel(inline=True)
 def _act_grad_run(code, a, z, y, dy, dz, lo, hi):
-    for i in range(lo, hi):
-        dz[i] = dy[i] * ew.act_grad(code, z[i], y[i], a)
+    zs, ys, dys, dzs = z[lo:hi], y[lo:hi], dy[lo:hi], dz[lo:hi]  # (from 0: jit.share)
+    for i in range(zs.size):
+        dzs[i] = dys[i] * ew.act_grad(code, zs[i], ys[i], a)
 
 
 @launcher
@@ -362,5 +364,6 @@ def _dropout_cpu(parts, x, seed, threshold, scale, y):
 @kernel()
 def _dropout_part(t, parts, x, seed, threshold, scale, y):
     lo, hi = share(x.size, t, parts)
-    for i in range(lo, hi):
-        y[i] = x[i] * scale if ew.keep(seed, i, threshold) else x[i] * 0
+    xs, ys = x[lo:hi], y[lo:hi]  # (from 0: jit.share)
+    for i in range(xs.size):
+        ys[i] = xs[i] * scale if ew.keep(seed, lo + i, threshold) else xs[i] * 0

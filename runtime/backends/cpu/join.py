@@ -109,12 +109,13 @@ def _add_act_part(t, parts, code, slope, a, b, w, per, y):
 
 @kernel(inline=True)
 def _add_act_run(code, slope, a, b, w, per, y, lo, hi):
+    as_, bs, ys = a[lo:hi], b[lo:hi], y[lo:hi]  # (from 0: jit.share)
     if w.size == 0:
-        for i in range(lo, hi):
-            y[i] = ew.act(code, a[i] + b[i], slope)
+        for i in range(ys.size):
+            ys[i] = ew.act(code, as_[i] + bs[i], slope)
     else:
-        for i in range(lo, hi):
-            y[i] = ew.act(code, a[i] * w[i // per] + b[i], slope)
+        for i in range(ys.size):
+            ys[i] = ew.act(code, as_[i] * w[(lo + i) // per] + bs[i], slope)
 
 
 def path_weights(p, mean, xs, ctx):
