@@ -250,20 +250,22 @@ def _fold_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dxp, dx, n0, n1):
 
 @kernel(outlined=True)
 def _col2im_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dx, n0, n1):
-    """The adjoint of im2col: fold dcols (C*kh*kw, (n1-n0)*oh*ow) into dx[n0:n1] (N, C, H, W)."""
+    """The adjoint of im2col: fold dcols (C*kh*kw, (n1-n0)*oh*ow) into dx[n0:n1] (N, C, H, W).
+    Flat unsigned indices, as in _im2col_cpu (with the image's own, the adds did not vectorize)."""
     c_, h_, w_ = dx.shape[1], dx.shape[2], dx.shape[3]
+    u, step = np.uint64, np.uint64(sw)
     for n in range(n0, n1):
         base = (n - n0) * oh * ow
         for c in range(c_):
-            img = dx[n, c]
-            _fill_cpu(img.reshape(-1), 0.0)
+            img = dx[n, c].reshape(-1)
+            _fill_cpu(img, 0.0)
             for i in range(kh):
                 ylo, yhi = _valid(oh, sh, ph, i, h_)
                 for j in range(kw):
                     xlo, xhi = _valid(ow, sw, pw, j, w_)
                     src = dcols[(c * kh + i) * kw + j]
-                    for oy in range(ylo, yhi):
-                        row = img[oy * sh - ph + i]
-                        at = base + oy * ow
-                        for ox in range(xlo, xhi):
-                            row[ox * sw - pw + j] += src[at + ox]
+                    for oy in range(ylo, yhi):  # the run from column xlo
+                        at = u((oy * sh - ph + i) * w_ + xlo * sw - pw + j)
+                        frm = u(base + oy * ow + xlo)
+                        for ox in range(u(xhi - xlo)):
+                            img[at + ox * step] += src[frm + ox]
