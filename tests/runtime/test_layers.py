@@ -118,6 +118,20 @@ def test_whole_networks_with_branches(spec):
     assert max(report.values()) < TOL, report
 
 
+@pytest.mark.parametrize("spec,weight", [
+    ("input 6x6x1\nCONV 3x3 2 act=relu - FC 2", "conv1.weight"),   # im2col's epilogue rows
+    ("input 28x28x1\nCONV 5x5 2 act=relu - FC 2", "conv1.weight"),  # the direct CONV's planes
+    ("input 6\nFC 3 act=relu - FC 2", "fc1.weight"),                 # the FC's GEMM rows
+])
+def test_a_nan_goes_through_a_fused_relu(spec, weight):
+    """NaN stays NaN through a ReLU fused into a kernel, as through elementwise.act and a RELU
+    layer: the fused rows once gave 0 for it, so that a NaN weight left the output finite."""
+    model = netc.Model(spec, dtype="float32", seed=0)
+    model.params[weight].flat[0] = np.nan
+    out = model.forward(np.ones((32,) + model.net.input_shape, np.float32))
+    assert np.isnan(out).any()
+
+
 def test_float32_agrees_with_float64():
     spec = SMALL_RESNET
     m64 = netc.Model(spec, dtype="float64", seed=0)

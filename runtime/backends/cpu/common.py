@@ -48,10 +48,9 @@ def _act_row_cpu(act, src, b, dst, count):
     if code == ew.NONE:
         for k in range(count):
             dst[k] = src[k] + b
-    elif code == ew.RELU:
+    elif code == ew.RELU:  # (NaN stays NaN, as in elementwise.act)
         for k in range(count):
-            v = src[k] + b
-            dst[k] = v if v > 0 else 0
+            dst[k] = ew.relu(src[k] + b)
     elif code == ew.TANH:
         for k in range(count):
             dst[k] = ew.tanh(src[k] + b)
