@@ -14,7 +14,8 @@ from ..registry import Backend, register_backend
 from . import activation, conv, dense, join, norm, pool, recurrent  # noqa: F401 - they register the kinds
 from . import background, blas, jit
 from .losses import _pointwise_cpu, rows
-from .optim import _update_cpu, _update_part
+from .optim import (_update0_cpu, _update0_part, _update1_cpu, _update1_part, _update2_cpu,
+                    _update2_part)
 
 
 class CpuContext(Context):
@@ -95,12 +96,15 @@ class CpuBackend(Backend):
         return float((out.argmax(axis=1) == y).mean())
 
     def update(self, rule, theta, g, s1, s2, h, first):
-        flat = theta.reshape(-1)
-        none = flat[:0]
-        jit.launch(_update_cpu, _update_part, jit.split(8 * flat.size), rule, flat,
-                   np.ascontiguousarray(g, theta.dtype).reshape(-1),
-                   none if s1 is None else s1.reshape(-1), none if s2 is None else s2.reshape(-1),
-                   h, first)
+        flat, parts = theta.reshape(-1), jit.split(8 * theta.size)
+        g = np.ascontiguousarray(g, theta.dtype).reshape(-1)
+        if s2 is not None:  # a part for each set of states (optim.py)
+            jit.launch(_update2_cpu, _update2_part, parts, rule, flat, g, s1.reshape(-1),
+                       s2.reshape(-1), h, first)
+        elif s1 is not None:
+            jit.launch(_update1_cpu, _update1_part, parts, rule, flat, g, s1.reshape(-1), h, first)
+        else:
+            jit.launch(_update0_cpu, _update0_part, parts, rule, flat, g, h, first)
 
     def context(self, memory, train, rng, backward):
         return CpuContext(memory, train, rng, backward)
