@@ -98,7 +98,7 @@ def _expm1_32(b, x):
     return b.select(small, series, big)
 
 
-class _Unary(_Intrinsic):
+class _Callable(_Intrinsic):
     """An intrinsic that plain Python may call too, as NumPy's function (the CUDA simulator runs
     kernels, and the scalar functions they call, as Python)."""
     PYTHON = {"exp": np.exp, "expm1": np.expm1, "tanh": np.tanh, "divide": np.divide}
@@ -120,7 +120,7 @@ def _unary(name, float32_rule, exact):
             return builder.select(builder.fcmp_unordered("uno", args[0], args[0]), args[0], y)
         return x(x), codegen
     definition.__name__ = definition.__qualname__ = name
-    fn = _Unary(name, definition)
+    fn = _Callable(name, definition)
     fn._register()
     return fn
 
@@ -144,7 +144,7 @@ def _divide(typingctx, a, b):
     return t(a, b), codegen
 
 
-divide = _Unary("divide", _divide)
+divide = _Callable("divide", _divide)
 divide._register()
 
 

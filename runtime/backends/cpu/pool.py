@@ -20,11 +20,11 @@ class Pool(Implementation):
         oh, ow, _, _ = window_geometry(h, x.shape[1:])
         geo = window(h)
         y = ctx.value(x.shape[:2] + (oh, ow), x.dtype)
-        if h["mode"] == "avg" and _two_by_two(geo, x.shape, y.shape):
-            launch(_avgpool2x2_cpu, _avgpool2x2_part, _parts(x, y, geo), x, y)
-            return y, (x.shape, None)
         if h["mode"] == "avg":
-            launch(_avgpool_cpu, _avgpool_part, _parts(x, y, geo), x, *geo, y)
+            if _two_by_two(geo, x.shape, y.shape):
+                launch(_avgpool2x2_cpu, _avgpool2x2_part, _parts(x, y, geo), x, y)
+            else:
+                launch(_avgpool_cpu, _avgpool_part, _parts(x, y, geo), x, *geo, y)
             return y, (x.shape, None)
         arg = ctx.buffer("arg", y.shape, np.int32)
         if _two_by_two(geo, x.shape, y.shape):  # the common case gets its own unrolled kernel

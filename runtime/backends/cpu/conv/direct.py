@@ -160,10 +160,7 @@ def _pad_planes_cpu(img, ph, pw, xp):
     c_, hh, ww = img.shape
     wp = ww + 2 * pw
     for c in range(c_):
-        for iy in range(hh):
-            src, dst = img[c, iy], xp[c, (iy + ph) * wp + pw:]
-            for ix in range(ww):
-                dst[ix] = src[ix]
+        _rows_cpu(img[c].reshape(-1), ww, xp[c, ph * wp + pw:], wp, hh, ww)
 
 
 @kernel(fastmath=REDUCE)
