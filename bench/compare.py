@@ -6,11 +6,13 @@
 
 Both run the same architecture (the script checks that their parameter counts agree) with the
 same thread count, interleaved in one process: blocks of --block steps of netc, then of PyTorch,
-and so on, so that both see the same machine state while each block measures a steady state: both
-run on OpenMP threads (netc through Numba, with the system's libgomp; PyTorch with the one in its
-wheel), which spin for a while after their calls and slow the first steps that follow, whoever
-runs them. Prints the median milliseconds per step, the ratio (PyTorch time / netc time: above 1
-means netc is faster) and the target.
+and so on, so that both see the same machine state. Each block starts with --settle untimed
+steps (2), so that it measures the steady state of a training loop: PyTorch's OpenMP threads (the
+libgomp in its wheel) spin for about 10 ms after each of its calls, and slowed netc's first two or
+three steps after a switch by 20-50% (MLP at batch 256 on a 2-core AVX2 VM: 3.6, 3.5, 3.3, then
+2.5 and 2.3 ms, against 2.3-2.4 ms with no PyTorch in between); the first step after any switch
+also finds the caches holding the other framework's data. Prints the median milliseconds per step,
+the ratio (PyTorch time / netc time: above 1 means netc is faster) and the target.
 
 The big cases (ResNet-18 with the CIFAR stem on 32x32 at batch 64, VGG-11 on 64x64 at batch 16)
 take a second or so a step on two cores, minutes in all: the default run leaves them out; --big
@@ -256,15 +258,18 @@ def build(name, spec, batch, torch, device="cpu"):
     return ours, theirs
 
 
-def interleave(steps, repeats, block=5, warmup=3):
-    """Median seconds of each step function, run in turns of `block` steps, after `warmup` steps
-    of each (Numba compiles or loads its cache, PyTorch allocates)."""
+def interleave(steps, repeats, block=5, warmup=3, settle=2):
+    """Median seconds of each step function, run in turns of `settle` untimed steps and `block`
+    timed ones, after `warmup` steps of each (Numba compiles or loads its cache, PyTorch
+    allocates)."""
     for _ in range(warmup):
         for step in steps:
             step()
     times, block = [[] for _ in steps], max(1, min(block, repeats))
     for _ in range(max(1, repeats // block)):
         for step, ts in zip(steps, times):
+            for _ in range(settle):
+                step()
             for _ in range(block):
                 t = time.perf_counter()
                 step()
@@ -272,9 +277,10 @@ def interleave(steps, repeats, block=5, warmup=3):
     return [statistics.median(ts) for ts in times]
 
 
-def measure(name, spec, batch, repeats, torch, block=5, device="cpu"):
+def measure(name, spec, batch, repeats, torch, block=5, device="cpu", settle=2):
     """(netc seconds, PyTorch seconds): medians of one training step, interleaved."""
-    return tuple(interleave(build(name, spec, batch, torch, device), repeats, block))
+    return tuple(interleave(build(name, spec, batch, torch, device), repeats, block,
+                            settle=settle))
 
 
 def cpu_model() -> str:
@@ -401,6 +407,8 @@ def _parse(argv):
         "): --big or --only adds them; their peak memory is measured unless --no-memory."))
     ap.add_argument("--repeats", type=int, default=30, help="steps of each, in total")
     ap.add_argument("--block", type=int, default=5, help="steps in a row before switching")
+    ap.add_argument("--settle", type=int, default=2,
+                    help="untimed steps at the start of each block (0: time them all)")
     ap.add_argument("--only", default="", help="comma-separated case names (big ones included)")
     ap.add_argument("--big", action="store_true", help="also run the big cases (minutes)")
     ap.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
@@ -460,7 +468,8 @@ def main(argv=None):
     print(f"{'case':<15} {'netc ms':>9} {'torch ms':>9} {'speed-up':>9} {'target':>7}"
           + (f" {'netc MiB':>9} {'torch MiB':>9} {'mem ratio':>9}" if memory else ""))
     for name, spec, batch, target in cases:
-        ours, theirs = measure(name, spec, batch, args.repeats, torch, args.block, args.device)
+        ours, theirs = measure(name, spec, batch, args.repeats, torch, args.block, args.device,
+                               args.settle)
         ratio = theirs / ours
         line = f"{name:<15} {ours * 1e3:>9.2f} {theirs * 1e3:>9.2f} {ratio:>8.2f}x {target:>6.2f}x"
         if memory and (args.memory or (name, spec, batch, target) in BIG_CASES):

@@ -65,9 +65,9 @@ def worker(threads, names, repeats, block, pin):
         if name not in names:
             continue
         steps = compare.build(name, spec, batch, torch)
-        quiet = compare.interleave(steps, repeats, block)
+        quiet = compare.interleave(steps, repeats, block, settle=0)
         with busy_core(pin):
-            busy = compare.interleave(steps, repeats, block, warmup=1)
+            busy = compare.interleave(steps, repeats, block, warmup=1, settle=0)
         print(json.dumps({"case": name, "threads": threads, "quiet": quiet, "busy": busy}),
               flush=True)
 

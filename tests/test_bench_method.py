@@ -1,0 +1,50 @@
+"""bench/compare.py's timing method: interleaved blocks, each started by untimed settling steps,
+checked on a fake clock (a benchmark's numbers are only as good as what it counts)."""
+import importlib.util
+import os
+
+import pytest
+
+from .conftest import ROOT
+
+
+@pytest.fixture()
+def compare():
+    spec = importlib.util.spec_from_file_location("netc_bench_compare",
+                                                  os.path.join(ROOT, "bench", "compare.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # imports NumPy only: PyTorch is imported by main()
+    return module
+
+
+class Machine:
+    """A fake clock and two step functions: a step takes 1 ms, or 4 ms when the other framework
+    ran just before it (the cost of a switch, as PyTorch's spinning threads and cold caches put
+    on the first steps after it)."""
+
+    def __init__(self):
+        self.now, self.last, self.calls = 0.0, None, []
+
+    def step(self, name):
+        def run():
+            self.now += 1e-3 if self.last in (None, name) else 4e-3
+            self.last = name
+            self.calls.append(name)
+        return run
+
+
+def test_settling_steps_are_run_and_not_timed(compare, monkeypatch):
+    machine = Machine()
+    monkeypatch.setattr(compare.time, "perf_counter", lambda: machine.now)
+    steps = [machine.step("netc"), machine.step("torch")]
+    assert compare.interleave(steps, repeats=10, block=5, warmup=1, settle=2) == pytest.approx([1e-3, 1e-3])
+    # one warm-up step each, then per block 2 settling steps and 5 timed ones, alternating
+    assert machine.calls == ["netc", "torch"] + (["netc"] * 7 + ["torch"] * 7) * 2
+
+
+def test_without_settling_the_switch_is_timed(compare, monkeypatch):
+    machine = Machine()
+    monkeypatch.setattr(compare.time, "perf_counter", lambda: machine.now)
+    steps = [machine.step("netc"), machine.step("torch")]
+    # blocks of one step: every timed step follows a switch
+    assert compare.interleave(steps, repeats=6, block=1, warmup=1, settle=0) == pytest.approx([4e-3, 4e-3])
