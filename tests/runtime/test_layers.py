@@ -335,8 +335,11 @@ def test_backward_chunks_need_not_be_forwards(monkeypatch, algorithm, chain):
 @pytest.mark.parametrize("inp,chain,tiles,expected", [
     ("32x32x1", "CONV 5x5 6", True, "direct"),                  # LeNet's C1: one channel, long rows
     ("14x14x6", "CONV 5x5 16", True, "im2col"),                 # LeNet's C2: rows too short
-    ("32x32x32", "CONV 3x3 32 pad=1", False, "direct"),         # a small VGG's second layer ...
+    ("32x32x32", "CONV 3x3 32 pad=1", False, "winograd"),       # a small VGG's second layer ...
     ("32x32x32", "CONV 3x3 32 pad=1", True, "winograd"),        # ... with netc's own GEMM tiles
+    ("32x32x24", "CONV 3x3 32 pad=1", False, "direct"),         # 24 channels on the BLAS: a tie
+    ("32x32x24", "CONV 3x3 32 pad=1", True, "winograd"),
+    ("32x32x32", "CONV 5x5 32 pad=2", False, "direct"),         # not 3x3: no Winograd
     ("32x32x16", "CONV 3x3 32 pad=1", True, "direct"),
     ("16x16x32", "CONV 3x3 64 pad=1", False, "winograd"),       # ... its third: 16x16 planes
     ("32x32x64", "CONV 3x3 64 pad=1", False, "winograd"),       # 64 channels

@@ -47,10 +47,14 @@ WINOGRAD_SMALL_PIXELS = 1024  # output pixels over the whole batch
 WINOGRAD_SMALL_OUTPUT = 16  # ... on planes of at least 4x4 (smaller ones were not measured; on
 # 1x1, Winograd does 16 products an output pixel against im2col's 9)
 # direct runs over up to this many input channels, on planes whose rows, as long as the padded
-# input's, add up to DIRECT_MIN_PASS values; with netc's own GEMM tiles (AVX-512), Winograd wins
-# above DIRECT_MAX_CHANNELS_TILES
+# input's, add up to DIRECT_MIN_PASS values; where Winograd applies it wins above
+# DIRECT_MAX_CHANNELS_TILES with netc's own GEMM tiles (AVX-512) and above
+# DIRECT_MAX_CHANNELS_BLAS on the BLAS: 3x3 over C = F channels on 32x32 with the input's gradient,
+# forward + backward, AVX2 (OpenBLAS's Haswell kernels), direct's time over Winograd's: 32
+# channels 1.28-1.29x (batch 16, 64), 24 channels 1.00 (batch 32)
 DIRECT_MAX_CHANNELS = 32
 DIRECT_MAX_CHANNELS_TILES = 16
+DIRECT_MAX_CHANNELS_BLAS = 24
 DIRECT_MIN_PASS = 512
 # a layer whose whole batch unfolds into at most this, with fewer than KEEP_COLS_FILTERS filters a
 # group, keeps the unfolding from forward to backward instead of unfolding twice. An unfolded value
@@ -91,8 +95,9 @@ def algorithm(h, xshape, tiles=None):
                                            and xshape[0] * oh * ow >= WINOGRAD_SMALL_PIXELS))
     long_rows = oh * (xshape[3] + 2 * h["pad"][1]) >= DIRECT_MIN_PASS
     if direct and xshape[1] <= DIRECT_MAX_CHANNELS and long_rows:
-        if not (winograd and xshape[1] > DIRECT_MAX_CHANNELS_TILES
-                and (own_tiles() if tiles is None else tiles)):
+        tiles = own_tiles() if tiles is None else tiles
+        if not (winograd and xshape[1] > (DIRECT_MAX_CHANNELS_TILES if tiles
+                                          else DIRECT_MAX_CHANNELS_BLAS)):
             return "direct"
     return "winograd" if winograd else "im2col"
 
