@@ -2,6 +2,7 @@
 checked on a fake clock (a benchmark's numbers are only as good as what it counts)."""
 import importlib.util
 import os
+import types
 
 import pytest
 
@@ -33,18 +34,24 @@ class Machine:
         return run
 
 
-def test_settling_steps_are_run_and_not_timed(compare, monkeypatch):
+@pytest.fixture()
+def machine(compare, monkeypatch):
+    """A Machine whose clock is the one compare.py reads (its own `time`, not the process's)."""
     machine = Machine()
-    monkeypatch.setattr(compare.time, "perf_counter", lambda: machine.now)
+    monkeypatch.setattr(compare, "time", types.SimpleNamespace(perf_counter=lambda: machine.now))
+    return machine
+
+
+def test_settling_steps_are_run_and_not_timed(compare, machine):
     steps = [machine.step("netc"), machine.step("torch")]
-    assert compare.interleave(steps, repeats=10, block=5, warmup=1, settle=2) == pytest.approx([1e-3, 1e-3])
+    medians = compare.interleave(steps, repeats=10, block=5, warmup=1, settle=2)
+    assert medians == pytest.approx([1e-3, 1e-3])
     # one warm-up step each, then per block 2 settling steps and 5 timed ones, alternating
     assert machine.calls == ["netc", "torch"] + (["netc"] * 7 + ["torch"] * 7) * 2
 
 
-def test_without_settling_the_switch_is_timed(compare, monkeypatch):
-    machine = Machine()
-    monkeypatch.setattr(compare.time, "perf_counter", lambda: machine.now)
+def test_without_settling_the_switch_is_timed(compare, machine):
     steps = [machine.step("netc"), machine.step("torch")]
     # blocks of one step: every timed step follows a switch
-    assert compare.interleave(steps, repeats=6, block=1, warmup=1, settle=0) == pytest.approx([4e-3, 4e-3])
+    medians = compare.interleave(steps, repeats=6, block=1, warmup=1, settle=0)
+    assert medians == pytest.approx([4e-3, 4e-3])
