@@ -74,7 +74,7 @@ class Net:
 
     @property
     def input(self) -> Node:
-        return self.nodes[0]
+        return self.node(next(iter(self.graph.nodes)))  # (without building the whole list)
 
     @property
     def input_shape(self) -> tuple:

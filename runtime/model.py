@@ -94,6 +94,15 @@ class Model:
         self._busy = threading.Lock()  # held by the thread running the graph
         # each node's implementation on this backend
         self._impls = {n.name: backends.implementation(n.kind, backend) for n in net.nodes}
+        # the graph as every pass walks it, worked out once (a Net is not changed once built): the
+        # nodes in order, how many nodes read each one's output, each one's parameter and buffer
+        # names (a step at batch 1 spent a tenth of its time asking networkx and building names)
+        self._order = net.nodes
+        self._readers = {n: net.graph.out_degree(n) for n in net.graph.nodes}
+        self._names = {n.name: ([(k, f"{n.name}.{k}") for k in n.params],
+                                [(k, f"{n.name}.{k}") for k in n.buffers]) for n in self._order}
+        # the nodes that read another node (whose input gradient a backward pass needs)
+        self._inner = {n.name for n in self._order if any(i != "input" for i in n.inputs)}
         # layers normalizing over the batch that see one value per channel per sample: a batch
         # of one cannot train them
         self.one_value_per_channel = [n.name for n in net.nodes if self._impls[n.name]
@@ -115,8 +124,10 @@ class Model:
 
     # ---- running the graph ----------------------------------------------------------------------
     def _node_arrays(self, node):
-        p = {k: self.params[f"{node.name}.{k}"] for k in node.params}
-        p.update({k: self.buffers[f"{node.name}.{k}"] for k in node.buffers})
+        params, buffers = self._names[node.name]
+        p = {k: self.params[name] for k, name in params}
+        for k, name in buffers:
+            p[k] = self.buffers[name]
         return p
 
     @contextlib.contextmanager
@@ -147,8 +158,8 @@ class Model:
         # fresh arrays, and it leaves the pool as the training steps use it)
         pool = self.memory.pool.start() if keep else None
         values, caches = {}, {}
-        remaining = {n: self.net.graph.out_degree(n) for n in self.net.graph.nodes}
-        for node in self.net.nodes:
+        remaining = dict(self._readers)
+        for node in self._order:
             xs = [values[i] for i in node.inputs] if node.inputs else [x]
             ctx.node, ctx.output = node.name, node.name == self.net.output
             t0 = clock is not None and time.perf_counter()
@@ -326,7 +337,7 @@ class Model:
         ctx = self.device.context(self.memory, True, self.rng, backward=True)
         pending = {self.net.output: dout}
         grads = {}
-        for node in reversed(self.net.nodes):
+        for node in reversed(self._order):
             dy = pending.pop(node.name, None)
             cache = caches.pop(node.name)
             if not node.inputs:  # the input: dy may be a reused array, the caller gets its own
@@ -335,7 +346,7 @@ class Model:
             p = self._node_arrays(node)
             ctx.node, ctx.output = node.name, False
             # nobody needs the gradient with respect to the data, unless asked
-            ctx.need_dx = input_grad or any(i != "input" for i in node.inputs)
+            ctx.need_dx = input_grad or node.name in self._inner
             t0 = clock is not None and time.perf_counter()
             if dy is None:  # no path to the loss
                 dxs = [None] * len(node.inputs)

@@ -40,6 +40,7 @@ class Memory:
     def __init__(self):
         self.arena: dict = {}
         self.workspace: dict = {}
+        self.views: dict = {}  # ((tag, dtype), shape) -> (workspace, its view of that shape)
         self.pool = Pool(self)
 
     @staticmethod
@@ -56,6 +57,18 @@ class Memory:
     @staticmethod
     def overlap(a, b) -> bool:
         return np.may_share_memory(a, b)
+
+
+def dtype_key(dtype) -> str:
+    """np.dtype(dtype).str, remembered: a workspace's or pooled array's key, asked a few times a
+    layer a step (0.9 us a call on a 2-core Zen 3; a dict's lookup 0.08)."""
+    key = _DTYPE_KEYS.get(dtype)
+    if key is None:
+        key = _DTYPE_KEYS[dtype] = np.dtype(dtype).str
+    return key
+
+
+_DTYPE_KEYS: dict = {}
 
 
 def span(a) -> tuple:
@@ -103,12 +116,17 @@ class Context:
         """A workspace that lives during one kernel call (an unfolded input, per-thread partial
         gradients ...): one per tag and dtype for the whole model; it grows to the largest size
         asked and is reused between steps."""
-        size = math.prod(shape)
-        key = (tag, np.dtype(dtype).str)
+        key = (tag, dtype_key(dtype))
         flat = self.memory.workspace.get(key)
+        shaped = self.memory.views.get((key, shape))  # (the view of the last step, while valid)
+        if shaped is not None and shaped[0] is flat:
+            return shaped[1]
+        size = math.prod(shape)
         if flat is None or flat.size < size:
             flat = self.memory.workspace[key] = self.empty(size, dtype)
-        return flat[:size].reshape(shape)
+        view = flat[:size].reshape(shape)
+        self.memory.views[(key, tuple(shape))] = (flat, view)
+        return view
 
     def grad(self, shape, dtype):
         """An array for the input gradient of the current node (backward)."""
@@ -161,7 +179,7 @@ class Pool:
         return self
 
     def take(self, shape, dtype, value=False):
-        key = (tuple(shape), np.dtype(dtype).str)
+        key = (tuple(shape), dtype_key(dtype))
         self.used.add(key)
         free = self.free.setdefault(key, [])
         if free:
@@ -230,6 +248,6 @@ class Pool:
         if mine is None or self.holders.get(id(mine), 0) > 0 or any(
                 o is not None and self.memory.overlap(mine, o) for o in live):
             return
-        free = self.free[(tuple(mine.shape), np.dtype(mine.dtype).str)]
+        free = self.free[(tuple(mine.shape), dtype_key(mine.dtype))]
         if not any(f is mine for f in free):
             free.append(mine)

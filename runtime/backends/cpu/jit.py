@@ -42,6 +42,8 @@ from .linking import run_part  # noqa: F401  (the launchers' call of their part)
 
 _state: dict = {}
 _recording = threading.local()  # .calls: recording()'s list, in the thread that records
+_recorders = 0  # how many threads record now (launch asks its thread only then)
+_recorders_lock = threading.Lock()
 
 # the least work, in estimated nanoseconds on one thread, that a second thread pays for: below it a
 # kernel runs on the calling thread alone. bench/grain.py (2-core Zen 3, TBB): an FC forward of
@@ -173,10 +175,11 @@ def launch(launcher, part, parts, *args):
     compiled by a second process (background.py) while its parts run here one after another
     (the same parts, so the same numbers, and every per-part sum the caller adds is written).
     While recording() records in this thread, nothing runs: the call is noted."""
-    calls = getattr(_recording, "calls", None)
-    if calls is not None:
-        calls.append((launcher, part, parts, args))
-        return
+    if _recorders:  # (a thread-local's missing attribute costs an exception: asked only then)
+        calls = getattr(_recording, "calls", None)
+        if calls is not None:
+            calls.append((launcher, part, parts, args))
+            return
     if not blas.TILES_READY.is_set() or blas._tiles_error:  # a first run: the compiler
         blas.wait_tiles()  # process is compiling them
     if parts > 1 and (launcher in _ready or _prepare(launcher, parts, args)):
@@ -184,7 +187,8 @@ def launch(launcher, part, parts, *args):
         return
     for t in range(parts):
         part(t, parts, *args)
-    _hand_over()  # after the parts ran: the child finds them in the cache
+    if _to_ask:
+        _hand_over()  # after the parts ran: the child finds them in the cache
 
 
 _ready: set = set()  # the launchers compiled or loaded in this process
@@ -249,11 +253,16 @@ def recording():
     Yields that list. For compile_ahead: a training step run within it calls every part it
     will call, with the same argument types, in a fraction of a second (kernels called outside
     launch, all small, compile and run as usual, on arrays the parts did not write)."""
+    global _recorders
     calls = _recording.calls = []
+    with _recorders_lock:
+        _recorders += 1
     try:
         yield calls
     finally:
         _recording.calls = None
+        with _recorders_lock:
+            _recorders -= 1
 
 
 def compile_ahead(calls) -> int:

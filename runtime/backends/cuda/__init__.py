@@ -17,6 +17,7 @@ from numba import cuda  # noqa: E402
 
 from netc.dsl.errors import DataError  # noqa: E402
 
+from ..context import dtype_key  # noqa: E402
 from ..registry import Backend, register_backend  # noqa: E402
 from . import activation, conv, dense, gemm, join, norm, pool, recurrent  # noqa: E402,F401
 from . import kernels, losses, train  # noqa: E402
@@ -117,7 +118,7 @@ class CudaBackend(Backend):
 
     # ---- losses ----
     def _array(self, tag, shape, dtype):
-        key = (tag, tuple(shape), np.dtype(dtype).str)
+        key = (tag, tuple(shape), dtype_key(dtype))
         if key not in self._arrays:
             self._arrays[key] = cuda.device_array(shape, dtype)
         return self._arrays[key]

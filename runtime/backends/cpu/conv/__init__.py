@@ -19,7 +19,7 @@ from netc.compiler.shapes import window_geometry
 from ...registry import Implementation, implements
 from ..activation import fused_backward, fused_forward, in_kernel
 from ..blas import own_tiles
-from ..common import act_pair, window
+from ..common import act_pair, part_sum, window
 from ..dense import linear_backward, linear_forward
 from . import deconv  # noqa: F401 - registers DECONV, the family's transpose
 from ..jit import launch, split_macs
@@ -195,7 +195,7 @@ class Conv(Implementation):
                    _direct_weights(p["weight"], transpose=True), dy, y, act, *h["pad"], offs, margin,
                    need_dx, xp, g, acc, dw, db, dx)
             kk = h["kernel"][0] * h["kernel"][1]
-            grads["weight"] = dw[:parts].sum(axis=0)[:f, :, :kk].reshape(p["weight"].shape)
+            grads["weight"] = part_sum(dw, parts)[:f, :, :kk].reshape(p["weight"].shape)
         elif how == "winograd":
             u = _winograd_weights(p["weight"], ctx.scratch("u", (16, f, x.shape[1]), dy.dtype))
             per, xp, v, dm, dv, g, gt = _winograd_workspace(
@@ -208,7 +208,7 @@ class Conv(Implementation):
         else:
             db = _backward_im2col(h, p, x, dy, y, act, need_dx, kept, grads, dx, ctx, parts)
         if "bias" in p:
-            grads["bias"] = db[:parts].sum(axis=0)
+            grads["bias"] = part_sum(db, parts)
         return [dx if need_dx else None], grads
 
 
@@ -245,7 +245,7 @@ def _backward_im2col(h, p, x, dy, y, act, need_dx, kept, grads, dx, ctx, parts):
     launch(_conv_backward_cpu, _conv_backward_part, parts, x, w, dy, y.reshape(n, f, oh * ow), act,
            h["groups"], *window(h), oh, ow, per, need_dx, cols, kept, d2, dcols, wt, dxp, dw, db,
            dx)
-    grads["weight"] = dw[:parts].sum(axis=0).reshape(p["weight"].shape)
+    grads["weight"] = part_sum(dw, parts).reshape(p["weight"].shape)
     return db
 
 

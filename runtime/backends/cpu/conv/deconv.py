@@ -13,7 +13,7 @@ from netc.compiler.kinds.conv import Deconv as DeconvKind
 from ...registry import Implementation, implements
 from ..activation import fused_backward, fused_forward, in_kernel
 from ..blas import gemm
-from ..common import _act_row_cpu, _fill_cpu, _grad_row_cpu, act_pair, window
+from ..common import _act_row_cpu, _fill_cpu, _grad_row_cpu, act_pair, part_sum, window
 from ..jit import REDUCE, kernel, launch, launcher, run_part, split_macs
 from .im2col import _col2im_cpu, _im2col_cpu
 
@@ -75,9 +75,9 @@ class Deconv(Implementation):
         launch(_deconv_backward_cpu, _deconv_backward_part, parts, x, w, np.ascontiguousarray(dy), y,
                act_pair(inside, dy.dtype), h["groups"], *window(h), bool(ctx.need_dx), d, cols, dw,
                db, dx)
-        grads["weight"] = dw[:parts].sum(axis=0).reshape(p["weight"].shape)
+        grads["weight"] = part_sum(dw, parts).reshape(p["weight"].shape)
         if "bias" in p:
-            grads["bias"] = db[:parts].sum(axis=0)
+            grads["bias"] = part_sum(db, parts)
         return [dx if ctx.need_dx else None], grads
 
 

@@ -20,6 +20,8 @@ products of the gradient plane with the shifted input planes, nine taps for two 
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from numba import prange
@@ -33,8 +35,14 @@ BLOCK = 4  # filters per pass: what _nine_taps_cpu spells out by name, for TAPS 
 def _direct_plan(h, xshape):
     """(offsets of the taps in the padded plane, padded to a multiple of TAPS with zeros; the
     margin before backward's output gradient; the plane's length)."""
-    (kh, kw), (ph, pw) = h["kernel"], h["pad"]
-    hp, wp = xshape[2] + 2 * ph, xshape[3] + 2 * pw
+    return _plan(h["kernel"], h["pad"], xshape[2], xshape[3])
+
+
+@functools.lru_cache(maxsize=256)  # (each step asks it twice a layer: 14 us a call at batch 1)
+def _plan(kernel, pad, height, width):
+    # (offs stays writable, as the kernels' signature has it: nobody writes it)
+    (kh, kw), (ph, pw) = kernel, pad
+    hp, wp = height + 2 * ph, width + 2 * pw
     offs = (np.arange(kh)[:, None] * wp + np.arange(kw)[None, :]).ravel()
     offs = np.concatenate([offs, np.zeros(-len(offs) % TAPS, np.int64)])
     return offs, (kh - 1) * wp + kw - 1, hp * wp + wp  # one spare row: the last taps' reach
