@@ -11,6 +11,8 @@ implementation receives one and may read or call:
     output     the node is the network's output: its value goes to the caller (a fresh array),
                and a kind that fuses its activation keeps the pre-activation apart for the loss
     need_dx    (backward) whether the input gradient is wanted; if not, return None for it
+    memo       a dict of this node's, kept from pass to pass for the model's life: what its
+               implementation works out from shapes alone (a CONV's algorithm and split), once
 
     value(shape, dtype)         an array for the node's output, from the pass's pool: once no
                                 later node reads it and no cache keeps it, a later node's output
@@ -40,6 +42,7 @@ class Memory:
     def __init__(self):
         self.arena: dict = {}
         self.workspace: dict = {}
+        self.memos: dict = {}  # node -> Context.memo
         self.views: dict = {}  # ((tag, dtype), shape) -> (workspace, its view of that shape)
         self.pool = Pool(self)
 
@@ -90,6 +93,15 @@ class Context:
     def __init__(self, memory: Memory, train: bool, rng, backward: bool):
         self.memory, self.train, self.rng, self.backward = memory, train, rng, backward
         self.node, self.output, self.need_dx = None, False, True
+
+    @property
+    def memo(self) -> dict:
+        memo = self.memory.memos.get(self.node)
+        if memo is None:
+            memo = {}
+            if self.node is not None:  # (no node named: nothing kept)
+                self.memory.memos[self.node] = memo
+        return memo
 
     def empty(self, shape, dtype):
         return self.memory.empty(shape, dtype)
