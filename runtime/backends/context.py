@@ -217,10 +217,15 @@ class Pool:
             o = todo.pop()
             t = type(o)
             if t is np.ndarray:
-                while o is not None and id(o) not in values:  # a view's base owns its memory
-                    o = o.base if type(o.base) is np.ndarray else None
-                if o is not None:
+                if id(o) in values:
                     found.append(o)
+                    continue
+                o = o.base  # a view's base owns its memory
+                while type(o) is np.ndarray:
+                    if id(o) in values:
+                        found.append(o)
+                        break
+                    o = o.base
             elif t is tuple or t is list:
                 todo.extend(o)
             elif t in _PLAIN:
@@ -257,9 +262,14 @@ class Pool:
         if arr is None:
             return
         mine = self.memory.owner(arr, self.ids)
-        if mine is None or self.holders.get(id(mine), 0) > 0 or any(
-                o is not None and self.memory.overlap(mine, o) for o in live):
+        if mine is None or self.holders.get(id(mine), 0) > 0:
             return
+        overlap = self.memory.overlap
+        for o in live:  # (loops, not any() over generators: a few of these a node a step)
+            if o is not None and overlap(mine, o):
+                return
         free = self.free[(tuple(mine.shape), dtype_key(mine.dtype))]
-        if not any(f is mine for f in free):
-            free.append(mine)
+        for f in free:
+            if f is mine:
+                return
+        free.append(mine)
