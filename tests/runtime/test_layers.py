@@ -223,6 +223,19 @@ def test_initializers():
     assert not np.array_equal(netc.Model(model.net, seed=1).params["fc1.weight"], p["fc1.weight"])
 
 
+@pytest.mark.parametrize("size", [1, 1000, (1 << 16) * 2 + 5])  # one chunk, several, a short last
+def test_weights_drawn_in_chunks_are_the_whole_draws(size):
+    """init.scaled_normal draws its normals a chunk at a time: the same numbers as one draw of
+    the whole array, scaled and cast (so the seeds give the weights they gave before)."""
+    from netc.runtime import init
+    shape = (size, 3)
+    for dtype in (np.float32, np.float64):
+        got = init.scaled_normal(shape, 0.03, np.random.default_rng(7), dtype)
+        want = (np.random.default_rng(7).standard_normal(shape) * 0.03).astype(dtype)
+        assert got.dtype == dtype and got.shape == shape
+        assert np.array_equal(got, want)
+
+
 # The CPU runs a CONV four ways (conv/: im2col, Winograd F(2x2, 3x3), direct, dense); each must
 # give the same outputs and gradients, at odd sizes (partial Winograd tiles; filters, channels and
 # taps that do not fill direct's blocks), uneven padding and with every fused activation.
