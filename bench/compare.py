@@ -6,12 +6,14 @@
 
 Both run the same architecture (the script checks that their parameter counts agree) with the
 same thread count, interleaved in one process: blocks of --block steps of netc, then of PyTorch,
-and so on, so that both see the same machine state. Each block starts with --settle untimed
-steps (2), so that it measures the steady state of a training loop: PyTorch's OpenMP threads (the
-libgomp in its wheel) spin for about 10 ms after each of its calls, and slowed netc's first two or
-three steps after a switch by 20-50% (MLP at batch 256 on a 2-core AVX2 VM: 3.6, 3.5, 3.3, then
-2.5 and 2.3 ms, against 2.3-2.4 ms with no PyTorch in between); the first step after any switch
-also finds the caches holding the other framework's data. Prints the median milliseconds per step,
+and so on, so that both see the same machine state. Each block starts with untimed steps, at
+least --settle of them (2) and --settle-ms milliseconds (20), so that it measures the steady state
+of a training loop: PyTorch's OpenMP threads (the libgomp in its wheel) spin for about 10 ms after
+each of its calls, and slowed netc's first steps after a switch by 20-50% (MLP at batch 256 on a
+2-core AVX2 VM: 3.6, 3.5, 3.3, then 2.5 and 2.3 ms, against 2.3-2.4 ms with no PyTorch in
+between; at batch 64, whose steps take 0.55 ms, two settling steps left most of the spin in the
+timed ones: 0.97 ms a step, 0.60 after ten); the first step after any switch also finds the
+caches holding the other framework's data. Prints the median milliseconds per step,
 the ratio (PyTorch time / netc time: above 1 means netc is faster) and the target.
 
 The big cases (ResNet-18 with the CIFAR stem on 32x32 at batch 64, VGG-11 on 64x64 at batch 16)
@@ -258,18 +260,20 @@ def build(name, spec, batch, torch, device="cpu"):
     return ours, theirs
 
 
-def interleave(steps, repeats, block=5, warmup=3, settle=2):
-    """Median seconds of each step function, run in turns of `settle` untimed steps and `block`
-    timed ones, after `warmup` steps of each (Numba compiles or loads its cache, PyTorch
-    allocates)."""
+def interleave(steps, repeats, block=5, warmup=3, settle=2, settle_s=0.0):
+    """Median seconds of each step function, run in turns of untimed steps (at least `settle`
+    of them and `settle_s` seconds) and `block` timed ones, after `warmup` steps of each (Numba
+    compiles or loads its cache, PyTorch allocates)."""
     for _ in range(warmup):
         for step in steps:
             step()
     times, block = [[] for _ in steps], max(1, min(block, repeats))
     for _ in range(max(1, repeats // block)):
         for step, ts in zip(steps, times):
-            for _ in range(settle):
+            start, done = time.perf_counter(), 0
+            while done < settle or (settle_s > 0 and time.perf_counter() - start < settle_s):
                 step()
+                done += 1
             for _ in range(block):
                 t = time.perf_counter()
                 step()
@@ -277,10 +281,10 @@ def interleave(steps, repeats, block=5, warmup=3, settle=2):
     return [statistics.median(ts) for ts in times]
 
 
-def measure(name, spec, batch, repeats, torch, block=5, device="cpu", settle=2):
+def measure(name, spec, batch, repeats, torch, block=5, device="cpu", settle=2, settle_s=0.0):
     """(netc seconds, PyTorch seconds): medians of one training step, interleaved."""
     return tuple(interleave(build(name, spec, batch, torch, device), repeats, block,
-                            settle=settle))
+                            settle=settle, settle_s=settle_s))
 
 
 def cpu_model() -> str:
@@ -408,7 +412,11 @@ def _parse(argv):
     ap.add_argument("--repeats", type=int, default=30, help="steps of each, in total")
     ap.add_argument("--block", type=int, default=5, help="steps in a row before switching")
     ap.add_argument("--settle", type=int, default=2,
-                    help="untimed steps at the start of each block (0: time them all)")
+                    help="untimed steps at the start of each block, at least (0 and "
+                         "--settle-ms 0: time them all)")
+    ap.add_argument("--settle-ms", type=float, default=20.0,
+                    help="untimed milliseconds at the start of each block, at least (the other "
+                         "framework's threads spin about 10 ms after its last call)")
     ap.add_argument("--only", default="", help="comma-separated case names (big ones included)")
     ap.add_argument("--big", action="store_true", help="also run the big cases (minutes)")
     ap.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
@@ -469,7 +477,7 @@ def main(argv=None):
           + (f" {'netc MiB':>9} {'torch MiB':>9} {'mem ratio':>9}" if memory else ""))
     for name, spec, batch, target in cases:
         ours, theirs = measure(name, spec, batch, args.repeats, torch, args.block, args.device,
-                               args.settle)
+                               args.settle, args.settle_ms / 1e3)
         ratio = theirs / ours
         line = f"{name:<15} {ours * 1e3:>9.2f} {theirs * 1e3:>9.2f} {ratio:>8.2f}x {target:>6.2f}x"
         if memory and (args.memory or (name, spec, batch, target) in BIG_CASES):

@@ -55,3 +55,13 @@ def test_without_settling_the_switch_is_timed(compare, machine):
     # blocks of one step: every timed step follows a switch
     medians = compare.interleave(steps, repeats=6, block=1, warmup=1, settle=0)
     assert medians == pytest.approx([4e-3, 4e-3])
+
+
+def test_settling_lasts_at_least_its_time(compare, machine):
+    """With settle_s, a block's untimed steps go on until that much time has passed (fast steps
+    need more of them than slow ones to outlast the other framework's spinning threads)."""
+    steps = [machine.step("netc"), machine.step("torch")]
+    # after a switch: 4 ms, then 1 ms a step; 7.5 ms need five steps (4, 5, 6, 7, 8 ms in all)
+    medians = compare.interleave(steps, repeats=10, block=5, warmup=1, settle=2, settle_s=0.0075)
+    assert medians == pytest.approx([1e-3, 1e-3])
+    assert machine.calls == ["netc", "torch"] + (["netc"] * 10 + ["torch"] * 10) * 2
