@@ -70,9 +70,9 @@ class Imported:
         if not self.has_weights:
             raise NetcError("the imported network has no weights to save",
                             "give the weights too (for Caffe: --caffemodel M.caffemodel)")
-        model = Model(self.net or self.text)
-        model.load_state({k: v for k, v in self.arrays.items() if not k.startswith("__")},
-                         source="the imported weights")
+        model = Model.with_state(self.net or self.text,
+                                 {k: v for k, v in self.arrays.items() if not k.startswith("__")},
+                                 source="the imported weights")
         if NORM_KEYS[0] in self.arrays:
             model.normalization = (self.arrays[NORM_KEYS[0]], self.arrays.get(NORM_KEYS[1], 1.0))
         return model.save(path)

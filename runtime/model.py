@@ -85,7 +85,8 @@ def _dtype(dtype) -> np.dtype:
 
 
 class Model:
-    def __init__(self, net, backend: str = "cpu", dtype: str = "float32", seed: int = 0):
+    def __init__(self, net, backend: str = "cpu", dtype: str = "float32", seed: int = 0,
+                 _blank: bool = False):
         if not isinstance(net, Net):
             net = compile_spec(net)
         dtype = _dtype(dtype)
@@ -117,6 +118,11 @@ class Model:
         init_rng = np.random.default_rng(seed)  # drawn on the host: the same values on any backend
         seen = set()
         for node in net.nodes:
+            if _blank:  # (with_state: every array is written before the model is seen)
+                for short, shape in {**node.params, **node.buffers}.items():
+                    arrays = self.params if short in node.params else self.buffers
+                    arrays[f"{node.name}.{short}"] = self.memory.empty(tuple(shape), self.dtype)
+                continue
             for short, value in init_node(net, node, init_rng, self.dtype).items():
                 arrays = self.params if short in node.params else self.buffers
                 # a fresh array of its own goes to the backend as it is (on the CPU, not copied:
@@ -461,6 +467,16 @@ class Model:
                 self.device.copy_from_host(mine[k], np.asarray(v, mine[k].dtype))
 
     @classmethod
+    def with_state(cls, net, arrays: dict, backend: str = "cpu", dtype: str = "float32",
+                   source: str = "the state given"):
+        """A Model whose parameters and buffers are copies of `arrays` (keyed like state(), every
+        one of them; checked as load_state checks them, `source` naming them in errors), without
+        drawing initial weights first (VGG-16's take seconds)."""
+        model = cls(net, backend, dtype, _blank=True)
+        model.load_state(arrays, strict=True, source=source)
+        return model
+
+    @classmethod
     def load(cls, path: str, spec=None, backend="cpu", dtype=None):
         """A Model from a checkpoint; its spec comes from the file unless given (then it must
         match), and its `normalization` too (predict() applies it, forward() does not)."""
@@ -485,8 +501,7 @@ class Model:
             kinds = {v.dtype.name for k, v in arrays.items()
                      if not k.startswith(("__netc", "opt::"))}
             dtype = "float64" if kinds == {"float64"} else "float32"
-        model = cls(net, backend, dtype)
-        model.load_state(arrays, source=path)
+        model = cls.with_state(net, arrays, backend, dtype, source=path)
         if NORM_KEYS[0] in arrays or NORM_KEYS[1] in arrays:  # written by netc train, save()
             model._set_normalization((arrays.get(NORM_KEYS[0], 0.0),
                                       arrays.get(NORM_KEYS[1], 1.0)), path)
@@ -495,8 +510,9 @@ class Model:
     def to(self, backend: str) -> "Model":
         """This network with these parameters and buffers on another backend ("cpu", "cuda"):
         a new Model (the same dtype and random generator state); self is unchanged."""
-        other = Model(self.net, backend, str(self.dtype))
-        other.load_state({k: self.device.to_host(v) for k, v in self.state().items()})
+        other = Model.with_state(self.net, {k: self.device.to_host(v)
+                                            for k, v in self.state().items()},
+                                 backend, str(self.dtype))
         other._normalization = self._normalization
         other.rng = np.random.default_rng()
         other.rng.bit_generator.state = self.rng.bit_generator.state

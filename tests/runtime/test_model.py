@@ -78,6 +78,31 @@ def test_save_and_load_round_trip(model, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]  # no temporary file left
 
 
+def test_loading_and_moving_draw_no_initial_weights(model, tmp_path, monkeypatch):
+    """Model.load, to() and with_state copy the arrays they are given into blank ones: the
+    initializers (seconds for VGG-16) are never called, and the arrays are the given ones,
+    copies, every one checked."""
+    import netc.runtime.model as model_module
+    path = str(tmp_path / "m.npz")
+    model.save(path)
+
+    def refuse(*a, **k):
+        raise AssertionError("initial weights drawn")
+    monkeypatch.setattr(model_module, "init_node", refuse)
+    x = np.random.default_rng(1).standard_normal((2, 1, 32, 32))
+    for other in (netc.Model.load(path), model.to("cpu"),
+                  netc.Model.with_state(model.net, model.state())):
+        np.testing.assert_array_equal(other.forward(x), model.forward(x))
+        for k, v in model.state().items():
+            assert other.state()[k] is not v and np.array_equal(other.state()[k], v)
+    state = dict(model.state())
+    del state["conv1.bias"]
+    e = error(netc.Model.with_state, model.net, state, source="my arrays")
+    assert "my arrays lacks 1 array(s), e.g. conv1.bias" in e.message
+    state["conv1.bias"] = np.full(model.state()["conv1.bias"].shape, np.nan, np.float32)
+    assert "NaN" in error(netc.Model.with_state, model.net, state).message
+
+
 def test_load_refuses_another_network(model, tmp_path):
     path = str(tmp_path / "m.npz")
     model.save(path)

@@ -62,8 +62,8 @@ def agree(net, batch=3, seed=1, folder=None):
         again = netc.compile(back.text)
         assert (again.total_params, again.total_macs, again.buffer_count) == \
             (net.total_params, net.total_macs, net.buffer_count)
-        copy = netc.Model(again)
-        copy.load_state({k: v for k, v in back.arrays.items() if not k.startswith("__")})
+        copy = netc.Model.with_state(again, {k: v for k, v in back.arrays.items()
+                                             if not k.startswith("__")})
         np.testing.assert_allclose(copy.forward(x), want, **close)
     return proto
 
