@@ -210,7 +210,8 @@ def _shapes(onnx, model) -> dict:
     large initializers' bytes are taken out while it runs (it copies the whole model twice, and
     reads only their dims: VGG-11's 531 MB, 10 s -> 1.3 s); the small ones stay, since some
     operators' shapes follow from their values (Reshape's target)."""
-    big = [(t, t.raw_data) for t in model.graph.initializer if t.ByteSize() > BIG_TENSOR]
+    big = [(t, t.raw_data) for t in model.graph.initializer
+           if t.ByteSize() > BIG_TENSOR and t.HasField("raw_data")]  # (not float_data's)
     for t, _ in big:
         t.ClearField("raw_data")
     try:

@@ -162,6 +162,36 @@ def test_lrn_matmul_add_and_mean(tmp_path):
                                atol=1e-5)
 
 
+@pytest.mark.parametrize("raw", [True, False], ids=["raw_data", "float_data"])
+def test_large_weights_survive_the_shape_inference(tmp_path, raw):
+    """Shape inference runs with large initializers' bytes taken out and put back (only
+    raw_data's: a tensor in float_data keeps its values and gains no empty raw_data): the
+    weights read back are the file's, bit for bit, either way."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(64, 300)).astype(np.float32)  # 77 kB: over BIG_TENSOR
+    assert w.nbytes > onnx_import.BIG_TENSOR
+    tensor = (numpy_helper.from_array(w, "m") if raw else
+              helper.make_tensor("m", TensorProto.FLOAT, w.shape, w.reshape(-1).tolist()))
+    assert tensor.HasField("raw_data") == raw
+    g = helper.make_graph([helper.make_node("Flatten", ["x"], ["f"]),
+                           helper.make_node("MatMul", ["f", "m"], ["y"])], "built",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 300])],
+                          [tensor])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    assert onnx_import._shapes(onnx, model)["y"] == (None, 300)
+    (after,) = model.graph.initializer  # left as it was
+    assert after.HasField("raw_data") == raw
+    np.testing.assert_array_equal(numpy_helper.to_array(after), w)
+    path = save(model, tmp_path)
+    written = imported(path)
+    (weight,) = [v for k, v in written.arrays.items() if k.endswith(".weight")]
+    np.testing.assert_array_equal(weight, w.T)
+    x = sample((4, 4, 4))
+    np.testing.assert_allclose(netc_forward(written, x), ort_forward(path, x), rtol=1e-5,
+                               atol=1e-5)
+
+
 def test_every_unsupported_operator_in_one_error(tmp_path):
     nodes = [helper.make_node("Hardmax", ["x"], ["p"], name="t1"),
              helper.make_node("GlobalMaxPool", ["p"], ["q"], name="gmp"),
