@@ -136,6 +136,8 @@ class Context:
         size = math.prod(shape)
         if flat is None or flat.size < size:
             flat = self.memory.workspace[key] = self.empty(size, dtype)
+            for old in [k for k in self.memory.views if k[0] == key]:  # (they keep the old one)
+                del self.memory.views[old]
         view = flat[:size].reshape(shape)
         self.memory.views[(key, tuple(shape))] = (flat, view)
         return view
