@@ -122,6 +122,25 @@ def test_input_gradient_is_not_overwritten_by_the_next_step():
     np.testing.assert_array_equal(dx, kept)
 
 
+def test_workspace_views_are_remembered_until_their_workspace_grows():
+    """Context.scratch gives the same view for the same tag, dtype and shape from step to step;
+    once the workspace grows, its views of the old array go (nothing keeps it alive), and a
+    view of the new one is as asked."""
+    from netc.runtime.backends.context import Context, Memory
+    memory = Memory()
+    ctx = Context(memory, True, None, True)
+    small = ctx.scratch("t", (2, 3), np.float32)
+    assert ctx.scratch("t", (2, 3), np.dtype(np.float32)) is small
+    assert ctx.scratch("t", (3, 2), np.float32).base is small.base  # the same workspace
+    big = ctx.scratch("t", (4, 5), np.float32)
+    assert big.shape == (4, 5) and big.base is not small.base
+    kept = [flat for flat, _ in memory.views.values()]
+    assert all(flat is big.base for flat in kept) and len(kept) == 1
+    again = ctx.scratch("t", (2, 3), np.float32)
+    assert again.shape == (2, 3) and again.base is big.base
+    assert ctx.scratch("t", (2, 3), np.float64).dtype == np.float64  # a workspace of its own
+
+
 def test_steps_reuse_memory_and_nodes_share_workspaces():
     """After the first step, a step allocates nothing new in the model; the kernels' workspaces
     are shared by all nodes (one per tag), not kept per node."""
