@@ -45,7 +45,7 @@ def _imports(path: str, module: str, root: str, package: str) -> set:
 def _parsed_imports(path: str, module: str, root: str, package: str, mtime_ns: int, size: int) -> frozenset:
     base = module if path.endswith("__init__.py") else module.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+    for node in _import_statements(ast.parse(open(path, encoding="utf-8").read())):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -56,6 +56,21 @@ def _parsed_imports(path: str, module: str, root: str, package: str, mtime_ns: i
                 sub = f"{mod}.{alias.name}"
                 found.add(sub if _path(sub, root, package) else mod)
     return frozenset(m for m in found if m != module and _path(m, root, package))
+
+
+def _import_statements(tree):
+    """The import statements anywhere in a module (in functions, classes, if/try/with blocks),
+    found through the statements alone: ast.walk's visit of every expression node as well was
+    most of the time a process spent on the cache keys (0.17 of 0.3 s, importing the CPU
+    backend)."""
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+            continue
+        for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+            todo.extend(getattr(node, field, ()))
 
 
 def key(module: str, root: str = HERE, package: str = PACKAGE) -> str:

@@ -83,16 +83,18 @@ def test_numba_caches_each_module_by_its_source_and_what_it_imports(tmp_path):
     from netc.runtime.backends.cpu import pool
     pkg = tmp_path / "pk"
     pkg.mkdir()
+    nested = ("class K:\n    def f(self):\n        with open('x') as h:\n            try:\n"
+              "                pass\n            except OSError:\n                from .c import f\n")
     for name, text in {"__init__": "", "a": "from . import b\n", "b": "from .c import f\n",
-                       "c": "f = 1\n", "d": "g = 1\n"}.items():
+                       "c": "f = 1\n", "d": "g = 1\n", "e": nested}.items():
         (pkg / f"{name}.py").write_text(text)
 
     def key(module):
         return cache.key(f"pk.{module}", str(pkg), "pk")
 
-    a, d = key("a"), key("d")
-    (pkg / "c.py").write_text("f = 2\n")  # a imports b, which imports c
-    assert key("a") != a and key("d") == d
+    a, d, e = key("a"), key("d"), key("e")
+    (pkg / "c.py").write_text("f = 2\n")  # a imports b, which imports c; e imports c deep inside
+    assert key("a") != a and key("d") == d and key("e") != e
     folder = cache.folder(pool.__name__)
     assert pool._maxpool_cpu._cache._cache_path.startswith(folder)
     assert folder.endswith("pool-" + cache.key(pool.__name__))
