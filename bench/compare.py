@@ -9,7 +9,7 @@ same thread count, interleaved in one process: blocks of --block steps of netc, 
 and so on, so that both see the same machine state. Each block starts with untimed steps, at
 least --settle of them (2) and --settle-ms milliseconds (20), so that it measures the steady state
 of a training loop: PyTorch's OpenMP threads (the libgomp in its wheel) spin for about 10 ms after
-each of its calls, and slowed netc's first steps after a switch by 20-50% (MLP at batch 256 on a
+each of its calls, and slowed netc's first steps after a switch by 20-70% (MLP at batch 256 on a
 2-core AVX2 VM: 3.6, 3.5, 3.3, then 2.5 and 2.3 ms, against 2.3-2.4 ms with no PyTorch in
 between; at batch 64, whose steps take 0.55 ms, two settling steps left most of the spin in the
 timed ones: 0.97 ms a step, 0.60 after ten); the first step after any switch also finds the

@@ -128,7 +128,7 @@ class Context:
         """A workspace that lives during one kernel call (an unfolded input, per-thread partial
         gradients ...): one per tag and dtype for the whole model; it grows to the largest size
         asked and is reused between steps."""
-        key = (tag, dtype_key(dtype))
+        key, shape = (tag, dtype_key(dtype)), tuple(shape)
         flat = self.memory.workspace.get(key)
         shaped = self.memory.views.get((key, shape))  # (the view of the last step, while valid)
         if shaped is not None and shaped[0] is flat:
@@ -139,7 +139,7 @@ class Context:
             for old in [k for k in self.memory.views if k[0] == key]:  # (they keep the old one)
                 del self.memory.views[old]
         view = flat[:size].reshape(shape)
-        self.memory.views[(key, tuple(shape))] = (flat, view)
+        self.memory.views[(key, shape)] = (flat, view)
         return view
 
     def grad(self, shape, dtype):

@@ -131,6 +131,7 @@ def test_workspace_views_are_remembered_until_their_workspace_grows():
     ctx = Context(memory, True, None, True)
     small = ctx.scratch("t", (2, 3), np.float32)
     assert ctx.scratch("t", (2, 3), np.dtype(np.float32)) is small
+    assert ctx.scratch("t", [2, 3], np.float32) is small  # a shape given as a list
     assert ctx.scratch("t", (3, 2), np.float32).base is small.base  # the same workspace
     big = ctx.scratch("t", (4, 5), np.float32)
     assert big.shape == (4, 5) and big.base is not small.base
