@@ -245,6 +245,7 @@ ALGORITHM_CASES = [
     ("9x8x16", "CONV 3x3 3 pad=1x2 act=elu"),
     ("8x8x17", "CONV 3x3 6 pad=2 bias=false act=prelu"),
     ("7x8x16", "CONV 3x3 4 pad=1 act=sigmoid"),
+    ("5x6x16", "CONV 3x3 4 pad=1 act=relu"),  # rows under 8: Winograd's other channels-last copy
     ("3x4x5", "CONV 3x4 6 act=relu"),  # a window over the whole input: dense
     ("3x4x5", "CONV 3x4/2 6 bias=false act=prelu"),
     ("12x11x1", "CONV 5x5 6 act=relu"),
