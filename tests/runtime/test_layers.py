@@ -411,6 +411,28 @@ def test_winograd_weight_transforms_against_numpy(monkeypatch, dtype, tol):
     np.testing.assert_allclose(dg, dg_ref, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("c,h,w,ph,pw", [(3, 5, 20, 1, 2), (16, 9, 16, 0, 0), (40, 4, 7, 2, 1),
+                                         (1, 2, 33, 0, 3)])
+def test_channels_last_copies_against_numpy(c, h, w, ph, pw):
+    """The copies between channels-first planes and padded channels-last images (Winograd's pad
+    and unpad, the fold's last step): rows shorter and longer than their blocks, a partial last
+    block, channels from 1 to 40, every value placed (the pad's border zero, nothing else
+    touched)."""
+    from netc.runtime.backends.cpu.common import _channels_first_cpu
+    from netc.runtime.backends.cpu.conv import winograd
+    rng = np.random.default_rng(9)
+    for dtype in (np.float32, np.float64):
+        img = rng.standard_normal((c, h, w)).astype(dtype)
+        xp = np.full((h + 2 * ph + 1, w + 2 * pw + 1, c), np.nan, dtype)
+        winograd._winograd_pad_cpu(img, ph, pw, xp)
+        want = np.zeros_like(xp)
+        want[ph:ph + h, pw:pw + w] = img.transpose(1, 2, 0)
+        assert np.array_equal(xp, want)
+        back = np.full_like(img, np.nan)
+        _channels_first_cpu(xp.reshape(-1), xp.shape[1] * c, ph, pw, back)
+        assert np.array_equal(back, img)
+
+
 @pytest.mark.parametrize("algorithm", ["winograd", "im2col"])
 def test_float32_convolution_agrees_with_float64(monkeypatch, algorithm):
     """The kernels' float32 paths (Winograd's transforms, im2col's unfolding) on odd planes, 16

@@ -1,4 +1,4 @@
-"""CPU kernels several layer families share: fills, the row epilogue (bias + activation) and
+"""CPU kernels several layer families share: fills, channels-last back to channels first, the row epilogue (bias + activation) and
 prologue (activation gradient + bias sum), the valid range of a window tap, and the nine-tap dot
 products of the direct CONV's weight gradient and FC's forward."""
 from __future__ import annotations
@@ -46,6 +46,26 @@ def act_pair(name, dtype):
 def _fill_cpu(a, v):
     for i in range(a.size):
         a[i] = v
+
+
+@kernel()
+def _channels_first_cpu(src, row, ph, pw, dst):
+    """dst (C, H, W) = the interior from (ph, pw) of a channels-last image, src flat with `row`
+    values a row (its width times C): dst[c, y, x] = src[(y + ph)*row + (x + pw)*C + c]. Sixteen
+    pixels of a row at a time, channel by channel: each channel's loads C apart, its stores
+    contiguous (one sample, AVX2 Zen 3: 64 channels of 32x32 28 us instead of 48 channel by
+    channel over whole rows, 128 of 16x16 12 instead of 40). Flat unsigned indices, free of
+    Numba's wraparound checks."""
+    c_, hh, ww = dst.shape
+    u, out, cc = np.uint64, dst.reshape(-1), np.uint64(c_)
+    plane = u(hh * ww)
+    for iy in range(hh):
+        for ix0 in range(0, ww, 16):
+            n = u(min(16, ww - ix0))
+            at, to = u((iy + ph) * row + (pw + ix0) * c_), u(iy * ww + ix0)
+            for c in range(cc):
+                for k in range(n):
+                    out[to + c * plane + k] = src[at + k * cc + c]
 
 
 @kernel(inline=True)  # called once per output row: a call cost as much as a short row

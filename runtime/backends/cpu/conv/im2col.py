@@ -14,8 +14,8 @@ import numpy as np
 from numba import prange
 
 from ..blas import gemm
-from ..common import (CHUNK_BYTES, _act_row_cpu, _fill_cpu, _grad_row_cpu, _valid,
-                      samples_per_chunk)
+from ..common import (CHUNK_BYTES, _act_row_cpu, _channels_first_cpu, _fill_cpu, _grad_row_cpu,
+                      _valid, samples_per_chunk)
 from ..jit import REDUCE, kernel, launcher, run_part, share
 
 
@@ -228,7 +228,7 @@ def _fold_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dxp, dx, n0, n1):
     (j, c) land on kw*C consecutive values of dxp's row, so every add is a vector of kw*C
     rather than col2im's rows of ow. Then dx[n0:n1] = dxp's interior, channels first. Flat
     unsigned indices, as in _im2col_cpu."""
-    c_, hh, ww = dx.shape[1], dx.shape[2], dx.shape[3]
+    c_ = dx.shape[1]
     run, kc, wq = kw * c_, dcols.shape[1], dxp.shape[1]
     u = np.uint64
     acc, src = dxp.reshape(-1), dcols.reshape(-1)
@@ -241,11 +241,7 @@ def _fold_cpu(dcols, kh, kw, sh, sw, ph, pw, oh, ow, dxp, dx, n0, n1):
                     at, frm = u((oy * sh + i) * wq + ox * sw * c_), u((p0 + ox) * kc + i * run)
                     for k in range(u(run)):
                         acc[at + k] += src[frm + k]
-        for c in range(c_):
-            for iy in range(hh):
-                frm, dst = u((iy + ph) * wq + pw * c_ + c), dx[n, c, iy]
-                for ix in range(u(ww)):
-                    dst[ix] = acc[frm + ix * u(c_)]
+        _channels_first_cpu(acc, wq, ph, pw, dx[n])
 
 
 @kernel(outlined=True)

@@ -6,7 +6,8 @@ import numpy as np
 from numba import prange
 
 from ..blas import gemm
-from ..common import CHUNK_BYTES, _act_row_cpu, _fill_cpu, _grad_row_cpu, samples_per_chunk
+from ..common import (CHUNK_BYTES, _act_row_cpu, _channels_first_cpu, _fill_cpu, _grad_row_cpu,
+                      samples_per_chunk)
 from ..jit import REDUCE, kernel, launch, launcher, run_part, split_macs
 
 
@@ -285,13 +286,7 @@ def _channels_last_cpu(src, hh, ww, ph, pw, dst):
 def _winograd_unpad_cpu(xp, ph, pw, img):
     """img (C, H, W) = xp (Hq, Wq, C) from (ph, pw), channels first: _winograd_pad_cpu's adjoint
     for the input gradient."""
-    c_, hh, ww = img.shape
-    u, src, wq = np.uint64, xp.reshape(-1), xp.shape[1]
-    for c in range(c_):
-        for iy in range(hh):
-            dst, at = img[c, iy], u(((iy + ph) * wq + pw) * c_ + c)
-            for ix in range(u(ww)):
-                dst[ix] = src[at + ix * u(c_)]
+    _channels_first_cpu(xp.reshape(-1), xp.shape[1] * xp.shape[2], ph, pw, img)
 
 
 @kernel()
