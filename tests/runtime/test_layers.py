@@ -279,6 +279,33 @@ def test_conv_algorithms_agree_with_im2col(monkeypatch, inp, chain, algorithm):
         np.testing.assert_allclose(grads1[name], grads0[name], rtol=1e-10, atol=1e-14, err_msg=name)
 
 
+@pytest.mark.parametrize("pairs", [True, False])
+@pytest.mark.parametrize("inp,chain", [("8x10x3", "CONV 3x3 5 pad=1 act=relu"),
+                                       ("12x11x1", "CONV 5x5 6 act=tanh"),
+                                       ("9x9x2", "CONV 7x7 3 pad=3 bias=false")])
+def test_direct_weight_gradient_one_or_two_filters_a_pass(monkeypatch, inp, chain, pairs):
+    """The direct CONV's weight gradient takes two filters a pass on AVX-512 and one elsewhere
+    (direct.dot_pairs): both ways, an odd count of filters and taps past nine, the gradients
+    im2col gives."""
+    from netc.runtime.backends.cpu import conv
+    from netc.runtime.backends.cpu.conv import direct
+    monkeypatch.setattr(direct, "PAIRS", pairs)
+    rng = np.random.default_rng(11)
+    results = []
+    for force in ("im2col", "direct"):
+        monkeypatch.setattr(conv, "FORCE", force)
+        model = randomized(f"input {inp}\n{chain}")
+        x = rng.standard_normal((3,) + model.net.input_shape) if not results else results[0][0]
+        target = rng.standard_normal((3,) + model.net.output_shape) if not results else results[0][1]
+        _, grads, dx = model.loss_and_grads(x, target, loss="mse", input_grad=True)
+        results.append((x, target, grads, dx))
+    assert direct.dot_pairs() is pairs
+    (_, _, g0, dx0), (_, _, g1, dx1) = results
+    np.testing.assert_allclose(dx1, dx0, rtol=1e-10, atol=1e-14)
+    for name in g0:
+        np.testing.assert_allclose(g1[name], g0[name], rtol=1e-10, atol=1e-14, err_msg=name)
+
+
 @pytest.mark.parametrize("chain", ["CONV 3x3/2 6 pad=1 act=relu", "CONV 2x3 5 pad=1x0 act=tanh bias=false"])
 def test_im2col_backward_split_by_filters_gives_the_same(monkeypatch, chain):
     """Where a thread's share of the batch is shallow, im2col's backward splits by filters

@@ -166,6 +166,24 @@ def _nine_dots_cpu(g0, g1, x, offs, count, out):
     out[1, 5] += b5; out[1, 6] += b6; out[1, 7] += b7; out[1, 8] += b8                   # noqa: E702
 
 
+@kernel(fastmath=REDUCE, inline=True)
+def _nine_dots1_cpu(g0, x, offs, count, out):
+    """out[j] += sum_p g0[p] * x[offs[j] + p] for nine offsets j, p < count: _nine_dots_cpu for
+    one vector, nine sums in registers. With AVX2's 16 vector registers the two vectors' 18
+    sums spill; one vector a pass ran the direct CONV's weight gradient 1.6x as fast (16 -> 16
+    channels, 32x32, one sample: 86 us against 136, Zen 3)."""
+    o0, o1, o2, o3, o4, o5, o6, o7, o8 = _offsets(offs)
+    z = g0[0] * np.float32(0)  # in the arrays' precision
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = z
+    for p in range(np.uint64(count)):
+        u = g0[p]
+        a0, a1, a2 = a0 + u * x[o0 + p], a1 + u * x[o1 + p], a2 + u * x[o2 + p]
+        a3, a4, a5 = a3 + u * x[o3 + p], a4 + u * x[o4 + p], a5 + u * x[o5 + p]
+        a6, a7, a8 = a6 + u * x[o6 + p], a7 + u * x[o7 + p], a8 + u * x[o8 + p]
+    out[0] += a0; out[1] += a1; out[2] += a2; out[3] += a3; out[4] += a4  # noqa: E702
+    out[5] += a5; out[6] += a6; out[7] += a7; out[8] += a8                # noqa: E702
+
+
 @kernel(inline=True)
 def _offsets(offs):
     """The nine offsets as unsigned integers: an index that Numba cannot prove non-negative

@@ -24,7 +24,8 @@ from ..dense import linear_backward, linear_forward
 from . import deconv  # noqa: F401 - registers DECONV, the family's transpose
 from ..jit import launch, split_macs
 from .direct import (_direct_backward_cpu, _direct_backward_part, _direct_forward_cpu,
-                     _direct_forward_part, _direct_plan, _direct_weights, _direct_workspace)
+                     _direct_forward_part, _direct_plan, _direct_weights, _direct_workspace,
+                     dot_pairs)
 from .im2col import (_conv_backward_cpu, _conv_backward_part, _conv_backward_wide_cpu,
                      _conv_backward_wide_part, _conv_forward_cpu, _conv_forward_part,
                      _pointwise, _workspace)
@@ -202,7 +203,7 @@ class Conv(Implementation):
             db = ctx.scratch("db", (xp.shape[0], f), dy.dtype)
             launch(_direct_backward_cpu, _direct_backward_part, parts, x,
                    _direct_weights(p["weight"], transpose=True), dy, y, act, *h["pad"], offs, margin,
-                   need_dx, xp, g, acc, dw, db, dx)
+                   need_dx, dot_pairs(), xp, g, acc, dw, db, dx)
             kk = h["kernel"][0] * h["kernel"][1]
             grads["weight"] = part_sum(dw, parts)[:f, :, :kk].reshape(p["weight"].shape)
         elif how == "winograd":

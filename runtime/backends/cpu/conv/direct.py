@@ -16,7 +16,8 @@ the filters to a multiple of four.
 Backward: the output gradient goes on the same wide grid (zero past column ow) after a margin of
 zeros, so that the input gradient is the same correlation run the other way (offsets
 margin - ky*Wp - kx, weights with filters and channels swapped) and the weight gradient is dot
-products of the gradient plane with the shifted input planes, nine taps for two filters a pass.
+products of the gradient plane with the shifted input planes, nine taps for two filters a pass
+where the CPU has AVX-512's 32 vector registers, for one elsewhere (dot_pairs).
 """
 from __future__ import annotations
 
@@ -26,10 +27,19 @@ import numpy as np
 
 from numba import prange
 
-from ..common import TAPS, _act_row_cpu, _fill_cpu, _grad_row_cpu, _nine_dots_cpu, _offsets
+from ..common import (TAPS, _act_row_cpu, _fill_cpu, _grad_row_cpu, _nine_dots1_cpu, _nine_dots_cpu,
+                      _offsets)
 from ..jit import REDUCE, kernel, launcher, run_part
+from ..tiles import host_vector_bytes
 
 BLOCK = 4  # filters per pass: what _nine_taps_cpu spells out by name, for TAPS taps
+PAIRS = None  # the weight gradient two filters a pass (True) or one (False); None: by the CPU
+
+
+def dot_pairs() -> bool:
+    """Whether the weight gradient's dot products take two filters a pass (18 sums in
+    registers: AVX-512 has 32) or one (9: with AVX2's 16, two spilled and ran 1.6x slower)."""
+    return host_vector_bytes() == 64 if PAIRS is None else PAIRS
 
 
 def _direct_plan(h, xshape):
@@ -105,20 +115,20 @@ def _direct_forward_part(t, parts, x, wk, bias, act, ph, pw, offs, oh, ow, xp_ws
 
 
 @launcher
-def _direct_backward_cpu(parts, x, wt, dy, y, act, ph, pw, offs, margin, need_dx, xp_ws, g_ws,
-                         acc_ws, dw_ws, db_ws, dx):
+def _direct_backward_cpu(parts, x, wt, dy, y, act, ph, pw, offs, margin, need_dx, pairs, xp_ws,
+                         g_ws, acc_ws, dw_ws, db_ws, dx):
     for t in prange(parts):
         run_part(_direct_backward_part, np.int64(t), parts, (
-            x, wt, dy, y, act, ph, pw, offs, margin, need_dx, xp_ws, g_ws, acc_ws, dw_ws, db_ws,
-            dx))
+            x, wt, dy, y, act, ph, pw, offs, margin, need_dx, pairs, xp_ws, g_ws, acc_ws, dw_ws,
+            db_ws, dx))
 
 
 @kernel(fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
-def _direct_backward_part(t, parts, x, wt, dy, y, act, ph, pw, offs, margin, need_dx, xp_ws, g_ws,
-                          acc_ws, dw_ws, db_ws, dx):
+def _direct_backward_part(t, parts, x, wt, dy, y, act, ph, pw, offs, margin, need_dx, pairs, xp_ws,
+                          g_ws, acc_ws, dw_ws, db_ws, dx):
     """dw_ws[t] (F rounded up to even, C, taps rounded up to a multiple of nine), db_ws[t]:
     thread t's weight and bias gradients; dx the input gradient (wt: _direct_weights(w,
-    transpose=True))."""
+    transpose=True)); pairs: the weight gradient two filters a pass (dot_pairs)."""
     n, c_, hh, ww = x.shape
     f_, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
     wp = ww + 2 * pw
@@ -137,8 +147,12 @@ def _direct_backward_part(t, parts, x, wt, dy, y, act, ph, pw, offs, margin, nee
             db[f] += _grad_row_cpu(act, dy[s, f].reshape(-1), y[s, f].reshape(-1), acc[BLOCK],
                                    oh * ow)
             _rows_cpu(acc[BLOCK], ow, g[f, margin:], wp, oh, ow)
-        for f in range(0, g.shape[0], 2):
-            _tap_dots_cpu(g[f, margin:], g[f + 1, margin:], xp, offs, count, dw[f:f + 2])
+        if pairs:
+            for f in range(0, g.shape[0], 2):
+                _tap_dots_cpu(g[f, margin:], g[f + 1, margin:], xp, offs, count, dw[f:f + 2])
+        else:
+            for f in range(f_):
+                _tap_dots1_cpu(g[f, margin:], xp, offs, count, dw[f])
         if need_dx:
             for b in range(wt.shape[0]):
                 _fill_cpu(acc.reshape(-1), 0.0)
@@ -210,3 +224,13 @@ def _tap_dots_cpu(g0, g1, planes, offs, count, out):
         for j in range(out.shape[2] // TAPS):
             _nine_dots_cpu(g0, g1, planes[c], offs[TAPS * j:TAPS * j + TAPS], count,
                            out[:, c, TAPS * j:TAPS * j + TAPS])
+
+
+@kernel(fastmath=REDUCE)
+def _tap_dots1_cpu(g0, planes, offs, count, out):
+    """out[c, t] += sum_p g0[p] * planes[c, offs[t] + p] for one filter's gradient plane g0,
+    every input plane c and tap t, p < count: _tap_dots_cpu a filter at a time."""
+    for c in range(planes.shape[0]):
+        for j in range(out.shape[1] // TAPS):
+            _nine_dots1_cpu(g0, planes[c], offs[TAPS * j:TAPS * j + TAPS], count,
+                            out[c, TAPS * j:TAPS * j + TAPS])
