@@ -279,17 +279,18 @@ def test_conv_algorithms_agree_with_im2col(monkeypatch, inp, chain, algorithm):
         np.testing.assert_allclose(grads1[name], grads0[name], rtol=1e-10, atol=1e-14, err_msg=name)
 
 
-@pytest.mark.parametrize("pairs", [True, False])
+@pytest.mark.parametrize("wide", [True, False])
 @pytest.mark.parametrize("inp,chain", [("8x10x3", "CONV 3x3 5 pad=1 act=relu"),
                                        ("12x11x1", "CONV 5x5 6 act=tanh"),
                                        ("9x9x2", "CONV 7x7 3 pad=3 bias=false")])
-def test_direct_weight_gradient_one_or_two_filters_a_pass(monkeypatch, inp, chain, pairs):
-    """The direct CONV's weight gradient takes two filters a pass on AVX-512 and one elsewhere
-    (direct.dot_pairs): both ways, an odd count of filters and taps past nine, the gradients
-    im2col gives."""
+def test_direct_passes_for_either_register_file(monkeypatch, inp, chain, wide):
+    """The direct CONV's passes are shaped for AVX-512's 32 vector registers or AVX2's 16
+    (direct.wide_passes: nine taps or three for four filters, the weight gradient two filters
+    a pass or one): both ways, with filters that do not fill a block of four and taps past
+    nine, the outputs and gradients im2col gives."""
     from netc.runtime.backends.cpu import conv
     from netc.runtime.backends.cpu.conv import direct
-    monkeypatch.setattr(direct, "PAIRS", pairs)
+    monkeypatch.setattr(direct, "WIDE", wide)
     rng = np.random.default_rng(11)
     results = []
     for force in ("im2col", "direct"):
@@ -297,10 +298,12 @@ def test_direct_weight_gradient_one_or_two_filters_a_pass(monkeypatch, inp, chai
         model = randomized(f"input {inp}\n{chain}")
         x = rng.standard_normal((3,) + model.net.input_shape) if not results else results[0][0]
         target = rng.standard_normal((3,) + model.net.output_shape) if not results else results[0][1]
+        out = model.forward(x)
         _, grads, dx = model.loss_and_grads(x, target, loss="mse", input_grad=True)
-        results.append((x, target, grads, dx))
-    assert direct.dot_pairs() is pairs
-    (_, _, g0, dx0), (_, _, g1, dx1) = results
+        results.append((x, target, out, grads, dx))
+    assert direct.wide_passes() is wide
+    (_, _, out0, g0, dx0), (_, _, out1, g1, dx1) = results
+    np.testing.assert_allclose(out1, out0, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dx1, dx0, rtol=1e-10, atol=1e-14)
     for name in g0:
         np.testing.assert_allclose(g1[name], g0[name], rtol=1e-10, atol=1e-14, err_msg=name)
@@ -380,6 +383,9 @@ def test_backward_chunks_need_not_be_forwards(monkeypatch, algorithm, chain):
     ("32x32x32", "CONV 3x3 32 pad=1", True, "winograd"),        # ... with netc's own GEMM tiles
     ("32x32x24", "CONV 3x3 32 pad=1", False, "direct"),         # 24 channels on the BLAS: a tie
     ("32x32x24", "CONV 3x3 32 pad=1", True, "winograd"),
+    ("32x32x32", "CONV 3x3 16 pad=1", False, "direct"),         # few filters on the BLAS ...
+    ("32x32x32", "CONV 3x3 16 pad=1", True, "winograd"),        # ... not with the tiles
+    ("32x32x32", "CONV 3x3 24 pad=1", False, "winograd"),
     ("32x32x32", "CONV 5x5 32 pad=2", False, "direct"),         # not 3x3: no Winograd
     ("32x32x16", "CONV 3x3 32 pad=1", True, "direct"),
     ("16x16x32", "CONV 3x3 64 pad=1", False, "winograd"),       # ... its third: 16x16 planes

@@ -25,7 +25,7 @@ from . import deconv  # noqa: F401 - registers DECONV, the family's transpose
 from ..jit import launch, split_macs
 from .direct import (_direct_backward_cpu, _direct_backward_part, _direct_forward_cpu,
                      _direct_forward_part, _direct_plan, _direct_weights, _direct_workspace,
-                     dot_pairs)
+                     wide_passes)
 from .im2col import (_conv_backward_cpu, _conv_backward_part, _conv_backward_wide_cpu,
                      _conv_backward_wide_part, _conv_forward_cpu, _conv_forward_part,
                      _pointwise, _workspace)
@@ -56,6 +56,12 @@ WINOGRAD_SMALL_OUTPUT = 16  # ... on planes of at least 4x4 (smaller ones were n
 DIRECT_MAX_CHANNELS = 32
 DIRECT_MAX_CHANNELS_TILES = 16
 DIRECT_MAX_CHANNELS_BLAS = 24
+# ... and on the BLAS, direct up to DIRECT_MAX_CHANNELS for at most this many filters, where
+# Winograd's GEMMs (F columns) are thin: 3x3 on 32x32 with the input's gradient, batch 32, AVX2,
+# direct's time over Winograd's (two runs, nine rounds): 32 -> 16 channels 0.69-0.78x,
+# 24 -> 16 0.81x; 32 -> 24 1.07x, 32 -> 32 0.84-1.14x (the small VGG's step: Winograd 66-68 ms,
+# direct 70-73, in one process)
+DIRECT_FEW_FILTERS = 16
 DIRECT_MIN_PASS = 512
 # a layer whose whole batch unfolds into at most this, with fewer than KEEP_COLS_FILTERS filters a
 # group, keeps the unfolding from forward to backward instead of unfolding twice. An unfolded value
@@ -97,6 +103,8 @@ def algorithm(h, xshape, tiles=None):
     long_rows = oh * (xshape[3] + 2 * h["pad"][1]) >= DIRECT_MIN_PASS
     if direct and xshape[1] <= DIRECT_MAX_CHANNELS and long_rows:
         tiles = own_tiles() if tiles is None else tiles
+        if not tiles and h["filters"] <= DIRECT_FEW_FILTERS:
+            return "direct"
         if not (winograd and xshape[1] > (DIRECT_MAX_CHANNELS_TILES if tiles
                                           else DIRECT_MAX_CHANNELS_BLAS)):
             return "direct"
@@ -148,7 +156,7 @@ class Conv(Implementation):
             offs, margin, plane = _direct_plan(h, x.shape)
             xp, acc = _direct_workspace(ctx, x, f, plane, margin, ("xp", "acc"))
             launch(_direct_forward_cpu, _direct_forward_part, parts, x, _direct_weights(p["weight"]),
-                   bias, act, *h["pad"], offs, oh, ow, xp, acc, y)
+                   bias, act, *h["pad"], offs, oh, ow, wide_passes(), xp, acc, y)
         elif how == "winograd":
             per, xp, v, z, o = _winograd_workspace(ctx, x, f, oh, ow, ("xp", "v", "m", "o"))
             launch(_winograd_forward_cpu, _winograd_forward_part, parts, x,
@@ -203,7 +211,7 @@ class Conv(Implementation):
             db = ctx.scratch("db", (xp.shape[0], f), dy.dtype)
             launch(_direct_backward_cpu, _direct_backward_part, parts, x,
                    _direct_weights(p["weight"], transpose=True), dy, y, act, *h["pad"], offs, margin,
-                   need_dx, dot_pairs(), xp, g, acc, dw, db, dx)
+                   need_dx, wide_passes(), xp, g, acc, dw, db, dx)
             kk = h["kernel"][0] * h["kernel"][1]
             grads["weight"] = part_sum(dw, parts)[:f, :, :kk].reshape(p["weight"].shape)
         elif how == "winograd":

@@ -7,17 +7,17 @@ ky*Wp + kx from position oy*Wp + X, so for every tap
     wide[f, p] += w[f, c, ky, kx] * xpad[c, p + ky*Wp + kx]      for p < oh*Wp
 
 is one contiguous multiply-add over the plane (the Wp - ow columns past the output are computed
-and dropped). The kernel below does nine taps for four filters per pass: 36 weights held in
-registers, each input load feeding four multiply-adds and each output load and store carrying
-nine. These loops are what LLVM vectorizes to the CPU's full width (AVX-512 where it has it),
-whatever the BLAS runs. A kernel's taps are padded with zero weights to a multiple of nine, and
-the filters to a multiple of four.
+and dropped). With AVX-512's 32 vector registers a pass does nine taps for four filters: each
+input load feeding four multiply-adds and each output load and store carrying nine; with AVX2's
+16, where those 36 weights spill, three taps for four filters (12 weights; see wide_passes).
+These loops are what LLVM vectorizes to the CPU's full width, whatever the BLAS runs. A kernel's
+taps are padded with zero weights to a multiple of nine, and the filters to a multiple of four.
 
 Backward: the output gradient goes on the same wide grid (zero past column ow) after a margin of
 zeros, so that the input gradient is the same correlation run the other way (offsets
 margin - ky*Wp - kx, weights with filters and channels swapped) and the weight gradient is dot
 products of the gradient plane with the shifted input planes, nine taps for two filters a pass
-where the CPU has AVX-512's 32 vector registers, for one elsewhere (dot_pairs).
+with AVX-512's registers, for one with AVX2's.
 """
 from __future__ import annotations
 
@@ -33,13 +33,17 @@ from ..jit import REDUCE, kernel, launcher, run_part
 from ..tiles import host_vector_bytes
 
 BLOCK = 4  # filters per pass: what _nine_taps_cpu spells out by name, for TAPS taps
-PAIRS = None  # the weight gradient two filters a pass (True) or one (False); None: by the CPU
+WIDE = None  # passes for 32 vector registers (True) or 16 (False); None: by the CPU
 
 
-def dot_pairs() -> bool:
-    """Whether the weight gradient's dot products take two filters a pass (18 sums in
-    registers: AVX-512 has 32) or one (9: with AVX2's 16, two spilled and ran 1.6x slower)."""
-    return host_vector_bytes() == 64 if PAIRS is None else PAIRS
+def wide_passes() -> bool:
+    """Whether the passes are shaped for AVX-512's 32 vector registers: nine taps for four
+    filters (36 weights), the weight gradient's dot products two filters at a time (18 sums).
+    Else, for AVX2's 16 registers, three taps for four filters and the dot products one filter
+    at a time: where the wide passes spilled, these ran 1.4x and 1.6x as fast (16 -> 16
+    channels on 32x32, one sample, Zen 3: forward 68 us against 97, the weight gradient 86
+    against 136)."""
+    return host_vector_bytes() == 64 if WIDE is None else WIDE
 
 
 def _direct_plan(h, xshape):
@@ -86,16 +90,17 @@ def _direct_workspace(ctx, x, f, plane, margin, tags):
 
 
 @launcher
-def _direct_forward_cpu(parts, x, wk, bias, act, ph, pw, offs, oh, ow, xp_ws, acc_ws, y):
+def _direct_forward_cpu(parts, x, wk, bias, act, ph, pw, offs, oh, ow, wide, xp_ws, acc_ws, y):
     for t in prange(parts):
         run_part(_direct_forward_part, np.int64(t), parts, (
-            x, wk, bias, act, ph, pw, offs, oh, ow, xp_ws, acc_ws, y))
+            x, wk, bias, act, ph, pw, offs, oh, ow, wide, xp_ws, acc_ws, y))
 
 
 @kernel()
-def _direct_forward_part(t, parts, x, wk, bias, act, ph, pw, offs, oh, ow, xp_ws, acc_ws, y):
+def _direct_forward_part(t, parts, x, wk, bias, act, ph, pw, offs, oh, ow, wide, xp_ws, acc_ws,
+                         y):
     """y (N, F, oh, ow) = act(conv(x, w) + bias) at stride 1, each thread on its part of the
-    batch; wk from _direct_weights."""
+    batch; wk from _direct_weights, wide: wide_passes()."""
     n, c_, hh, ww = x.shape
     f_ = y.shape[1]
     wp = ww + 2 * pw
@@ -108,27 +113,27 @@ def _direct_forward_part(t, parts, x, wk, bias, act, ph, pw, offs, oh, ow, xp_ws
         _pad_planes_cpu(x[s], ph, pw, xp)
         for b in range(wk.shape[0]):
             _fill_cpu(acc.reshape(-1), 0.0)
-            _taps_cpu(xp, offs, wk[b], acc, count)
+            _taps_cpu(xp, offs, wk[b], acc, count, wide)
             for i in range(min(BLOCK, f_ - BLOCK * b)):  # act over the whole wide plane
                 _act_row_cpu(act, acc[i], bias[BLOCK * b + i], acc[BLOCK], count)
                 _rows_cpu(acc[BLOCK], wp, y[s, BLOCK * b + i].reshape(-1), ow, oh, ow)
 
 
 @launcher
-def _direct_backward_cpu(parts, x, wt, dy, y, act, ph, pw, offs, margin, need_dx, pairs, xp_ws,
+def _direct_backward_cpu(parts, x, wt, dy, y, act, ph, pw, offs, margin, need_dx, wide, xp_ws,
                          g_ws, acc_ws, dw_ws, db_ws, dx):
     for t in prange(parts):
         run_part(_direct_backward_part, np.int64(t), parts, (
-            x, wt, dy, y, act, ph, pw, offs, margin, need_dx, pairs, xp_ws, g_ws, acc_ws, dw_ws,
+            x, wt, dy, y, act, ph, pw, offs, margin, need_dx, wide, xp_ws, g_ws, acc_ws, dw_ws,
             db_ws, dx))
 
 
 @kernel(fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
-def _direct_backward_part(t, parts, x, wt, dy, y, act, ph, pw, offs, margin, need_dx, pairs, xp_ws,
+def _direct_backward_part(t, parts, x, wt, dy, y, act, ph, pw, offs, margin, need_dx, wide, xp_ws,
                           g_ws, acc_ws, dw_ws, db_ws, dx):
     """dw_ws[t] (F rounded up to even, C, taps rounded up to a multiple of nine), db_ws[t]:
     thread t's weight and bias gradients; dx the input gradient (wt: _direct_weights(w,
-    transpose=True)); pairs: the weight gradient two filters a pass (dot_pairs)."""
+    transpose=True)); wide: wide_passes()."""
     n, c_, hh, ww = x.shape
     f_, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
     wp = ww + 2 * pw
@@ -147,7 +152,7 @@ def _direct_backward_part(t, parts, x, wt, dy, y, act, ph, pw, offs, margin, nee
             db[f] += _grad_row_cpu(act, dy[s, f].reshape(-1), y[s, f].reshape(-1), acc[BLOCK],
                                    oh * ow)
             _rows_cpu(acc[BLOCK], ow, g[f, margin:], wp, oh, ow)
-        if pairs:
+        if wide:
             for f in range(0, g.shape[0], 2):
                 _tap_dots_cpu(g[f, margin:], g[f + 1, margin:], xp, offs, count, dw[f:f + 2])
         else:
@@ -156,7 +161,7 @@ def _direct_backward_part(t, parts, x, wt, dy, y, act, ph, pw, offs, margin, nee
         if need_dx:
             for b in range(wt.shape[0]):
                 _fill_cpu(acc.reshape(-1), 0.0)
-                _taps_cpu(g[:f_], back, wt[b], acc, plane)
+                _taps_cpu(g[:f_], back, wt[b], acc, plane, wide)
                 for i in range(min(BLOCK, c_ - BLOCK * b)):
                     _rows_cpu(acc[i, ph * wp + pw:], wp, dx[s, BLOCK * b + i].reshape(-1), ww,
                               hh, ww)
@@ -186,13 +191,37 @@ def _pad_planes_cpu(img, ph, pw, xp):
 
 
 @kernel(fastmath=REDUCE)
-def _taps_cpu(planes, offs, wk, acc, count):
+def _taps_cpu(planes, offs, wk, acc, count, wide):
     """acc[i, p] += sum_c sum_t wk[c, t // 9, i, t % 9] * planes[c, offs[t] + p] for p < count:
     four output planes i from every input plane c (one call per block of four filters, so that
-    the slices below are made and released inside the function, not once per call)."""
+    the slices below are made and released inside the function, not once per call); nine taps
+    a pass if wide, else three (wide_passes)."""
     for c in range(planes.shape[0]):
         for j in range(wk.shape[1]):
-            _nine_taps_cpu(planes[c], offs[TAPS * j:TAPS * j + TAPS], wk[c, j], acc, count)
+            if wide:
+                _nine_taps_cpu(planes[c], offs[TAPS * j:TAPS * j + TAPS], wk[c, j], acc, count)
+            else:
+                for q in range(0, TAPS, 3):
+                    _three_taps_cpu(planes[c], offs[TAPS * j + q:TAPS * j + q + 3], wk[c, j], q,
+                                    acc, count)
+
+
+@kernel(fastmath=REDUCE, inline=True)
+def _three_taps_cpu(x, offs, k, q, acc, count):
+    """acc[i, p] += sum_j k[i, q + j] * x[offs[j] + p] for four rows i, three taps j, p <
+    count: _nine_taps_cpu's pass with 12 weights, which AVX2's 16 vector registers hold."""
+    u = np.uint64
+    o0, o1, o2 = u(offs[0]), u(offs[1]), u(offs[2])
+    a0, a1, a2 = k[0, q], k[0, q + 1], k[0, q + 2]
+    b0, b1, b2 = k[1, q], k[1, q + 1], k[1, q + 2]
+    c0, c1, c2 = k[2, q], k[2, q + 1], k[2, q + 2]
+    d0, d1, d2 = k[3, q], k[3, q + 1], k[3, q + 2]
+    for p in range(u(count)):
+        v0, v1, v2 = x[o0 + p], x[o1 + p], x[o2 + p]
+        acc[0, p] += a0 * v0 + a1 * v1 + a2 * v2
+        acc[1, p] += b0 * v0 + b1 * v1 + b2 * v2
+        acc[2, p] += c0 * v0 + c1 * v1 + c2 * v2
+        acc[3, p] += d0 * v0 + d1 * v1 + d2 * v2
 
 
 @kernel(fastmath=REDUCE, inline=True)
