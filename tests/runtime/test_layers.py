@@ -537,11 +537,13 @@ FC_CASES = [(17, 30, 13, "relu"), (5, 9, 9, "tanh"), (16, 7, 20, "sigmoid"), (1,
             (2, "seq 9x3", 11, "none")]
 
 
-@pytest.mark.parametrize("algorithm", ["dots", "gemm"])
+@pytest.mark.parametrize("algorithm", ["dots", "dots-pairs", "gemm"])
 @pytest.mark.parametrize("n,k,u,act", FC_CASES)
 def test_fc_algorithms_against_numpy(monkeypatch, algorithm, n, k, u, act):
+    """(dots: one sample a pass, as with AVX2; dots-pairs: two, as with AVX-512.)"""
     from netc.runtime.backends.cpu import dense
-    monkeypatch.setattr(dense, "FORCE", algorithm)
+    monkeypatch.setattr(dense, "FORCE", algorithm.split("-")[0])
+    monkeypatch.setattr(dense, "PAIRS", algorithm == "dots-pairs")
     model = randomized(f"input {k}\nFC {u} act={act} - FC 3 act=tanh")
     rng = np.random.default_rng(n + u)
     x = rng.standard_normal((n,) + model.net.input_shape)

@@ -2,8 +2,9 @@
 over its whole input) runs too.
 
 FC's forward runs one of two ways (`linear_algorithm`): "dots", netc's own loop, two samples
-against nine units a pass with the 18 sums in registers, vectorized at the CPU's full width
-whatever the BLAS runs; or "gemm", the kernels' GEMM (netc's tiles on AVX-512, else the BLAS).
+against nine units a pass with the 18 sums in registers where the CPU has AVX-512's 32 vector
+registers (one sample with AVX2's 16: the 18 spilled, and a lone sample was its own pair, 4x
+slower at batch 1), vectorized at the CPU's full width whatever the BLAS runs; or "gemm", the kernels' GEMM (netc's tiles on AVX-512, else the BLAS).
 With the tiles, gemm wins from DOTS_SMALL_BATCH samples on; against the BLAS, dots also wins
 where each row holds DOTS_ROW_BYTES (long enough for its 18 sums, short enough that nine units'
 rows stay in L1), on CPUs with 64-byte vectors only. The backward pass is GEMMs, with the
@@ -22,12 +23,13 @@ from ..registry import Implementation, implements
 from .activation import fused_backward, fused_forward, in_kernel
 from .blas import gemm, own_tiles
 from .tiles import host_vector_bytes
-from .common import TAPS, _act_row_cpu, _grad_row_cpu, _nine_dots_cpu, act_pair
+from .common import TAPS, _act_row_cpu, _grad_row_cpu, _nine_dots1_cpu, _nine_dots_cpu, act_pair
 from .jit import REDUCE, kernel, launch, launcher, run_part, share, split_macs
 
 DOTS_ROW_BYTES = (1024, 4096)
 DOTS_SMALL_BATCH = 16
 FORCE = None  # "dots" | "gemm": for tests and benchmarks
+PAIRS = None  # dots two samples a pass (True) or one (False); None: by the CPU (dots_pairs)
 
 
 @implements(kinds.FullyConnected, "cpu")
@@ -121,6 +123,12 @@ def wide_vectors() -> bool:
     return host_vector_bytes() == 64
 
 
+def dots_pairs() -> bool:
+    """Whether the dots take two samples a pass (AVX-512's registers hold their 18 sums) or
+    one (AVX2's: at batch 1, 784 -> 256, 13 us against 52, Zen 3)."""
+    return wide_vectors() if PAIRS is None else PAIRS
+
+
 def linear_forward(x2, w, bias, act, z):
     """z (n, units) = act(x2 w^T + bias), act = (code, parameter) as common.act_pair gives it;
     bias may be None."""
@@ -128,7 +136,7 @@ def linear_forward(x2, w, bias, act, z):
     w2 = w.reshape(w.shape[0], -1)
     parts = split_macs(z.size * x2.shape[1])
     if linear_algorithm(x2.shape[0], x2.shape[1], x2.itemsize) == "dots":
-        launch(_linear_dots_cpu, _linear_dots_part, parts, x2, w2, bias, act, z)
+        launch(_linear_dots_cpu, _linear_dots_part, parts, x2, w2, bias, act, dots_pairs(), z)
     else:
         launch(_linear_forward_cpu, _linear_forward_part, parts, x2, w2, bias, act, z)
 
@@ -149,16 +157,17 @@ def linear_backward(x2, p, dy, y, act, ctx, dx):
 
 
 @launcher
-def _linear_dots_cpu(parts, x, w, bias, act, z):
+def _linear_dots_cpu(parts, x, w, bias, act, pairs, z):
     for t in prange(parts):
-        run_part(_linear_dots_part, np.int64(t), parts, (x, w, bias, act, z))
+        run_part(_linear_dots_part, np.int64(t), parts, (x, w, bias, act, pairs, z))
 
 
 @kernel(fastmath=REDUCE)  # REDUCE: the dot products vectorize
-def _linear_dots_part(t, parts, x, w, bias, act, z):
+def _linear_dots_part(t, parts, x, w, bias, act, pairs, z):
     """z = act(x w^T + bias) by dot products (bias may be empty), part t of `parts`: the parts
-    split the units, nine at a time, and go through the samples two at a time against them (nine
-    units' rows stay in cache while the samples stream past)."""
+    split the units, nine at a time, and go through the samples two at a time against them if
+    `pairs` (AVX-512), else one at a time (nine units' rows stay in cache while the samples
+    stream past)."""
     n, u = z.shape
     k = x.shape[1]
     code, a = act
@@ -170,6 +179,13 @@ def _linear_dots_part(t, parts, x, w, bias, act, z):
         j0 = g * TAPS
         for j in range(TAPS):  # past the last unit: its row again, the sums dropped
             offs[j] = min(j0 + j, u - 1) * k
+        if not pairs:
+            for i in range(n):
+                sums[0] = 0
+                _nine_dots1_cpu(xf[i * k:(i + 1) * k], wf, offs, k, sums[0])
+                for j in range(min(TAPS, u - j0)):
+                    z[i, j0 + j] = ew.act(code, sums[0, j] + (bias[j0 + j] if bias.size else 0), a)
+            continue
         for i in range(0, n, 2):
             i1 = min(i + 1, n - 1)  # an odd last sample pairs with itself
             sums[:] = 0
