@@ -444,6 +444,29 @@ def test_winograd_weight_transforms_against_numpy(monkeypatch, dtype, tol):
     np.testing.assert_allclose(dg, dg_ref, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("inp,chain", [("7x9x16", "CONV 3x3 5 pad=1 act=relu"),
+                                       ("8x6x3", "CONV 3x3 4 pad=2x1")])
+def test_winograd_input_gradient_by_tiles_or_by_rows(monkeypatch, inp, chain):
+    """Winograd's input gradient goes through B dV B^T tile by tile, or a row of tiles at a time
+    up to ROWS_MAX_CHANNELS channels: both give im2col's input gradient (odd planes, partial
+    tiles, uneven padding)."""
+    from netc.runtime.backends.cpu import conv
+    from netc.runtime.backends.cpu.conv import winograd
+    rng = np.random.default_rng(12)
+    results = {}
+    for how, rows_max in (("im2col", 64), ("winograd", 0), ("winograd", 64)):
+        monkeypatch.setattr(conv, "FORCE", how)
+        monkeypatch.setattr(winograd, "ROWS_MAX_CHANNELS", rows_max)
+        model = randomized(f"input {inp}\n{chain}")
+        if not results:
+            x = rng.standard_normal((3,) + model.net.input_shape)
+            target = rng.standard_normal((3,) + model.net.output_shape)
+        results[how, rows_max] = model.loss_and_grads(x, target, loss="mse", input_grad=True)[2]
+    want = results["im2col", 64]
+    np.testing.assert_allclose(results["winograd", 0], want, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(results["winograd", 64], want, rtol=1e-10, atol=1e-14)
+
+
 @pytest.mark.parametrize("c,h,w,ph,pw", [(3, 5, 20, 1, 2), (16, 9, 16, 0, 0), (40, 4, 7, 2, 1),
                                          (1, 2, 33, 0, 3)])
 def test_channels_last_copies_against_numpy(c, h, w, ph, pw):

@@ -216,12 +216,12 @@ class Conv(Implementation):
             grads["weight"] = part_sum(dw, parts)[:f, :, :kk].reshape(p["weight"].shape)
         elif how == "winograd":
             u = _winograd_weights(p["weight"], ctx.scratch("u", (16, f, x.shape[1]), dy.dtype))
-            per, xp, v, dm, dv, g, gt = _winograd_workspace(
-                ctx, x, f, oh, ow, ("xp", "v", "m", "dv", "g", "gt"), BACKWARD_MIN_DEPTH)
+            per, xp, v, dm, dv, g, gt, rows = _winograd_workspace(
+                ctx, x, f, oh, ow, ("xp", "v", "m", "dv", "g", "gt", "rows"), BACKWARD_MIN_DEPTH)
             du = ctx.scratch("dw", (xp.shape[0],) + u.shape, dy.dtype)
             db = ctx.scratch("db", (xp.shape[0], f), dy.dtype)
             launch(_winograd_backward_cpu, _winograd_backward_part, parts, x, u, dy, y, act,
-                   *h["pad"], per, need_dx, xp, v, dm, dv, g, gt, du, db, dx)
+                   *h["pad"], per, need_dx, xp, v, dm, dv, g, gt, rows, du, db, dx)
             grads["weight"] = _winograd_weight_grad(du[:parts])
         else:
             db = _backward_im2col(h, p, x, dy, y, act, need_dx, kept, grads, dx, ctx, parts)
