@@ -1,6 +1,7 @@
-"""CPU kernels several layer families share: fills, channels-last back to channels first, the row epilogue (bias + activation) and
-prologue (activation gradient + bias sum), the valid range of a window tap, and the nine-tap dot
-products of the direct CONV's weight gradient and FC's forward."""
+"""CPU kernels several layer families share: fills, channels-last images back to channels first,
+the row epilogue (bias + activation) and prologue (activation gradient + bias sum), the valid
+range of a window tap, and the nine-tap dot products of the direct CONV's weight gradient and
+FC's forward."""
 from __future__ import annotations
 
 import functools

@@ -4,7 +4,8 @@ over its whole input) runs too.
 FC's forward runs one of two ways (`linear_algorithm`): "dots", netc's own loop, two samples
 against nine units a pass with the 18 sums in registers where the CPU has AVX-512's 32 vector
 registers (one sample with AVX2's 16: the 18 spilled, and a lone sample was its own pair, 4x
-slower at batch 1), vectorized at the CPU's full width whatever the BLAS runs; or "gemm", the kernels' GEMM (netc's tiles on AVX-512, else the BLAS).
+slower at batch 1), vectorized at the CPU's full width whatever the BLAS runs; or "gemm", the
+kernels' GEMM (netc's tiles on AVX-512, else the BLAS).
 With the tiles, gemm wins from DOTS_SMALL_BATCH samples on; against the BLAS, dots also wins
 where each row holds DOTS_ROW_BYTES (long enough for its 18 sums, short enough that nine units'
 rows stay in L1), on CPUs with 64-byte vectors only. The backward pass is GEMMs, with the
