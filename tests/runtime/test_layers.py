@@ -446,10 +446,10 @@ def test_winograd_weight_transforms_against_numpy(monkeypatch, dtype, tol):
 
 @pytest.mark.parametrize("inp,chain", [("7x9x16", "CONV 3x3 5 pad=1 act=relu"),
                                        ("8x6x3", "CONV 3x3 4 pad=2x1")])
-def test_winograd_input_gradient_by_tiles_or_by_rows(monkeypatch, inp, chain):
-    """Winograd's input gradient goes through B dV B^T tile by tile, or a row of tiles at a time
-    up to ROWS_MAX_CHANNELS channels: both give im2col's input gradient (odd planes, partial
-    tiles, uneven padding)."""
+def test_winograd_transforms_by_tiles_or_by_rows(monkeypatch, inp, chain):
+    """Winograd's input and input-gradient transforms go tile by tile, or a row of tiles at a
+    time up to ROWS_MAX_CHANNELS channels: both ways give im2col's output and gradients (odd
+    planes, partial tiles, uneven padding)."""
     from netc.runtime.backends.cpu import conv
     from netc.runtime.backends.cpu.conv import winograd
     rng = np.random.default_rng(12)
@@ -461,10 +461,15 @@ def test_winograd_input_gradient_by_tiles_or_by_rows(monkeypatch, inp, chain):
         if not results:
             x = rng.standard_normal((3,) + model.net.input_shape)
             target = rng.standard_normal((3,) + model.net.output_shape)
-        results[how, rows_max] = model.loss_and_grads(x, target, loss="mse", input_grad=True)[2]
-    want = results["im2col", 64]
-    np.testing.assert_allclose(results["winograd", 0], want, rtol=1e-10, atol=1e-14)
-    np.testing.assert_allclose(results["winograd", 64], want, rtol=1e-10, atol=1e-14)
+        _, grads, dx = model.loss_and_grads(x, target, loss="mse", input_grad=True)
+        results[how, rows_max] = (model.forward(x), grads, dx)
+    out0, g0, dx0 = results["im2col", 64]
+    for key in (("winograd", 0), ("winograd", 64)):
+        out, g, dx = results[key]
+        np.testing.assert_allclose(out, out0, rtol=1e-12, atol=1e-12, err_msg=str(key))
+        np.testing.assert_allclose(dx, dx0, rtol=1e-10, atol=1e-14, err_msg=str(key))
+        for name in g0:
+            np.testing.assert_allclose(g[name], g0[name], rtol=1e-10, atol=1e-14, err_msg=name)
 
 
 @pytest.mark.parametrize("c,h,w,ph,pw", [(3, 5, 20, 1, 2), (16, 9, 16, 0, 0), (40, 4, 7, 2, 1),

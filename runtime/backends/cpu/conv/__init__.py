@@ -158,11 +158,12 @@ class Conv(Implementation):
             launch(_direct_forward_cpu, _direct_forward_part, parts, x, _direct_weights(p["weight"]),
                    bias, act, *h["pad"], offs, oh, ow, wide_passes(), xp, acc, y)
         elif how == "winograd":
-            per, xp, v, z, o = _winograd_workspace(ctx, x, f, oh, ow, ("xp", "v", "m", "o"))
+            per, xp, v, z, o, rows = _winograd_workspace(ctx, x, f, oh, ow,
+                                                         ("xp", "v", "m", "o", "rows"))
             launch(_winograd_forward_cpu, _winograd_forward_part, parts, x,
                    _winograd_weights(p["weight"], ctx.scratch("u", (16, x.shape[1], f), x.dtype),
                                      transpose=True), bias, act, *h["pad"], oh, ow, per,
-                   xp, v, z, o, y)
+                   xp, v, z, o, rows, y)
         else:
             per, cols, z = _workspace(ctx, h, x, f, oh, ow, ("cols", "z"))
             size = cols.shape[1] and x.shape[0] * w.shape[1] * h["groups"] * oh * ow

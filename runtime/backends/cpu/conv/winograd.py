@@ -134,8 +134,9 @@ def _winograd_workspace(ctx, x, f, oh, ow, tags, depth=0):
     sample (Hq, Wq, C), 'v' and 'dv' the transformed input or its gradient (16, tiles, C), 'm'
     the transformed output or its gradient (16, tiles, F), 'o' one sample's output over whole
     tiles (F, 2th, 2tw); in backward, 'g' one sample's output gradient times act' (F, >= oh*ow)
-    and 'gt' the same channels-last over whole tiles (2th, 2tw, F); 'rows' the input gradient's
-    transform by rows of tiles, two (16, tw*C), empty above ROWS_MAX_CHANNELS."""
+    and 'gt' the same channels-last over whole tiles (2th, 2tw, F); 'rows' the transforms by
+    rows of tiles, two (16, tw*C) (the input's takes 4 (Wq*C) of it), empty above
+    ROWS_MAX_CHANNELS."""
     n, c = x.shape[:2]
     th, tw = -(-oh // 2), -(-ow // 2)
     chunk = max(CHUNK_BYTES, 16 * c * f * x.itemsize)
@@ -161,25 +162,25 @@ def _skew(count, unit_bytes):
 
 @launcher
 def _winograd_forward_cpu(parts, x, ut, bias, act, ph, pw, oh, ow, per, xp_ws, v_ws, m_ws, o_ws,
-                          y):
+                          rows_ws, y):
     for t in prange(parts):
         run_part(_winograd_forward_part, np.int64(t), parts, (
-            x, ut, bias, act, ph, pw, oh, ow, per, xp_ws, v_ws, m_ws, o_ws, y))
+            x, ut, bias, act, ph, pw, oh, ow, per, xp_ws, v_ws, m_ws, o_ws, rows_ws, y))
 
 
 @kernel()
 def _winograd_forward_part(t, parts, x, ut, bias, act, ph, pw, oh, ow, per, xp_ws, v_ws, m_ws,
-                           o_ws, y):
+                           o_ws, rows_ws, y):
     """y = act(conv(x, w) + bias), ut = U^T (16, C, F): V U^T as V times a matrix with
     contiguous rows, the GEMM that netc's tiles run at full speed."""
     n = x.shape[0]
     th, tw = -(-oh // 2), -(-ow // 2)
     lo, hi = n * t // parts, n * (t + 1) // parts
-    xp, v, mm, o = xp_ws[t], v_ws[t], m_ws[t], o_ws[t]
+    xp, v, mm, o, rows = xp_ws[t], v_ws[t], m_ws[t], o_ws[t], rows_ws[t]
     for s in range(lo, hi, per):
         m = min(hi, s + per) - s
         cols = m * th * tw
-        _winograd_input_cpu(x, s, m, ph, pw, th, tw, xp, v)
+        _winograd_input_cpu(x, s, m, ph, pw, th, tw, xp, v, rows)
         for k in range(16):  # M = V U^T, tile by tile
             gemm(False, False, 1.0, v[k, :cols], ut[k], 0.0, mm[k, :cols])
         for q in range(m):
@@ -214,7 +215,7 @@ def _winograd_backward_part(t, parts, x, u, dy, y, act, ph, pw, per, need_dx, xp
     for s in range(lo, hi, per):
         m = min(hi, s + per) - s
         cols = m * th * tw
-        _winograd_input_cpu(x, s, m, ph, pw, th, tw, xp, v)
+        _winograd_input_cpu(x, s, m, ph, pw, th, tw, xp, v, rows)
         for q in range(m):
             # whole planes: row by row, 8 to 32 values a call, took 8x as long
             dyq, yq = dy[s + q].reshape(-1), y[s + q].reshape(-1)
@@ -236,11 +237,15 @@ def _winograd_backward_part(t, parts, x, u, dy, y, act, ph, pw, per, need_dx, xp
 
 
 @kernel()
-def _winograd_input_cpu(x, s, m, ph, pw, th, tw, xp, v):
-    """v[:, tiles of sample q, :] = the transformed tiles of samples s..s+m-1 (xp: scratch)."""
+def _winograd_input_cpu(x, s, m, ph, pw, th, tw, xp, v, rows):
+    """v[:, tiles of sample q, :] = the transformed tiles of samples s..s+m-1 (xp: scratch), by
+    rows of tiles where `rows` (scratch) is not empty."""
     for q in range(m):
         _winograd_pad_cpu(x[s + q], ph, pw, xp)
-        _winograd_in_cpu(xp, th, tw, v, q * th * tw)
+        if rows.size:
+            _winograd_in_rows_cpu(xp, th, tw, v, q * th * tw, rows.reshape(-1))
+        else:
+            _winograd_in_cpu(xp, th, tw, v, q * th * tw)
 
 
 @kernel()
@@ -322,6 +327,33 @@ def _winograd_in_cpu(xp, th, tw, v, col0):
                         s10 * src[p10 + c] + s11 * src[p11 + c])
 
 
+@kernel()
+def _winograd_in_rows_cpu(xp, th, tw, v, col0, r):
+    """_winograd_in_cpu a row of tiles at a time, for few channels: B^T on the four padded rows
+    under the row of tiles, as loops over whole rows of Wq*C values, into r (4 rows of Wq*C);
+    then each tile's 16 entries from two values of those (B on the columns) instead of four."""
+    u = np.uint64
+    c_, wq, cols = u(xp.shape[2]), u(xp.shape[1]), u(v.shape[1])
+    src, dst, sign = xp.reshape(-1), v.reshape(-1), _BT_SIGN.astype(xp.dtype)
+    run = wq * c_
+    for ty in range(th):
+        for a in range(4):  # r[a] = d[2ty + i0] + sign[a] d[2ty + i1], whole padded rows
+            p0 = u(2 * ty + _BT_TAPS[a, 0]) * run
+            p1 = u(2 * ty + _BT_TAPS[a, 1]) * run
+            sa, out = sign[a], u(a) * run
+            for i in range(run):
+                r[out + i] = src[p0 + i] + sa * src[p1 + i]
+        for tx in range(tw):
+            j = u(col0 + ty * tw + tx)
+            for k in range(16):
+                a, b = k // 4, k % 4
+                q0 = u(a) * run + u(2 * tx + _BT_TAPS[b, 0]) * c_
+                q1 = u(a) * run + u(2 * tx + _BT_TAPS[b, 1]) * c_
+                sb, out = sign[b], (u(k) * cols + j) * c_
+                for c in range(c_):
+                    dst[out + c] = r[q0 + c] + sb * r[q1 + c]
+
+
 # B^T's rows for F(2x2, 3x3), each two taps: row a is d[i0] + sign[a] d[i1]
 _BT_TAPS = np.array([[0, 2], [1, 2], [2, 1], [1, 3]])
 _BT_SIGN = np.array([-1.0, 1.0, -1.0, -1.0])
@@ -377,10 +409,12 @@ def _winograd_grad_out_cpu(g, oh, ow, th, tw, dm, col0, gt):
 
 # A = (A^T)^T for F(2x2, 3x3): A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
 _WINO_A = np.array([[1.0, 0.0], [1.0, 1.0], [1.0, -1.0], [0.0, -1.0]])
-# The input gradient's transform by whole rows of tiles (_winograd_grad_in_rows_cpu) up to this
-# many channels; above it, tile by tile (_winograd_grad_in_cpu). One 32x32 sample, AVX2 Zen 3:
-# 32 channels 58-60 us against 82-85, 48 84 against 110, 64 106-110 against 115-137 (16x16:
-# 27.6 against 29.0); 96 channels on 16x16 42 against 38, 128 60 against 49
+# The input's and the input gradient's transforms by whole rows of tiles (_winograd_in_rows_cpu,
+# _winograd_grad_in_rows_cpu) up to this many channels; above it, tile by tile. One 32x32
+# sample, AVX2 Zen 3: the input gradient's, 32 channels 58-60 us against 82-85, 48 84 against 110,
+# 64 106-110 against 115-137 (16x16: 27.6 against 29.0), 96 channels on 16x16 42 against 38, 128
+# 60 against 49; the input's, 32 channels 33 against 41, 64 49 against 70 (16x16: 7.5 against
+# 9.9, 10.6 against 13.1), 128 on 16x16 28 against 24
 ROWS_MAX_CHANNELS = 64
 # B's rows (B^T's columns), three taps each (a zero coefficient where fewer): B v's entry r is
 # the sum of _B_COEF[r, i] v[_B_TAPS[r, i]]
