@@ -34,6 +34,11 @@ class PerPixelOutput:
         return _as_out(p, self._conv().backward_logits(self.rules.pixel_conv(h), _as_conv(p),
                                                        cache.conv, dz, ctx))
 
+    def algorithm(self, h, xs, batch=None, tiles=None):
+        if h["per"] == "sample":
+            return super().algorithm(h, xs, batch, tiles)
+        return self._conv().algorithm(self.rules.pixel_conv(h), xs, batch, tiles)
+
     def _conv(self):
         return implementation(ConvKind.name, self.backend)
 

@@ -87,6 +87,17 @@ def test_bench_names_each_conv_algorithm(capsys, tmp_path):
         assert rows["fc1"][2] == rows["out1"][2] == fc
 
 
+def test_bench_names_how_a_per_pixel_output_runs(capsys, tmp_path):
+    """OUT per=pixel runs as the 1x1 CONV it is: `netc bench` names that CONV's algorithm (it
+    named the FC's, which never ran). 16 channels, 4 filters on 32x32: direct, with netc's
+    tiles or without."""
+    spec = tmp_path / "pixels.net"
+    spec.write_text("input 32x32x16\nOUT 4 softmax per=pixel\n")
+    assert main(["bench", str(spec), "--batch", "2", "--iters", "1"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[3:-1]}
+    assert rows["out1"][2] == "direct"
+
+
 def test_bench_rates_follow_the_layers_multiply_adds(capsys, tmp_path):
     """The forward GFLOP/s column: two per multiply-add of the layer, over its forward time."""
     import netc
