@@ -65,3 +65,20 @@ def test_settling_lasts_at_least_its_time(compare, machine):
     medians = compare.interleave(steps, repeats=10, block=5, warmup=1, settle=2, settle_s=0.0075)
     assert medians == pytest.approx([1e-3, 1e-3])
     assert machine.calls == ["netc", "torch"] + (["netc"] * 10 + ["torch"] * 10) * 2
+
+
+def test_conv_switch_reads_its_setting():
+    """bench/conv_switch.py's `module.NAME=v,v`: literals where they are literals, names as
+    strings, and a clear error for a module it does not know."""
+    spec = importlib.util.spec_from_file_location("netc_bench_conv_switch",
+                                                  os.path.join(ROOT, "bench", "conv_switch.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from netc.runtime.backends.cpu.conv import direct, winograd
+    assert module.parse_setting("winograd.ROWS_MAX_CHANNELS=0,64") == (
+        winograd, "ROWS_MAX_CHANNELS", [0, 64])
+    assert module.parse_setting("direct.WIDE=True,False,None")[2] == [True, False, None]
+    assert module.parse_setting("conv.FORCE=winograd,direct")[2] == ["winograd", "direct"]
+    assert direct.WIDE is None  # parsing sets nothing
+    with pytest.raises(SystemExit, match="module one of conv, winograd"):
+        module.parse_setting("gpu.FORCE=1")
