@@ -422,6 +422,23 @@ _B_TAPS = np.array([[0, 1, 2], [1, 2, 3], [0, 1, 2], [1, 2, 3]])
 _B_COEF = np.array([[1.0, 0.0, 0.0], [1.0, -1.0, 1.0], [-1.0, 1.0, 1.0], [0.0, 0.0, -1.0]])
 
 
+@kernel(inline=True)
+def _b_columns_cpu(src, cols, j, c_, count, coef, out):
+    """out[k*count:(k+1)*count] = (B dV)[r, b] (k = 4r + b: the sum over a of B[r, a] dV[a, b],
+    at most three taps) for the `count` values of dV (src, flat (16, cols, C)) from column j on:
+    one tile's C channels, or a row of tiles side by side. Inlined into both input-gradient
+    transforms."""
+    u = np.uint64
+    for k in range(16):
+        r, b = k // 4, k % 4
+        p0 = (u(4 * _B_TAPS[r, 0] + b) * cols + j) * c_
+        p1 = (u(4 * _B_TAPS[r, 1] + b) * cols + j) * c_
+        p2 = (u(4 * _B_TAPS[r, 2] + b) * cols + j) * c_
+        c0, c1, c2, at = coef[r, 0], coef[r, 1], coef[r, 2], u(k) * count
+        for i in range(count):
+            out[at + i] = c0 * src[p0 + i] + c1 * src[p1 + i] + c2 * src[p2 + i]
+
+
 @kernel()
 def _winograd_grad_in_cpu(dv, col0, th, tw, dxp):
     """dxp (Hq, Wq, C) = the sum over tiles of B dV B^T placed at (2ty, 2tx) (tiles overlap by
@@ -435,15 +452,7 @@ def _winograd_grad_in_cpu(dv, col0, th, tw, dxp):
     src, dst, coef = dv.reshape(-1), dxp.reshape(-1), _B_COEF.astype(dxp.dtype)
     for ty in range(th):
         for tx in range(tw):
-            j = u(col0 + ty * tw + tx)
-            for k in range(16):  # tile[4r + b] = (B dV)[r, b] = sum over a of B[r, a] dV[a, b]
-                r, b = k // 4, k % 4
-                p0 = (u(4 * _B_TAPS[r, 0] + b) * cols + j) * c_
-                p1 = (u(4 * _B_TAPS[r, 1] + b) * cols + j) * c_
-                p2 = (u(4 * _B_TAPS[r, 2] + b) * cols + j) * c_
-                c0, c1, c2, out = coef[r, 0], coef[r, 1], coef[r, 2], u(k) * c_
-                for c in range(c_):
-                    tile[out + c] = c0 * src[p0 + c] + c1 * src[p1 + c] + c2 * src[p2 + c]
+            _b_columns_cpu(src, cols, u(col0 + ty * tw + tx), c_, c_, coef, tile)
             for k in range(16):  # dxp[2ty + r, 2tx + q] += sum over b of tile[4r + b] B[q, b]
                 r, q = k // 4, k % 4
                 p0 = u(4 * r + _B_TAPS[q, 0]) * c_
@@ -469,15 +478,7 @@ def _winograd_grad_in_rows_cpu(dv, col0, th, tw, dxp, rows):
     run = u(tw) * c_
     bd, bdb = rows[0].reshape(-1), rows[1].reshape(-1)
     for ty in range(th):
-        j = u(col0 + ty * tw)
-        for k in range(16):  # bd[4r + b] = (B dV)[r, b] = sum over a of B[r, a] dV[a, b]
-            r, b = k // 4, k % 4
-            p0 = (u(4 * _B_TAPS[r, 0] + b) * cols + j) * c_
-            p1 = (u(4 * _B_TAPS[r, 1] + b) * cols + j) * c_
-            p2 = (u(4 * _B_TAPS[r, 2] + b) * cols + j) * c_
-            c0, c1, c2, out = coef[r, 0], coef[r, 1], coef[r, 2], u(k) * run
-            for i in range(run):
-                bd[out + i] = c0 * src[p0 + i] + c1 * src[p1 + i] + c2 * src[p2 + i]
+        _b_columns_cpu(src, cols, u(col0 + ty * tw), c_, run, coef, bd)
         for k in range(16):  # bdb[4r + q] = sum over b of bd[4r + b] B[q, b]
             r, q = k // 4, k % 4
             p0 = u(4 * r + _B_TAPS[q, 0]) * run
