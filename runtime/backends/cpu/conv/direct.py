@@ -30,7 +30,7 @@ from numba import prange
 from ..common import (TAPS, _act_row_cpu, _fill_cpu, _grad_row_cpu, _nine_dots1_cpu, _nine_dots_cpu,
                       _offsets)
 from ..jit import REDUCE, kernel, launcher, run_part
-from ..tiles import host_vector_bytes
+from ..dense import wide_vectors
 
 BLOCK = 4  # filters per pass: what _nine_taps_cpu spells out by name, for TAPS taps
 WIDE = None  # passes for 32 vector registers (True) or 16 (False); None: by the CPU
@@ -43,7 +43,7 @@ def wide_passes() -> bool:
     at a time: where the wide passes spilled, these ran 1.4x and 1.6x as fast (16 -> 16
     channels on 32x32, one sample, Zen 3: forward 68 us against 97, the weight gradient 86
     against 136)."""
-    return host_vector_bytes() == 64 if WIDE is None else WIDE
+    return wide_vectors() if WIDE is None else WIDE
 
 
 def _direct_plan(h, xshape):
