@@ -44,19 +44,22 @@ def parse_setting(text):
     return importlib.import_module(MODULES[module]), name, [value(v) for v in values.split(",")]
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("layer", help='"HxWxC CONV ...": the input and the layer, as a spec writes them')
     ap.add_argument("setting", help="module.NAME=value,value,...")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--steps", type=int, default=5, help="timed steps a round and value")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     module, name, values = parse_setting(args.setting)
     if not hasattr(module, name):
         raise SystemExit(f"conv_switch: {module.__name__} has no setting {name}")
     shape, _, layer = args.layer.partition(" ")
-    model = netc.Model(f"input {shape}\n{layer} - GAP - OUT 10 softmax")
+    try:
+        model = netc.Model(f"input {shape}\n{layer} - GAP - OUT 10 softmax")
+    except netc.NetcError as e:
+        raise SystemExit(f"conv_switch: the layer '{args.layer}' (input, then the layer):\n{e}")
     node = model.net.nodes[1].name
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.batch,) + model.net.input_shape).astype(np.float32)

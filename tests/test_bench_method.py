@@ -82,3 +82,7 @@ def test_conv_switch_reads_its_setting():
     assert direct.WIDE is None  # parsing sets nothing
     with pytest.raises(SystemExit, match="module one of conv, winograd"):
         module.parse_setting("gpu.FORCE=1")
+    with pytest.raises(SystemExit, match="(?s)the layer '8x8x3 CONV 3x3 foo'.*`act` must be one of"):
+        module.main(["8x8x3 CONV 3x3 foo", "conv.FORCE=direct"])
+    with pytest.raises(SystemExit, match="has no setting NOPE"):
+        module.main(["8x8x3 CONV 3x3 4", "direct.NOPE=1"])
