@@ -14,8 +14,8 @@ import numpy as np
 from numba import prange
 
 from ..blas import gemm
-from ..common import (CHUNK_BYTES, _act_row_cpu, _channels_first_cpu, _fill_cpu, _grad_row_cpu,
-                      _valid, samples_per_chunk)
+from ..common import (CHUNK_BYTES, _act_row_cpu, _channels_first_cpu, _copy_run_cpu, _fill_cpu,
+                      _grad_row_cpu, _valid, samples_per_chunk)
 from ..jit import REDUCE, kernel, launcher, run_part, share
 
 
@@ -217,8 +217,11 @@ def _im2col_cpu(x, n0, n1, kh, kw, sh, sw, ph, pw, oh, ow, out):
                         if inside:  # column ox of the run reads x[.., (xlo + ox)*sw - pw + j]
                             src = u(((n * c_ + c) * h_ + oy * sh - ph + i) * w_ + xlo * sw - pw + j)
                             at = row + u(xlo)
-                            for ox in range(u(xhi - xlo)):
-                                of[at + ox] = xf[src + ox * step]
+                            if sw == 1:
+                                _copy_run_cpu(of, at, xf, src, u(xhi - xlo))
+                            else:
+                                for ox in range(u(xhi - xlo)):
+                                    of[at + ox] = xf[src + ox * step]
 
 
 @kernel(outlined=True)
