@@ -133,21 +133,48 @@ def test_row_kernels_split_across_threads_give_the_same_numbers():
     z = rng.standard_normal((n, k, p))
     labels = rng.integers(0, k, (n, p))
     target = rng.random((n, k, p))
-    for code in (ew.CROSS_ENTROPY, ew.SOFT_CROSS_ENTROPY, ew.KL, ew.MULTICLASS_HINGE):
+    kernels = [(code, cpu_losses.ROWS[code]) for code in (
+        ew.CROSS_ENTROPY, ew.SOFT_CROSS_ENTROPY, ew.KL, ew.MULTICLASS_HINGE)]
+    for code, (launcher, part) in kernels + [(ew.CROSS_ENTROPY, cpu_losses.PIXELS)]:
         g1, g2, s1, s2 = np.empty_like(z), np.empty_like(z), np.empty(n), np.empty(n)
-        launcher, part = cpu_losses.ROWS[code]
         part(0, 1, z, target, labels, True, 1 / (n * p), g1, s1)
         launcher(3, z, target, labels, True, 1 / (n * p), g2, s2)
         assert np.array_equal(s1, s2) and np.array_equal(g1, g2)
         total = cpu_losses.rows(code, z, target, labels, True, 1 / (n * p), np.empty_like(z))
         assert total == cpu_losses._total_cpu(s1, 1 / (n * p))
         assert np.isclose(total, s1.sum() / (n * p), rtol=1e-12)
-    y1, y2 = np.empty_like(z), np.empty_like(z)
-    activation._softmax_rows_part(0, 1, z, y1)
-    activation._softmax_rows_cpu(3, z, y2)
-    assert np.array_equal(y1, y2)
-    np.testing.assert_allclose(y1.sum(axis=1), 1.0)
+    for launcher, part in ((activation._softmax_rows_cpu, activation._softmax_rows_part),
+                           (activation._softmax_pixels_cpu, activation._softmax_pixels_part)):
+        y1, y2 = np.empty_like(z), np.empty_like(z)
+        part(0, 1, z, y1)
+        launcher(3, z, y2)
+        assert np.array_equal(y1, y2)
+        np.testing.assert_allclose(y1.sum(axis=1), 1.0)
     d1, d2 = np.empty_like(z), np.empty_like(z)
     activation._softmax_grad_rows_part(0, 1, y1, target, d1)
     activation._softmax_grad_rows_cpu(3, y1, target, d2)
     np.testing.assert_allclose(d1, d2, rtol=1e-12, atol=1e-15)  # fastmath may reassociate
+
+
+@pytest.mark.parametrize("k, h, w", [(3, 5, 7), (21, 4, 4), (1, 3, 3)])
+def test_per_pixel_softmax_and_cross_entropy_in_float32_against_numpy(k, h, w):
+    """Per pixel (P > 1), the CPU runs the softmax and the cross-entropy over a sample's pixels
+    at once (exps vectorized over the pixels), not a row at a time: the same numbers, to
+    float32's precision, as NumPy's float64 ones, for pixel counts that leave the vector loops
+    a remainder, many classes, and one class (softmax 1, loss 0)."""
+    from netc.runtime.backends.cpu import activation
+    r = np.random.default_rng(k)
+    z64 = r.standard_normal((3, k, h, w)) * 8
+    z = z64.astype(np.float32)
+    labels = r.integers(0, k, (3, h, w))
+    e = np.exp(z.astype(np.float64) - z.max(axis=1, keepdims=True))
+    p = e / e.sum(axis=1, keepdims=True)
+    y = activation.apply("softmax", z)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, p, rtol=2e-6, atol=1e-7)
+    value, grad = loss("cross_entropy", z, labels)
+    picked = np.take_along_axis(p, labels[:, None], axis=1)
+    assert abs(value - -np.mean(np.log(picked))) < 2e-6 * max(1.0, abs(value))
+    onehot = np.moveaxis(np.eye(k)[labels], -1, 1)
+    assert grad.dtype == np.float32
+    np.testing.assert_allclose(grad, (p - onehot) / labels.size, rtol=2e-6, atol=1e-8)

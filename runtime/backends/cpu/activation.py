@@ -10,6 +10,7 @@ from netc.compiler.kinds import activation as kinds
 
 from .. import elementwise as ew
 from ..registry import Implementation, implements
+from .common import _softmax_terms_cpu
 from .jit import REDUCE, kernel, launch, launcher, run_part, share, split
 
 
@@ -20,7 +21,9 @@ def apply(name, z, a=0.0, out=None):
     alpha. `out`: a contiguous array of z's shape for y (a fresh one by default)."""
     z = np.ascontiguousarray(z)
     y = np.empty_like(z) if out is None else out
-    if name == "softmax":
+    if name == "softmax" and _rows(z).shape[2] > 1:  # per pixel: the pixels' loops vectorize
+        launch(_softmax_pixels_cpu, _softmax_pixels_part, _sample_parts(z), _rows(z), _rows(y))
+    elif name == "softmax":
         launch(_softmax_rows_cpu, _softmax_rows_part, _sample_parts(z), _rows(z), _rows(y))
     else:
         launch(_act_cpu, _act_part, split(2 * z.size), ew.ACT_CODES[name], z.dtype.type(a),
@@ -238,6 +241,27 @@ def _softmax_rows_part(t, parts, z, y):
     for n in range(lo, hi):
         for p in range(z.shape[2]):
             _softmax_row(z, y, n, p)
+
+
+@launcher
+def _softmax_pixels_cpu(parts, z, y):
+    for t in prange(parts):
+        run_part(_softmax_pixels_part, np.int64(t), parts, (z, y))
+
+
+@kernel()
+def _softmax_pixels_part(t, parts, z, y):
+    """y[n] (K, P) = the softmax over K of each pixel of z[n], for part t's samples."""
+    lo, hi = share(z.shape[0], t, parts)
+    m, s = np.empty(z.shape[2], z.dtype), np.empty(z.shape[2], z.dtype)
+    for n in range(lo, hi):
+        yn = y[n]
+        _softmax_terms_cpu(z[n], yn, m, s)
+        for p in range(z.shape[2]):
+            s[p] = 1.0 / s[p]
+        for k in range(z.shape[1]):
+            for p in range(z.shape[2]):
+                yn[k, p] *= s[p]
 
 
 @kernel(fastmath=REDUCE, inline=True)
