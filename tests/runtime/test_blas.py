@@ -83,7 +83,7 @@ def test_a_kernel_calls_the_gemm_by_symbol_whatever_its_operands_layouts():
     want = a @ b.T
     want[:, 1:] += a[:, :3] @ b[:, :3].T[:, :5]
     np.testing.assert_allclose(c, want, rtol=1e-5)
-    callee = blas._tiles_at if blas.own_tiles_nt() else blas._blas_at
+    callee = blas._tiles_at if any(blas._routes(None)[:2]) else blas._blas_at
     # float32's: other tests may have compiled float64's (the BLAS's, where no tiles route)
     single = [sig for sig in callee.overloads if numba.float32 in sig]
     assert len(single) == 1
@@ -93,28 +93,34 @@ def test_a_kernel_calls_the_gemm_by_symbol_whatever_its_operands_layouts():
     assert "cblas" not in ir and "netc_tiles_sgemm" not in ir
 
 
-@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86's AVX2 emulated")
-def test_a_cpu_without_tile_routes_compiles_and_runs_the_gemm_without_them(tmp_path):
-    """On AVX2 (emulated here by Numba's CPU settings, which netc's routes follow) the tiles'
-    symbol is never bound: no compiled GEMM may name it (LLVM ends a process that loads code
-    naming an unbound symbol)."""
-    script = """
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86's CPUs emulated")
+@pytest.mark.parametrize("features,routes", [("-avx512f", (True, False, 64)),
+                                             ("-avx512f,-avx2,-fma", (False, False, 0))])
+def test_the_routes_follow_the_cpu_and_the_shape(tmp_path, features, routes):
+    """On AVX2 (emulated here by Numba's CPU settings, which netc's routes follow) a thin
+    C = op(A) B runs on the tiles, a wide one and C = A B^T on the BLAS; on a CPU without AVX2
+    the tiles' symbol is never bound, and no compiled GEMM may name it (LLVM ends a process that
+    loads code naming an unbound symbol). The same products either way."""
+    script = f"""
 import numba, numpy as np
 from netc.runtime.backends.cpu import blas, jit
 jit.setup()
-assert not (blas.own_tiles() or blas.own_tiles_nt())
+assert blas._routes(None) == {routes!r} and not (blas.own_tiles() or blas.own_tiles_nt())
 @numba.njit
-def call(a, b, c):
+def call(a, b, c, w, d):
     blas.gemm(False, True, 2.0, a, b, 0.0, c)
-    blas.gemm(False, False, 1.0, a, b.T.copy(), 1.0, c)
+    blas.gemm(False, False, 1.0, a, b.T.copy(), 1.0, c)  # n = 4, k = 3: thin
+    blas.gemm(False, False, 1.0, a[:, :2], w, 0.0, d)  # n = 70: wide
 rng = np.random.default_rng(5)
 a, b = rng.standard_normal((7, 3)).astype(np.float32), rng.standard_normal((4, 3)).astype(np.float32)
-c = np.zeros((7, 4), np.float32)
-call(a, b, c)
+w = rng.standard_normal((2, 70)).astype(np.float32)
+c, d = np.zeros((7, 4), np.float32), np.zeros((7, 70), np.float32)
+call(a, b, c, w, d)
 np.testing.assert_allclose(c, 3 * a @ b.T, rtol=1e-5)
+np.testing.assert_allclose(d, a[:, :2] @ w, rtol=1e-5)
 print("ok")
 """
-    env = {**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": "-avx512f",
+    env = {**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": features,
            "NUMBA_CACHE_DIR": str(tmp_path)}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.split() == ["ok"], done.stderr[-2000:]

@@ -14,7 +14,9 @@ says otherwise ("auto": OpenBLAS's own choice; or a core name, such as Haswell o
 float32 GEMMs run on them instead, whatever the BLAS is pinned to (TILE_ROUTES, per vector width):
 on AVX-512 both C = op(A) B and C = A B^T, about twice as fast as OpenBLAS's AVX2 kernels and as
 fast or faster than its AVX-512 ones on most of the layers' shapes; on AVX2, where the tiles are a
-third of that size, the routes that the measurements in bench/RESULTS.md say (bench/gemm.py).
+third of that size, C = op(A) B where n and k are at most 64 (Winograd's products over 64 channels
+or fewer), where they ran 10-50% faster than OpenBLAS's Haswell kernels, and the BLAS for the rest
+(bench/RESULTS.md, bench/gemm.py).
 The tiles are one C-callable function, compiled (or loaded from the cache) by bind() and called
 by address as the BLAS is: compiled into every kernel that calls a GEMM, they were compiled once
 per kernel, 20 s of a first run's compiling. float64 (gradient checks, tests) runs on the BLAS,
@@ -49,8 +51,11 @@ ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 INT_MAX = 2**31 - 1  # CBLAS's int: every dimension and leading dimension must fit
 _I32 = types.int32
 # per vector width of the tiles (tiles.vector_bytes): whether float32's C = op(A) B and C = A B^T
-# run on them rather than on the BLAS
-TILE_ROUTES = {64: (True, True), 32: (False, False)}
+# run on them rather than on the BLAS, and the most n and k of a C = op(A) B that runs on them (0:
+# any). AVX2, one thread, tiles / OpenBLAS's Haswell kernels in GFLOP/s (bench/gemm.py): m = 512
+# and 2048 by n and k of 16-64, tiles 77-94 against 53-84 (2048x64x16: 51 / 42); with n or k 128
+# mixed, 65-95 against 69-89; MLP and FC shapes (n 784-4096) 33-57 against 58-72
+TILE_ROUTES = {64: (True, True, 0), 32: (True, False, 64)}
 
 
 def _signature(real):
@@ -215,7 +220,7 @@ def bind() -> bool:
         _keep.extend(fns)
         for name, fn in zip(("netc_cblas_sgemm", "netc_cblas_dgemm"), fns):
             llvm.add_symbol(name, ctypes.cast(fn, ctypes.c_void_p).value)
-        if own_tiles() or own_tiles_nt():
+        if any(_routes(None)[:2]):
             _bind_tiles()
         else:
             TILES_READY.set()
@@ -301,7 +306,9 @@ def describe() -> str:
     """What runs the kernels' GEMMs (after bind()): netc's tiles (their geometry) for which
     products, and which BLAS with which kernels."""
     blas = _bound.get("description", "not bound yet")
-    routes = [name for name, on in (("op(A) B", own_tiles()), ("A B^T", own_tiles_nt())) if on]
+    ab, abt, most = _routes(None)
+    thin = f" where n and k are at most {most}" if most else ""
+    routes = [name for name, on in ((f"op(A) B{thin}", ab), ("A B^T", abt)) if on]
     if not routes:
         return blas
     return (f"netc's own tiles ({tiles.GEOMETRIES[tiles.host_vector_bytes()]}) for "
@@ -309,9 +316,12 @@ def describe() -> str:
 
 
 def own_tiles(features=None) -> bool:
-    """Whether gemm runs float32's C = op(A) B on netc's own tiles (tiles.py) rather than the BLAS, on this
-    CPU or on one with these features (LLVM's names): TILE_ROUTES for its vector width."""
-    return _routes(features)[0]
+    """Whether gemm runs float32's C = op(A) B of every shape on netc's own tiles (tiles.py)
+    rather than the BLAS, on this CPU or on one with these features (LLVM's names): TILE_ROUTES
+    for its vector width. (On AVX2 only the thin ones run there: the layers' choices that weigh
+    the GEMM's speed take the BLAS's.)"""
+    ab, _, most = _routes(features)
+    return ab and not most
 
 
 def own_tiles_nt(features=None) -> bool:
@@ -320,8 +330,9 @@ def own_tiles_nt(features=None) -> bool:
 
 
 def _routes(features):
+    """(op(A) B on the tiles, A B^T on the tiles, the most n and k of the first, 0 for any)."""
     width = tiles.host_vector_bytes() if features is None else tiles.vector_bytes(features)
-    return TILE_ROUTES.get(width, (False, False))
+    return TILE_ROUTES.get(width, (False, False, 0))
 
 
 def blas_gemm(ta, tb, alpha, a, b, beta, c):
@@ -343,11 +354,13 @@ def _blas_at(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
 
 
 @cache.njit(nogil=True)
-def _tiles_at(ta, tb, ab, abt, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-    """_blas_at for float32, on the tiles where the route says (ab: C = op(A) B, abt: C = A B^T).
-    Only for a CPU with tile routes: its code names netc_tiles_sgemm, which bind() gives LLVM
-    there alone (code naming an unbound symbol ends the process when it loads)."""
-    if (ab and not tb) or (abt and tb and not ta):
+def _tiles_at(ta, tb, ab, abt, most, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """_blas_at for float32, on the tiles where the route says (ab: C = op(A) B where n and k
+    are at most `most`, or any if it is 0; abt: C = A B^T). Only for a CPU with tile routes: its
+    code names netc_tiles_sgemm, which bind() gives LLVM there alone (code naming an unbound
+    symbol ends the process when it loads)."""
+    thin = most == 0 or (n <= most and k <= most)
+    if (ab and not tb and thin) or (abt and tb and not ta):
         if m and n:
             _TILES_S(np.intp(ta), np.intp(tb), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
     else:
@@ -407,12 +420,14 @@ def _lower_gemm(routes):
                   lead[2]]
         i = types.intp
         argtypes = (types.boolean, types.boolean, i, i, i, real, i, i, i, i, real, i, i)
-        ab, abt = routes(real)
+        ab, abt, most = routes(real)
         if not (ab or abt):
             return linking.emit(context, builder, _blas_at, argtypes, [*flag, *values])
         route = [cgutils.true_bit if ab else cgutils.false_bit,
-                 cgutils.true_bit if abt else cgutils.false_bit]
-        return linking.emit(context, builder, _tiles_at, argtypes[:2] + argtypes[:2] + argtypes[2:],
+                 cgutils.true_bit if abt else cgutils.false_bit,
+                 context.get_constant(types.intp, most)]
+        return linking.emit(context, builder, _tiles_at,
+                            argtypes[:2] + argtypes[:2] + (i,) + argtypes[2:],
                             [*flag, *route, *values])
     return lower
 
@@ -420,5 +435,5 @@ def _lower_gemm(routes):
 _ANY = (types.Boolean, types.Boolean, types.Number, types.Array, types.Array, types.Number,
         types.Array)
 lower_builtin(gemm, *_ANY)(_lower_gemm(
-    lambda real: (own_tiles(), own_tiles_nt()) if real == types.float32 else (False, False)))
-lower_builtin(blas_gemm, *_ANY)(_lower_gemm(lambda real: (False, False)))
+    lambda real: _routes(None) if real == types.float32 else (False, False, 0)))
+lower_builtin(blas_gemm, *_ANY)(_lower_gemm(lambda real: (False, False, 0)))
