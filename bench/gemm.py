@@ -30,6 +30,8 @@ SHAPES = [
     ("Winograd M = V U^T (conv4)", False, False, 2048, 64, 64),
     ("Winograd dU = dM^T V (conv4)", True, False, 64, 64, 2048),
     ("LeNet F6 weight gradient", True, False, 84, 120, 64),
+    ("small VGG conv2 Winograd M (32 ch)", False, False, 1024, 32, 32),
+    ("Winograd M by a row of tiles (64 ch)", False, False, 16, 64, 64),
     ("ResNet-18 Winograd M (128 ch)", False, False, 1024, 128, 128),
     ("ResNet-18 Winograd M (256 ch)", False, False, 512, 256, 256),
     ("ResNet-18 Winograd dU (256 ch)", True, False, 256, 256, 512),
@@ -85,10 +87,13 @@ def main(argv=None):
     jit.setup()
     numba.set_num_threads(1)
     key = args.vector_bytes or tiles.host_vector_bytes() or 64
-    ab, abt = blas.own_tiles(), blas.own_tiles_nt()
+    ab, abt, most = blas._routes(None)
+    where = "the tiles" if ab else "the BLAS"
+    if ab and most:
+        where = f"the tiles where n and k are at most {most}, else the BLAS"
     print(f"GEMM: {blas.describe()}")
     print(f"tiles benchmarked: {tiles.GEOMETRIES[key]}; the kernels here run C = op(A) B on "
-          f"{'the tiles' if ab else 'the BLAS'}, C = A B^T on {'the tiles' if abt else 'the BLAS'}")
+          f"{where}, C = A B^T on {'the tiles' if abt else 'the BLAS'}")
     print(f"{'GEMM':<32} {'m x n x k':>16} {'tiles':>7} {'BLAS':>7} GFLOP/s")
     ours = _tiles(key)
     for name, ta, tb, m, n, k in SHAPES:
