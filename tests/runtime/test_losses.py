@@ -161,10 +161,12 @@ def test_per_pixel_softmax_and_cross_entropy_in_float32_against_numpy(k, h, w):
     """Per pixel (P > 1), the CPU runs the softmax and the cross-entropy over a sample's pixels
     at once (exps vectorized over the pixels), not a row at a time: the same numbers, to
     float32's precision, as NumPy's float64 ones, for pixel counts that leave the vector loops
-    a remainder, many classes, and one class (softmax 1, loss 0)."""
+    a remainder, many classes, and one class (softmax 1, loss 0); the first sample's logits
+    near 200, whose exps overflow float32 unless the pixel's largest is taken off first."""
     from netc.runtime.backends.cpu import activation
     r = np.random.default_rng(k)
     z64 = r.standard_normal((3, k, h, w)) * 8
+    z64[0] += 200
     z = z64.astype(np.float32)
     labels = r.integers(0, k, (3, h, w))
     e = np.exp(z.astype(np.float64) - z.max(axis=1, keepdims=True))
