@@ -113,7 +113,7 @@ def _direct_forward_part(t, parts, x, wk, bias, act, ph, pw, offs, oh, ow, wide,
         _pad_planes_cpu(x[s], ph, pw, xp)
         for b in range(wk.shape[0]):
             _fill_cpu(acc.reshape(-1), 0.0)
-            _taps_cpu(xp, offs, wk[b], acc, count, wide)
+            _taps_cpu(xp, offs, wk[b], acc, count, wide, min(BLOCK, f_ - BLOCK * b))
             for i in range(min(BLOCK, f_ - BLOCK * b)):  # act over the whole wide plane
                 _act_row_cpu(act, acc[i], bias[BLOCK * b + i], acc[BLOCK], count)
                 _rows_cpu(acc[BLOCK], wp, y[s, BLOCK * b + i].reshape(-1), ow, oh, ow)
@@ -161,7 +161,7 @@ def _direct_backward_part(t, parts, x, wt, dy, y, act, ph, pw, offs, margin, nee
         if need_dx:
             for b in range(wt.shape[0]):
                 _fill_cpu(acc.reshape(-1), 0.0)
-                _taps_cpu(g[:f_], back, wt[b], acc, plane, wide)
+                _taps_cpu(g[:f_], back, wt[b], acc, plane, wide, min(BLOCK, c_ - BLOCK * b))
                 for i in range(min(BLOCK, c_ - BLOCK * b)):
                     _rows_cpu(acc[i, ph * wp + pw:], wp, dx[s, BLOCK * b + i].reshape(-1), ww,
                               hh, ww)
@@ -190,15 +190,20 @@ def _pad_planes_cpu(img, ph, pw, xp):
 
 
 @kernel(fastmath=REDUCE)
-def _taps_cpu(planes, offs, wk, acc, count, wide):
+def _taps_cpu(planes, offs, wk, acc, count, wide, rows):
     """acc[i, p] += sum_c sum_t wk[c, t // 9, i, t % 9] * planes[c, offs[t] + p] for p < count:
     four output planes i from every input plane c (one call per block of four filters, so that
     the slices below are made and released inside the function, not once per call); nine taps
-    a pass if wide, else three (wide_passes)."""
+    a pass if wide, else three (wide_passes), for the block's first two planes alone where it
+    has `rows` <= 2 (a last block of two filters: LeNet-5's C1 has six)."""
     for c in range(planes.shape[0]):
         for j in range(wk.shape[1]):
             if wide:
                 _nine_taps_cpu(planes[c], offs[TAPS * j:TAPS * j + TAPS], wk[c, j], acc, count)
+            elif rows <= 2:
+                for q in range(0, TAPS, 3):
+                    _three_taps2_cpu(planes[c], offs[TAPS * j + q:TAPS * j + q + 3], wk[c, j], q,
+                                     acc, count)
             else:
                 for q in range(0, TAPS, 3):
                     _three_taps_cpu(planes[c], offs[TAPS * j + q:TAPS * j + q + 3], wk[c, j], q,
@@ -221,6 +226,19 @@ def _three_taps_cpu(x, offs, k, q, acc, count):
         acc[1, p] += b0 * v0 + b1 * v1 + b2 * v2
         acc[2, p] += c0 * v0 + c1 * v1 + c2 * v2
         acc[3, p] += d0 * v0 + d1 * v1 + d2 * v2
+
+
+@kernel(fastmath=REDUCE, inline=True)
+def _three_taps2_cpu(x, offs, k, q, acc, count):
+    """_three_taps_cpu for the first two rows i alone."""
+    u = np.uint64
+    o0, o1, o2 = u(offs[0]), u(offs[1]), u(offs[2])
+    a0, a1, a2 = k[0, q], k[0, q + 1], k[0, q + 2]
+    b0, b1, b2 = k[1, q], k[1, q + 1], k[1, q + 2]
+    for p in range(u(count)):
+        v0, v1, v2 = x[o0 + p], x[o1 + p], x[o2 + p]
+        acc[0, p] += a0 * v0 + a1 * v1 + a2 * v2
+        acc[1, p] += b0 * v0 + b1 * v1 + b2 * v2
 
 
 @kernel(fastmath=REDUCE, inline=True)
