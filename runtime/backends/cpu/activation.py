@@ -21,10 +21,11 @@ def apply(name, z, a=0.0, out=None):
     alpha. `out`: a contiguous array of z's shape for y (a fresh one by default)."""
     z = np.ascontiguousarray(z)
     y = np.empty_like(z) if out is None else out
-    if name == "softmax" and _rows(z).shape[2] > 1:  # per pixel: the pixels' loops vectorize
-        launch(_softmax_pixels_cpu, _softmax_pixels_part, _sample_parts(z), _rows(z), _rows(y))
-    elif name == "softmax":
-        launch(_softmax_rows_cpu, _softmax_rows_part, _sample_parts(z), _rows(z), _rows(y))
+    if name == "softmax":  # per pixel (P > 1) over a sample's pixels at once: their loops vectorize
+        rows = _rows(z)
+        kernels = ((_softmax_pixels_cpu, _softmax_pixels_part) if rows.shape[2] > 1
+                   else (_softmax_rows_cpu, _softmax_rows_part))
+        launch(*kernels, _sample_parts(z), rows, _rows(y))
     else:
         launch(_act_cpu, _act_part, split(2 * z.size), ew.ACT_CODES[name], z.dtype.type(a),
                z.reshape(-1), y.reshape(-1))
