@@ -87,7 +87,7 @@ def main(argv=None):
     jit.setup()
     numba.set_num_threads(1)
     key = args.vector_bytes or tiles.host_vector_bytes() or 64
-    ab, abt, most = blas._routes(None)
+    ab, abt, most = blas.tile_routes()
     where = "the tiles" if ab else "the BLAS"
     if ab and most:
         where = f"the tiles where n and k are at most {most}, else the BLAS"

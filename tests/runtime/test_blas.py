@@ -83,7 +83,7 @@ def test_a_kernel_calls_the_gemm_by_symbol_whatever_its_operands_layouts():
     want = a @ b.T
     want[:, 1:] += a[:, :3] @ b[:, :3].T[:, :5]
     np.testing.assert_allclose(c, want, rtol=1e-5)
-    callee = blas._tiles_at if any(blas._routes(None)[:2]) else blas._blas_at
+    callee = blas._tiles_at if any(blas.tile_routes()[:2]) else blas._blas_at
     # float32's: other tests may have compiled float64's (the BLAS's, where no tiles route)
     single = [sig for sig in callee.overloads if numba.float32 in sig]
     assert len(single) == 1
@@ -105,7 +105,7 @@ def test_the_routes_follow_the_cpu_and_the_shape(tmp_path, features, routes):
 import numba, numpy as np
 from netc.runtime.backends.cpu import blas, jit
 jit.setup()
-assert blas._routes(None) == {routes!r} and not (blas.own_tiles() or blas.own_tiles_nt())
+assert blas.tile_routes() == {routes!r} and not (blas.own_tiles() or blas.own_tiles_nt())
 @numba.njit
 def call(a, b, c, w, d):
     blas.gemm(False, True, 2.0, a, b, 0.0, c)

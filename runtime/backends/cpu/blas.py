@@ -220,7 +220,7 @@ def bind() -> bool:
         _keep.extend(fns)
         for name, fn in zip(("netc_cblas_sgemm", "netc_cblas_dgemm"), fns):
             llvm.add_symbol(name, ctypes.cast(fn, ctypes.c_void_p).value)
-        if any(_routes(None)[:2]):
+        if any(tile_routes()[:2]):
             _bind_tiles()
         else:
             TILES_READY.set()
@@ -306,7 +306,7 @@ def describe() -> str:
     """What runs the kernels' GEMMs (after bind()): netc's tiles (their geometry) for which
     products, and which BLAS with which kernels."""
     blas = _bound.get("description", "not bound yet")
-    ab, abt, most = _routes(None)
+    ab, abt, most = tile_routes()
     thin = f" where n and k are at most {most}" if most else ""
     routes = [name for name, on in ((f"op(A) B{thin}", ab), ("A B^T", abt)) if on]
     if not routes:
@@ -320,17 +320,18 @@ def own_tiles(features=None) -> bool:
     rather than the BLAS, on this CPU or on one with these features (LLVM's names): TILE_ROUTES
     for its vector width. (On AVX2 only the thin ones run there: the layers' choices that weigh
     the GEMM's speed take the BLAS's.)"""
-    ab, _, most = _routes(features)
+    ab, _, most = tile_routes(features)
     return ab and not most
 
 
 def own_tiles_nt(features=None) -> bool:
     """Whether gemm runs C = A B^T (inner products) on netc's own tiles: as own_tiles."""
-    return _routes(features)[1]
+    return tile_routes(features)[1]
 
 
-def _routes(features):
-    """(op(A) B on the tiles, A B^T on the tiles, the most n and k of the first, 0 for any)."""
+def tile_routes(features=None):
+    """Which float32 GEMMs run on netc's tiles on this CPU (or one with these features):
+    (C = op(A) B, C = A B^T, the most n and k of an op(A) B that runs there, 0 for any)."""
     width = tiles.host_vector_bytes() if features is None else tiles.vector_bytes(features)
     return TILE_ROUTES.get(width, (False, False, 0))
 
@@ -435,5 +436,5 @@ def _lower_gemm(routes):
 _ANY = (types.Boolean, types.Boolean, types.Number, types.Array, types.Array, types.Number,
         types.Array)
 lower_builtin(gemm, *_ANY)(_lower_gemm(
-    lambda real: _routes(None) if real == types.float32 else (False, False, 0)))
+    lambda real: tile_routes() if real == types.float32 else (False, False, 0)))
 lower_builtin(blas_gemm, *_ANY)(_lower_gemm(lambda real: (False, False, 0)))
