@@ -112,9 +112,10 @@ def _direct_forward_part(t, parts, x, wk, bias, act, ph, pw, offs, oh, ow, wide,
     for s in range(lo, hi):
         _pad_planes_cpu(x[s], ph, pw, xp)
         for b in range(wk.shape[0]):
+            rows = min(BLOCK, f_ - BLOCK * b)  # the block's filters
             _fill_cpu(acc.reshape(-1), 0.0)
-            _taps_cpu(xp, offs, wk[b], acc, count, wide, min(BLOCK, f_ - BLOCK * b))
-            for i in range(min(BLOCK, f_ - BLOCK * b)):  # act over the whole wide plane
+            _taps_cpu(xp, offs, wk[b], acc, count, wide, rows)
+            for i in range(rows):  # act over the whole wide plane
                 _act_row_cpu(act, acc[i], bias[BLOCK * b + i], acc[BLOCK], count)
                 _rows_cpu(acc[BLOCK], wp, y[s, BLOCK * b + i].reshape(-1), ow, oh, ow)
 
@@ -160,9 +161,10 @@ def _direct_backward_part(t, parts, x, wt, dy, y, act, ph, pw, offs, margin, nee
                 _tap_dots1_cpu(g[f, margin:], xp, offs, count, dw[f])
         if need_dx:
             for b in range(wt.shape[0]):
+                rows = min(BLOCK, c_ - BLOCK * b)  # the block's input channels
                 _fill_cpu(acc.reshape(-1), 0.0)
-                _taps_cpu(g[:f_], back, wt[b], acc, plane, wide, min(BLOCK, c_ - BLOCK * b))
-                for i in range(min(BLOCK, c_ - BLOCK * b)):
+                _taps_cpu(g[:f_], back, wt[b], acc, plane, wide, rows)
+                for i in range(rows):
                     _rows_cpu(acc[i, ph * wp + pw:], wp, dx[s, BLOCK * b + i].reshape(-1), ww,
                               hh, ww)
 
