@@ -1,6 +1,7 @@
 """The backend registry: every kind runs on the CPU, registrations are unique, and a missing
 implementation or backend is a clear error."""
 import importlib.util
+import os
 
 import numpy as np
 import pytest
@@ -35,6 +36,44 @@ def test_without_a_gpu_the_cuda_backend_says_what_it_looked_for():
         netc.Model("input 2\nFC 1", backend="cuda")
     assert "no usable CUDA GPU: numba-cuda looked for the NVIDIA driver" in e.value.message
     assert "--device cpu" in e.value.hint
+
+
+_WITHOUT_ROW_STACK = """
+import sys, numpy as np
+if "row_stack" in vars(np):
+    del np.row_stack            # as NumPy 2.5 has it
+if sys.argv[1] == "netc":
+    import netc.runtime.backends.cuda.device as device
+    device.require_package()
+from numba import cuda
+
+def fill(a):
+    i = cuda.grid(1)
+    if i < a.size:
+        a[i] = 1.0
+
+ptx, _ = cuda.compile_ptx(fill, "void(float32[:])", cc=(9, 0))
+print("compiled", ".entry" in ptx)
+"""
+
+
+@needs_numba_cuda
+def test_the_cuda_backend_compiles_with_a_numpy_that_lacks_row_stack():
+    """numba-cuda 0.30 reads np.row_stack, which NumPy 2.5 removed, at its first compilation; the
+    backend puts the alias back. Compiled to PTX (NVVM, no GPU needed), in fresh processes."""
+    import subprocess
+    import sys
+    from numba.cuda.cudadrv import nvvm
+    if not nvvm.is_available():
+        pytest.skip("NVVM is not installed (pip install nvidia-nvvm)")
+    env = dict(os.environ)
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    runs = {how: subprocess.run([sys.executable, "-c", _WITHOUT_ROW_STACK, how], env=env,
+                                capture_output=True, text=True, timeout=300)
+            for how in ("numba-cuda alone", "netc")}
+    assert "has no attribute 'row_stack'" in runs["numba-cuda alone"].stderr  # the failure is real
+    assert runs["netc"].returncode == 0, runs["netc"].stderr[-3000:]
+    assert "compiled True" in runs["netc"].stdout
 
 
 def test_registering_a_kind_twice_on_a_backend_fails():

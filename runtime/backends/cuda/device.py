@@ -13,6 +13,18 @@ def require_package():
                         "Numba), which is not installed",
                         "pip install 'netc[cuda]' (from a clone: pip install -e '.[cuda]'), or use "
                         "the CPU: --device cpu / backend='cpu'")
+    _numpy_names()
+
+
+def _numpy_names():
+    """NumPy 2.5 removed np.row_stack (an alias of np.vstack since 2.0), and numba-cuda 0.30
+    still registers its GPU version of it when it compiles its first kernel: every compilation
+    then fails with "module 'numpy' has no attribute 'row_stack'" (numba-cuda's issue 907; its
+    maintainers do not plan to follow newer NumPy). The alias, put back where it is missing, is
+    all that numba-cuda reads; it is what np.row_stack was."""
+    import numpy as np
+    if not hasattr(np, "row_stack"):
+        np.row_stack = np.vstack
 
 
 def require_gpu():
