@@ -76,6 +76,23 @@ def test_the_cuda_backend_compiles_with_a_numpy_that_lacks_row_stack():
     assert "compiled True" in runs["netc"].stdout
 
 
+@needs_numba_cuda
+@pytest.mark.parametrize("setting", [None, "1"])
+def test_low_occupancy_warnings_are_off_unless_the_user_asks(setting):
+    """netc sizes small grids on purpose; numba-cuda's warning at each such launch is off, but a
+    NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS of the user's is kept."""
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS"}
+    if setting is not None:
+        env["NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS"] = setting
+    code = ("import netc.runtime.backends.cuda.launch\nfrom numba import config\n"
+            "print('warnings', config.CUDA_LOW_OCCUPANCY_WARNINGS)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.split() == ["warnings", "0" if setting is None else setting], out.stderr
+
+
 def test_registering_a_kind_twice_on_a_backend_fails():
     kind = registry.kinds()["RELU"]
     with pytest.raises(ValueError, match="RELU registered twice on cpu"):

@@ -4,6 +4,7 @@ result; these sizes are only a matter of speed. Under Numba's CUDA simulator
 barrier tens, launches are one small block."""
 from __future__ import annotations
 
+import os
 import types
 
 import numpy as np
@@ -17,6 +18,13 @@ THREADS = 4 if SIMULATED else 256   # threads per block of the elementwise kerne
 MAX_BLOCKS = 1 if SIMULATED else 4096
 TILE = 8 if SIMULATED else 16       # the GEMM's square tile: TILE x TILE threads per block
 PARTS = 2 if SIMULATED else 128     # partial sums per reduced value (reductions in two passes)
+
+# numba-cuda warns at every launch of fewer than 128 blocks ("Grid size 1 will likely result in GPU
+# under-utilization"): a small layer's grid is sized to its work here on purpose, and the warning
+# only repeated itself through every `netc train --device cuda` (and cost each such launch a
+# warning object). Off, unless the user set NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS.
+if "NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS" not in os.environ:
+    config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
 
 
 def grid(n):
