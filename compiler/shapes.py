@@ -103,6 +103,32 @@ def window_geometry(h, x):
     return oh, ow, dh, dw
 
 
+def reached_taps(h, x):
+    """The CONV that computes what `h` does over x = (C, H, W) with only the kernel's taps that
+    reach the input, or None where every tap does: on a plane smaller than the padded window
+    (ResNet-18's last stage on 32x32 inputs: 3x3 pad 1 over 1x1 planes), the outer taps read only
+    padding, and their products are zeros. Returns (h', rows, cols): h' with the kernel cut to
+    the rows and columns (ranges) of taps that some output reads real input through, and the
+    padding before them; the same output size, the same windows' real pixels."""
+    (kh, kw), (sh, sw), (ph, pw) = h["kernel"], h["stride"], h["pad"]
+    oh, ow, _, _ = window_geometry(h, x)
+
+    def reach(k, s, p, size, out):
+        used = [i for i in range(k) if any(0 <= o * s - p + i < size for o in range(out))]
+        return (used[0], used[-1] + 1) if used else (0, k)
+
+    (r0, r1), (c0, c1) = reach(kh, sh, ph, x[1], oh), reach(kw, sw, pw, x[2], ow)
+    if (r0, r1, c0, c1) == (0, kh, 0, kw) or r0 > ph or c0 > pw:
+        return None
+    # (the cut windows see the same real pixels; 'exact''s check, which measures the far border
+    # from the padding before, could count padding there as pixels left out)
+    cut = dict(h, kernel=(r1 - r0, c1 - c0), pad=(ph - r0, pw - c0),
+               round="floor" if h["round"] == "exact" else h["round"])
+    if window_geometry(cut, x)[:2] != (oh, ow):
+        return None
+    return cut, range(r0, r1), range(c0, c1)
+
+
 def onnx_pads(h, x, y):
     """ONNX's pads [top, left, bottom, right] for a CONV/POOL window over x giving y: the
     padding, plus at the bottom and right what round=ceil's last partial window reaches past it

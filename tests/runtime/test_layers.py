@@ -90,6 +90,12 @@ EXTRA = [
     ("8x8x24", "CONV 3x3 25 pad=same bias=false act=tanh - CONV 3x3 2 pad=2 act=relu"),
     # round=ceil: the last window runs past the padding (into zeros)
     ("7x8x2", "CONV 3x3 4 - CONV 3x3/3 3 pad=1 act=relu round=ceil - CONV 1x2/3x2 2 round=ceil"),
+    # a window over the whole input (dense), then GAP over 1x1 planes: its gradient is a read-only
+    # broadcast, which the dense backward once failed to compile on
+    ("4x4x3", "CONV 4x4 5 - GAP"),
+    # taps that read only padding, left out (conv.CUT_TAPS): 1x1 planes, a strided 2x2
+    ("1x1x4", "CONV 3x3 3 pad=1 act=relu - CONV 3x3 2 pad=1 bias=false - GAP"),
+    ("2x2x3", "CONV 3x3/2 4 pad=1 act=tanh - CONV 3x3 2 pad=1"),
 ]
 
 @pytest.mark.parametrize("inp,chain", EXTRA)
@@ -277,6 +283,55 @@ def test_conv_algorithms_agree_with_im2col(monkeypatch, inp, chain, algorithm):
     np.testing.assert_allclose(dx1, dx0, rtol=1e-10, atol=1e-14)
     for name in grads0:
         np.testing.assert_allclose(grads1[name], grads0[name], rtol=1e-10, atol=1e-14, err_msg=name)
+
+
+# kernels with taps that read only padding: the CONV run with those taps left out must give what
+# every tap gives (outputs, the input's and the weights' gradients: zero for the left-out taps)
+CUT_CASES = [
+    ("1x1x6", "CONV 3x3 4 pad=1 act=relu", "dense 1x1"),            # ResNet's last stage on 32x32
+    ("2x2x5", "CONV 3x3/2 4 pad=1 bias=false act=prelu", "dense 2x2"),  # ... and its way in
+    ("1x4x3", "CONV 3x3 4 pad=1 act=tanh", "im2col 1x3"),          # rows only
+    ("2x3x4", "CONV 5x5 3 pad=2 act=elu", "im2col 3x5"),   # rows only, a 3x5 window
+    ("1x1x2", "CONV 4x4/2 3 pad=2 round=ceil", "im2col 3x3"),      # ceil: a last window past it
+    ("1x1x30", "CONV 3x3 26 pad=same", "dense 1x1"),
+]
+
+
+@pytest.mark.parametrize("inp,chain,runs_as", CUT_CASES)
+def test_left_out_taps_give_what_every_tap_gives(monkeypatch, inp, chain, runs_as):
+    from netc.runtime.backends.cpu import conv
+    spec = f"input {inp}\n{chain}"
+    net = netc.compile(spec)
+    (node,) = [n for n in net.nodes if n.kind == "CONV"]
+    impl = backends.implementation("CONV", "cpu")
+    assert impl.algorithm(node.hyper, node.in_shapes, 3) == runs_as
+    rng = np.random.default_rng(8)
+    x, target, results = None, None, []
+    for cut in (False, True):
+        monkeypatch.setattr(conv, "CUT_TAPS", cut)
+        model = randomized(spec)
+        if x is None:
+            x = rng.standard_normal((3,) + model.net.input_shape)
+            target = rng.standard_normal((3,) + model.net.output_shape)
+        out = model.forward(x)
+        _, grads, dx = model.loss_and_grads(x, target, loss="mse", input_grad=True)
+        results.append((out, grads, dx))
+    (out0, grads0, dx0), (out1, grads1, dx1) = results
+    np.testing.assert_allclose(out1, out0, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx1, dx0, rtol=1e-10, atol=1e-14)
+    for name in grads0:
+        np.testing.assert_allclose(grads1[name], grads0[name], rtol=1e-10, atol=1e-14, err_msg=name)
+
+
+def test_reached_taps_of_resnets_last_stage():
+    from netc.compiler.shapes import reached_taps
+    h = {"kernel": (3, 3), "stride": (1, 1), "pad": (1, 1), "round": "floor"}
+    cut, rows, cols = reached_taps(h, (512, 1, 1))
+    assert (cut["kernel"], cut["pad"], rows, cols) == ((1, 1), (0, 0), range(1, 2), range(1, 2))
+    cut, rows, cols = reached_taps(dict(h, stride=(2, 2)), (256, 2, 2))
+    assert (cut["kernel"], cut["pad"], rows, cols) == ((2, 2), (0, 0), range(1, 3), range(1, 3))
+    assert reached_taps(h, (256, 2, 2)) is None  # every tap reaches a pixel of a 2x2 plane
+    assert reached_taps(h, (64, 8, 8)) is None
 
 
 @pytest.mark.parametrize("wide", [True, False])

@@ -147,7 +147,9 @@ def linear_backward(x2, p, dy, y, act, ctx, dx):
     none: dL/dz); dx (n, k) receives dL/dx2 unless it is empty."""
     w = p["weight"]
     w2 = w.reshape(w.shape[0], -1)
-    dy = np.ascontiguousarray(dy.reshape(dy.shape[0], -1))
+    # (writable: with act none the kernel's dz is dy, and a read-only dy, such as GAP's broadcast
+    # gradient over 1x1 planes, fails its typing)
+    dy = np.require(dy.reshape(dy.shape[0], -1), requirements=("C", "W"))
     dz = ctx.scratch("dz", dy.shape, dy.dtype) if act[0] != ew.NONE else dy
     dw = np.empty_like(w)
     db = np.empty(w.shape[0] if "bias" in p else 0, dy.dtype)

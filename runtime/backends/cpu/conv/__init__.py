@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from netc.compiler.kinds.conv import Conv as ConvKind
-from netc.compiler.shapes import window_geometry
+from netc.compiler.shapes import reached_taps, window_geometry
 
 from ...registry import Implementation, implements
 from ..activation import fused_backward, fused_forward, in_kernel
@@ -81,6 +81,10 @@ BACKWARD_MIN_DEPTH = 512
 WIDE_MIN_FILTERS = 64
 KEEP_COLS_FILTERS = 256
 FORCE = None  # "im2col" | "winograd" | "direct" | "dense" where allowed: for tests and benchmarks
+# taps that read only padding are left out (_reached); False: every tap runs (tests, benchmarks).
+# ResNet-18 on 32x32 (ImageNet stem), batch 16, its last stage's 3x3 CONVs over 1x1 planes
+# (see bench/RESULTS.md)
+CUT_TAPS = True
 
 
 def algorithm(h, xshape, tiles=None):
@@ -111,6 +115,45 @@ def algorithm(h, xshape, tiles=None):
     return "winograd" if winograd else "im2col"
 
 
+def _reached(h, p, xshape, ctx, w=None):
+    """(h, p, cut) of the CONV that runs: where some of the kernel's taps read only padding (a 3x3
+    over 1x1 planes), the kernel cut to the taps that reach the input (compiler.shapes.
+    reached_taps) and its weights sliced to them (or `w`, forward's slice, in backward); else h
+    and p as they are, and cut None. The cut is worked out once per shape (ctx.memo)."""
+    key = ("taps", xshape)
+    if key not in ctx.memo:
+        ctx.memo[key] = reached_taps(h, xshape[1:]) if CUT_TAPS else None
+    cut = ctx.memo[key]
+    if cut is None:
+        return h, p, None
+    hc, rows, cols = cut
+    if w is None:
+        full = p["weight"]
+        w = np.empty(full.shape[:2] + hc["kernel"], full.dtype)
+        _copy_taps(full, w, _taps(full, rows, cols), False)
+    return hc, dict(p, weight=w), cut
+
+
+def _taps(w, rows, cols):
+    """The flat indices, in a (kh*kw) plane of w's kernel, of the taps rows x cols, row by row."""
+    return [r * w.shape[3] + c for r in rows for c in cols]
+
+
+def _copy_taps(full, cut, taps, back):
+    """cut's taps from full (back: full's from cut, zero elsewhere), a tap at a time: each one
+    strided copy of F*C values (NumPy's copy of the 4-d slice, runs of 2 values, took 1.8 ms for
+    512 x 256 x 2 x 2 of 3 x 3; tap by tap 0.4, as fast as the one tap of 1x1 planes a tap)."""
+    f = full.reshape(full.shape[0] * full.shape[1], -1)
+    c = cut.reshape(f.shape[0], -1)
+    if back:
+        f[...] = 0
+    for k, tap in enumerate(taps):
+        if back:
+            f[:, tap] = c[:, k]
+        else:
+            c[:, k] = f[:, tap]
+
+
 def _plan(h, xshape, ctx):
     """(oh, ow, algorithm, parts) of a CONV for an input of shape xshape: worked out once per
     shape for the node (ctx.memo; at batch 1 they took 6% of LeNet-5's step)."""
@@ -134,13 +177,20 @@ def _parts(h, xshape, f, oh, ow):
 @implements(ConvKind, "cpu")
 class Conv(Implementation):
     """The cache is (input, pre-activation where the activation runs apart, output, im2col's
-    kept unfolding)."""
+    kept unfolding, the weights cut to the taps that reach the input or None)."""
 
     def algorithm(self, h, xs, batch=None, tiles=None):
-        return algorithm(h, (batch or 1,) + tuple(xs[0]), tiles)
+        xshape = (batch or 1,) + tuple(xs[0])
+        cut = reached_taps(h, xshape[1:]) if CUT_TAPS else None
+        if cut is None:
+            return algorithm(h, xshape, tiles)
+        (kh, kw) = cut[0]["kernel"]
+        return f"{algorithm(cut[0], xshape, tiles)} {kh}x{kw}"
 
     def forward(self, h, p, xs, ctx):
         x = np.ascontiguousarray(xs[0])
+        h, p, cut = _reached(h, p, x.shape, ctx)
+        w_cut = p["weight"] if cut is not None else None  # (for backward)
         n, f = x.shape[0], h["filters"]
         oh, ow, how, parts = _plan(h, x.shape, ctx)
         w = p["weight"].reshape(f, -1)
@@ -173,10 +223,10 @@ class Conv(Implementation):
             launch(_conv_forward_cpu, _conv_forward_part, parts, x, w, bias, act, h["groups"],
                    *window(h), oh, ow, per, cols, kept, z, y.reshape(n, f, oh * ow))
         if not apart:
-            return y, (x, None, y, kept)
+            return y, (x, None, y, kept, w_cut)
         z = y
         y = fused_forward(h, p, z)
-        return y, (x, z, y, kept)
+        return y, (x, z, y, kept, w_cut)
 
     def logits(self, cache):
         return cache[1]
@@ -192,7 +242,18 @@ class Conv(Implementation):
         return self._backward(h, p, cache, dz, "none", {}, ctx)
 
     def _backward(self, h, p, cache, dy, inside, grads, ctx):
-        x, _, y, kept = cache
+        x, _, y, kept, w_cut = cache
+        full = p["weight"].shape
+        h, p, cut = _reached(h, p, x.shape, ctx, w_cut)
+        dx, grads = self._taps_backward(h, p, x, y, kept, dy, inside, grads, ctx)
+        if cut is not None:  # the left-out taps' gradient: zero (they read only padding)
+            dw = np.empty(full, grads["weight"].dtype)
+            _copy_taps(dw, grads["weight"].reshape(p["weight"].shape),
+                       _taps(dw, cut[1], cut[2]), True)
+            grads["weight"] = dw
+        return dx, grads
+
+    def _taps_backward(self, h, p, x, y, kept, dy, inside, grads, ctx):
         f = h["filters"]
         n, _, oh, ow = dy.shape
         need_dx = bool(ctx.need_dx)
