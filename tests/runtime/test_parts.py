@@ -21,11 +21,11 @@ IMAGES = ("input 8x8x16\nCONV 3x3 16 pad=1 act=relu - POOL max 2x2/2 - UPSAMPLE 
           "POOL max 3x3/2 - UPSAMPLE 2 - PRELU - FC 20 act=elu - DROPOUT 0.3 - FC 9 act=prelu - "
           "OUT 5 softmax")
 SEQUENCES = "input seq 6x5\nLSTM 8 return=seq - GRU 6 return=seq bidir=true - RNN 4 - OUT 3 softmax"
-# BN over images and over features, the activation layers, ADD with and without its activation
-# and with stochastic depth
+# BN over images and over features, GN, IN and LN over both, the activation layers, ADD with
+# and without its activation and with stochastic depth
 NORMALIZED = ("input 8x8x16\nCONV 3x3 16 pad=1 - BN - RELU - RES[CONV 3x3 16 pad=1 - BN - LEAKY] - "
-              "RES[CONV 3x3 16 pad=1 - BN] act=relu drop=0.3 - BN - SIGMOID - FC 12 - BN - ELU - "
-              "TANH - OUT 3 softmax")
+              "RES[CONV 3x3 16 pad=1 - GN 4] act=relu drop=0.3 - IN - LN - BN - SIGMOID - FC 12 - "
+              "BN - GN 3 - ELU - LN - TANH - OUT 3 softmax")
 
 
 def _step(spec, grain, monkeypatch, x, y):

@@ -1,4 +1,4 @@
-"""BN (Numba kernels), LRN, LN, IN and GN (NumPy) on the CPU."""
+"""BN, LN, IN and GN (Numba kernels), LRN (NumPy) on the CPU."""
 from __future__ import annotations
 
 import math
@@ -10,6 +10,7 @@ from netc.compiler.kinds import norm as kinds
 
 from ..registry import Implementation, implements
 from .activation import _by_channel
+from .common import part_sum
 from .jit import REDUCE, kernel, launch, launcher, run_part, share, split
 
 
@@ -161,27 +162,117 @@ def _window_sum(a, before, after):
 
 class GroupNormalization(Implementation):
     """LN, IN and GN: each sample normalized over groups of channels (the kind says how many),
-    y = xhat * gamma + beta per channel; the same in training and evaluation."""
+    y = xhat * gamma + beta per channel; the same in training and evaluation. Two kernels, as
+    BN's, split by samples: forward sums each group (in float64, two passes) and writes y;
+    backward sums dy and dy x-hat per channel and group and writes dx. Backward reads x and each
+    group's mean and 1/std rather than a kept x-hat (NumPy's version kept x-hat and made about
+    six full-size temporaries a pass: ResNet-18-GN's GNs 10.9 ms of an 82 ms step, AVX2)."""
 
     def forward(self, h, p, xs, ctx):
-        x = xs[0]
-        n, g = x.shape[0], self.rules.groups(h, (x.shape[1:],))
-        xg = x.reshape(n, g, -1)
-        mean = xg.mean(axis=2, keepdims=True)
-        inv = 1.0 / np.sqrt(xg.var(axis=2, keepdims=True) + h["eps"])
-        xhat = ((xg - mean) * inv).reshape(x.shape)
-        y = xhat * _channels(p["weight"], x.ndim) + _channels(p["bias"], x.ndim)
-        return y, (xhat, inv)
+        x = np.ascontiguousarray(xs[0])
+        n, c = x.shape[0], x.shape[1]
+        g = self.rules.groups(h, (x.shape[1:],))
+        mean, inv = ctx.buffer("mean", (n, g), x.dtype), ctx.buffer("inv", (n, g), x.dtype)
+        y = ctx.value(x.shape, x.dtype)
+        launch(_gn_cpu, _gn_part, min(split(3 * x.size), n), _by_channel(x),
+               x.reshape(n, g, -1), h["eps"], p["weight"], p["bias"], mean, inv, _by_channel(y))
+        return y, (x, mean, inv)
 
     def backward(self, h, p, cache, dy, ctx):
-        xhat, inv = cache
-        axes = _axes(dy)
-        grads = {"weight": (dy * xhat).sum(axis=axes), "bias": dy.sum(axis=axes)}
-        n, g = dy.shape[0], inv.shape[1]
-        d = (dy * _channels(p["weight"], dy.ndim)).reshape(n, g, -1)  # dL/dxhat
-        xh = xhat.reshape(n, g, -1)
-        dx = inv * (d - d.mean(axis=2, keepdims=True) - xh * (d * xh).mean(axis=2, keepdims=True))
-        return [dx.reshape(dy.shape)], grads
+        x, mean, inv = cache
+        dy = np.ascontiguousarray(dy)
+        n, c = x.shape[0], x.shape[1]
+        parts = min(split(4 * x.size), n)
+        dw, db = ctx.scratch("dw", (parts, c), dy.dtype), ctx.scratch("db", (parts, c), dy.dtype)
+        dx = ctx.grad(dy.shape, dy.dtype) if ctx.need_dx else None
+        dx3 = _by_channel(dx) if ctx.need_dx else np.empty((0, c, 1), dy.dtype)  # (none wanted)
+        launch(_gn_grad_cpu, _gn_grad_part, parts, _by_channel(x), _by_channel(dy), mean, inv,
+               p["weight"], dw, db, dx3)
+        return [dx], {"weight": part_sum(dw, parts), "bias": part_sum(db, parts)}
+
+
+@launcher
+def _gn_cpu(parts, x, xg, eps, weight, bias, mean, inv, y):
+    for t in prange(parts):
+        run_part(_gn_part, np.int64(t), parts, (x, xg, eps, weight, bias, mean, inv, y))
+
+
+@kernel(fastmath=REDUCE)
+def _gn_part(t, parts, x, xg, eps, weight, bias, mean, inv, y):
+    """Over the samples of part t: each group's mean and inv = 1 / sqrt(var + eps) (biased var,
+    two passes over xg, the groups' flat (N, G, C/G * rest) view of x, in float64), then y =
+    (x - mean) inv weight + bias per channel."""
+    n0, n1 = share(x.shape[0], t, parts)
+    g_, m_ = xg.shape[1], xg.shape[2]
+    cg, k_ = x.shape[1] // g_, x.shape[2]
+    for i in range(n1 - n0):
+        n = n0 + i
+        for g in range(g_):
+            s = 0.0
+            for k in range(m_):
+                s += xg[n, g, k]
+            mu = s / m_
+            q = 0.0
+            for k in range(m_):
+                d = xg[n, g, k] - mu
+                q += d * d
+            mean[n, g] = mu
+            inv[n, g] = 1.0 / math.sqrt(q / m_ + eps)
+            mu, iv = mean[n, g], inv[n, g]
+            for j in range(cg):
+                c = g * cg + j
+                scale, shift = iv * weight[c], bias[c]
+                for k in range(k_):
+                    y[n, c, k] = (x[n, c, k] - mu) * scale + shift
+
+
+@launcher
+def _gn_grad_cpu(parts, x, dy, mean, inv, weight, dw, db, dx):
+    for t in prange(parts):
+        run_part(_gn_grad_part, np.int64(t), parts, (x, dy, mean, inv, weight, dw, db, dx))
+
+
+@kernel(fastmath=REDUCE)
+def _gn_grad_part(t, parts, x, dy, mean, inv, weight, dw, db, dx):
+    """Over the samples of part t: dw[t] and db[t], its sums of dy x-hat and dy per channel, and,
+    unless dx is empty, dx = inv (weight dy - s1 / m - x-hat s2 / m) where s1 and s2 are the
+    group's sums of weight dy and weight dy x-hat (m values a group)."""
+    n0, n1 = share(x.shape[0], t, parts)
+    g_ = mean.shape[1]
+    c_, k_ = x.shape[1], x.shape[2]
+    cg = c_ // g_
+    for c in range(c_):
+        dw[t, c] = 0
+        db[t, c] = 0
+    per = 1.0 / (cg * k_)
+    for i in range(n1 - n0):
+        n = n0 + i
+        for g in range(g_):
+            mu, iv = mean[n, g], inv[n, g]
+            s1 = 0.0
+            s2 = 0.0
+            for j in range(cg):
+                c = g * cg + j
+                s = 0.0
+                sx = 0.0
+                for k in range(k_):
+                    d = dy[n, c, k]
+                    s += d
+                    sx += d * (x[n, c, k] - mu)
+                sx *= iv
+                db[t, c] += s
+                dw[t, c] += sx
+                s1 += weight[c] * s
+                s2 += weight[c] * sx
+            if dx.shape[0] == 0:
+                continue
+            shift = -iv * s1 * per  # dx = a dy + shift + slope (x - mean), in the data's type
+            slope = -iv * iv * s2 * per
+            for j in range(cg):
+                c = g * cg + j
+                a = iv * weight[c]
+                for k in range(k_):
+                    dx[n, c, k] = a * dy[n, c, k] + shift + slope * (x[n, c, k] - mu)
 
 
 for _kind in (kinds.LayerNorm, kinds.InstanceNorm, kinds.GroupNorm):
