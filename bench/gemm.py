@@ -87,13 +87,16 @@ def main(argv=None):
     jit.setup()
     numba.set_num_threads(1)
     key = args.vector_bytes or tiles.host_vector_bytes() or 64
-    ab, abt, most = blas.tile_routes()
+    ab, abt, most, rows = blas.tile_routes()
     where = "the tiles" if ab else "the BLAS"
     if ab and most:
         where = f"the tiles where n and k are at most {most}, else the BLAS"
+    where_nt = "the tiles" if abt else "the BLAS"
+    if rows and not abt:
+        where_nt = f"the tiles where m is at most {rows}, else the BLAS"
     print(f"GEMM: {blas.describe()}")
     print(f"tiles benchmarked: {tiles.GEOMETRIES[key]}; the kernels here run C = op(A) B on "
-          f"{where}, C = A B^T on {'the tiles' if abt else 'the BLAS'}")
+          f"{where}, C = A B^T on {where_nt}")
     print(f"{'GEMM':<32} {'m x n x k':>16} {'tiles':>7} {'BLAS':>7} GFLOP/s")
     ours = _tiles(key)
     for name, ta, tb, m, n, k in SHAPES:

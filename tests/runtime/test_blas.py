@@ -83,7 +83,7 @@ def test_a_kernel_calls_the_gemm_by_symbol_whatever_its_operands_layouts():
     want = a @ b.T
     want[:, 1:] += a[:, :3] @ b[:, :3].T[:, :5]
     np.testing.assert_allclose(c, want, rtol=1e-5)
-    callee = blas._tiles_at if any(blas.tile_routes()[:2]) else blas._blas_at
+    callee = blas._tiles_at if any(blas.tile_routes()) else blas._blas_at
     # float32's: other tests may have compiled float64's (the BLAS's, where no tiles route)
     single = [sig for sig in callee.overloads if numba.float32 in sig]
     assert len(single) == 1
@@ -94,11 +94,11 @@ def test_a_kernel_calls_the_gemm_by_symbol_whatever_its_operands_layouts():
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86's CPUs emulated")
-@pytest.mark.parametrize("features,routes", [("-avx512f", (True, False, 64)),
-                                             ("-avx512f,-avx2,-fma", (False, False, 0))])
+@pytest.mark.parametrize("features,routes", [("-avx512f", (True, False, 64, 32)),
+                                             ("-avx512f,-avx2,-fma", (False, False, 0, 0))])
 def test_the_routes_follow_the_cpu_and_the_shape(tmp_path, features, routes):
     """On AVX2 (emulated here by Numba's CPU settings, which netc's routes follow) a thin
-    C = op(A) B runs on the tiles, a wide one and C = A B^T on the BLAS; on a CPU without AVX2
+    C = op(A) B and a C = A B^T of few rows run on the tiles, wide ones on the BLAS; on a CPU without AVX2
     the tiles' symbol is never bound, and no compiled GEMM may name it (LLVM ends a process that
     loads code naming an unbound symbol). The same products either way."""
     script = f"""
@@ -107,16 +107,19 @@ from netc.runtime.backends.cpu import blas, jit
 jit.setup()
 assert blas.tile_routes() == {routes!r} and not (blas.own_tiles() or blas.own_tiles_nt())
 @numba.njit
-def call(a, b, c, w, d):
-    blas.gemm(False, True, 2.0, a, b, 0.0, c)
+def call(a, b, c, w, d, tall, e):
+    blas.gemm(False, True, 2.0, a, b, 0.0, c)  # 7 rows: few
+    blas.gemm(False, True, 1.0, tall, b, 0.0, e)  # 40 rows: many
     blas.gemm(False, False, 1.0, a, b.T.copy(), 1.0, c)  # n = 4, k = 3: thin
     blas.gemm(False, False, 1.0, a[:, :2], w, 0.0, d)  # n = 70: wide
 rng = np.random.default_rng(5)
 a, b = rng.standard_normal((7, 3)).astype(np.float32), rng.standard_normal((4, 3)).astype(np.float32)
 w = rng.standard_normal((2, 70)).astype(np.float32)
 c, d = np.zeros((7, 4), np.float32), np.zeros((7, 70), np.float32)
-call(a, b, c, w, d)
+tall, e = rng.standard_normal((40, 3)).astype(np.float32), np.zeros((40, 4), np.float32)
+call(a, b, c, w, d, tall, e)
 np.testing.assert_allclose(c, 3 * a @ b.T, rtol=1e-5)
+np.testing.assert_allclose(e, tall @ b.T, rtol=1e-5)
 np.testing.assert_allclose(d, a[:, :2] @ w, rtol=1e-5)
 print("ok")
 """

@@ -136,7 +136,7 @@ def test_vector_width_and_routes_follow_the_cpu():
     assert tiles.vector_bytes({"avx": True, "sse4.2": True}) is None
     assert GEOMETRIES[64] == (64, 6, 4, 4, 6, 0)  # AVX-512's tiles as they were measured
     assert blas.own_tiles(avx512) and blas.own_tiles_nt(avx512)
-    assert blas.tile_routes(avx2) == blas.TILE_ROUTES[32] == (True, False, 64)  # thin op(A) B alone
+    assert blas.tile_routes(avx2) == blas.TILE_ROUTES[32] == (True, False, 64, 32)  # thin ones
     assert not blas.own_tiles(avx2) and not blas.own_tiles_nt(avx2)  # (not every shape)
     assert not blas.own_tiles({"avx": True}) and not blas.own_tiles_nt({"avx": True})
 

@@ -51,11 +51,14 @@ ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 INT_MAX = 2**31 - 1  # CBLAS's int: every dimension and leading dimension must fit
 _I32 = types.int32
 # per vector width of the tiles (tiles.vector_bytes): whether float32's C = op(A) B and C = A B^T
-# run on them rather than on the BLAS, and the most n and k of a C = op(A) B that runs on them (0:
-# any). AVX2, one thread, tiles / OpenBLAS's Haswell kernels in GFLOP/s (bench/gemm.py): m = 512
+# run on them rather than on the BLAS, the most n and k of a C = op(A) B that runs on them (0:
+# any), and the most rows (m) of a C = A B^T that runs on them where the second is False (0: none).
+# AVX2, one thread, tiles / OpenBLAS's Haswell kernels in GFLOP/s (bench/gemm.py): m = 512
 # and 2048 by n and k of 16-64, tiles 77-94 against 53-84 (2048x64x16: 51 / 42); with n or k 128
-# mixed, 65-95 against 69-89; MLP and FC shapes (n 784-4096) 33-57 against 58-72
-TILE_ROUTES = {64: (True, True, 0), 32: (True, False, 64)}
+# mixed, 65-95 against 69-89; MLP and FC shapes (n 784-4096) 33-57 against 58-72. C = A B^T of
+# at most 32 rows (a CONV's weight gradient over up to 32 filters, an FC's forward at a batch up
+# to 32): 1.08-3.35x OpenBLAS's rate on 46 shapes of 1-32 rows, one at 0.98x (bench/RESULTS.md)
+TILE_ROUTES = {64: (True, True, 0, 0), 32: (True, False, 64, 32)}
 
 
 def _signature(real):
@@ -220,7 +223,7 @@ def bind() -> bool:
         _keep.extend(fns)
         for name, fn in zip(("netc_cblas_sgemm", "netc_cblas_dgemm"), fns):
             llvm.add_symbol(name, ctypes.cast(fn, ctypes.c_void_p).value)
-        if any(tile_routes()[:2]):
+        if any(tile_routes()):
             _bind_tiles()
         else:
             TILES_READY.set()
@@ -306,9 +309,10 @@ def describe() -> str:
     """What runs the kernels' GEMMs (after bind()): netc's tiles (their geometry) for which
     products, and which BLAS with which kernels."""
     blas = _bound.get("description", "not bound yet")
-    ab, abt, most = tile_routes()
+    ab, abt, most, rows = tile_routes()
     thin = f" where n and k are at most {most}" if most else ""
-    routes = [name for name, on in ((f"op(A) B{thin}", ab), ("A B^T", abt)) if on]
+    routes = [name for name, on in ((f"op(A) B{thin}", ab), ("A B^T", abt),
+                                    (f"A B^T of at most {rows} rows", rows and not abt)) if on]
     if not routes:
         return blas
     return (f"netc's own tiles ({tiles.GEOMETRIES[tiles.host_vector_bytes()]}) for "
@@ -320,7 +324,7 @@ def own_tiles(features=None) -> bool:
     rather than the BLAS, on this CPU or on one with these features (LLVM's names): TILE_ROUTES
     for its vector width. (On AVX2 only the thin ones run there: the layers' choices that weigh
     the GEMM's speed take the BLAS's.)"""
-    ab, _, most = tile_routes(features)
+    ab, _, most, _ = tile_routes(features)
     return ab and not most
 
 
@@ -331,9 +335,10 @@ def own_tiles_nt(features=None) -> bool:
 
 def tile_routes(features=None):
     """Which float32 GEMMs run on netc's tiles on this CPU (or one with these features):
-    (C = op(A) B, C = A B^T, the most n and k of an op(A) B that runs there, 0 for any)."""
+    (C = op(A) B, C = A B^T, the most n and k of an op(A) B that runs there, 0 for any; the most
+    rows of an A B^T that runs there where the second is False, 0 for none)."""
     width = tiles.host_vector_bytes() if features is None else tiles.vector_bytes(features)
-    return TILE_ROUTES.get(width, (False, False, 0))
+    return TILE_ROUTES.get(width, (False, False, 0, 0))
 
 
 def blas_gemm(ta, tb, alpha, a, b, beta, c):
@@ -355,13 +360,13 @@ def _blas_at(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
 
 
 @cache.njit(nogil=True)
-def _tiles_at(ta, tb, ab, abt, most, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+def _tiles_at(ta, tb, ab, abt, most, rows, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
     """_blas_at for float32, on the tiles where the route says (ab: C = op(A) B where n and k
-    are at most `most`, or any if it is 0; abt: C = A B^T). Only for a CPU with tile routes: its
-    code names netc_tiles_sgemm, which bind() gives LLVM there alone (code naming an unbound
-    symbol ends the process when it loads)."""
+    are at most `most`, or any if it is 0; abt: C = A B^T, else those of at most `rows` rows).
+    Only for a CPU with tile routes: its code names netc_tiles_sgemm, which bind() gives LLVM
+    there alone (code naming an unbound symbol ends the process when it loads)."""
     thin = most == 0 or (n <= most and k <= most)
-    if (ab and not tb and thin) or (abt and tb and not ta):
+    if (ab and not tb and thin) or (tb and not ta and (abt or m <= rows)):
         if m and n:
             _TILES_S(np.intp(ta), np.intp(tb), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
     else:
@@ -421,14 +426,14 @@ def _lower_gemm(routes):
                   lead[2]]
         i = types.intp
         argtypes = (types.boolean, types.boolean, i, i, i, real, i, i, i, i, real, i, i)
-        ab, abt, most = routes(real)
-        if not (ab or abt):
+        ab, abt, most, rows = routes(real)
+        if not (ab or abt or rows):
             return linking.emit(context, builder, _blas_at, argtypes, [*flag, *values])
         route = [cgutils.true_bit if ab else cgutils.false_bit,
                  cgutils.true_bit if abt else cgutils.false_bit,
-                 context.get_constant(types.intp, most)]
+                 context.get_constant(types.intp, most), context.get_constant(types.intp, rows)]
         return linking.emit(context, builder, _tiles_at,
-                            argtypes[:2] + argtypes[:2] + (i,) + argtypes[2:],
+                            argtypes[:2] + argtypes[:2] + (i, i) + argtypes[2:],
                             [*flag, *route, *values])
     return lower
 
@@ -436,5 +441,5 @@ def _lower_gemm(routes):
 _ANY = (types.Boolean, types.Boolean, types.Number, types.Array, types.Array, types.Number,
         types.Array)
 lower_builtin(gemm, *_ANY)(_lower_gemm(
-    lambda real: tile_routes() if real == types.float32 else (False, False, 0)))
-lower_builtin(blas_gemm, *_ANY)(_lower_gemm(lambda real: (False, False, 0)))
+    lambda real: tile_routes() if real == types.float32 else (False, False, 0, 0)))
+lower_builtin(blas_gemm, *_ANY)(_lower_gemm(lambda real: (False, False, 0, 0)))
