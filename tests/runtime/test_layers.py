@@ -682,4 +682,14 @@ def test_fc_algorithm_rule_with_avx2_vectors(monkeypatch, n, k, expected):
     whatever the rows hold."""
     from netc.runtime.backends.cpu import dense
     monkeypatch.setattr(dense, "wide_vectors", lambda: False)
-    assert dense.linear_algorithm(n, k, 4, tiles=False) == expected
+    assert dense.linear_algorithm(n, k, 4, tiles=False, rows=0) == expected
+
+
+@pytest.mark.parametrize("n,itemsize,expected", [(1, 4, "gemm"), (15, 4, "gemm"), (32, 4, "gemm"),
+                                                 (64, 4, "gemm"), (1, 8, "dots"), (15, 8, "dots")])
+def test_fc_algorithm_rule_with_the_avx2_tiles_for_few_rows(monkeypatch, n, itemsize, expected):
+    """On AVX2 the tiles run float32's A B^T of up to 32 rows: the GEMM beats the dots at any
+    batch there (float64 stays on the BLAS, where the dots win below DOTS_SMALL_BATCH)."""
+    from netc.runtime.backends.cpu import dense
+    monkeypatch.setattr(dense, "wide_vectors", lambda: False)
+    assert dense.linear_algorithm(n, 784, itemsize, tiles=False, rows=32) == expected

@@ -8,7 +8,9 @@ slower at batch 1), vectorized at the CPU's full width whatever the BLAS runs; o
 kernels' GEMM (netc's tiles on AVX-512, else the BLAS).
 With the tiles, gemm wins from DOTS_SMALL_BATCH samples on; against the BLAS, dots also wins
 where each row holds DOTS_ROW_BYTES (long enough for its 18 sums, short enough that nine units'
-rows stay in L1), on CPUs with 64-byte vectors only. The backward pass is GEMMs, with the
+rows stay in L1), on CPUs with 64-byte vectors only. On AVX2, where the tiles run the A B^T of
+few rows (blas.TILE_ROUTES), gemm wins at any batch in float32 (784 -> 256: 0.96x dots' time at
+batch 1, 0.58-0.70x at 4-12). The backward pass is GEMMs, with the
 activation's gradient and the bias sums in the same kernel. (Measurements: bench/RESULTS.md.)
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ from .. import elementwise as ew
 from ..composed import PerPixelOutput
 from ..registry import Implementation, implements
 from .activation import fused_backward, fused_forward, in_kernel
-from .blas import gemm, own_tiles
+from .blas import gemm, own_tiles, tile_routes
 from .tiles import host_vector_bytes
 from .common import TAPS, _act_row_cpu, _grad_row_cpu, _nine_dots1_cpu, _nine_dots_cpu, act_pair
 from .jit import REDUCE, kernel, launch, launcher, run_part, share, split_macs
@@ -103,13 +105,20 @@ def unrows(a, xshape):
     return a.reshape(xshape[0], xshape[1], -1) if len(xshape) == 3 else a
 
 
-def linear_algorithm(n, k, itemsize, tiles=None):
+def linear_algorithm(n, k, itemsize, tiles=None, rows=None):
     """'dots' or 'gemm' for n samples of k features (see above); `tiles`: whether gemm runs on
-    netc's own tiles (by default, whether this CPU has them). The dots' row rule holds where
-    they vectorize 64 bytes wide: with AVX2's 32 OpenBLAS's GEMM wins from DOTS_SMALL_BATCH on
-    (the MLP's first layer at batch 64: 0.48 ms against 0.95)."""
+    netc's own tiles (by default, whether this CPU has them); `rows`: the most rows of the
+    products that run on them where not every one does (AVX2; by default, with `tiles`, this
+    CPU's route, else none). The
+    dots' row rule holds where they vectorize 64 bytes wide: with AVX2's 32 OpenBLAS's GEMM wins
+    from DOTS_SMALL_BATCH on (the MLP's first layer at batch 64: 0.48 ms against 0.95)."""
     if FORCE is not None:
         return FORCE
+    if rows is None and tiles is None:
+        _, every, _, rows = tile_routes()
+        rows = 0 if every else rows
+    if itemsize == 4 and n <= (rows or 0):
+        return "gemm"
     if n < DOTS_SMALL_BATCH:
         return "dots"
     if tiles is None:
