@@ -109,9 +109,9 @@ def linear_algorithm(n, k, itemsize, tiles=None, rows=None):
     """'dots' or 'gemm' for n samples of k features (see above); `tiles`: whether gemm runs on
     netc's own tiles (by default, whether this CPU has them); `rows`: the most rows of the
     products that run on them where not every one does (AVX2; by default, with `tiles`, this
-    CPU's route, else none). The
-    dots' row rule holds where they vectorize 64 bytes wide: with AVX2's 32 OpenBLAS's GEMM wins
-    from DOTS_SMALL_BATCH on (the MLP's first layer at batch 64: 0.48 ms against 0.95)."""
+    CPU's route, else none). The dots' row rule holds where they vectorize 64 bytes wide: with
+    AVX2's 32 OpenBLAS's GEMM wins from DOTS_SMALL_BATCH on (the MLP's first layer at batch 64:
+    0.48 ms against 0.95)."""
     if FORCE is not None:
         return FORCE
     if rows is None and tiles is None:

@@ -170,7 +170,7 @@ class GroupNormalization(Implementation):
 
     def forward(self, h, p, xs, ctx):
         x = np.ascontiguousarray(xs[0])
-        n, c = x.shape[0], x.shape[1]
+        n = x.shape[0]
         g = self.rules.groups(h, (x.shape[1:],))
         mean, inv = ctx.buffer("mean", (n, g), x.dtype), ctx.buffer("inv", (n, g), x.dtype)
         y = ctx.value(x.shape, x.dtype)
