@@ -262,15 +262,18 @@ ALGORITHM_CASES = [
 
 
 @pytest.mark.parametrize("inp,chain", ALGORITHM_CASES)
-@pytest.mark.parametrize("algorithm", ["winograd", "direct", "dense", "im2col-unkept"])
+@pytest.mark.parametrize("algorithm", ["winograd", "winograd-4x4", "direct", "dense",
+                                       "im2col-unkept"])
 def test_conv_algorithms_agree_with_im2col(monkeypatch, inp, chain, algorithm):
-    """(im2col-unkept: im2col unfolding again in backward, as layers too big to keep do.)"""
+    """(im2col-unkept: im2col unfolding again in backward, as layers too big to keep do;
+    winograd-4x4: F(4x4, 3x3).)"""
     from netc.runtime.backends.cpu import conv
     spec = f"input {inp}\n{chain}"
     rng = np.random.default_rng(7)
     results = []
     for force in ("im2col", algorithm):
         monkeypatch.setattr(conv, "FORCE", force.split("-")[0])
+        monkeypatch.setattr(conv, "WINOGRAD_TILE", 4 if force.endswith("4x4") else 2)
         monkeypatch.setattr(conv, "KEEP_COLS_BYTES", 0 if force.endswith("unkept") else 32 << 20)
         model = randomized(spec)
         x = rng.standard_normal((3,) + model.net.input_shape) if not results else results[0][0]
@@ -476,23 +479,81 @@ def test_winograd_on_small_planes_takes_the_batch(inp, filters, batch, expected)
                                                             True) == expected
 
 
+@pytest.mark.parametrize("inp,filters,batch,expected", [
+    ("16x16x128", 128, 64, "winograd F4"),  # ResNet-18's second stage at 32x32: F(4x4, 3x3)
+    ("8x8x256", 256, 32, "winograd F4"),    # 2048 output pixels over the batch: F(4x4) ...
+    ("8x8x256", 256, 16, "winograd"),       # ... 1024: the weights' transforms would cost more
+    ("4x4x512", 512, 64, "winograd"),       # ResNet-18's last stage at batch 64: 1024 pixels
+    ("4x4x512", 512, 128, "winograd F4"),
+    ("16x16x128", 64, 64, "winograd"),      # too few filters
+    ("32x32x64", 64, 64, "winograd"),       # too few channels
+    ("6x6x256", 256, 256, "winograd"),      # 6x6: nine 2x2 tiles take as many products as 4x4's
+    ("7x7x256", 256, 256, "winograd F4"),   # 7x7: four 4x4 tiles, sixteen 2x2
+])
+@pytest.mark.parametrize("tiles", [False, True])
+def test_winograd_tile_rule(inp, filters, batch, expected, tiles):
+    """F(4x4, 3x3) from WINOGRAD4_MIN_CHANNELS channels and filters, WINOGRAD4_MIN_PIXELS output
+    pixels over the batch and planes its tiles cover with fewer products, where the GEMMs run on
+    the BLAS (not on netc's own tiles); netc bench names it."""
+    net = netc.compile(f"input {inp}\nCONV 3x3 {filters} pad=1")
+    (node,) = [n for n in net.nodes if n.kind == "CONV"]
+    got = backends.implementation("CONV", "cpu").algorithm(node.hyper, node.in_shapes, batch,
+                                                           tiles)
+    assert got == ("winograd" if tiles else expected)
+
+
+def test_winograd_4x4_float32_rounding(monkeypatch):
+    """F(4x4, 3x3) in float32 over 128 channels: outputs and gradients within 2e-5 of im2col's in
+    float64 and at most 16x F(2x2, 3x3)'s error (relative to each array's largest value; measured
+    6.0e-6, 2.2e-6 and 2.3e-6 against F(2x2)'s 6.5e-7, 3.9e-7 and 3.5e-7)."""
+    from netc.runtime.backends.cpu import conv
+    spec = "input 8x8x128\nCONV 3x3 128 pad=1"
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 128, 8, 8))
+    target = rng.standard_normal((3, 128, 8, 8))
+    runs = {}
+    for name, how, tile, dtype in (("ref", "im2col", 2, "float64"),
+                                   ("f2", "winograd", 2, "float32"),
+                                   ("f4", "winograd", 4, "float32")):
+        monkeypatch.setattr(conv, "FORCE", how)
+        monkeypatch.setattr(conv, "WINOGRAD_TILE", tile)
+        model, wide = randomized(spec), None
+        if dtype == "float32":
+            model, wide = netc.Model(spec, dtype="float32"), model
+            for k, v in wide.params.items():
+                model.params[k][...] = v
+        out = model.forward(x.astype(dtype))
+        _, grads, dx = model.loss_and_grads(x.astype(dtype), target.astype(dtype), loss="mse",
+                                            input_grad=True)
+        (weight,) = [v for k, v in grads.items() if k.endswith(".weight")]
+        runs[name] = (out, dx, weight)
+    for i, what in enumerate(("output", "input gradient", "weight gradient")):
+        ref = runs["ref"][i]
+        err = {k: np.abs(runs[k][i] - ref).max() / np.abs(ref).max() for k in ("f2", "f4")}
+        assert err["f4"] < 2e-5, (what, err)
+        assert err["f4"] < 16 * err["f2"] + 1e-7, (what, err)
+
+
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-13), ("float32", 1e-5)])
-def test_winograd_weight_transforms_against_numpy(monkeypatch, dtype, tol):
+@pytest.mark.parametrize("positions", [16, 36])
+def test_winograd_weight_transforms_against_numpy(monkeypatch, dtype, tol, positions):
     """U = G g G^T in both layouts (forward's U^T, backward's U) and the weight gradient
-    G^T dU G summed over the parts, on every worker (GRAIN 1), against einsum in float64."""
+    G^T dU G summed over the parts, on every worker (GRAIN 1), against einsum in float64, for
+    F(2x2, 3x3) (16 positions) and F(4x4, 3x3) (36)."""
     from netc.runtime.backends.cpu import jit
     from netc.runtime.backends.cpu.conv import winograd
     monkeypatch.setattr(jit, "GRAIN", 1)
     rng = np.random.default_rng(8)
     f, c = 7, 5
     w = rng.standard_normal((f, c, 3, 3)).astype(dtype)
-    gg = winograd._WINO_GG
+    g = winograd._WINO_G if positions == 16 else winograd._WINO4_G
+    gg = np.einsum("ai,bj->abij", g, g).reshape(positions, 9)  # (G (x) G), written out
     u_ref = np.einsum("kt,fct->kfc", gg, w.reshape(f, c, 9).astype(np.float64))
-    u = winograd._winograd_weights(w, np.empty((16, f, c), dtype))
-    ut = winograd._winograd_weights(w, np.empty((16, c, f), dtype), transpose=True)
+    u = winograd._winograd_weights(w, np.empty((positions, f, c), dtype))
+    ut = winograd._winograd_weights(w, np.empty((positions, c, f), dtype), transpose=True)
     np.testing.assert_allclose(u, u_ref, rtol=tol, atol=tol)
     np.testing.assert_allclose(ut, u_ref.transpose(0, 2, 1), rtol=tol, atol=tol)
-    du = rng.standard_normal((3, 16, f, c)).astype(dtype)
+    du = rng.standard_normal((3, positions, f, c)).astype(dtype)
     dg = winograd._winograd_weight_grad(du)
     dg_ref = np.einsum("kt,kfc->fct", gg, du.astype(np.float64).sum(axis=0)).reshape(f, c, 3, 3)
     assert dg.dtype == np.dtype(dtype)

@@ -6,7 +6,8 @@ own weight gradient, and the parts' sums are added after.
 
     dense      the window covers the whole input: one GEMM, as an FC (dense.py)
     direct     stride 1 over few channels on long rows: taps on a wide output grid (direct.py)
-    winograd   3x3/1 over enough channels and pixels: F(2x2, 3x3) (winograd.py)
+    winograd   3x3/1 over enough channels and pixels: F(2x2, 3x3), or F(4x4, 3x3) over many
+               channels (winograd.py)
     im2col     everything else: unfold, then GEMM (im2col.py)
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .im2col import (_conv_backward_cpu, _conv_backward_part, _conv_backward_wid
                      _pointwise, _workspace)
 from .winograd import (_winograd_backward_cpu, _winograd_backward_part, _winograd_forward_cpu,
                        _winograd_forward_part, _winograd_weight_grad, _winograd_weights,
-                       _winograd_workspace)
+                       _winograd_workspace, tile_positions)
 
 # fewer input channels, and its GEMMs (K = C) are too thin to pay for the transforms: forward +
 # backward of a 3x3 CONV, C = F, batch 32-128 (bench/winograd_channels.py, AVX2, two runs), im2col
@@ -80,6 +81,18 @@ BACKWARD_MIN_DEPTH = 512
 # this many on (wide_backward)
 WIDE_MIN_FILTERS = 64
 KEEP_COLS_FILTERS = 256
+# Winograd's 4x4 output tiles, F(4x4, 3x3), from this many input channels and filters on and for
+# at least WINOGRAD4_MIN_PIXELS output pixels over the batch, where they take fewer GEMM
+# multiply-adds (36 a 4x4 tile against 64 for four 2x2 tiles: planes of 4x4, 7x7, 8x8, 14x14,
+# ...; not 5x5 or 6x6, which four 2x2 tiles or nine cover with as few). Fewer channels: the
+# transforms' extra terms cost what the smaller GEMMs save; fewer pixels: the weights' transforms
+# (2.25x the values, forward, backward and the weight gradient's) do. A layer's step (forward +
+# backward), F(4x4) over F(2x2), AVX2 Zen 3, one process alternating (bench/RESULTS.md): 128
+# channels 16x16 b64 0.87x, b16 0.94x; 256 on 8x8 b64 0.84x, b32 (2048 pixels) 0.94x; 512 on
+# 4x4 b128 0.91x, b64 (1024 pixels) 1.10x; 64 channels 32x32 b64 0.94x, 16x16 b32 1.03x
+WINOGRAD4_MIN_CHANNELS = 128
+WINOGRAD4_MIN_PIXELS = 2048
+WINOGRAD_TILE = None  # 2 or 4: force the output tile where Winograd runs (tests, benchmarks)
 FORCE = None  # "im2col" | "winograd" | "direct" | "dense" where allowed: for tests and benchmarks
 # taps that read only padding are left out (_reached); False: every tap runs (tests, benchmarks).
 # ResNet-18 on 32x32 (ImageNet stem), batch 16, its last stage's 3x3 CONVs over 1x1 planes
@@ -113,6 +126,23 @@ def algorithm(h, xshape, tiles=None):
                                           else DIRECT_MAX_CHANNELS_BLAS)):
             return "direct"
     return "winograd" if winograd else "im2col"
+
+
+def winograd_tile(xshape, filters, oh, ow, tiles=None):
+    """The output tile (2: F(2x2, 3x3); 4: F(4x4, 3x3)) of a Winograd CONV of input xshape (N, C,
+    H, W) into (oh, ow) planes. F(4x4) only where the GEMMs run on the BLAS (`tiles`: whether
+    they run on netc's own tiles; by default, whether this CPU has them): with the tiles' faster
+    GEMMs (AVX-512), an earlier session measured it at 0.90-1.0x F(2x2)'s time on 16x16 planes
+    and slower on 8x8 (README, Speed), and it was not measured there since."""
+    if WINOGRAD_TILE is not None:
+        return WINOGRAD_TILE
+    tiles = own_tiles() if tiles is None else tiles
+    if (tiles or min(xshape[1], filters) < WINOGRAD4_MIN_CHANNELS
+            or xshape[0] * oh * ow < WINOGRAD4_MIN_PIXELS):
+        return 2
+    four = tile_positions(4) * -(-oh // 4) * -(-ow // 4)
+    two = tile_positions(2) * -(-oh // 2) * -(-ow // 2)
+    return 4 if 4 * four <= 3 * two else 2
 
 
 def _reached(h, p, xshape, ctx, w=None):
@@ -183,7 +213,11 @@ class Conv(Implementation):
         xshape = (batch or 1,) + tuple(xs[0])
         cut = reached_taps(h, xshape[1:]) if CUT_TAPS else None
         if cut is None:
-            return algorithm(h, xshape, tiles)
+            how = algorithm(h, xshape, tiles)
+            if how == "winograd":  # "winograd F4": F(4x4, 3x3)
+                oh, ow, _, _ = window_geometry(h, xshape[1:])
+                how += " F4" if winograd_tile(xshape, h["filters"], oh, ow, tiles) == 4 else ""
+            return how
         (kh, kw) = cut[0]["kernel"]
         return f"{algorithm(cut[0], xshape, tiles)} {kh}x{kw}"
 
@@ -208,12 +242,13 @@ class Conv(Implementation):
             launch(_direct_forward_cpu, _direct_forward_part, parts, x, _direct_weights(p["weight"]),
                    bias, act, *h["pad"], offs, oh, ow, wide_passes(), xp, acc, y)
         elif how == "winograd":
+            mt = winograd_tile(x.shape, f, oh, ow)
             per, xp, v, z, o, rows = _winograd_workspace(ctx, x, f, oh, ow,
-                                                         ("xp", "v", "m", "o", "rows"))
+                                                         ("xp", "v", "m", "o", "rows"), mt=mt)
+            ut = ctx.scratch("u", (tile_positions(mt), x.shape[1], f), x.dtype)
             launch(_winograd_forward_cpu, _winograd_forward_part, parts, x,
-                   _winograd_weights(p["weight"], ctx.scratch("u", (16, x.shape[1], f), x.dtype),
-                                     transpose=True), bias, act, *h["pad"], oh, ow, per,
-                   xp, v, z, o, rows, y)
+                   _winograd_weights(p["weight"], ut, transpose=True), bias, act, *h["pad"], oh,
+                   ow, per, xp, v, z, o, rows, y)
         else:
             per, cols, z = _workspace(ctx, h, x, f, oh, ow, ("cols", "z"))
             size = cols.shape[1] and x.shape[0] * w.shape[1] * h["groups"] * oh * ow
@@ -277,9 +312,12 @@ class Conv(Implementation):
             kk = h["kernel"][0] * h["kernel"][1]
             grads["weight"] = part_sum(dw, parts)[:f, :, :kk].reshape(p["weight"].shape)
         elif how == "winograd":
-            u = _winograd_weights(p["weight"], ctx.scratch("u", (16, f, x.shape[1]), dy.dtype))
+            mt = winograd_tile(x.shape, f, oh, ow)
+            u = _winograd_weights(p["weight"], ctx.scratch("u", (tile_positions(mt), f, x.shape[1]),
+                                                           dy.dtype))
             per, xp, v, dm, dv, g, gt, rows = _winograd_workspace(
-                ctx, x, f, oh, ow, ("xp", "v", "m", "dv", "g", "gt", "rows"), BACKWARD_MIN_DEPTH)
+                ctx, x, f, oh, ow, ("xp", "v", "m", "dv", "g", "gt", "rows"), BACKWARD_MIN_DEPTH,
+                mt)
             du = ctx.scratch("dw", (xp.shape[0],) + u.shape, dy.dtype)
             db = ctx.scratch("db", (xp.shape[0], f), dy.dtype)
             launch(_winograd_backward_cpu, _winograd_backward_part, parts, x, u, dy, y, act,

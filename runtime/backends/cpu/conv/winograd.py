@@ -1,4 +1,4 @@
-"""CONV 3x3/1 by Winograd's minimal filtering F(2x2, 3x3)."""
+"""CONV 3x3/1 by Winograd's minimal filtering, F(2x2, 3x3) or F(4x4, 3x3)."""
 from __future__ import annotations
 
 import numpy as np
@@ -24,6 +24,48 @@ from ..jit import REDUCE, kernel, launch, launcher, run_part, split_macs
 _WINO_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 _WINO_GG = np.kron(_WINO_G, _WINO_G)  # (16, 9): vec(G g G^T) = (G (x) G) vec(g), row-major
 
+# F(4x4, 3x3) (the same paper; interpolation points 0, 1, -1, 2, -2 and infinity): each 4x4
+# output tile from a 6x6 input tile, 36 multiplications per (filter, channel) where direct takes
+# 144 and F(2x2, 3x3) 64, so the GEMMs shrink 4x instead of 2.25x; the transforms have more terms
+# (up to six) and G's coefficients (1/6, 1/12, 1/24) round in float32, so the output's rounding
+# grows by a small factor (bench/RESULTS.md; cuDNN and oneDNN run it in float32 too). Used where
+# the GEMMs are most of the work: many channels (conv.WINOGRAD4_MIN_CHANNELS). Its transforms are
+# written once for any tile from the matrices' nonzero entries (_sparse), each entry of a
+# transformed tile a loop over channels per term.
+_WINO4_BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                      [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], float)
+_WINO4_G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                     [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+_WINO4_AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+                      [0, 1, -1, 8, -8, 1]], float)
+_WINO4_GG = np.kron(_WINO4_G, _WINO4_G)  # (36, 9)
+
+
+def _sparse(m):
+    """(taps, coefficients, counts) of each row of m: row r is the sum over e < counts[r] of
+    coefficients[r, e] times entry taps[r, e] (padded with zeros past the count)."""
+    width = max(int(np.count_nonzero(row)) for row in m)
+    taps, coef = np.zeros((len(m), width), np.int64), np.zeros((len(m), width))
+    counts = np.zeros(len(m), np.int64)
+    for r, row in enumerate(m):
+        nz = np.flatnonzero(row)
+        taps[r, :len(nz)], coef[r, :len(nz)], counts[r] = nz, row[nz], len(nz)
+    return taps, coef, counts
+
+
+# B^T's rows (the input's transform), its columns (the input gradient's), A^T's rows (the
+# output's) and its columns (the output gradient's)
+_BT4_TAPS, _BT4_COEF, _BT4_COUNT = _sparse(_WINO4_BT)
+_B4_TAPS, _B4_COEF, _B4_COUNT = _sparse(_WINO4_BT.T)
+_AT4_TAPS, _AT4_COEF, _AT4_COUNT = _sparse(_WINO4_AT)
+_A4_TAPS, _A4_COEF, _A4_COUNT = _sparse(_WINO4_AT.T)
+
+
+def tile_positions(mt):
+    """Entries of a transformed tile for output tiles mt x mt: 16 for F(2x2, 3x3), 36 for
+    F(4x4, 3x3)."""
+    return (mt + 2) ** 2
+
 
 def _winograd_weights(weight, out, transpose=False):
     """(F, C, 3, 3) weights -> out = U (16, F, C), U = G g G^T for every (filter, channel); with
@@ -33,18 +75,19 @@ def _winograd_weights(weight, out, transpose=False):
     w = weight.reshape(f, c, 9)
     w = w.transpose(1, 0, 2) if transpose else w
     # the kernel writes out[:, a, b] for every (a, b) of w unchecked
-    assert out.shape == (16,) + w.shape[:2] and out.dtype == weight.dtype, (out.shape, w.shape)
-    gg = _gg(weight.dtype)
+    gg = _gg(weight.dtype, out.shape[0])
+    assert out.shape == (gg.shape[0],) + w.shape[:2] and out.dtype == weight.dtype, (
+        out.shape, w.shape)
     launch(_weights_cpu, _weights_part, _transform_parts(gg, f * c, w.shape[0]), w, gg, out)
     return out
 
 
 def _winograd_weight_grad(du):
-    """dU (parts, 16, F, C), each part's sum -> the weight gradient (F, C, 3, 3) = G^T dU G
+    """dU (parts, 16 or 36, F, C), each part's sum -> the weight gradient (F, C, 3, 3) = G^T dU G
     summed over the parts: the same map's transpose."""
-    _, _, f, c = du.shape
+    _, kk, f, c = du.shape
     dg = np.empty((f, c, 9), du.dtype)
-    gg = _gg(du.dtype)
+    gg = _gg(du.dtype, kk)
     launch(_weight_grad_cpu, _weight_grad_part, _transform_parts(gg, f * c * du.shape[0], f), du,
            gg, dg)
     return dg.reshape(f, c, 3, 3)
@@ -53,11 +96,12 @@ def _winograd_weight_grad(du):
 _GG = {}
 
 
-def _gg(dtype):
-    """G (x) G in the data's type: the transforms below multiply in it."""
-    key = np.dtype(dtype).str
+def _gg(dtype, positions=16):
+    """G (x) G in the data's type for a transformed tile of 16 or 36 entries: the transforms below
+    multiply in it."""
+    key = (np.dtype(dtype).str, positions)
     if key not in _GG:
-        _GG[key] = _WINO_GG.astype(dtype)
+        _GG[key] = (_WINO_GG if positions == 16 else _WINO4_GG).astype(dtype)
     return _GG[key]
 
 
@@ -124,33 +168,49 @@ def _weight_grad_part(t, parts, du, gg, dg):
                 dg[f, c, i] = acc[i, c]
 
 
-def _winograd_workspace(ctx, x, f, oh, ow, tags, depth=0):
-    """(samples per chunk, then a per-thread scratch per tag): a chunk of about CHUNK_BYTES of
-    transformed input or as much as the transformed weights, whichever is more (every chunk's
-    GEMMs read all of them: 16 MiB on 512 x 512 channels; VGG-11 b16's step 0.89x, ResNet-18
-    32x32 b64's 0.91x with that, interleaved), and at least `depth` output pixels where the
-    thread has them (backward: the weight gradient's GEMMs sum over a chunk's tiles). Channels
+def _winograd_workspace(ctx, x, f, oh, ow, tags, depth=0, mt=2):
+    """(samples per chunk, then a per-thread scratch per tag) for output tiles mt x mt (2: F(2x2,
+    3x3), 4: F(4x4, 3x3); kk = (mt + 2)^2 entries a transformed tile): a chunk of about
+    CHUNK_BYTES of transformed input or as much as the transformed weights, whichever is more
+    (every chunk's GEMMs read all of them: 16 MiB on 512 x 512 channels; VGG-11 b16's step 0.89x,
+    ResNet-18 32x32 b64's 0.91x with that, interleaved), and at least `depth` output pixels where
+    the thread has them (backward: the weight gradient's GEMMs sum over a chunk's tiles). Channels
     are innermost, so that every transform is vector arithmetic over channels: 'xp' one padded
-    sample (Hq, Wq, C), 'v' and 'dv' the transformed input or its gradient (16, tiles, C), 'm'
-    the transformed output or its gradient (16, tiles, F), 'o' one sample's output over whole
-    tiles (F, 2th, 2tw); in backward, 'g' one sample's output gradient times act' (F, >= oh*ow)
-    and 'gt' the same channels-last over whole tiles (2th, 2tw, F); 'rows' the transforms by
-    rows of tiles, two (16, tw*C) (the input's takes 4 (Wq*C) of it), empty above
-    ROWS_MAX_CHANNELS."""
+    sample (Hq, Wq, C), 'v' and 'dv' the transformed input or its gradient (kk, tiles, C), 'm'
+    the transformed output or its gradient (kk, tiles, F), 'o' one sample's output over whole
+    tiles (F, 2th, 2tw; for F(4x4) channels last, (4th, 4tw, F)); in backward, 'g' one sample's
+    output gradient times act' (F, >= oh*ow) and 'gt' the same channels-last over whole tiles
+    (mt th, mt tw, F); 'rows' for F(2x2) the transforms by rows of tiles, two (16, tw*C) (the
+    input's takes 4 (Wq*C) of it), empty above ROWS_MAX_CHANNELS; for F(4x4) one flat scratch
+    for the input's six transformed rows (6 Wq*C) or a tile's halfway values (36 max(C, F))."""
     n, c = x.shape[:2]
-    th, tw = -(-oh // 2), -(-ow // 2)
-    chunk = max(CHUNK_BYTES, 16 * c * f * x.itemsize)
-    per = samples_per_chunk(n, ctx.workers, 16 * max(c, f) * th * tw * x.itemsize, 4 * th * tw,
+    kk = tile_positions(mt)
+    th, tw = -(-oh // mt), -(-ow // mt)
+    chunk = max(CHUNK_BYTES, kk * c * f * x.itemsize)
+    # depth in output pixels of 2x2 tiles, that is, a quarter of as many GEMM rows (tiles); F(4x4)
+    # takes as many rows (a 4x4 tile's 16 pixels count 4) and at least MIN_ROWS_4 in forward too:
+    # ResNet-18's 128-channel 16x16 layer at batch 64 took 3 samples (48 rows) a chunk, its GEMMs
+    # then ran at a fraction of their speed (dU's sums over 48 rows)
+    if mt == 4:
+        depth = max(depth, 4 * MIN_ROWS_4)
+    per = samples_per_chunk(n, ctx.workers, kk * max(c, f) * th * tw * x.itemsize, 4 * th * tw,
                             depth, chunk)
     t, tiles, size = ctx.workers, per * th * tw, x.itemsize
-    # the 16 matrices (and the F planes of 'o' and 'g') are written or read side by side:
+    # the kk matrices (and the F planes of 'o' and 'g') are written or read side by side:
     # strides that are multiples of 4 KiB would put them all in the same L1 sets
-    shapes = {"xp": (2 * th + 2, 2 * tw + 2, c), "v": (16, _skew(tiles, c * size), c),
-              "dv": (16, _skew(tiles, c * size), c), "m": (16, _skew(tiles, f * size), f),
-              "o": (f, 2 * th, _skew(2 * tw, 2 * th * size)), "gt": (2 * th, 2 * tw, f),
-              "g": (f, _skew(oh * ow, size)),
-              "rows": (2, 16, tw * c if c <= ROWS_MAX_CHANNELS else 0)}
+    if mt == 2:
+        o = (f, 2 * th, _skew(2 * tw, 2 * th * size))
+        rows = (2, 16, tw * c if c <= ROWS_MAX_CHANNELS else 0)
+    else:
+        o = (mt * th, mt * tw, f)
+        rows = (1, 1, max((mt + 2) * (mt * tw + 2) * c, kk * max(c, f)))
+    shapes = {"xp": (mt * th + 2, mt * tw + 2, c), "v": (kk, _skew(tiles, c * size), c),
+              "dv": (kk, _skew(tiles, c * size), c), "m": (kk, _skew(tiles, f * size), f),
+              "o": o, "gt": (mt * th, mt * tw, f), "g": (f, _skew(oh * ow, size)), "rows": rows}
     return (per,) + tuple(ctx.scratch(tag, (t,) + shapes[tag], x.dtype) for tag in tags)
+
+
+MIN_ROWS_4 = 128
 
 
 def _skew(count, unit_bytes):
@@ -171,23 +231,32 @@ def _winograd_forward_cpu(parts, x, ut, bias, act, ph, pw, oh, ow, per, xp_ws, v
 @kernel()
 def _winograd_forward_part(t, parts, x, ut, bias, act, ph, pw, oh, ow, per, xp_ws, v_ws, m_ws,
                            o_ws, rows_ws, y):
-    """y = act(conv(x, w) + bias), ut = U^T (16, C, F): V U^T as V times a matrix with
+    """y = act(conv(x, w) + bias), ut = U^T (kk, C, F): V U^T as V times a matrix with
     contiguous rows, the GEMM that netc's tiles run at full speed."""
-    n = x.shape[0]
-    th, tw = -(-oh // 2), -(-ow // 2)
+    n, kk = x.shape[0], ut.shape[0]
+    mt = 2 if kk == 16 else 4
+    th, tw = -(-oh // mt), -(-ow // mt)
     lo, hi = n * t // parts, n * (t + 1) // parts
     xp, v, mm, o, rows = xp_ws[t], v_ws[t], m_ws[t], o_ws[t], rows_ws[t]
     for s in range(lo, hi, per):
         m = min(hi, s + per) - s
         cols = m * th * tw
         _winograd_input_cpu(x, s, m, ph, pw, th, tw, xp, v, rows)
-        for k in range(16):  # M = V U^T, tile by tile
+        for k in range(kk):  # M = V U^T, tile by tile
             gemm(False, False, 1.0, v[k, :cols], ut[k], 0.0, mm[k, :cols])
         for q in range(m):
-            _winograd_out_cpu(mm, q * th * tw, th, tw, o)
-            for f in range(o.shape[0]):
-                for oy in range(oh):
-                    _act_row_cpu(act, o[f, oy], bias[f], y[s + q, f, oy], ow)
+            if mt == 2:
+                _winograd_out_cpu(mm, q * th * tw, th, tw, o)
+                for f in range(o.shape[0]):
+                    for oy in range(oh):
+                        _act_row_cpu(act, o[f, oy], bias[f], y[s + q, f, oy], ow)
+            else:  # channels last into o, then planes into y, bias and activation in place
+                _wino4_out_cpu(mm, q * th * tw, th, tw, o, rows.reshape(-1))
+                yq = y[s + q]
+                _channels_first_cpu(o.reshape(-1), o.shape[1] * o.shape[2], 0, 0, yq)
+                for f in range(yq.shape[0]):
+                    plane = yq[f].reshape(-1)
+                    _act_row_cpu(act, plane, bias[f], plane, plane.size)
 
 
 @launcher
@@ -202,9 +271,10 @@ def _winograd_backward_cpu(parts, x, u, dy, y, act, ph, pw, per, need_dx, xp_ws,
 @kernel(fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
 def _winograd_backward_part(t, parts, x, u, dy, y, act, ph, pw, per, need_dx, xp_ws, v_ws, m_ws,
                             dv_ws, g_ws, gt_ws, rows_ws, du_ws, db_ws, dx):
-    n = x.shape[0]
+    n, kk = x.shape[0], u.shape[0]
+    mt = 2 if kk == 16 else 4
     oh, ow = dy.shape[2], dy.shape[3]
-    th, tw = -(-oh // 2), -(-ow // 2)
+    th, tw = -(-oh // mt), -(-ow // mt)
     lo, hi = n * t // parts, n * (t + 1) // parts
     xp, v, dm, dv, g, gt = xp_ws[t], v_ws[t], m_ws[t], dv_ws[t], g_ws[t], gt_ws[t]
     du, db, rows = du_ws[t], db_ws[t], rows_ws[t]
@@ -222,14 +292,19 @@ def _winograd_backward_part(t, parts, x, u, dy, y, act, ph, pw, per, need_dx, xp
             for f in range(g.shape[0]):
                 at = f * pixels
                 db[f] += _grad_row_cpu(act, dyq[at:at + pixels], yq[at:at + pixels], g[f], pixels)
-            _winograd_grad_out_cpu(g, oh, ow, th, tw, dm, q * th * tw, gt)
-        for k in range(16):  # dU += dM^T V
+            if mt == 2:
+                _winograd_grad_out_cpu(g, oh, ow, th, tw, dm, q * th * tw, gt)
+            else:
+                _wino4_grad_out_cpu(g, oh, ow, th, tw, dm, q * th * tw, gt, rows.reshape(-1))
+        for k in range(kk):  # dU += dM^T V
             gemm(True, False, 1.0, dm[k, :cols], v[k, :cols], 1.0, du[k])
         if need_dx:
-            for k in range(16):  # dV = dM U
+            for k in range(kk):  # dV = dM U
                 gemm(False, False, 1.0, dm[k, :cols], u[k], 0.0, dv[k, :cols])
             for q in range(m):
-                if rows.size:
+                if mt == 4:
+                    _wino4_grad_in_cpu(dv, q * th * tw, th, tw, xp, rows.reshape(-1))
+                elif rows.size:
                     _winograd_grad_in_rows_cpu(dv, q * th * tw, th, tw, xp, rows)
                 else:
                     _winograd_grad_in_cpu(dv, q * th * tw, th, tw, xp)
@@ -242,7 +317,9 @@ def _winograd_input_cpu(x, s, m, ph, pw, th, tw, xp, v, rows):
     rows of tiles where `rows` (scratch) is not empty."""
     for q in range(m):
         _winograd_pad_cpu(x[s + q], ph, pw, xp)
-        if rows.size:
+        if v.shape[0] == 36:
+            _wino4_in_cpu(xp, th, tw, v, q * th * tw, rows.reshape(-1))
+        elif rows.size:
             _winograd_in_rows_cpu(xp, th, tw, v, q * th * tw, rows.reshape(-1))
         else:
             _winograd_in_cpu(xp, th, tw, v, q * th * tw)
@@ -494,3 +571,115 @@ def _winograd_grad_in_rows_cpu(dv, col0, th, tw, dxp, rows):
                 frm = u(k) * run + u(tx) * c_
                 for c in range(c_):
                     dst[at + c] += bdb[frm + c]
+
+
+# F(4x4, 3x3)'s transforms (tiles of 6x6 inputs, 4x4 outputs), as sums over the nonzero entries of
+# B^T and A^T (_sparse): each entry of a tile a loop over its C channels (or F filters) per term,
+# which LLVM vectorizes; the halfway values of the two one-sided products sit in `tmp`.
+
+@kernel(inline=True)
+def _terms_cpu(dst, at, src, base, stride, taps, coef, count, n, add):
+    """dst[at + i] (+)= the sum over e < count of coef[e] * src[base + taps[e]*stride + i], for
+    i < n: a pass over the n values per term (each a vector loop; dst stays in L1)."""
+    u = np.uint64
+    p, c0 = base + u(taps[0]) * stride, coef[0]
+    if add:
+        for i in range(n):
+            dst[at + i] += c0 * src[p + i]
+    else:
+        for i in range(n):
+            dst[at + i] = c0 * src[p + i]
+    for e in range(1, count):
+        p, ce = base + u(taps[e]) * stride, coef[e]
+        for i in range(n):
+            dst[at + i] += ce * src[p + i]
+
+
+@kernel()
+def _wino4_in_cpu(xp, th, tw, v, col0, tmp):
+    """v[a*6+b, col0 + ty*tw + tx, :] = (B^T d B)[a, b] for the 6x6 tile d at (4ty, 4tx) of xp
+    (Hq, Wq, C): B^T on the six padded rows under a row of tiles, whole rows of Wq*C values, into
+    tmp (6 Wq*C); then B on each tile's columns of those."""
+    u = np.uint64
+    c_, wq, cols = u(xp.shape[2]), u(xp.shape[1]), u(v.shape[1])
+    src, dst = xp.reshape(-1), v.reshape(-1)
+    coef = _BT4_COEF.astype(xp.dtype)
+    run = wq * c_
+    for ty in range(th):
+        for a in range(6):
+            _terms_cpu(tmp, u(a) * run, src, u(4 * ty) * run, run, _BT4_TAPS[a], coef[a],
+                       _BT4_COUNT[a], run, False)
+        for tx in range(tw):
+            j = u(col0 + ty * tw + tx)
+            for k in range(36):
+                a, b = k // 6, k % 6
+                _terms_cpu(dst, (u(k) * cols + j) * c_, tmp, u(a) * run + u(4 * tx) * c_, c_,
+                           _BT4_TAPS[b], coef[b], _BT4_COUNT[b], c_, False)
+
+
+@kernel()
+def _wino4_out_cpu(mm, col0, th, tw, ot, tmp):
+    """ot (4th, 4tw, F), channels last = A^T M A for every 4x4 tile of one sample: per tile,
+    A^T on M's rows into tmp (4 x 6 vectors of F), then A on the columns."""
+    u = np.uint64
+    f_, cols, wide = u(mm.shape[2]), u(mm.shape[1]), u(ot.shape[1])
+    src, dst = mm.reshape(-1), ot.reshape(-1)
+    coef = _AT4_COEF.astype(mm.dtype)
+    for ty in range(th):
+        for tx in range(tw):
+            j = u(col0 + ty * tw + tx)
+            for k in range(24):  # tmp[r, b] = sum over a of A^T[r, a] M[a, b]
+                r, b = k // 6, k % 6
+                _terms_cpu(tmp, u(k) * f_, src, (u(b) * cols + j) * f_, u(6) * cols * f_,
+                           _AT4_TAPS[r], coef[r], _AT4_COUNT[r], f_, False)
+            for k in range(16):  # ot[4ty + r, 4tx + s] = sum over b of tmp[r, b] A^T[s, b]
+                r, s = k // 4, k % 4
+                _terms_cpu(dst, ((u(4 * ty + r)) * wide + u(4 * tx + s)) * f_, tmp,
+                           u(6 * r) * f_, f_, _AT4_TAPS[s], coef[s], _AT4_COUNT[s], f_, False)
+
+
+@kernel()
+def _wino4_grad_out_cpu(g, oh, ow, th, tw, dm, col0, gt, tmp):
+    """dm[:, tile, f] = A g A^T for each 4x4 tile of g (F, >= oh*ow), the output gradient (times
+    act') of one sample: channels last into gt (4th, 4tw, F), whose border past (oh, ow) the
+    caller keeps zero; per tile, A on the columns into tmp (4 x 6 vectors of F), then on the
+    rows."""
+    u = np.uint64
+    _channels_last_cpu(g, oh, ow, 0, 0, gt)
+    f_, cols, wide = u(g.shape[0]), u(dm.shape[1]), u(gt.shape[1])
+    src, dst = gt.reshape(-1), dm.reshape(-1)
+    coef = _A4_COEF.astype(g.dtype)
+    for ty in range(th):
+        for tx in range(tw):
+            j = u(col0 + ty * tw + tx)
+            for k in range(24):  # tmp[r, b] = sum over s of g[r, s] A^T[s, b]
+                r, b = k // 6, k % 6
+                _terms_cpu(tmp, u(k) * f_, src, (u(4 * ty + r) * wide + u(4 * tx)) * f_, f_,
+                           _A4_TAPS[b], coef[b], _A4_COUNT[b], f_, False)
+            for k in range(36):  # dm[a, b] = sum over r of A^T[r, a] tmp[r, b]
+                a, b = k // 6, k % 6
+                _terms_cpu(dst, (u(k) * cols + j) * f_, tmp, u(b) * f_, u(6) * f_,
+                           _A4_TAPS[a], coef[a], _A4_COUNT[a], f_, False)
+
+
+@kernel()
+def _wino4_grad_in_cpu(dv, col0, th, tw, dxp, tmp):
+    """dxp (Hq, Wq, C) = the sum over tiles of B dV B^T placed at (4ty, 4tx) (tiles overlap by
+    two rows and columns): per tile, B on dV's columns into tmp (6 x 6 vectors of C), then on
+    the rows, added in place."""
+    u = np.uint64
+    _fill_cpu(dxp.reshape(-1), 0.0)
+    c_, wq, cols = u(dxp.shape[2]), u(dxp.shape[1]), u(dv.shape[1])
+    src, dst = dv.reshape(-1), dxp.reshape(-1)
+    coef = _B4_COEF.astype(dxp.dtype)
+    for ty in range(th):
+        for tx in range(tw):
+            j = u(col0 + ty * tw + tx)
+            for k in range(36):  # tmp[a, q] = sum over b of dV[a, b] B^T[b, q]
+                a, q = k // 6, k % 6
+                _terms_cpu(tmp, u(k) * c_, src, (u(6 * a) * cols + j) * c_, cols * c_,
+                           _B4_TAPS[q], coef[q], _B4_COUNT[q], c_, False)
+            for k in range(36):  # dxp[4ty + i, 4tx + q] += sum over a of B^T[a, i] tmp[a, q]
+                i, q = k // 6, k % 6
+                _terms_cpu(dst, (u(4 * ty + i) * wq + u(4 * tx + q)) * c_, tmp, u(q) * c_,
+                           u(6) * c_, _B4_TAPS[i], coef[i], _B4_COUNT[i], c_, True)
