@@ -30,9 +30,10 @@ from .direct import (_direct_backward_cpu, _direct_backward_part, _direct_forwar
 from .im2col import (_conv_backward_cpu, _conv_backward_part, _conv_backward_wide_cpu,
                      _conv_backward_wide_part, _conv_forward_cpu, _conv_forward_part,
                      _pointwise, _workspace)
-from .winograd import (_winograd_backward_cpu, _winograd_backward_part, _winograd_forward_cpu,
-                       _winograd_forward_part, _winograd_weight_grad, _winograd_weights,
-                       _winograd_workspace, tile_positions)
+from .winograd import (_winograd4_backward_cpu, _winograd4_backward_part, _winograd4_forward_cpu,
+                       _winograd4_forward_part, _winograd_backward_cpu, _winograd_backward_part,
+                       _winograd_forward_cpu, _winograd_forward_part, _winograd_weight_grad,
+                       _winograd_weights, _winograd_workspace, tile_positions)
 
 # fewer input channels, and its GEMMs (K = C) are too thin to pay for the transforms: forward +
 # backward of a 3x3 CONV, C = F, batch 32-128 (bench/winograd_channels.py, AVX2, two runs), im2col
@@ -246,9 +247,10 @@ class Conv(Implementation):
             per, xp, v, z, o, rows = _winograd_workspace(ctx, x, f, oh, ow,
                                                          ("xp", "v", "m", "o", "rows"), mt=mt)
             ut = ctx.scratch("u", (tile_positions(mt), x.shape[1], f), x.dtype)
-            launch(_winograd_forward_cpu, _winograd_forward_part, parts, x,
-                   _winograd_weights(p["weight"], ut, transpose=True), bias, act, *h["pad"], oh,
-                   ow, per, xp, v, z, o, rows, y)
+            kernels = ((_winograd_forward_cpu, _winograd_forward_part) if mt == 2
+                       else (_winograd4_forward_cpu, _winograd4_forward_part))
+            launch(*kernels, parts, x, _winograd_weights(p["weight"], ut, transpose=True), bias,
+                   act, *h["pad"], oh, ow, per, xp, v, z, o, rows, y)
         else:
             per, cols, z = _workspace(ctx, h, x, f, oh, ow, ("cols", "z"))
             size = cols.shape[1] and x.shape[0] * w.shape[1] * h["groups"] * oh * ow
@@ -320,8 +322,10 @@ class Conv(Implementation):
                 mt)
             du = ctx.scratch("dw", (xp.shape[0],) + u.shape, dy.dtype)
             db = ctx.scratch("db", (xp.shape[0], f), dy.dtype)
-            launch(_winograd_backward_cpu, _winograd_backward_part, parts, x, u, dy, y, act,
-                   *h["pad"], per, need_dx, xp, v, dm, dv, g, gt, rows, du, db, dx)
+            kernels = ((_winograd_backward_cpu, _winograd_backward_part) if mt == 2
+                       else (_winograd4_backward_cpu, _winograd4_backward_part))
+            launch(*kernels, parts, x, u, dy, y, act, *h["pad"], per, need_dx, xp, v, dm, dv, g,
+                   gt, rows, du, db, dx)
             grads["weight"] = _winograd_weight_grad(du[:parts])
         else:
             db = _backward_im2col(h, p, x, dy, y, act, need_dx, kept, grads, dx, ctx, parts)

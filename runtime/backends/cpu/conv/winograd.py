@@ -231,32 +231,23 @@ def _winograd_forward_cpu(parts, x, ut, bias, act, ph, pw, oh, ow, per, xp_ws, v
 @kernel()
 def _winograd_forward_part(t, parts, x, ut, bias, act, ph, pw, oh, ow, per, xp_ws, v_ws, m_ws,
                            o_ws, rows_ws, y):
-    """y = act(conv(x, w) + bias), ut = U^T (kk, C, F): V U^T as V times a matrix with
+    """y = act(conv(x, w) + bias), ut = U^T (16, C, F): V U^T as V times a matrix with
     contiguous rows, the GEMM that netc's tiles run at full speed."""
-    n, kk = x.shape[0], ut.shape[0]
-    mt = 2 if kk == 16 else 4
-    th, tw = -(-oh // mt), -(-ow // mt)
+    n = x.shape[0]
+    th, tw = -(-oh // 2), -(-ow // 2)
     lo, hi = n * t // parts, n * (t + 1) // parts
     xp, v, mm, o, rows = xp_ws[t], v_ws[t], m_ws[t], o_ws[t], rows_ws[t]
     for s in range(lo, hi, per):
         m = min(hi, s + per) - s
         cols = m * th * tw
         _winograd_input_cpu(x, s, m, ph, pw, th, tw, xp, v, rows)
-        for k in range(kk):  # M = V U^T, tile by tile
+        for k in range(16):  # M = V U^T, tile by tile
             gemm(False, False, 1.0, v[k, :cols], ut[k], 0.0, mm[k, :cols])
         for q in range(m):
-            if mt == 2:
-                _winograd_out_cpu(mm, q * th * tw, th, tw, o)
-                for f in range(o.shape[0]):
-                    for oy in range(oh):
-                        _act_row_cpu(act, o[f, oy], bias[f], y[s + q, f, oy], ow)
-            else:  # channels last into o, then planes into y, bias and activation in place
-                _wino4_out_cpu(mm, q * th * tw, th, tw, o, rows.reshape(-1))
-                yq = y[s + q]
-                _channels_first_cpu(o.reshape(-1), o.shape[1] * o.shape[2], 0, 0, yq)
-                for f in range(yq.shape[0]):
-                    plane = yq[f].reshape(-1)
-                    _act_row_cpu(act, plane, bias[f], plane, plane.size)
+            _winograd_out_cpu(mm, q * th * tw, th, tw, o)
+            for f in range(o.shape[0]):
+                for oy in range(oh):
+                    _act_row_cpu(act, o[f, oy], bias[f], y[s + q, f, oy], ow)
 
 
 @launcher
@@ -271,44 +262,44 @@ def _winograd_backward_cpu(parts, x, u, dy, y, act, ph, pw, per, need_dx, xp_ws,
 @kernel(fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
 def _winograd_backward_part(t, parts, x, u, dy, y, act, ph, pw, per, need_dx, xp_ws, v_ws, m_ws,
                             dv_ws, g_ws, gt_ws, rows_ws, du_ws, db_ws, dx):
-    n, kk = x.shape[0], u.shape[0]
-    mt = 2 if kk == 16 else 4
+    n = x.shape[0]
     oh, ow = dy.shape[2], dy.shape[3]
-    th, tw = -(-oh // mt), -(-ow // mt)
+    th, tw = -(-oh // 2), -(-ow // 2)
     lo, hi = n * t // parts, n * (t + 1) // parts
     xp, v, dm, dv, g, gt = xp_ws[t], v_ws[t], m_ws[t], dv_ws[t], g_ws[t], gt_ws[t]
     du, db, rows = du_ws[t], db_ws[t], rows_ws[t]
     _fill_cpu(du.reshape(-1), 0.0)
     _fill_cpu(db, 0.0)
     _fill_cpu(gt.reshape(-1), 0.0)  # the border of whole tiles past (oh, ow) stays zero
-    pixels = oh * ow
     for s in range(lo, hi, per):
         m = min(hi, s + per) - s
         cols = m * th * tw
         _winograd_input_cpu(x, s, m, ph, pw, th, tw, xp, v, rows)
         for q in range(m):
-            # whole planes: row by row, 8 to 32 values a call, took 8x as long
-            dyq, yq = dy[s + q].reshape(-1), y[s + q].reshape(-1)
-            for f in range(g.shape[0]):
-                at = f * pixels
-                db[f] += _grad_row_cpu(act, dyq[at:at + pixels], yq[at:at + pixels], g[f], pixels)
-            if mt == 2:
-                _winograd_grad_out_cpu(g, oh, ow, th, tw, dm, q * th * tw, gt)
-            else:
-                _wino4_grad_out_cpu(g, oh, ow, th, tw, dm, q * th * tw, gt, rows.reshape(-1))
-        for k in range(kk):  # dU += dM^T V
+            _winograd_grad_act_cpu(act, dy[s + q], y[s + q], g, db)
+            _winograd_grad_out_cpu(g, oh, ow, th, tw, dm, q * th * tw, gt)
+        for k in range(16):  # dU += dM^T V
             gemm(True, False, 1.0, dm[k, :cols], v[k, :cols], 1.0, du[k])
         if need_dx:
-            for k in range(kk):  # dV = dM U
+            for k in range(16):  # dV = dM U
                 gemm(False, False, 1.0, dm[k, :cols], u[k], 0.0, dv[k, :cols])
             for q in range(m):
-                if mt == 4:
-                    _wino4_grad_in_cpu(dv, q * th * tw, th, tw, xp, rows.reshape(-1))
-                elif rows.size:
+                if rows.size:
                     _winograd_grad_in_rows_cpu(dv, q * th * tw, th, tw, xp, rows)
                 else:
                     _winograd_grad_in_cpu(dv, q * th * tw, th, tw, xp)
                 _winograd_unpad_cpu(xp, ph, pw, dx[s + q])
+
+
+@kernel(inline=True)
+def _winograd_grad_act_cpu(act, dyq, yq, g, db):
+    """g[f, :pixels] = one sample's output gradient times act' (dyq, yq: (F, oh, ow)), and db[f]
+    += its sum: whole planes (row by row, 8 to 32 values a call, took 8x as long)."""
+    pixels = dyq.shape[1] * dyq.shape[2]
+    dyf, yf = dyq.reshape(-1), yq.reshape(-1)
+    for f in range(g.shape[0]):
+        at = f * pixels
+        db[f] += _grad_row_cpu(act, dyf[at:at + pixels], yf[at:at + pixels], g[f], pixels)
 
 
 @kernel()
@@ -317,9 +308,7 @@ def _winograd_input_cpu(x, s, m, ph, pw, th, tw, xp, v, rows):
     rows of tiles where `rows` (scratch) is not empty."""
     for q in range(m):
         _winograd_pad_cpu(x[s + q], ph, pw, xp)
-        if v.shape[0] == 36:
-            _wino4_in_cpu(xp, th, tw, v, q * th * tw, rows.reshape(-1))
-        elif rows.size:
+        if rows.size:
             _winograd_in_rows_cpu(xp, th, tw, v, q * th * tw, rows.reshape(-1))
         else:
             _winograd_in_cpu(xp, th, tw, v, q * th * tw)
@@ -576,6 +565,82 @@ def _winograd_grad_in_rows_cpu(dv, col0, th, tw, dxp, rows):
 # F(4x4, 3x3)'s transforms (tiles of 6x6 inputs, 4x4 outputs), as sums over the nonzero entries of
 # B^T and A^T (_sparse): each entry of a tile a loop over its C channels (or F filters) per term,
 # which LLVM vectorizes; the halfway values of the two one-sided products sit in `tmp`.
+
+
+@launcher
+def _winograd4_forward_cpu(parts, x, ut, bias, act, ph, pw, oh, ow, per, xp_ws, v_ws, m_ws, o_ws,
+                           rows_ws, y):
+    for t in prange(parts):
+        run_part(_winograd4_forward_part, np.int64(t), parts, (
+            x, ut, bias, act, ph, pw, oh, ow, per, xp_ws, v_ws, m_ws, o_ws, rows_ws, y))
+
+
+@kernel()
+def _winograd4_forward_part(t, parts, x, ut, bias, act, ph, pw, oh, ow, per, xp_ws, v_ws, m_ws,
+                            o_ws, rows_ws, y):
+    """_winograd_forward_part for F(4x4, 3x3), ut (36, C, F): each sample's output channels last
+    into o, then its planes into y, with bias and activation in place. Kernels of their own, so
+    that a network without such a layer never compiles them (F(2x2)'s parts took 1.5x as long
+    to compile with both in one)."""
+    n = x.shape[0]
+    th, tw = -(-oh // 4), -(-ow // 4)
+    lo, hi = n * t // parts, n * (t + 1) // parts
+    xp, v, mm, o, tmp = xp_ws[t], v_ws[t], m_ws[t], o_ws[t], rows_ws[t].reshape(-1)
+    for s in range(lo, hi, per):
+        m = min(hi, s + per) - s
+        cols = m * th * tw
+        for q in range(m):
+            _winograd_pad_cpu(x[s + q], ph, pw, xp)
+            _wino4_in_cpu(xp, th, tw, v, q * th * tw, tmp)
+        for k in range(36):  # M = V U^T, tile by tile
+            gemm(False, False, 1.0, v[k, :cols], ut[k], 0.0, mm[k, :cols])
+        for q in range(m):
+            _wino4_out_cpu(mm, q * th * tw, th, tw, o, tmp)
+            yq = y[s + q]
+            _channels_first_cpu(o.reshape(-1), o.shape[1] * o.shape[2], 0, 0, yq)
+            for f in range(yq.shape[0]):
+                plane = yq[f].reshape(-1)
+                _act_row_cpu(act, plane, bias[f], plane, plane.size)
+
+
+@launcher
+def _winograd4_backward_cpu(parts, x, u, dy, y, act, ph, pw, per, need_dx, xp_ws, v_ws, m_ws,
+                            dv_ws, g_ws, gt_ws, rows_ws, du_ws, db_ws, dx):
+    for t in prange(parts):
+        run_part(_winograd4_backward_part, np.int64(t), parts, (
+            x, u, dy, y, act, ph, pw, per, need_dx, xp_ws, v_ws, m_ws, dv_ws, g_ws, gt_ws, rows_ws,
+            du_ws, db_ws, dx))
+
+
+@kernel(fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
+def _winograd4_backward_part(t, parts, x, u, dy, y, act, ph, pw, per, need_dx, xp_ws, v_ws, m_ws,
+                             dv_ws, g_ws, gt_ws, rows_ws, du_ws, db_ws, dx):
+    """_winograd_backward_part for F(4x4, 3x3), u (36, F, C)."""
+    n = x.shape[0]
+    oh, ow = dy.shape[2], dy.shape[3]
+    th, tw = -(-oh // 4), -(-ow // 4)
+    lo, hi = n * t // parts, n * (t + 1) // parts
+    xp, v, dm, dv, g, gt = xp_ws[t], v_ws[t], m_ws[t], dv_ws[t], g_ws[t], gt_ws[t]
+    du, db, tmp = du_ws[t], db_ws[t], rows_ws[t].reshape(-1)
+    _fill_cpu(du.reshape(-1), 0.0)
+    _fill_cpu(db, 0.0)
+    _fill_cpu(gt.reshape(-1), 0.0)  # the border of whole tiles past (oh, ow) stays zero
+    for s in range(lo, hi, per):
+        m = min(hi, s + per) - s
+        cols = m * th * tw
+        for q in range(m):
+            _winograd_pad_cpu(x[s + q], ph, pw, xp)
+            _wino4_in_cpu(xp, th, tw, v, q * th * tw, tmp)
+            _winograd_grad_act_cpu(act, dy[s + q], y[s + q], g, db)
+            _wino4_grad_out_cpu(g, oh, ow, th, tw, dm, q * th * tw, gt, tmp)
+        for k in range(36):  # dU += dM^T V
+            gemm(True, False, 1.0, dm[k, :cols], v[k, :cols], 1.0, du[k])
+        if need_dx:
+            for k in range(36):  # dV = dM U
+                gemm(False, False, 1.0, dm[k, :cols], u[k], 0.0, dv[k, :cols])
+            for q in range(m):
+                _wino4_grad_in_cpu(dv, q * th * tw, th, tw, xp, tmp)
+                _winograd_unpad_cpu(xp, ph, pw, dx[s + q])
 
 @kernel(inline=True)
 def _terms_cpu(dst, at, src, base, stride, taps, coef, count, n, add):
