@@ -46,13 +46,17 @@ def format_bench(result, name) -> str:
     threads = result.get("threads", 1)
     where = result.get("GPU") or (f"{threads} thread{'s' if threads > 1 else ''}"
                                   + (f" ({result['threading']})" if "threading" in result else ""))
+    # columns as wide as their longest entry (nested blocks' names, "winograd F4", "im2col 3x5")
+    wl = max([28] + [len(row[0]) for row in result["layers"]])
+    wh = max([9] + [len(row[2]) for row in result["layers"]])
     lines = [f"{name}: batch {result['batch']}, median of {result['iters']} steps, {where}",
              f"GEMM: {result['GEMM']}",
-             f"{'layer':<28} {'kind':<8} {'runs as':<9} {'forward ms':>11} {'backward ms':>12} "
+             f"{'layer':<{wl}} {'kind':<8} {'runs as':<{wh}} {'forward ms':>11} {'backward ms':>12} "
              f"{'forward GFLOP/s':>16}"]
     for layer, kind, how, f, b, macs in result["layers"]:
         rate = f"{2 * macs / f / 1e9:>16.1f}" if macs and f > 0 else f"{'-':>16}"
-        lines.append(f"{layer:<28} {kind:<8} {how:<9} {f * 1e3:>11.3f} {b * 1e3:>12.3f} {rate}")
+        lines.append(f"{layer:<{wl}} {kind:<8} {how:<{wh}} {f * 1e3:>11.3f} {b * 1e3:>12.3f} "
+                     f"{rate}")
     step = result["step"]
     lines.append(f"step (forward + loss + backward): {step * 1e3:.2f} ms, "
                  f"{result['batch'] / step:,.0f} samples/s")

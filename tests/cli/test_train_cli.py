@@ -123,6 +123,24 @@ def test_bench_rates_follow_the_layers_multiply_adds(capsys, tmp_path):
     assert checked >= 1
 
 
+def test_bench_columns_line_up_with_long_names(capsys, tmp_path):
+    """Names of layers in nested blocks, longer than the default column, and two-word algorithms
+    ("im2col 1x3": a cut kernel): every row's numbers end where the header's titles do."""
+    spec = tmp_path / "long.net"
+    spec.write_text("input 1x6x3\nblock inner(c) = RES[CONV 3x3 c pad=1 - RELU]\n"
+                    "block mid(c) = RES[inner(c) - inner(c)]\nblock outer(c) = RES[mid(c)]\n"
+                    "outer(3) - FC 4\n")
+    assert main(["bench", str(spec), "--batch", "2", "--iters", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header, rows = lines[2], lines[3:-1]
+    assert max(len(r.split()[0]) for r in rows) > 28
+    assert any("im2col 1x3" in r for r in rows)
+    ends = [header.index(t) + len(t) for t in ("forward ms", "backward ms", "forward GFLOP/s")]
+    for row in rows:
+        numbers = row.split()[-3:]
+        assert all(row[:end].endswith(" " + v) for end, v in zip(ends, numbers)), (row, header)
+
+
 def test_missing_runtime_says_what_to_install(spec):
     """With only the base install, training says which extra to install (no traceback)."""
     import subprocess
