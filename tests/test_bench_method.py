@@ -86,3 +86,23 @@ def test_conv_switch_reads_its_setting():
         module.main(["8x8x3 CONV 3x3 foo", "conv.FORCE=direct"])
     with pytest.raises(SystemExit, match="has no setting NOPE"):
         module.main(["8x8x3 CONV 3x3 4", "direct.NOPE=1"])
+
+
+def test_net_switch_names_its_networks_and_restores_the_setting(capsys, tmp_path):
+    """bench/net_switch.py: compare.py's cases by name (without the batch) or a .net file, a clear
+    error for a name it does not know; a run times each value and puts the setting back."""
+    spec = importlib.util.spec_from_file_location("netc_bench_net_switch",
+                                                  os.path.join(ROOT, "bench", "net_switch.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.network("resnet18-32") == module.compare.RESNET_CIFAR
+    assert module.network("lenet5") == module.compare.LENET
+    with pytest.raises(SystemExit, match="no case 'resnet19'.*resnet18-32"):
+        module.network("resnet19")
+    from netc.runtime.backends.cpu import conv
+    net = tmp_path / "tiny.net"
+    net.write_text("input 1x1x3\nCONV 3x3 4 pad=1 - OUT 2 softmax\ntrain loss=cross_entropy\n")
+    module.main([str(net), "conv.CUT_TAPS=False,True", "--batch", "2", "--rounds", "2"])
+    out = capsys.readouterr().out
+    assert "CUT_TAPS =    False: median" in out and "CUT_TAPS =     True: median" in out
+    assert conv.CUT_TAPS is True
