@@ -540,3 +540,21 @@ def test_recording_notes_only_its_own_threads_launches():
     for k in want[1]:
         np.testing.assert_array_equal(got[1][k], want[1][k], err_msg=k)
     assert record == [[]]
+
+
+def test_compile_ahead_removes_folders_of_processes_gone(tmp_path):
+    """A folder compile_ahead left behind when its process was killed (netc-ahead-PID-...) is
+    removed by the next compile_ahead; a running process's folder and others' files stay."""
+    import os
+    import subprocess
+    import sys
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = tmp_path / f"netc-ahead-{gone}-x1"
+    live = tmp_path / f"netc-ahead-{os.getpid()}-x2"
+    other = tmp_path / "netc-ahead-notapid"
+    for folder in (stale, live, other):
+        folder.mkdir()
+        (folder / "claim").write_text("1")
+    jit._remove_stale_folders(str(tmp_path))
+    assert not stale.exists() and live.exists() and other.exists()

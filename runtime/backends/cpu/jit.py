@@ -286,7 +286,10 @@ def compile_ahead(calls) -> int:
             _prepare(launcher, n, args)
     parts.sort(key=lambda item: -compile_cost(item[0]))
     keys = [(p.py_func.__module__, p.py_func.__qualname__, sig) for p, sig in parts]
-    folder = tempfile.mkdtemp(prefix="netc-ahead-") if parts else None
+    folder = None
+    if parts:
+        _remove_stale_folders(tempfile.gettempdir())
+        folder = tempfile.mkdtemp(prefix=f"netc-ahead-{os.getpid()}-")
     try:
         if parts:
             background.ahead(folder, keys)
@@ -304,6 +307,26 @@ def compile_ahead(calls) -> int:
         if folder:
             shutil.rmtree(folder, ignore_errors=True)
     return len(parts)
+
+
+def _remove_stale_folders(where):
+    """Remove compile_ahead's folders (netc-ahead-PID-...) left in `where` by a process that no
+    longer runs (killed before its `finally`: SIGKILL, out of memory)."""
+    for name in os.listdir(where):
+        pid = name.split("-")[2] if name.startswith("netc-ahead-") and name.count("-") >= 3 else ""
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(os.path.join(where, name), ignore_errors=True)
+
+
+def _running(pid) -> bool:
+    """Whether a process with this id runs (or is another user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def compile_cost(dispatcher, seen=None) -> int:
