@@ -84,7 +84,11 @@ def all_finite(arrays):
 
 
 def accuracy(out, y, binary):
-    """The fraction of correct predictions (Backend.accuracy)."""
+    """The fraction of correct predictions (Backend.accuracy). Labels on the host (a batch the
+    trainer augmented or measures from the host) are copied over once here: handed to the kernel
+    as they were, numba-cuda copied them there and back at the launch, with a warning."""
+    if isinstance(y, np.ndarray):
+        y = cuda.to_device(np.ascontiguousarray(y))
     hits = cuda.device_array(PARTS, np.float64)
     if binary:
         _binary_hits[grid(PARTS)](flat(out), flat(y), hits)

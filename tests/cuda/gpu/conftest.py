@@ -45,24 +45,48 @@ def _describe(value):
     raise TypeError(f"cannot describe a kernel argument of type {type(value).__name__}")
 
 
-if RUNS and os.environ.get("NETC_RECORD_KERNELS") and os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+def _host_arrays(args):
+    """The positions of the NumPy (host) arrays among a kernel's arguments, tuples' included: on
+    a GPU numba-cuda copies each to the device and back at every launch ("Host array used in
+    CUDA kernel will incur copy overhead"); the simulator takes them silently."""
+    import numpy as np
+    found = []
+    for i, a in enumerate(args):
+        if isinstance(a, np.ndarray) and a.ndim > 0:
+            found.append(str(i))
+        elif isinstance(a, tuple):
+            found += [f"{i}.{j}" for j in _host_arrays(a)]
+    return found
+
+
+if RUNS and os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
     from numba.cuda.simulator import kernel as _sim
 
     _seen: set = set()
     _original = _sim.FakeCUDAKernel.__getitem__
+    _record = os.environ.get("NETC_RECORD_KERNELS")
 
-    def _recording(self, config):
+    def _checked(self, config):
+        """Every simulated launch: no host array among its arguments (an error naming the
+        kernel and the argument), and with NETC_RECORD_KERNELS its argument types noted."""
         launch = _original(self, config)
         fn = self.fn
 
         def call(*args):
-            _seen.add(json.dumps([fn.__module__, fn.__name__, [_describe(a) for a in args]]))
+            host = _host_arrays(args)
+            if host:
+                raise AssertionError(f"kernel {fn.__module__}.{fn.__name__} got a host (NumPy) "
+                                     f"array as argument {', '.join(host)}: on a GPU, a copy to "
+                                     "the device and back at every launch")
+            if _record:
+                _seen.add(json.dumps([fn.__module__, fn.__name__, [_describe(a) for a in args]]))
             return launch(*args)
         return call
 
-    _sim.FakeCUDAKernel.__getitem__ = _recording
+    _sim.FakeCUDAKernel.__getitem__ = _checked
 
-    @atexit.register
-    def _write():
-        with open(os.environ["NETC_RECORD_KERNELS"], "w") as f:
-            json.dump(sorted(json.loads(s) for s in _seen), f, indent=0)
+    if _record:
+        @atexit.register
+        def _write():
+            with open(_record, "w") as f:
+                json.dump(sorted(json.loads(s) for s in _seen), f, indent=0)
