@@ -13,7 +13,11 @@ from .launch import PARTS, grid, kernel
 
 
 def take(a, idx):
-    """The rows a[idx] of a device array, idx a NumPy array of row indices (copied over)."""
+    """The rows a[idx] of a device array, idx a NumPy array of row indices (copied over), as a
+    device array; of a host array (the trainer's batches of other sizes, made from a host batch
+    where the data set is not kept on the device), gathered here and copied over."""
+    if isinstance(a, np.ndarray):
+        return cuda.to_device(np.ascontiguousarray(a[np.asarray(idx)]))
     rows = cuda.to_device(np.ascontiguousarray(idx, np.int64))
     out = cuda.device_array((len(idx),) + a.shape[1:], a.dtype)
     width = a.size // a.shape[0] if a.shape[0] else 0
