@@ -186,14 +186,16 @@ def _copy_taps(full, cut, taps, back):
 
 
 def _plan(h, xshape, ctx):
-    """(oh, ow, algorithm, parts) of a CONV for an input of shape xshape: worked out once per
-    shape for the node (ctx.memo; at batch 1 they took 6% of LeNet-5's step)."""
-    key = ("plan", xshape, FORCE)
+    """(oh, ow, algorithm, parts, Winograd's output tile or None) of a CONV for an input of shape
+    xshape: worked out once per shape for the node (ctx.memo; at batch 1 they took 6% of
+    LeNet-5's step), the same for forward and backward."""
+    key = ("plan", xshape, FORCE, WINOGRAD_TILE)
     plan = ctx.memo.get(key)
     if plan is None:
         oh, ow, _, _ = window_geometry(h, xshape[1:])
-        plan = ctx.memo[key] = (oh, ow, algorithm(h, xshape),
-                                _parts(h, xshape, h["filters"], oh, ow))
+        how = algorithm(h, xshape)
+        mt = winograd_tile(xshape, h["filters"], oh, ow) if how == "winograd" else None
+        plan = ctx.memo[key] = (oh, ow, how, _parts(h, xshape, h["filters"], oh, ow), mt)
     return plan
 
 
@@ -227,7 +229,7 @@ class Conv(Implementation):
         h, p, cut = _reached(h, p, x.shape, ctx)
         w_cut = p["weight"] if cut is not None else None  # (for backward)
         n, f = x.shape[0], h["filters"]
-        oh, ow, how, parts = _plan(h, x.shape, ctx)
+        oh, ow, how, parts, mt = _plan(h, x.shape, ctx)
         w = p["weight"].reshape(f, -1)
         inside = in_kernel(h, ctx)
         apart = inside == "none" and h["act"] != "none"
@@ -243,7 +245,6 @@ class Conv(Implementation):
             launch(_direct_forward_cpu, _direct_forward_part, parts, x, _direct_weights(p["weight"]),
                    bias, act, *h["pad"], offs, oh, ow, wide_passes(), xp, acc, y)
         elif how == "winograd":
-            mt = winograd_tile(x.shape, f, oh, ow)
             per, xp, v, z, o, rows = _winograd_workspace(ctx, x, f, oh, ow,
                                                          ("xp", "v", "m", "o", "rows"), mt=mt)
             ut = ctx.scratch("u", (tile_positions(mt), x.shape[1], f), x.dtype)
@@ -295,7 +296,7 @@ class Conv(Implementation):
         n, _, oh, ow = dy.shape
         need_dx = bool(ctx.need_dx)
         act = act_pair(inside, dy.dtype)
-        _, _, how, parts = _plan(h, x.shape, ctx)
+        _, _, how, parts, mt = _plan(h, x.shape, ctx)
         dy = np.ascontiguousarray(dy)
         dx = ctx.grad(x.shape if need_dx else (0,) + x.shape[1:], dy.dtype)
         if how == "dense":
@@ -314,7 +315,6 @@ class Conv(Implementation):
             kk = h["kernel"][0] * h["kernel"][1]
             grads["weight"] = part_sum(dw, parts)[:f, :, :kk].reshape(p["weight"].shape)
         elif how == "winograd":
-            mt = winograd_tile(x.shape, f, oh, ow)
             u = _winograd_weights(p["weight"], ctx.scratch("u", (tile_positions(mt), f, x.shape[1]),
                                                            dy.dtype))
             per, xp, v, dm, dv, g, gt, rows = _winograd_workspace(
