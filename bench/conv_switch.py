@@ -27,21 +27,26 @@ MODULES = {"conv": f"{_CPU}.conv", "winograd": f"{_CPU}.conv.winograd",
            "dense": f"{_CPU}.dense", "jit": f"{_CPU}.jit"}
 
 
-def parse_setting(text):
+def parse_setting(text, tool="conv_switch"):
     """'module.NAME=v1,v2' -> (module, name, [values]); values as Python literals where they are
-    (0, 64, True, None), else strings (winograd)."""
+    (0, 64, True, None), else strings (winograd). A setting the module does not have, or text
+    not of that form, ends the program with a message from `tool` (this script or
+    net_switch.py)."""
     target, _, values = text.partition("=")
     module, _, name = target.partition(".")
     if not values or not name or module not in MODULES:
-        raise SystemExit(f"conv_switch: '{text}': write module.NAME=value,value with module one of "
+        raise SystemExit(f"{tool}: '{text}': write module.NAME=value,value with module one of "
                          f"{', '.join(MODULES)}")
+    found = importlib.import_module(MODULES[module])
+    if not hasattr(found, name):
+        raise SystemExit(f"{tool}: {found.__name__} has no setting {name}")
 
     def value(v):
         try:
             return ast.literal_eval(v)
         except (ValueError, SyntaxError):
             return v
-    return importlib.import_module(MODULES[module]), name, [value(v) for v in values.split(",")]
+    return found, name, [value(v) for v in values.split(",")]
 
 
 def main(argv=None):
@@ -53,8 +58,6 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=5, help="timed steps a round and value")
     args = ap.parse_args(argv)
     module, name, values = parse_setting(args.setting)
-    if not hasattr(module, name):
-        raise SystemExit(f"conv_switch: {module.__name__} has no setting {name}")
     shape, _, layer = args.layer.partition(" ")
     try:
         model = netc.Model(f"input {shape}\n{layer} - GAP - OUT 10 softmax")

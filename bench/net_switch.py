@@ -42,9 +42,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=7, help="timed steps a value")
     args = ap.parse_args(argv)
-    module, name, values = parse_setting(args.setting)
-    if not hasattr(module, name):
-        raise SystemExit(f"net_switch: {module.__name__} has no setting {name}")
+    module, name, values = parse_setting(args.setting, "net_switch")
     spec = network(args.network)
     old = getattr(module, name)
     steps, times = {}, {repr(v): [] for v in values}

@@ -99,6 +99,8 @@ def test_net_switch_names_its_networks_and_restores_the_setting(capsys, tmp_path
     assert module.network("lenet5") == module.compare.LENET
     with pytest.raises(SystemExit, match="no case 'resnet19'.*resnet18-32"):
         module.network("resnet19")
+    with pytest.raises(SystemExit, match="^net_switch: .*conv has no setting NOPE"):
+        module.main(["lenet5", "conv.NOPE=1"])
     from netc.runtime.backends.cpu import conv
     net = tmp_path / "tiny.net"
     net.write_text("input 1x1x3\nCONV 3x3 4 pad=1 - OUT 2 softmax\ntrain loss=cross_entropy\n")
