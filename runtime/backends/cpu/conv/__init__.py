@@ -82,16 +82,21 @@ BACKWARD_MIN_DEPTH = 512
 # this many on (wide_backward)
 WIDE_MIN_FILTERS = 64
 KEEP_COLS_FILTERS = 256
-# Winograd's 4x4 output tiles, F(4x4, 3x3), from this many input channels and filters on and for
-# at least WINOGRAD4_MIN_PIXELS output pixels over the batch, where they take fewer GEMM
-# multiply-adds (36 a 4x4 tile against 64 for four 2x2 tiles: planes of 4x4, 7x7, 8x8, 14x14,
-# ...; not 5x5 or 6x6, which four 2x2 tiles or nine cover with as few). Fewer channels: the
-# transforms' extra terms cost what the smaller GEMMs save; fewer pixels: the weights' transforms
-# (2.25x the values, forward, backward and the weight gradient's) do. A layer's step (forward +
-# backward), F(4x4) over F(2x2), AVX2 Zen 3, one process alternating (bench/RESULTS.md): 128
+# Winograd's 4x4 output tiles, F(4x4, 3x3), from this many input channels and filters on (from
+# WINOGRAD4_WIDE_CHANNELS on planes of at least WINOGRAD4_WIDE_PLANE pixels) and for at least
+# WINOGRAD4_MIN_PIXELS output pixels over the batch, where they take fewer GEMM multiply-adds (36
+# a 4x4 tile against 64 for four 2x2 tiles: planes of 4x4, 7x7, 8x8, 14x14, ...; not 5x5 or 6x6,
+# which four 2x2 tiles or nine cover with as few). Fewer channels: the transforms' extra terms
+# cost what the smaller GEMMs save; fewer pixels: the weights' transforms (2.25x the values,
+# forward, backward and the weight gradient's) do. A layer's step (forward + backward), F(4x4)
+# over F(2x2), one process alternating (bench/RESULTS.md), AVX2 Zen 3 (OpenBLAS's GEMMs): 128
 # channels 16x16 b64 0.87x, b16 0.94x; 256 on 8x8 b64 0.84x, b32 (2048 pixels) 0.94x; 512 on
-# 4x4 b128 0.91x, b64 (1024 pixels) 1.10x; 64 channels 32x32 b64 0.94x, 16x16 b32 1.03x
+# 4x4 b128 0.91x, b64 (1024 pixels) 1.10x; 64 channels 32x32 b64 0.90-0.94x, 16x16 b32 1.03x.
+# AVX-512 Emerald Rapids (netc's own tiles): 128 on 16x16 b64 0.73x, 256 on 8x8 b64 0.89x, 512
+# on 4x4 b128 0.99x, 64 on 32x32 b64 0.82x
 WINOGRAD4_MIN_CHANNELS = 128
+WINOGRAD4_WIDE_CHANNELS = 64
+WINOGRAD4_WIDE_PLANE = 1024
 WINOGRAD4_MIN_PIXELS = 2048
 WINOGRAD_TILE = None  # 2 or 4: force the output tile where Winograd runs (tests, benchmarks)
 FORCE = None  # "im2col" | "winograd" | "direct" | "dense" where allowed: for tests and benchmarks
@@ -129,17 +134,17 @@ def algorithm(h, xshape, tiles=None):
     return "winograd" if winograd else "im2col"
 
 
-def winograd_tile(xshape, filters, oh, ow, tiles=None):
+def winograd_tile(xshape, filters, oh, ow):
     """The output tile (2: F(2x2, 3x3); 4: F(4x4, 3x3)) of a Winograd CONV of input xshape (N, C,
-    H, W) into (oh, ow) planes. F(4x4) only where the GEMMs run on the BLAS (`tiles`: whether
-    they run on netc's own tiles; by default, whether this CPU has them): with the tiles' faster
-    GEMMs (AVX-512), an earlier session measured it at 0.90-1.0x F(2x2)'s time on 16x16 planes
-    and slower on 8x8 (README, Speed), and it was not measured there since."""
+    H, W) into (oh, ow) planes: the same rule whether the GEMMs run on the BLAS or on netc's own
+    tiles (measured on both: WINOGRAD4_MIN_CHANNELS)."""
     if WINOGRAD_TILE is not None:
         return WINOGRAD_TILE
-    tiles = own_tiles() if tiles is None else tiles
-    if (tiles or min(xshape[1], filters) < WINOGRAD4_MIN_CHANNELS
-            or xshape[0] * oh * ow < WINOGRAD4_MIN_PIXELS):
+    narrow = min(xshape[1], filters)
+    if (narrow < WINOGRAD4_MIN_CHANNELS
+            and not (narrow >= WINOGRAD4_WIDE_CHANNELS and oh * ow >= WINOGRAD4_WIDE_PLANE)):
+        return 2
+    if xshape[0] * oh * ow < WINOGRAD4_MIN_PIXELS:
         return 2
     four = tile_positions(4) * -(-oh // 4) * -(-ow // 4)
     two = tile_positions(2) * -(-oh // 2) * -(-ow // 2)
@@ -219,7 +224,7 @@ class Conv(Implementation):
             how = algorithm(h, xshape, tiles)
             if how == "winograd":  # "winograd F4": F(4x4, 3x3)
                 oh, ow, _, _ = window_geometry(h, xshape[1:])
-                how += " F4" if winograd_tile(xshape, h["filters"], oh, ow, tiles) == 4 else ""
+                how += " F4" if winograd_tile(xshape, h["filters"], oh, ow) == 4 else ""
             return how
         (kh, kw) = cut[0]["kernel"]
         return f"{algorithm(cut[0], xshape, tiles)} {kh}x{kw}"
