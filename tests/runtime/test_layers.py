@@ -262,18 +262,19 @@ ALGORITHM_CASES = [
 
 
 @pytest.mark.parametrize("inp,chain", ALGORITHM_CASES)
-@pytest.mark.parametrize("algorithm", ["winograd", "winograd-4x4", "direct", "dense",
-                                       "im2col-unkept"])
+@pytest.mark.parametrize("algorithm", ["winograd", "winograd-4x4", "winograd-4x4-positions",
+                                       "direct", "dense", "im2col-unkept"])
 def test_conv_algorithms_agree_with_im2col(monkeypatch, inp, chain, algorithm):
     """(im2col-unkept: im2col unfolding again in backward, as layers too big to keep do;
-    winograd-4x4: F(4x4, 3x3).)"""
+    winograd-4x4: F(4x4, 3x3), by samples; -positions: by positions.)"""
     from netc.runtime.backends.cpu import conv
     spec = f"input {inp}\n{chain}"
     rng = np.random.default_rng(7)
     results = []
     for force in ("im2col", algorithm):
         monkeypatch.setattr(conv, "FORCE", force.split("-")[0])
-        monkeypatch.setattr(conv, "WINOGRAD_TILE", 4 if force.endswith("4x4") else 2)
+        monkeypatch.setattr(conv, "WINOGRAD_TILE", 4 if "4x4" in force else 2)
+        monkeypatch.setattr(conv, "WINOGRAD_POSITIONS", force.endswith("positions"))
         monkeypatch.setattr(conv, "KEEP_COLS_BYTES", 0 if force.endswith("unkept") else 32 << 20)
         model = randomized(spec)
         x = rng.standard_normal((3,) + model.net.input_shape) if not results else results[0][0]
@@ -447,7 +448,7 @@ def test_backward_chunks_need_not_be_forwards(monkeypatch, algorithm, chain):
     ("32x32x32", "CONV 5x5 32 pad=2", False, "direct"),         # not 3x3: no Winograd
     ("32x32x16", "CONV 3x3 32 pad=1", True, "direct"),
     ("16x16x32", "CONV 3x3 64 pad=1", False, "winograd"),       # ... its third: 16x16 planes
-    ("32x32x64", "CONV 3x3 64 pad=1", False, "winograd"),       # 64 channels
+    ("32x32x64", "CONV 3x3 64 pad=1", False, "winograd F4"),    # 64 channels, 4x4 tiles
     ("8x8x16", "CONV 3x3 16 pad=1", False, "im2col"),           # 16 channels: a tie, im2col
     ("16x16x24", "CONV 3x3 24 pad=1", False, "winograd"),       # from 24 channels on
     ("32x32x3", "CONV 3x3/2 16 pad=1", True, "im2col"),         # strided
@@ -463,7 +464,7 @@ def test_conv_algorithm_rule(inp, chain, tiles, expected):
 
 
 @pytest.mark.parametrize("inp,filters,batch,expected", [
-    ("4x4x128", 128, 64, "winograd"),   # ResNet-18's last stage at 32x32: wide, and a big batch
+    ("4x4x128", 128, 64, "winograd F4"),  # ResNet-18's last stage at 32x32: wide, a big batch
     ("4x4x512", 512, 16, "im2col"),     # ... a small batch: the weights' transforms would dominate
     ("4x4x512", 512, None, "im2col"),   # a batch of one (summary)
     ("4x4x64", 64, 64, "im2col"),       # too few channels for 4x4 planes
@@ -481,13 +482,12 @@ def test_winograd_on_small_planes_takes_the_batch(inp, filters, batch, expected)
 
 @pytest.mark.parametrize("inp,filters,batch,expected", [
     ("16x16x128", 128, 64, "winograd F4"),  # ResNet-18's second stage at 32x32: F(4x4, 3x3)
-    ("8x8x256", 256, 32, "winograd F4"),    # 2048 output pixels over the batch: F(4x4) ...
-    ("8x8x256", 256, 16, "winograd"),       # ... 1024: the weights' transforms would cost more
-    ("4x4x512", 512, 64, "winograd"),       # ResNet-18's last stage at batch 64: 1024 pixels
-    ("4x4x512", 512, 128, "winograd F4"),
+    ("8x8x256", 256, 16, "winograd F4"),    # 1024 output pixels over the batch: F(4x4) ...
+    ("8x8x256", 256, 8, "winograd"),        # ... 512: the weights' transforms would cost more
+    ("4x4x512", 512, 64, "winograd F4"),    # ResNet-18's last stage at batch 64: 1024 pixels
     ("16x16x128", 64, 64, "winograd"),      # too few filters for a 16x16 plane
     ("32x32x64", 64, 64, "winograd F4"),    # 64 channels on planes of 32x32 ...
-    ("32x32x64", 64, 1, "winograd"),        # ... (but 1024 pixels over the batch)
+    ("16x16x128", 128, 2, "winograd"),      # 512 pixels over the batch
     ("32x32x48", 64, 64, "winograd"),       # ... not 48
     ("16x16x64", 64, 64, "winograd"),       # ... nor 64 on 16x16
     ("6x6x256", 256, 256, "winograd"),      # 6x6: nine 2x2 tiles take as many products as 4x4's
@@ -504,6 +504,21 @@ def test_winograd_tile_rule(inp, filters, batch, expected, tiles):
     got = backends.implementation("CONV", "cpu").algorithm(node.hyper, node.in_shapes, batch,
                                                            tiles)
     assert got == expected
+
+
+@pytest.mark.parametrize("xshape,filters,parts,expected", [
+    ((64, 512, 4, 4), 512, 2, True),     # ResNet-18's last stage at b64: 32 tiles a thread
+    ((64, 512, 4, 4), 512, 1, False),    # one thread: nothing to split by positions
+    ((16, 256, 8, 8), 256, 2, True),
+    ((64, 128, 16, 16), 128, 2, False),  # 512 tiles a thread: by samples
+    ((256, 256, 8, 8), 256, 2, False),   # 512 tiles a thread
+    ((64, 4096, 4, 4), 4096, 16, False),  # 36 x 64 x 4096 values a matrix set: too many
+])
+def test_winograd_4x4_by_positions_rule(xshape, filters, parts, expected):
+    """F(4x4) runs by positions where a thread's share holds fewer than MIN_ROWS_4 tiles (and
+    the batch's transformed tiles fit POSITIONS_MAX_VALUES), else by samples."""
+    from netc.runtime.backends.cpu import conv
+    assert conv.by_positions(xshape, filters, xshape[2], xshape[3], parts) is expected
 
 
 def test_winograd_4x4_float32_rounding(monkeypatch):

@@ -41,13 +41,15 @@ def _step(spec, grain, monkeypatch, x, y):
 @pytest.mark.skipif(jit.workers() < 2, reason="one worker: nothing to split")
 @pytest.mark.parametrize("spec,algorithm", [(IMAGES, "im2col"), (IMAGES, "direct"),
                                             (IMAGES, "winograd"), (IMAGES, "winograd-4"),
+                                            (IMAGES, "winograd-4-positions"),
                                             (SEQUENCES, None), (NORMALIZED, None)],
-                         ids=["im2col", "direct", "winograd", "winograd-4x4", "recurrent",
-                              "normalized"])
+                         ids=["im2col", "direct", "winograd", "winograd-4x4",
+                              "winograd-4x4-positions", "recurrent", "normalized"])
 def test_one_part_and_many_agree(monkeypatch, spec, algorithm):
-    how, _, tile = (algorithm or "").partition("-")
+    how, tile, split = ((algorithm or "") + "--").split("-")[:3]
     monkeypatch.setattr(conv, "FORCE", how or None)
     monkeypatch.setattr(conv, "WINOGRAD_TILE", int(tile) if tile else None)
+    monkeypatch.setattr(conv, "WINOGRAD_POSITIONS", split == "positions" if tile else None)
     net = netc.compile(spec)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((7,) + net.input_shape)

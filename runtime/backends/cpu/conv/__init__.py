@@ -30,10 +30,15 @@ from .direct import (_direct_backward_cpu, _direct_backward_part, _direct_forwar
 from .im2col import (_conv_backward_cpu, _conv_backward_part, _conv_backward_wide_cpu,
                      _conv_backward_wide_part, _conv_forward_cpu, _conv_forward_part,
                      _pointwise, _workspace)
-from .winograd import (_winograd4_backward_cpu, _winograd4_backward_part, _winograd4_forward_cpu,
-                       _winograd4_forward_part, _winograd_backward_cpu, _winograd_backward_part,
-                       _winograd_forward_cpu, _winograd_forward_part, _winograd_weight_grad,
-                       _winograd_weights, _winograd_workspace, tile_positions)
+from .winograd import (MIN_ROWS_4, _positions_backward_cpu, _positions_backward_part,
+                       _positions_forward_cpu, _positions_forward_part, _wino4_grad_in_batch_cpu,
+                       _wino4_grad_in_batch_part, _wino4_grads_batch_cpu, _wino4_grads_batch_part,
+                       _wino4_in_batch_cpu, _wino4_in_batch_part, _wino4_out_batch_cpu,
+                       _wino4_out_batch_part, _winograd4_backward_cpu, _winograd4_backward_part,
+                       _winograd4_forward_cpu, _winograd4_forward_part, _winograd_backward_cpu,
+                       _winograd_backward_part, _winograd_forward_cpu, _winograd_forward_part,
+                       _winograd_weight_grad, _winograd_weights, _winograd_workspace,
+                       tile_positions)
 
 # fewer input channels, and its GEMMs (K = C) are too thin to pay for the transforms: forward +
 # backward of a 3x3 CONV, C = F, batch 32-128 (bench/winograd_channels.py, AVX2, two runs), im2col
@@ -90,15 +95,24 @@ KEEP_COLS_FILTERS = 256
 # cost what the smaller GEMMs save; fewer pixels: the weights' transforms (2.25x the values,
 # forward, backward and the weight gradient's) do. A layer's step (forward + backward), F(4x4)
 # over F(2x2), one process alternating (bench/RESULTS.md), AVX2 Zen 3 (OpenBLAS's GEMMs): 128
-# channels 16x16 b64 0.87x, b16 0.94x; 256 on 8x8 b64 0.84x, b32 (2048 pixels) 0.94x; 512 on
-# 4x4 b128 0.91x, b64 (1024 pixels) 1.10x; 64 channels 32x32 b64 0.90-0.94x, 16x16 b32 1.03x.
-# AVX-512 Emerald Rapids (netc's own tiles): 128 on 16x16 b64 0.73x, 256 on 8x8 b64 0.89x, 512
-# on 4x4 b128 0.99x, 64 on 32x32 b64 0.82x
+# channels 16x16 b64 0.87x, b16 0.94x; 256 on 8x8 b64 0.84x; 64 channels 32x32 b64 0.90-0.95x,
+# b16 0.87x, 16x16 b32 1.03x. AVX-512 Emerald Rapids (netc's own tiles): 128 on 16x16 b64 0.73x,
+# 256 on 8x8 b64 0.89x, 512 on 4x4 b128 0.99x, 64 on 32x32 b64 0.82x. Where the batch has few
+# tiles (by positions, below), two threads: 1024 pixels 0.82x (512 on 4x4, b64), 0.85x (256 on
+# 8x8, b16), 0.87x (256 on 4x4, b64), 0.89x (128 on 8x8, b16); 512 pixels 0.93-0.95x; 256
+# pixels 1.16x (256 on 8x8, b4); one thread: 1024 pixels 0.91x, 256 1.45x
 WINOGRAD4_MIN_CHANNELS = 128
 WINOGRAD4_WIDE_CHANNELS = 64
 WINOGRAD4_WIDE_PLANE = 1024
-WINOGRAD4_MIN_PIXELS = 2048
+WINOGRAD4_MIN_PIXELS = 1024
 WINOGRAD_TILE = None  # 2 or 4: force the output tile where Winograd runs (tests, benchmarks)
+# F(4x4) by positions (winograd.py: the whole batch's transforms, then the 36 GEMMs split among
+# the threads) where a thread's share of the batch holds fewer than MIN_ROWS_4 tiles, and the
+# batch's transformed tiles are at most POSITIONS_MAX_VALUES a matrix set. By samples, 512
+# channels on 4x4 at b64 took 1.00-1.10x F(2x2)'s time (each thread's dU summed over 32 rows and
+# all 36 transformed weight matrices read by each thread); by positions 0.82x
+POSITIONS_MAX_VALUES = 8 << 20
+WINOGRAD_POSITIONS = None  # True / False: force it where F(4x4) runs (tests, benchmarks)
 FORCE = None  # "im2col" | "winograd" | "direct" | "dense" where allowed: for tests and benchmarks
 # taps that read only padding are left out (_reached); False: every tap runs (tests, benchmarks).
 # ResNet-18 on 32x32 (ImageNet stem), batch 16, its last stage's 3x3 CONVs over 1x1 planes
@@ -191,17 +205,37 @@ def _copy_taps(full, cut, taps, back):
 
 
 def _plan(h, xshape, ctx):
-    """(oh, ow, algorithm, parts, Winograd's output tile or None) of a CONV for an input of shape
-    xshape: worked out once per shape for the node (ctx.memo; at batch 1 they took 6% of
-    LeNet-5's step), the same for forward and backward."""
-    key = ("plan", xshape, FORCE, WINOGRAD_TILE)
+    """(oh, ow, algorithm, parts, Winograd's output tile or None, whether F(4x4) runs by
+    positions) of a CONV for an input of shape xshape: worked out once per shape for the node
+    (ctx.memo; at batch 1 they took 6% of LeNet-5's step), the same for forward and backward."""
+    key = ("plan", xshape, FORCE, WINOGRAD_TILE, WINOGRAD_POSITIONS)
     plan = ctx.memo.get(key)
     if plan is None:
         oh, ow, _, _ = window_geometry(h, xshape[1:])
         how = algorithm(h, xshape)
         mt = winograd_tile(xshape, h["filters"], oh, ow) if how == "winograd" else None
-        plan = ctx.memo[key] = (oh, ow, how, _parts(h, xshape, h["filters"], oh, ow), mt)
+        parts = _parts(h, xshape, h["filters"], oh, ow)
+        plan = ctx.memo[key] = (oh, ow, how, parts, mt,
+                                mt == 4 and by_positions(xshape, h["filters"], oh, ow, parts))
     return plan
+
+
+def by_positions(xshape, filters, oh, ow, parts):
+    """Whether an F(4x4) CONV runs by positions (WINOGRAD_POSITIONS) rather than by samples."""
+    if WINOGRAD_POSITIONS is not None:
+        return WINOGRAD_POSITIONS
+    tiles = xshape[0] * -(-oh // 4) * -(-ow // 4)
+    return (parts > 1 and -(-tiles // parts) < MIN_ROWS_4
+            and tile_positions(4) * tiles * max(xshape[1], filters) <= POSITIONS_MAX_VALUES)
+
+
+def _batch_tiles(ctx, x, f, oh, ow, tags):
+    """F(4x4) by positions: the whole batch's transformed tiles, (36, N*T, C) for a tag ending in
+    'va' (the input's and its gradient's), (36, N*T, F) for 'ma' (the output's or its
+    gradient's)."""
+    tiles = x.shape[0] * -(-oh // 4) * -(-ow // 4)
+    return tuple(ctx.scratch(tag, (36, tiles, f if tag == "ma" else x.shape[1]), x.dtype)
+                 for tag in tags)
 
 
 def _parts(h, xshape, f, oh, ow):
@@ -234,7 +268,7 @@ class Conv(Implementation):
         h, p, cut = _reached(h, p, x.shape, ctx)
         w_cut = p["weight"] if cut is not None else None  # (for backward)
         n, f = x.shape[0], h["filters"]
-        oh, ow, how, parts, mt = _plan(h, x.shape, ctx)
+        oh, ow, how, parts, mt, positions = _plan(h, x.shape, ctx)
         w = p["weight"].reshape(f, -1)
         inside = in_kernel(h, ctx)
         apart = inside == "none" and h["act"] != "none"
@@ -249,6 +283,17 @@ class Conv(Implementation):
             xp, acc = _direct_workspace(ctx, x, f, plane, margin, ("xp", "acc"))
             launch(_direct_forward_cpu, _direct_forward_part, parts, x, _direct_weights(p["weight"]),
                    bias, act, *h["pad"], offs, oh, ow, wide_passes(), xp, acc, y)
+        elif how == "winograd" and positions:
+            ut = ctx.scratch("u", (tile_positions(mt), x.shape[1], f), x.dtype)
+            _winograd_weights(p["weight"], ut, transpose=True)
+            _, xp, o, rows = _winograd_workspace(ctx, x, f, oh, ow, ("xp", "o", "rows"), mt=mt)
+            v, z = _batch_tiles(ctx, x, f, oh, ow, ("va", "ma"))
+            th, tw = -(-oh // 4), -(-ow // 4)
+            launch(_wino4_in_batch_cpu, _wino4_in_batch_part, parts, x, *h["pad"], th, tw, xp,
+                   rows, v)
+            launch(_positions_forward_cpu, _positions_forward_part, parts, v, ut, z)
+            launch(_wino4_out_batch_cpu, _wino4_out_batch_part, parts, z, bias, act, th, tw, o,
+                   rows, y)
         elif how == "winograd":
             per, xp, v, z, o, rows = _winograd_workspace(ctx, x, f, oh, ow,
                                                          ("xp", "v", "m", "o", "rows"), mt=mt)
@@ -301,7 +346,7 @@ class Conv(Implementation):
         n, _, oh, ow = dy.shape
         need_dx = bool(ctx.need_dx)
         act = act_pair(inside, dy.dtype)
-        _, _, how, parts, mt = _plan(h, x.shape, ctx)
+        _, _, how, parts, mt, positions = _plan(h, x.shape, ctx)
         dy = np.ascontiguousarray(dy)
         dx = ctx.grad(x.shape if need_dx else (0,) + x.shape[1:], dy.dtype)
         if how == "dense":
@@ -319,6 +364,23 @@ class Conv(Implementation):
                    need_dx, wide_passes(), xp, g, acc, dw, db, dx)
             kk = h["kernel"][0] * h["kernel"][1]
             grads["weight"] = part_sum(dw, parts)[:f, :, :kk].reshape(p["weight"].shape)
+        elif how == "winograd" and positions:
+            u = _winograd_weights(p["weight"], ctx.scratch("u", (tile_positions(mt), f, x.shape[1]),
+                                                           dy.dtype))
+            _, xp, g, gt, rows = _winograd_workspace(ctx, x, f, oh, ow, ("xp", "g", "gt", "rows"),
+                                                     mt=mt)
+            v, dm, dv = _batch_tiles(ctx, x, f, oh, ow, ("va", "ma", "dva"))
+            du = ctx.scratch("dw", (1,) + u.shape, dy.dtype)
+            db = ctx.scratch("db", (xp.shape[0], f), dy.dtype)
+            th, tw = -(-oh // 4), -(-ow // 4)
+            launch(_wino4_grads_batch_cpu, _wino4_grads_batch_part, parts, x, dy, y, act,
+                   *h["pad"], xp, rows, g, gt, db, v, dm)
+            launch(_positions_backward_cpu, _positions_backward_part, parts, dm, v, u, need_dx,
+                   du[0], dv)
+            if need_dx:
+                launch(_wino4_grad_in_batch_cpu, _wino4_grad_in_batch_part, parts, dv, *h["pad"],
+                       th, tw, xp, rows, dx)
+            grads["weight"] = _winograd_weight_grad(du)
         elif how == "winograd":
             u = _winograd_weights(p["weight"], ctx.scratch("u", (tile_positions(mt), f, x.shape[1]),
                                                            dy.dtype))

@@ -748,3 +748,121 @@ def _wino4_grad_in_cpu(dv, col0, th, tw, dxp, tmp):
                 i, q = k // 6, k % 6
                 _terms_cpu(dst, (u(4 * ty + i) * wq + u(4 * tx + q)) * c_, tmp, u(q) * c_,
                            u(6) * c_, _B4_TAPS[i], coef[i], _B4_COUNT[i], c_, True)
+
+
+# F(4x4, 3x3) by positions, for batches of few tiles (ResNet-18's 4x4 planes: one tile a
+# sample): split by samples, a thread's GEMMs would sum over its few tiles (dU's 512 x 512 per
+# position from 32 rows at batch 64), every thread would read all 36 transformed weight matrices
+# (38 MB at 512 x 512), and the threads' dU would be summed after. Instead three passes: the
+# samples' transforms into whole-batch matrices (by samples), the 36 GEMMs over the whole batch
+# (by positions: each thread reads its positions' weights alone, and dU needs no sum), the
+# transforms back (by samples).
+@launcher
+def _wino4_in_batch_cpu(parts, x, ph, pw, th, tw, xp_ws, rows_ws, v):
+    for t in prange(parts):
+        run_part(_wino4_in_batch_part, np.int64(t), parts, (x, ph, pw, th, tw, xp_ws, rows_ws, v))
+
+
+@kernel()
+def _wino4_in_batch_part(t, parts, x, ph, pw, th, tw, xp_ws, rows_ws, v):
+    """v (36, N*T, C) = the transformed tiles of part t's share of the samples."""
+    n = x.shape[0]
+    xp, tmp = xp_ws[t], rows_ws[t].reshape(-1)
+    for s in range(n * t // parts, n * (t + 1) // parts):
+        _winograd_pad_cpu(x[s], ph, pw, xp)
+        _wino4_in_cpu(xp, th, tw, v, s * th * tw, tmp)
+
+
+@launcher
+def _positions_forward_cpu(parts, v, ut, mm):
+    for t in prange(parts):
+        run_part(_positions_forward_part, np.int64(t), parts, (v, ut, mm))
+
+
+@kernel()
+def _positions_forward_part(t, parts, v, ut, mm):
+    """mm[k] = v[k] ut[k] for part t's share of the positions k."""
+    kk = v.shape[0]
+    for k in range(kk * t // parts, kk * (t + 1) // parts):
+        gemm(False, False, 1.0, v[k], ut[k], 0.0, mm[k])
+
+
+@launcher
+def _wino4_out_batch_cpu(parts, mm, bias, act, th, tw, o_ws, rows_ws, y):
+    for t in prange(parts):
+        run_part(_wino4_out_batch_part, np.int64(t), parts, (mm, bias, act, th, tw, o_ws, rows_ws,
+                                                             y))
+
+
+@kernel()
+def _wino4_out_batch_part(t, parts, mm, bias, act, th, tw, o_ws, rows_ws, y):
+    """y[s] = act(A^T M A + bias) for part t's share of the samples, M (36, N*T, F)."""
+    n = y.shape[0]
+    o, tmp = o_ws[t], rows_ws[t].reshape(-1)
+    for s in range(n * t // parts, n * (t + 1) // parts):
+        _wino4_out_cpu(mm, s * th * tw, th, tw, o, tmp)
+        yq = y[s]
+        _channels_first_cpu(o.reshape(-1), o.shape[1] * o.shape[2], 0, 0, yq)
+        for f in range(yq.shape[0]):
+            plane = yq[f].reshape(-1)
+            _act_row_cpu(act, plane, bias[f], plane, plane.size)
+
+
+@launcher
+def _wino4_grads_batch_cpu(parts, x, dy, y, act, ph, pw, xp_ws, rows_ws, g_ws, gt_ws, db_ws, v,
+                           dm):
+    for t in prange(parts):
+        run_part(_wino4_grads_batch_part, np.int64(t), parts, (
+            x, dy, y, act, ph, pw, xp_ws, rows_ws, g_ws, gt_ws, db_ws, v, dm))
+
+
+@kernel(fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
+def _wino4_grads_batch_part(t, parts, x, dy, y, act, ph, pw, xp_ws, rows_ws, g_ws, gt_ws, db_ws,
+                            v, dm):
+    """For part t's share of the samples: v (36, N*T, C) their transformed input tiles, dm (36,
+    N*T, F) their transformed output gradient (times act'), db_ws[t] its sum."""
+    n = x.shape[0]
+    oh, ow = dy.shape[2], dy.shape[3]
+    th, tw = -(-oh // 4), -(-ow // 4)
+    xp, tmp, g, gt, db = xp_ws[t], rows_ws[t].reshape(-1), g_ws[t], gt_ws[t], db_ws[t]
+    _fill_cpu(db, 0.0)
+    _fill_cpu(gt.reshape(-1), 0.0)  # the border of whole tiles past (oh, ow) stays zero
+    for s in range(n * t // parts, n * (t + 1) // parts):
+        _winograd_pad_cpu(x[s], ph, pw, xp)
+        _wino4_in_cpu(xp, th, tw, v, s * th * tw, tmp)
+        _winograd_grad_act_cpu(act, dy[s], y[s], g, db)
+        _wino4_grad_out_cpu(g, oh, ow, th, tw, dm, s * th * tw, gt, tmp)
+
+
+@launcher
+def _positions_backward_cpu(parts, dm, v, u, need_dx, du, dv):
+    for t in prange(parts):
+        run_part(_positions_backward_part, np.int64(t), parts, (dm, v, u, need_dx, du, dv))
+
+
+@kernel()
+def _positions_backward_part(t, parts, dm, v, u, need_dx, du, dv):
+    """du[k] = dm[k]^T v[k] and, with need_dx, dv[k] = dm[k] u[k] for part t's share of the
+    positions k."""
+    kk = v.shape[0]
+    for k in range(kk * t // parts, kk * (t + 1) // parts):
+        gemm(True, False, 1.0, dm[k], v[k], 0.0, du[k])
+        if need_dx:
+            gemm(False, False, 1.0, dm[k], u[k], 0.0, dv[k])
+
+
+@launcher
+def _wino4_grad_in_batch_cpu(parts, dv, ph, pw, th, tw, xp_ws, rows_ws, dx):
+    for t in prange(parts):
+        run_part(_wino4_grad_in_batch_part, np.int64(t), parts, (dv, ph, pw, th, tw, xp_ws,
+                                                                 rows_ws, dx))
+
+
+@kernel()
+def _wino4_grad_in_batch_part(t, parts, dv, ph, pw, th, tw, xp_ws, rows_ws, dx):
+    """dx[s] = B dV B^T summed over its tiles, for part t's share of the samples."""
+    n = dx.shape[0]
+    xp, tmp = xp_ws[t], rows_ws[t].reshape(-1)
+    for s in range(n * t // parts, n * (t + 1) // parts):
+        _wino4_grad_in_cpu(dv, s * th * tw, th, tw, xp, tmp)
+        _winograd_unpad_cpu(xp, ph, pw, dx[s])
