@@ -521,6 +521,34 @@ def test_winograd_4x4_by_positions_rule(xshape, filters, parts, expected):
     assert conv.by_positions(xshape, filters, xshape[2], xshape[3], parts) is expected
 
 
+@pytest.mark.parametrize("group", [1, 3, 8])
+def test_winograd_4x4_transforms_take_tiles_in_groups(monkeypatch, group):
+    """The F(4x4) transforms take a row's tiles in groups (as many as the scratch, sized for
+    TILE_GROUP, holds; here 5 tiles a row: the output's in groups of 2, 3 or all 5, the last
+    one partial): outputs and gradients as im2col's, by samples and by positions."""
+    from netc.runtime.backends.cpu.conv import winograd
+    from netc.runtime.backends.cpu import conv
+    spec = "input 19x18x5\nCONV 3x3 7 pad=1 act=relu"
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 5, 19, 18))
+    target = rng.standard_normal((2, 7, 19, 18))
+    runs = []
+    for force, positions in (("im2col", False), ("winograd", False), ("winograd", True)):
+        monkeypatch.setattr(conv, "FORCE", force)
+        monkeypatch.setattr(conv, "WINOGRAD_TILE", 4)
+        monkeypatch.setattr(conv, "WINOGRAD_POSITIONS", positions)
+        monkeypatch.setattr(winograd, "TILE_GROUP", group)
+        model = randomized(spec)
+        out = model.forward(x)
+        _, grads, dx = model.loss_and_grads(x, target, loss="mse", input_grad=True)
+        runs.append((out, grads, dx))
+    for out, grads, dx in runs[1:]:
+        np.testing.assert_allclose(out, runs[0][0], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(dx, runs[0][2], rtol=1e-10, atol=1e-13)
+        for name in grads:
+            np.testing.assert_allclose(grads[name], runs[0][1][name], rtol=1e-10, atol=1e-13)
+
+
 def test_winograd_4x4_float32_rounding(monkeypatch):
     """F(4x4, 3x3) in float32 over 128 channels: outputs and gradients within 2e-5 of im2col's in
     float64 and at most 16x F(2x2, 3x3)'s error (relative to each array's largest value; measured

@@ -203,7 +203,7 @@ def _winograd_workspace(ctx, x, f, oh, ow, tags, depth=0, mt=2):
         rows = (2, 16, tw * c if c <= ROWS_MAX_CHANNELS else 0)
     else:
         o = (mt * th, mt * tw, f)
-        rows = (1, 1, max((mt + 2) * (mt * tw + 2) * c, kk * max(c, f)))
+        rows = (1, 1, max((mt + 2) * (mt * tw + 2) * c, kk * tile_group(tw) * max(c, f)))
     shapes = {"xp": (mt * th + 2, mt * tw + 2, c), "v": (kk, _skew(tiles, c * size), c),
               "dv": (kk, _skew(tiles, c * size), c), "m": (kk, _skew(tiles, f * size), f),
               "o": o, "gt": (mt * th, mt * tw, f), "g": (f, _skew(oh * ow, size)), "rows": rows}
@@ -660,11 +660,46 @@ def _terms_cpu(dst, at, src, base, stride, taps, coef, count, n, add):
             dst[at + i] += ce * src[p + i]
 
 
+@kernel(inline=True)
+def _terms_tiles_cpu(dst, at, dstep, src, base, sstep, stride, taps, coef, count, n, tiles, add):
+    """_terms_cpu for `tiles` tiles at once: dst[at + g*dstep + i] (+)= the sum over e < count of
+    coef[e] * src[base + g*sstep + taps[e]*stride + i], for g < tiles and i < n: a pass per term
+    over every tile's n values (one call for a row of tiles, not one a tile: at 64 channels the
+    calls' set-up cost as much as their 8 vectors)."""
+    u = np.uint64
+    p0, c0 = base + u(taps[0]) * stride, coef[0]
+    for g in range(tiles):
+        q, p = at + u(g) * dstep, p0 + u(g) * sstep
+        if add:
+            for i in range(n):
+                dst[q + i] += c0 * src[p + i]
+        else:
+            for i in range(n):
+                dst[q + i] = c0 * src[p + i]
+    for e in range(1, count):
+        pe, ce = base + u(taps[e]) * stride, coef[e]
+        for g in range(tiles):
+            q, p = at + u(g) * dstep, pe + u(g) * sstep
+            for i in range(n):
+                dst[q + i] += ce * src[p + i]
+
+
+def tile_group(tw):
+    """Tiles of a row that the F(4x4) transforms take at once (TILE_GROUP at most): their
+    halfway values, 36 x group x channels, are what the 'rows' scratch holds (the kernels read
+    the group from its size)."""
+    return max(1, min(tw, TILE_GROUP))
+
+
+TILE_GROUP = 8
+
+
 @kernel()
 def _wino4_in_cpu(xp, th, tw, v, col0, tmp):
     """v[a*6+b, col0 + ty*tw + tx, :] = (B^T d B)[a, b] for the 6x6 tile d at (4ty, 4tx) of xp
     (Hq, Wq, C): B^T on the six padded rows under a row of tiles, whole rows of Wq*C values, into
-    tmp (6 Wq*C); then B on each tile's columns of those."""
+    tmp (6 Wq*C); then B on the columns of those, for the row's tiles at once (each position's
+    entries of consecutive tiles lie side by side in v)."""
     u = np.uint64
     c_, wq, cols = u(xp.shape[2]), u(xp.shape[1]), u(v.shape[1])
     src, dst = xp.reshape(-1), v.reshape(-1)
@@ -674,80 +709,89 @@ def _wino4_in_cpu(xp, th, tw, v, col0, tmp):
         for a in range(6):
             _terms_cpu(tmp, u(a) * run, src, u(4 * ty) * run, run, _BT4_TAPS[a], coef[a],
                        _BT4_COUNT[a], run, False)
-        for tx in range(tw):
-            j = u(col0 + ty * tw + tx)
-            for k in range(36):
-                a, b = k // 6, k % 6
-                _terms_cpu(dst, (u(k) * cols + j) * c_, tmp, u(a) * run + u(4 * tx) * c_, c_,
-                           _BT4_TAPS[b], coef[b], _BT4_COUNT[b], c_, False)
+        j = u(col0 + ty * tw)
+        for k in range(36):
+            a, b = k // 6, k % 6
+            _terms_tiles_cpu(dst, (u(k) * cols + j) * c_, c_, tmp, u(a) * run, u(4) * c_, c_,
+                             _BT4_TAPS[b], coef[b], _BT4_COUNT[b], c_, tw, False)
 
 
 @kernel()
 def _wino4_out_cpu(mm, col0, th, tw, ot, tmp):
-    """ot (4th, 4tw, F), channels last = A^T M A for every 4x4 tile of one sample: per tile,
-    A^T on M's rows into tmp (4 x 6 vectors of F), then A on the columns."""
+    """ot (4th, 4tw, F), channels last = A^T M A for every 4x4 tile of one sample: for a group of
+    a row's tiles at once (tile_group, from tmp's size), A^T on M's rows into tmp (4 x 6 x group
+    vectors of F), then A on the columns."""
     u = np.uint64
     f_, cols, wide = u(mm.shape[2]), u(mm.shape[1]), u(ot.shape[1])
     src, dst = mm.reshape(-1), ot.reshape(-1)
     coef = _AT4_COEF.astype(mm.dtype)
+    group = max(1, min(tw, tmp.size // (36 * mm.shape[2])))
     for ty in range(th):
-        for tx in range(tw):
-            j = u(col0 + ty * tw + tx)
-            for k in range(24):  # tmp[r, b] = sum over a of A^T[r, a] M[a, b]
+        for g0 in range(0, tw, group):
+            ng = u(min(group, tw - g0))
+            j = u(col0 + ty * tw + g0)
+            for k in range(24):  # tmp[r, b, g] = sum over a of A^T[r, a] M[a, b] (tile g)
                 r, b = k // 6, k % 6
-                _terms_cpu(tmp, u(k) * f_, src, (u(b) * cols + j) * f_, u(6) * cols * f_,
-                           _AT4_TAPS[r], coef[r], _AT4_COUNT[r], f_, False)
+                _terms_cpu(tmp, u(k) * ng * f_, src, (u(b) * cols + j) * f_, u(6) * cols * f_,
+                           _AT4_TAPS[r], coef[r], _AT4_COUNT[r], ng * f_, False)
             for k in range(16):  # ot[4ty + r, 4tx + s] = sum over b of tmp[r, b] A^T[s, b]
                 r, s = k // 4, k % 4
-                _terms_cpu(dst, ((u(4 * ty + r)) * wide + u(4 * tx + s)) * f_, tmp,
-                           u(6 * r) * f_, f_, _AT4_TAPS[s], coef[s], _AT4_COUNT[s], f_, False)
+                _terms_tiles_cpu(dst, (u(4 * ty + r) * wide + u(4 * g0 + s)) * f_, u(4) * f_, tmp,
+                                 u(6 * r) * ng * f_, f_, ng * f_, _AT4_TAPS[s], coef[s],
+                                 _AT4_COUNT[s], f_, ng, False)
 
 
 @kernel()
 def _wino4_grad_out_cpu(g, oh, ow, th, tw, dm, col0, gt, tmp):
     """dm[:, tile, f] = A g A^T for each 4x4 tile of g (F, >= oh*ow), the output gradient (times
     act') of one sample: channels last into gt (4th, 4tw, F), whose border past (oh, ow) the
-    caller keeps zero; per tile, A on the columns into tmp (4 x 6 vectors of F), then on the
-    rows."""
+    caller keeps zero; for a group of a row's tiles at once, A on the columns into tmp (4 x 6 x
+    group vectors of F), then on the rows."""
     u = np.uint64
     _channels_last_cpu(g, oh, ow, 0, 0, gt)
     f_, cols, wide = u(g.shape[0]), u(dm.shape[1]), u(gt.shape[1])
     src, dst = gt.reshape(-1), dm.reshape(-1)
     coef = _A4_COEF.astype(g.dtype)
+    group = max(1, min(tw, tmp.size // (36 * g.shape[0])))
     for ty in range(th):
-        for tx in range(tw):
-            j = u(col0 + ty * tw + tx)
-            for k in range(24):  # tmp[r, b] = sum over s of g[r, s] A^T[s, b]
+        for g0 in range(0, tw, group):
+            ng = u(min(group, tw - g0))
+            j = u(col0 + ty * tw + g0)
+            for k in range(24):  # tmp[r, b, tile] = sum over s of g[r, s] A^T[s, b]
                 r, b = k // 6, k % 6
-                _terms_cpu(tmp, u(k) * f_, src, (u(4 * ty + r) * wide + u(4 * tx)) * f_, f_,
-                           _A4_TAPS[b], coef[b], _A4_COUNT[b], f_, False)
+                _terms_tiles_cpu(tmp, u(k) * ng * f_, f_, src,
+                                 (u(4 * ty + r) * wide + u(4 * g0)) * f_, u(4) * f_, f_,
+                                 _A4_TAPS[b], coef[b], _A4_COUNT[b], f_, ng, False)
             for k in range(36):  # dm[a, b] = sum over r of A^T[r, a] tmp[r, b]
                 a, b = k // 6, k % 6
-                _terms_cpu(dst, (u(k) * cols + j) * f_, tmp, u(b) * f_, u(6) * f_,
-                           _A4_TAPS[a], coef[a], _A4_COUNT[a], f_, False)
+                _terms_cpu(dst, (u(k) * cols + j) * f_, tmp, u(b) * ng * f_, u(6) * ng * f_,
+                           _A4_TAPS[a], coef[a], _A4_COUNT[a], ng * f_, False)
 
 
 @kernel()
 def _wino4_grad_in_cpu(dv, col0, th, tw, dxp, tmp):
     """dxp (Hq, Wq, C) = the sum over tiles of B dV B^T placed at (4ty, 4tx) (tiles overlap by
-    two rows and columns): per tile, B on dV's columns into tmp (6 x 6 vectors of C), then on
-    the rows, added in place."""
+    two rows and columns): for a group of a row's tiles at once, B on dV's columns into tmp (6 x
+    6 x group vectors of C), then on the rows, added in place."""
     u = np.uint64
     _fill_cpu(dxp.reshape(-1), 0.0)
     c_, wq, cols = u(dxp.shape[2]), u(dxp.shape[1]), u(dv.shape[1])
     src, dst = dv.reshape(-1), dxp.reshape(-1)
     coef = _B4_COEF.astype(dxp.dtype)
+    group = max(1, min(tw, tmp.size // (36 * dxp.shape[2])))
     for ty in range(th):
-        for tx in range(tw):
-            j = u(col0 + ty * tw + tx)
-            for k in range(36):  # tmp[a, q] = sum over b of dV[a, b] B^T[b, q]
+        for g0 in range(0, tw, group):
+            ng = u(min(group, tw - g0))
+            j = u(col0 + ty * tw + g0)
+            for k in range(36):  # tmp[a, q, tile] = sum over b of dV[a, b] B^T[b, q]
                 a, q = k // 6, k % 6
-                _terms_cpu(tmp, u(k) * c_, src, (u(6 * a) * cols + j) * c_, cols * c_,
-                           _B4_TAPS[q], coef[q], _B4_COUNT[q], c_, False)
+                _terms_cpu(tmp, u(k) * ng * c_, src, (u(6 * a) * cols + j) * c_, cols * c_,
+                           _B4_TAPS[q], coef[q], _B4_COUNT[q], ng * c_, False)
             for k in range(36):  # dxp[4ty + i, 4tx + q] += sum over a of B^T[a, i] tmp[a, q]
                 i, q = k // 6, k % 6
-                _terms_cpu(dst, (u(4 * ty + i) * wq + u(4 * tx + q)) * c_, tmp, u(q) * c_,
-                           u(6) * c_, _B4_TAPS[i], coef[i], _B4_COUNT[i], c_, True)
+                _terms_tiles_cpu(dst, (u(4 * ty + i) * wq + u(4 * g0 + q)) * c_, u(4) * c_, tmp,
+                                 u(q) * ng * c_, c_, u(6) * ng * c_, _B4_TAPS[i], coef[i],
+                                 _B4_COUNT[i], c_, ng, True)
 
 
 # F(4x4, 3x3) by positions, for batches of few tiles (ResNet-18's 4x4 planes: one tile a
