@@ -87,23 +87,21 @@ BACKWARD_MIN_DEPTH = 512
 # this many on (wide_backward)
 WIDE_MIN_FILTERS = 64
 KEEP_COLS_FILTERS = 256
-# Winograd's 4x4 output tiles, F(4x4, 3x3), from this many input channels and filters on (from
-# WINOGRAD4_WIDE_CHANNELS on planes of at least WINOGRAD4_WIDE_PLANE pixels) and for at least
-# WINOGRAD4_MIN_PIXELS output pixels over the batch, where they take fewer GEMM multiply-adds (36
-# a 4x4 tile against 64 for four 2x2 tiles: planes of 4x4, 7x7, 8x8, 14x14, ...; not 5x5 or 6x6,
-# which four 2x2 tiles or nine cover with as few). Fewer channels: the transforms' extra terms
-# cost what the smaller GEMMs save; fewer pixels: the weights' transforms (2.25x the values,
-# forward, backward and the weight gradient's) do. A layer's step (forward + backward), F(4x4)
-# over F(2x2), one process alternating (bench/RESULTS.md), AVX2 Zen 3 (OpenBLAS's GEMMs): 128
-# channels 16x16 b64 0.87x, b16 0.94x; 256 on 8x8 b64 0.84x; 64 channels 32x32 b64 0.90-0.95x,
-# b16 0.87x, 16x16 b32 1.03x. AVX-512 Emerald Rapids (netc's own tiles): 128 on 16x16 b64 0.73x,
-# 256 on 8x8 b64 0.89x, 512 on 4x4 b128 0.99x, 64 on 32x32 b64 0.82x. Where the batch has few
-# tiles (by positions, below), two threads: 1024 pixels 0.82x (512 on 4x4, b64), 0.85x (256 on
-# 8x8, b16), 0.87x (256 on 4x4, b64), 0.89x (128 on 8x8, b16); 512 pixels 0.93-0.95x; 256
+# Winograd's 4x4 output tiles, F(4x4, 3x3), from this many input channels and filters on and for
+# at least WINOGRAD4_MIN_PIXELS output pixels over the batch, where they take fewer GEMM
+# multiply-adds (36 a 4x4 tile against 64 for four 2x2 tiles: planes of 4x4, 7x7, 8x8, 14x14,
+# ...; not 5x5 or 6x6, which four 2x2 tiles or nine cover with as few). Fewer channels: the
+# transforms' extra terms cost what the smaller GEMMs save; fewer pixels: the weights'
+# transforms (2.25x the values, forward, backward and the weight gradient's) do. A layer's step
+# (forward + backward), F(4x4) over F(2x2), one process alternating (bench/RESULTS.md), AVX2 Zen 3
+# (OpenBLAS's GEMMs), with the transforms taking a row's tiles at once: 64 channels 32x32 b64
+# 0.80x, 16x16 b64 0.84x, b8 0.93x, 8x8 b64 0.96x; 128 on 16x16 b64 0.73x; 32 channels 0.80-1.10x
+# (not taken). AVX-512 Emerald Rapids (netc's own tiles; before the tiles at once): 128 on 16x16
+# b64 0.73x, 256 on 8x8 b64 0.89x, 512 on 4x4 b128 0.99x, 64 on 32x32 b64 0.82x. Where the batch
+# has few tiles (by positions, below), two threads: 1024 pixels 0.82x (512 on 4x4, b64), 0.85x
+# (256 on 8x8, b16), 0.87x (256 on 4x4, b64), 0.89x (128 on 8x8, b16); 512 pixels 0.93-0.95x; 256
 # pixels 1.16x (256 on 8x8, b4); one thread: 1024 pixels 0.91x, 256 1.45x
-WINOGRAD4_MIN_CHANNELS = 128
-WINOGRAD4_WIDE_CHANNELS = 64
-WINOGRAD4_WIDE_PLANE = 1024
+WINOGRAD4_MIN_CHANNELS = 64
 WINOGRAD4_MIN_PIXELS = 1024
 WINOGRAD_TILE = None  # 2 or 4: force the output tile where Winograd runs (tests, benchmarks)
 # F(4x4) by positions (winograd.py: the whole batch's transforms, then the 36 GEMMs split among
@@ -154,9 +152,7 @@ def winograd_tile(xshape, filters, oh, ow):
     tiles (measured on both: WINOGRAD4_MIN_CHANNELS)."""
     if WINOGRAD_TILE is not None:
         return WINOGRAD_TILE
-    narrow = min(xshape[1], filters)
-    if (narrow < WINOGRAD4_MIN_CHANNELS
-            and not (narrow >= WINOGRAD4_WIDE_CHANNELS and oh * ow >= WINOGRAD4_WIDE_PLANE)):
+    if min(xshape[1], filters) < WINOGRAD4_MIN_CHANNELS:
         return 2
     if xshape[0] * oh * ow < WINOGRAD4_MIN_PIXELS:
         return 2
