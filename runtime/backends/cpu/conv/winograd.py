@@ -879,20 +879,21 @@ def _wino4_grads_batch_part(t, parts, x, dy, y, act, ph, pw, xp_ws, rows_ws, g_w
 
 
 @launcher
-def _positions_backward_cpu(parts, dm, v, u, need_dx, du, dv):
+def _positions_backward_cpu(parts, dm, v, u, need_dx, dv):
     for t in prange(parts):
-        run_part(_positions_backward_part, np.int64(t), parts, (dm, v, u, need_dx, du, dv))
+        run_part(_positions_backward_part, np.int64(t), parts, (dm, v, u, need_dx, dv))
 
 
 @kernel()
-def _positions_backward_part(t, parts, dm, v, u, need_dx, du, dv):
-    """du[k] = dm[k]^T v[k] and, with need_dx, dv[k] = dm[k] u[k] for part t's share of the
-    positions k."""
+def _positions_backward_part(t, parts, dm, v, u, need_dx, dv):
+    """For part t's share of the positions k: with need_dx, dv[k] = dm[k] u[k]; then u[k] = dU[k]
+    = dm[k]^T v[k], in place of the weights it no longer needs (so that the weight gradient
+    takes no 36 x F x C scratch of its own)."""
     kk = v.shape[0]
     for k in range(kk * t // parts, kk * (t + 1) // parts):
-        gemm(True, False, 1.0, dm[k], v[k], 0.0, du[k])
         if need_dx:
             gemm(False, False, 1.0, dm[k], u[k], 0.0, dv[k])
+        gemm(True, False, 1.0, dm[k], v[k], 0.0, u[k])
 
 
 @launcher
