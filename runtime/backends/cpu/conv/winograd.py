@@ -646,18 +646,8 @@ def _winograd4_backward_part(t, parts, x, u, dy, y, act, ph, pw, per, need_dx, x
 def _terms_cpu(dst, at, src, base, stride, taps, coef, count, n, add):
     """dst[at + i] (+)= the sum over e < count of coef[e] * src[base + taps[e]*stride + i], for
     i < n: a pass over the n values per term (each a vector loop; dst stays in L1)."""
-    u = np.uint64
-    p, c0 = base + u(taps[0]) * stride, coef[0]
-    if add:
-        for i in range(n):
-            dst[at + i] += c0 * src[p + i]
-    else:
-        for i in range(n):
-            dst[at + i] = c0 * src[p + i]
-    for e in range(1, count):
-        p, ce = base + u(taps[e]) * stride, coef[e]
-        for i in range(n):
-            dst[at + i] += ce * src[p + i]
+    none = np.uint64(0)  # (unsigned, as the other offsets: int64 with uint64 makes float64)
+    _terms_tiles_cpu(dst, at, none, src, base, none, stride, taps, coef, count, n, 1, add)
 
 
 @kernel(inline=True)
@@ -684,14 +674,14 @@ def _terms_tiles_cpu(dst, at, dstep, src, base, sstep, stride, taps, coef, count
                 dst[q + i] += ce * src[p + i]
 
 
+TILE_GROUP = 8
+
+
 def tile_group(tw):
     """Tiles of a row that the F(4x4) transforms take at once (TILE_GROUP at most): their
     halfway values, 36 x group x channels, are what the 'rows' scratch holds (the kernels read
     the group from its size)."""
     return max(1, min(tw, TILE_GROUP))
-
-
-TILE_GROUP = 8
 
 
 @kernel()
