@@ -540,12 +540,14 @@ def test_winograd_4x4_transforms_take_tiles_in_groups(monkeypatch, group):
         model = randomized(spec)
         out = model.forward(x)
         _, grads, dx = model.loss_and_grads(x, target, loss="mse", input_grad=True)
-        runs.append((out, grads, dx))
-    for out, grads, dx in runs[1:]:
+        _, alone = model.loss_and_grads(x, target, loss="mse")  # no input gradient: no dV
+        runs.append((out, grads, dx, alone))
+    for out, grads, dx, alone in runs[1:]:
         np.testing.assert_allclose(out, runs[0][0], rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(dx, runs[0][2], rtol=1e-10, atol=1e-13)
         for name in grads:
             np.testing.assert_allclose(grads[name], runs[0][1][name], rtol=1e-10, atol=1e-13)
+            np.testing.assert_allclose(alone[name], runs[0][1][name], rtol=1e-10, atol=1e-13)
 
 
 def test_winograd_4x4_float32_rounding(monkeypatch):
