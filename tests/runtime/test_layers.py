@@ -550,6 +550,35 @@ def test_winograd_4x4_transforms_take_tiles_in_groups(monkeypatch, group):
             np.testing.assert_allclose(alone[name], runs[0][1][name], rtol=1e-10, atol=1e-13)
 
 
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("add", [False, True])
+def test_winograd_terms_sum_each_tiles_terms(count, add):
+    """_terms_tiles_cpu (the F(4x4) transforms' inner loop: up to five terms a pass, the rest one
+    pass each) against NumPy, for every count of terms, writing or adding."""
+    from netc.runtime.backends.cpu.conv import winograd
+    import numba
+    rng = np.random.default_rng(count)
+    n, tiles, dstep, sstep, stride = 5, 3, 7, 11, 4
+    src = rng.standard_normal(64)
+    taps = np.zeros(6, np.int64)
+    taps[:count] = rng.permutation(6)[:count]
+    coef = np.zeros(6)
+    coef[:count] = rng.standard_normal(count)
+    dst = rng.standard_normal(40)
+    want = dst.copy()
+    for g in range(tiles):
+        total = sum(coef[e] * src[2 + g * sstep + taps[e] * stride:][:n] for e in range(count))
+        want[1 + g * dstep:1 + g * dstep + n] = (want[1 + g * dstep:][:n] if add else 0) + total
+
+    @numba.njit
+    def run(dst, src, taps, coef, count, add):
+        u = np.uint64
+        winograd._terms_tiles_cpu(dst, u(1), u(dstep), src, u(2), u(sstep), u(stride), taps, coef,
+                                  count, u(n), tiles, add)
+    run(dst, src, taps, coef, count, add)
+    np.testing.assert_allclose(dst, want, rtol=1e-13, atol=1e-13)
+
+
 def test_winograd_4x4_float32_rounding(monkeypatch):
     """F(4x4, 3x3) in float32 over 128 channels: outputs and gradients within 2e-5 of im2col's in
     float64 and at most 16x F(2x2, 3x3)'s error (relative to each array's largest value; measured

@@ -653,25 +653,71 @@ def _terms_cpu(dst, at, src, base, stride, taps, coef, count, n, add):
 @kernel(inline=True)
 def _terms_tiles_cpu(dst, at, dstep, src, base, sstep, stride, taps, coef, count, n, tiles, add):
     """_terms_cpu for `tiles` tiles at once: dst[at + g*dstep + i] (+)= the sum over e < count of
-    coef[e] * src[base + g*sstep + taps[e]*stride + i], for g < tiles and i < n: a pass per term
-    over every tile's n values (one call for a row of tiles, not one a tile: at 64 channels the
-    calls' set-up cost as much as their 8 vectors)."""
+    coef[e] * src[base + g*sstep + taps[e]*stride + i], for g < tiles and i < n: one call for a
+    row of tiles, not one a tile (at 64 channels the calls' set-up cost as much as their 8
+    vectors), and one pass over each tile's values summing up to five terms in registers (F(4x4)'s
+    matrices have at most five nonzeros a row or column), each term its own pass beyond that."""
     u = np.uint64
-    p0, c0 = base + u(taps[0]) * stride, coef[0]
+    done = min(count, 5)
+    c0 = coef[0]
+    c1 = coef[1] if done > 1 else c0
+    c2 = coef[2] if done > 2 else c0
+    c3 = coef[3] if done > 3 else c0
+    c4 = coef[4] if done > 4 else c0
+    o0 = u(taps[0]) * stride
+    o1 = u(taps[1]) * stride if done > 1 else o0
+    o2 = u(taps[2]) * stride if done > 2 else o0
+    o3 = u(taps[3]) * stride if done > 3 else o0
+    o4 = u(taps[4]) * stride if done > 4 else o0
     for g in range(tiles):
-        q, p = at + u(g) * dstep, p0 + u(g) * sstep
-        if add:
-            for i in range(n):
-                dst[q + i] += c0 * src[p + i]
+        q, p = at + u(g) * dstep, base + u(g) * sstep
+        if done == 1:
+            if add:
+                for i in range(n):
+                    dst[q + i] += c0 * src[p + o0 + i]
+            else:
+                for i in range(n):
+                    dst[q + i] = c0 * src[p + o0 + i]
+        elif done == 2:
+            if add:
+                for i in range(n):
+                    dst[q + i] += c0 * src[p + o0 + i] + c1 * src[p + o1 + i]
+            else:
+                for i in range(n):
+                    dst[q + i] = c0 * src[p + o0 + i] + c1 * src[p + o1 + i]
+        elif done == 3:
+            if add:
+                for i in range(n):
+                    dst[q + i] += (c0 * src[p + o0 + i] + c1 * src[p + o1 + i]
+                                   + c2 * src[p + o2 + i])
+            else:
+                for i in range(n):
+                    dst[q + i] = (c0 * src[p + o0 + i] + c1 * src[p + o1 + i]
+                                  + c2 * src[p + o2 + i])
+        elif done == 4:
+            if add:
+                for i in range(n):
+                    dst[q + i] += (c0 * src[p + o0 + i] + c1 * src[p + o1 + i]
+                                   + c2 * src[p + o2 + i] + c3 * src[p + o3 + i])
+            else:
+                for i in range(n):
+                    dst[q + i] = (c0 * src[p + o0 + i] + c1 * src[p + o1 + i]
+                                  + c2 * src[p + o2 + i] + c3 * src[p + o3 + i])
         else:
+            if add:
+                for i in range(n):
+                    dst[q + i] += (c0 * src[p + o0 + i] + c1 * src[p + o1 + i]
+                                   + c2 * src[p + o2 + i] + c3 * src[p + o3 + i]
+                                   + c4 * src[p + o4 + i])
+            else:
+                for i in range(n):
+                    dst[q + i] = (c0 * src[p + o0 + i] + c1 * src[p + o1 + i]
+                                  + c2 * src[p + o2 + i] + c3 * src[p + o3 + i]
+                                  + c4 * src[p + o4 + i])
+        for e in range(done, count):
+            pe, ce = p + u(taps[e]) * stride, coef[e]
             for i in range(n):
-                dst[q + i] = c0 * src[p + i]
-    for e in range(1, count):
-        pe, ce = base + u(taps[e]) * stride, coef[e]
-        for g in range(tiles):
-            q, p = at + u(g) * dstep, pe + u(g) * sstep
-            for i in range(n):
-                dst[q + i] += ce * src[p + i]
+                dst[q + i] += ce * src[pe + i]
 
 
 TILE_GROUP = 8
