@@ -488,16 +488,22 @@ def test_winograd_on_small_planes_takes_the_batch(inp, filters, batch, expected)
     ("16x16x128", 64, 64, "winograd F4"),   # 64 filters
     ("32x32x64", 64, 64, "winograd F4"),    # 64 channels
     ("16x16x128", 128, 2, "winograd"),      # 512 pixels over the batch
-    ("32x32x48", 64, 64, "winograd"),       # too few channels
-    ("16x16x128", 32, 64, "winograd"),      # too few filters
+    ("8x8x64", 64, 64, "winograd F4"),      # 64 channels on 8x8 ...
+    ("8x8x32", 32, 64, "winograd"),         # ... but not 32
+    ("32x32x48", 64, 64, "winograd F4"),    # 32 to 63 channels on planes of 16x16 or more ...
+    ("16x16x128", 32, 64, "winograd F4"),
+    ("16x16x128", 32, 16, "winograd"),      # ... for 8192 pixels a batch or more
+    ("16x16x128", 24, 64, "winograd"),      # too few filters
     ("6x6x256", 256, 256, "winograd"),      # 6x6: nine 2x2 tiles take as many products as 4x4's
     ("7x7x256", 256, 256, "winograd F4"),   # 7x7: four 4x4 tiles, sixteen 2x2
 ])
 @pytest.mark.parametrize("tiles", [False, True])
 def test_winograd_tile_rule(inp, filters, batch, expected, tiles):
-    """F(4x4, 3x3) from WINOGRAD4_MIN_CHANNELS channels and filters, WINOGRAD4_MIN_PIXELS output
-    pixels over the batch and planes its tiles cover with fewer products, whether the GEMMs run
-    on the BLAS or on netc's own tiles; netc bench names it."""
+    """F(4x4, 3x3) from WINOGRAD4_MIN_CHANNELS channels and filters (WINOGRAD4_NARROW_CHANNELS on
+    planes of WINOGRAD4_NARROW_PLANE pixels, for WINOGRAD4_NARROW_PIXELS a batch), at least
+    WINOGRAD4_MIN_PIXELS output pixels over the batch
+    and planes its tiles cover with fewer products, whether the GEMMs run on the BLAS or on
+    netc's own tiles; netc bench names it."""
     net = netc.compile(f"input {inp}\nCONV 3x3 {filters} pad=1")
     (node,) = [n for n in net.nodes if n.kind == "CONV"]
     got = backends.implementation("CONV", "cpu").algorithm(node.hyper, node.in_shapes, batch,

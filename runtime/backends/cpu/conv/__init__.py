@@ -103,6 +103,13 @@ KEEP_COLS_FILTERS = 256
 # pixels 1.16x (256 on 8x8, b4); one thread: 1024 pixels 0.91x, 256 1.45x
 WINOGRAD4_MIN_CHANNELS = 64
 WINOGRAD4_MIN_PIXELS = 1024
+# ... and from WINOGRAD4_NARROW_CHANNELS on planes of at least WINOGRAD4_NARROW_PLANE pixels and
+# WINOGRAD4_NARROW_PIXELS over the batch: with the transforms summing their terms in registers,
+# 32 channels 32x32 b64 0.75x, b16 0.83x, 16x16 b64 0.86x, 32 -> 64 on 16x16 0.81x; but 8x8 b64
+# 1.06x, and at 4096 pixels a batch 0.98x (32x32 b4, 16x16 b16), at 1024 1.00-1.11x (AVX2)
+WINOGRAD4_NARROW_CHANNELS = 32
+WINOGRAD4_NARROW_PLANE = 256
+WINOGRAD4_NARROW_PIXELS = 8192
 WINOGRAD_TILE = None  # 2 or 4: force the output tile where Winograd runs (tests, benchmarks)
 # F(4x4) by positions (winograd.py: the whole batch's transforms, then the 36 GEMMs split among
 # the threads) where a thread's share of the batch holds fewer than MIN_ROWS_4 tiles, and the
@@ -152,7 +159,10 @@ def winograd_tile(xshape, filters, oh, ow):
     tiles (measured on both: WINOGRAD4_MIN_CHANNELS)."""
     if WINOGRAD_TILE is not None:
         return WINOGRAD_TILE
-    if min(xshape[1], filters) < WINOGRAD4_MIN_CHANNELS:
+    narrow = min(xshape[1], filters)
+    if narrow < WINOGRAD4_MIN_CHANNELS and not (
+            narrow >= WINOGRAD4_NARROW_CHANNELS and oh * ow >= WINOGRAD4_NARROW_PLANE
+            and xshape[0] * oh * ow >= WINOGRAD4_NARROW_PIXELS):
         return 2
     if xshape[0] * oh * ow < WINOGRAD4_MIN_PIXELS:
         return 2
