@@ -645,7 +645,7 @@ def _winograd4_backward_part(t, parts, x, u, dy, y, act, ph, pw, per, need_dx, x
 @kernel(inline=True)
 def _terms_cpu(dst, at, src, base, stride, taps, coef, count, n, add):
     """dst[at + i] (+)= the sum over e < count of coef[e] * src[base + taps[e]*stride + i], for
-    i < n: a pass over the n values per term (each a vector loop; dst stays in L1)."""
+    i < n: _terms_tiles_cpu for one tile."""
     none = np.uint64(0)  # (unsigned, as the other offsets: int64 with uint64 makes float64)
     _terms_tiles_cpu(dst, at, none, src, base, none, stride, taps, coef, count, n, 1, add)
 
