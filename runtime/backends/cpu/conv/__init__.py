@@ -30,15 +30,11 @@ from .direct import (_direct_backward_cpu, _direct_backward_part, _direct_forwar
 from .im2col import (_conv_backward_cpu, _conv_backward_part, _conv_backward_wide_cpu,
                      _conv_backward_wide_part, _conv_forward_cpu, _conv_forward_part,
                      _pointwise, _workspace)
-from .winograd import (MIN_ROWS_4, _positions_backward_cpu, _positions_backward_part,
-                       _positions_forward_cpu, _positions_forward_part, _wino4_grad_in_batch_cpu,
-                       _wino4_grad_in_batch_part, _wino4_grads_batch_cpu, _wino4_grads_batch_part,
-                       _wino4_in_batch_cpu, _wino4_in_batch_part, _wino4_out_batch_cpu,
-                       _wino4_out_batch_part, _winograd4_backward_cpu, _winograd4_backward_part,
+from .winograd import (MIN_ROWS_4, _winograd4_backward_cpu, _winograd4_backward_part,
                        _winograd4_forward_cpu, _winograd4_forward_part, _winograd_backward_cpu,
                        _winograd_backward_part, _winograd_forward_cpu, _winograd_forward_part,
                        _winograd_weight_grad, _winograd_weights, _winograd_workspace,
-                       tile_positions)
+                       backward_by_positions, forward_by_positions, tile_positions)
 
 # fewer input channels, and its GEMMs (K = C) are too thin to pay for the transforms: forward +
 # backward of a 3x3 CONV, C = F, batch 32-128 (bench/winograd_channels.py, AVX2, two runs), im2col
@@ -235,16 +231,6 @@ def by_positions(xshape, filters, oh, ow, parts):
             and tile_positions(4) * tiles * max(xshape[1], filters) <= POSITIONS_MAX_VALUES)
 
 
-def _batch_tiles(ctx, x, f, oh, ow, tags):
-    """F(4x4) by positions: the whole batch's transformed tiles, (36, N*T, F) for 'm' (the
-    output's or its gradient's), else (36, N*T, C) ('v', 'dv': the input's and its gradient's),
-    in the scratch that the per-thread chunks of the other Winograd layers use (tags of
-    _winograd_workspace: a separate one took ResNet-18's peak memory 14 MB higher)."""
-    tiles = x.shape[0] * -(-oh // 4) * -(-ow // 4)
-    return tuple(ctx.scratch(tag, (36, tiles, f if tag == "m" else x.shape[1]), x.dtype)
-                 for tag in tags)
-
-
 def _parts(h, xshape, f, oh, ow):
     """Parts for both passes of a CONV, split by samples, from its forward multiply-adds: the
     same in both, since im2col's kept unfolding is laid out by forward's chunks of samples."""
@@ -290,25 +276,18 @@ class Conv(Implementation):
             xp, acc = _direct_workspace(ctx, x, f, plane, margin, ("xp", "acc"))
             launch(_direct_forward_cpu, _direct_forward_part, parts, x, _direct_weights(p["weight"]),
                    bias, act, *h["pad"], offs, oh, ow, wide_passes(), xp, acc, y)
-        elif how == "winograd" and positions:
+        elif how == "winograd":
             ut = ctx.scratch("u", (tile_positions(mt), x.shape[1], f), x.dtype)
             _winograd_weights(p["weight"], ut, transpose=True)
-            _, xp, o, rows = _winograd_workspace(ctx, x, f, oh, ow, ("xp", "o", "rows"), mt=mt)
-            v, z = _batch_tiles(ctx, x, f, oh, ow, ("v", "m"))
-            th, tw = -(-oh // 4), -(-ow // 4)
-            launch(_wino4_in_batch_cpu, _wino4_in_batch_part, parts, x, *h["pad"], th, tw, xp,
-                   rows, v)
-            launch(_positions_forward_cpu, _positions_forward_part, parts, v, ut, z)
-            launch(_wino4_out_batch_cpu, _wino4_out_batch_part, parts, z, bias, act, th, tw, o,
-                   rows, y)
-        elif how == "winograd":
-            per, xp, v, z, o, rows = _winograd_workspace(ctx, x, f, oh, ow,
-                                                         ("xp", "v", "m", "o", "rows"), mt=mt)
-            ut = ctx.scratch("u", (tile_positions(mt), x.shape[1], f), x.dtype)
-            kernels = ((_winograd_forward_cpu, _winograd_forward_part) if mt == 2
-                       else (_winograd4_forward_cpu, _winograd4_forward_part))
-            launch(*kernels, parts, x, _winograd_weights(p["weight"], ut, transpose=True), bias,
-                   act, *h["pad"], oh, ow, per, xp, v, z, o, rows, y)
+            if positions:
+                forward_by_positions(ctx, x, ut, bias, act, h["pad"], oh, ow, parts, y)
+            else:
+                per, xp, v, z, o, rows = _winograd_workspace(ctx, x, f, oh, ow,
+                                                             ("xp", "v", "m", "o", "rows"), mt=mt)
+                kernels = ((_winograd_forward_cpu, _winograd_forward_part) if mt == 2
+                           else (_winograd4_forward_cpu, _winograd4_forward_part))
+                launch(*kernels, parts, x, ut, bias, act, *h["pad"], oh, ow, per, xp, v, z, o,
+                       rows, y)
         else:
             per, cols, z = _workspace(ctx, h, x, f, oh, ow, ("cols", "z"))
             size = cols.shape[1] and x.shape[0] * w.shape[1] * h["groups"] * oh * ow
@@ -371,35 +350,23 @@ class Conv(Implementation):
                    need_dx, wide_passes(), xp, g, acc, dw, db, dx)
             kk = h["kernel"][0] * h["kernel"][1]
             grads["weight"] = part_sum(dw, parts)[:f, :, :kk].reshape(p["weight"].shape)
-        elif how == "winograd" and positions:
-            u = _winograd_weights(p["weight"], ctx.scratch("u", (tile_positions(mt), f, x.shape[1]),
-                                                           dy.dtype))
-            _, xp, g, gt, rows = _winograd_workspace(ctx, x, f, oh, ow, ("xp", "g", "gt", "rows"),
-                                                     mt=mt)
-            v, dm, dv = _batch_tiles(ctx, x, f, oh, ow, ("v", "m", "dv"))
-            db = ctx.scratch("db", (xp.shape[0], f), dy.dtype)
-            th, tw = -(-oh // 4), -(-ow // 4)
-            launch(_wino4_grads_batch_cpu, _wino4_grads_batch_part, parts, x, dy, y, act,
-                   *h["pad"], xp, rows, g, gt, db, v, dm)
-            launch(_positions_backward_cpu, _positions_backward_part, parts, dm, v, u, need_dx,
-                   dv)  # (u becomes dU)
-            if need_dx:
-                launch(_wino4_grad_in_batch_cpu, _wino4_grad_in_batch_part, parts, dv, *h["pad"],
-                       th, tw, xp, rows, dx)
-            grads["weight"] = _winograd_weight_grad(u[None])
         elif how == "winograd":
             u = _winograd_weights(p["weight"], ctx.scratch("u", (tile_positions(mt), f, x.shape[1]),
                                                            dy.dtype))
-            per, xp, v, dm, dv, g, gt, rows = _winograd_workspace(
-                ctx, x, f, oh, ow, ("xp", "v", "m", "dv", "g", "gt", "rows"), BACKWARD_MIN_DEPTH,
-                mt)
-            du = ctx.scratch("dw", (xp.shape[0],) + u.shape, dy.dtype)
-            db = ctx.scratch("db", (xp.shape[0], f), dy.dtype)
-            kernels = ((_winograd_backward_cpu, _winograd_backward_part) if mt == 2
-                       else (_winograd4_backward_cpu, _winograd4_backward_part))
-            launch(*kernels, parts, x, u, dy, y, act, *h["pad"], per, need_dx, xp, v, dm, dv, g,
-                   gt, rows, du, db, dx)
-            grads["weight"] = _winograd_weight_grad(du[:parts])
+            if positions:
+                db = backward_by_positions(ctx, x, u, dy, y, act, h["pad"], need_dx, parts, dx)
+                du = u[None]  # (u became dU)
+            else:
+                per, xp, v, dm, dv, g, gt, rows = _winograd_workspace(
+                    ctx, x, f, oh, ow, ("xp", "v", "m", "dv", "g", "gt", "rows"),
+                    BACKWARD_MIN_DEPTH, mt)
+                du = ctx.scratch("dw", (xp.shape[0],) + u.shape, dy.dtype)[:parts]
+                db = ctx.scratch("db", (xp.shape[0], f), dy.dtype)
+                kernels = ((_winograd_backward_cpu, _winograd_backward_part) if mt == 2
+                           else (_winograd4_backward_cpu, _winograd4_backward_part))
+                launch(*kernels, parts, x, u, dy, y, act, *h["pad"], per, need_dx, xp, v, dm, dv,
+                       g, gt, rows, du, db, dx)
+            grads["weight"] = _winograd_weight_grad(du)
         else:
             db = _backward_im2col(h, p, x, dy, y, act, need_dx, kept, grads, dx, ctx, parts)
         if "bias" in p:

@@ -590,17 +590,30 @@ def _winograd4_forward_part(t, parts, x, ut, bias, act, ph, pw, oh, ow, per, xp_
         m = min(hi, s + per) - s
         cols = m * th * tw
         for q in range(m):
-            _winograd_pad_cpu(x[s + q], ph, pw, xp)
-            _wino4_in_cpu(xp, th, tw, v, q * th * tw, tmp)
+            _wino4_sample_in_cpu(x[s + q], ph, pw, th, tw, xp, v, q * th * tw, tmp)
         for k in range(36):  # M = V U^T, tile by tile
             gemm(False, False, 1.0, v[k, :cols], ut[k], 0.0, mm[k, :cols])
         for q in range(m):
-            _wino4_out_cpu(mm, q * th * tw, th, tw, o, tmp)
-            yq = y[s + q]
-            _channels_first_cpu(o.reshape(-1), o.shape[1] * o.shape[2], 0, 0, yq)
-            for f in range(yq.shape[0]):
-                plane = yq[f].reshape(-1)
-                _act_row_cpu(act, plane, bias[f], plane, plane.size)
+            _wino4_sample_out_cpu(mm, q * th * tw, th, tw, bias, act, o, tmp, y[s + q])
+
+
+@kernel(inline=True)
+def _wino4_sample_in_cpu(img, ph, pw, th, tw, xp, v, col0, tmp):
+    """One sample (C, H, W) padded channels last into xp, and its transformed tiles into v from
+    column col0."""
+    _winograd_pad_cpu(img, ph, pw, xp)
+    _wino4_in_cpu(xp, th, tw, v, col0, tmp)
+
+
+@kernel(inline=True)
+def _wino4_sample_out_cpu(mm, col0, th, tw, bias, act, o, tmp, yq):
+    """yq (F, oh, ow) = act(A^T M A + bias) for one sample's tiles, M's columns from col0: channels
+    last into o, then its planes into yq, bias and activation in place."""
+    _wino4_out_cpu(mm, col0, th, tw, o, tmp)
+    _channels_first_cpu(o.reshape(-1), o.shape[1] * o.shape[2], 0, 0, yq)
+    for f in range(yq.shape[0]):
+        plane = yq[f].reshape(-1)
+        _act_row_cpu(act, plane, bias[f], plane, plane.size)
 
 
 @launcher
@@ -629,10 +642,8 @@ def _winograd4_backward_part(t, parts, x, u, dy, y, act, ph, pw, per, need_dx, x
         m = min(hi, s + per) - s
         cols = m * th * tw
         for q in range(m):
-            _winograd_pad_cpu(x[s + q], ph, pw, xp)
-            _wino4_in_cpu(xp, th, tw, v, q * th * tw, tmp)
-            _winograd_grad_act_cpu(act, dy[s + q], y[s + q], g, db)
-            _wino4_grad_out_cpu(g, oh, ow, th, tw, dm, q * th * tw, gt, tmp)
+            _wino4_sample_grads_cpu(x[s + q], dy[s + q], y[s + q], act, ph, pw, th, tw, xp, g, gt,
+                                    v, dm, q * th * tw, tmp, db)
         for k in range(36):  # dU += dM^T V
             gemm(True, False, 1.0, dm[k, :cols], v[k, :cols], 1.0, du[k])
         if need_dx:
@@ -641,6 +652,15 @@ def _winograd4_backward_part(t, parts, x, u, dy, y, act, ph, pw, per, need_dx, x
             for q in range(m):
                 _wino4_grad_in_cpu(dv, q * th * tw, th, tw, xp, tmp)
                 _winograd_unpad_cpu(xp, ph, pw, dx[s + q])
+
+@kernel(inline=True)
+def _wino4_sample_grads_cpu(img, dyq, yq, act, ph, pw, th, tw, xp, g, gt, v, dm, col0, tmp, db):
+    """For one sample: its transformed input tiles into v and its transformed output gradient
+    (times act') into dm, from column col0; db += its output gradient's sum."""
+    _wino4_sample_in_cpu(img, ph, pw, th, tw, xp, v, col0, tmp)
+    _winograd_grad_act_cpu(act, dyq, yq, g, db)
+    _wino4_grad_out_cpu(g, dyq.shape[1], dyq.shape[2], th, tw, dm, col0, gt, tmp)
+
 
 @kernel(inline=True)
 def _terms_cpu(dst, at, src, base, stride, taps, coef, count, n, add):
@@ -730,6 +750,13 @@ def tile_group(tw):
     return max(1, min(tw, TILE_GROUP))
 
 
+@kernel(inline=True)
+def _group_of(tmp, tw, channels):
+    """The tiles a transform takes at once: as many of a row's tw as tmp holds 36 halfway
+    vectors of `channels` values for (the scratch is sized by tile_group)."""
+    return max(1, min(tw, tmp.size // (36 * channels)))
+
+
 @kernel()
 def _wino4_in_cpu(xp, th, tw, v, col0, tmp):
     """v[a*6+b, col0 + ty*tw + tx, :] = (B^T d B)[a, b] for the 6x6 tile d at (4ty, 4tx) of xp
@@ -761,7 +788,7 @@ def _wino4_out_cpu(mm, col0, th, tw, ot, tmp):
     f_, cols, wide = u(mm.shape[2]), u(mm.shape[1]), u(ot.shape[1])
     src, dst = mm.reshape(-1), ot.reshape(-1)
     coef = _AT4_COEF.astype(mm.dtype)
-    group = max(1, min(tw, tmp.size // (36 * mm.shape[2])))
+    group = _group_of(tmp, tw, mm.shape[2])
     for ty in range(th):
         for g0 in range(0, tw, group):
             ng = u(min(group, tw - g0))
@@ -788,7 +815,7 @@ def _wino4_grad_out_cpu(g, oh, ow, th, tw, dm, col0, gt, tmp):
     f_, cols, wide = u(g.shape[0]), u(dm.shape[1]), u(gt.shape[1])
     src, dst = gt.reshape(-1), dm.reshape(-1)
     coef = _A4_COEF.astype(g.dtype)
-    group = max(1, min(tw, tmp.size // (36 * g.shape[0])))
+    group = _group_of(tmp, tw, g.shape[0])
     for ty in range(th):
         for g0 in range(0, tw, group):
             ng = u(min(group, tw - g0))
@@ -814,7 +841,7 @@ def _wino4_grad_in_cpu(dv, col0, th, tw, dxp, tmp):
     c_, wq, cols = u(dxp.shape[2]), u(dxp.shape[1]), u(dv.shape[1])
     src, dst = dv.reshape(-1), dxp.reshape(-1)
     coef = _B4_COEF.astype(dxp.dtype)
-    group = max(1, min(tw, tmp.size // (36 * dxp.shape[2])))
+    group = _group_of(tmp, tw, dxp.shape[2])
     for ty in range(th):
         for g0 in range(0, tw, group):
             ng = u(min(group, tw - g0))
@@ -828,6 +855,44 @@ def _wino4_grad_in_cpu(dv, col0, th, tw, dxp, tmp):
                 _terms_tiles_cpu(dst, (u(4 * ty + i) * wq + u(4 * g0 + q)) * c_, u(4) * c_, tmp,
                                  u(q) * ng * c_, c_, u(6) * ng * c_, _B4_TAPS[i], coef[i],
                                  _B4_COUNT[i], c_, ng, True)
+
+
+def forward_by_positions(ctx, x, ut, bias, act, pad, oh, ow, parts, y):
+    """y = act(conv(x, w) + bias) by F(4x4) by positions (below), ut = U^T (36, C, F)."""
+    f = ut.shape[2]
+    _, xp, o, rows = _winograd_workspace(ctx, x, f, oh, ow, ("xp", "o", "rows"), mt=4)
+    v, z = _batch_tiles(ctx, x, f, oh, ow, ("v", "m"))
+    th, tw = -(-oh // 4), -(-ow // 4)
+    launch(_wino4_in_batch_cpu, _wino4_in_batch_part, parts, x, *pad, th, tw, xp, rows, v)
+    launch(_positions_forward_cpu, _positions_forward_part, parts, v, ut, z)
+    launch(_wino4_out_batch_cpu, _wino4_out_batch_part, parts, z, bias, act, th, tw, o, rows, y)
+
+
+def backward_by_positions(ctx, x, u, dy, y, act, pad, need_dx, parts, dx):
+    """F(4x4) by positions' backward, u = U (36, F, C): dx where need_dx, u overwritten by dU;
+    returns the parts' bias-gradient sums."""
+    f, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
+    _, xp, g, gt, rows = _winograd_workspace(ctx, x, f, oh, ow, ("xp", "g", "gt", "rows"), mt=4)
+    v, dm, dv = _batch_tiles(ctx, x, f, oh, ow, ("v", "m", "dv"))
+    db = ctx.scratch("db", (xp.shape[0], f), dy.dtype)
+    th, tw = -(-oh // 4), -(-ow // 4)
+    launch(_wino4_grads_batch_cpu, _wino4_grads_batch_part, parts, x, dy, y, act, *pad, xp, rows,
+           g, gt, db, v, dm)
+    launch(_positions_backward_cpu, _positions_backward_part, parts, dm, v, u, need_dx, dv)
+    if need_dx:
+        launch(_wino4_grad_in_batch_cpu, _wino4_grad_in_batch_part, parts, dv, *pad, th, tw, xp,
+               rows, dx)
+    return db
+
+
+def _batch_tiles(ctx, x, f, oh, ow, tags):
+    """F(4x4) by positions: the whole batch's transformed tiles, (36, N*T, F) for 'm' (the
+    output's or its gradient's), else (36, N*T, C) ('v', 'dv': the input's and its gradient's),
+    in the scratch that the per-thread chunks of the other Winograd layers use (tags of
+    _winograd_workspace: a separate one took ResNet-18's peak memory 14 MB higher)."""
+    tiles = x.shape[0] * -(-oh // 4) * -(-ow // 4)
+    return tuple(ctx.scratch(tag, (36, tiles, f if tag == "m" else x.shape[1]), x.dtype)
+                 for tag in tags)
 
 
 # F(4x4, 3x3) by positions, for batches of few tiles (ResNet-18's 4x4 planes: one tile a
@@ -849,8 +914,7 @@ def _wino4_in_batch_part(t, parts, x, ph, pw, th, tw, xp_ws, rows_ws, v):
     n = x.shape[0]
     xp, tmp = xp_ws[t], rows_ws[t].reshape(-1)
     for s in range(n * t // parts, n * (t + 1) // parts):
-        _winograd_pad_cpu(x[s], ph, pw, xp)
-        _wino4_in_cpu(xp, th, tw, v, s * th * tw, tmp)
+        _wino4_sample_in_cpu(x[s], ph, pw, th, tw, xp, v, s * th * tw, tmp)
 
 
 @launcher
@@ -880,12 +944,7 @@ def _wino4_out_batch_part(t, parts, mm, bias, act, th, tw, o_ws, rows_ws, y):
     n = y.shape[0]
     o, tmp = o_ws[t], rows_ws[t].reshape(-1)
     for s in range(n * t // parts, n * (t + 1) // parts):
-        _wino4_out_cpu(mm, s * th * tw, th, tw, o, tmp)
-        yq = y[s]
-        _channels_first_cpu(o.reshape(-1), o.shape[1] * o.shape[2], 0, 0, yq)
-        for f in range(yq.shape[0]):
-            plane = yq[f].reshape(-1)
-            _act_row_cpu(act, plane, bias[f], plane, plane.size)
+        _wino4_sample_out_cpu(mm, s * th * tw, th, tw, bias, act, o, tmp, y[s])
 
 
 @launcher
@@ -908,10 +967,8 @@ def _wino4_grads_batch_part(t, parts, x, dy, y, act, ph, pw, xp_ws, rows_ws, g_w
     _fill_cpu(db, 0.0)
     _fill_cpu(gt.reshape(-1), 0.0)  # the border of whole tiles past (oh, ow) stays zero
     for s in range(n * t // parts, n * (t + 1) // parts):
-        _winograd_pad_cpu(x[s], ph, pw, xp)
-        _wino4_in_cpu(xp, th, tw, v, s * th * tw, tmp)
-        _winograd_grad_act_cpu(act, dy[s], y[s], g, db)
-        _wino4_grad_out_cpu(g, oh, ow, th, tw, dm, s * th * tw, gt, tmp)
+        _wino4_sample_grads_cpu(x[s], dy[s], y[s], act, ph, pw, th, tw, xp, g, gt, v, dm,
+                                s * th * tw, tmp, db)
 
 
 @launcher
