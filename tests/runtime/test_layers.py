@@ -672,17 +672,20 @@ def test_winograd_transforms_by_tiles_or_by_rows(monkeypatch, inp, chain):
 
 
 @pytest.mark.parametrize("c,h,w,ph,pw", [(3, 5, 20, 1, 2), (16, 9, 16, 0, 0), (40, 4, 7, 2, 1),
-                                         (1, 2, 33, 0, 3)])
+                                         (1, 2, 33, 0, 3), (40, 30, 31, 1, 2), (20, 30, 30, 0, 1)])
 def test_channels_last_copies_against_numpy(c, h, w, ph, pw):
     """The copies between channels-first planes and padded channels-last images (Winograd's pad
     and unpad, the fold's last step): rows shorter and longer than their blocks, a partial last
     block, channels from 1 to 40, every value placed (the pad's border zero, nothing else
-    touched)."""
-    from netc.runtime.backends.cpu.common import _channels_first_cpu
+    touched); samples above common.PLANES_BLOCK_BYTES go in blocks of channels (40 channels of
+    30x31: a partial last block either way; 20 of 30x30 in float64 only)."""
+    from netc.runtime.backends.cpu.common import PLANES_BLOCK_BYTES, _channels_first_cpu
     from netc.runtime.backends.cpu.conv import winograd
     rng = np.random.default_rng(9)
     for dtype in (np.float32, np.float64):
         img = rng.standard_normal((c, h, w)).astype(dtype)
+        if (c, h) == (40, 30):
+            assert img.nbytes > PLANES_BLOCK_BYTES
         xp = np.full((h + 2 * ph + 1, w + 2 * pw + 1, c), np.nan, dtype)
         winograd._winograd_pad_cpu(img, ph, pw, xp)
         want = np.zeros_like(xp)

@@ -6,8 +6,8 @@ import numpy as np
 from numba import prange
 
 from ..blas import gemm
-from ..common import (CHUNK_BYTES, _act_row_cpu, _channels_first_cpu, _fill_cpu, _grad_row_cpu,
-                      samples_per_chunk)
+from ..common import (CHUNK_BYTES, PLANES_BLOCK_BYTES, PLANES_LAST_BLOCK, _act_row_cpu,
+                      _channels_first_cpu, _fill_cpu, _grad_row_cpu, samples_per_chunk)
 from ..jit import REDUCE, kernel, launch, launcher, run_part, split_macs
 
 
@@ -338,16 +338,24 @@ def _channels_last_cpu(src, hh, ww, ph, pw, dst):
     its stores C apart (one sample, AVX2 Zen 3: 13 us instead of 51 for 32 channels of 32x32,
     26 instead of 101 for 64 of 32x32, 7 instead of 19 for 256 of 8x8). On shorter rows, whose
     loops are too short for that, 16 channels of a pixel at a time (512 channels of 4x4: 6 us,
-    channel by channel 11). Flat unsigned indices, free of Numba's wraparound checks."""
+    channel by channel 11). Flat unsigned indices, free of Numba's wraparound checks. A sample
+    of more than PLANES_BLOCK_BYTES goes through in blocks of PLANES_LAST_BLOCK channels (all of
+    its rows for each block): a pass then reads that many planes at once rather than every one,
+    which the memory system streams far better where the sample does not stay in cache (one
+    sample of a batch of 64, Zen 4: 64 channels of 32x32 114 -> 29 us, 64 of 28x28 81 -> 27, 128
+    of 32x32 232 -> 75, 256 of 16x16 158 -> 84)."""
     c_, wq = src.shape[0], dst.shape[1]
     u, out, flat = np.uint64, dst.reshape(-1), src.reshape(-1)
     plane, step = u(src.shape[1]), u(c_)
     if ww >= 8:
-        for iy in range(hh):
-            for c in range(u(c_)):
-                at, frm = u(((iy + ph) * wq + pw) * c_) + c, c * plane + u(iy * ww)
-                for ix in range(u(ww)):
-                    out[at + ix * step] = flat[frm + ix]
+        block = PLANES_LAST_BLOCK if src.size * src.itemsize > PLANES_BLOCK_BYTES else c_
+        for c0 in range(0, c_, block):
+            c1 = u(min(c0 + block, c_))
+            for iy in range(hh):
+                for c in range(u(c0), c1):
+                    at, frm = u(((iy + ph) * wq + pw) * c_) + c, c * plane + u(iy * ww)
+                    for ix in range(u(ww)):
+                        out[at + ix * step] = flat[frm + ix]
         return
     for iy in range(hh):
         for c0 in range(0, c_, 16):
