@@ -622,7 +622,8 @@ def test_winograd_4x4_float32_rounding(monkeypatch):
 def test_winograd_weight_transforms_against_numpy(monkeypatch, dtype, tol, positions):
     """U = G g G^T in both layouts (forward's U^T, backward's U) and the weight gradient
     G^T dU G summed over the parts, on every worker (GRAIN 1), against einsum in float64, for
-    F(2x2, 3x3) (16 positions) and F(4x4, 3x3) (36)."""
+    F(2x2, 3x3) (16 positions) and F(4x4, 3x3) (36); in float32 within an ulp of the float64
+    value rounded (the transforms sum in float64 and round once)."""
     from netc.runtime.backends.cpu import jit
     from netc.runtime.backends.cpu.conv import winograd
     monkeypatch.setattr(jit, "GRAIN", 1)
@@ -641,6 +642,9 @@ def test_winograd_weight_transforms_against_numpy(monkeypatch, dtype, tol, posit
     dg_ref = np.einsum("kt,kfc->fct", gg, du.astype(np.float64).sum(axis=0)).reshape(f, c, 3, 3)
     assert dg.dtype == np.dtype(dtype)
     np.testing.assert_allclose(dg, dg_ref, rtol=tol, atol=tol)
+    if dtype == "float32":
+        for got, want in ((u, u_ref), (ut, u_ref.transpose(0, 2, 1)), (dg, dg_ref)):
+            np.testing.assert_array_max_ulp(got, want.astype(np.float32), maxulp=1)
 
 
 @pytest.mark.parametrize("inp,chain", [("7x9x16", "CONV 3x3 5 pad=1 act=relu"),

@@ -69,8 +69,9 @@ def tile_positions(mt):
 
 def _winograd_weights(weight, out, transpose=False):
     """(F, C, 3, 3) weights -> out = U (16, F, C), U = G g G^T for every (filter, channel); with
-    transpose, U^T (16, C, F) (forward's GEMM). In parts where there is enough of it: a 512 x 512
-    layer's took 22-41 ms on one thread as a float64 product and copies, 4-7 ms so."""
+    transpose, U^T (16, C, F) (forward's GEMM); (36, ...) for F(4x4). In parts where there is
+    enough of it: a 512 x 512 layer's took 22-41 ms on one thread as a float64 product and
+    copies, 4-7 ms so."""
     f, c = weight.shape[:2]
     w = weight.reshape(f, c, 9)
     w = w.transpose(1, 0, 2) if transpose else w
@@ -78,7 +79,9 @@ def _winograd_weights(weight, out, transpose=False):
     gg = _gg(weight.dtype, out.shape[0])
     assert out.shape == (gg.shape[0],) + w.shape[:2] and out.dtype == weight.dtype, (
         out.shape, w.shape)
-    launch(_weights_cpu, _weights_part, _transform_parts(gg, f * c, w.shape[0]), w, gg, out)
+    assert out.flags.c_contiguous
+    launch(_weights_cpu, _weights_part, _transform_parts(gg, f * c, w.shape[0]), w,
+           *_g_terms(out.shape[0]), out)
     return out
 
 
@@ -88,9 +91,26 @@ def _winograd_weight_grad(du):
     _, kk, f, c = du.shape
     dg = np.empty((f, c, 9), du.dtype)
     gg = _gg(du.dtype, kk)
-    launch(_weight_grad_cpu, _weight_grad_part, _transform_parts(gg, f * c * du.shape[0], f), du,
-           gg, dg)
+    launch(_weight_grad_cpu, _weight_grad_part, _transform_parts(gg, f * c * du.shape[0], f),
+           np.ascontiguousarray(du), *_g_terms(kk, columns=True), dg)
     return dg.reshape(f, c, 3, 3)
+
+
+def _g_terms(positions, columns=False):
+    """G's rows (or, with columns, its columns: G^T's rows) as _sparse's (taps, coefficients,
+    counts), for a transformed tile of 16 or 36 entries: the weights' transform G g G^T and the
+    weight gradient's G^T dU G go one side at a time, each entry of a side a sum of up to three
+    terms (G's rows) or five (its columns) in registers, in float64 whatever the data's type
+    (rounded once at the end: in float32 throughout, F(4x4)'s output error over 128 channels
+    grew from 6.0e-6 to 9.5e-6 of the largest value)."""
+    key = (positions, columns)
+    if key not in _G_TERMS:
+        g = _WINO_G if positions == 16 else _WINO4_G
+        _G_TERMS[key] = _sparse(g.T if columns else g)
+    return _G_TERMS[key]
+
+
+_G_TERMS = {}
 
 
 _GG = {}
@@ -112,57 +132,74 @@ def _transform_parts(gg, pairs, rows):
 
 
 @launcher
-def _weights_cpu(parts, w, gg, out):
+def _weights_cpu(parts, w, taps, coef, count, out):
     for t in prange(parts):
-        run_part(_weights_part, np.int64(t), parts, (w, gg, out))
+        run_part(_weights_part, np.int64(t), parts, (w, taps, coef, count, out))
 
 
 @kernel()
-def _weights_part(t, parts, w, gg, out):
-    """out[:, a, b] = (G (x) G) w[a, b] for w (A, B, 9) and out (16, A, B), for part t's share of
-    a: the nine taps of every b gathered into rows, then each output row a sum of them (vectors
-    over b) by its nonzero coefficients."""
+def _weights_part(t, parts, w, taps, coef, count, out):
+    """out[:, a, b] = vec(G g G^T) for g = w[a, b] as 3x3, w (A, B, 9) and out (r*r, A, B)
+    contiguous, for part t's share of a; G's r rows as taps, coef, count (_g_terms): the nine
+    taps of every b gathered into rows, then G g (r x 3 rows of B values, each a sum of up to
+    three terms) and (G g) G^T (r x r rows): vectors over b, each row one pass. F(4x4)'s U^T
+    and U for 512 x 512 on two Zen 4 threads took 4.7-5.9 and 4.2-4.5 ms as 36 rows of up to
+    nine terms, a pass a term; 3.0-3.2 and 3.0 so (old and new code in turns). Gathering 8 a's
+    at a time, so that U^T's reads of w adjoin, was slower (9.3 ms: the gathered rows, 2 KiB
+    apart, fall on the same few L1 sets)."""
     na, nb = w.shape[0], w.shape[1]
-    taps = np.empty((9, nb), w.dtype)
+    r = taps.shape[0]
+    u = np.uint64
+    ub = u(nb)
+    g = np.empty((9, nb), w.dtype)
+    half = np.empty((3 * r, nb), np.float64)
+    gf, hf, of = g.reshape(-1), half.reshape(-1), out.reshape(-1)
     for a in range(na * t // parts, na * (t + 1) // parts):
         for b in range(nb):
             for i in range(9):
-                taps[i, b] = w[a, b, i]
-        for k in range(gg.shape[0]):
-            row = out[k, a]
-            for b in range(nb):
-                row[b] = 0
-            for i in range(9):
-                g = gg[k, i]
-                if g != 0:
-                    src = taps[i]
-                    for b in range(nb):
-                        row[b] += g * src[b]
+                g[i, b] = w[a, b, i]
+        for p in range(r):  # half[p*3 + j] = (G g)[p, j]
+            for j in range(3):
+                _terms_cpu(hf, u(p * 3 + j) * ub, gf, u(j) * ub, u(3) * ub, taps[p], coef[p],
+                           count[p], ub, False)
+        for p in range(r):  # out[p*r + q, a] = (G g G^T)[p, q]
+            for q in range(r):
+                _terms_cpu(of, (u(p * r + q) * u(na) + u(a)) * ub, hf, u(p * 3) * ub, ub, taps[q],
+                           coef[q], count[q], ub, False)
 
 
 @launcher
-def _weight_grad_cpu(parts, du, gg, dg):
+def _weight_grad_cpu(parts, du, taps, coef, count, dg):
     for t in prange(parts):
-        run_part(_weight_grad_part, np.int64(t), parts, (du, gg, dg))
+        run_part(_weight_grad_part, np.int64(t), parts, (du, taps, coef, count, dg))
 
 
 @kernel()
-def _weight_grad_part(t, parts, du, gg, dg):
-    """dg[f, c, :] = (G (x) G)^T (the sum of du[p, :, f, c] over the kernel's parts p), for part
-    t's share of the filters: rows over channels, then scattered into each filter's (C, 9)."""
-    nf, nc = du.shape[2], du.shape[3]
-    acc = np.empty((9, nc), du.dtype)
+def _weight_grad_part(t, parts, du, taps, coef, count, dg):
+    """dg[f, c, :] = vec(G^T D G) for D the sum of du[p, :, f, c] over the kernel's parts p as r x r,
+    du (P, r*r, F, C) contiguous, for part t's share of the filters; G's three columns as taps,
+    coef, count (_g_terms(columns=True)): D G (r x 3 rows over channels, each a sum of up to five
+    terms, the parts added in), then G^T (D G) (3 x 3 rows), scattered into each filter's
+    (C, 9). F(4x4) for 512 x 512, two Zen 4 threads: one part 4.0 -> 2.7 ms, two 8.1 -> 4.5-7.4
+    (as 36 rows of up to nine terms, a pass a term, into nine accumulators)."""
+    kk, nf, nc = du.shape[1], du.shape[2], du.shape[3]
+    r = 4 if kk == 16 else 6
+    u = np.uint64
+    uc, plane = u(nc), u(nf * nc)
+    half = np.empty((3 * r, nc), np.float64)
+    acc = np.empty((9, nc), np.float64)
+    df, hf, af = du.reshape(-1), half.reshape(-1), acc.reshape(-1)
     for f in range(nf * t // parts, nf * (t + 1) // parts):
-        acc[:] = 0
-        for p in range(du.shape[0]):
-            for k in range(gg.shape[0]):
-                src = du[p, k, f]
-                for i in range(9):
-                    g = gg[k, i]
-                    if g != 0:
-                        row = acc[i]
-                        for c in range(nc):
-                            row[c] += g * src[c]
+        for p_ in range(du.shape[0]):  # half[p*3 + j] (+)= (D G)[p, j]
+            for p in range(r):
+                base = (u(p_ * kk + p * r) * u(nf) + u(f)) * uc
+                for j in range(3):
+                    _terms_cpu(hf, u(p * 3 + j) * uc, df, base, plane, taps[j], coef[j], count[j],
+                               uc, p_ > 0)
+        for i in range(3):  # acc[i*3 + j] = (G^T D G)[i, j]
+            for j in range(3):
+                _terms_cpu(af, u(i * 3 + j) * uc, hf, u(j) * uc, u(3) * uc, taps[i], coef[i],
+                           count[i], uc, False)
         for c in range(nc):
             for i in range(9):
                 dg[f, c, i] = acc[i, c]
