@@ -587,8 +587,10 @@ def test_winograd_terms_sum_each_tiles_terms(count, add):
 
 def test_winograd_4x4_float32_rounding(monkeypatch):
     """F(4x4, 3x3) in float32 over 128 channels: outputs and gradients within 2e-5 of im2col's in
-    float64 and at most 16x F(2x2, 3x3)'s error (relative to each array's largest value; measured
-    6.0e-6, 2.2e-6 and 2.3e-6 against F(2x2)'s 6.5e-7, 3.9e-7 and 3.5e-7)."""
+    float64 and at most 32x F(2x2, 3x3)'s error (relative to each array's largest value; this
+    draw 1.1e-5, 3.3e-6 and 2.9e-6 against F(2x2)'s 6.8e-7, 3.4e-7 and 4.0e-7; the output's
+    over eight other draws 6.6e-6 to 1.05e-5, 13-25x F(2x2)'s, as before the weights'
+    transforms summed in float64: 6.3e-6 to 9.8e-6, 12-22x)."""
     from netc.runtime.backends.cpu import conv
     spec = "input 8x8x128\nCONV 3x3 128 pad=1"
     rng = np.random.default_rng(5)
@@ -614,7 +616,7 @@ def test_winograd_4x4_float32_rounding(monkeypatch):
         ref = runs["ref"][i]
         err = {k: np.abs(runs[k][i] - ref).max() / np.abs(ref).max() for k in ("f2", "f4")}
         assert err["f4"] < 2e-5, (what, err)
-        assert err["f4"] < 16 * err["f2"] + 1e-7, (what, err)
+        assert err["f4"] < 32 * err["f2"] + 1e-7, (what, err)
 
 
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-13), ("float32", 1e-5)])
