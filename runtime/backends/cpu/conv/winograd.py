@@ -76,12 +76,12 @@ def _winograd_weights(weight, out, transpose=False):
     w = weight.reshape(f, c, 9)
     w = w.transpose(1, 0, 2) if transpose else w
     # the kernel writes out[:, a, b] for every (a, b) of w unchecked
-    gg = _gg(weight.dtype, out.shape[0])
-    assert out.shape == (gg.shape[0],) + w.shape[:2] and out.dtype == weight.dtype, (
+    kk = out.shape[0]
+    assert kk in (16, 36) and out.shape == (kk,) + w.shape[:2] and out.dtype == weight.dtype, (
         out.shape, w.shape)
     assert out.flags.c_contiguous
-    launch(_weights_cpu, _weights_part, _transform_parts(gg, f * c, w.shape[0]), w,
-           *_g_terms(out.shape[0]), out)
+    launch(_weights_cpu, _weights_part, _transform_parts(kk, f * c, w.shape[0]), w, *_g_terms(kk),
+           out)
     return out
 
 
@@ -90,8 +90,7 @@ def _winograd_weight_grad(du):
     summed over the parts: the same map's transpose."""
     _, kk, f, c = du.shape
     dg = np.empty((f, c, 9), du.dtype)
-    gg = _gg(du.dtype, kk)
-    launch(_weight_grad_cpu, _weight_grad_part, _transform_parts(gg, f * c * du.shape[0], f),
+    launch(_weight_grad_cpu, _weight_grad_part, _transform_parts(kk, f * c * du.shape[0], f),
            np.ascontiguousarray(du), *_g_terms(kk, columns=True), dg)
     return dg.reshape(f, c, 3, 3)
 
@@ -113,21 +112,10 @@ def _g_terms(positions, columns=False):
 _G_TERMS = {}
 
 
-_GG = {}
-
-
-def _gg(dtype, positions=16):
-    """G (x) G in the data's type for a transformed tile of 16 or 36 entries: the transforms below
-    multiply in it."""
-    key = (np.dtype(dtype).str, positions)
-    if key not in _GG:
-        _GG[key] = (_WINO_GG if positions == 16 else _WINO4_GG).astype(dtype)
-    return _GG[key]
-
-
-def _transform_parts(gg, pairs, rows):
-    """Parts for a transform of `pairs` (filter, channel) pairs, by its multiply-adds (G (x) G's
-    nonzero coefficients each), split over `rows`."""
+def _transform_parts(positions, pairs, rows):
+    """Parts for a weights' transform of a tile of 16 or 36 entries over `pairs` (filter,
+    channel) pairs, by G (x) G's nonzero coefficients a pair, split over `rows`."""
+    gg = _WINO_GG if positions == 16 else _WINO4_GG
     return min(split_macs(pairs * int(np.count_nonzero(gg))), rows)
 
 
