@@ -215,6 +215,35 @@ def test_batchnorm_running_statistics_follow_pytorch():
     np.testing.assert_allclose(model.buffers["bn1.running_var"], 0.9 + 0.1 * var)
 
 
+@pytest.mark.parametrize("grain", [1, 1 << 60], ids=["parts", "one-part"])
+def test_batchnorm_far_from_zero(grain, monkeypatch):
+    """BN's statistics over values far from zero (1e9 + z, z ~ N(0, 1)) take one pass, summed from
+    each channel's first value, so E[d^2] - E[d]^2 does not cancel (summed from zero it would
+    lose all of the variance's digits in float64): its output, loss and gradients are those of
+    z itself (BN does not see a shift of a channel), with the channels split among the threads
+    and as one part; the output also against NumPy."""
+    from netc.runtime.backends.cpu import jit
+    monkeypatch.setattr(jit, "GRAIN", grain)
+    rng = np.random.default_rng(4)
+    z = rng.standard_normal((6, 5, 3, 3)) * np.array([1, 0.5, 2, 3, 0.1])[:, None, None]
+    target = rng.standard_normal(z.shape)
+    runs = []
+    for x, tol in ((z, 1e-12), (z + 1e9, 2e-5)):  # (1e9 + z rounds z to 1.2e-7)
+        model = netc.Model("input 3x3x5\nBN", dtype="float64", seed=0)
+        model.params["bn1.weight"][:] = np.linspace(0.5, 2, 5)
+        model.params["bn1.bias"][:] = np.linspace(-1, 1, 5)
+        y = model.forward(x, train=True)
+        np.testing.assert_allclose(y, naive.batchnorm(x, model.params["bn1.weight"],
+                                                      model.params["bn1.bias"], 1e-5), atol=tol)
+        runs.append((y,) + model.loss_and_grads(x, target, loss="mse", input_grad=True))
+    (y0, loss0, grads0, dx0), (y1, loss1, grads1, dx1) = runs
+    np.testing.assert_allclose(y1, y0, atol=2e-5)
+    np.testing.assert_allclose(loss1, loss0, rtol=2e-5)
+    np.testing.assert_allclose(dx1, dx0, atol=2e-5)
+    for name in grads0:
+        np.testing.assert_allclose(grads1[name], grads0[name], atol=2e-5)
+
+
 def test_initializers():
     model = netc.Model("input 400\nFC 300 act=relu - FC 200 act=tanh - FC 100 init=glorot - "
                        "FC 100 init=gaussian - FC 5 init=zeros", seed=0)

