@@ -614,6 +614,37 @@ def test_winograd_terms_sum_each_tiles_terms(count, add):
     np.testing.assert_allclose(dst, want, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", ["_bt6_cpu", "_b6_cpu", "_b6_cpu add", "_at6_cpu", "_a4_cpu"])
+def test_winograd_4x4_one_sided_products(name, dtype):
+    """F(4x4)'s transforms, written out (_bt6_cpu: B^T, _b6_cpu: B, written or added, over three
+    tiles; _at6_cpu: A^T; _a4_cpu: A), against the matrices' products in NumPy: dst[q + r*dstep
+    + i] = (M d)[r] of d[e] = src[p + e*sstep + i], the other values of dst untouched."""
+    from netc.runtime.backends.cpu.conv import winograd
+    m = {"_bt6_cpu": winograd._WINO4_BT, "_b6_cpu": winograd._WINO4_BT.T,
+         "_at6_cpu": winograd._WINO4_AT, "_a4_cpu": winograd._WINO4_AT.T}[name.split()[0]]
+    add = name.endswith("add")
+    rng = np.random.default_rng(len(name))
+    n, p, q, sstep, dstep, tiles, stile, dtile = 5, 3, 2, 7, 11, 3, 40, 61
+    src = rng.standard_normal(200).astype(dtype)
+    dst = rng.standard_normal(260).astype(dtype)
+    want = dst.astype(np.float64)
+    for k in range(tiles if name.startswith("_b6") else 1):
+        d = np.stack([src[p + k * stile + e * sstep:][:n] for e in range(m.shape[1])])
+        for r, row in enumerate(m @ d):
+            at = q + k * dtile + r * dstep
+            want[at:at + n] = (want[at:at + n] if add else 0) + row
+    u = np.uint64
+    fn = getattr(winograd, name.split()[0])
+    if name.startswith("_b6"):
+        fn(dst, u(q), u(dstep), src, u(p), u(sstep), u(n), tiles, u(dtile), u(stile), add)
+    else:
+        fn(dst, u(q), u(dstep), src, u(p), u(sstep), u(n))
+    assert dst.dtype == dtype
+    np.testing.assert_allclose(dst, want, rtol=1e-6 if dtype == "float32" else 1e-14, atol=1e-5
+                               if dtype == "float32" else 1e-13)
+
+
 def test_winograd_4x4_float32_rounding(monkeypatch):
     """F(4x4, 3x3) in float32 over 128 channels: outputs and gradients within 2e-5 of im2col's in
     float64 and at most 32x F(2x2, 3x3)'s error (relative to each array's largest value; this

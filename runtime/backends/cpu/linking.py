@@ -8,7 +8,13 @@ the callee and its argument types (bind); the caller's code declares that name a
 the caller compiles in a fraction of a second. The caller's code in Numba's cache names the
 symbol too, and LLVM, finding no such symbol when it loads that code, would end the process: so
 the caller's compile result carries a reload step (Numba runs those before it loads cached code)
-that binds the same callee for the same types first, in whatever process loads it."""
+that binds the same callee for the same types first, in whatever process loads it.
+
+A function that calls by symbol is therefore a part, an outlined function, or inlined into one
+(inline=True): Numba passes a callee's reload steps on to a caller that links it only when the
+callee was compiled in that process; a plain kernel loaded from the cache and then linked into a
+new caller leaves that caller's cached code naming a symbol that nothing binds (it ended the
+process that loaded it: seen with F(4x4)'s transforms, now inlined)."""
 from __future__ import annotations
 
 import functools

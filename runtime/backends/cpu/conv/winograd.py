@@ -30,8 +30,8 @@ _WINO_GG = np.kron(_WINO_G, _WINO_G)  # (16, 9): vec(G g G^T) = (G (x) G) vec(g)
 # (up to six) and G's coefficients (1/6, 1/12, 1/24) round in float32, so the output's rounding
 # grows by a small factor (bench/RESULTS.md; cuDNN and oneDNN run it in float32 too). Used where
 # the GEMMs are most of the work: many channels (conv.WINOGRAD4_MIN_CHANNELS). Its transforms are
-# written once for any tile from the matrices' nonzero entries (_sparse), each entry of a
-# transformed tile a loop over channels per term.
+# the products of B^T, B, A^T and A written out (_bt6_cpu, _b6_cpu, _at6_cpu, _a4_cpu), checked
+# against these matrices by the tests.
 _WINO4_BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
                       [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], float)
 _WINO4_G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
@@ -52,13 +52,6 @@ def _sparse(m):
         taps[r, :len(nz)], coef[r, :len(nz)], counts[r] = nz, row[nz], len(nz)
     return taps, coef, counts
 
-
-# B^T's rows (the input's transform), its columns (the input gradient's), A^T's rows (the
-# output's) and its columns (the output gradient's)
-_BT4_TAPS, _BT4_COEF, _BT4_COUNT = _sparse(_WINO4_BT)
-_B4_TAPS, _B4_COEF, _B4_COUNT = _sparse(_WINO4_BT.T)
-_AT4_TAPS, _AT4_COEF, _AT4_COUNT = _sparse(_WINO4_AT)
-_A4_TAPS, _A4_COEF, _A4_COUNT = _sparse(_WINO4_AT.T)
 
 
 def tile_positions(mt):
@@ -595,9 +588,9 @@ def _winograd_grad_in_rows_cpu(dv, col0, th, tw, dxp, rows):
                     dst[at + c] += bdb[frm + c]
 
 
-# F(4x4, 3x3)'s transforms (tiles of 6x6 inputs, 4x4 outputs), as sums over the nonzero entries of
-# B^T and A^T (_sparse): each entry of a tile a loop over its C channels (or F filters) per term,
-# which LLVM vectorizes; the halfway values of the two one-sided products sit in `tmp`.
+# F(4x4, 3x3)'s transforms (tiles of 6x6 inputs, 4x4 outputs) one side at a time (_bt6_cpu and
+# the others, below), each a loop over C channels (or F filters) that LLVM vectorizes; the
+# halfway values of the two one-sided products sit in `tmp`.
 
 
 @launcher
@@ -790,81 +783,181 @@ def _group_of(tmp, tw, channels):
     return max(1, min(tw, tmp.size // (36 * channels)))
 
 
-@kernel()
+# F(4x4)'s transforms one side at a time, as the products of the matrices with six (or four)
+# vectors at once: each call reads its vectors once and writes all the products (B^T's six rows
+# from six values: 6 reads where the rows' terms one at a time took 22). Each is a kernel of its
+# own, called by symbol for one tile (or one run of tiles' values) at a time: its loop then
+# checks at each call that what it writes does not overlap what it reads, and vectorizes.
+# Compiled into the transforms, or looping over tiles itself, LLVM hoisted that check out of
+# the loop over tiles, where it failed, and the loop ran one value at a time (3-4x slower).
+# The transforms that call them are inlined into the kernels' parts: a kernel of its own that
+# calls by symbol, loaded from Numba's cache and then compiled into a new caller, would not
+# pass on the step that binds the symbol (linking.py), and the new caller's cached code would
+# end the process that loads it.
+_F2, _F4, _F5, _F8 = np.float32(2), np.float32(4), np.float32(5), np.float32(8)
+
+
+@kernel(outlined=True)
+def _bt6_cpu(dst, q, dstep, src, p, sstep, n):
+    """dst[q + r*dstep + i] = (B^T d)[r], r < 6, of d[e] = src[p + e*sstep + i], e < 6, for i <
+    n (F(4x4)'s input transform, one side)."""
+    u = np.uint64
+    p1, p2, p3, p4, p5 = p + sstep, p + u(2) * sstep, p + u(3) * sstep, p + u(4) * sstep, \
+        p + u(5) * sstep
+    q1, q2, q3, q4, q5 = q + dstep, q + u(2) * dstep, q + u(3) * dstep, q + u(4) * dstep, \
+        q + u(5) * dstep
+    for i in range(n):
+        d0, d1, d2 = src[p + i], src[p1 + i], src[p2 + i]
+        d3, d4, d5 = src[p3 + i], src[p4 + i], src[p5 + i]
+        dst[q + i] = _F4 * d0 - _F5 * d2 + d4
+        dst[q1 + i] = d3 + d4 - _F4 * (d1 + d2)
+        dst[q2 + i] = d4 - d3 + _F4 * (d1 - d2)
+        dst[q3 + i] = d4 - d2 + _F2 * (d3 - d1)
+        dst[q4 + i] = d4 - d2 - _F2 * (d3 - d1)
+        dst[q5 + i] = _F4 * d1 - _F5 * d3 + d5
+
+
+@kernel(outlined=True)
+def _b6_cpu(dst, q, dstep, src, p, sstep, n, tiles, dtile, stile, add):
+    """_bt6_cpu with B (B^T's columns: the input gradient's transform), added to dst if `add`,
+    for `tiles` tiles: tile k's values from src[p + k*stile ...] into dst[q + k*dtile ...] (the
+    input gradient's rows ran 1.5x as fast with this loop inside as with a call a tile)."""
+    u = np.uint64
+    for k in range(tiles):
+        _b6_tile_cpu(dst, q + u(k) * dtile, dstep, src, p + u(k) * stile, sstep, n, add)
+
+
+@kernel(inline=True)
+def _b6_tile_cpu(dst, q, dstep, src, p, sstep, n, add):
+    u = np.uint64
+    p1, p2, p3, p4, p5 = p + sstep, p + u(2) * sstep, p + u(3) * sstep, p + u(4) * sstep, \
+        p + u(5) * sstep
+    q1, q2, q3, q4, q5 = q + dstep, q + u(2) * dstep, q + u(3) * dstep, q + u(4) * dstep, \
+        q + u(5) * dstep
+    if add:
+        for i in range(n):
+            d0, d1, d2 = src[p + i], src[p1 + i], src[p2 + i]
+            d3, d4, d5 = src[p3 + i], src[p4 + i], src[p5 + i]
+            dst[q + i] += _F4 * d0
+            dst[q1 + i] += _F4 * (d2 - d1 + d5) + _F2 * (d4 - d3)
+            dst[q2 + i] -= _F5 * d0 + _F4 * (d1 + d2) + d3 + d4
+            dst[q3 + i] += d1 - d2 + _F2 * (d3 - d4) - _F5 * d5
+            dst[q4 + i] += d0 + d1 + d2 + d3 + d4
+            dst[q5 + i] += d5
+    else:
+        for i in range(n):
+            d0, d1, d2 = src[p + i], src[p1 + i], src[p2 + i]
+            d3, d4, d5 = src[p3 + i], src[p4 + i], src[p5 + i]
+            dst[q + i] = _F4 * d0
+            dst[q1 + i] = _F4 * (d2 - d1 + d5) + _F2 * (d4 - d3)
+            dst[q2 + i] = -(_F5 * d0 + _F4 * (d1 + d2) + d3 + d4)
+            dst[q3 + i] = d1 - d2 + _F2 * (d3 - d4) - _F5 * d5
+            dst[q4 + i] = d0 + d1 + d2 + d3 + d4
+            dst[q5 + i] = d5
+
+
+@kernel(outlined=True)
+def _at6_cpu(dst, q, dstep, src, p, sstep, n):
+    """dst[q + r*dstep + i] = (A^T m)[r], r < 4, of m[e] = src[p + e*sstep + i], e < 6 (the
+    output's transform, one side)."""
+    u = np.uint64
+    p1, p2, p3, p4, p5 = p + sstep, p + u(2) * sstep, p + u(3) * sstep, p + u(4) * sstep, \
+        p + u(5) * sstep
+    q1, q2, q3 = q + dstep, q + u(2) * dstep, q + u(3) * dstep
+    for i in range(n):
+        m1, m2, m3, m4 = src[p1 + i], src[p2 + i], src[p3 + i], src[p4 + i]
+        s12, d12, s34, d34 = m1 + m2, m1 - m2, m3 + m4, m3 - m4
+        dst[q + i] = src[p + i] + s12 + s34
+        dst[q1 + i] = d12 + _F2 * d34
+        dst[q2 + i] = s12 + _F4 * s34
+        dst[q3 + i] = d12 + _F8 * d34 + src[p5 + i]
+
+
+@kernel(outlined=True)
+def _a4_cpu(dst, q, dstep, src, p, sstep, n):
+    """dst[q + r*dstep + i] = (A x)[r], r < 6, of x[e] = src[p + e*sstep + i], e < 4 (the
+    output gradient's transform, one side)."""
+    u = np.uint64
+    p1, p2, p3 = p + sstep, p + u(2) * sstep, p + u(3) * sstep
+    q1, q2, q3, q4, q5 = q + dstep, q + u(2) * dstep, q + u(3) * dstep, q + u(4) * dstep, \
+        q + u(5) * dstep
+    for i in range(n):
+        x0, x1, x2, x3 = src[p + i], src[p1 + i], src[p2 + i], src[p3 + i]
+        e1, o1, e2, o2 = x0 + x2, x1 + x3, x0 + _F4 * x2, _F2 * x1 + _F8 * x3
+        dst[q + i] = x0
+        dst[q1 + i] = e1 + o1
+        dst[q2 + i] = e1 - o1
+        dst[q3 + i] = e2 + o2
+        dst[q4 + i] = e2 - o2
+        dst[q5 + i] = x3
+
+
+@kernel(inline=True)
 def _wino4_in_cpu(xp, th, tw, v, col0, tmp):
     """v[a*6+b, col0 + ty*tw + tx, :] = (B^T d B)[a, b] for the 6x6 tile d at (4ty, 4tx) of xp
     (Hq, Wq, C): B^T on the six padded rows under a row of tiles, whole rows of Wq*C values, into
-    tmp (6 Wq*C); then B on the columns of those, for the row's tiles at once (each position's
-    entries of consecutive tiles lie side by side in v)."""
+    tmp (6 Wq*C); then B on the columns of those, tile by tile (each position's entries of
+    consecutive tiles lie side by side in v)."""
     u = np.uint64
     c_, wq, cols = u(xp.shape[2]), u(xp.shape[1]), u(v.shape[1])
     src, dst = xp.reshape(-1), v.reshape(-1)
-    coef = _BT4_COEF.astype(xp.dtype)
     run = wq * c_
     for ty in range(th):
-        for a in range(6):
-            _terms_cpu(tmp, u(a) * run, src, u(4 * ty) * run, run, _BT4_TAPS[a], coef[a],
-                       _BT4_COUNT[a], run, False)
+        _bt6_cpu(tmp, u(0), run, src, u(4 * ty) * run, run, run)
         j = u(col0 + ty * tw)
-        for k in range(36):
-            a, b = k // 6, k % 6
-            _terms_tiles_cpu(dst, (u(k) * cols + j) * c_, c_, tmp, u(a) * run, u(4) * c_, c_,
-                             _BT4_TAPS[b], coef[b], _BT4_COUNT[b], c_, tw, False)
+        for a in range(6):
+            for tx in range(tw):
+                _bt6_cpu(dst, (u(6 * a) * cols + j + u(tx)) * c_, cols * c_, tmp,
+                         u(a) * run + u(4 * tx) * c_, c_, c_)
 
 
-@kernel()
+@kernel(inline=True)
 def _wino4_out_cpu(mm, col0, th, tw, ot, tmp):
     """ot (4th, 4tw, F), channels last = A^T M A for every 4x4 tile of one sample: for a group of
     a row's tiles at once (tile_group, from tmp's size), A^T on M's rows into tmp (4 x 6 x group
-    vectors of F), then A on the columns."""
+    vectors of F), then A on the columns, tile by tile."""
     u = np.uint64
     f_, cols, wide = u(mm.shape[2]), u(mm.shape[1]), u(ot.shape[1])
     src, dst = mm.reshape(-1), ot.reshape(-1)
-    coef = _AT4_COEF.astype(mm.dtype)
     group = _group_of(tmp, tw, mm.shape[2])
     for ty in range(th):
         for g0 in range(0, tw, group):
             ng = u(min(group, tw - g0))
             j = u(col0 + ty * tw + g0)
-            for k in range(24):  # tmp[r, b, g] = sum over a of A^T[r, a] M[a, b] (tile g)
-                r, b = k // 6, k % 6
-                _terms_cpu(tmp, u(k) * ng * f_, src, (u(b) * cols + j) * f_, u(6) * cols * f_,
-                           _AT4_TAPS[r], coef[r], _AT4_COUNT[r], ng * f_, False)
-            for k in range(16):  # ot[4ty + r, 4tx + s] = sum over b of tmp[r, b] A^T[s, b]
-                r, s = k // 4, k % 4
-                _terms_tiles_cpu(dst, (u(4 * ty + r) * wide + u(4 * g0 + s)) * f_, u(4) * f_, tmp,
-                                 u(6 * r) * ng * f_, f_, ng * f_, _AT4_TAPS[s], coef[s],
-                                 _AT4_COUNT[s], f_, ng, False)
+            for b in range(6):  # tmp[r, b, g] = sum over a of A^T[r, a] M[a, b] (tile g)
+                _at6_cpu(tmp, u(b) * ng * f_, u(6) * ng * f_, src, (u(b) * cols + j) * f_,
+                         u(6) * cols * f_, ng * f_)
+            for r in range(4):  # ot[4ty + r, 4tx + s] = sum over b of tmp[r, b] A^T[s, b]
+                for g in range(ng):
+                    _at6_cpu(dst, (u(4 * ty + r) * wide + u(4 * g0) + u(4) * g) * f_, f_, tmp,
+                             (u(6 * r) * ng + g) * f_, ng * f_, f_)
 
 
-@kernel()
+@kernel(inline=True)
 def _wino4_grad_out_cpu(g, oh, ow, th, tw, dm, col0, gt, tmp):
     """dm[:, tile, f] = A g A^T for each 4x4 tile of g (F, >= oh*ow), the output gradient (times
     act') of one sample: channels last into gt (4th, 4tw, F), whose border past (oh, ow) the
     caller keeps zero; for a group of a row's tiles at once, A on the columns into tmp (4 x 6 x
-    group vectors of F), then on the rows."""
+    group vectors of F), tile by tile, then on the rows."""
     u = np.uint64
     _channels_last_cpu(g, oh, ow, 0, 0, gt)
     f_, cols, wide = u(g.shape[0]), u(dm.shape[1]), u(gt.shape[1])
     src, dst = gt.reshape(-1), dm.reshape(-1)
-    coef = _A4_COEF.astype(g.dtype)
     group = _group_of(tmp, tw, g.shape[0])
     for ty in range(th):
         for g0 in range(0, tw, group):
             ng = u(min(group, tw - g0))
             j = u(col0 + ty * tw + g0)
-            for k in range(24):  # tmp[r, b, tile] = sum over s of g[r, s] A^T[s, b]
-                r, b = k // 6, k % 6
-                _terms_tiles_cpu(tmp, u(k) * ng * f_, f_, src,
-                                 (u(4 * ty + r) * wide + u(4 * g0)) * f_, u(4) * f_, f_,
-                                 _A4_TAPS[b], coef[b], _A4_COUNT[b], f_, ng, False)
-            for k in range(36):  # dm[a, b] = sum over r of A^T[r, a] tmp[r, b]
-                a, b = k // 6, k % 6
-                _terms_cpu(dst, (u(k) * cols + j) * f_, tmp, u(b) * ng * f_, u(6) * ng * f_,
-                           _A4_TAPS[a], coef[a], _A4_COUNT[a], ng * f_, False)
+            for r in range(4):  # tmp[r, b, tile] = sum over s of g[r, s] A^T[s, b]
+                for k in range(ng):
+                    _a4_cpu(tmp, (u(6 * r) * ng + k) * f_, ng * f_, src,
+                            (u(4 * ty + r) * wide + u(4 * g0) + u(4) * k) * f_, f_, f_)
+            for b in range(6):  # dm[a, b] = sum over r of A^T[r, a] tmp[r, b]
+                _a4_cpu(dst, (u(b) * cols + j) * f_, u(6) * cols * f_, tmp, u(b) * ng * f_,
+                        u(6) * ng * f_, ng * f_)
 
 
-@kernel()
+@kernel(inline=True)
 def _wino4_grad_in_cpu(dv, col0, th, tw, dxp, tmp):
     """dxp (Hq, Wq, C) = the sum over tiles of B dV B^T placed at (4ty, 4tx) (tiles overlap by
     two rows and columns): for a group of a row's tiles at once, B on dV's columns into tmp (6 x
@@ -873,21 +966,17 @@ def _wino4_grad_in_cpu(dv, col0, th, tw, dxp, tmp):
     _fill_cpu(dxp.reshape(-1), 0.0)
     c_, wq, cols = u(dxp.shape[2]), u(dxp.shape[1]), u(dv.shape[1])
     src, dst = dv.reshape(-1), dxp.reshape(-1)
-    coef = _B4_COEF.astype(dxp.dtype)
     group = _group_of(tmp, tw, dxp.shape[2])
     for ty in range(th):
         for g0 in range(0, tw, group):
             ng = u(min(group, tw - g0))
             j = u(col0 + ty * tw + g0)
-            for k in range(36):  # tmp[a, q, tile] = sum over b of dV[a, b] B^T[b, q]
-                a, q = k // 6, k % 6
-                _terms_cpu(tmp, u(k) * ng * c_, src, (u(6 * a) * cols + j) * c_, cols * c_,
-                           _B4_TAPS[q], coef[q], _B4_COUNT[q], ng * c_, False)
-            for k in range(36):  # dxp[4ty + i, 4tx + q] += sum over a of B^T[a, i] tmp[a, q]
-                i, q = k // 6, k % 6
-                _terms_tiles_cpu(dst, (u(4 * ty + i) * wq + u(4 * g0 + q)) * c_, u(4) * c_, tmp,
-                                 u(q) * ng * c_, c_, u(6) * ng * c_, _B4_TAPS[i], coef[i],
-                                 _B4_COUNT[i], c_, ng, True)
+            for a in range(6):  # tmp[a, q, tile] = sum over b of dV[a, b] B^T[b, q]
+                _b6_cpu(tmp, u(6 * a) * ng * c_, ng * c_, src, (u(6 * a) * cols + j) * c_,
+                        cols * c_, ng * c_, 1, u(0), u(0), False)
+            for q in range(6):  # dxp[4ty + i, 4tx + q] += sum over a of B^T[a, i] tmp[a, q]
+                _b6_cpu(dst, (u(4 * ty) * wq + u(4 * g0 + q)) * c_, wq * c_, tmp, u(q) * ng * c_,
+                        u(6) * ng * c_, c_, ng, u(4) * c_, c_, True)
 
 
 def forward_by_positions(ctx, x, ut, bias, act, pad, oh, ow, parts, y):
