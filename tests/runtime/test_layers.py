@@ -517,12 +517,13 @@ def test_winograd_on_small_planes_takes_the_batch(inp, filters, batch, expected)
     ("16x16x128", 64, 64, "winograd F4"),   # 64 filters
     ("32x32x64", 64, 64, "winograd F4"),    # 64 channels
     ("16x16x128", 128, 2, "winograd"),      # 512 pixels over the batch
-    ("8x8x64", 64, 64, "winograd F4"),      # 64 channels on 8x8 ...
-    ("8x8x32", 32, 64, "winograd"),         # ... but not 32
-    ("32x32x48", 64, 64, "winograd F4"),    # 32 to 63 channels on planes of 16x16 or more ...
-    ("16x16x128", 32, 64, "winograd F4"),
-    ("16x16x128", 32, 16, "winograd"),      # ... for 8192 pixels a batch or more
-    ("16x16x128", 24, 64, "winograd"),      # too few filters
+    ("8x8x64", 64, 64, "winograd F4"),      # 64 channels on 8x8
+    ("32x32x48", 64, 64, "winograd F4"),    # 24 to 63 channels on planes of 8x8 or more ...
+    ("16x16x128", 24, 64, "winograd F4"),
+    ("8x8x32", 32, 64, "winograd F4"),
+    ("16x16x128", 32, 16, "winograd F4"),   # ... for 4096 pixels a batch or more
+    ("8x8x32", 32, 16, "winograd"),         # (1024)
+    ("16x16x128", 16, 64, "winograd"),      # too few filters
     ("6x6x256", 256, 256, "winograd"),      # 6x6: nine 2x2 tiles take as many products as 4x4's
     ("7x7x256", 256, 256, "winograd F4"),   # 7x7: four 4x4 tiles, sixteen 2x2
 ])

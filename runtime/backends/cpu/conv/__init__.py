@@ -100,12 +100,16 @@ KEEP_COLS_FILTERS = 256
 WINOGRAD4_MIN_CHANNELS = 64
 WINOGRAD4_MIN_PIXELS = 1024
 # ... and from WINOGRAD4_NARROW_CHANNELS on planes of at least WINOGRAD4_NARROW_PLANE pixels and
-# WINOGRAD4_NARROW_PIXELS over the batch: with the transforms summing their terms in registers,
-# 32 channels 32x32 b64 0.75x, b16 0.83x, 16x16 b64 0.86x, 32 -> 64 on 16x16 0.81x; but 8x8 b64
-# 1.06x, and at 4096 pixels a batch 0.98x (32x32 b4, 16x16 b16), at 1024 1.00-1.11x (AVX2)
-WINOGRAD4_NARROW_CHANNELS = 32
-WINOGRAD4_NARROW_PLANE = 256
-WINOGRAD4_NARROW_PIXELS = 8192
+# WINOGRAD4_NARROW_PIXELS over the batch. With the transforms written out (winograd._bt6_cpu and
+# the others: half their time before), Zen 4, AVX-512 / AVX2's kernels on the same host
+# (bench/RESULTS.md): 24 channels 32x32 b64 0.66 / 1.00x, 16x16 b64 0.75 / 0.86x, b16 0.77 /
+# 0.86x, 8x8 b64 0.79 / 0.98x; 32 channels 8x8 b64 0.85 / 0.91x, 16x16 b16 0.88 / 0.86x, 32x32
+# b16 0.70 / 0.85x; at 1024 pixels a batch (8x8 b16) 0.98 / 0.98x, on 4x4 planes 1.07 / 0.97x:
+# not taken. (Before, summing their terms in registers, AVX2 Zen 3: from 32 channels on 16x16,
+# 8x8 b64 1.06x.)
+WINOGRAD4_NARROW_CHANNELS = 24
+WINOGRAD4_NARROW_PLANE = 64
+WINOGRAD4_NARROW_PIXELS = 4096
 WINOGRAD_TILE = None  # 2 or 4: force the output tile where Winograd runs (tests, benchmarks)
 # F(4x4) by positions (winograd.py: the whole batch's transforms, then the 36 GEMMs split among
 # the threads) where a thread's share of the batch holds fewer than MIN_ROWS_4 tiles, and the
