@@ -545,13 +545,17 @@ def test_winograd_tile_rule(inp, filters, batch, expected, tiles):
     ((64, 512, 4, 4), 512, 2, True),     # ResNet-18's last stage at b64: 32 tiles a thread
     ((64, 512, 4, 4), 512, 1, False),    # one thread: nothing to split by positions
     ((16, 256, 8, 8), 256, 2, True),
+    ((64, 256, 8, 8), 256, 2, True),     # 128 tiles a thread (MIN_ROWS_4) over 128 channels ...
+    ((64, 64, 16, 16), 64, 2, False),    # ... not over 64
+    ((128, 256, 8, 8), 256, 2, False),   # 256 tiles a thread
     ((64, 128, 16, 16), 128, 2, False),  # 512 tiles a thread: by samples
     ((256, 256, 8, 8), 256, 2, False),   # 512 tiles a thread
     ((64, 4096, 4, 4), 4096, 16, False),  # 36 x 64 x 4096 values a matrix set: too many
 ])
 def test_winograd_4x4_by_positions_rule(xshape, filters, parts, expected):
-    """F(4x4) runs by positions where a thread's share holds fewer than MIN_ROWS_4 tiles (and
-    the batch's transformed tiles fit POSITIONS_MAX_VALUES), else by samples."""
+    """F(4x4) runs by positions where a thread's share holds fewer than MIN_ROWS_4 tiles, or as
+    many over POSITIONS_WIDE_CHANNELS channels and filters (and the batch's transformed tiles fit
+    POSITIONS_MAX_VALUES), else by samples."""
     from netc.runtime.backends.cpu import conv
     assert conv.by_positions(xshape, filters, xshape[2], xshape[3], parts) is expected
 

@@ -117,6 +117,13 @@ WINOGRAD_TILE = None  # 2 or 4: force the output tile where Winograd runs (tests
 # channels on 4x4 at b64 took 1.00-1.10x F(2x2)'s time (each thread's dU summed over 32 rows and
 # all 36 transformed weight matrices read by each thread); by positions 0.82x
 POSITIONS_MAX_VALUES = 8 << 20
+# ... and where a thread's share holds just MIN_ROWS_4 tiles, over this many channels and filters:
+# two threads, Zen 4, a layer's step by positions over by samples: 256 on 8x8 b64 0.81-0.89x
+# (AVX2's kernels 0.91x; ResNet-18's third stage, which then needs no per-thread dU, 18 MiB),
+# 128 on 8x8 b64 0.91x (0.87x), 256 on 16x16 b16 (VGG-11's) 0.91x, 128 -> 256 there 0.91x; but
+# 64 on 16x16 b64 and on 32x32 b16 1.14x; 256 tiles a thread tie (256 on 8x8 b128 0.98x), 512
+# do not (128 on 16x16 b64 1.26x)
+POSITIONS_WIDE_CHANNELS = 128
 WINOGRAD_POSITIONS = None  # True / False: force it where F(4x4) runs (tests, benchmarks)
 FORCE = None  # "im2col" | "winograd" | "direct" | "dense" where allowed: for tests and benchmarks
 # taps that read only padding are left out (_reached); False: every tap runs (tests, benchmarks).
@@ -231,7 +238,10 @@ def by_positions(xshape, filters, oh, ow, parts):
     if WINOGRAD_POSITIONS is not None:
         return WINOGRAD_POSITIONS
     tiles = xshape[0] * -(-oh // 4) * -(-ow // 4)
-    return (parts > 1 and -(-tiles // parts) < MIN_ROWS_4
+    share = -(-tiles // parts)
+    few = share < MIN_ROWS_4 or (share == MIN_ROWS_4
+                                 and min(xshape[1], filters) >= POSITIONS_WIDE_CHANNELS)
+    return (parts > 1 and few
             and tile_positions(4) * tiles * max(xshape[1], filters) <= POSITIONS_MAX_VALUES)
 
 
