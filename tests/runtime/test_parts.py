@@ -221,6 +221,42 @@ def test_every_launcher_hands_its_own_arguments_to_its_part():
     assert launchers >= 30
 
 
+def test_only_parts_outlined_kernels_and_inlined_ones_call_by_symbol():
+    """A kernel that calls by symbol (gemm, run_part, an outlined kernel) is a part, an outlined
+    kernel or a launcher, or is inlined into its callers: a plain kernel's code loaded from
+    Numba's cache does not pass on the steps that bind its symbols to a caller compiled later,
+    whose own cached code then names a symbol nothing binds, and LLVM ends the process that
+    loads it (linking.py). Read from the source of every CPU module."""
+    import ast
+    import pathlib
+
+    trees = [(path, ast.parse(path.read_text()))
+             for path in sorted(pathlib.Path(jit.__file__).parent.rglob("*.py"))]
+    by_symbol = {"gemm", "run_part"}
+    for _, tree in trees:
+        for fn in ast.walk(tree):
+            if isinstance(fn, ast.FunctionDef) and any(
+                    "outlined=True" in ast.unparse(d) for d in fn.decorator_list):
+                by_symbol.add(fn.name)
+    callers = 0
+    for path, tree in trees:
+        for fn in ast.walk(tree):
+            if not isinstance(fn, ast.FunctionDef):
+                continue
+            decorators = [ast.unparse(d) for d in fn.decorator_list]
+            if not any(d.startswith("kernel") or d == "launcher" for d in decorators):
+                continue
+            calls = {c.func.id for c in ast.walk(fn)
+                     if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)} & by_symbol
+            if not calls - {fn.name}:
+                continue
+            callers += 1
+            allowed = (fn.name.endswith("_part") or "launcher" in decorators
+                       or any("inline=True" in d or "outlined=True" in d for d in decorators))
+            assert allowed, f"{path.name}: {fn.name} calls {sorted(calls)} by symbol"
+    assert callers >= 40
+
+
 def test_a_launcher_calls_its_part_by_symbol_not_by_its_code(tmp_path, monkeypatch):
     """A launcher's code declares its part's symbol and holds none of the part's code (Numba
     would link the part, and all it calls, into the launcher and optimize the whole again)."""
