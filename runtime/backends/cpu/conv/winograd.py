@@ -53,7 +53,6 @@ def _sparse(m):
     return taps, coef, counts
 
 
-
 def tile_positions(mt):
     """Entries of a transformed tile for output tiles mt x mt: 16 for F(2x2, 3x3), 36 for
     F(4x4, 3x3)."""
@@ -829,6 +828,7 @@ def _b6_cpu(dst, q, dstep, src, p, sstep, n, tiles, dtile, stile, add):
 
 @kernel(inline=True)
 def _b6_tile_cpu(dst, q, dstep, src, p, sstep, n, add):
+    """_b6_cpu for one tile."""
     u = np.uint64
     p1, p2, p3, p4, p5 = p + sstep, p + u(2) * sstep, p + u(3) * sstep, p + u(4) * sstep, \
         p + u(5) * sstep
