@@ -592,9 +592,9 @@ def test_winograd_4x4_transforms_take_tiles_in_groups(monkeypatch, group):
 
 @pytest.mark.parametrize("count", [1, 2, 3, 4, 5, 6])
 @pytest.mark.parametrize("add", [False, True])
-def test_winograd_terms_sum_each_tiles_terms(count, add):
-    """_terms_tiles_cpu (the F(4x4) transforms' inner loop: up to five terms a pass, the rest one
-    pass each) against NumPy, for every count of terms, writing or adding."""
+def test_winograd_terms_sum_each_rows_terms(count, add):
+    """_terms_cpu (the weights' transforms' inner loop: up to five terms a pass, the rest one
+    pass each) against NumPy, for every count of terms, writing or adding, at three offsets."""
     from netc.runtime.backends.cpu.conv import winograd
     import numba
     rng = np.random.default_rng(count)
@@ -613,8 +613,9 @@ def test_winograd_terms_sum_each_tiles_terms(count, add):
     @numba.njit
     def run(dst, src, taps, coef, count, add):
         u = np.uint64
-        winograd._terms_tiles_cpu(dst, u(1), u(dstep), src, u(2), u(sstep), u(stride), taps, coef,
-                                  count, u(n), tiles, add)
+        for g in range(tiles):
+            winograd._terms_cpu(dst, u(1 + g * dstep), src, u(2 + g * sstep), u(stride), taps,
+                                coef, count, u(n), add)
     run(dst, src, taps, coef, count, add)
     np.testing.assert_allclose(dst, want, rtol=1e-13, atol=1e-13)
 

@@ -690,18 +690,8 @@ def _wino4_sample_grads_cpu(img, dyq, yq, act, ph, pw, th, tw, xp, g, gt, v, dm,
 @kernel(inline=True)
 def _terms_cpu(dst, at, src, base, stride, taps, coef, count, n, add):
     """dst[at + i] (+)= the sum over e < count of coef[e] * src[base + taps[e]*stride + i], for
-    i < n: _terms_tiles_cpu for one tile."""
-    none = np.uint64(0)  # (unsigned, as the other offsets: int64 with uint64 makes float64)
-    _terms_tiles_cpu(dst, at, none, src, base, none, stride, taps, coef, count, n, 1, add)
-
-
-@kernel(inline=True)
-def _terms_tiles_cpu(dst, at, dstep, src, base, sstep, stride, taps, coef, count, n, tiles, add):
-    """_terms_cpu for `tiles` tiles at once: dst[at + g*dstep + i] (+)= the sum over e < count of
-    coef[e] * src[base + g*sstep + taps[e]*stride + i], for g < tiles and i < n: one call for a
-    row of tiles, not one a tile (at 64 channels the calls' set-up cost as much as their 8
-    vectors), and one pass over each tile's values summing up to five terms in registers (F(4x4)'s
-    matrices have at most five nonzeros a row or column), each term its own pass beyond that."""
+    i < n (the weights' transforms' rows): one pass summing up to five terms in registers (G's
+    rows have at most three nonzeros, its columns five), each term its own pass beyond that."""
     u = np.uint64
     done = min(count, 5)
     c0 = coef[0]
@@ -714,55 +704,53 @@ def _terms_tiles_cpu(dst, at, dstep, src, base, sstep, stride, taps, coef, count
     o2 = u(taps[2]) * stride if done > 2 else o0
     o3 = u(taps[3]) * stride if done > 3 else o0
     o4 = u(taps[4]) * stride if done > 4 else o0
-    for g in range(tiles):
-        q, p = at + u(g) * dstep, base + u(g) * sstep
-        if done == 1:
-            if add:
-                for i in range(n):
-                    dst[q + i] += c0 * src[p + o0 + i]
-            else:
-                for i in range(n):
-                    dst[q + i] = c0 * src[p + o0 + i]
-        elif done == 2:
-            if add:
-                for i in range(n):
-                    dst[q + i] += c0 * src[p + o0 + i] + c1 * src[p + o1 + i]
-            else:
-                for i in range(n):
-                    dst[q + i] = c0 * src[p + o0 + i] + c1 * src[p + o1 + i]
-        elif done == 3:
-            if add:
-                for i in range(n):
-                    dst[q + i] += (c0 * src[p + o0 + i] + c1 * src[p + o1 + i]
-                                   + c2 * src[p + o2 + i])
-            else:
-                for i in range(n):
-                    dst[q + i] = (c0 * src[p + o0 + i] + c1 * src[p + o1 + i]
-                                  + c2 * src[p + o2 + i])
-        elif done == 4:
-            if add:
-                for i in range(n):
-                    dst[q + i] += (c0 * src[p + o0 + i] + c1 * src[p + o1 + i]
-                                   + c2 * src[p + o2 + i] + c3 * src[p + o3 + i])
-            else:
-                for i in range(n):
-                    dst[q + i] = (c0 * src[p + o0 + i] + c1 * src[p + o1 + i]
-                                  + c2 * src[p + o2 + i] + c3 * src[p + o3 + i])
-        else:
-            if add:
-                for i in range(n):
-                    dst[q + i] += (c0 * src[p + o0 + i] + c1 * src[p + o1 + i]
-                                   + c2 * src[p + o2 + i] + c3 * src[p + o3 + i]
-                                   + c4 * src[p + o4 + i])
-            else:
-                for i in range(n):
-                    dst[q + i] = (c0 * src[p + o0 + i] + c1 * src[p + o1 + i]
-                                  + c2 * src[p + o2 + i] + c3 * src[p + o3 + i]
-                                  + c4 * src[p + o4 + i])
-        for e in range(done, count):
-            pe, ce = p + u(taps[e]) * stride, coef[e]
+    if done == 1:
+        if add:
             for i in range(n):
-                dst[q + i] += ce * src[pe + i]
+                dst[at + i] += c0 * src[base + o0 + i]
+        else:
+            for i in range(n):
+                dst[at + i] = c0 * src[base + o0 + i]
+    elif done == 2:
+        if add:
+            for i in range(n):
+                dst[at + i] += c0 * src[base + o0 + i] + c1 * src[base + o1 + i]
+        else:
+            for i in range(n):
+                dst[at + i] = c0 * src[base + o0 + i] + c1 * src[base + o1 + i]
+    elif done == 3:
+        if add:
+            for i in range(n):
+                dst[at + i] += (c0 * src[base + o0 + i] + c1 * src[base + o1 + i]
+                               + c2 * src[base + o2 + i])
+        else:
+            for i in range(n):
+                dst[at + i] = (c0 * src[base + o0 + i] + c1 * src[base + o1 + i]
+                              + c2 * src[base + o2 + i])
+    elif done == 4:
+        if add:
+            for i in range(n):
+                dst[at + i] += (c0 * src[base + o0 + i] + c1 * src[base + o1 + i]
+                               + c2 * src[base + o2 + i] + c3 * src[base + o3 + i])
+        else:
+            for i in range(n):
+                dst[at + i] = (c0 * src[base + o0 + i] + c1 * src[base + o1 + i]
+                              + c2 * src[base + o2 + i] + c3 * src[base + o3 + i])
+    else:
+        if add:
+            for i in range(n):
+                dst[at + i] += (c0 * src[base + o0 + i] + c1 * src[base + o1 + i]
+                               + c2 * src[base + o2 + i] + c3 * src[base + o3 + i]
+                               + c4 * src[base + o4 + i])
+        else:
+            for i in range(n):
+                dst[at + i] = (c0 * src[base + o0 + i] + c1 * src[base + o1 + i]
+                              + c2 * src[base + o2 + i] + c3 * src[base + o3 + i]
+                              + c4 * src[base + o4 + i])
+    for e in range(done, count):
+        pe, ce = base + u(taps[e]) * stride, coef[e]
+        for i in range(n):
+            dst[at + i] += ce * src[pe + i]
 
 
 TILE_GROUP = 8
@@ -834,25 +822,25 @@ def _b6_tile_cpu(dst, q, dstep, src, p, sstep, n, add):
         p + u(5) * sstep
     q1, q2, q3, q4, q5 = q + dstep, q + u(2) * dstep, q + u(3) * dstep, q + u(4) * dstep, \
         q + u(5) * dstep
-    if add:
-        for i in range(n):
-            d0, d1, d2 = src[p + i], src[p1 + i], src[p2 + i]
-            d3, d4, d5 = src[p3 + i], src[p4 + i], src[p5 + i]
-            dst[q + i] += _F4 * d0
-            dst[q1 + i] += _F4 * (d2 - d1 + d5) + _F2 * (d4 - d3)
-            dst[q2 + i] -= _F5 * d0 + _F4 * (d1 + d2) + d3 + d4
-            dst[q3 + i] += d1 - d2 + _F2 * (d3 - d4) - _F5 * d5
-            dst[q4 + i] += d0 + d1 + d2 + d3 + d4
+    for i in range(n):
+        d0, d1, d2 = src[p + i], src[p1 + i], src[p2 + i]
+        d3, d4, d5 = src[p3 + i], src[p4 + i], src[p5 + i]
+        e0, e1 = _F4 * d0, _F4 * (d2 - d1 + d5) + _F2 * (d4 - d3)
+        e2, e3 = -(_F5 * d0 + _F4 * (d1 + d2) + d3 + d4), d1 - d2 + _F2 * (d3 - d4) - _F5 * d5
+        e4 = d0 + d1 + d2 + d3 + d4
+        if add:  # (the same in every pass of the loop: LLVM makes two loops of it)
+            dst[q + i] += e0
+            dst[q1 + i] += e1
+            dst[q2 + i] += e2
+            dst[q3 + i] += e3
+            dst[q4 + i] += e4
             dst[q5 + i] += d5
-    else:
-        for i in range(n):
-            d0, d1, d2 = src[p + i], src[p1 + i], src[p2 + i]
-            d3, d4, d5 = src[p3 + i], src[p4 + i], src[p5 + i]
-            dst[q + i] = _F4 * d0
-            dst[q1 + i] = _F4 * (d2 - d1 + d5) + _F2 * (d4 - d3)
-            dst[q2 + i] = -(_F5 * d0 + _F4 * (d1 + d2) + d3 + d4)
-            dst[q3 + i] = d1 - d2 + _F2 * (d3 - d4) - _F5 * d5
-            dst[q4 + i] = d0 + d1 + d2 + d3 + d4
+        else:
+            dst[q + i] = e0
+            dst[q1 + i] = e1
+            dst[q2 + i] = e2
+            dst[q3 + i] = e3
+            dst[q4 + i] = e4
             dst[q5 + i] = d5
 
 
