@@ -113,7 +113,7 @@ def _direct_forward_part(t, parts, x, wk, bias, act, ph, pw, offs, oh, ow, wide,
         _pad_planes_cpu(x[s], ph, pw, xp)
         for b in range(wk.shape[0]):
             rows = min(BLOCK, f_ - BLOCK * b)  # the block's filters
-            _fill_cpu(acc.reshape(-1), 0.0)
+            _zero_rows_cpu(acc, rows, count)
             _taps_cpu(xp, offs, wk[b], acc, count, wide, rows)
             for i in range(rows):  # act over the whole wide plane
                 _act_row_cpu(act, acc[i], bias[BLOCK * b + i], acc[BLOCK], count)
@@ -162,11 +162,21 @@ def _direct_backward_part(t, parts, x, wt, dy, y, act, ph, pw, offs, margin, nee
         if need_dx:
             for b in range(wt.shape[0]):
                 rows = min(BLOCK, c_ - BLOCK * b)  # the block's input channels
-                _fill_cpu(acc.reshape(-1), 0.0)
+                _zero_rows_cpu(acc, rows, plane)
                 _taps_cpu(g[:f_], back, wt[b], acc, plane, wide, rows)
                 for i in range(rows):
                     _rows_cpu(acc[i, ph * wp + pw:], wp, dx[s, BLOCK * b + i].reshape(-1), ww,
                               hh, ww)
+
+
+@kernel()
+def _zero_rows_cpu(acc, rows, count):
+    """acc[i, :count] = 0 for the rows _taps_cpu adds to for a block of `rows` filters or
+    channels: two where it has two or fewer (its two-row passes), else all four (the spare
+    row after them is written before it is read). LeNet-5's first CONV filled 5 x 1056 values
+    a block where its passes add to 4 x 896 and 2 x 896."""
+    for i in range(2 if rows <= 2 else BLOCK):
+        _fill_cpu(acc[i, :count], 0.0)
 
 
 @kernel()
@@ -200,7 +210,9 @@ def _taps_cpu(planes, offs, wk, acc, count, wide, rows):
     has `rows` <= 2 (a last block of two filters: LeNet-5's C1 has six)."""
     for c in range(planes.shape[0]):
         for j in range(wk.shape[1]):
-            if wide:
+            if wide and rows <= 2:
+                _nine_taps2_cpu(planes[c], offs[TAPS * j:TAPS * j + TAPS], wk[c, j], acc, count)
+            elif wide:
                 _nine_taps_cpu(planes[c], offs[TAPS * j:TAPS * j + TAPS], wk[c, j], acc, count)
             elif rows <= 2:
                 for q in range(0, TAPS, 3):
@@ -262,6 +274,19 @@ def _nine_taps_cpu(x, offs, k, acc, count):
         acc[1, p] += (b0 * v0 + b1 * v1 + b2 * v2) + (b3 * v3 + b4 * v4 + b5 * v5) + (b6 * v6 + b7 * v7 + b8 * v8)
         acc[2, p] += (c0 * v0 + c1 * v1 + c2 * v2) + (c3 * v3 + c4 * v4 + c5 * v5) + (c6 * v6 + c7 * v7 + c8 * v8)
         acc[3, p] += (d0 * v0 + d1 * v1 + d2 * v2) + (d3 * v3 + d4 * v4 + d5 * v5) + (d6 * v6 + d7 * v7 + d8 * v8)
+
+
+@kernel(fastmath=REDUCE, inline=True)
+def _nine_taps2_cpu(x, offs, k, acc, count):
+    """_nine_taps_cpu for the first two rows i alone (18 weights)."""
+    o0, o1, o2, o3, o4, o5, o6, o7, o8 = _offsets(offs)
+    a0, a1, a2, a3, a4, a5, a6, a7, a8 = k[0, 0], k[0, 1], k[0, 2], k[0, 3], k[0, 4], k[0, 5], k[0, 6], k[0, 7], k[0, 8]
+    b0, b1, b2, b3, b4, b5, b6, b7, b8 = k[1, 0], k[1, 1], k[1, 2], k[1, 3], k[1, 4], k[1, 5], k[1, 6], k[1, 7], k[1, 8]
+    for p in range(np.uint64(count)):
+        v0, v1, v2, v3, v4 = x[o0 + p], x[o1 + p], x[o2 + p], x[o3 + p], x[o4 + p]
+        v5, v6, v7, v8 = x[o5 + p], x[o6 + p], x[o7 + p], x[o8 + p]
+        acc[0, p] += (a0 * v0 + a1 * v1 + a2 * v2) + (a3 * v3 + a4 * v4 + a5 * v5) + (a6 * v6 + a7 * v7 + a8 * v8)
+        acc[1, p] += (b0 * v0 + b1 * v1 + b2 * v2) + (b3 * v3 + b4 * v4 + b5 * v5) + (b6 * v6 + b7 * v7 + b8 * v8)
 
 
 @kernel(fastmath=REDUCE)
