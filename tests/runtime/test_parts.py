@@ -68,6 +68,22 @@ def test_one_part_and_many_agree(monkeypatch, spec, algorithm):
             np.testing.assert_allclose(got[name], want[name], rtol=rtol, atol=1e-13, err_msg=name)
 
 
+@pytest.mark.parametrize("parts", [1, 2, 3, 5])
+def test_part_sum_adds_the_parts_in_order_into_a_new_array(parts):
+    """part_sum (every per-thread gradient's sum) gives, bit for bit, the sum over the first
+    axis of the parts it is given, leaves the rest out and writes nothing of the workspace."""
+    from netc.runtime.backends.cpu.common import part_sum
+    rng = np.random.default_rng(parts)
+    for shape in [(16, 150), (5, 3, 27), (7,)]:
+        ws = (rng.standard_normal((6,) + shape)
+              * 10.0 ** rng.uniform(-4, 4, (6,) + shape)).astype(np.float32)
+        before = ws.copy()
+        got = part_sum(ws, parts)
+        assert got.shape == shape and got.dtype == np.float32
+        assert np.array_equal(got, ws[:parts].sum(axis=0))
+        assert np.array_equal(ws, before) and not np.shares_memory(got, ws)
+
+
 def test_split_takes_one_part_per_grain_up_to_the_workers(monkeypatch):
     monkeypatch.setattr(jit, "GRAIN", 100)
     assert jit.split_macs(100 * jit.MACS_PER_NS) == 1
