@@ -32,6 +32,10 @@ import math
 import numpy as np
 
 
+ALIGN = 64  # bytes: a cache line
+ALIGN_FROM = 4096  # arrays of at least this many bytes are aligned (a few us more to allocate)
+
+
 class Memory:
     """What a model keeps from pass to pass: each node's buffers by (node, tag), the kernels'
     workspaces by tag (shared by every node, since no two nodes run at once), and the pool of
@@ -48,7 +52,17 @@ class Memory:
 
     @staticmethod
     def empty(shape, dtype):
-        return np.empty(shape, dtype)
+        """An uninitialized array; from ALIGN_FROM bytes on, starting on a cache line
+        (ALIGN bytes): NumPy's large arrays start 16 bytes into a page, so that every vector of
+        AVX-512 a kernel loads from them straddles two lines."""
+        dtype = np.dtype(dtype)
+        size = math.prod(shape) * dtype.itemsize if isinstance(shape, (tuple, list)) else (
+            int(shape) * dtype.itemsize)
+        if size < ALIGN_FROM:
+            return np.empty(shape, dtype)
+        raw = np.empty(size + ALIGN, np.uint8)
+        start = -raw.ctypes.data % ALIGN
+        return raw[start:start + size].view(dtype).reshape(shape)
 
     @staticmethod
     def owner(arr, arrays: dict):

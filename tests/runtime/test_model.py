@@ -164,6 +164,31 @@ def test_steps_reuse_memory_and_nodes_share_workspaces():
     assert {"v", "m", "cols"} <= tags  # Winograd's (the 3x3 convs) and im2col's (5x5, 2x2)
 
 
+def test_the_models_large_arrays_start_on_a_cache_line():
+    """Memory.empty: from ALIGN_FROM bytes on, an array starts on an ALIGN-byte boundary
+    (NumPy's large arrays start 16 bytes into a page), C-ordered and writable, of the shape
+    and type asked; smaller ones as NumPy makes them. A CPU model's workspaces, buffers and
+    pooled arrays are such arrays."""
+    from netc.runtime.backends.context import ALIGN, ALIGN_FROM, Memory
+    for shape, dtype in [((64, 6, 28, 28), np.float32), (ALIGN_FROM // 8, np.float64),
+                         ([3, 700], np.int32), ((0, ALIGN_FROM), np.float32)]:
+        a = Memory.empty(shape, dtype)
+        assert a.shape == tuple(np.atleast_1d(shape)) and a.dtype == dtype
+        assert a.flags.c_contiguous and a.flags.writeable
+        if a.nbytes >= ALIGN_FROM:
+            assert a.ctypes.data % ALIGN == 0
+        a[...] = 1
+        assert (a == 1).all()
+    model = netc.Model("input 16x16x3\nCONV 5x5 8 act=relu - POOL - OUT 4 softmax")
+    rng = np.random.default_rng(0)
+    model.loss_and_grads(rng.standard_normal((8, 3, 16, 16)), rng.integers(0, 4, 8))
+    memory = model.memory
+    large = [a for a in [*memory.arena.values(), *memory.workspace.values(),
+                         *(a for arrays in memory.pool.arrays.values() for a in arrays)]
+             if a.nbytes >= ALIGN_FROM]
+    assert len(large) >= 4 and all(a.ctypes.data % ALIGN == 0 for a in large)
+
+
 CHAIN = "input 8x8x2\n" + " - ".join(["CONV 3x3 2 pad=1 act=tanh"] * 4) + " - FC 3"
 # (a RES whose sum feeds one CONV hands that CONV's reused gradient buffer to both its inputs)
 BRANCHES = """input 6x6x2
