@@ -108,3 +108,46 @@ def test_net_switch_names_its_networks_and_restores_the_setting(capsys, tmp_path
     out = capsys.readouterr().out
     assert "CUT_TAPS =    False: median" in out and "CUT_TAPS =     True: median" in out
     assert conv.CUT_TAPS is True
+
+
+def _bench_module(name):
+    spec = importlib.util.spec_from_file_location(f"netc_bench_{name}",
+                                                  os.path.join(ROOT, "bench", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_kernel_profile_maps_each_compiled_kernel_from_its_entry(tmp_path):
+    """bench/kernel_profile.py's map for perf: every compiled kernel by its module and name at
+    its entry address, each line running to the next entry (the last a fixed length), in
+    perf's "START SIZE NAME" hex format."""
+    import numpy as np
+    from netc.runtime.backends.cpu.common import _fill_cpu
+    module = _bench_module("kernel_profile")
+    a = np.zeros(5, np.float32)
+    _fill_cpu(a, 2.0)  # compiled (or loaded) here, whatever ran before
+    entries = module.kernel_entries()
+    assert "cpu.common._fill_cpu" in entries.values()
+    path = tmp_path / "perf-1.map"
+    assert module.write_map({0x3000: "b", 0x1000: "a", 0x1800: "c"}, path, last=0x40) == 3
+    assert path.read_text().splitlines() == ["1000 800 a", "1800 1800 c", "3000 40 b"]
+
+
+def test_kernel_profile_tallies_samples_by_kernel_waiting_python_and_library():
+    """perf's samples (`perf script -F ip,sym,dso` lines): a mapped kernel by name, the threads'
+    waiting as one line, the interpreter as one, other code by its library; shares of all."""
+    module = _bench_module("kernel_profile")
+    lines = ["    7f1e07a9b0c4 gemm_tiles (/tmp/perf-12.map)",
+             " 7f1e05f13000 [unknown] (/tmp/perf-12.map)",
+             " ffffffff82240ddb __schedule ([kernel.kallsyms])",
+             " 7f64e0fefb00 tbb::detail::r1::waiter_base::pause (/venv/lib/libtbb.so.12)",
+             " 55d0 _PyEval_EvalFrameDefault (/usr/lib/libpython3.11.so.1.0)",
+             " 18f0c0 __memset_avx512_unaligned_erms (/usr/lib/x86_64-linux-gnu/libc.so.6)",
+             " 7f1e07a9b100 gemm_tiles (/tmp/perf-12.map)", "",
+             " 7f1e07a9b2 gemm_tiles (/tmp/perf-12.map)"]
+    rows = dict((what, share) for share, what in module.tally(lines))
+    assert rows == pytest.approx({"gemm_tiles": 3 / 8, "netc code outside the map": 1 / 8,
+                                  "threads waiting (scheduler, spinning)": 2 / 8,
+                                  "Python interpreter": 1 / 8, "libc.so.6": 1 / 8})
+    assert module.tally([]) == []
