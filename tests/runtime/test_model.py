@@ -164,7 +164,7 @@ def test_steps_reuse_memory_and_nodes_share_workspaces():
     assert {"v", "m", "cols"} <= tags  # Winograd's (the 3x3 convs) and im2col's (5x5, 2x2)
 
 
-def test_the_models_large_arrays_start_on_a_cache_line():
+def test_the_models_large_arrays_start_on_a_cache_line(tmp_path):
     """Memory.empty: from ALIGN_FROM bytes on, an array starts on an ALIGN-byte boundary
     (NumPy's large arrays start 16 bytes into a page), C-ordered and writable, of the shape
     and type asked; smaller ones as NumPy makes them. A CPU model's workspaces, buffers and
@@ -179,7 +179,7 @@ def test_the_models_large_arrays_start_on_a_cache_line():
             assert a.ctypes.data % ALIGN == 0
         a[...] = 1
         assert (a == 1).all()
-    model = netc.Model("input 16x16x3\nCONV 5x5 8 act=relu - POOL - OUT 4 softmax")
+    model = netc.Model("input 16x16x3\nCONV 5x5 32 act=relu - POOL - OUT 4 softmax")
     rng = np.random.default_rng(0)
     model.loss_and_grads(rng.standard_normal((8, 3, 16, 16)), rng.integers(0, 4, 8))
     memory = model.memory
@@ -187,6 +187,14 @@ def test_the_models_large_arrays_start_on_a_cache_line():
                          *(a for arrays in memory.pool.arrays.values() for a in arrays)]
              if a.nbytes >= ALIGN_FROM]
     assert len(large) >= 4 and all(a.ctypes.data % ALIGN == 0 for a in large)
+    # and its large parameters, drawn (init.scaled_normal) or loaded (the backend's from_host)
+    path = str(tmp_path / "m.npz")
+    model.save(path)
+    for m in (model, netc.Model.load(path)):
+        weight = m.params["conv1.weight"]
+        assert weight.nbytes >= ALIGN_FROM and weight.ctypes.data % ALIGN == 0
+    np.testing.assert_array_equal(netc.Model.load(path).params["conv1.weight"],
+                                  model.params["conv1.weight"])
 
 
 CHAIN = "input 8x8x2\n" + " - ".join(["CONV 3x3 2 pad=1 act=tanh"] * 4) + " - FC 3"

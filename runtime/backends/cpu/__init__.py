@@ -9,7 +9,7 @@ import numpy as np
 
 from netc.dsl.errors import DataError
 
-from ..context import Context
+from ..context import Context, Memory
 from ..registry import Backend, register_backend
 from . import activation, conv, dense, join, norm, pool, recurrent  # noqa: F401 - they register the kinds
 from . import background, blas, jit
@@ -46,7 +46,11 @@ class CpuBackend(Backend):
         return jit.compile_ahead(calls)
 
     def from_host(self, a):
-        return np.array(a, order="C")
+        """A C-ordered copy, on a cache line where it is large (Memory.empty)."""
+        a = np.asarray(a)
+        out = Memory.empty(a.shape, a.dtype)
+        out[...] = a
+        return out
 
     def to_host(self, a):
         return a
