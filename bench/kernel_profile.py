@@ -42,8 +42,8 @@ def kernel_entries():
     process (module.qualname of its Python function)."""
     import numba
     entries = {}
-    for obj in gc.get_objects():
-        if not isinstance(obj, numba.core.dispatcher.Dispatcher):
+    for obj in gc.get_objects():  # (type(), not isinstance: a dead weak proxy raises there)
+        if not issubclass(type(obj), numba.core.dispatcher.Dispatcher):
             continue
         fn = obj.py_func
         name = f"{fn.__module__.removeprefix('netc.runtime.backends.')}.{fn.__qualname__}"

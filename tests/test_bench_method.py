@@ -3,6 +3,7 @@ checked on a fake clock (a benchmark's numbers are only as good as what it count
 import importlib.util
 import os
 import types
+import weakref
 
 import pytest
 
@@ -127,7 +128,9 @@ def test_kernel_profile_maps_each_compiled_kernel_from_its_entry(tmp_path):
     module = _bench_module("kernel_profile")
     a = np.zeros(5, np.float32)
     _fill_cpu(a, 2.0)  # compiled (or loaded) here, whatever ran before
+    gone = weakref.proxy(Machine())  # a dead proxy among the objects it looks at
     entries = module.kernel_entries()
+    assert gone is not None
     assert "cpu.common._fill_cpu" in entries.values()
     path = tmp_path / "perf-1.map"
     assert module.write_map({0x3000: "b", 0x1000: "a", 0x1800: "c"}, path, last=0x40) == 3
