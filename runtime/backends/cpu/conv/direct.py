@@ -258,35 +258,50 @@ def _three_taps2_cpu(x, offs, k, q, acc, count):
 @kernel(fastmath=REDUCE, inline=True)
 def _nine_taps_cpu(x, offs, k, acc, count):
     """acc[i, p] += sum_j k[i, j] * x[offs[j] + p] for four rows i, nine taps j, p < count.
-    The 36 weights are named one by one so that they stay in registers (read through a view
-    inside the loop, they kept LLVM from vectorizing it). Inlined into _taps_cpu: called, it
-    cost as much as its loop on 16x16 planes."""
-    o0, o1, o2, o3, o4, o5, o6, o7, o8 = _offsets(offs)
-    a0, a1, a2, a3, a4, a5, a6, a7, a8 = k[0, 0], k[0, 1], k[0, 2], k[0, 3], k[0, 4], k[0, 5], k[0, 6], k[0, 7], k[0, 8]
-    b0, b1, b2, b3, b4, b5, b6, b7, b8 = k[1, 0], k[1, 1], k[1, 2], k[1, 3], k[1, 4], k[1, 5], k[1, 6], k[1, 7], k[1, 8]
-    c0, c1, c2, c3, c4, c5, c6, c7, c8 = k[2, 0], k[2, 1], k[2, 2], k[2, 3], k[2, 4], k[2, 5], k[2, 6], k[2, 7], k[2, 8]
-    d0, d1, d2, d3, d4, d5, d6, d7, d8 = k[3, 0], k[3, 1], k[3, 2], k[3, 3], k[3, 4], k[3, 5], k[3, 6], k[3, 7], k[3, 8]
+    The 36 weights are taken out as values before the loop, so that they stay in registers
+    (read through a view inside the loop, they kept LLVM from vectorizing it). Inlined into
+    _taps_cpu: called, it cost as much as its loop on 16x16 planes."""
+    o = _offsets(offs)
+    a, b = _nine_weights_cpu(k, 0), _nine_weights_cpu(k, 1)
+    c, d = _nine_weights_cpu(k, 2), _nine_weights_cpu(k, 3)
     for p in range(np.uint64(count)):
-        v0, v1, v2, v3, v4 = x[o0 + p], x[o1 + p], x[o2 + p], x[o3 + p], x[o4 + p]
-        v5, v6, v7, v8 = x[o5 + p], x[o6 + p], x[o7 + p], x[o8 + p]
-        # three partial sums each: shorter chains of dependent multiply-adds
-        acc[0, p] += (a0 * v0 + a1 * v1 + a2 * v2) + (a3 * v3 + a4 * v4 + a5 * v5) + (a6 * v6 + a7 * v7 + a8 * v8)
-        acc[1, p] += (b0 * v0 + b1 * v1 + b2 * v2) + (b3 * v3 + b4 * v4 + b5 * v5) + (b6 * v6 + b7 * v7 + b8 * v8)
-        acc[2, p] += (c0 * v0 + c1 * v1 + c2 * v2) + (c3 * v3 + c4 * v4 + c5 * v5) + (c6 * v6 + c7 * v7 + c8 * v8)
-        acc[3, p] += (d0 * v0 + d1 * v1 + d2 * v2) + (d3 * v3 + d4 * v4 + d5 * v5) + (d6 * v6 + d7 * v7 + d8 * v8)
+        v = _nine_values_cpu(x, o, p)
+        acc[0, p] += _nine_sum_cpu(a, v)
+        acc[1, p] += _nine_sum_cpu(b, v)
+        acc[2, p] += _nine_sum_cpu(c, v)
+        acc[3, p] += _nine_sum_cpu(d, v)
 
 
 @kernel(fastmath=REDUCE, inline=True)
 def _nine_taps2_cpu(x, offs, k, acc, count):
     """_nine_taps_cpu for the first two rows i alone (18 weights)."""
-    o0, o1, o2, o3, o4, o5, o6, o7, o8 = _offsets(offs)
-    a0, a1, a2, a3, a4, a5, a6, a7, a8 = k[0, 0], k[0, 1], k[0, 2], k[0, 3], k[0, 4], k[0, 5], k[0, 6], k[0, 7], k[0, 8]
-    b0, b1, b2, b3, b4, b5, b6, b7, b8 = k[1, 0], k[1, 1], k[1, 2], k[1, 3], k[1, 4], k[1, 5], k[1, 6], k[1, 7], k[1, 8]
+    o = _offsets(offs)
+    a, b = _nine_weights_cpu(k, 0), _nine_weights_cpu(k, 1)
     for p in range(np.uint64(count)):
-        v0, v1, v2, v3, v4 = x[o0 + p], x[o1 + p], x[o2 + p], x[o3 + p], x[o4 + p]
-        v5, v6, v7, v8 = x[o5 + p], x[o6 + p], x[o7 + p], x[o8 + p]
-        acc[0, p] += (a0 * v0 + a1 * v1 + a2 * v2) + (a3 * v3 + a4 * v4 + a5 * v5) + (a6 * v6 + a7 * v7 + a8 * v8)
-        acc[1, p] += (b0 * v0 + b1 * v1 + b2 * v2) + (b3 * v3 + b4 * v4 + b5 * v5) + (b6 * v6 + b7 * v7 + b8 * v8)
+        v = _nine_values_cpu(x, o, p)
+        acc[0, p] += _nine_sum_cpu(a, v)
+        acc[1, p] += _nine_sum_cpu(b, v)
+
+
+@kernel(inline=True)
+def _nine_weights_cpu(k, i):
+    """Row i's nine weights, as values."""
+    return k[i, 0], k[i, 1], k[i, 2], k[i, 3], k[i, 4], k[i, 5], k[i, 6], k[i, 7], k[i, 8]
+
+
+@kernel(inline=True)
+def _nine_values_cpu(x, o, p):
+    """x at the nine offsets o (unsigned) past p."""
+    return (x[o[0] + p], x[o[1] + p], x[o[2] + p], x[o[3] + p], x[o[4] + p], x[o[5] + p],
+            x[o[6] + p], x[o[7] + p], x[o[8] + p])
+
+
+@kernel(fastmath=REDUCE, inline=True)
+def _nine_sum_cpu(w, v):
+    """sum_j w[j] * v[j] as three partial sums of three: shorter chains of dependent
+    multiply-adds."""
+    return ((w[0] * v[0] + w[1] * v[1] + w[2] * v[2]) + (w[3] * v[3] + w[4] * v[4] + w[5] * v[5])
+            + (w[6] * v[6] + w[7] * v[7] + w[8] * v[8]))
 
 
 @kernel(fastmath=REDUCE)
