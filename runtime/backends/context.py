@@ -56,8 +56,10 @@ class Memory:
         (ALIGN bytes): NumPy's large arrays start 16 bytes into a page, so that every vector of
         AVX-512 a kernel loads from them straddles two lines."""
         dtype = np.dtype(dtype)
-        size = math.prod(shape) * dtype.itemsize if isinstance(shape, (tuple, list)) else (
-            int(shape) * dtype.itemsize)
+        try:
+            size = int(math.prod(shape)) * dtype.itemsize
+        except TypeError:  # one length
+            size = int(shape) * dtype.itemsize
         if size < ALIGN_FROM:
             return np.empty(shape, dtype)
         raw = np.empty(size + ALIGN, np.uint8)

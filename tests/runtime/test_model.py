@@ -171,7 +171,8 @@ def test_the_models_large_arrays_start_on_a_cache_line(tmp_path):
     pooled arrays are such arrays."""
     from netc.runtime.backends.context import ALIGN, ALIGN_FROM, Memory
     for shape, dtype in [((64, 6, 28, 28), np.float32), (ALIGN_FROM // 8, np.float64),
-                         ([3, 700], np.int32), ((0, ALIGN_FROM), np.float32)]:
+                         ([3, 700], np.int32), ((0, ALIGN_FROM), np.float32),
+                         (np.array([40, 50]), np.float32), (np.int64(2000), np.float32)]:
         a = Memory.empty(shape, dtype)
         assert a.shape == tuple(np.atleast_1d(shape)) and a.dtype == dtype
         assert a.flags.c_contiguous and a.flags.writeable
