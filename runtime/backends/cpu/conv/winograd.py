@@ -784,15 +784,20 @@ def _group_of(tmp, tw, channels):
 _F2, _F4, _F5, _F8 = np.float32(2), np.float32(4), np.float32(5), np.float32(8)
 
 
+@kernel(inline=True)
+def _six_offsets_cpu(base, step):
+    """base + e*step for e < 6, unsigned (the six vectors a transform reads or writes)."""
+    u = np.uint64
+    return base, base + step, base + u(2) * step, base + u(3) * step, base + u(4) * step, \
+        base + u(5) * step
+
+
 @kernel(outlined=True)
 def _bt6_cpu(dst, q, dstep, src, p, sstep, n):
     """dst[q + r*dstep + i] = (B^T d)[r], r < 6, of d[e] = src[p + e*sstep + i], e < 6, for i <
     n (F(4x4)'s input transform, one side)."""
-    u = np.uint64
-    p1, p2, p3, p4, p5 = p + sstep, p + u(2) * sstep, p + u(3) * sstep, p + u(4) * sstep, \
-        p + u(5) * sstep
-    q1, q2, q3, q4, q5 = q + dstep, q + u(2) * dstep, q + u(3) * dstep, q + u(4) * dstep, \
-        q + u(5) * dstep
+    _, p1, p2, p3, p4, p5 = _six_offsets_cpu(p, sstep)
+    _, q1, q2, q3, q4, q5 = _six_offsets_cpu(q, dstep)
     for i in range(n):
         d0, d1, d2 = src[p + i], src[p1 + i], src[p2 + i]
         d3, d4, d5 = src[p3 + i], src[p4 + i], src[p5 + i]
@@ -817,11 +822,8 @@ def _b6_cpu(dst, q, dstep, src, p, sstep, n, tiles, dtile, stile, add):
 @kernel(inline=True)
 def _b6_tile_cpu(dst, q, dstep, src, p, sstep, n, add):
     """_b6_cpu for one tile."""
-    u = np.uint64
-    p1, p2, p3, p4, p5 = p + sstep, p + u(2) * sstep, p + u(3) * sstep, p + u(4) * sstep, \
-        p + u(5) * sstep
-    q1, q2, q3, q4, q5 = q + dstep, q + u(2) * dstep, q + u(3) * dstep, q + u(4) * dstep, \
-        q + u(5) * dstep
+    _, p1, p2, p3, p4, p5 = _six_offsets_cpu(p, sstep)
+    _, q1, q2, q3, q4, q5 = _six_offsets_cpu(q, dstep)
     for i in range(n):
         d0, d1, d2 = src[p + i], src[p1 + i], src[p2 + i]
         d3, d4, d5 = src[p3 + i], src[p4 + i], src[p5 + i]
@@ -848,10 +850,8 @@ def _b6_tile_cpu(dst, q, dstep, src, p, sstep, n, add):
 def _at6_cpu(dst, q, dstep, src, p, sstep, n):
     """dst[q + r*dstep + i] = (A^T m)[r], r < 4, of m[e] = src[p + e*sstep + i], e < 6 (the
     output's transform, one side)."""
-    u = np.uint64
-    p1, p2, p3, p4, p5 = p + sstep, p + u(2) * sstep, p + u(3) * sstep, p + u(4) * sstep, \
-        p + u(5) * sstep
-    q1, q2, q3 = q + dstep, q + u(2) * dstep, q + u(3) * dstep
+    _, p1, p2, p3, p4, p5 = _six_offsets_cpu(p, sstep)
+    _, q1, q2, q3, _, _ = _six_offsets_cpu(q, dstep)
     for i in range(n):
         m1, m2, m3, m4 = src[p1 + i], src[p2 + i], src[p3 + i], src[p4 + i]
         s12, d12, s34, d34 = m1 + m2, m1 - m2, m3 + m4, m3 - m4
@@ -865,10 +865,8 @@ def _at6_cpu(dst, q, dstep, src, p, sstep, n):
 def _a4_cpu(dst, q, dstep, src, p, sstep, n):
     """dst[q + r*dstep + i] = (A x)[r], r < 6, of x[e] = src[p + e*sstep + i], e < 4 (the
     output gradient's transform, one side)."""
-    u = np.uint64
-    p1, p2, p3 = p + sstep, p + u(2) * sstep, p + u(3) * sstep
-    q1, q2, q3, q4, q5 = q + dstep, q + u(2) * dstep, q + u(3) * dstep, q + u(4) * dstep, \
-        q + u(5) * dstep
+    _, p1, p2, p3, _, _ = _six_offsets_cpu(p, sstep)
+    _, q1, q2, q3, q4, q5 = _six_offsets_cpu(q, dstep)
     for i in range(n):
         x0, x1, x2, x3 = src[p + i], src[p1 + i], src[p2 + i], src[p3 + i]
         e1, o1, e2, o2 = x0 + x2, x1 + x3, x0 + _F4 * x2, _F2 * x1 + _F8 * x3
