@@ -29,8 +29,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import compare  # noqa: E402 - the cases' specs
-from net_switch import network  # noqa: E402
+from net_switch import build_step, network  # noqa: E402 - compare.py's cases
 
 # where a thread waits rather than works: the kernel's scheduler, TBB's and OpenBLAS's spinning
 WAITING = ("__schedule", "schedule", "do_sched_yield", "__sched_yield", "pv_native_safe_halt",
@@ -98,12 +97,12 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=10.0, help="how long perf samples")
     ap.add_argument("--top", type=int, default=25, help="lines to print")
     args = ap.parse_args(argv)
+    spec = network(args.network, "kernel_profile")
     perf = shutil.which("perf")
     if perf is None:
         raise SystemExit("kernel_profile: needs Linux perf (apt-get install linux-tools-generic, "
                          "or your distribution's perf package)")
-    spec = network(args.network)
-    _, step = compare.netc_step(args.network, spec, args.batch)
+    _, step = build_step(args.network, spec, args.batch, "kernel_profile")
     for _ in range(5):  # compiles or loads every kernel the step calls
         step()
     mapped = write_map(kernel_entries(), f"/tmp/perf-{os.getpid()}.map")

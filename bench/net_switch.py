@@ -24,15 +24,29 @@ import compare  # noqa: E402 - the cases' specs
 from conv_switch import parse_setting  # noqa: E402
 
 
-def network(name):
-    """The spec text or path of a compare.py case (its name up to the batch) or a .net file."""
+def network(name, tool="net_switch"):
+    """The spec text or path of a compare.py case (its name up to the batch) or a .net file; a
+    name it does not know, or a file that is not there, ends the program with a message from
+    `tool` (this script or kernel_profile.py)."""
     if name.endswith(".net"):
+        if not os.path.isfile(name):
+            raise SystemExit(f"{tool}: no such file '{name}'")
         return name
     cases = {case.rsplit("-", 1)[0]: spec for case, spec, _, _ in compare.CASES + compare.BIG_CASES}
     if name not in cases:
-        raise SystemExit(f"net_switch: no case '{name}'; one of {', '.join(sorted(cases))}, "
+        raise SystemExit(f"{tool}: no case '{name}'; one of {', '.join(sorted(cases))}, "
                          "or a .net file")
     return cases[name]
+
+
+def build_step(name, spec, batch, tool="net_switch"):
+    """compare.netc_step's (model, step), a spec netc refuses ending the program with netc's
+    message from `tool`."""
+    import netc
+    try:
+        return compare.netc_step(name, spec, batch)
+    except netc.NetcError as e:
+        raise SystemExit(f"{tool}: {name}:\n{e}")
 
 
 def main(argv=None):
@@ -49,7 +63,7 @@ def main(argv=None):
     try:
         for v in values:  # a model each: workspaces and plans are worked out per model
             setattr(module, name, v)
-            _, steps[repr(v)] = compare.netc_step(args.network, spec, args.batch)
+            _, steps[repr(v)] = build_step(args.network, spec, args.batch)
             steps[repr(v)]()
         for r in range(args.rounds):
             for v in (values if r % 2 == 0 else values[::-1]):

@@ -102,6 +102,12 @@ def test_net_switch_names_its_networks_and_restores_the_setting(capsys, tmp_path
         module.network("resnet19")
     with pytest.raises(SystemExit, match="^net_switch: .*conv has no setting NOPE"):
         module.main(["lenet5", "conv.NOPE=1"])
+    with pytest.raises(SystemExit, match="^net_switch: no such file '.*nowhere.net'"):
+        module.main([str(tmp_path / "nowhere.net"), "conv.CUT_TAPS=True"])
+    bad = tmp_path / "bad.net"
+    bad.write_text("input 8x8x1\nCONV 3x3 foo\n")
+    with pytest.raises(SystemExit, match="(?s)^net_switch: .*bad.net:.*`act` must be one of"):
+        module.main([str(bad), "conv.CUT_TAPS=True"])
     from netc.runtime.backends.cpu import conv
     net = tmp_path / "tiny.net"
     net.write_text("input 1x1x3\nCONV 3x3 4 pad=1 - OUT 2 softmax\ntrain loss=cross_entropy\n")
@@ -135,6 +141,16 @@ def test_kernel_profile_maps_each_compiled_kernel_from_its_entry(tmp_path):
     path = tmp_path / "perf-1.map"
     assert module.write_map({0x3000: "b", 0x1000: "a", 0x1800: "c"}, path, last=0x40) == 3
     assert path.read_text().splitlines() == ["1000 800 a", "1800 1800 c", "3000 40 b"]
+
+
+def test_kernel_profile_names_what_it_cannot_profile(tmp_path):
+    """bench/kernel_profile.py: a case it does not know or a .net file that is not there ends
+    with its own message (before it needs perf)."""
+    module = _bench_module("kernel_profile")
+    with pytest.raises(SystemExit, match="^kernel_profile: no case 'resnet19'.*resnet18-32"):
+        module.main(["resnet19"])
+    with pytest.raises(SystemExit, match="^kernel_profile: no such file '.*nowhere.net'"):
+        module.main([str(tmp_path / "nowhere.net")])
 
 
 def test_kernel_profile_tallies_samples_by_kernel_waiting_python_and_library():
