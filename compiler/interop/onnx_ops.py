@@ -134,7 +134,9 @@ def gemm(r, node):
     a = r.attrs()
     if a.get("transA", 0):
         r.fail("transA=1: the input transposed is not a netc layer")
-    w = np.asarray(r.const(node.input[1], "weight (B)"), np.float32) * a.get("alpha", 1.0)
+    w = np.asarray(r.const(node.input[1], "weight (B)"), np.float32)
+    if a.get("alpha", 1.0) != 1.0:  # (a copy of VGG's 103M-value weight only where it scales)
+        w = w * np.float32(a["alpha"])
     w = w if a.get("transB", 0) else w.T
     weights = {"weight": w}
     if len(node.input) > 2 and node.input[2]:

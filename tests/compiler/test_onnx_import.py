@@ -162,25 +162,32 @@ def test_lrn_matmul_add_and_mean(tmp_path):
                                atol=1e-5)
 
 
-@pytest.mark.parametrize("raw", [True, False], ids=["raw_data", "float_data"])
-def test_large_weights_survive_the_shape_inference(tmp_path, raw):
-    """Shape inference runs with large initializers' bytes taken out and put back (only
-    raw_data's: a tensor in float_data keeps its values and gains no empty raw_data): the
-    weights read back are the file's, bit for bit, either way."""
+@pytest.mark.parametrize("raw, listed", [(True, False), (False, False), (True, True)],
+                         ids=["raw_data", "float_data", "an_input_too"])
+def test_large_weights_survive_the_shape_inference(tmp_path, raw, listed):
+    """Shape inference runs on a light copy of the model whose large initializers are graph
+    inputs of their dims (also where the graph lists them as inputs, as IR 3 did): their
+    shapes follow, and the model itself is left as it was (raw_data or float_data, bit for
+    bit); the weights read back are the file's."""
     rng = np.random.default_rng(0)
-    w = rng.normal(size=(64, 300)).astype(np.float32)  # 77 kB: over BIG_TENSOR
-    assert w.nbytes > onnx_import.BIG_TENSOR
+    w = rng.normal(size=(64, 300)).astype(np.float32)  # 19200 values: over BIG_TENSOR
+    assert w.size > onnx_import.BIG_TENSOR
     tensor = (numpy_helper.from_array(w, "m") if raw else
               helper.make_tensor("m", TensorProto.FLOAT, w.shape, w.reshape(-1).tolist()))
     assert tensor.HasField("raw_data") == raw
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 4, 4])]
+    if listed:
+        inputs.append(helper.make_tensor_value_info("m", TensorProto.FLOAT, [64, 300]))
     g = helper.make_graph([helper.make_node("Flatten", ["x"], ["f"]),
-                           helper.make_node("MatMul", ["f", "m"], ["y"])], "built",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 4, 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 300])],
-                          [tensor])
+                           helper.make_node("MatMul", ["f", "m"], ["y"])], "built", inputs,
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [tensor])  # (y's shape: inferred from m's)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    assert onnx_import._shapes(onnx, model)["y"] == (None, 300)
-    (after,) = model.graph.initializer  # left as it was
+    before = model.SerializeToString()
+    shapes = onnx_import._shapes(onnx, model)
+    assert shapes["y"] == (None, 300) and shapes["f"] == (None, 64)
+    assert model.SerializeToString() == before  # left as it was
+    (after,) = model.graph.initializer
     assert after.HasField("raw_data") == raw
     np.testing.assert_array_equal(numpy_helper.to_array(after), w)
     path = save(model, tmp_path)
