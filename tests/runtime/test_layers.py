@@ -1,5 +1,7 @@
 """One harness over the layer registry: every kind's forward against a plain NumPy reference and
 its gradients by central finite differences in float64. Registering a kind enrolls it here."""
+import functools
+
 import numpy as np
 import pytest
 
@@ -590,13 +592,28 @@ def test_winograd_4x4_transforms_take_tiles_in_groups(monkeypatch, group):
             np.testing.assert_allclose(alone[name], runs[0][1][name], rtol=1e-10, atol=1e-13)
 
 
+@functools.cache
+def _terms_over_tiles():
+    """winograd._terms_cpu over `tiles` tiles dstep and sstep apart, compiled once for every
+    count and add (a closure in the test compiled anew for each: 1.4 s of 12)."""
+    import numba
+
+    from netc.runtime.backends.cpu.conv import winograd
+
+    @numba.njit
+    def run(dst, src, taps, coef, count, add, n, tiles, dstep, sstep, stride):
+        u = np.uint64
+        for g in range(tiles):
+            winograd._terms_cpu(dst, u(1 + g * dstep), src, u(2 + g * sstep), u(stride), taps,
+                                coef, count, u(n), add)
+    return run
+
+
 @pytest.mark.parametrize("count", [1, 2, 3, 4, 5, 6])
 @pytest.mark.parametrize("add", [False, True])
 def test_winograd_terms_sum_each_rows_terms(count, add):
     """_terms_cpu (the weights' transforms' inner loop: up to five terms a pass, the rest one
     pass each) against NumPy, for every count of terms, writing or adding, at three offsets."""
-    from netc.runtime.backends.cpu.conv import winograd
-    import numba
     rng = np.random.default_rng(count)
     n, tiles, dstep, sstep, stride = 5, 3, 7, 11, 4
     src = rng.standard_normal(64)
@@ -609,14 +626,7 @@ def test_winograd_terms_sum_each_rows_terms(count, add):
     for g in range(tiles):
         total = sum(coef[e] * src[2 + g * sstep + taps[e] * stride:][:n] for e in range(count))
         want[1 + g * dstep:1 + g * dstep + n] = (want[1 + g * dstep:][:n] if add else 0) + total
-
-    @numba.njit
-    def run(dst, src, taps, coef, count, add):
-        u = np.uint64
-        for g in range(tiles):
-            winograd._terms_cpu(dst, u(1 + g * dstep), src, u(2 + g * sstep), u(stride), taps,
-                                coef, count, u(n), add)
-    run(dst, src, taps, coef, count, add)
+    _terms_over_tiles()(dst, src, taps, coef, count, add, n, tiles, dstep, sstep, stride)
     np.testing.assert_allclose(dst, want, rtol=1e-13, atol=1e-13)
 
 
