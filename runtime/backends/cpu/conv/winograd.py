@@ -65,15 +65,17 @@ def _winograd_weights(weight, out, transpose=False):
     enough of it: a 512 x 512 layer's took 22-41 ms on one thread as a float64 product and
     copies, 4-7 ms so."""
     f, c = weight.shape[:2]
-    w = weight.reshape(f, c, 9)
-    w = w.transpose(1, 0, 2) if transpose else w
-    # the kernel writes out[:, a, b] for every (a, b) of w unchecked
+    # (F, C, 9) contiguous whichever way out is laid: the kernel reads it transposed where asked
+    # (a transposed view would be a second compiled kernel, 3 s of a first run)
+    w = np.ascontiguousarray(weight).reshape(f, c, 9)
+    a = c if transpose else f
+    # the kernel writes out[:, a, b] for every (a, b) unchecked
     kk = out.shape[0]
-    assert kk in (16, 36) and out.shape == (kk,) + w.shape[:2] and out.dtype == weight.dtype, (
+    assert kk in (16, 36) and out.shape == (kk, a, f * c // a) and out.dtype == weight.dtype, (
         out.shape, w.shape)
     assert out.flags.c_contiguous
-    launch(_weights_cpu, _weights_part, _transform_parts(kk, f * c, w.shape[0]), w, *_g_terms(kk),
-           out)
+    launch(_weights_cpu, _weights_part, _transform_parts(kk, f * c, a), w, transpose,
+           *_g_terms(kk), out)
     return out
 
 
@@ -112,32 +114,34 @@ def _transform_parts(positions, pairs, rows):
 
 
 @launcher
-def _weights_cpu(parts, w, taps, coef, count, out):
+def _weights_cpu(parts, w, transpose, taps, coef, count, out):
     for t in prange(parts):
-        run_part(_weights_part, np.int64(t), parts, (w, taps, coef, count, out))
+        run_part(_weights_part, np.int64(t), parts, (w, transpose, taps, coef, count, out))
 
 
 @kernel()
-def _weights_part(t, parts, w, taps, coef, count, out):
-    """out[:, a, b] = vec(G g G^T) for g = w[a, b] as 3x3, w (A, B, 9) and out (r*r, A, B)
-    contiguous, for part t's share of a; G's r rows as taps, coef, count (_g_terms): the nine
-    taps of every b gathered into rows, then G g (r x 3 rows of B values, each a sum of up to
-    three terms) and (G g) G^T (r x r rows): vectors over b, each row one pass. F(4x4)'s U^T
+def _weights_part(t, parts, w, transpose, taps, coef, count, out):
+    """out[:, a, b] = vec(G g G^T) for g = w[a, b] as 3x3 (w[b, a] with transpose), w (F, C, 9)
+    and out (r*r, A, B) contiguous, for part t's share of a; G's r rows as taps, coef, count
+    (_g_terms): the nine taps of every b gathered into rows, then G g (r x 3 rows of B values,
+    each a sum of up to three terms) and (G g) G^T (r x r rows): vectors over b, each row one
+    pass. F(4x4)'s U^T
     and U for 512 x 512 on two Zen 4 threads took 4.7-5.9 and 4.2-4.5 ms as 36 rows of up to
     nine terms, a pass a term; 3.0-3.2 and 3.0 so (old and new code in turns). Gathering 8 a's
     at a time, so that U^T's reads of w adjoin, was slower (9.3 ms: the gathered rows, 2 KiB
     apart, fall on the same few L1 sets)."""
-    na, nb = w.shape[0], w.shape[1]
+    na, nb = out.shape[1], out.shape[2]
+    sa, sb = (9, 9 * na) if transpose else (9 * nb, 9)  # w's steps along a and b
     r = taps.shape[0]
     u = np.uint64
     ub = u(nb)
     g = np.empty((9, nb), w.dtype)
     half = np.empty((3 * r, nb), np.float64)
-    gf, hf, of = g.reshape(-1), half.reshape(-1), out.reshape(-1)
+    wf, gf, hf, of = w.reshape(-1), g.reshape(-1), half.reshape(-1), out.reshape(-1)
     for a in range(na * t // parts, na * (t + 1) // parts):
         for b in range(nb):
             for i in range(9):
-                g[i, b] = w[a, b, i]
+                g[i, b] = wf[a * sa + b * sb + i]
         for p in range(r):  # half[p*3 + j] = (G g)[p, j]
             for j in range(3):
                 _terms_cpu(hf, u(p * 3 + j) * ub, gf, u(j) * ub, u(3) * ub, taps[p], coef[p],
