@@ -22,6 +22,7 @@ from netc.dsl.errors import DataError, NetcError, NumericsError
 
 from . import checks, files, losses, runs
 from .backends import registry as backends
+from .backends.context import Memory
 from .init import init_node
 
 DTYPES = ("float32", "float64")
@@ -126,8 +127,10 @@ class Model:
             for short, value in init_node(net, node, init_rng, self.dtype).items():
                 arrays = self.params if short in node.params else self.buffers
                 # a fresh array of its own goes to the backend as it is (on the CPU, not copied:
-                # VGG-11's 133M weights took 3.2 s more), anything else as a copy
-                own = value.flags.owndata and value.flags.c_contiguous and id(value) not in seen
+                # VGG-11's 133M weights took 3.2 s more), anything else as a copy; a drawn weight
+                # is an aligned view of its own block (Memory.empty)
+                own = (Memory.whole(value) and value.flags.c_contiguous
+                       and id(value) not in seen)
                 seen.add(id(value))
                 arrays[f"{node.name}.{short}"] = (self.device.transfer(value) if own
                                                   else self.device.from_host(value))

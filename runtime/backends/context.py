@@ -67,6 +67,17 @@ class Memory:
         return raw[start:start + size].view(dtype).reshape(shape)
 
     @staticmethod
+    def whole(arr) -> bool:
+        """Whether arr is all of the memory it uses: it owns its data, or `empty` made it (the
+        aligned view of a block of bytes that no other array sees)."""
+        if arr.flags.owndata:
+            return True
+        base = arr.base
+        return (type(base) is np.ndarray and base.dtype == np.uint8 and base.ndim == 1
+                and base.flags.owndata and base.nbytes == arr.nbytes + ALIGN
+                and arr.flags.c_contiguous)
+
+    @staticmethod
     def owner(arr, arrays: dict):
         """The array of `arrays` (by id) that arr is or views, or None."""
         while arr is not None and id(arr) not in arrays:

@@ -198,6 +198,22 @@ def test_the_models_large_arrays_start_on_a_cache_line(tmp_path):
                                   model.params["conv1.weight"])
 
 
+def test_drawn_weights_become_the_models_without_a_copy(monkeypatch):
+    """A weight drawn at its own aligned block (init.scaled_normal, Memory.empty) is the model's
+    array as it is: copied, VGG-11's 133M weights took seconds more and twice the memory. Only
+    an array that shares memory with another goes to the backend as a copy."""
+    from netc.runtime import init
+    from netc.runtime.backends.context import ALIGN_FROM, Memory
+    drawn = []
+    draw = init.scaled_normal
+    monkeypatch.setattr(init, "scaled_normal", lambda *a: drawn.append(draw(*a)) or drawn[-1])
+    model = netc.Model("input 32x32x3\nCONV 5x5 64 - FLATTEN - FC 10")
+    assert [d.nbytes >= ALIGN_FROM for d in drawn] == [True, True]
+    assert model.params["conv1.weight"] is drawn[0] and model.params["fc1.weight"] is drawn[1]
+    assert Memory.whole(drawn[0]) and Memory.whole(np.empty(3))
+    assert not Memory.whole(drawn[0][1:]) and not Memory.whole(np.empty(10)[:5])
+
+
 CHAIN = "input 8x8x2\n" + " - ".join(["CONV 3x3 2 pad=1 act=tanh"] * 4) + " - FC 3"
 # (a RES whose sum feeds one CONV hands that CONV's reused gradient buffer to both its inputs)
 BRANCHES = """input 6x6x2
