@@ -27,9 +27,12 @@ class Emitter:
     layer's name, so a viewer shows netc's names."""
 
     def __init__(self, arrays: dict):
-        from onnx import helper, numpy_helper
-        self._helper, self._numpy = helper, numpy_helper
-        self.arrays, self.nodes, self.initializers = arrays, [], []
+        from onnx import ModelProto, helper
+        self._helper = helper
+        self.arrays, self.nodes = arrays, []
+        # the model the initializers are written into, where they stay (a graph made apart and
+        # then put in a model is copied whole: VGG-11's 531 MB, 0.86 s)
+        self.model = ModelProto()
         self._names: set = set()
         self.layer, self.x, self._count = None, [], 0
 
@@ -64,7 +67,12 @@ class Emitter:
         return self._init(self._fresh(f"{self.layer}/{hint}"), np.asarray(value, dtype))
 
     def _init(self, name, array):
-        self.initializers.append(self._numpy.from_array(np.ascontiguousarray(array), name))
+        array = np.ascontiguousarray(array, array.dtype.newbyteorder("<"))  # (ONNX's order)
+        tensor = self.model.graph.initializer.add()
+        tensor.name = name
+        tensor.data_type = self._helper.np_dtype_to_tensor_dtype(array.dtype)
+        tensor.dims.extend(array.shape)
+        tensor.raw_data = array.tobytes()
         return name
 
     def act(self, x: str, act: str, h=None, axis: int = -1, slope: str | None = None) -> str:
@@ -113,7 +121,7 @@ def export(net, arrays: dict, path: str, mean=None, std=None, raw: bool = False,
 
 def build(net, arrays: dict, mean=None, std=None, raw: bool = False, opset: int = OPSET):
     """The onnx.ModelProto of `net` with `arrays` (see export)."""
-    from onnx import TensorProto, helper
+    from onnx import IR_VERSION, TensorProto, helper
     missing = [k for k in {**_keys(net)} if k not in arrays]
     if missing:
         raise NetcError(f"the weights lack {len(missing)} array(s) the network needs, e.g. "
@@ -135,11 +143,14 @@ def build(net, arrays: dict, mean=None, std=None, raw: bool = False, opset: int 
     _rename_output(g, tensor[net.output])
     def value(name, shape):  # a float tensor with the batch axis N in front
         return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N"] + list(shape))
-    graph = helper.make_graph(g.nodes, net.name or "netc", [value("input", net.input_shape)],
-                              [value("output", net.output_shape)], g.initializers)
-    model = helper.make_model(graph, producer_name=PRODUCER,
-                              opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = min(model.ir_version, 8) if opset <= 17 else model.ir_version
+    model = g.model  # (as helper.make_graph and make_model would make it, but in place)
+    model.graph.name = net.name or "netc"
+    model.graph.node.extend(g.nodes)
+    model.graph.input.append(value("input", net.input_shape))
+    model.graph.output.append(value("output", net.output_shape))
+    model.producer_name = PRODUCER
+    model.opset_import.append(helper.make_opsetid("", opset))
+    model.ir_version = min(IR_VERSION, 8) if opset <= 17 else IR_VERSION
     model.doc_string = (f"{net.name}: exported by netc from its spec (hash {net.spec_hash}); "
                         + ("inputs are raw (no normalization)" if raw or mean is None else
                            "the input normalization (x - mean) / std is the graph's first nodes"))
