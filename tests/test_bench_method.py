@@ -1,6 +1,7 @@
 """bench/compare.py's timing method: interleaved blocks, each started by untimed settling steps,
 checked on a fake clock (a benchmark's numbers are only as good as what it counts)."""
 import importlib.util
+import json
 import os
 import types
 import weakref
@@ -170,3 +171,42 @@ def test_kernel_profile_tallies_samples_by_kernel_waiting_python_and_library():
                                   "threads waiting (scheduler, spinning)": 2 / 8,
                                   "Python interpreter": 1 / 8, "libc.so.6": 1 / 8})
     assert module.tally([]) == []
+
+
+def test_compile_times_counts_each_compilation_and_its_own_time(tmp_path, capsys):
+    """bench/compile_times.py: a script run under it keeps its arguments and exit status; each
+    Numba compilation is one row (a function typed twice, two), the caller's own time leaving
+    out the callee's compilation inside it, tallied by function and module."""
+    module = _bench_module("compile_times")
+    script = tmp_path / "run.py"
+    script.write_text("import sys, numba\n"
+                      "@numba.njit\ndef inner(x):\n    return x + 1\n"
+                      "@numba.njit\ndef outer(x):\n    return inner(x) * 2\n"
+                      "assert outer(1) == 4 and inner(1.5) == 2.5\n"
+                      "print('args', sys.argv[1:])\nsys.exit(3)\n")
+    path = tmp_path / "rows.json"
+    assert module.main(["--json", str(path), str(script), "-q", "x"]) == 3
+    out, err = capsys.readouterr()
+    assert "args ['-q', 'x']" in out
+    rows = json.loads(path.read_text())
+    names = sorted(name.rsplit(".", 1)[-1] for name, _, _, _ in rows)
+    assert names == ["inner", "inner", "outer"]  # inner for int64 (inside outer's) and float64
+    (outer,) = [r for r in rows if r[0].endswith("outer")]
+    (inside,) = [r for r in rows if r[0].endswith("inner") and "int64" in r[1]]
+    assert outer[2] >= inside[2] and outer[3] == pytest.approx(outer[2] - inside[2])
+    assert "3 compilations" in err and "inner" in err
+    rows = [("m.a", "", 2.0, 1.0), ("m.a", "", 1.0, 1.0), ("n.b", "", 5.0, 0.5)]
+    table = module.tally(rows).splitlines()
+    assert table[0] == "3 compilations, 2.5 s"
+    assert table.index("    2.0  m") < table.index("    0.5  n")
+    assert "    2.0      2  m.a" in table
+
+
+def test_compile_times_names_what_it_cannot_run(tmp_path):
+    module = _bench_module("compile_times")
+    with pytest.raises(SystemExit, match="^compile_times: no such script: .*nowhere.py"):
+        module.main([str(tmp_path / "nowhere.py")])
+    with pytest.raises(SystemExit, match="^compile_times: no module named nosuch_module"):
+        module.main(["-m", "nosuch_module"])
+    with pytest.raises(SystemExit, match="^compile_times: --top takes a number"):
+        module.main(["--top", "many", "-m", "json"])
