@@ -125,11 +125,10 @@ def _weights_part(t, parts, w, transpose, taps, coef, count, out):
     and out (r*r, A, B) contiguous, for part t's share of a; G's r rows as taps, coef, count
     (_g_terms): the nine taps of every b gathered into rows, then G g (r x 3 rows of B values,
     each a sum of up to three terms) and (G g) G^T (r x r rows): vectors over b, each row one
-    pass. F(4x4)'s U^T
-    and U for 512 x 512 on two Zen 4 threads took 4.7-5.9 and 4.2-4.5 ms as 36 rows of up to
-    nine terms, a pass a term; 3.0-3.2 and 3.0 so (old and new code in turns). Gathering 8 a's
-    at a time, so that U^T's reads of w adjoin, was slower (9.3 ms: the gathered rows, 2 KiB
-    apart, fall on the same few L1 sets)."""
+    pass. F(4x4)'s U^T and U for 512 x 512 on two Zen 4 threads took 4.7-5.9 and 4.2-4.5 ms as
+    36 rows of up to nine terms, a pass a term; 3.0-3.2 and 3.0 so (old and new code in turns).
+    Gathering 8 a's at a time, so that U^T's reads of w adjoin, was slower (9.3 ms: the gathered
+    rows, 2 KiB apart, fall on the same few L1 sets)."""
     na, nb = out.shape[1], out.shape[2]
     sa, sb = (9, 9 * na) if transpose else (9 * nb, 9)  # w's steps along a and b
     r = taps.shape[0]
