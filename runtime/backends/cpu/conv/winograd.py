@@ -68,10 +68,10 @@ def _winograd_weights(weight, out, transpose=False):
     # (F, C, 9) contiguous whichever way out is laid: the kernel reads it transposed where asked
     # (a transposed view would be a second compiled kernel, 3 s of a first run)
     w = np.ascontiguousarray(weight).reshape(f, c, 9)
-    a = c if transpose else f
     # the kernel writes out[:, a, b] for every (a, b) unchecked
     kk = out.shape[0]
-    assert kk in (16, 36) and out.shape == (kk, a, f * c // a) and out.dtype == weight.dtype, (
+    a, b = (c, f) if transpose else (f, c)
+    assert kk in (16, 36) and out.shape == (kk, a, b) and out.dtype == weight.dtype, (
         out.shape, w.shape)
     assert out.flags.c_contiguous
     launch(_weights_cpu, _weights_part, _transform_parts(kk, f * c, a), w, transpose,
