@@ -605,7 +605,7 @@ def _terms_over_tiles():
         u = np.uint64
         for g in range(tiles):
             winograd._terms_cpu(dst, u(1 + g * dstep), src, u(2 + g * sstep), u(stride), taps,
-                                coef, count, u(n), add)
+                                coef, count, u(n), u(add))
     return run
 
 
@@ -653,7 +653,7 @@ def test_winograd_4x4_one_sided_products(name, dtype):
     u = np.uint64
     fn = getattr(winograd, name.split()[0])
     if name.startswith("_b6"):
-        fn(dst, u(q), u(dstep), src, u(p), u(sstep), u(n), tiles, u(dtile), u(stile), add)
+        fn(dst, u(q), u(dstep), src, u(p), u(sstep), u(n), u(tiles), u(dtile), u(stile), add)
     else:
         fn(dst, u(q), u(dstep), src, u(p), u(sstep), u(n))
     assert dst.dtype == dtype

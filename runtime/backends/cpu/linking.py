@@ -14,7 +14,8 @@ A function that calls by symbol is therefore a part, an outlined function, or in
 (inline=True): Numba passes a callee's reload steps on to a caller that links it only when the
 callee was compiled in that process; a plain kernel loaded from the cache and then linked into a
 new caller leaves that caller's cached code naming a symbol that nothing binds (it ended the
-process that loaded it: seen with F(4x4)'s transforms, now inlined)."""
+process that loaded it: seen with F(4x4)'s transforms, and with the Winograd padding when its
+channels-last copy became outlined; tests/runtime/test_parts.py checks the rule)."""
 from __future__ import annotations
 
 import functools

@@ -144,11 +144,11 @@ def _weights_part(t, parts, w, transpose, taps, coef, count, out):
         for p in range(r):  # half[p*3 + j] = (G g)[p, j]
             for j in range(3):
                 _terms_cpu(hf, u(p * 3 + j) * ub, gf, u(j) * ub, u(3) * ub, taps[p], coef[p],
-                           count[p], ub, False)
+                           count[p], ub, u(0))
         for p in range(r):  # out[p*r + q, a] = (G g G^T)[p, q]
             for q in range(r):
                 _terms_cpu(of, (u(p * r + q) * u(na) + u(a)) * ub, hf, u(p * 3) * ub, ub, taps[q],
-                           coef[q], count[q], ub, False)
+                           coef[q], count[q], ub, u(0))
 
 
 @launcher
@@ -178,11 +178,11 @@ def _weight_grad_part(t, parts, du, taps, coef, count, dg):
                 base = (u(p_ * kk + p * r) * u(nf) + u(f)) * uc
                 for j in range(3):
                     _terms_cpu(hf, u(p * 3 + j) * uc, df, base, plane, taps[j], coef[j], count[j],
-                               uc, p_ > 0)
+                               uc, u(p_ > 0))
         for i in range(3):  # acc[i*3 + j] = (G^T D G)[i, j]
             for j in range(3):
                 _terms_cpu(af, u(i * 3 + j) * uc, hf, u(j) * uc, u(3) * uc, taps[i], coef[i],
-                           count[i], uc, False)
+                           count[i], uc, u(0))
         for c in range(nc):
             for i in range(9):
                 dg[f, c, i] = acc[i, c]
@@ -322,10 +322,15 @@ def _winograd_grad_act_cpu(act, dyq, yq, g, db):
         db[f] += _grad_row_cpu(act, dyf[at:at + pixels], yf[at:at + pixels], g[f], pixels)
 
 
-@kernel()
+@kernel(outlined=True)
 def _winograd_input_cpu(x, s, m, ph, pw, th, tw, xp, v, rows):
     """v[:, tiles of sample q, :] = the transformed tiles of samples s..s+m-1 (xp: scratch), by
-    rows of tiles where `rows` (scratch) is not empty."""
+    rows of tiles where `rows` (scratch) is not empty. Outlined, as are the other steps a part
+    takes once a sample or a chunk (padding, transforms in and out, F(4x4)'s sample steps):
+    each compiled once rather than again inside every part that calls it (Numba links a plain
+    callee into its caller and optimizes the whole again), which took the Winograd tests' cold
+    compiling from 75.5 s to 58 s; the calls cost nothing measurable (bench/conv_switch.py
+    rounds, before and after in turns, within this VM's 10% noise)."""
     for q in range(m):
         _winograd_pad_cpu(x[s + q], ph, pw, xp)
         if rows.size:
@@ -334,7 +339,7 @@ def _winograd_input_cpu(x, s, m, ph, pw, th, tw, xp, v, rows):
             _winograd_in_cpu(xp, th, tw, v, q * th * tw)
 
 
-@kernel()
+@kernel(outlined=True)
 def _winograd_pad_cpu(img, ph, pw, xp):
     """xp (Hq, Wq, C) = one sample (C, H, W) placed at (ph, pw) on zeros, channels last: the
     border zeroed, the interior written by _channels_last_cpu (zeroing all of xp first took a
@@ -351,7 +356,7 @@ def _winograd_pad_cpu(img, ph, pw, xp):
     _channels_last_cpu(img.reshape(c_, -1), hh, ww, ph, pw, xp)
 
 
-@kernel()
+@kernel(outlined=True)
 def _channels_last_cpu(src, hh, ww, ph, pw, dst):
     """dst[y + ph, x + pw, c] = src[c, y*ww + x] for y < hh, x < ww: planes (flat, rows of ww)
     to channels last. On rows of 8 or more, channel by channel: each row's loads contiguous,
@@ -386,7 +391,7 @@ def _channels_last_cpu(src, hh, ww, ph, pw, dst):
                     out[at + u(c)] = src[c, iy * ww + ix]
 
 
-@kernel()
+@kernel(outlined=True)
 def _winograd_unpad_cpu(xp, ph, pw, img):
     """img (C, H, W) = xp (Hq, Wq, C) from (ph, pw), channels first: _winograd_pad_cpu's adjoint
     for the input gradient."""
@@ -453,7 +458,7 @@ _BT_TAPS = np.array([[0, 2], [1, 2], [2, 1], [1, 3]])
 _BT_SIGN = np.array([-1.0, 1.0, -1.0, -1.0])
 
 
-@kernel()
+@kernel(outlined=True)
 def _winograd_out_cpu(mm, col0, th, tw, o):
     """o (F, 2th, 2tw) = A^T M A for every 2x2 tile of one sample (whole tiles; bias and
     activation come after, on the part inside the output)."""
@@ -474,7 +479,7 @@ def _winograd_out_cpu(mm, col0, th, tw, o):
                 o[f, oy + 1, ox], o[f, oy + 1, ox + 1] = r0 + r1 + r2, r1 - r2 - r3
 
 
-@kernel()
+@kernel(outlined=True)
 def _winograd_grad_out_cpu(g, oh, ow, th, tw, dm, col0, gt):
     """dm[:, tile, f] = A g A^T for each 2x2 tile of g (F, >= oh*ow), the output gradient
     (times act') of one sample, its planes flat. g goes channels last first, into gt (2th, 2tw,
@@ -533,7 +538,7 @@ def _b_columns_cpu(src, cols, j, c_, count, coef, out):
             out[at + i] = c0 * src[p0 + i] + c1 * src[p1 + i] + c2 * src[p2 + i]
 
 
-@kernel()
+@kernel(outlined=True)
 def _winograd_grad_in_cpu(dv, col0, th, tw, dxp):
     """dxp (Hq, Wq, C) = the sum over tiles of B dV B^T placed at (2ty, 2tx) (tiles overlap by
     two rows and columns). Per tile: B on dV's columns into a small buffer, then B on its rows
@@ -558,7 +563,7 @@ def _winograd_grad_in_cpu(dv, col0, th, tw, dxp):
                     dst[out + c] += c0 * tile[p0 + c] + c1 * tile[p1 + c] + c2 * tile[p2 + c]
 
 
-@kernel()
+@kernel(outlined=True)
 def _winograd_grad_in_rows_cpu(dv, col0, th, tw, dxp, rows):
     """_winograd_grad_in_cpu a row of tiles at a time, for few channels: B on dV's columns for
     the whole row into rows[0] (16, tw*C), then B on the rows into rows[1], each entry one loop
@@ -625,7 +630,7 @@ def _winograd4_forward_part(t, parts, x, ut, bias, act, ph, pw, oh, ow, per, xp_
             _wino4_sample_out_cpu(mm, q * th * tw, th, tw, bias, act, o, tmp, y[s + q])
 
 
-@kernel(inline=True)
+@kernel(outlined=True)
 def _wino4_sample_in_cpu(img, ph, pw, th, tw, xp, v, col0, tmp):
     """One sample (C, H, W) padded channels last into xp, and its transformed tiles into v from
     column col0."""
@@ -633,7 +638,7 @@ def _wino4_sample_in_cpu(img, ph, pw, th, tw, xp, v, col0, tmp):
     _wino4_in_cpu(xp, th, tw, v, col0, tmp)
 
 
-@kernel(inline=True)
+@kernel(outlined=True)
 def _wino4_sample_out_cpu(mm, col0, th, tw, bias, act, o, tmp, yq):
     """yq (F, oh, ow) = act(A^T M A + bias) for one sample's tiles, M's columns from col0: channels
     last into o, then its planes into yq, bias and activation in place."""
@@ -681,7 +686,8 @@ def _winograd4_backward_part(t, parts, x, u, dy, y, act, ph, pw, per, need_dx, x
                 _wino4_grad_in_cpu(dv, q * th * tw, th, tw, xp, tmp)
                 _winograd_unpad_cpu(xp, ph, pw, dx[s + q])
 
-@kernel(inline=True)
+
+@kernel(fastmath=REDUCE, outlined=True)  # REDUCE: the bias sums vectorize
 def _wino4_sample_grads_cpu(img, dyq, yq, act, ph, pw, th, tw, xp, g, gt, v, dm, col0, tmp, db):
     """For one sample: its transformed input tiles into v and its transformed output gradient
     (times act') into dm, from column col0; db += its output gradient's sum."""
@@ -690,11 +696,16 @@ def _wino4_sample_grads_cpu(img, dyq, yq, act, ph, pw, th, tw, xp, g, gt, v, dm,
     _wino4_grad_out_cpu(g, dyq.shape[1], dyq.shape[2], th, tw, dm, col0, gt, tmp)
 
 
-@kernel(inline=True)
+@kernel(outlined=True)
 def _terms_cpu(dst, at, src, base, stride, taps, coef, count, n, add):
     """dst[at + i] (+)= the sum over e < count of coef[e] * src[base + taps[e]*stride + i], for
     i < n (the weights' transforms' rows): one pass summing up to five terms in registers (G's
-    rows have at most three nonzeros, its columns five), each term its own pass beyond that."""
+    rows have at most three nonzeros, its columns five), each term its own pass beyond that;
+    added where `add` (a uint64, 0 or 1: a constant False would be a type of its own, a second
+    compiled version). Compiled once for all four transforms' kernels rather than inlined into
+    each (they took 3.5-3.9 s each to compile so, 0.4 now, and this 0.7-1 s a version; the
+    call a row costs 512 x 512 F(2x2)'s transforms 5-10% and 64 x 64's 0.015-0.05 ms, of a
+    step's milliseconds)."""
     u = np.uint64
     done = min(count, 5)
     c0 = coef[0]
@@ -946,7 +957,7 @@ def _wino4_grad_out_cpu(g, oh, ow, th, tw, dm, col0, gt, tmp):
                         u(6) * ng * f_, ng * f_)
 
 
-@kernel(inline=True)
+@kernel(outlined=True)
 def _wino4_grad_in_cpu(dv, col0, th, tw, dxp, tmp):
     """dxp (Hq, Wq, C) = the sum over tiles of B dV B^T placed at (4ty, 4tx) (tiles overlap by
     two rows and columns): for a group of a row's tiles at once, B on dV's columns into tmp (6 x
@@ -962,7 +973,7 @@ def _wino4_grad_in_cpu(dv, col0, th, tw, dxp, tmp):
             j = u(col0 + ty * tw + g0)
             for a in range(6):  # tmp[a, q, tile] = sum over b of dV[a, b] B^T[b, q]
                 _b6_cpu(tmp, u(6 * a) * ng * c_, ng * c_, src, (u(6 * a) * cols + j) * c_,
-                        cols * c_, ng * c_, 1, u(0), u(0), False)
+                        cols * c_, ng * c_, u(1), u(0), u(0), False)
             for q in range(6):  # dxp[4ty + i, 4tx + q] += sum over a of B^T[a, i] tmp[a, q]
                 _b6_cpu(dst, (u(4 * ty) * wq + u(4 * g0 + q)) * c_, wq * c_, tmp, u(q) * ng * c_,
                         u(6) * ng * c_, c_, ng, u(4) * c_, c_, True)
