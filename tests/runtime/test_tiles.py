@@ -21,12 +21,17 @@ PACKED = [(25, 130, 300), (31, 70, 520), (24, 200, 256)]
 
 
 def tiled(driver, key, *args):
-    """driver(*args, key) (gemm_tiles or gemm_tiles_nt) on its overload for the key as a
-    literal, as the kernels call it: a plain call from Python types the call anew each time (the
-    key is an int64 until `literally` retries it as a literal): 40 ms a call, most of this
-    file's 22 s."""
-    sig = tuple(numba.typeof(a) for a in args) + (numba.types.literal(key),)
-    return driver.compile(sig)(*args, key)
+    """driver(*args, key) (gemm_tiles or gemm_tiles_nt) on the overload that the kernels' GEMM
+    (tiles.entry) runs: the key a literal, alpha and beta of the arrays' float type, every
+    array 2-D of layout 'A'. A plain call from Python types the call anew each time (the key is
+    an int64 until `literally` retries it as a literal: 40 ms a call, most of this file's 22 s),
+    and one typed by its arguments compiled the driver again for every mix of layouts and for
+    float32 arrays with float64 scalars, none of them the one the kernels run (34 compilations,
+    ~1.1 s each, of a cold test run: now one a driver, float type and geometry)."""
+    real = numba.from_dtype(next(a.dtype for a in args if isinstance(a, np.ndarray)))
+    sig = tuple(numba.types.Array(real, 2, "A") if isinstance(a, np.ndarray)
+                else real if isinstance(a, float) else numba.typeof(a) for a in args)
+    return driver.compile(sig + (numba.types.literal(key),))(*args, key)
 
 
 def lanes(dtype, key):
