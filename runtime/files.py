@@ -55,7 +55,7 @@ def _headers(zf: zipfile.ZipFile, path: str, what: str) -> dict:
                 raise DataError(f"{what} {path}: {name} is an .npy of version {version}, "
                                 "which netc does not read")
             read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-            shape, _, dtype = read(fp)
+            shape, fortran, dtype = read(fp)
             header = fp.tell()
         if dtype.hasobject:
             raise DataError(f"{what} {path}: {name} holds Python objects, which netc never "
@@ -66,14 +66,40 @@ def _headers(zf: zipfile.ZipFile, path: str, what: str) -> dict:
                             f"({human_bytes(nbytes)}) but the archive holds "
                             f"{human_bytes(max(0, info.file_size - header))} for it",
                             "the file is corrupted or truncated: write it again")
-        found[name] = (shape, dtype, nbytes)
+        found[name] = (shape, dtype, nbytes, fortran, info)
     return found
 
 
+READ_CHUNK = 1 << 22  # bytes a read of an array's data (the zip stream's temporaries stay small)
+
+
+def _read_array(zf: zipfile.ZipFile, info, shape, dtype, fortran) -> np.ndarray:
+    """An .npz member's array read straight into memory of its own (Memory.empty: on a cache
+    line where it is large, so that a model can keep it as it is), its header already checked
+    by _headers; a truncated stream or a bad checksum raises as np.load would."""
+    from .backends.context import Memory
+    out = Memory.empty(shape[::-1] if fortran else shape, dtype)
+    with zf.open(info) as fp:
+        version = np.lib.format.read_magic(fp)
+        (np.lib.format.read_array_header_1_0 if version == (1, 0)
+         else np.lib.format.read_array_header_2_0)(fp)
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        done = 0
+        while done < len(view):
+            n = fp.readinto(view[done:done + READ_CHUNK])
+            if not n:
+                raise EOFError(f"{info.filename} ends after {done} of its {len(view)} bytes")
+            done += n
+        if fp.read(1):  # (the end of the stream: where zipfile checks the CRC)
+            raise ValueError(f"{info.filename} holds more than its header's {len(view)} bytes")
+    return out.T if fortran else out
+
+
 def read_npz(path: str, what: str = "file") -> dict:
-    """Every array of an .npz archive, read without pickle; a DataError that names the file
-    (and the array) when it is missing, not an .npz, corrupted, truncated, or larger than the
-    memory available."""
+    """Every array of an .npz archive, read without pickle, each into memory of its own that
+    starts on a cache line where it is large (a model can keep such arrays as they are: see
+    Model.from_arrays); a DataError that names the file (and the array) when it is missing, not
+    an .npz, corrupted, truncated, or larger than the memory available."""
     if not os.path.exists(path):
         raise DataError(f"no such {what}: {path}")
     try:
@@ -85,13 +111,13 @@ def read_npz(path: str, what: str = "file") -> dict:
                             "netc reads .npz files written by np.savez or netc itself")
         with zipfile.ZipFile(path) as zf:
             headers = _headers(zf, path, what)
-        total = sum(n for _, _, n in headers.values())
-        free = available_memory()
-        if free is not None and total > free:
-            raise DataError(f"{what} {path} holds {human_bytes(total)} of arrays; this machine "
-                            f"has {human_bytes(free)} available")
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
+            total = sum(h[2] for h in headers.values())
+            free = available_memory()
+            if free is not None and total > free:
+                raise DataError(f"{what} {path} holds {human_bytes(total)} of arrays; this "
+                                f"machine has {human_bytes(free)} available")
+            return {name: _read_array(zf, info, shape, dtype, fortran)
+                    for name, (shape, dtype, _, fortran, info) in headers.items()}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         system = isinstance(e, OSError) and e.errno is not None  # permissions and the like
         raise DataError(f"cannot read {what} {path}: {_reason(e)}", None if system else

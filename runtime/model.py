@@ -22,7 +22,7 @@ from netc.dsl.errors import DataError, NetcError, NumericsError
 
 from . import checks, files, losses, runs
 from .backends import registry as backends
-from .backends.context import Memory
+from .backends.context import ALIGN, ALIGN_FROM, Memory
 from .init import init_node
 
 DTYPES = ("float32", "float64")
@@ -446,9 +446,12 @@ class Model:
                     os.unlink(tmp)
         return path
 
-    def load_state(self, arrays, strict=True, source="checkpoint"):
+    def load_state(self, arrays, strict=True, source="checkpoint", adopt=False):
         """Copy arrays into the parameters and buffers, checking names, shapes and values (real
-        and finite); `source` names them in errors (a checkpoint's path)."""
+        and finite); `source` names them in errors (a checkpoint's path). With `adopt`, an array
+        that is all of its own memory, C-ordered, of the model's type and (where large) on a
+        cache line becomes the model's own instead of a copy: for arrays nobody else holds, as
+        read_checkpoint's (a VGG-11 checkpoint's load then holds its 530 MB once, not twice)."""
         mine = self.state()
         missing = [k for k in mine if k not in arrays]
         if strict and missing:
@@ -465,29 +468,45 @@ class Model:
                 raise DataError(f"{source}'s {k} has shape {v.shape}; the network needs "
                                 f"{mine[k].shape}")
             checks.finite_values(v, f"{source}'s {k}")
+        seen = set()
         for k, v in arrays.items():
-            if k in mine:
+            if k not in mine:
+                continue
+            if adopt and self._adoptable(v, mine[k]) and id(v) not in seen:
+                (self.params if k in self.params else self.buffers)[k] = self.device.transfer(v)
+            else:
                 self.device.copy_from_host(mine[k], np.asarray(v, mine[k].dtype))
+            seen.add(id(v))
+
+    @staticmethod
+    def _adoptable(v, mine) -> bool:
+        """Whether load_state may keep v itself in place of `mine` (see there)."""
+        return (isinstance(v, np.ndarray) and v.dtype == mine.dtype and v.shape == mine.shape
+                and v.flags.c_contiguous and v.flags.writeable and Memory.whole(v)
+                and (v.nbytes < ALIGN_FROM or v.ctypes.data % ALIGN == 0))
 
     @classmethod
     def with_state(cls, net, arrays: dict, backend: str = "cpu", dtype: str = "float32",
-                   source: str = "the state given"):
+                   source: str = "the state given", adopt: bool = False):
         """A Model whose parameters and buffers are copies of `arrays` (keyed like state(), every
         one of them; checked as load_state checks them, `source` naming them in errors), without
-        drawing initial weights first (VGG-16's take seconds)."""
+        drawing initial weights first (VGG-16's take seconds); with `adopt`, the arrays that fit
+        become the model's own (load_state)."""
         model = cls(net, backend, dtype, _blank=True)
-        model.load_state(arrays, strict=True, source=source)
+        model.load_state(arrays, strict=True, source=source, adopt=adopt)
         return model
 
     @classmethod
     def load(cls, path: str, spec=None, backend="cpu", dtype=None):
         """A Model from a checkpoint; its spec comes from the file unless given (then it must
         match), and its `normalization` too (predict() applies it, forward() does not)."""
-        return cls.from_arrays(read_checkpoint(path), path, spec, backend, dtype)
+        return cls.from_arrays(read_checkpoint(path), path, spec, backend, dtype, adopt=True)
 
     @classmethod
-    def from_arrays(cls, arrays: dict, path: str, spec=None, backend="cpu", dtype=None):
-        """A Model from a checkpoint's arrays (see read_checkpoint)."""
+    def from_arrays(cls, arrays: dict, path: str, spec=None, backend="cpu", dtype=None,
+                    adopt=False):
+        """A Model from a checkpoint's arrays (see read_checkpoint); with `adopt`, those that fit
+        become the model's own, not copies (for a dict of arrays nobody else holds)."""
         for key in ("__netc_hash__", "__netc_spec__", "__netc_dtype__"):
             if key in arrays and (arrays[key].dtype.kind != "U" or arrays[key].ndim):
                 raise DataError(f"{path}: {key} is damaged (expected a text; received "
@@ -504,7 +523,7 @@ class Model:
             kinds = {v.dtype.name for k, v in arrays.items()
                      if not k.startswith(("__netc", "opt::"))}
             dtype = "float64" if kinds == {"float64"} else "float32"
-        model = cls.with_state(net, arrays, backend, dtype, source=path)
+        model = cls.with_state(net, arrays, backend, dtype, source=path, adopt=adopt)
         if NORM_KEYS[0] in arrays or NORM_KEYS[1] in arrays:  # written by netc train, save()
             model._set_normalization((arrays.get(NORM_KEYS[0], 0.0),
                                       arrays.get(NORM_KEYS[1], 1.0)), path)

@@ -214,6 +214,65 @@ def test_drawn_weights_become_the_models_without_a_copy(monkeypatch):
     assert not Memory.whole(drawn[0][1:]) and not Memory.whole(np.empty(10)[:5])
 
 
+def test_a_checkpoint_reads_into_aligned_arrays_the_loaded_model_keeps(tmp_path, monkeypatch):
+    """read_checkpoint reads each array into memory of its own, on a cache line where large,
+    with np.load's values (C and Fortran order); Model.load keeps those arrays rather than
+    copying them (a VGG-11 checkpoint's load held its 530 MB twice), and from_arrays copies
+    unless asked to adopt. What does not fit is copied: another type, a view, a large array
+    off a cache line, one array under two names."""
+    from netc.runtime import model as model_module
+    from netc.runtime.backends.context import ALIGN, ALIGN_FROM, Memory
+    from netc.runtime.model import read_checkpoint
+    spec = "input 16x16x3\nCONV 3x3 64 - FLATTEN - FC 10"
+    model = netc.Model(spec, seed=3)
+    path = str(tmp_path / "m.npz")
+    model.save(path)
+    arrays = read_checkpoint(path)
+    with np.load(path) as raw:
+        assert set(raw.files) == set(arrays)
+        for k in raw.files:
+            np.testing.assert_array_equal(arrays[k], raw[k])
+            assert arrays[k].dtype == raw[k].dtype
+    big = [k for k in model.params if model.params[k].nbytes >= ALIGN_FROM]
+    assert big == ["conv1.weight", "fc1.weight"]
+    for k in big:
+        assert Memory.whole(arrays[k]) and arrays[k].ctypes.data % ALIGN == 0
+    # a Fortran-ordered array keeps its values and order
+    f = np.asfortranarray(np.arange(24.0).reshape(4, 6))
+    np.savez(tmp_path / "f.npz", f=f)
+    back = read_checkpoint(str(tmp_path / "f.npz"))["f"]
+    np.testing.assert_array_equal(back, f)
+    assert back.flags.f_contiguous
+
+    kept = netc.Model.from_arrays(arrays, path, adopt=True)
+    assert all(kept.params[k] is arrays[k] for k in big)
+    np.testing.assert_array_equal(kept.forward(np.ones((2, 3, 16, 16), np.float32)),
+                                  model.forward(np.ones((2, 3, 16, 16), np.float32)))
+    copied = netc.Model.from_arrays(read_checkpoint(path), path)
+    assert not any(np.shares_memory(copied.params[k], arrays[k]) for k in big)
+    read = []
+    monkeypatch.setattr(model_module, "read_checkpoint",
+                        lambda *a: read.append(read_checkpoint(*a)) or read[-1])
+    loaded = netc.Model.load(path)
+    assert all(loaded.params[k] is read[0][k] for k in big)
+
+    # what does not fit is a copy
+    state = {k: v.copy() for k, v in model.state().items()}
+    tries = [np.empty(state["fc1.weight"].shape, np.float32) for _ in range(64)]
+    unaligned = next(a for a in tries if a.ctypes.data % ALIGN)  # (NumPy's own: 16 bytes apart)
+    assert Memory.whole(unaligned)
+    unaligned[...] = state["fc1.weight"]
+    state["fc1.weight"] = unaligned
+    state["conv1.weight"] = state["conv1.weight"].astype(np.float64)
+    m = netc.Model.with_state(model.net, state, adopt=True)
+    assert m.params["fc1.weight"] is not unaligned and m.params["conv1.weight"].dtype == np.float32
+    twins = netc.Model("input 8\nFC 8 - FC 8", seed=0)
+    one = np.ones((8, 8), np.float32)
+    m = netc.Model.with_state(twins.net, {**twins.state(), "fc1.weight": one,
+                                          "fc2.weight": one}, adopt=True)
+    assert m.params["fc1.weight"] is one and m.params["fc2.weight"] is not one
+
+
 CHAIN = "input 8x8x2\n" + " - ".join(["CONV 3x3 2 pad=1 act=tanh"] * 4) + " - FC 3"
 # (a RES whose sum feeds one CONV hands that CONV's reused gradient buffer to both its inputs)
 BRANCHES = """input 6x6x2
