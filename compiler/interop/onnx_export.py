@@ -110,7 +110,11 @@ def export(net, arrays: dict, path: str, mean=None, std=None, raw: bool = False,
     """Write `net` with `arrays` (its parameters and buffers by netc's keys) to an ONNX file;
     mean/std: the input normalization, applied first unless raw. Returns the path. A kind that
     has no ONNX mapping is an InteropError naming the layer."""
-    model = build(net, arrays, mean, std, raw, opset)
+    return save(build(net, arrays, mean, std, raw, opset), path)
+
+
+def save(model, path: str) -> str:
+    """Write a ModelProto (build's) to `path`; returns the path."""
     import onnx
     try:
         onnx.save_model(model, path)
