@@ -71,17 +71,25 @@ class Imported:
     def save_weights(self, path: str) -> str:
         """The weights as a netc checkpoint (with the spec, its hash and the normalization the
         source applied, if any), loadable by netc.Model.load, netc eval and netc predict."""
-        from netc.runtime import Model
-        from netc.runtime.model import NORM_KEYS
+        from netc.compiler import compile as compile_spec
+        from netc.runtime import checks
+        from netc.runtime.model import NORM_KEYS, check_state, state_shapes, write_checkpoint
         if not self.has_weights:
             raise NetcError("the imported network has no weights to save",
                             "give the weights too (for Caffe: --caffemodel M.caffemodel)")
-        model = Model.with_state(self.net or self.text,
-                                 {k: v for k, v in self.arrays.items() if not k.startswith("__")},
-                                 source="the imported weights")
+        # written as Model.with_state(...).save(path) writes them (float32, in the model's
+        # order), without the model's copy of every array (VGG-11: 0.8 s and 530 MB)
+        net = self.net or compile_spec(self.text)
+        shapes = state_shapes(net)
+        arrays = {k: v for k, v in self.arrays.items() if not k.startswith("__")}
+        check_state(shapes, arrays, source="the imported model")
+        norm = None
         if NORM_KEYS[0] in self.arrays:
-            model.normalization = (self.arrays[NORM_KEYS[0]], self.arrays.get(NORM_KEYS[1], 1.0))
-        return model.save(path)
+            norm = checks.normalization(self.arrays[NORM_KEYS[0]],
+                                        self.arrays.get(NORM_KEYS[1], 1.0), net.input_shape,
+                                        "the model")
+        state = {k: np.ascontiguousarray(arrays[k], np.float32) for k in shapes}
+        return write_checkpoint(path, net, state, "float32", norm)
 
 
 def import_model(path: str, caffemodel: str | None = None) -> Imported:

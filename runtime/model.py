@@ -74,6 +74,61 @@ def _changes(net, arrays: dict) -> str:
     return ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
 
 
+def state_shapes(net) -> dict:
+    """Every parameter's and buffer's key and shape, in the order of a Model's state(): the
+    parameters node by node, then the buffers."""
+    return {**{f"{n.name}.{k}": tuple(s) for n in net.nodes for k, s in n.params.items()},
+            **{f"{n.name}.{k}": tuple(s) for n in net.nodes for k, s in n.buffers.items()}}
+
+
+def check_state(shapes: dict, arrays: dict, strict=True, source="checkpoint"):
+    """A DataError, `source` naming the arrays, unless `arrays` has every key of `shapes` (key ->
+    shape) at its shape and nothing else (but netc's own entries and an optimizer's), each of
+    real, finite numbers; with strict False, keys may be missing or extra."""
+    missing = [k for k in shapes if k not in arrays]
+    if strict and missing:
+        raise DataError(f"{source} lacks {len(missing)} array(s), e.g. {missing[0]}",
+                        "was it saved from another network?")
+    for k, v in arrays.items():
+        if k.startswith("__netc") or k.startswith("opt::"):
+            continue
+        if k not in shapes:
+            if strict:
+                raise DataError(f"{source} has {k!r}, which this network does not")
+            continue
+        if v.shape != shapes[k]:
+            raise DataError(f"{source}'s {k} has shape {v.shape}; the network needs {shapes[k]}")
+        checks.finite_values(v, f"{source}'s {k}")
+
+
+def write_checkpoint(path: str, net, state: dict, dtype, normalization=None, extra=None) -> str:
+    """Write `state` (host arrays keyed like Model.state()) as a netc .npz (no pickle) with the
+    spec and its hash, `dtype`'s name, the normalization (mean, std) if any and `extra` arrays;
+    the file appears whole or not at all, and never with a NaN or Inf (a NumericsError naming
+    the array, the file left as it was). Returns the path."""
+    meta = {"__netc_spec__": np.array(net.source.text if net.source else ""),
+            "__netc_hash__": np.array(net.spec_hash),
+            "__netc_dtype__": np.array(str(dtype))}
+    if normalization is not None:
+        meta.update(zip(NORM_KEYS, normalization))
+    arrays = {**state, **meta, **(extra or {})}
+    for k, v in arrays.items():
+        if not checks.all_finite(np.asarray(v)):
+            raise NumericsError(f"not writing {path}: {k} holds NaN or Inf")
+    kept = f"{os.path.basename(path)} was left as it was" if os.path.exists(path) else None
+    folder = os.path.dirname(os.path.abspath(path))
+    with runs.writing(path, kept):
+        fd, tmp = runs.temp_file(folder, ".npz.tmp")  # the mode of the run's other files
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return path
+
+
 def _dtype(dtype) -> np.dtype:
     """float32 or float64, given by name or as a NumPy type; a NetcError for anything else."""
     try:
@@ -423,28 +478,8 @@ class Model:
         normalization if any (and `extra` arrays, e.g. training state); the file appears whole
         or not at all, and never with a NaN or Inf (a NumericsError naming the array, the file
         left as it was)."""
-        meta = {"__netc_spec__": np.array(self.net.source.text if self.net.source else ""),
-                "__netc_hash__": np.array(self.net.spec_hash),
-                "__netc_dtype__": np.array(str(self.dtype))}
-        if self._normalization is not None:
-            meta.update(zip(NORM_KEYS, self._normalization))
         host = {k: self.device.to_host(v) for k, v in self.state().items()}
-        arrays = {**host, **meta, **(extra or {})}
-        for k, v in arrays.items():
-            if np.asarray(v).dtype.kind in "fc" and not np.isfinite(v).all():
-                raise NumericsError(f"not writing {path}: {k} holds NaN or Inf")
-        kept = f"{os.path.basename(path)} was left as it was" if os.path.exists(path) else None
-        folder = os.path.dirname(os.path.abspath(path))
-        with runs.writing(path, kept):
-            fd, tmp = runs.temp_file(folder, ".npz.tmp")  # the mode of the run's other files
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    np.savez(f, **arrays)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-        return path
+        return write_checkpoint(path, self.net, host, self.dtype, self._normalization, extra)
 
     def load_state(self, arrays, strict=True, source="checkpoint", adopt=False):
         """Copy arrays into the parameters and buffers, checking names, shapes and values (real
@@ -453,21 +488,7 @@ class Model:
         cache line becomes the model's own instead of a copy: for arrays nobody else holds, as
         read_checkpoint's (a VGG-11 checkpoint's load then holds its 530 MB once, not twice)."""
         mine = self.state()
-        missing = [k for k in mine if k not in arrays]
-        if strict and missing:
-            raise DataError(f"{source} lacks {len(missing)} array(s), e.g. {missing[0]}",
-                            "was it saved from another network?")
-        for k, v in arrays.items():
-            if k.startswith("__netc") or k.startswith("opt::"):
-                continue
-            if k not in mine:
-                if strict:
-                    raise DataError(f"{source} has {k!r}, which this network does not")
-                continue
-            if v.shape != mine[k].shape:
-                raise DataError(f"{source}'s {k} has shape {v.shape}; the network needs "
-                                f"{mine[k].shape}")
-            checks.finite_values(v, f"{source}'s {k}")
+        check_state({k: tuple(v.shape) for k, v in mine.items()}, arrays, strict, source)
         seen = set()
         for k, v in arrays.items():
             if k not in mine:

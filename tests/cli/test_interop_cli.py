@@ -102,3 +102,42 @@ def test_without_the_onnx_extra_the_hint_says_what_to_install(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
     assert proc.returncode == 2, proc.stderr
     assert "pip install 'netc[onnx]'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_imported_weights_are_written_checked_without_a_model(tmp_path, capsys):
+    """Imported.save_weights writes the checkpoint a Model of those weights would save (the same
+    arrays, float32, in the model's order, with the normalization), without building one, and
+    refuses a weight of another shape or one with a NaN, naming it (and writes nothing)."""
+    import netc
+    from netc.runtime.model import NORM_KEYS
+    spec = "input 6x6x2\nCONV 3x3 4 pad=1 - BN - RELU - FLATTEN - OUT 3 softmax"
+    model = netc.Model(spec, seed=2)
+    model.normalization = (np.float32(0.5), np.float32(2.0))
+    model.save(str(tmp_path / "m.npz"))
+    assert main(["export", spec, "--weights", str(tmp_path / "m.npz"), "-o",
+                 str(tmp_path / "m.onnx")]) == 0
+    imported = netc.import_model(str(tmp_path / "m.onnx"))
+    imported.arrays = {k: (v.astype(np.float64) if k.endswith("weight") else v)
+                       for k, v in imported.arrays.items()}  # written as float32 all the same
+    imported.save_weights(str(tmp_path / "w.npz"))
+    with np.load(tmp_path / "w.npz") as got:
+        want = netc.Model.with_state(imported.net, {k: v for k, v in imported.arrays.items()
+                                                    if not k.startswith("__")})
+        assert got.files[:len(want.state())] == list(want.state())
+        for k, v in want.state().items():
+            assert got[k].dtype == np.float32
+            np.testing.assert_array_equal(got[k], v)
+        np.testing.assert_array_equal(got[NORM_KEYS[0]], imported.arrays[NORM_KEYS[0]])
+        assert str(got["__netc_hash__"]) == imported.net.spec_hash
+    loaded = netc.Model.load(str(tmp_path / "w.npz"))
+    x = np.random.default_rng(0).normal(size=(2, 2, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(loaded.predict(x), model.predict(x), rtol=1e-5, atol=1e-6)
+
+    for bad, said in (({"conv1.weight": np.zeros((4, 2, 2, 2), np.float32)}, "has shape"),
+                      ({"bn1.running_var": np.full(4, np.nan, np.float32)}, "holds NaN or Inf")):
+        broken = netc.import_model(str(tmp_path / "m.onnx"))
+        broken.arrays = {**broken.arrays, **bad}
+        with pytest.raises(netc.DataError, match=f"the imported model's {next(iter(bad))}"
+                                                 f".*{said}"):
+            broken.save_weights(str(tmp_path / "bad.npz"))
+        assert not (tmp_path / "bad.npz").exists()
