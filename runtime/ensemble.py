@@ -37,8 +37,8 @@ def load(paths, spec=None, backend="cpu") -> list[Member]:
     Net, a spec's text or path) each must have been saved from that network; without, each
     brings its own, and all must agree on the input, the output and its activation."""
     text = spec.source.text if isinstance(spec, Net) else spec
-    members = [Member(Model.from_arrays(read_checkpoint(path), path, text, backend, adopt=True), path)
-               for path in paths]
+    members = [Member(Model.from_arrays(read_checkpoint(path), path, text, backend, adopt=True),
+                      path) for path in paths]
 
     def io(m):
         return (f"input {m.model.net.input_shape}, output {m.model.net.output_shape} "
