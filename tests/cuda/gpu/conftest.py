@@ -7,6 +7,8 @@ import atexit
 import importlib.util
 import json
 import os
+import sys
+import threading
 
 
 def _runs_here():
@@ -61,6 +63,38 @@ def _host_arrays(args):
 
 if RUNS and os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
     from numba.cuda.simulator import kernel as _sim
+
+    # The simulator runs each thread of a block as a Python thread, and the launching thread
+    # polls them in a loop that holds the GIL between checks: every hand-over to a simulated
+    # thread waited for the interpreter's switch interval (5 ms), most of a launch's time. At
+    # 50 us the branching networks' test ran in 7.6 s instead of 46 (at 10 us, 8.0; 500 us, 10.1).
+    # (Switching that often let two threads of a block each make their own copy of a shared array:
+    # the simulator looks one up and then stores it, with no lock, and its own per-line lookup
+    # reads the whole stack: wrong GEMMs, one or two failed tests in each run. Hence _shared.)
+    sys.setswitchinterval(5e-5)
+
+    import numpy as np
+    from numba.cuda.simulator import kernelapi as _api
+
+    _lock = threading.Lock()
+    _shared_array = _api.FakeCUDAShared.array
+
+    def _shared(self, shape, dtype, alignment=None):
+        """cuda.shared.array under the simulator: one array per line of a kernel, for every
+        thread of its launch (as the simulator's own), looked up and made under a lock."""
+        if shape == 0 or alignment is not None:  # dynamic shared memory; refused
+            return _shared_array(self, shape, dtype, alignment)
+        where = sys._getframe(1)
+        key = (where.f_code.co_filename, where.f_lineno)
+        with _lock:
+            arr = self._allocations.get(key)
+            if arr is None:
+                if isinstance(dtype, _api.types.Type):
+                    dtype = _api.numpy_support.as_dtype(dtype)
+                arr = self._allocations[key] = np.empty(shape, dtype)
+        return arr
+
+    _api.FakeCUDAShared.array = _shared
 
     _seen: set = set()
     _original = _sim.FakeCUDAKernel.__getitem__
