@@ -17,6 +17,13 @@ if os.path.realpath(os.path.dirname(netc.__file__)) != os.path.realpath(os.path.
 def spec_path():
     return lambda name: os.path.join(SPECS, name + ".net")
 
+# pytest-xdist's workers (`-n auto`): each runs its kernels on its share of the cores, at least
+# two (the tests of splitting work need two threads), rather than every worker on all of them
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+if _workers > 1 and "NETC_NUM_THREADS" not in os.environ:
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    os.environ["NETC_NUM_THREADS"] = str(max(2, (_cores or 2) // _workers))
+
 # the kernels' parallel launchers compile where they are called, as in every test before the
 # compiler process (runtime/backends/cpu/background.py), which test_parts.py tests on its own
 os.environ.setdefault("NETC_BACKGROUND_COMPILE", "0")
@@ -48,6 +55,21 @@ def pytest_collection_finish(session):
         module.start_in_background()
 
 
+_started_here: list = []  # the modules whose background run this pytest-xdist controller started
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids):
+    """Under pytest-xdist (`-n`), where the controller collects nothing: start the background
+    run as soon as a worker's tests include the simulated ones, in the folder named by the
+    session's run id, which the workers' fixture waits on (tests/cuda/test_simulator.py)."""
+    if not _started_here and any(i.startswith("tests/cuda/test_simulator.py::") for i in ids):
+        from .cuda import test_simulator
+        test_simulator.start_in_background(
+            test_simulator.shared_folder(node.workerinput["testrunuid"]))
+        _started_here.append(test_simulator)
+
+
 def pytest_sessionfinish(session):
-    for module in _background_runs(session):
+    for module in _background_runs(session) + _started_here:
         module.stop_in_background()

@@ -6,9 +6,10 @@
    goes to out and err, its exit status to rc;
 2. then, here (no simulator in this process), every recorded kernel compiled with those types to
    PTX for a Hopper GPU (sm_90), so that a kernel the simulator accepts but a GPU's compiler would
-   refuse is found without a GPU: ptx.json.
+   refuse is found without a GPU: ptx.json;
+3. at its end, however it ended, an empty file named done.
 
-Both take minutes on one core; run in the background, they overlap the other tests."""
+Both take about a minute on one core; run in the background, they overlap the other tests."""
 import importlib
 import json
 import os
@@ -89,15 +90,18 @@ def _end_with_parent():
 
 def main(folder):
     threading.Thread(target=_end_with_parent, daemon=True).start()
-    rc = simulate(folder)
-    with open(os.path.join(folder, "rc"), "w") as f:
-        f.write(str(rc))
     try:
-        result = compile_all(os.path.join(folder, "launches.json"))
-    except Exception as e:  # noqa: BLE001 - the test reports it
-        result = {"error": f"{type(e).__name__}: {e}"}
-    with open(os.path.join(folder, "ptx.json"), "w") as f:
-        json.dump(result, f)
+        rc = simulate(folder)
+        with open(os.path.join(folder, "rc"), "w") as f:
+            f.write(str(rc))
+        try:
+            result = compile_all(os.path.join(folder, "launches.json"))
+        except Exception as e:  # noqa: BLE001 - the test reports it
+            result = {"error": f"{type(e).__name__}: {e}"}
+        with open(os.path.join(folder, "ptx.json"), "w") as f:
+            json.dump(result, f)
+    finally:  # what pytest-xdist's workers wait for (the controller started this run)
+        open(os.path.join(folder, "done"), "w").close()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -24,14 +25,24 @@ pytestmark = pytest.mark.skipif(not NUMBA_CUDA, reason="numba-cuda is not instal
 _run: dict = {}  # the background run: its process, its folder
 
 
-def start_in_background():
+def shared_folder(run_id) -> str:
+    """The background run's folder under pytest-xdist, whose controller starts it
+    (tests/conftest.py) and whose workers read it: named by the session's run id."""
+    return os.path.join(tempfile.gettempdir(), f"netc-simulated-{run_id}")
+
+
+def start_in_background(folder=None):
     """Start the background run (background.py: the simulated tests, then the PTX compilation;
-    about 7 minutes on one core): tests/conftest.py calls this once the session's tests are
+    about 70 s on one core): tests/conftest.py calls this once the session's tests are
     collected, where they include this module's, so that it runs on another core while the
-    others run."""
+    others run. `folder`: where it writes (a new one in the temporary folder if None)."""
     if _run or not NUMBA_CUDA:
         return
-    _run["folder"] = folder = tempfile.mkdtemp(prefix="netc-simulated-")
+    if folder is None:
+        folder = tempfile.mkdtemp(prefix="netc-simulated-")
+    else:
+        os.makedirs(folder, exist_ok=True)
+    _run["folder"] = folder
     with open(os.path.join(folder, "log"), "w") as log:  # (its own output, and a traceback)
         # stdin: a pipe this process keeps open, so that the run ends itself when this process
         # ends in a way that skips stop_in_background (SIGTERM, SIGKILL): its own session (see
@@ -57,12 +68,24 @@ def stop_in_background():
     shutil.rmtree(_run.pop("folder", ""), ignore_errors=True)
 
 
+WAIT = 900  # seconds a pytest-xdist worker waits for the controller's run (70 s alone)
+
+
 @pytest.fixture(scope="module")
-def background():
-    """The background run's folder, once it has ended."""
-    start_in_background()  # (where conftest has not)
-    _run["proc"].wait()
-    return _run["folder"]
+def background(request):
+    """The background run's folder, once it has ended: this process's own run, or in a
+    pytest-xdist worker the controller's (which writes "done" in its folder at its end)."""
+    run_id = getattr(request.config, "workerinput", {}).get("testrunuid")
+    folder = shared_folder(run_id) if run_id else None
+    if folder is None or not os.path.isdir(folder):  # (the controller makes it before any test)
+        start_in_background()  # (where conftest has not)
+        _run["proc"].wait()
+        return _run["folder"]
+    for _ in range(WAIT * 10):
+        if os.path.exists(os.path.join(folder, "done")):
+            return folder
+        time.sleep(0.1)
+    pytest.fail(f"the background run in {folder} did not end in {WAIT} s\n" + _read(folder, "log"))
 
 
 def _read(folder, name):
@@ -75,7 +98,9 @@ def _read(folder, name):
 
 def test_the_cuda_backend_under_the_simulator(background):
     rc = _read(background, "rc")
-    assert rc == "0", (f"exit status {rc or 'none'} (background.py's: {_run['proc'].returncode})\n"
+    proc = _run.get("proc")
+    assert rc == "0", (f"exit status {rc or 'none'} (background.py's: "
+                       f"{proc.returncode if proc else 'run by the controller'})\n"
                        + _read(background, "out")[-8000:] + _read(background, "err")[-3000:]
                        + _read(background, "log")[-3000:])
 
