@@ -338,7 +338,6 @@ def test_writer_takes_any_ir_network():
 
 
 # ---- live, where torch is installed -------------------------------------------------------------
-@pytest.mark.xdist_group("full size")  # (with the export's, one at a time)
 def test_full_size_networks_exported_live(tmp_path):
     torch = pytest.importorskip("torch")
     import sys

@@ -122,8 +122,6 @@ def test_variants_export_agree_and_read_back(label, tmp_path):
     round_trip(label, netc.compile(VARIANTS[label]), tmp_path)
 
 
-# (in one pytest-xdist worker, one at a time: VGG-19's holds about 3 GB)
-@pytest.mark.xdist_group("full size")
 @pytest.mark.parametrize("spec", sorted(glob.glob(os.path.join(ROOT, "specs", "*.net"))),
                          ids=lambda p: os.path.basename(p)[:-4])
 def test_every_zoo_spec_at_its_real_size(spec, tmp_path):
