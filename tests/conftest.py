@@ -63,7 +63,11 @@ def pytest_xdist_node_collection_finished(node, ids):
     """Under pytest-xdist (`-n`), where the controller collects nothing: start the background
     run as soon as a worker's tests include the simulated ones, in the folder named by the
     session's run id, which the workers' fixture waits on (tests/cuda/test_simulator.py)."""
-    if not _started_here and any(i.startswith("tests/cuda/test_simulator.py::") for i in ids):
+    option = node.config.option
+    if (_started_here or getattr(option, "setupplan", False)
+            or getattr(option, "setuponly", False)):
+        return
+    if any(i.split("::")[0].endswith("cuda/test_simulator.py") for i in ids):
         from .cuda import test_simulator
         test_simulator.start_in_background(
             test_simulator.shared_folder(node.workerinput["testrunuid"]))
@@ -73,3 +77,4 @@ def pytest_xdist_node_collection_finished(node, ids):
 def pytest_sessionfinish(session):
     for module in _background_runs(session) + _started_here:
         module.stop_in_background()
+    _started_here.clear()

@@ -25,21 +25,31 @@ def error(text):
 
 def quick(text, seconds=2.0):
     """The error compiling `text` gives, within `seconds` of this process's CPU time (a hang
-    fails the test). Neither the time spent waiting for a core on a busy machine counts nor a
-    collection of the garbage earlier tests left (a 1 s wall-clock limit rang in a pytest-xdist
-    worker, inside a garbage collector's callback, for a compile that takes 0.02 s)."""
+    fails the test; so does a wait, past 30 times that on the clock). Neither the time spent
+    waiting for a core on a busy machine counts nor a collection of the garbage earlier tests
+    left (a 1 s wall-clock limit rang in a pytest-xdist worker, inside a garbage collector's
+    callback, for a compile that takes 0.02 s)."""
     def ring(signum, frame):
-        raise TimeoutError(f"compiling took more than {seconds} s of CPU time")
+        raise TimeoutError(f"compiling took more than {seconds} s of CPU time"
+                           if signum == signal.SIGPROF else
+                           f"compiling waited more than {30 * seconds} s")
+    collecting = gc.isenabled()
     gc.collect()
     gc.disable()
-    previous = signal.signal(signal.SIGPROF, ring)
-    signal.setitimer(signal.ITIMER_PROF, seconds)
+    previous = {sig: signal.signal(sig, ring) for sig in (signal.SIGPROF, signal.SIGALRM)}
     try:
-        return error(text)
+        signal.setitimer(signal.ITIMER_PROF, seconds)
+        signal.setitimer(signal.ITIMER_REAL, 30 * seconds)
+        try:
+            return error(text)
+        finally:
+            signal.setitimer(signal.ITIMER_PROF, 0)
+            signal.setitimer(signal.ITIMER_REAL, 0)
     finally:
-        signal.setitimer(signal.ITIMER_PROF, 0)
-        signal.signal(signal.SIGPROF, previous)
-        gc.enable()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if collecting:
+            gc.enable()
 
 
 def test_a_huge_stride_is_explained_at_once():

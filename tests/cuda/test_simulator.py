@@ -40,8 +40,9 @@ def start_in_background(folder=None):
         return
     if folder is None:
         folder = tempfile.mkdtemp(prefix="netc-simulated-")
-    else:
-        os.makedirs(folder, exist_ok=True)
+    else:  # (a run killed before its end may have left one: its "done" is not this run's)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder)
     _run["folder"] = folder
     with open(os.path.join(folder, "log"), "w") as log:  # (its own output, and a traceback)
         # stdin: a pipe this process keeps open, so that the run ends itself when this process
@@ -51,6 +52,9 @@ def start_in_background(folder=None):
                                         cwd=ROOT, stdin=subprocess.PIPE, stdout=log,
                                         stderr=subprocess.STDOUT,
                                         start_new_session=hasattr(os, "killpg"))
+    with open(os.path.join(folder, "pid.new"), "w") as f:  # (for the workers that wait on it)
+        f.write(str(_run["proc"].pid))
+    os.replace(os.path.join(folder, "pid.new"), os.path.join(folder, "pid"))
 
 
 def stop_in_background():
@@ -84,8 +88,29 @@ def background(request):
     for _ in range(WAIT * 10):
         if os.path.exists(os.path.join(folder, "done")):
             return folder
+        if not _running(_read(folder, "pid")):
+            pytest.fail(f"the background run in {folder} ended without finishing\n"
+                        + _read(folder, "log"))
         time.sleep(0.1)
     pytest.fail(f"the background run in {folder} did not end in {WAIT} s\n" + _read(folder, "log"))
+
+
+def _running(pid) -> bool:
+    """Whether the process `pid` (a text; empty: not known yet) runs: it exists and, where
+    /proc says, is not a zombie that its parent, the controller, has yet to reap."""
+    if not pid:
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # (not ours to signal: it exists)
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def _read(folder, name):

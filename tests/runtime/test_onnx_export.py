@@ -26,7 +26,8 @@ def randomized(net, seed=1):
     """A model of random parameters and statistics (fresh biases, BN scales/shifts and running
     statistics are 0 and 1, which would hide a swapped or dropped array): weights uniform of He's
     variance, 2/fan-in; biases, means and shifts in [-0.5, 0.5]; BN/LN/GN scales in [0.5, 1.5];
-    variances in [0.5, 2]; PReLU slopes in [0.1, 0.4]. Drawn as float32 uniforms straight into
+    variances in [0.5, 2]; a fused PReLU's slopes in [0.1, 0.4] (a PRELU layer's, its 1-D
+    `weight`, as scales). Drawn as float32 uniforms straight into
     the arrays the model keeps (Model(net)'s normals, then these, took 15 of this file's 84 s)."""
     rng = np.random.default_rng(seed)
     arrays = {}
