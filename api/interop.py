@@ -92,10 +92,20 @@ class Imported:
         return write_checkpoint(path, net, state, "float32", norm)
 
 
-def import_model(path: str, caffemodel: str | None = None) -> Imported:
+def import_model(path, caffemodel: str | None = None) -> Imported:
     """An ONNX file (.onnx) or a Caffe definition (.prototxt, with its .caffemodel's weights if
-    given) as a netc spec in lecture notation and its weights."""
+    given) as a netc spec in lecture notation and its weights. `path` may also be an ONNX model
+    in memory: its serialized bytes (what torch.onnx.export wrote into a BytesIO) or an
+    onnx.ModelProto, which is only read."""
     from netc.compiler.interop import write
+    if not isinstance(path, (str, os.PathLike)):  # an ONNX model in memory (onnx_import checks)
+        if caffemodel:
+            raise NetcError("caffemodel goes with a Caffe .prototxt's path, not an ONNX model")
+        from netc.compiler.interop import onnx_import
+        network = onnx_import.read(path)
+        written = write.write(network)
+        return Imported(network, written.text, written.arrays, written.net)
+    path = os.fspath(path)
     if not os.path.exists(path):
         raise NetcError(f"no such file: {path}")
     if path.endswith(".onnx"):

@@ -28,11 +28,25 @@ HANDLERS = {**SINGLE, **PATTERNS}  # an operator's rule; the patterns' where it 
 INPUT = "input"
 
 
-def read(path: str) -> ir.Network:
-    """Read an ONNX file into the intermediate form; a file that is missing, not ONNX, or uses
-    operators netc has no layer for is an ir.InteropError."""
+IN_MEMORY = "the ONNX model given"  # what errors call a model given as bytes or a ModelProto
+
+
+def read(source) -> ir.Network:
+    """Read an ONNX model into the intermediate form: a file's path, or the model itself (its
+    serialized bytes, or an onnx.ModelProto, which is only read). A file that is missing, bytes
+    that are not ONNX, or a model that uses operators netc has no layer for is an
+    ir.InteropError."""
     onnx = _onnx()
-    model = _load(onnx, path)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        model, path = _parse(onnx, bytes(source)), IN_MEMORY
+    elif isinstance(source, onnx.ModelProto):
+        model, path = _nodes(source, IN_MEMORY), IN_MEMORY
+    elif isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        model = _load(onnx, path)
+    else:
+        raise ir.InteropError(f"an ONNX model is read from a file's path, its bytes or an "
+                              f"onnx.ModelProto; received {type(source).__name__}")
     _check_operators(model.graph)
     return _Reader(onnx, model, path).network()
 
@@ -54,9 +68,24 @@ def _load(onnx, path):
     except Exception as e:  # protobuf's DecodeError and friends: any unreadable file
         raise ir.InteropError(f"{path} is not a readable ONNX model ({type(e).__name__}: {e})",
                               "export it again; an ONNX file is a protobuf ModelProto") from None
+    return _nodes(model, path)
+
+
+def _parse(onnx, data: bytes):
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as e:  # (as _load's)
+        hint = ("give a serialized ModelProto (model.SerializeToString(), or what "
+                "torch.onnx.export wrote into a BytesIO), or the file's path")
+        raise ir.InteropError(f"{IN_MEMORY} ({len(data):,} bytes) is not a readable ONNX "
+                              f"model ({type(e).__name__}: {e})", hint) from None
+    return _nodes(model, IN_MEMORY)
+
+
+def _nodes(model, where):
     if not model.graph.node:
-        raise ir.InteropError(f"{path} holds no ONNX graph nodes",
-                              "is it an ONNX model file (.onnx)?")
+        raise ir.InteropError(f"{where} holds no ONNX graph nodes",
+                              "is it an ONNX model (.onnx)?")
     return model
 
 
@@ -251,6 +280,9 @@ def _ancestors(layers, last):
 
 def _network_name(graph_name, path):
     generic = {"", "main_graph", "torch_jit", "torch-jit-export", "graph"}
-    name = graph_name if graph_name not in generic else os.path.splitext(os.path.basename(path))[0]
+    if graph_name not in generic:
+        name = graph_name
+    else:  # the file's name; a model given in memory has none
+        name = "imported" if path == IN_MEMORY else os.path.splitext(os.path.basename(path))[0]
     return ir.network_name(name)
 

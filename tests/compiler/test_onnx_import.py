@@ -324,6 +324,37 @@ def test_missing_and_corrupt_files_are_clear_errors(tmp_path):
         onnx_import.read(str(bad))
 
 
+def test_a_model_in_memory_imports_as_its_file_does(tmp_path):
+    """netc.import_model takes the model's bytes or its ModelProto too: the same text but the
+    network's name (a generic graph name takes the file's; in memory, "imported"), the same
+    arrays; the proto is left as it was; what is not a model is an error that says what is."""
+    path = os.path.join(DATA, "resnet18.onnx")
+    proto = onnx.load(path)
+    assert proto.graph.name in ("main_graph", "torch_jit")  # (PyTorch's)
+    before = proto.SerializeToString()
+    from_file = netc.import_model(path)
+    lines = from_file.text.splitlines()
+    assert "network resnet18" in lines
+    for source in (before, proto):
+        got = netc.import_model(source)
+        assert got.text.splitlines() == ["network imported" if x == "network resnet18" else x
+                                         for x in lines]
+        assert got.arrays.keys() == from_file.arrays.keys()
+        for k, v in from_file.arrays.items():
+            np.testing.assert_array_equal(got.arrays[k], v, err_msg=k)
+    assert proto.SerializeToString() == before
+    with pytest.raises(InteropError, match="the ONNX model given \\(9 bytes\\) is not a readable") as e:
+        netc.import_model(b"\x08\x07junk\xff\xff\xff")
+    assert "SerializeToString()" in e.value.hint
+    with pytest.raises(InteropError, match="holds no ONNX graph nodes"):
+        netc.import_model(onnx.ModelProto())
+    with pytest.raises(InteropError, match="a file's path, its bytes or an onnx.ModelProto; "
+                                           "received dict"):
+        netc.import_model({"graph": None})
+    with pytest.raises(netc.NetcError, match="caffemodel goes with"):
+        netc.import_model(before, caffemodel=str(tmp_path / "w.caffemodel"))
+
+
 def test_writer_takes_any_ir_network():
     """The writer's contract for other readers (Caffe): no weights at all -> text only."""
     layers = [ir.Layer("c1", "CONV", {"filters": 4, "kernel": (3, 3), "pad": (1, 1)}, ["input"]),
