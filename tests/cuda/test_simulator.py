@@ -2,7 +2,8 @@
 in a process of its own (the simulator is chosen when numba loads), recording each kernel
 launch's argument types; then every kernel is compiled, with those types, to PTX for a Hopper
 GPU (sm_90), so that a kernel the simulator accepts but a GPU's compiler would not fails here.
-Both run in the background (background.py), started as soon as the tests are collected."""
+Both run in the background (background.py), started as soon as the tests are collected (under
+pytest-xdist, once, by its controller, whose folder the workers wait on: tests/conftest.py)."""
 import importlib.util
 import json
 import os
