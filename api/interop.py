@@ -98,19 +98,15 @@ def import_model(path, caffemodel: str | None = None) -> Imported:
     in memory: its serialized bytes (what torch.onnx.export wrote into a BytesIO) or an
     onnx.ModelProto, which is only read."""
     from netc.compiler.interop import write
-    if not isinstance(path, (str, os.PathLike)):  # an ONNX model in memory (onnx_import checks)
+    in_memory = not isinstance(path, (str, os.PathLike))  # (onnx_import checks what it is)
+    if not in_memory:
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise NetcError(f"no such file: {path}")
+    if in_memory or path.endswith(".onnx"):
         if caffemodel:
-            raise NetcError("caffemodel goes with a Caffe .prototxt's path, not an ONNX model")
-        from netc.compiler.interop import onnx_import
-        network = onnx_import.read(path)
-        written = write.write(network)
-        return Imported(network, written.text, written.arrays, written.net)
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise NetcError(f"no such file: {path}")
-    if path.endswith(".onnx"):
-        if caffemodel:
-            raise NetcError("--caffemodel goes with a Caffe .prototxt, not an ONNX file")
+            raise NetcError("--caffemodel goes with a Caffe .prototxt, not an ONNX "
+                            + ("model" if in_memory else "file"))
         from netc.compiler.interop import onnx_import
         network = onnx_import.read(path)
     elif path.endswith(".prototxt"):

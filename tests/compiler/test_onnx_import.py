@@ -351,8 +351,12 @@ def test_a_model_in_memory_imports_as_its_file_does(tmp_path):
     with pytest.raises(InteropError, match="a file's path, its bytes or an onnx.ModelProto; "
                                            "received dict"):
         netc.import_model({"graph": None})
-    with pytest.raises(netc.NetcError, match="caffemodel goes with"):
+    with pytest.raises(netc.NetcError, match="caffemodel goes with a Caffe .prototxt, not an "
+                                             "ONNX model$"):
         netc.import_model(before, caffemodel=str(tmp_path / "w.caffemodel"))
+    with pytest.raises(netc.NetcError, match="caffemodel goes with a Caffe .prototxt, not an "
+                                             "ONNX file$"):
+        netc.import_model(path, caffemodel=str(tmp_path / "w.caffemodel"))
 
 
 def test_writer_takes_any_ir_network():
