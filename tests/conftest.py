@@ -1,3 +1,5 @@
+import contextlib
+import ctypes
 import os
 
 import pytest
@@ -23,6 +25,45 @@ _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
 if _workers > 1 and "NETC_NUM_THREADS" not in os.environ:
     _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     os.environ["NETC_NUM_THREADS"] = str(max(2, (_cores or 2) // _workers))
+
+
+@contextlib.contextmanager
+def kept_freed_memory():
+    """Within it, glibc's malloc keeps what is freed for the next allocation. Outside, each block
+    over 32 MB comes from the kernel by mmap and goes back by munmap when freed, so each new one
+    is fresh pages that the kernel clears at the first touch: the ONNX tests' full-size VGGs
+    pass through 6-9 buffers of 500 MB each, and on the 2-core VM that clearing was most of
+    their time (the VGGs' and AlexNets' tests 43 s, 29 s of it system time; 19 s and 5 s within
+    this; the whole file 57 s -> 32 s). Here every block comes from the heap (M_MMAP_MAX 0) and nothing freed is given back
+    (M_TRIM_THRESHOLD the largest); at the end glibc's defaults again, and the memory kept goes
+    back (malloc_trim). Not for every test: a worker would hold its peak to its end, and an
+    allocation served from memory kept adds nothing to the address space that test_fuzz.py's
+    limit counts. Where the C library is not glibc, it does nothing."""
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt, trim, _ = libc.mallopt, libc.malloc_trim, libc.gnu_get_libc_version
+    except (OSError, AttributeError):
+        yield
+        return
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    trim.argtypes, trim.restype = (ctypes.c_size_t,), ctypes.c_int
+    mallopt(-4, 0)  # M_MMAP_MAX: no block by mmap
+    mallopt(-1, -1)  # M_TRIM_THRESHOLD: (size_t)-1, never trim
+    try:
+        yield
+    finally:
+        mallopt(-4, 65536)  # glibc's defaults: DEFAULT_MMAP_MAX
+        mallopt(-1, 128 * 1024)  # DEFAULT_TRIM_THRESHOLD
+        trim(0)
+
+
+@pytest.fixture(scope="module")
+def freed_memory_kept():
+    """kept_freed_memory() from a module's first test that asks to the module's end: for tests
+    of networks of hundreds of MB."""
+    with kept_freed_memory():
+        yield
+
 
 # the kernels' parallel launchers compile where they are called, as in every test before the
 # compiler process (runtime/backends/cpu/background.py), which test_parts.py tests on its own
