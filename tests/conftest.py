@@ -42,7 +42,7 @@ def kept_freed_memory():
     try:
         libc = ctypes.CDLL(None)
         mallopt, trim, _ = libc.mallopt, libc.malloc_trim, libc.gnu_get_libc_version
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # (TypeError: Windows' CDLL(None))
         yield
         return
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
