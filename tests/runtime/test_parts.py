@@ -285,6 +285,46 @@ def test_only_parts_outlined_kernels_and_inlined_ones_call_by_symbol():
     assert len(calling) >= 40
 
 
+def test_no_kernel_passes_a_constant_int_to_another_compiled_on_its_own():
+    """A constant passed to a kernel compiled on its own (not inlined) is typed as that literal
+    value, and Numba compiles a version of the callee for it, besides the one for int64 that the
+    other callers use (_im2col_cpu four versions for two float types, 1.3 s each; _prologue_cpu,
+    _channels_last_cpu and _channels_first_cpu three or four): np.int64(0) instead. Inlined
+    kernels may take constants (their code is the caller's). Read from the source of every CPU
+    module."""
+    import ast
+    import pathlib
+
+    kernels = {}  # name -> (file, decorators, function)
+    for path in sorted(pathlib.Path(jit.__file__).parent.rglob("*.py")):
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if isinstance(fn, ast.FunctionDef):
+                decorators = [ast.unparse(d) for d in fn.decorator_list]
+                if any(d.startswith("kernel") or d == "launcher" for d in decorators):
+                    kernels[fn.name] = (path.name, decorators, fn)
+
+    def constant_int(node):
+        if isinstance(node, ast.UnaryOp):
+            node = node.operand
+        return isinstance(node, ast.Constant) and type(node.value) is int
+
+    calls, wrong = 0, []
+    for name, (path, _, fn) in sorted(kernels.items()):
+        for call in ast.walk(fn):
+            if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
+                    and call.func.id in kernels):
+                continue
+            callee = kernels[call.func.id][1]
+            if any("inline=True" in d for d in callee):
+                continue
+            calls += 1
+            args = call.args + [k.value for k in call.keywords]
+            if any(constant_int(a) for a in args):
+                wrong.append(f"{path}: {name} calls {ast.unparse(call)}")
+    assert not wrong, wrong
+    assert calls >= 50
+
+
 def test_a_launcher_calls_its_part_by_symbol_not_by_its_code(tmp_path, monkeypatch):
     """A launcher's code declares its part's symbol and holds none of the part's code (Numba
     would link the part, and all it calls, into the launcher and optimize the whole again)."""

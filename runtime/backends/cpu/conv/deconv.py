@@ -129,7 +129,8 @@ def _deconv_backward_part(t, parts, x, w, dy, y, act, groups, kh, kw, sh, sw, ph
         for q in range(f):  # d = dy act'(z), and the bias's sums
             db[q] += _grad_row_cpu(act, dy[s, q].reshape(oh * ow), y[s, q].reshape(oh * ow),
                                    d[0, q].reshape(oh * ow), oh * ow)
-        _im2col_cpu(d, 0, 1, kh, kw, sh, sw, ph, pw, hh, ww, cols)
+        # (np.int64: a constant would compile a version of _im2col_cpu of its own)
+        _im2col_cpu(d, np.int64(0), np.int64(1), kh, kw, sh, sw, ph, pw, hh, ww, cols)
         xs = x[s].reshape(c, hh * ww)
         for g in range(groups):  # dW += x cols^T; dx = W cols
             gemm(False, True, 1.0, xs[g * cg:(g + 1) * cg], cols[g * rows:(g + 1) * rows], 1.0,

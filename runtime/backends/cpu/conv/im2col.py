@@ -129,11 +129,12 @@ def _conv_backward_wide_part(t, parts, x, w, dy, y, act, kh, kw, sh, sw, ph, pw,
     ln = oh * ow
     m = n * ln
     cols = cols_ws[t, :k * m].reshape(k, m)
-    _im2col_cpu(x, 0, n, kh, kw, sh, sw, ph, pw, oh, ow, cols)
+    zero = np.int64(0)  # (a constant would compile a version of each callee of its own)
+    _im2col_cpu(x, zero, n, kh, kw, sh, sw, ph, pw, oh, ow, cols)
     d2 = d2_ws[t, :f_ * m].reshape(f_, m)
     db = db_ws[t]
     _fill_cpu(db, 0.0)
-    _prologue_cpu(dy, y, act, 0, d2, db)
+    _prologue_cpu(dy, y, act, zero, d2, db)
     if t > 0:
         _fill_cpu(db, 0.0)
     lo, hi = share(f_, t, parts)

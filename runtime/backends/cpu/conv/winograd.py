@@ -489,7 +489,8 @@ def _winograd_grad_out_cpu(g, oh, ow, th, tw, dm, col0, gt):
     0.14)."""
     u = np.uint64
     nf, ww = g.shape[0], 2 * tw
-    _channels_last_cpu(g, oh, ow, 0, 0, gt)
+    zero = np.int64(0)  # (a constant would compile a version of _channels_last_cpu of its own)
+    _channels_last_cpu(g, oh, ow, zero, zero, gt)
     src, dst, coef = gt.reshape(-1), dm.reshape(-1), _WINO_A.astype(g.dtype)
     f_, row, cols = u(nf), u(ww) * u(nf), u(dm.shape[1])
     for ty in range(th):
@@ -643,7 +644,8 @@ def _wino4_sample_out_cpu(mm, col0, th, tw, bias, act, o, tmp, yq):
     """yq (F, oh, ow) = act(A^T M A + bias) for one sample's tiles, M's columns from col0: channels
     last into o, then its planes into yq, bias and activation in place."""
     _wino4_out_cpu(mm, col0, th, tw, o, tmp)
-    _channels_first_cpu(o.reshape(-1), o.shape[1] * o.shape[2], 0, 0, yq)
+    zero = np.int64(0)  # (a constant would compile a version of _channels_first_cpu of its own)
+    _channels_first_cpu(o.reshape(-1), o.shape[1] * o.shape[2], zero, zero, yq)
     for f in range(yq.shape[0]):
         plane = yq[f].reshape(-1)
         _act_row_cpu(act, plane, bias[f], plane, plane.size)
@@ -940,7 +942,8 @@ def _wino4_grad_out_cpu(g, oh, ow, th, tw, dm, col0, gt, tmp):
     caller keeps zero; for a group of a row's tiles at once, A on the columns into tmp (4 x 6 x
     group vectors of F), tile by tile, then on the rows."""
     u = np.uint64
-    _channels_last_cpu(g, oh, ow, 0, 0, gt)
+    zero = np.int64(0)  # (a constant would compile a version of _channels_last_cpu of its own)
+    _channels_last_cpu(g, oh, ow, zero, zero, gt)
     f_, cols, wide = u(g.shape[0]), u(dm.shape[1]), u(gt.shape[1])
     src, dst = gt.reshape(-1), dm.reshape(-1)
     group = _group_of(tmp, tw, g.shape[0])
