@@ -34,11 +34,13 @@ def kept_freed_memory():
     is fresh pages that the kernel clears at the first touch: the ONNX tests' full-size VGGs
     pass through 6-9 buffers of 500 MB each, and on the 2-core VM that clearing was most of
     their time (the VGGs' and AlexNets' tests 43 s, 29 s of it system time; 19 s and 5 s within
-    this; the whole file 57 s -> 32 s). Here every block comes from the heap (M_MMAP_MAX 0) and nothing freed is given back
-    (M_TRIM_THRESHOLD the largest); at the end glibc's defaults again, and the memory kept goes
-    back (malloc_trim). Not for every test: a worker would hold its peak to its end, and an
-    allocation served from memory kept adds nothing to the address space that test_fuzz.py's
-    limit counts. Where the C library is not glibc, it does nothing."""
+    this; the whole file 57 -> 32 s). Here every block comes from the heap (M_MMAP_MAX 0) and
+    nothing freed is given back (M_TRIM_THRESHOLD the largest); at the end glibc's defaults
+    again (but for its mmap threshold, which stays where it had risen to: setting the trim
+    threshold stops its rising), and the memory kept goes back (malloc_trim). Not for every
+    test: a worker would hold its peak to its end, and an allocation served from memory kept
+    adds nothing to the address space that test_fuzz.py's limit counts. Where the C library is
+    not glibc, it does nothing."""
     try:
         libc = ctypes.CDLL(None)
         mallopt, trim, _ = libc.mallopt, libc.malloc_trim, libc.gnu_get_libc_version
