@@ -237,6 +237,22 @@ def test_every_launcher_hands_its_own_arguments_to_its_part():
     assert launchers >= 30
 
 
+def _kernel_sources() -> dict:
+    """Every kernel and launcher of the CPU modules' source: name -> (file's name, decorators as
+    written, its ast.FunctionDef)."""
+    import ast
+    import pathlib
+
+    kernels = {}
+    for path in sorted(pathlib.Path(jit.__file__).parent.rglob("*.py")):
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if isinstance(fn, ast.FunctionDef):
+                decorators = [ast.unparse(d) for d in fn.decorator_list]
+                if any(d.startswith("kernel") or d == "launcher" for d in decorators):
+                    kernels[fn.name] = (path.name, decorators, fn)
+    return kernels
+
+
 def test_only_parts_outlined_kernels_and_inlined_ones_call_by_symbol():
     """A kernel that calls by symbol (gemm, run_part, an outlined kernel) is a part, an outlined
     kernel or a launcher, or is inlined into its callers: a plain kernel's code loaded from
@@ -246,19 +262,13 @@ def test_only_parts_outlined_kernels_and_inlined_ones_call_by_symbol():
     holds for those (a plain kernel with an inlined one that calls an outlined one inside passed
     the direct check). Read from the source of every CPU module."""
     import ast
-    import pathlib
 
-    trees = [(path, ast.parse(path.read_text()))
-             for path in sorted(pathlib.Path(jit.__file__).parent.rglob("*.py"))]
-    kernels = {}  # name -> (file, decorators, names it calls)
-    for path, tree in trees:
-        for fn in ast.walk(tree):
-            if isinstance(fn, ast.FunctionDef):
-                decorators = [ast.unparse(d) for d in fn.decorator_list]
-                if any(d.startswith("kernel") or d == "launcher" for d in decorators):
-                    kernels[fn.name] = (path.name, decorators, {
-                        c.func.id for c in ast.walk(fn)
-                        if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)})
+    def called(fn):
+        return {c.func.id for c in ast.walk(fn)
+                if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)}
+
+    kernels = {name: (path, decorators, called(fn))  # name -> (file, decorators, names it calls)
+               for name, (path, decorators, fn) in _kernel_sources().items()}
     by_symbol = {"gemm", "run_part"} | {name for name, (_, decorators, _) in kernels.items()
                                         if any("outlined=True" in d for d in decorators)}
     # an inlined kernel that calls by symbol puts that call into its callers: theirs too
@@ -293,15 +303,8 @@ def test_no_kernel_passes_a_constant_int_to_another_compiled_on_its_own():
     kernels may take constants (their code is the caller's). Read from the source of every CPU
     module."""
     import ast
-    import pathlib
 
-    kernels = {}  # name -> (file, decorators, function)
-    for path in sorted(pathlib.Path(jit.__file__).parent.rglob("*.py")):
-        for fn in ast.walk(ast.parse(path.read_text())):
-            if isinstance(fn, ast.FunctionDef):
-                decorators = [ast.unparse(d) for d in fn.decorator_list]
-                if any(d.startswith("kernel") or d == "launcher" for d in decorators):
-                    kernels[fn.name] = (path.name, decorators, fn)
+    kernels = _kernel_sources()
 
     def constant_int(node):
         if isinstance(node, ast.UnaryOp):
