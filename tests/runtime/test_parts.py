@@ -94,15 +94,12 @@ def test_split_takes_one_part_per_grain_up_to_the_workers(monkeypatch):
         assert jit.split(200) == 2
 
 
-PROBE = '''import numpy as np
-from numba import prange
-from netc.runtime.backends.cpu.jit import kernel, launcher, run_part, share
+PROBE = '''from netc.runtime.backends.cpu.jit import kernel, launcher, run_parts, share
 
 
 @launcher
 def double_cpu(parts, x, y):
-    for t in prange(parts):
-        run_part(double_part, np.int64(t), parts, (x, y))
+    run_parts(double_part, parts, (x, y))
 
 
 @kernel()
@@ -206,35 +203,83 @@ def test_a_new_launcher_compiles_in_the_compiler_process(tmp_path, monkeypatch):
     background.stop()
 
 
+@jit.kernel()
+def _tally_part(t, parts, seen, fail_from):
+    seen[t] += parts
+    if t >= fail_from:
+        raise ValueError("a part past fail_from")
+
+
+@jit.launcher
+def _tally_cpu(parts, seen, fail_from):
+    linking.run_parts(_tally_part, parts, (seen, fail_from))
+
+
+def _check_tally():
+    jit.setup()
+    for parts in (1, 2, 7):
+        seen = np.zeros(8, np.int64)
+        _tally_cpu(parts, seen, 100)
+        assert seen.tolist() == [parts] * parts + [0] * (8 - parts)
+    seen = np.zeros(8, np.int64)
+    _tally_cpu(0, seen, 100)
+    _tally_cpu(-1, seen, 100)
+    assert not seen.any()
+    seen = np.zeros(8, np.int64)
+    with pytest.raises(ValueError, match="a part past fail_from"):
+        _tally_cpu(6, seen, 4)
+    assert seen.tolist() == [6] * 6 + [0, 0]  # (the parts after the failing ones ran too)
+
+
+def test_run_parts_runs_each_part_once_and_raises_what_a_part_raises():
+    """run_parts (every launcher's body) calls part(t, parts, ...) once for each t < parts,
+    however many threads there are; none for 0 parts (or fewer); a part's exception reaches the launcher's
+    caller after every part has run. Here on this process's threading layer (TBB's gives each
+    thread one t), and on Numba's workqueue (a thread takes a range of ts), loading the
+    launcher this process compiled."""
+    import os
+    import subprocess
+    import sys
+
+    _check_tally()
+    code = "from tests.runtime.test_parts import _check_tally; _check_tally(); print('ok')"
+    env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue", "NETC_NUM_THREADS": "2"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
 def test_every_launcher_hands_its_own_arguments_to_its_part():
-    """Every parallel kernel is a launcher that calls the part of its name by symbol
-    (linking.run_part), passing its own arguments on unchanged and in order: read from the source
-    of every CPU module. None is left that compiles its part into itself (a prange around a
-    plain call: Numba links the part in and optimizes it again, seconds a launcher)."""
+    """Every parallel kernel is a launcher whose whole body is run_parts of the part of its name
+    (linking.run_parts: the part called by symbol on Numba's threads), passing its own arguments
+    on unchanged and in order: read from the source of every CPU module. None uses Numba's
+    parallel compiler (a prange: 0.5-1 s a launcher to compile, seconds where it compiles the
+    part into itself)."""
     import ast
     import pathlib
 
     launchers = 0
     for path in sorted(pathlib.Path(jit.__file__).parent.rglob("*.py")):
         tree = ast.parse(path.read_text())
+        assert not [n for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == "prange"
+                    or isinstance(n, ast.alias) and n.name == "prange"], path.name
         names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
         for fn in ast.walk(tree):
             if not isinstance(fn, ast.FunctionDef):
                 continue
             decorators = [ast.unparse(d) for d in fn.decorator_list]
-            assert "kernel(parallel=True)" not in decorators, f"{path.name}: {fn.name}"
+            assert not any("parallel" in d for d in decorators), f"{path.name}: {fn.name}"
             if "launcher" not in decorators:
                 continue
             launchers += 1
             params = [a.arg for a in fn.args.args]
             part = fn.name.removesuffix("_cpu") + "_part"
-            (loop,) = fn.body
-            t = loop.target.id
-            want = (f"for {t} in prange({params[0]}):\n    run_part({part}, np.int64({t}), "
-                    f"{params[0]}, ({', '.join(params[1:])}{',' if len(params) == 2 else ''}))")
-            assert ast.unparse(loop) == want, f"{path.name}: {fn.name}"
+            (call,) = fn.body
+            want = (f"run_parts({part}, {params[0]}, ({', '.join(params[1:])}"
+                    f"{',' if len(params) == 2 else ''}))")
+            assert ast.unparse(call) == want, f"{path.name}: {fn.name}"
             assert part in names, f"{path.name}: {fn.name} has no {part}"
-    assert launchers >= 30
+    assert launchers >= 50
 
 
 def _kernel_sources() -> dict:
@@ -254,7 +299,7 @@ def _kernel_sources() -> dict:
 
 
 def test_only_parts_outlined_kernels_and_inlined_ones_call_by_symbol():
-    """A kernel that calls by symbol (gemm, run_part, an outlined kernel) is a part, an outlined
+    """A kernel that calls by symbol (gemm, run_parts, an outlined kernel) is a part, an outlined
     kernel or a launcher, or is inlined into its callers: a plain kernel's code loaded from
     Numba's cache does not pass on the steps that bind its symbols to a caller compiled later,
     whose own cached code then names a symbol nothing binds, and LLVM ends the process that
@@ -269,7 +314,7 @@ def test_only_parts_outlined_kernels_and_inlined_ones_call_by_symbol():
 
     kernels = {name: (path, decorators, called(fn))  # name -> (file, decorators, names it calls)
                for name, (path, decorators, fn) in _kernel_sources().items()}
-    by_symbol = {"gemm", "run_part"} | {name for name, (_, decorators, _) in kernels.items()
+    by_symbol = {"gemm", "run_parts"} | {name for name, (_, decorators, _) in kernels.items()
                                         if any("outlined=True" in d for d in decorators)}
     # an inlined kernel that calls by symbol puts that call into its callers: theirs too
     inlined = {name for name, (_, decorators, _) in kernels.items()
@@ -450,8 +495,7 @@ AHEAD_PROBE = PROBE + '''
 
 @launcher
 def shift_cpu(parts, x, y):
-    for t in prange(parts):
-        run_part(shift_part, np.int64(t), parts, (x, y))
+    run_parts(shift_part, parts, (x, y))
 
 
 @kernel()

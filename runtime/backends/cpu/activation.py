@@ -4,14 +4,13 @@ per element is elementwise.py's."""
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
 from netc.compiler.kinds import activation as kinds
 
 from .. import elementwise as ew
 from ..registry import Implementation, implements
 from .common import _softmax_terms_cpu
-from .jit import REDUCE, kernel, launch, launcher, run_part, share, split
+from .jit import REDUCE, kernel, launch, launcher, run_parts, share, split
 
 
 # ---- activations over whole arrays ------------------------------------------------------------
@@ -118,8 +117,7 @@ def in_kernel(h, ctx):
 
 @launcher
 def _act_cpu(parts, code, a, z, y):
-    for t in prange(parts):
-        run_part(_act_part, np.int64(t), parts, (code, a, z, y))
+    run_parts(_act_part, parts, (code, a, z, y))
 
 
 @kernel(vector_division=True)
@@ -151,8 +149,7 @@ def _act_run(code, a, z, y, lo, hi):
 
 @launcher
 def _act_grad_cpu(parts, code, a, z, y, dy, dz):
-    for t in prange(parts):
-        run_part(_act_grad_part, np.int64(t), parts, (code, a, z, y, dy, dz))
+    run_parts(_act_grad_part, parts, (code, a, z, y, dy, dz))
 
 
 @kernel(vector_division=True)
@@ -182,8 +179,7 @@ def _act_grad_run(code, a, z, y, dy, dz, lo, hi):
 
 @launcher
 def _prelu_cpu(parts, z, slope, y):
-    for t in prange(parts):
-        run_part(_prelu_part, np.int64(t), parts, (z, slope, y))
+    run_parts(_prelu_part, parts, (z, slope, y))
 
 
 @kernel()
@@ -200,8 +196,7 @@ def _prelu_part(t, parts, z, slope, y):
 
 @launcher
 def _prelu_grad_cpu(parts, z, slope, dy, dz, dslope):
-    for t in prange(parts):
-        run_part(_prelu_grad_part, np.int64(t), parts, (z, slope, dy, dz, dslope))
+    run_parts(_prelu_grad_part, parts, (z, slope, dy, dz, dslope))
 
 
 @kernel(fastmath=REDUCE)
@@ -231,8 +226,7 @@ def _softmax_row(z, y, n, p):
 
 @launcher
 def _softmax_rows_cpu(parts, z, y):
-    for t in prange(parts):
-        run_part(_softmax_rows_part, np.int64(t), parts, (z, y))
+    run_parts(_softmax_rows_part, parts, (z, y))
 
 
 @kernel()
@@ -246,8 +240,7 @@ def _softmax_rows_part(t, parts, z, y):
 
 @launcher
 def _softmax_pixels_cpu(parts, z, y):
-    for t in prange(parts):
-        run_part(_softmax_pixels_part, np.int64(t), parts, (z, y))
+    run_parts(_softmax_pixels_part, parts, (z, y))
 
 
 @kernel()
@@ -277,8 +270,7 @@ def _softmax_grad_row(y, dy, dz, n, p):
 
 @launcher
 def _softmax_grad_rows_cpu(parts, y, dy, dz):
-    for t in prange(parts):
-        run_part(_softmax_grad_rows_part, np.int64(t), parts, (y, dy, dz))
+    run_parts(_softmax_grad_rows_part, parts, (y, dy, dz))
 
 
 @kernel(fastmath=REDUCE)
@@ -382,8 +374,7 @@ class Dropout(Implementation):
 
 @launcher
 def _dropout_cpu(parts, x, seed, threshold, scale, y):
-    for t in prange(parts):
-        run_part(_dropout_part, np.int64(t), parts, (x, seed, threshold, scale, y))
+    run_parts(_dropout_part, parts, (x, seed, threshold, scale, y))
 
 
 @kernel()

@@ -1,9 +1,9 @@
 """The parallel launchers of a first run, compiled in a second process while this one works.
 
-A launcher is one `prange` around one call of its part (jit.py), yet Numba compiles it slowly:
-it links the part and everything the part calls into the launcher's module, then optimizes and
-emits all of it again (digits.net's first run: 45 s for the parts, 30 more for four launchers).
-None of that needs this process. So where a launcher is neither compiled here nor in the cache,
+A launcher is one call of Numba's threading layer around its part (jit.py, linking.run_parts):
+0.1-0.2 s to compile (four of digits.net's took 30 s when Numba linked the part into each, 0.3-0.7
+s each as a `prange` around a call by symbol), and nothing of this process is needed for it. So
+where a launcher is neither compiled here nor in the cache,
 `launch` in jit.py runs its parts one after another on this thread and hands the launcher's
 signature to a compiler process (compiler_process.py, run with `python -m`: it imports netc's
 kernels and nothing of the caller's), which compiles it into Numba's cache on the other core;

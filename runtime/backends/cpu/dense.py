@@ -16,7 +16,6 @@ activation's gradient and the bias sums in the same kernel. (Measurements: bench
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
 from netc.compiler.kinds import dense as kinds
 
@@ -27,7 +26,7 @@ from .activation import fused_backward, fused_forward, in_kernel
 from .blas import gemm, own_tiles, tile_routes
 from .tiles import host_vector_bytes
 from .common import TAPS, _act_row_cpu, _grad_row_cpu, _nine_dots1_cpu, _nine_dots_cpu, act_pair
-from .jit import REDUCE, kernel, launch, launcher, run_part, share, split_macs
+from .jit import REDUCE, kernel, launch, launcher, run_parts, share, split_macs
 
 DOTS_ROW_BYTES = (1024, 4096)
 DOTS_SMALL_BATCH = 16
@@ -170,8 +169,7 @@ def linear_backward(x2, p, dy, y, act, ctx, dx):
 
 @launcher
 def _linear_dots_cpu(parts, x, w, bias, act, pairs, z):
-    for t in prange(parts):
-        run_part(_linear_dots_part, np.int64(t), parts, (x, w, bias, act, pairs, z))
+    run_parts(_linear_dots_part, parts, (x, w, bias, act, pairs, z))
 
 
 @kernel(fastmath=REDUCE)  # REDUCE: the dot products vectorize
@@ -210,8 +208,7 @@ def _linear_dots_part(t, parts, x, w, bias, act, pairs, z):
 
 @launcher
 def _linear_forward_cpu(parts, x, w, bias, act, z):
-    for t in prange(parts):
-        run_part(_linear_forward_part, np.int64(t), parts, (x, w, bias, act, z))
+    run_parts(_linear_forward_part, parts, (x, w, bias, act, z))
 
 
 @kernel()
@@ -258,8 +255,7 @@ def _linear_grad_out_part(t, parts, dy, y, act, dz, db):
 
 @launcher
 def _linear_backward_cpu(parts, x, w, dz, dw, dx):
-    for t in prange(parts):
-        run_part(_linear_backward_part, np.int64(t), parts, (x, w, dz, dw, dx))
+    run_parts(_linear_backward_part, parts, (x, w, dz, dw, dx))
 
 
 @kernel()

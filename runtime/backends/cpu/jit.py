@@ -3,11 +3,13 @@
 Kernels are module-level Numba functions, compiled on first call and cached on disk (`kernel(...)`
 gives every one the same options). Threads: work that splits is written as a serial *part*,
 `part(t, parts, ...)`, which does the t-th of `parts` shares (its samples, units or elements, with
-its own slice of a workspace), and a parallel *launcher* (`launcher()`), `for t in prange(parts):
-run_part(part, t, parts, (...))`, which is all that Numba's parallel compiler sees: lowering a
-prange body is the slowest thing Numba compiles (a whole kernel's body under prange took 2-4x the
-time of the same body compiled serially), and the launcher calls its part by address rather than
-compiling it in again. `launch()` runs the part alone on the calling thread where the work is too
+its own slice of a workspace), and a *launcher* (`launcher()`), `run_parts(part, parts, (...))`,
+which runs the parts on Numba's threads (linking.run_parts: the threading layer called directly,
+the part called by address rather than compiled in again). No kernel uses Numba's parallel
+compiler: lowering a prange is the slowest thing Numba compiles (a whole kernel's body under
+prange took 2-4x the time of the same body compiled serially), and even a prange around one call
+of the part took 0.5-1 s a launcher to compile, where run_parts' launcher takes a tenth of that.
+`launch()` runs the part alone on the calling thread where the work is too
 small to pay for a parallel region (`split()`: a grain measured in bench/grain.py), so that small
 layers never wake the other threads, which on a busy machine may not be running, and never compile
 their launcher. The GEMMs a part calls run single-threaded: one pool of threads, so that nothing
@@ -38,7 +40,7 @@ import numba
 
 from .. import cache
 from . import background, blas, linking
-from .linking import run_part  # noqa: F401  (the launchers' call of their part)
+from .linking import run_parts  # noqa: F401  (the launchers' call of their parts)
 
 _state: dict = {}
 _recording = threading.local()  # .calls: recording()'s list, in the thread that records
@@ -58,15 +60,14 @@ MACS_PER_NS = 28
 REDUCE = {"reassoc", "nsz", "contract"}
 
 
-def kernel(fastmath=False, parallel=False, inline=False, vector_division=False, outlined=False):
-    """numba.njit with netc's options: cached (cache.py), without the GIL; `parallel` for kernels
-    that split their batch with prange; `inline` puts the body into every caller at Numba's level,
+def kernel(fastmath=False, inline=False, vector_division=False, outlined=False):
+    """numba.njit with netc's options: cached (cache.py), without the GIL; `inline` puts the body into every caller at Numba's level,
     for inner loops over short work that a call would cost as much as. `vector_division`: a
     division by zero gives inf or NaN as in NumPy (error_model="numpy") instead of Numba's check
     and exception, a branch per division that keeps a loop from vectorizing (the sigmoid's).
     `outlined`: other kernels call it by symbol, compiled once (linking.outlined), rather than
     compiling its code into each of them."""
-    options = dict(nogil=True, fastmath=fastmath, parallel=parallel)
+    options = dict(nogil=True, fastmath=fastmath)
     if vector_division:
         options["error_model"] = "numpy"
     if inline:
@@ -76,12 +77,13 @@ def kernel(fastmath=False, parallel=False, inline=False, vector_division=False, 
 
 
 def launcher(fn):
-    """A parallel launcher: `for t in prange(parts): run_part(_x_part, np.int64(t), parts, (a, b,
-    ...))` for a launcher `_x_cpu(parts, a, b, ...)`. Its part is called by symbol (linking.py),
-    not compiled into it: a launcher linked its part and all it calls and optimized the whole
-    again, which took as long as compiling the part (the im2col CONV's forward launcher 6 s,
-    digits.net's seven launchers 24.6 s; now 0.6-1.8 s each, 6.9 s)."""
-    return kernel(parallel=True)(fn)
+    """A launcher: `run_parts(_x_part, parts, (a, b, ...))` for a launcher `_x_cpu(parts, a, b,
+    ...)`, compiled as any kernel (not by Numba's parallel compiler). Its part is called by
+    symbol (linking.py), not compiled into it: a launcher linked its part and all it calls and
+    optimized the whole again, which took as long as compiling the part (the im2col CONV's
+    forward launcher 6 s, digits.net's seven launchers 24.6 s; 0.6-1.8 s each with the part
+    called by symbol under a prange, 6.9 s; without the prange, see linking.run_parts)."""
+    return kernel()(fn)
 
 
 def num_threads() -> int:
@@ -169,8 +171,8 @@ def split_macs(macs) -> int:
 
 
 def launch(launcher, part, parts, *args):
-    """part(t, parts, *args) for every t < parts: by the parallel `launcher` (whose prange gives
-    each of Numba's threads one t), or, for one part, by `part` on this thread alone (no parallel
+    """part(t, parts, *args) for every t < parts: by `launcher` (run_parts: Numba's threads take
+    the ts), or, for one part, by `part` on this thread alone (no parallel
     region: the launcher is not even compiled). A launcher neither compiled nor cached yet is
     compiled by a second process (background.py) while its parts run here one after another
     (the same parts, so the same numbers, and every per-part sum the caller adds is written).

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
 from netc.compiler.kinds import join as kinds
 
 from .. import elementwise as ew
 from ..registry import Implementation, implements
 from .activation import fused_backward, fused_forward, in_kernel
-from .jit import kernel, launch, launcher, run_part, share, split
+from .jit import kernel, launch, launcher, run_parts, share, split
 
 
 @implements(kinds.Input, "cpu")
@@ -91,8 +90,7 @@ def _alike(xs) -> bool:
 
 @launcher
 def _add_act_cpu(parts, code, slope, a, b, w, per, y):
-    for t in prange(parts):
-        run_part(_add_act_part, np.int64(t), parts, (code, slope, a, b, w, per, y))
+    run_parts(_add_act_part, parts, (code, slope, a, b, w, per, y))
 
 
 @kernel(vector_division=True)

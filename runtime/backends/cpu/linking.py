@@ -23,8 +23,10 @@ import hashlib
 import importlib
 
 from llvmlite import binding as llvm
+from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba.core.callconv import excinfo_t
 from numba.core.imputils import impl_ret_new_ref
 from numba.extending import intrinsic
 
@@ -92,18 +94,24 @@ def _call_by_symbol(fn, cres):
 
 def _call(context, builder, fn, name, restype, argtypes, values):
     """fn(*values) through its symbol `name`, in the code being lowered; an exception it raises
-    goes on to the caller's caller. The library being lowered gets the step that binds fn for
-    argtypes before its code loads from the cache (it passes its steps on to whatever links
-    it). Returns fn's value."""
+    goes on to the caller's caller. Returns fn's value."""
+    status, value = _call_status(context, builder, fn, name, restype, argtypes, values)
+    with cgutils.if_unlikely(builder, status.is_error):
+        context.call_conv.return_status_propagate(builder, status)
+    return value
+
+
+def _call_status(context, builder, fn, name, restype, argtypes, values):
+    """(status, value) of fn(*values) through its symbol `name`, in the code being lowered. The
+    library being lowered gets the step that binds fn for argtypes before its code loads from
+    the cache (it passes its steps on to whatever links it)."""
     fnty = context.call_conv.get_function_type(restype, argtypes)
     callee = cgutils.get_or_insert_function(builder.module, fnty, name)
     status, value = context.call_conv.call_function(builder, callee, restype, argtypes, values)
-    with cgutils.if_unlikely(builder, status.is_error):
-        context.call_conv.return_status_propagate(builder, status)
     py = fn.py_func
     context.active_code_library._reload_init.add(
         functools.partial(_rebind, py.__module__, py.__qualname__, tuple(argtypes)))
-    return value
+    return status, value
 
 
 def _rebind(module, qualname, argtypes):
@@ -130,7 +138,7 @@ def keep_reload_steps(made):
 
 
 def emit(context, builder, fn, argtypes, values):
-    """fn(*values) by its bound symbol, for call(), run_part() and blas.py's lowered gemm."""
+    """fn(*values) by its bound symbol, for call() and blas.py's lowered gemm."""
     name = bind(fn, argtypes)
     if fn.overloads[argtypes].signature.return_type != types.none:
         raise TypeError(f"{fn.py_func.__qualname__} returns a value: calls by emit() are of "
@@ -155,13 +163,87 @@ def call(typingctx, fn, args, last):
 
 
 @intrinsic
-def run_part(typingctx, part, t, parts, args):
-    """part(t, parts, *args), by symbol: a launcher's call of its part (jit.launcher)."""
-    if not isinstance(part, types.Dispatcher) or not isinstance(args, types.BaseTuple):
+def run_parts(typingctx, part, parts, args):
+    """part(t, parts, *args) for every t < parts, on Numba's threads: a launcher's whole body
+    (jit.launcher). What `for t in prange(parts)` around a call did, without Numba's parallel
+    compiler: lowering a prange, however small its body, runs the parfor passes and compiles
+    the body again as a gufunc (0.3-0.7 s a launcher, for each part and float type; 0.1-0.2
+    s this way), where this is a plain kernel's call of Numba's threading layer (numba_parallel_for,
+    as the prange's gufunc calls it) with a small function of its own that calls the part by
+    symbol for each t of the range a thread is given. The range passes as pointers' values
+    (base 0, a step of 1 byte: the layer offsets each thread's pointer by its first t and never
+    reads through it); the part's arguments, its `parts` and the first error a part returns
+    pass in one struct (`data`, the same for every thread). An exception a part raises goes on
+    to the launcher's caller once every part has ended."""
+    if (not isinstance(part, types.Dispatcher) or not isinstance(parts, types.Integer)
+            or not isinstance(args, types.BaseTuple)):
         return None
-    argtypes = (t, parts, *args.types)
+    argtypes = (types.int64, parts, *args.types)
 
     def codegen(context, builder, sig, llargs):
-        values = [llargs[1], llargs[2], *cgutils.unpack_tuple(builder, llargs[3])]
-        return emit(context, builder, part.dispatcher, argtypes, values)
-    return types.none(part, t, parts, args), codegen
+        from numba.core.typed_passes import _reload_parfors
+        from numba.np.ufunc.parallel import _launch_threads
+        _launch_threads()  # (binds numba_parallel_for and get_num_threads for LLVM)
+        name = bind(part.dispatcher, argtypes)
+        if part.dispatcher.overloads[argtypes].signature.return_type != types.none:
+            raise TypeError(f"{part.dispatcher.py_func.__qualname__} returns a value: a part "
+                            "returns nothing")
+        library = context.active_code_library
+        library._reload_init.add(_reload_parfors)  # (binds them before cached code loads)
+        i8p = ir.IntType(8).as_pointer()
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        intp = context.get_value_type(types.intp)
+        excinfo_p = ir.PointerType(excinfo_t)
+        data_t = ir.LiteralStructType([llargs[2].type, llargs[1].type, i32, excinfo_p])
+
+        # the function each thread calls: fn(args, dims, steps, data) for its ts
+        fnty = ir.FunctionType(ir.VoidType(), [i8p.as_pointer(), intp.as_pointer(),
+                                               intp.as_pointer(), i8p])
+        fn = ir.Function(builder.module, fnty, builder.module.get_unique_name("netc.parts"))
+        fn.linkage = "internal"
+        first, dims, _, data_arg = fn.args
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        data = b.bitcast(data_arg, data_t.as_pointer())
+        tup = b.load(b.gep(data, [i32(0), i32(0)]))
+        n_parts = b.load(b.gep(data, [i32(0), i32(1)]))
+        start = b.ptrtoint(b.load(first), i64)
+        stop = b.add(start, b.load(dims))
+        values = cgutils.unpack_tuple(b, tup)
+        with cgutils.for_range_slice(b, start, stop, i64(1)) as (t, _):
+            status, _ = _call_status(context, b, part.dispatcher, name, types.none, argtypes,
+                                     [t, n_parts, *values])
+            with cgutils.if_unlikely(b, status.is_error):
+                code = b.gep(data, [i32(0), i32(2)])
+                old = b.cmpxchg(code, i32(0), status.code, "monotonic", "monotonic")
+                with b.if_then(b.extract_value(old, 1)):  # the first part to fail
+                    b.store(status.excinfoptr, b.gep(data, [i32(0), i32(3)]))
+        b.ret_void()
+
+        # here: the data, the range and the call of the threading layer
+        slot = cgutils.alloca_once(builder, data_t)
+        builder.store(ir.Constant(data_t, None), slot)
+        builder.store(llargs[2], builder.gep(slot, [i32(0), i32(0)]))
+        builder.store(llargs[1], builder.gep(slot, [i32(0), i32(1)]))
+        base = cgutils.alloca_once(builder, i8p)
+        builder.store(ir.Constant(i8p, None), base)
+        count = cgutils.alloca_once(builder, intp)
+        builder.store(builder.sext(llargs[1], intp) if llargs[1].type.width < intp.width
+                      else llargs[1], count)
+        step = cgutils.alloca_once(builder, intp)
+        builder.store(intp(1), step)
+        mod = builder.module
+        threads = builder.call(cgutils.get_or_insert_function(
+            mod, ir.FunctionType(intp, []), "get_num_threads"), [])
+        parallel_for = cgutils.get_or_insert_function(
+            mod, ir.FunctionType(ir.VoidType(), [i8p] * 5 + [intp] * 3), "numba_parallel_for")
+        with builder.if_then(builder.icmp_signed(">", llargs[1], llargs[1].type(0))):
+            builder.call(parallel_for, [builder.bitcast(fn, i8p), builder.bitcast(base, i8p),
+                                        builder.bitcast(count, i8p), builder.bitcast(step, i8p),
+                                        builder.bitcast(slot, i8p), intp(0), intp(1), threads])
+        code = builder.load(builder.gep(slot, [i32(0), i32(2)]))
+        with cgutils.if_unlikely(builder, builder.icmp_signed("!=", code, i32(0))):
+            status = context.call_conv._get_return_status(
+                builder, code, builder.load(builder.gep(slot, [i32(0), i32(3)])))
+            context.call_conv.return_status_propagate(builder, status)
+        return context.get_dummy_value()
+    return types.none(part, parts, args), codegen

@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import prange
 
 from .. import elementwise as ew
 from .common import _softmax_terms_cpu
-from .jit import kernel, launch, launcher, run_part, share, split
+from .jit import kernel, launch, launcher, run_parts, share, split
 
 
 @kernel()
@@ -65,29 +64,22 @@ def _multiclass_hinge_part(t, parts, out, target, labels, logits, scale, grad, s
 
 @launcher
 def _cross_entropy_cpu(parts, out, target, labels, logits, scale, grad, sums):
-    for t in prange(parts):
-        run_part(_cross_entropy_part, np.int64(t), parts, (
-            out, target, labels, logits, scale, grad, sums))
+    run_parts(_cross_entropy_part, parts, (out, target, labels, logits, scale, grad, sums))
 
 
 @launcher
 def _soft_cross_entropy_cpu(parts, out, target, labels, logits, scale, grad, sums):
-    for t in prange(parts):
-        run_part(_soft_cross_entropy_part, np.int64(t), parts, (
-            out, target, labels, logits, scale, grad, sums))
+    run_parts(_soft_cross_entropy_part, parts, (out, target, labels, logits, scale, grad, sums))
 
 
 @launcher
 def _kl_cpu(parts, out, target, labels, logits, scale, grad, sums):
-    for t in prange(parts):
-        run_part(_kl_part, np.int64(t), parts, (out, target, labels, logits, scale, grad, sums))
+    run_parts(_kl_part, parts, (out, target, labels, logits, scale, grad, sums))
 
 
 @launcher
 def _multiclass_hinge_cpu(parts, out, target, labels, logits, scale, grad, sums):
-    for t in prange(parts):
-        run_part(_multiclass_hinge_part, np.int64(t), parts, (
-            out, target, labels, logits, scale, grad, sums))
+    run_parts(_multiclass_hinge_part, parts, (out, target, labels, logits, scale, grad, sums))
 
 
 # (launcher, part) by the row loss's code
@@ -99,9 +91,7 @@ ROWS = {ew.CROSS_ENTROPY: (_cross_entropy_cpu, _cross_entropy_part),
 
 @launcher
 def _cross_entropy_pixels_cpu(parts, out, target, labels, logits, scale, grad, sums):
-    for t in prange(parts):
-        run_part(_cross_entropy_pixels_part, np.int64(t), parts, (
-            out, target, labels, logits, scale, grad, sums))
+    run_parts(_cross_entropy_pixels_part, parts, (out, target, labels, logits, scale, grad, sums))
 
 
 @kernel()

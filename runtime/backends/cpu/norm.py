@@ -4,14 +4,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import prange
 
 from netc.compiler.kinds import norm as kinds
 
 from ..registry import Implementation, implements
 from .activation import _by_channel
 from .common import part_sum
-from .jit import REDUCE, kernel, launch, launcher, run_part, share, split
+from .jit import REDUCE, kernel, launch, launcher, run_parts, share, split
 
 
 @implements(kinds.BatchNorm, "cpu")
@@ -59,8 +58,7 @@ class BatchNorm(Implementation):
 
 @launcher
 def _bn_cpu(parts, x, stats, eps, weight, bias, mean, var, inv, y):
-    for t in prange(parts):
-        run_part(_bn_part, np.int64(t), parts, (x, stats, eps, weight, bias, mean, var, inv, y))
+    run_parts(_bn_part, parts, (x, stats, eps, weight, bias, mean, var, inv, y))
 
 
 @kernel(fastmath=REDUCE)
@@ -106,8 +104,7 @@ def _bn_part(t, parts, x, stats, eps, weight, bias, mean, var, inv, y):
 
 @launcher
 def _bn_grad_cpu(parts, x, dy, mean, inv, weight, per, dw, db, dx):
-    for t in prange(parts):
-        run_part(_bn_grad_part, np.int64(t), parts, (x, dy, mean, inv, weight, per, dw, db, dx))
+    run_parts(_bn_grad_part, parts, (x, dy, mean, inv, weight, per, dw, db, dx))
 
 
 @kernel(fastmath=REDUCE)
@@ -216,8 +213,7 @@ class GroupNormalization(Implementation):
 
 @launcher
 def _gn_cpu(parts, x, xg, eps, weight, bias, mean, inv, y):
-    for t in prange(parts):
-        run_part(_gn_part, np.int64(t), parts, (x, xg, eps, weight, bias, mean, inv, y))
+    run_parts(_gn_part, parts, (x, xg, eps, weight, bias, mean, inv, y))
 
 
 @kernel(fastmath=REDUCE)
@@ -251,8 +247,7 @@ def _gn_part(t, parts, x, xg, eps, weight, bias, mean, inv, y):
 
 @launcher
 def _gn_grad_cpu(parts, x, dy, mean, inv, weight, dw, db, dx):
-    for t in prange(parts):
-        run_part(_gn_grad_part, np.int64(t), parts, (x, dy, mean, inv, weight, dw, db, dx))
+    run_parts(_gn_grad_part, parts, (x, dy, mean, inv, weight, dw, db, dx))
 
 
 @kernel(fastmath=REDUCE)

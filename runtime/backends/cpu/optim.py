@@ -3,10 +3,9 @@ parts."""
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
 from .. import elementwise as ew
-from .jit import kernel, launcher, run_part, share
+from .jit import kernel, launcher, run_parts, share
 
 
 # One part per set of states the rule keeps, each a loop with no test of a state in it: one loop
@@ -16,8 +15,7 @@ from .jit import kernel, launcher, run_part, share
 # eps, by 1 - beta^t) are IEEE's (vector_division), so that the loops vectorize.
 @launcher
 def _update2_cpu(parts, rule, theta, g, s1, s2, h, first):
-    for t in prange(parts):
-        run_part(_update2_part, np.int64(t), parts, (rule, theta, g, s1, s2, h, first))
+    run_parts(_update2_part, parts, (rule, theta, g, s1, s2, h, first))
 
 
 @kernel(vector_division=True)
@@ -32,8 +30,7 @@ def _update2_part(t, parts, rule, theta, g, s1, s2, h, first):
 
 @launcher
 def _update1_cpu(parts, rule, theta, g, s1, h, first):
-    for t in prange(parts):
-        run_part(_update1_part, np.int64(t), parts, (rule, theta, g, s1, h, first))
+    run_parts(_update1_part, parts, (rule, theta, g, s1, h, first))
 
 
 @kernel(vector_division=True)
@@ -47,8 +44,7 @@ def _update1_part(t, parts, rule, theta, g, s1, h, first):
 
 @launcher
 def _update0_cpu(parts, rule, theta, g, h, first):
-    for t in prange(parts):
-        run_part(_update0_part, np.int64(t), parts, (rule, theta, g, h, first))
+    run_parts(_update0_part, parts, (rule, theta, g, h, first))
 
 
 @kernel(vector_division=True)

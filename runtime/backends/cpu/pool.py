@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
 from netc.compiler.kinds import pool as kinds
 from netc.compiler.shapes import window_geometry
@@ -10,7 +9,7 @@ from netc.compiler.shapes import window_geometry
 from .. import elementwise as ew
 from ..registry import Implementation, implements
 from .common import _fill_cpu, _valid, window
-from .jit import kernel, launch, launcher, run_part, share, split
+from .jit import kernel, launch, launcher, run_parts, share, split
 
 
 @implements(kinds.Pool, "cpu")
@@ -77,8 +76,7 @@ def _parts(x, y, geo=(1, 1)):
 # the common case, get an unrolled kernel. Every kernel splits the samples of the batch into parts.
 @launcher
 def _maxpool_cpu(parts, x, kh, kw, sh, sw, ph, pw, y, arg):
-    for t in prange(parts):
-        run_part(_maxpool_part, np.int64(t), parts, (x, kh, kw, sh, sw, ph, pw, y, arg))
+    run_parts(_maxpool_part, parts, (x, kh, kw, sh, sw, ph, pw, y, arg))
 
 
 @kernel()
@@ -107,8 +105,7 @@ def _maxpool_part(t, parts, x, kh, kw, sh, sw, ph, pw, y, arg):
 
 @launcher
 def _maxpool2x2_cpu(parts, x, y, arg):
-    for t in prange(parts):
-        run_part(_maxpool2x2_part, np.int64(t), parts, (x, y, arg))
+    run_parts(_maxpool2x2_part, parts, (x, y, arg))
 
 
 @kernel()
@@ -135,8 +132,7 @@ def _maxpool2x2_part(t, parts, x, y, arg):
 
 @launcher
 def _maxpool_back_cpu(parts, dy, arg, dx):
-    for t in prange(parts):
-        run_part(_maxpool_back_part, np.int64(t), parts, (dy, arg, dx))
+    run_parts(_maxpool_back_part, parts, (dy, arg, dx))
 
 
 @kernel()
@@ -154,8 +150,7 @@ def _maxpool_back_part(t, parts, dy, arg, dx):
 
 @launcher
 def _avgpool2x2_cpu(parts, x, y):
-    for t in prange(parts):
-        run_part(_avgpool2x2_part, np.int64(t), parts, (x, y))
+    run_parts(_avgpool2x2_part, parts, (x, y))
 
 
 @kernel()
@@ -177,8 +172,7 @@ def _avgpool2x2_part(t, parts, x, y):
 
 @launcher
 def _avgpool2x2_back_cpu(parts, dy, dx):
-    for t in prange(parts):
-        run_part(_avgpool2x2_back_part, np.int64(t), parts, (dy, dx))
+    run_parts(_avgpool2x2_back_part, parts, (dy, dx))
 
 
 @kernel()
@@ -203,8 +197,7 @@ def _avgpool2x2_back_part(t, parts, dy, dx):
 
 @launcher
 def _avgpool_cpu(parts, x, kh, kw, sh, sw, ph, pw, y):
-    for t in prange(parts):
-        run_part(_avgpool_part, np.int64(t), parts, (x, kh, kw, sh, sw, ph, pw, y))
+    run_parts(_avgpool_part, parts, (x, kh, kw, sh, sw, ph, pw, y))
 
 
 @kernel()
@@ -233,8 +226,7 @@ def _avgpool_part(t, parts, x, kh, kw, sh, sw, ph, pw, y):
 
 @launcher
 def _avgpool_back_cpu(parts, dy, kh, kw, sh, sw, ph, pw, dx):
-    for t in prange(parts):
-        run_part(_avgpool_back_part, np.int64(t), parts, (dy, kh, kw, sh, sw, ph, pw, dx))
+    run_parts(_avgpool_back_part, parts, (dy, kh, kw, sh, sw, ph, pw, dx))
 
 
 @kernel()
@@ -281,8 +273,7 @@ class Upsample(Implementation):
 
 @launcher
 def _upsample_cpu(parts, x, s, bilinear, y):
-    for t in prange(parts):
-        run_part(_upsample_part, np.int64(t), parts, (x, s, bilinear, y))
+    run_parts(_upsample_part, parts, (x, s, bilinear, y))
 
 
 @kernel()
@@ -304,8 +295,7 @@ def _upsample_part(t, parts, x, s, bilinear, y):
 
 @launcher
 def _upsample_back_cpu(parts, dy, s, bilinear, dx):
-    for t in prange(parts):
-        run_part(_upsample_back_part, np.int64(t), parts, (dy, s, bilinear, dx))
+    run_parts(_upsample_back_part, parts, (dy, s, bilinear, dx))
 
 
 @kernel()

@@ -22,7 +22,6 @@ vectorizes them with elementwise's exp and tanh: the LSTM's step 20 -> 7 ms (ben
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
 from netc.compiler.kinds import recurrent as kinds
 
@@ -31,7 +30,7 @@ from ..registry import Implementation, implements
 from .blas import gemm
 from .common import act_pair
 from .dense import linear_backward
-from .jit import kernel, launch, launcher, run_part, split_macs
+from .jit import kernel, launch, launcher, run_parts, split_macs
 
 _0 = np.float32(0)
 
@@ -170,9 +169,8 @@ def _none3(dtype):
 
 @launcher
 def _recurrent_forward_cpu(parts, cell, act, xp, goff, w_hh_t, b_hn, reverse, hs, hoff, cs, hn):
-    for part in prange(parts):
-        run_part(_recurrent_forward_part, np.int64(part), parts, (
-            cell, act, xp, goff, w_hh_t, b_hn, reverse, hs, hoff, cs, hn))
+    run_parts(_recurrent_forward_part, parts, (
+        cell, act, xp, goff, w_hh_t, b_hn, reverse, hs, hoff, cs, hn))
 
 
 @kernel(vector_division=True)
@@ -223,10 +221,9 @@ def _recurrent_forward_part(part, parts, cell, act, xp, goff, w_hh_t, b_hn, reve
 @launcher
 def _recurrent_backward_cpu(parts, cell, act, gates, goff, hs, hoff, cs, hn, w_hh, dys, dlast,
                             doff, reverse, dz, dzh, zoff, dh, dc):
-    for part in prange(parts):
-        run_part(_recurrent_backward_part, np.int64(part), parts, (
-            cell, act, gates, goff, hs, hoff, cs, hn, w_hh, dys, dlast, doff, reverse, dz, dzh,
-            zoff, dh, dc))
+    run_parts(_recurrent_backward_part, parts, (
+        cell, act, gates, goff, hs, hoff, cs, hn, w_hh, dys, dlast, doff, reverse, dz, dzh, zoff,
+        dh, dc))
 
 
 @kernel(vector_division=True)
@@ -276,8 +273,7 @@ def _recurrent_backward_part(part, parts, cell, act, gates, goff, hs, hoff, cs, 
 
 @launcher
 def _project_cpu(parts, x, w_t, bias, out):
-    for part in prange(parts):
-        run_part(_project_part, np.int64(part), parts, (x, w_t, bias, out))
+    run_parts(_project_part, parts, (x, w_t, bias, out))
 
 
 @kernel()

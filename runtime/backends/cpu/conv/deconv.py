@@ -6,7 +6,6 @@ and dx = W cols. Each thread takes a part of the batch with its own workspace an
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
 from netc.compiler.kinds.conv import Deconv as DeconvKind
 
@@ -14,7 +13,7 @@ from ...registry import Implementation, implements
 from ..activation import fused_backward, fused_forward, in_kernel
 from ..blas import gemm
 from ..common import _act_row_cpu, _fill_cpu, _grad_row_cpu, act_pair, part_sum, window
-from ..jit import REDUCE, kernel, launch, launcher, run_part, split_macs
+from ..jit import REDUCE, kernel, launch, launcher, run_parts, split_macs
 from .im2col import _col2im_cpu, _im2col_cpu
 
 
@@ -83,9 +82,8 @@ class Deconv(Implementation):
 
 @launcher
 def _deconv_forward_cpu(parts, x, w, bias, act, groups, kh, kw, sh, sw, ph, pw, cols_ws, y):
-    for t in prange(parts):
-        run_part(_deconv_forward_part, np.int64(t), parts, (
-            x, w, bias, act, groups, kh, kw, sh, sw, ph, pw, cols_ws, y))
+    run_parts(_deconv_forward_part, parts, (
+        x, w, bias, act, groups, kh, kw, sh, sw, ph, pw, cols_ws, y))
 
 
 @kernel()
@@ -109,10 +107,8 @@ def _deconv_forward_part(t, parts, x, w, bias, act, groups, kh, kw, sh, sw, ph, 
 @launcher
 def _deconv_backward_cpu(parts, x, w, dy, y, act, groups, kh, kw, sh, sw, ph, pw, need_dx, d_ws,
                          cols_ws, dw_ws, db_ws, dx):
-    for t in prange(parts):
-        run_part(_deconv_backward_part, np.int64(t), parts, (
-            x, w, dy, y, act, groups, kh, kw, sh, sw, ph, pw, need_dx, d_ws, cols_ws, dw_ws, db_ws,
-            dx))
+    run_parts(_deconv_backward_part, parts, (
+        x, w, dy, y, act, groups, kh, kw, sh, sw, ph, pw, need_dx, d_ws, cols_ws, dw_ws, db_ws, dx))
 
 
 @kernel(fastmath=REDUCE)

@@ -25,11 +25,9 @@ import functools
 
 import numpy as np
 
-from numba import prange
-
 from ..common import (TAPS, _act_row_cpu, _copy_run_cpu, _fill_cpu, _grad_row_cpu, _nine_dots1_cpu,
                       _nine_dots_cpu, _offsets)
-from ..jit import REDUCE, kernel, launcher, run_part
+from ..jit import REDUCE, kernel, launcher, run_parts
 from ..dense import wide_vectors
 
 BLOCK = 4  # filters per pass: what _nine_taps_cpu spells out by name, for TAPS taps
@@ -91,9 +89,8 @@ def _direct_workspace(ctx, x, f, plane, margin, tags):
 
 @launcher
 def _direct_forward_cpu(parts, x, wk, bias, act, ph, pw, offs, oh, ow, wide, xp_ws, acc_ws, y):
-    for t in prange(parts):
-        run_part(_direct_forward_part, np.int64(t), parts, (
-            x, wk, bias, act, ph, pw, offs, oh, ow, wide, xp_ws, acc_ws, y))
+    run_parts(_direct_forward_part, parts, (
+        x, wk, bias, act, ph, pw, offs, oh, ow, wide, xp_ws, acc_ws, y))
 
 
 @kernel()
@@ -123,10 +120,9 @@ def _direct_forward_part(t, parts, x, wk, bias, act, ph, pw, offs, oh, ow, wide,
 @launcher
 def _direct_backward_cpu(parts, x, wt, dy, y, act, ph, pw, offs, margin, need_dx, wide, xp_ws,
                          g_ws, acc_ws, dw_ws, db_ws, dx):
-    for t in prange(parts):
-        run_part(_direct_backward_part, np.int64(t), parts, (
-            x, wt, dy, y, act, ph, pw, offs, margin, need_dx, wide, xp_ws, g_ws, acc_ws, dw_ws,
-            db_ws, dx))
+    run_parts(_direct_backward_part, parts, (
+        x, wt, dy, y, act, ph, pw, offs, margin, need_dx, wide, xp_ws, g_ws, acc_ws, dw_ws, db_ws,
+        dx))
 
 
 @kernel(fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize

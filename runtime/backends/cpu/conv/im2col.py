@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from numba import prange
-
 from ..blas import gemm
 from ..common import (CHUNK_BYTES, _act_row_cpu, _channels_first_cpu, _copy_run_cpu, _fill_cpu,
                       _grad_row_cpu, _valid, samples_per_chunk)
-from ..jit import REDUCE, kernel, launcher, run_part, share
+from ..jit import REDUCE, kernel, launcher, run_parts, share
 
 
 def _workspace(ctx, h, x, f, oh, ow, tags, depth=0):
@@ -43,9 +41,8 @@ def _pointwise(h):
 @launcher
 def _conv_forward_cpu(parts, x, w, bias, act, groups, kh, kw, sh, sw, ph, pw, oh, ow, per,
                       cols_ws, kept, z_ws, y):
-    for t in prange(parts):
-        run_part(_conv_forward_part, np.int64(t), parts, (
-            x, w, bias, act, groups, kh, kw, sh, sw, ph, pw, oh, ow, per, cols_ws, kept, z_ws, y))
+    run_parts(_conv_forward_part, parts, (
+        x, w, bias, act, groups, kh, kw, sh, sw, ph, pw, oh, ow, per, cols_ws, kept, z_ws, y))
 
 
 @kernel()
@@ -69,10 +66,9 @@ def _conv_forward_part(t, parts, x, w, bias, act, groups, kh, kw, sh, sw, ph, pw
 @launcher
 def _conv_backward_cpu(parts, x, w, dy, y, act, groups, kh, kw, sh, sw, ph, pw, oh, ow, per,
                        need_dx, cols_ws, kept, d2_ws, dcols_ws, wt, dxp_ws, dw_ws, db_ws, dx):
-    for t in prange(parts):
-        run_part(_conv_backward_part, np.int64(t), parts, (
-            x, w, dy, y, act, groups, kh, kw, sh, sw, ph, pw, oh, ow, per, need_dx, cols_ws, kept,
-            d2_ws, dcols_ws, wt, dxp_ws, dw_ws, db_ws, dx))
+    run_parts(_conv_backward_part, parts, (
+        x, w, dy, y, act, groups, kh, kw, sh, sw, ph, pw, oh, ow, per, need_dx, cols_ws, kept,
+        d2_ws, dcols_ws, wt, dxp_ws, dw_ws, db_ws, dx))
 
 
 @kernel(fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
@@ -110,10 +106,9 @@ def _conv_backward_part(t, parts, x, w, dy, y, act, groups, kh, kw, sh, sw, ph, 
 @launcher
 def _conv_backward_wide_cpu(parts, x, w, dy, y, act, kh, kw, sh, sw, ph, pw, oh, ow, need_dx,
                             cols_ws, d2_ws, dcols_ws, wt, dxp_ws, dw, db_ws, dx):
-    for t in prange(parts):
-        run_part(_conv_backward_wide_part, np.int64(t), parts, (
-            x, w, dy, y, act, kh, kw, sh, sw, ph, pw, oh, ow, need_dx, cols_ws, d2_ws, dcols_ws, wt,
-            dxp_ws, dw, db_ws, dx))
+    run_parts(_conv_backward_wide_part, parts, (
+        x, w, dy, y, act, kh, kw, sh, sw, ph, pw, oh, ow, need_dx, cols_ws, d2_ws, dcols_ws, wt,
+        dxp_ws, dw, db_ws, dx))
 
 
 @kernel(fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize

@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from numba import prange
-
 from ..blas import gemm
 from ..common import (CHUNK_BYTES, PLANES_BLOCK_BYTES, PLANES_LAST_BLOCK, _act_row_cpu,
                       _channels_first_cpu, _fill_cpu, _grad_row_cpu, samples_per_chunk)
-from ..jit import REDUCE, kernel, launch, launcher, run_part, split_macs
+from ..jit import REDUCE, kernel, launch, launcher, run_parts, split_macs
 
 
 # Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, 2016) for 3x3 stride-1 convolutions:
@@ -115,8 +113,7 @@ def _transform_parts(positions, pairs, rows):
 
 @launcher
 def _weights_cpu(parts, w, transpose, taps, coef, count, out):
-    for t in prange(parts):
-        run_part(_weights_part, np.int64(t), parts, (w, transpose, taps, coef, count, out))
+    run_parts(_weights_part, parts, (w, transpose, taps, coef, count, out))
 
 
 @kernel()
@@ -153,8 +150,7 @@ def _weights_part(t, parts, w, transpose, taps, coef, count, out):
 
 @launcher
 def _weight_grad_cpu(parts, du, taps, coef, count, dg):
-    for t in prange(parts):
-        run_part(_weight_grad_part, np.int64(t), parts, (du, taps, coef, count, dg))
+    run_parts(_weight_grad_part, parts, (du, taps, coef, count, dg))
 
 
 @kernel()
@@ -243,9 +239,8 @@ def _skew(count, unit_bytes):
 @launcher
 def _winograd_forward_cpu(parts, x, ut, bias, act, ph, pw, oh, ow, per, xp_ws, v_ws, m_ws, o_ws,
                           rows_ws, y):
-    for t in prange(parts):
-        run_part(_winograd_forward_part, np.int64(t), parts, (
-            x, ut, bias, act, ph, pw, oh, ow, per, xp_ws, v_ws, m_ws, o_ws, rows_ws, y))
+    run_parts(_winograd_forward_part, parts, (
+        x, ut, bias, act, ph, pw, oh, ow, per, xp_ws, v_ws, m_ws, o_ws, rows_ws, y))
 
 
 @kernel()
@@ -273,10 +268,9 @@ def _winograd_forward_part(t, parts, x, ut, bias, act, ph, pw, oh, ow, per, xp_w
 @launcher
 def _winograd_backward_cpu(parts, x, u, dy, y, act, ph, pw, per, need_dx, xp_ws, v_ws, m_ws,
                            dv_ws, g_ws, gt_ws, rows_ws, du_ws, db_ws, dx):
-    for t in prange(parts):
-        run_part(_winograd_backward_part, np.int64(t), parts, (
-            x, u, dy, y, act, ph, pw, per, need_dx, xp_ws, v_ws, m_ws, dv_ws, g_ws, gt_ws, rows_ws,
-            du_ws, db_ws, dx))
+    run_parts(_winograd_backward_part, parts, (
+        x, u, dy, y, act, ph, pw, per, need_dx, xp_ws, v_ws, m_ws, dv_ws, g_ws, gt_ws, rows_ws,
+        du_ws, db_ws, dx))
 
 
 @kernel(fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
@@ -604,9 +598,8 @@ def _winograd_grad_in_rows_cpu(dv, col0, th, tw, dxp, rows):
 @launcher
 def _winograd4_forward_cpu(parts, x, ut, bias, act, ph, pw, oh, ow, per, xp_ws, v_ws, m_ws, o_ws,
                            rows_ws, y):
-    for t in prange(parts):
-        run_part(_winograd4_forward_part, np.int64(t), parts, (
-            x, ut, bias, act, ph, pw, oh, ow, per, xp_ws, v_ws, m_ws, o_ws, rows_ws, y))
+    run_parts(_winograd4_forward_part, parts, (
+        x, ut, bias, act, ph, pw, oh, ow, per, xp_ws, v_ws, m_ws, o_ws, rows_ws, y))
 
 
 @kernel()
@@ -654,10 +647,9 @@ def _wino4_sample_out_cpu(mm, col0, th, tw, bias, act, o, tmp, yq):
 @launcher
 def _winograd4_backward_cpu(parts, x, u, dy, y, act, ph, pw, per, need_dx, xp_ws, v_ws, m_ws,
                             dv_ws, g_ws, gt_ws, rows_ws, du_ws, db_ws, dx):
-    for t in prange(parts):
-        run_part(_winograd4_backward_part, np.int64(t), parts, (
-            x, u, dy, y, act, ph, pw, per, need_dx, xp_ws, v_ws, m_ws, dv_ws, g_ws, gt_ws, rows_ws,
-            du_ws, db_ws, dx))
+    run_parts(_winograd4_backward_part, parts, (
+        x, u, dy, y, act, ph, pw, per, need_dx, xp_ws, v_ws, m_ws, dv_ws, g_ws, gt_ws, rows_ws,
+        du_ws, db_ws, dx))
 
 
 @kernel(fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
@@ -1029,8 +1021,7 @@ def _batch_tiles(ctx, x, f, oh, ow, tags):
 # transforms back (by samples).
 @launcher
 def _wino4_in_batch_cpu(parts, x, ph, pw, th, tw, xp_ws, rows_ws, v):
-    for t in prange(parts):
-        run_part(_wino4_in_batch_part, np.int64(t), parts, (x, ph, pw, th, tw, xp_ws, rows_ws, v))
+    run_parts(_wino4_in_batch_part, parts, (x, ph, pw, th, tw, xp_ws, rows_ws, v))
 
 
 @kernel()
@@ -1044,8 +1035,7 @@ def _wino4_in_batch_part(t, parts, x, ph, pw, th, tw, xp_ws, rows_ws, v):
 
 @launcher
 def _positions_forward_cpu(parts, v, ut, mm):
-    for t in prange(parts):
-        run_part(_positions_forward_part, np.int64(t), parts, (v, ut, mm))
+    run_parts(_positions_forward_part, parts, (v, ut, mm))
 
 
 @kernel()
@@ -1058,9 +1048,7 @@ def _positions_forward_part(t, parts, v, ut, mm):
 
 @launcher
 def _wino4_out_batch_cpu(parts, mm, bias, act, th, tw, o_ws, rows_ws, y):
-    for t in prange(parts):
-        run_part(_wino4_out_batch_part, np.int64(t), parts, (mm, bias, act, th, tw, o_ws, rows_ws,
-                                                             y))
+    run_parts(_wino4_out_batch_part, parts, (mm, bias, act, th, tw, o_ws, rows_ws, y))
 
 
 @kernel()
@@ -1075,9 +1063,8 @@ def _wino4_out_batch_part(t, parts, mm, bias, act, th, tw, o_ws, rows_ws, y):
 @launcher
 def _wino4_grads_batch_cpu(parts, x, dy, y, act, ph, pw, xp_ws, rows_ws, g_ws, gt_ws, db_ws, v,
                            dm):
-    for t in prange(parts):
-        run_part(_wino4_grads_batch_part, np.int64(t), parts, (
-            x, dy, y, act, ph, pw, xp_ws, rows_ws, g_ws, gt_ws, db_ws, v, dm))
+    run_parts(_wino4_grads_batch_part, parts, (
+        x, dy, y, act, ph, pw, xp_ws, rows_ws, g_ws, gt_ws, db_ws, v, dm))
 
 
 @kernel(fastmath=REDUCE)  # REDUCE: the inlined bias sums vectorize
@@ -1098,8 +1085,7 @@ def _wino4_grads_batch_part(t, parts, x, dy, y, act, ph, pw, xp_ws, rows_ws, g_w
 
 @launcher
 def _positions_backward_cpu(parts, dm, v, u, need_dx, dv):
-    for t in prange(parts):
-        run_part(_positions_backward_part, np.int64(t), parts, (dm, v, u, need_dx, dv))
+    run_parts(_positions_backward_part, parts, (dm, v, u, need_dx, dv))
 
 
 @kernel()
@@ -1116,9 +1102,7 @@ def _positions_backward_part(t, parts, dm, v, u, need_dx, dv):
 
 @launcher
 def _wino4_grad_in_batch_cpu(parts, dv, ph, pw, th, tw, xp_ws, rows_ws, dx):
-    for t in prange(parts):
-        run_part(_wino4_grad_in_batch_part, np.int64(t), parts, (dv, ph, pw, th, tw, xp_ws,
-                                                                 rows_ws, dx))
+    run_parts(_wino4_grad_in_batch_part, parts, (dv, ph, pw, th, tw, xp_ws, rows_ws, dx))
 
 
 @kernel()
