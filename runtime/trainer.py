@@ -428,9 +428,11 @@ class Trainer:
 
     def _catch_interrupt(self):
         """Ctrl-C sets a flag; the loop stops after the step in progress (never half-way through
-        an update) and writes last.npz."""
+        an update) and writes last.npz. A process that ignores Ctrl-C (started by nohup, or as a
+        background job of a script) goes on ignoring it."""
         self.interrupted = False
-        if threading.current_thread() is not threading.main_thread():
+        if (threading.current_thread() is not threading.main_thread()
+                or signal.getsignal(signal.SIGINT) is signal.SIG_IGN):
             return None
 
         def handler(signum, frame):

@@ -86,11 +86,13 @@ def test_resume_mid_epoch_after_interrupt(tmp_path):
         assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-6)
 
 
-def test_ctrl_c_stops_after_the_step_and_saves(tmp_path):
+def _interrupted_at_step_3(tmp_path, name):
+    """A trainer whose fourth step raises SIGINT in this process (during the step), and its
+    folder."""
     import signal
     net = netc.compile(SPEC)
     cfg = training.resolve(net, {"epochs": 2})
-    folder = runs.subfolder(str(tmp_path), "sig")
+    folder = runs.subfolder(str(tmp_path), name)
     t = trainer.Trainer(net, cfg, folder, progress=False, out=open(os.devnull, "w"))
     original = t.sgd_step
 
@@ -101,12 +103,32 @@ def test_ctrl_c_stops_after_the_step_and_saves(tmp_path):
         return out
 
     t.sgd_step = step_then_signal
-    with pytest.raises(KeyboardInterrupt):
-        t.run()
-    with np.load(os.path.join(folder, "last.npz"), allow_pickle=False) as f:
-        meta = json.loads(str(f["__netc_train__"]))
-    assert (meta["epoch"], meta["batch_pos"]) == (0, 4)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    return t, folder
+
+
+@pytest.mark.parametrize("before", ["default", "ignored"])
+def test_ctrl_c_stops_after_the_step_and_saves(tmp_path, before):
+    """Ctrl-C stops the run after its step, with last.npz to resume from, and the handler it
+    found is put back; where the process ignores Ctrl-C (nohup, a script's background job: as
+    pytest itself may have been started), it goes on ignoring it and the run goes on."""
+    import signal
+    inherited = signal.getsignal(signal.SIGINT)
+    handler = signal.default_int_handler if before == "default" else signal.SIG_IGN
+    signal.signal(signal.SIGINT, handler)
+    try:
+        t, folder = _interrupted_at_step_3(tmp_path, "sig")
+        if before == "ignored":
+            t.run()
+            assert t.epoch == 2
+        else:
+            with pytest.raises(KeyboardInterrupt):
+                t.run()
+            with np.load(os.path.join(folder, "last.npz"), allow_pickle=False) as f:
+                meta = json.loads(str(f["__netc_train__"]))
+            assert (meta["epoch"], meta["batch_pos"]) == (0, 4)
+        assert signal.getsignal(signal.SIGINT) is handler
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 def test_early_stopping_restores_the_best_weights(tmp_path):
