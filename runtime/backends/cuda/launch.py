@@ -16,7 +16,10 @@ from ..cache import cached
 SIMULATED = bool(config.ENABLE_CUDASIM)
 THREADS = 4 if SIMULATED else 256   # threads per block of the elementwise kernels
 MAX_BLOCKS = 1 if SIMULATED else 4096
-TILE = 8 if SIMULATED else 16       # the GEMM's square tile: TILE x TILE threads per block
+TILE = 4 if SIMULATED else 16       # the GEMM's square tile: TILE x TILE threads per block
+# (simulated, 4: tests/cuda/gpu took 33 s, against 49 s with 8's 64 threads a block, each a
+# Python thread the simulator starts per block, 33 s of it system time, and 52 s with 2's
+# eight times as many barriers)
 PARTS = 2 if SIMULATED else 128     # partial sums per reduced value (reductions in two passes)
 
 # numba-cuda warns at every launch of fewer than 128 blocks ("Grid size 1 will likely result in GPU
