@@ -255,7 +255,7 @@ def _borrowed(context, builder, ty, value):
     meminfo and parent null, so that the views a part takes of it change no reference count.
     The threads' parts share the launcher's arrays, and each view of one was an atomic increment
     and decrement of the one count: a part that takes a view a row bounced that count's cache
-    line between the cores (the im2col CONV's backward split by filters ran 2-5x slower). A
+    line between the cores (the im2col CONV's backward split by filters ran 1.4-5.6x slower). A
     prange's body gets its arrays the same way; the launcher holds them until its parts end."""
     if isinstance(ty, types.Array):
         ary = context.make_array(ty)(context, builder, value=value)
