@@ -38,7 +38,7 @@ WAITING = ("__schedule", "schedule", "do_sched_yield", "__sched_yield", "pv_nati
 
 def kernel_entries():
     """{address: name} of every compiled overload of every Numba dispatcher alive in this
-    process (module.qualname of its Python function)."""
+    process (module.qualname of its Python function), and of Numba's reference counts."""
     import numba
     entries = {}
     for obj in gc.get_objects():  # (type(), not isinstance: a dead weak proxy raises there)
@@ -53,7 +53,39 @@ def kernel_entries():
                 continue
             if address:
                 entries[address] = name
+    nrt = _nrt_entries()
+    for address, name in nrt.items():
+        entries.setdefault(address, name)
+    if nrt:  # each a few instructions: a line of its own ends them, unless a kernel comes first
+        end = max(nrt) + NRT_FUNCTION_BYTES
+        if not any(max(nrt) < address <= end for address in entries):
+            entries[end] = UNMAPPED
     return entries
+
+
+def _nrt_entries():
+    """{address: name} of NRT_incref and NRT_decref, the reference counts of Numba's runtime,
+    which Numba compiles at run time too, outside any dispatcher: a kernel whose threads share an
+    array's reference count spends its time there (bench/HISTORY.md, afternoon of 2026-12-05:
+    48% of a step, found only by reading the unnamed addresses' code)."""
+    try:
+        from numba.core.runtime import nrt
+        library = nrt.rtsys.library
+    except Exception:  # noqa: BLE001 - another Numba's internals: the map goes without them
+        return {}
+    entries = {}
+    for name in ("NRT_incref", "NRT_decref"):
+        try:
+            address = library.get_pointer_to_function(name)
+        except Exception:  # noqa: BLE001
+            continue
+        if address:
+            entries[address] = f"numba runtime {name} (reference counts)"
+    return entries
+
+
+NRT_FUNCTION_BYTES = 64  # at most, each of NRT_incref and NRT_decref (24 bytes on x86-64)
+UNMAPPED = "[unknown]"  # a map line that names nothing: tally() counts it outside the map
 
 
 def write_map(entries, path, last=1 << 16):

@@ -139,6 +139,12 @@ def test_kernel_profile_maps_each_compiled_kernel_from_its_entry(tmp_path):
     entries = module.kernel_entries()
     assert gone is not None
     assert "cpu.common._fill_cpu" in entries.values()
+    nrt = {a: n for a, n in entries.items() if n.startswith("numba runtime")}  # (no dispatcher)
+    assert sorted(nrt.values()) == ["numba runtime NRT_decref (reference counts)",
+                                    "numba runtime NRT_incref (reference counts)"]
+    assert entries[max(nrt) + module.NRT_FUNCTION_BYTES] == module.UNMAPPED  # ends them
+    assert module.tally([f"{max(nrt) + 100:x} [unknown] (/tmp/perf-1.map)"]) == [
+        (1.0, "netc code outside the map")]
     path = tmp_path / "perf-1.map"
     assert module.write_map({0x3000: "b", 0x1000: "a", 0x1800: "c"}, path, last=0x40) == 3
     assert path.read_text().splitlines() == ["1000 800 a", "1800 1800 c", "3000 40 b"]
