@@ -39,8 +39,9 @@ def main(argv=None):
         model.loss_and_grads(x, y)
         times.append(time.perf_counter() - t0)
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-    print(f"{model.net.name}, batch {args.batch}: median step {statistics.median(times) * 1e3:.1f} ms "
-          f"(min {min(times) * 1e3:.1f}), median {statistics.median(faults):.0f} page faults a step")
+    print(f"{model.net.name}, batch {args.batch}: median step "
+          f"{statistics.median(times) * 1e3:.1f} ms (min {min(times) * 1e3:.1f}), median "
+          f"{statistics.median(faults):.0f} page faults a step")
 
 
 if __name__ == "__main__":

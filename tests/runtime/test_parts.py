@@ -233,10 +233,10 @@ def _check_tally():
 
 def test_run_parts_runs_each_part_once_and_raises_what_a_part_raises():
     """run_parts (every launcher's body) calls part(t, parts, ...) once for each t < parts,
-    however many threads there are; none for 0 parts (or fewer); a part's exception reaches the launcher's
-    caller after every part has run. Here on this process's threading layer (TBB's gives each
-    thread one t), and on Numba's workqueue (a thread takes a range of ts), loading the
-    launcher this process compiled."""
+    however many threads there are; none for 0 parts (or fewer); a part's exception reaches the
+    launcher's caller after every part has run. Here on this process's threading layer (TBB's
+    gives each thread one t), and on Numba's workqueue (a thread takes a range of ts), loading
+    the launcher this process compiled."""
     import os
     import subprocess
     import sys

@@ -8,12 +8,12 @@ which runs the parts on Numba's threads (linking.run_parts: the threading layer 
 the part called by address rather than compiled in again). No kernel uses Numba's parallel
 compiler: lowering a prange is the slowest thing Numba compiles (a whole kernel's body under
 prange took 2-4x the time of the same body compiled serially), and even a prange around one call
-of the part took 0.5-1 s a launcher to compile, where run_parts' launcher takes a tenth of that.
-`launch()` runs the part alone on the calling thread where the work is too
-small to pay for a parallel region (`split()`: a grain measured in bench/grain.py), so that small
-layers never wake the other threads, which on a busy machine may not be running, and never compile
-their launcher. The GEMMs a part calls run single-threaded: one pool of threads, so that nothing
-spins against anything (BLAS's own threads would fight Numba's for the cores).
+of the part took 0.3-0.7 s a launcher to compile, run_parts' launcher 0.1-0.2 s. `launch()` runs
+the part alone on the calling thread where the work is too small to pay for a parallel region
+(`split()`: a grain measured in bench/grain.py), so that small layers never wake the other
+threads, which on a busy machine may not be running, and never compile their launcher. The
+GEMMs a part calls run single-threaded: one pool of threads, so that nothing spins against
+anything (BLAS's own threads would fight Numba's for the cores).
 
 The threads are Intel TBB's where the `tbb` wheel is installed (`threading_layer()`): a TBB
 parallel region ends when its work is done, the calling thread taking the parts of a worker that
@@ -61,8 +61,9 @@ REDUCE = {"reassoc", "nsz", "contract"}
 
 
 def kernel(fastmath=False, inline=False, vector_division=False, outlined=False):
-    """numba.njit with netc's options: cached (cache.py), without the GIL; `inline` puts the body into every caller at Numba's level,
-    for inner loops over short work that a call would cost as much as. `vector_division`: a
+    """numba.njit with netc's options: cached (cache.py), without the GIL; `inline` puts the body
+    into every caller at Numba's level, for inner loops over short work that a call would cost
+    as much as. `vector_division`: a
     division by zero gives inf or NaN as in NumPy (error_model="numpy") instead of Numba's check
     and exception, a branch per division that keeps a loop from vectorizing (the sigmoid's).
     `outlined`: other kernels call it by symbol, compiled once (linking.outlined), rather than
@@ -172,8 +173,8 @@ def split_macs(macs) -> int:
 
 def launch(launcher, part, parts, *args):
     """part(t, parts, *args) for every t < parts: by `launcher` (run_parts: Numba's threads take
-    the ts), or, for one part, by `part` on this thread alone (no parallel
-    region: the launcher is not even compiled). A launcher neither compiled nor cached yet is
+    the ts), or, for one part, by `part` on this thread alone (no parallel region: the launcher
+    is not even compiled). A launcher neither compiled nor cached yet is
     compiled by a second process (background.py) while its parts run here one after another
     (the same parts, so the same numbers, and every per-part sum the caller adds is written).
     While recording() records in this thread, nothing runs: the call is noted."""

@@ -139,12 +139,19 @@ def keep_reload_steps(made):
 
 def emit(context, builder, fn, argtypes, values):
     """fn(*values) by its bound symbol, for call() and blas.py's lowered gemm."""
+    _call(context, builder, fn, _bind_returning_nothing(fn, argtypes), types.none, argtypes,
+          values)
+    return context.get_dummy_value()
+
+
+def _bind_returning_nothing(fn, argtypes) -> str:
+    """bind(fn, argtypes), for a call that takes no value back (emit's, run_parts'): a TypeError
+    where that version of fn returns one."""
     name = bind(fn, argtypes)
     if fn.overloads[argtypes].signature.return_type != types.none:
-        raise TypeError(f"{fn.py_func.__qualname__} returns a value: calls by emit() are of "
-                        "functions that return nothing")
-    _call(context, builder, fn, name, types.none, argtypes, values)
-    return context.get_dummy_value()
+        raise TypeError(f"{fn.py_func.__qualname__} returns a value: calls by symbol from emit() "
+                        "and run_parts() are of functions that return nothing")
+    return name
 
 
 @intrinsic(prefer_literal=True)
@@ -167,14 +174,15 @@ def run_parts(typingctx, part, parts, args):
     """part(t, parts, *args) for every t < parts, on Numba's threads: a launcher's whole body
     (jit.launcher). What `for t in prange(parts)` around a call did, without Numba's parallel
     compiler: lowering a prange, however small its body, runs the parfor passes and compiles
-    the body again as a gufunc (0.3-0.7 s a launcher, for each part and float type; 0.1-0.2
-    s this way), where this is a plain kernel's call of Numba's threading layer (numba_parallel_for,
-    as the prange's gufunc calls it) with a small function of its own that calls the part by
-    symbol for each t of the range a thread is given. The range passes as pointers' values
-    (base 0, a step of 1 byte: the layer offsets each thread's pointer by its first t and never
-    reads through it); the part's arguments (their arrays borrowed: _borrowed), its `parts` and
-    the first error a part returns pass in one struct (`data`, the same for every thread). An
-    exception a part raises goes on to the launcher's caller once every part has ended."""
+    the body again as a gufunc (0.3-0.7 s a launcher, for each part and float type; 0.1-0.2 s
+    this way), where this is a plain kernel's call of Numba's threading layer
+    (numba_parallel_for, as the prange's gufunc calls it) with a small function of its own that
+    calls the part by symbol for each t of the range a thread is given. The range passes as
+    pointers' values (base 0, a step of 1 byte: the layer offsets each thread's pointer by its
+    first t and never reads through it); the part's arguments (their arrays borrowed:
+    _borrowed), its `parts` and the first error a part returns pass in one struct (`data`, the
+    same for every thread). An exception a part raises goes on to the launcher's caller once
+    every part has ended."""
     if (not isinstance(part, types.Dispatcher) or not isinstance(parts, types.Integer)
             or not isinstance(args, types.BaseTuple)):
         return None
@@ -184,10 +192,7 @@ def run_parts(typingctx, part, parts, args):
         from numba.core.typed_passes import _reload_parfors
         from numba.np.ufunc.parallel import _launch_threads
         _launch_threads()  # (binds numba_parallel_for and get_num_threads for LLVM)
-        name = bind(part.dispatcher, argtypes)
-        if part.dispatcher.overloads[argtypes].signature.return_type != types.none:
-            raise TypeError(f"{part.dispatcher.py_func.__qualname__} returns a value: a part "
-                            "returns nothing")
+        name = _bind_returning_nothing(part.dispatcher, argtypes)
         library = context.active_code_library
         library._reload_init.add(_reload_parfors)  # (binds them before cached code loads)
         i8p = ir.IntType(8).as_pointer()
@@ -228,8 +233,7 @@ def run_parts(typingctx, part, parts, args):
         base = cgutils.alloca_once(builder, i8p)
         builder.store(ir.Constant(i8p, None), base)
         count = cgutils.alloca_once(builder, intp)
-        builder.store(builder.sext(llargs[1], intp) if llargs[1].type.width < intp.width
-                      else llargs[1], count)
+        builder.store(context.cast(builder, llargs[1], parts, types.intp), count)
         step = cgutils.alloca_once(builder, intp)
         builder.store(intp(1), step)
         mod = builder.module
