@@ -84,6 +84,9 @@ class Solo:
     def claim(self, path, resume):
         return runs.claim(path, resume)
 
+    def refuse(self, path, resume):
+        runs.refuse(path, resume)
+
     def abort(self, text, code=2):
         pass
 
@@ -219,6 +222,10 @@ class Group(Solo):
         if message:
             raise NetcError(*message)
         return value
+
+    def refuse(self, path, resume):
+        """runs.refuse on rank 0 (the folder is its), its NetcError raised on every rank."""
+        self.share(runs.refuse, path, resume)
 
     @contextlib.contextmanager
     def claim(self, path, resume):

@@ -36,21 +36,13 @@ def claim(path: str, resume: bool = False):
     epoch) or, with `resume`, an existing run's. What a killed process left half-written is
     removed first."""
     flag = "--resume" if resume else "--out"
-    if resume and not os.path.isdir(path):
-        raise NetcError(f"--resume: no such folder: {path}")
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise NetcError(f"--out: {path} is a file", "name a folder for the run (it is created)")
+    refuse(path, resume)
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:
         raise NetcError(f"--out: cannot create {path}: {e.strerror}") from None
     with locked(path, flag):
-        left = [f for f in os.listdir(path) if f != LOCK and not _stale(f)]
-        if resume and "config.json" not in left:
-            raise NetcError(f"--resume: {path} is not a netc run folder (no config.json)")
-        if not resume and left and left != ["config.json"]:
-            raise NetcError(f"--out: {path} exists and is not empty",
-                            "choose a new folder, or continue that run with --resume")
+        left = refuse(path, resume, locked_here=True)
         for f in os.listdir(path):
             if _stale(f):
                 os.unlink(os.path.join(path, f))
@@ -60,12 +52,70 @@ def claim(path: str, resume: bool = False):
         yield path
 
 
+def refuse(path: str, resume: bool = False, locked_here: bool = False) -> list:
+    """Raise claim()'s NetcError where `path` cannot be a new run's folder (a file, a folder
+    another process writes into, one that is not empty) or, with `resume`, an existing run's;
+    write nothing. Also called before the backend loads, so that a wrong --out is refused at
+    once, before any compiling. The names in the folder that count (neither the lock nor what a
+    killed process left half-written). `locked_here`: this process holds the lock (claim)."""
+    if resume and not os.path.isdir(path):
+        raise NetcError(f"--resume: no such folder: {path}")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NetcError(f"--out: {path} is a file", "name a folder for the run (it is created)")
+    holder = None if locked_here else _held(path)
+    if holder is not None:
+        raise _busy("--resume" if resume else "--out", path, holder)
+    try:
+        left = [f for f in os.listdir(path) if f != LOCK and not _stale(f)]
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise NetcError(f"{'--resume' if resume else '--out'}: cannot read {path}: {e.strerror}",
+                        "a run needs a folder it may read and write") from None
+    if resume and "config.json" not in left:
+        raise NetcError(f"--resume: {path} is not a netc run folder (no config.json)")
+    if not resume and left and left != ["config.json"]:
+        raise NetcError(f"--out: {path} exists and is not empty",
+                        "choose a new folder, or continue that run with --resume")
+    return left
+
+
 def subfolder(folder: str, name: str) -> str:
     """A new folder for a part of a run (a fold, a bagging member) inside its claimed folder."""
     path = os.path.join(folder, name)
     with writing(path):
         os.makedirs(path)
     return path
+
+
+def _holder(fd) -> str:
+    """The pid a lock file names (the process holding it)."""
+    return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+
+
+def _busy(flag, folder, holder) -> NetcError:
+    return NetcError(f"{flag}: {folder} is being written by another netc process (pid {holder})",
+                     f"wait for it to end, or stop it (kill {holder}); two runs writing into one "
+                     "folder would mix their checkpoints and metrics")
+
+
+def _held(folder):
+    """The pid of the process holding `folder`'s lock, or None (no lock file, none holds it, or
+    no flock here): looked at, not taken."""
+    try:
+        fd = os.open(os.path.join(folder, LOCK), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        return _holder(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _stale(name):
@@ -92,12 +142,9 @@ def locked(folder: str, flag: str = "--out"):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            holder = _holder(fd)
             os.close(fd)
-            raise NetcError(f"{flag}: {folder} is being written by another netc process "
-                            f"(pid {holder})", "wait for it to end, or stop it (kill "
-                            f"{holder}); two runs writing into one folder would mix their "
-                            "checkpoints and metrics") from None
+            raise _busy(flag, folder, holder) from None
         except OSError:  # a file system without locks
             break
         try:

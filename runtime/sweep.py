@@ -144,6 +144,8 @@ def sweep(net, grid: dict, overrides=None, out=None, engine="local", workers=1, 
     net = net if isinstance(net, Net) else compile_spec(net)
     stdout = stdout or sys.stdout
     grid, overrides = check_grid(grid), dict(overrides or {})
+    if out:
+        runs.refuse(os.path.abspath(out))
     settings = _checked(net, grid, overrides)
     start = _engine(engine, workers, address)
     with runs.claim(os.path.abspath(out or runs.default_dir(net.name + "-sweep"))) as folder:

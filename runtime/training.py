@@ -135,6 +135,8 @@ def train(net, overrides=None, out=None, resume=None, progress=None, diagnose=Fa
     group = group or distributed.SOLO
     stdout = stdout or sys.stdout
     overrides = dict(overrides or {})
+    if resume or out:  # a folder that cannot take the run is refused before the backend loads
+        group.refuse(resume or out, bool(resume))
     if not resume:
         cfg = group.settled(lambda: _checked(net, resolve(net, overrides), group))
     with group.claim(resume or out or runs.default_dir(net.name), bool(resume)) as folder:
@@ -194,6 +196,8 @@ def cross_validate(net, overrides, k, out=None, progress=None, stdout=None):
     """K-fold cross-validation over the training part (the test split is kept apart)."""
     net = _compiled(net)
     stdout = stdout or sys.stdout
+    if out:
+        runs.refuse(out)
     cfg = _checked(net, resolve(net, overrides))
     with runs.claim(out or runs.default_dir(net.name + "-cv")) as folder:
         probe = Trainer(net, _plain(cfg), folder, False, False, stdout)
@@ -224,6 +228,8 @@ def compare(net, overrides, names, out=None, progress=None, stdout=None):
     """Train the same initial weights with each optimizer; plot their curves together."""
     net = _compiled(net)
     stdout = stdout or sys.stdout
+    if out:
+        runs.refuse(out)
     check(resolve(net, overrides, need_data=False))
     curves, table = {}, []
     with runs.claim(out or runs.default_dir(net.name + "-compare")) as folder:
@@ -252,6 +258,8 @@ def bagging(net, overrides, k, out=None, progress=None, stdout=None):
     and the members' and their ensemble's test scores in result.json."""
     net = _compiled(net)
     stdout = stdout or sys.stdout
+    if out:
+        runs.refuse(out)
     cfg = _checked(net, resolve(net, overrides))
     with runs.claim(out or runs.default_dir(net.name + "-bagging")) as folder:
         write_config(folder, net, cfg, bagging=k)

@@ -153,6 +153,35 @@ def test_missing_runtime_says_what_to_install(spec):
     assert "Traceback" not in proc.stderr
 
 
+def test_a_folder_that_cannot_take_the_run_is_refused_before_the_backend_loads(spec, tmp_path):
+    """--out naming a folder in use, or --resume one that is no run's: the error comes before
+    the CPU backend loads (made unimportable here: loading it first would end in a traceback; on
+    a first run it compiles the GEMM tiles), for every command that claims a folder."""
+    import subprocess
+    import sys
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "notes.txt").write_text("mine")
+    commands = [["train", spec, "--out", str(used)],
+                ["train", spec, "--resume", str(tmp_path)],
+                ["train", spec, "--folds", "2", "--out", str(used)],
+                ["train", spec, "--compare", "sgd,adam", "--out", str(used)],
+                ["train", spec, "--bagging", "2", "--out", str(used)],
+                ["sweep", spec, "--grid", "lr=0.01,0.1", "--out", str(used)]]
+    code = ("import sys; sys.modules['netc.runtime.backends.cpu'] = None\n"
+            "from netc.cli import main\n"
+            f"for argv in {commands!r}:\n"
+            "    print(main(argv + ['--quiet'] if argv[0] == 'train' else argv), flush=True)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["2"] * len(commands)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: --out: {used} exists and is not empty",
+                      f"error: --resume: {tmp_path} is not a netc run folder (no config.json)"
+                      ] + [f"error: --out: {used} exists and is not empty"] * 4
+    assert sorted(os.listdir(used)) == ["notes.txt"]  # nothing written, not even a lock
+
+
 def test_bad_environment_setting_is_a_warning_line(spec):
     """A setting netc reads from the environment, given a bad value: one `warning:` line, and the
     command goes on."""
