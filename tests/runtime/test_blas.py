@@ -100,12 +100,18 @@ def test_the_routes_follow_the_cpu_and_the_shape(tmp_path, features, routes):
     """On AVX2 (emulated here by Numba's CPU settings, which netc's routes follow) a thin
     C = op(A) B and a C = A B^T of few rows run on the tiles, wide ones on the BLAS; on a CPU without AVX2
     the tiles' symbol is never bound, and no compiled GEMM may name it (LLVM ends a process that
-    loads code naming an unbound symbol). The same products either way."""
+    loads code naming an unbound symbol). The same products either way. Without the compiler
+    process (conftest), the tiles compile when the first kernel that calls them does, not when
+    the backend loads (a new cache here)."""
     script = f"""
+import glob, os
 import numba, numpy as np
 from netc.runtime.backends.cpu import blas, jit
+def tiles_compiled():
+    return bool(glob.glob(os.path.join(os.environ["NUMBA_CACHE_DIR"], "tiles-*", "*", "*entry*.nbi")))
 jit.setup()
 assert blas.tile_routes() == {routes!r} and not (blas.own_tiles() or blas.own_tiles_nt())
+assert not tiles_compiled()
 @numba.njit
 def call(a, b, c, w, d, tall, e):
     blas.gemm(False, True, 2.0, a, b, 0.0, c)  # 7 rows: few
@@ -121,6 +127,7 @@ call(a, b, c, w, d, tall, e)
 np.testing.assert_allclose(c, 3 * a @ b.T, rtol=1e-5)
 np.testing.assert_allclose(e, tall @ b.T, rtol=1e-5)
 np.testing.assert_allclose(d, a[:, :2] @ w, rtol=1e-5)
+assert tiles_compiled() == {any(routes)!r}
 print("ok")
 """
     env = {**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": features,

@@ -31,6 +31,7 @@ from numba.core.imputils import impl_ret_new_ref
 from numba.extending import intrinsic
 
 _bound: dict = {}  # symbol -> the callee's compile result, kept alive with its code
+_before: dict = {}  # a dispatcher's Python function -> a step to run before it is first bound
 
 
 def symbol(fn, argtypes) -> str:
@@ -47,9 +48,18 @@ def bind(fn, argtypes) -> str:
     argtypes = tuple(argtypes)
     name = symbol(fn, argtypes)
     if name not in _bound:
+        step = _before.pop(fn.py_func, None)
+        if step is not None:
+            step()
         fn.compile(argtypes)
         _bind(name, fn.overloads[argtypes])
     return name
+
+
+def before_binding(fn, step):
+    """Run step() once, before the dispatcher `fn` is first bound in this process: before any
+    code that calls it by symbol is compiled or loaded here, so before any such code runs."""
+    _before[fn.py_func] = step
 
 
 def _bind(name, cres):
