@@ -5,7 +5,8 @@ from other files (elementwise.py's math, common.py's row loops, the GEMM tiles):
 changed, a kernel from the cache would keep the old code. So each module's kernels are cached in a
 folder named after a hash of its source and of every backend module it imports, directly or not:
 an edit or an upgrade recompiles exactly the kernels it can change. The folders lie under
-NUMBA_CACHE_DIR where it is set, else under the user's cache folder (~/.cache/netc).
+NUMBA_CACHE_DIR where it is set, else under the user's cache folder (~/.cache/netc), or, where
+that cannot be written, in a private folder of the temporary one (base()).
 """
 from __future__ import annotations
 
@@ -14,8 +15,13 @@ import contextlib
 import functools
 import hashlib
 import os
+import stat
+import tempfile
+import warnings
 
 import numba
+
+from netc.dsl.errors import NetcError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PACKAGE = __name__.rpartition(".")[0]  # netc.runtime.backends
@@ -91,8 +97,55 @@ def key(module: str, root: str = HERE, package: str = PACKAGE) -> str:
 
 
 def base() -> str:
-    return os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "netc")
+    """The folder the kernels are cached under: NUMBA_CACHE_DIR, else the user's cache folder;
+    where that cannot be written (a read-only home on a cluster's nodes or in a container),
+    a private folder in the temporary one, with a warning (once per process)."""
+    return _usable(os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "netc"))
+
+
+@functools.lru_cache(maxsize=None)
+def _usable(wanted: str) -> str:
+    problem = _unwritable(wanted)
+    if problem is None:
+        return wanted
+    fallback = private_temp()
+    if fallback is None:
+        raise NetcError(f"cannot write netc's kernel cache at {wanted} ({problem}), nor a private "
+                        f"folder in {tempfile.gettempdir()}",
+                        "set NUMBA_CACHE_DIR to a folder you may write into")
+    warnings.warn(f"cannot write netc's kernel cache at {wanted} ({problem}): the kernels are "
+                  f"cached in {fallback}, which the machine may clear; set NUMBA_CACHE_DIR to a "
+                  "folder you may write into to keep them", stacklevel=2)
+    return fallback
+
+
+def _unwritable(path: str) -> str | None:
+    """Why `path` cannot hold the cache (made where missing), or None where it can."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    return None
+
+
+def private_temp() -> str | None:
+    """netc-cache-USER in the temporary folder, made for this user alone (0700); None where it
+    cannot be written, or where it is another user's or others may write into it (Numba loads
+    machine code from its cache: a folder someone else can write is not used)."""
+    uid = getattr(os, "getuid", lambda: None)()
+    path = os.path.join(tempfile.gettempdir(), f"netc-cache-{uid if uid is not None else 'user'}")
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or (uid is not None and (st.st_uid != uid
+                                                             or st.st_mode & 0o022)):
+        return None
+    return None if _unwritable(path) else path
 
 
 @functools.cache

@@ -154,3 +154,56 @@ def test_numba_caches_each_module_by_its_source_and_what_it_imports(tmp_path):
     folder = cache.folder(pool.__name__)
     assert pool._maxpool_cpu._cache._cache_path.startswith(folder)
     assert folder.endswith("pool-" + cache.key(pool.__name__))
+
+
+def test_an_unwritable_cache_folder_falls_back_to_a_private_temporary_one(tmp_path, monkeypatch):
+    """A home that cannot be written (read-only on a cluster's nodes, in a container): the kernels
+    are cached in netc-cache-USER in the temporary folder, with one warning; a fallback others
+    may write into is not used (Numba loads machine code from it): a NetcError saying what to
+    set instead."""
+    import tempfile
+    import warnings
+    from netc.runtime.backends import cache
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")  # no folder can be made under a file (not even by root)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(blocked / "cache"))
+    with pytest.warns(UserWarning, match="cannot write netc's kernel cache at .*a-file/cache"):
+        chosen = cache.base()
+    assert chosen == cache.private_temp() and chosen.startswith(str(tmp_path / "tmp"))
+    assert os.stat(chosen).st_mode & 0o777 == 0o700
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cache.base() == chosen  # warned once
+    os.chmod(chosen, 0o777)
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(blocked / "other"))
+    with pytest.raises(NetcError, match="nor a private folder") as e:
+        cache.base()
+    assert "NUMBA_CACHE_DIR" in e.value.hint
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "fine"))
+    assert cache.base() == str(tmp_path / "fine") and os.path.isdir(tmp_path / "fine")
+
+
+def test_an_unwritable_home_caches_the_kernels_in_a_private_temporary_folder(tmp_path):
+    """No cache folder can be written where netc looks (XDG_CACHE_HOME under a file, no
+    NUMBA_CACHE_DIR): a warning line, not a traceback, and the kernels cached in the temporary
+    folder's netc-cache-USER, which the next run finds."""
+    import subprocess
+    import sys
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "tmp").mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env.update(XDG_CACHE_HOME=str(tmp_path / "a-file" / "cache"), TMPDIR=str(tmp_path / "tmp"))
+    code = ("import sys\nfrom netc.runtime.backends import cache\n"
+            "@cache.njit()\ndef twice(x):\n    return 2 * x\n"
+            "print(twice(21), sum(twice.stats.cache_hits.values()), cache.base())\n")
+    (tmp_path / "probe.py").write_text(code)  # (a function Numba caches needs a file)
+    runs = [subprocess.run([sys.executable, str(tmp_path / "probe.py")], env=env,
+                           capture_output=True, text=True) for _ in range(2)]
+    for done in runs:
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        assert "cannot write netc's kernel cache at" in done.stderr
+    first, second = (done.stdout.split() for done in runs)
+    assert first[:2] == ["42", "0"] and second[:2] == ["42", "1"]  # compiled, then loaded
+    assert first[2] == second[2] and first[2].startswith(str(tmp_path / "tmp" / "netc-cache-"))

@@ -27,6 +27,8 @@ import subprocess
 import sys
 import threading
 
+from .. import cache
+
 CHILD = __name__.rpartition(".")[0] + ".compiler_process"  # the child's module (-m)
 
 
@@ -128,7 +130,7 @@ def _child():
             _state["child"] = child = subprocess.Popen(
                 [sys.executable, "-m", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL, text=True, bufsize=1,
-                env={**os.environ, "NETC_COMPILER_PROCESS": "1"})
+                env={**os.environ, "NETC_COMPILER_PROCESS": "1", "NUMBA_CACHE_DIR": cache.base()})
         except OSError:
             _state["failed"] = True
             return None
