@@ -168,11 +168,67 @@ def caching_in(module: str):
 
 def cached(jit, **options):
     """A decorator: jit(cache=True, **options) (numba.njit, cuda.jit), caching in the folder of
-    the function's module."""
+    the function's module, tolerantly (tolerant())."""
     def wrap(fn):
         with caching_in(fn.__module__):
-            return jit(cache=True, **options)(fn)
+            return tolerant(jit(cache=True, **options)(fn))
     return wrap
+
+
+def tolerant(made):
+    """Have the cache of a dispatcher or CFunc (`made`) cost a compile, not the run, where its
+    files cannot be read or written: an index or data file that does not unpickle is a miss (and
+    is written anew), a full disk or a quota leaves the kernel uncached; a warning says so once
+    per process. (Numba raised both: a traceback in the middle of a run.)"""
+    files = getattr(getattr(made, "_cache", None), "_cache_file", None)
+    if files is not None and not isinstance(files, _Tolerant):
+        files.__class__ = _tolerant_class(type(files))
+    return made
+
+
+class _Tolerant:
+    """Mixed into Numba's IndexDataCacheFile (or numba-cuda's): see tolerant()."""
+
+    def _load_index(self):
+        try:
+            return super()._load_index()
+        except Exception as e:  # noqa: BLE001 - unpickling a damaged file raises anything
+            _once("damaged", f"a damaged file in netc's kernel cache ({self._index_path}: "
+                  f"{type(e).__name__}: {e}): its kernels are compiled again and written anew")
+            return {}
+
+    def _load_data(self, name):
+        try:
+            return super()._load_data(name)
+        except OSError:
+            raise  # (load() takes it for a missing file: a miss)
+        except Exception as e:  # noqa: BLE001 - as above
+            _once("damaged", f"a damaged file in netc's kernel cache ({self._data_path(name)}: "
+                  f"{type(e).__name__}: {e}): its kernels are compiled again and written anew")
+            raise OSError(str(e)) from e
+
+    def save(self, key, data):
+        try:
+            super().save(key, data)
+        except OSError as e:
+            _once("unsaved", f"cannot write into netc's kernel cache in {base()} "
+                  f"({e.strerror or e}): the kernels compiled now are not kept and compile again "
+                  "in the next run; free some space there, or set NUMBA_CACHE_DIR to another "
+                  "folder")
+
+
+@functools.lru_cache(maxsize=None)
+def _tolerant_class(cls):
+    return type(f"Tolerant{cls.__name__}", (_Tolerant, cls), {})
+
+
+_warned: set = set()
+
+
+def _once(kind, text):
+    if kind not in _warned:
+        _warned.add(kind)
+        warnings.warn(text, stacklevel=3)
 
 
 def njit(**options):

@@ -207,3 +207,46 @@ def test_an_unwritable_home_caches_the_kernels_in_a_private_temporary_folder(tmp
     first, second = (done.stdout.split() for done in runs)
     assert first[:2] == ["42", "0"] and second[:2] == ["42", "1"]  # compiled, then loaded
     assert first[2] == second[2] and first[2].startswith(str(tmp_path / "tmp" / "netc-cache-"))
+
+
+def test_a_damaged_or_unwritable_cache_costs_a_compile_not_the_run(tmp_path, monkeypatch):
+    """Numba's cache files as netc's kernels use them (cache.tolerant, which every kernel and
+    the tiles' entry get): an index or data file that does not unpickle (a disk that failed, a
+    copy cut short) is a miss, with one warning, and is written anew; a save that cannot write
+    (a full disk, a quota: here a folder under a file) leaves the kernel uncached, with one
+    warning. Numba itself raised both, in the middle of a run."""
+    import types
+    from numba import types as numba_types
+    from numba.core.caching import IndexDataCacheFile
+    from netc.runtime.backends import cache
+    from netc.runtime.backends.cpu import pool, tiles
+    assert isinstance(pool._maxpool_cpu._cache._cache_file, cache._Tolerant)
+    assert isinstance(tiles.entry(numba_types.float32, 32)._cache._cache_file, cache._Tolerant)
+
+    def made(folder):
+        files = IndexDataCacheFile(str(folder), "fn-1.py311", ("stamp", 1))
+        cache.tolerant(types.SimpleNamespace(_cache=types.SimpleNamespace(_cache_file=files)))
+        return files
+
+    monkeypatch.setattr(cache, "_warned", set())
+    files = made(tmp_path / "c")
+    (tmp_path / "c").mkdir()
+    files.save("sig", {"code": b"x" * 100})
+    assert files.load("sig") == {"code": b"x" * 100}
+    index = tmp_path / "c" / "fn-1.py311.nbi"
+    index.write_bytes(index.read_bytes()[:20])
+    with pytest.warns(UserWarning, match="damaged file in netc's kernel cache .*fn-1.py311.nbi"):
+        assert files.load("sig") is None
+    files.save("sig", {"code": b"y"})  # written anew
+    assert files.load("sig") == {"code": b"y"}
+    data, = (tmp_path / "c").glob("*.nbc")
+    data.write_bytes(data.read_bytes()[:10])
+    assert files.load("sig") is None  # (warned once already)
+    files.save("sig", {"code": b"z"})
+    assert files.load("sig") == {"code": b"z"}
+
+    (tmp_path / "a-file").write_text("")
+    blocked = made(tmp_path / "a-file" / "c")
+    with pytest.warns(UserWarning, match="cannot write into netc's kernel cache"):
+        blocked.save("sig", {"code": b"x"})
+    assert blocked.load("sig") is None

@@ -36,7 +36,7 @@ from numba.core import cgutils
 from numba.core.ccallback import CFunc
 from numba.extending import intrinsic, overload
 
-from ..cache import caching_in, njit
+from ..cache import caching_in, njit, tolerant
 from .linking import call, keep_reload_steps
 
 
@@ -488,7 +488,7 @@ def entry(real, key):
     with caching_in(fn.__module__):
         made = CFunc(fn, (sig.args, sig.return_type), locals={}, options={"nogil": True})
         made.enable_caching()
-    return keep_reload_steps(made)
+    return keep_reload_steps(tolerant(made))
 
 
 def load_cached(made) -> bool:
