@@ -347,10 +347,8 @@ def describe_machine(torch, threads=None) -> list[str]:
 
 
 def _usable_cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count()
+    from netc.runtime import cores
+    return cores.usable()  # (the affinity's cores, at most the container's CPU quota)
 
 
 def _rss_mib(field="VmRSS"):

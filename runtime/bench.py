@@ -44,8 +44,12 @@ def bench(spec, batch=64, iters=20, warmup=3, seed=0, device="cpu"):
 
 def format_bench(result, name) -> str:
     threads = result.get("threads", 1)
+    quota = result.get("CPU quota")
+    notes = [result.get("threading")] + ([f"a CPU quota of {quota:g} CPU{'s' if quota != 1 else ''}"]
+                                         if quota is not None else [])
+    notes = ", ".join(n for n in notes if n)
     where = result.get("GPU") or (f"{threads} thread{'s' if threads > 1 else ''}"
-                                  + (f" ({result['threading']})" if "threading" in result else ""))
+                                  + (f" ({notes})" if notes else ""))
     # columns as wide as their longest entry (nested blocks' names, "winograd F4", "im2col 3x5")
     wl = max([28] + [len(row[0]) for row in result["layers"]])
     wh = max([9] + [len(row[2]) for row in result["layers"]])

@@ -30,7 +30,7 @@ import numpy as np
 
 from netc.dsl.errors import NetcError, NumericsError
 
-from . import runs
+from . import cores, runs
 
 # what MPI launchers set in each process they start: Open MPI, MPICH/Hydra (and Slurm's PMI),
 # MVAPICH
@@ -283,14 +283,14 @@ def connect() -> Group:
 
 
 def _threads(local: int) -> int:
-    """Threads per rank: the cores the launcher bound this rank to, else the host's cores
-    shared among its `local` ranks."""
+    """Threads per rank: the cores the launcher bound this rank to, else the host's cores (at
+    most its container's CPU quota: cores.usable) shared among its `local` ranks."""
     try:
         bound = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         bound = os.cpu_count() or 1
-    cores = os.cpu_count() or 1
-    return bound if bound < cores else max(1, cores // local)
+    usable = cores.usable()
+    return usable if bound < (os.cpu_count() or 1) else max(1, usable // local)
 
 
 def _aborting(group):

@@ -9,6 +9,7 @@ import numpy as np
 
 from netc.dsl.errors import DataError
 
+from ... import cores
 from ..context import Context, Memory
 from ..registry import Backend, register_backend
 from . import activation, conv, dense, join, norm, pool, recurrent  # noqa: F401 - they register the kinds
@@ -127,7 +128,12 @@ class CpuBackend(Backend):
         return rows(code, out, target, labels, logits, scale, grad), grad
 
     def describe(self):
-        return {"threads": jit.workers(), "threading": jit.threading_layer(), "GEMM": blas.describe()}
+        info = {"threads": jit.workers(), "threading": jit.threading_layer(),
+                "GEMM": blas.describe()}
+        quota = cores.cpu_quota()
+        if quota is not None:  # (a container's: the threads are at most its CPUs)
+            info["CPU quota"] = quota
+        return info
 
 
 jit.setup()

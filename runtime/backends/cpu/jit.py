@@ -38,6 +38,7 @@ import warnings
 
 import numba
 
+from ...cores import usable as usable_cores
 from .. import cache
 from . import background, blas, linking
 from .linking import run_parts  # noqa: F401  (the launchers' call of their parts)
@@ -88,12 +89,10 @@ def launcher(fn):
 
 
 def num_threads() -> int:
-    """The threads kernels use: NETC_NUM_THREADS, else the cores this process may use."""
+    """The threads kernels use: NETC_NUM_THREADS, else the CPUs this process may use (its cores,
+    at most its container's CPU quota: netc.runtime.cores)."""
     if "threads" not in _state:
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # macOS, Windows
-            cores = os.cpu_count() or 1
+        cores = usable_cores()
         env = os.environ.get("NETC_NUM_THREADS", "").strip()
         valid = env.isdigit() and int(env) >= 1
         n = int(env) if valid else cores
