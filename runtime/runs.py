@@ -40,7 +40,9 @@ def claim(path: str, resume: bool = False):
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:
-        raise NetcError(f"--out: cannot create {path}: {e.strerror}") from None
+        raise NetcError(f"--out: cannot create {path}: {e.strerror}",
+                        "name a folder you may write into with --out (without it, runs go to "
+                        "runs/ in the current folder)") from None
     with locked(path, flag):
         left = refuse(path, resume, locked_here=True)
         for f in os.listdir(path):
@@ -67,8 +69,8 @@ def refuse(path: str, resume: bool = False, locked_here: bool = False) -> list:
         raise _busy("--resume" if resume else "--out", path, holder)
     try:
         left = [f for f in os.listdir(path) if f != LOCK and not _stale(f)]
-    except FileNotFoundError:
-        return []
+    except (FileNotFoundError, NotADirectoryError):
+        return []  # (a new folder: claim makes it, or says why it cannot)
     except OSError as e:
         raise NetcError(f"{'--resume' if resume else '--out'}: cannot read {path}: {e.strerror}",
                         "a run needs a folder it may read and write") from None

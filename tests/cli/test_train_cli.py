@@ -51,6 +51,10 @@ def test_train_errors_exit_2(capsys, spec, tmp_path):
     assert "not a netc run folder" in capsys.readouterr().err
     assert main(["eval", spec, "--weights", str(tmp_path / "w.npz")]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    assert main(["train", spec, "--out", str(tmp_path / "a-file" / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--out: cannot create" in err and "name a folder you may write into with --out" in err
 
 
 def test_lr_plot(capsys, spec, tmp_path):
