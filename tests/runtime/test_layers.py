@@ -92,8 +92,9 @@ EXTRA = [
     ("8x8x24", "CONV 3x3 25 pad=same bias=false act=tanh - CONV 3x3 2 pad=2 act=relu"),
     # round=ceil: the last window runs past the padding (into zeros)
     ("7x8x2", "CONV 3x3 4 - CONV 3x3/3 3 pad=1 act=relu round=ceil - CONV 1x2/3x2 2 round=ceil"),
-    # a window over the whole input (dense), then GAP over 1x1 planes: its gradient is a read-only
-    # broadcast, which the dense backward once failed to compile on
+    # a window over the whole input (dense), then GAP over 1x1 planes: its gradient was a read-only
+    # broadcast, which the dense backward once failed to compile on (now a fresh array:
+    # test_gap_gradient_is_a_fresh_array)
     ("4x4x3", "CONV 4x4 5 - GAP"),
     # taps that read only padding, left out (conv.CUT_TAPS): 1x1 planes, a strided 2x2
     ("1x1x4", "CONV 3x3 3 pad=1 act=relu - CONV 3x3 2 pad=1 bias=false - GAP"),
@@ -922,3 +923,19 @@ def test_fc_algorithm_rule_with_the_avx2_tiles_for_few_rows(monkeypatch, n, item
     from netc.runtime.backends.cpu import dense
     monkeypatch.setattr(dense, "wide_vectors", lambda: False)
     assert dense.linear_algorithm(n, 784, itemsize, tiles=False, rows=32) == expected
+
+
+@pytest.mark.parametrize("plane", [(1, 1), (3, 2)])
+def test_gap_gradient_is_a_fresh_array(plane):
+    """GAP's input gradient: dy / (H W) on every pixel, in a C-contiguous array that may be
+    written (a broadcast view is read-only, and over 1x1 planes contiguous already: the kernels
+    after it then compiled a second, read-only version of themselves, 1.8 s each in ResNet-18's
+    first step)."""
+    from netc.runtime.backends.cpu.pool import GlobalAvgPool
+    dy = np.arange(6, dtype=np.float32).reshape(2, 3)
+    (dx,), grads = GlobalAvgPool().backward({}, {}, (2, 3) + plane, dy, None)
+    assert grads == {} and dx.shape == (2, 3) + plane and dx.dtype == np.float32
+    assert dx.flags.c_contiguous and dx.flags.writeable and dx.flags.owndata
+    np.testing.assert_array_equal(dx, np.broadcast_to((dy / (plane[0] * plane[1]))[:, :, None, None],
+                                                      dx.shape))
+
