@@ -439,6 +439,52 @@ def test_a_cached_launcher_loads_in_a_process_that_never_ran_its_part(tmp_path):
     assert runs[1] == {"right": True, "launcher": [1, 0], "part": [1, 0]}
 
 
+SPECIALIZED_PROBE = '''from netc.runtime.backends.cpu.jit import kernel, launcher, run_parts, share, specialized
+
+K = 0  # (each copy's own)
+
+
+def scale_each_cpu(parts, x, y):
+    run_parts(scale_each_part, parts, (x, y))
+
+
+def scale_each_part(t, parts, x, y):
+    lo, hi = share(x.size, t, parts)
+    for i in range(lo, hi):
+        y[i] = K * x[i]
+
+
+MADE = {}
+for k in (3, 5):
+    part = specialized(kernel(), scale_each_part, f"scale{k}_part", K=k)
+    MADE[k] = specialized(launcher, scale_each_cpu, f"scale{k}_cpu", scale_each_part=part), part
+'''
+
+SPECIALIZED_RUN = """import json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+probe = __import__(sys.argv[2])
+x = np.arange(1000, dtype=np.float32)
+out = {}
+for k, (run, part) in probe.MADE.items():
+    y = np.zeros_like(x)
+    run(2, x, y)  # the launcher first: in the second process its part loads by its reload step
+    out[k] = [bool(np.array_equal(y, k * x)), sum(run.stats.cache_hits.values()),
+              sum(part.stats.cache_hits.values()), run is getattr(probe, f"scale{k}_cpu")]
+print(json.dumps(out))
+"""
+
+
+def test_specialized_kernels_are_kernels_of_their_own_that_reload_from_the_cache(tmp_path):
+    """jit.specialized: copies of a template with a constant of their own (the activations'
+    kernels), each set in its module under its name; a copied launcher runs its own copied part,
+    and loads from the cache in a process that never compiled either (its reload step finds the
+    part by module and name)."""
+    runs = _two_processes(tmp_path, SPECIALIZED_PROBE, SPECIALIZED_RUN)
+    assert runs[0] == {"3": [True, 0, 0, True], "5": [True, 0, 0, True]}
+    assert runs[1] == {"3": [True, 1, 1, True], "5": [True, 1, 1, True]}
+
+
 OUTLINED_PROBE = '''import numpy as np
 from netc.runtime.backends.cpu.jit import kernel
 

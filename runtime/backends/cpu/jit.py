@@ -30,6 +30,7 @@ import ctypes
 import importlib.metadata
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -86,6 +87,24 @@ def launcher(fn):
     forward launcher 6 s, digits.net's seven launchers 24.6 s; 0.6-1.8 s each with the part
     called by symbol under a prange, 6.9 s; without the prange, see linking.run_parts)."""
     return kernel()(fn)
+
+
+def specialized(decorate, template, name, **bound):
+    """A kernel made from the plain function `template` for constants known before any call:
+    a copy of it named `name`, whose globals are its module's with `bound` set (an activation's
+    code, which its loop then folds; the part its launcher runs), decorated (kernel(...),
+    launcher) and set in the module as `name`, where Numba's cache, linking's reload steps and
+    the compiler process find kernels by module and name. Each copy compiles only where a
+    network calls it (an activation's loop 0.2 s; the five in one kernel, 1.4 s). Made after the
+    module's other names: the copy sees its module's globals as they were then."""
+    module = sys.modules[template.__module__]
+    scope = {**vars(module), **bound}
+    fn = types.FunctionType(template.__code__, scope, name, template.__defaults__,
+                            template.__closure__)
+    fn.__qualname__, fn.__doc__ = name, template.__doc__
+    made = decorate(fn)
+    setattr(module, name, made)
+    return made
 
 
 def num_threads() -> int:
