@@ -10,7 +10,7 @@ from netc.compiler.kinds import activation as kinds
 from .. import elementwise as ew
 from ..registry import Implementation, implements
 from .common import _softmax_terms_cpu
-from .jit import REDUCE, kernel, launch, launcher, run_parts, share, specialized, split
+from .jit import REDUCE, kernel, launch, launcher, run_parts, share, specialized_pairs, split
 
 
 # ---- activations over whole arrays ------------------------------------------------------------
@@ -363,16 +363,7 @@ def _dropout_part(t, parts, x, seed, threshold, scale, y):
 
 
 
-def _made(part, run, fmt):
-    """{activation: (launcher, part)} from the templates `part` and `run`, named by fmt."""
-    made = {}
-    for name in ("relu", "leaky", "elu", "sigmoid", "tanh"):
-        each = specialized(kernel(vector_division=True), part, fmt.format(name) + "_part",
-                           CODE=ew.ACT_CODES[name])
-        made[name] = (specialized(launcher, run, fmt.format(name) + "_cpu",
-                                  **{part.__name__: each}), each)
-    return made
-
-
-_ACT = _made(_act_each_part, _act_each_cpu, "_act_{}")
-_ACT_GRAD = _made(_act_grad_each_part, _act_grad_each_cpu, "_act_grad_{}")
+_FIVE = {name: ew.ACT_CODES[name] for name in ("relu", "leaky", "elu", "sigmoid", "tanh")}
+_ACT = specialized_pairs(_act_each_part, _act_each_cpu, "_act_{}", _FIVE, vector_division=True)
+_ACT_GRAD = specialized_pairs(_act_grad_each_part, _act_grad_each_cpu, "_act_grad_{}", _FIVE,
+                              vector_division=True)

@@ -107,6 +107,18 @@ def specialized(decorate, template, name, **bound):
     return made
 
 
+def specialized_pairs(part, run, name, codes, **options):
+    """{label: (launcher, part)} for each label, code of `codes`: the copy of the part template
+    `part` with CODE = code (a kernel(**options)) named name.format(label) + "_part", and of the
+    launcher template `run` that runs it, named name.format(label) + "_cpu" (specialized)."""
+    made = {}
+    for label, code in codes.items():
+        each = specialized(kernel(**options), part, name.format(label) + "_part", CODE=code)
+        made[label] = (specialized(launcher, run, name.format(label) + "_cpu",
+                                   **{part.__name__: each}), each)
+    return made
+
+
 def num_threads() -> int:
     """The threads kernels use: NETC_NUM_THREADS, else the CPUs this process may use (its cores,
     at most its container's CPU quota: netc.runtime.cores)."""

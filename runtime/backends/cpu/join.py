@@ -8,7 +8,7 @@ from netc.compiler.kinds import join as kinds
 from .. import elementwise as ew
 from ..registry import Implementation, implements
 from .activation import fused_backward, fused_forward, in_kernel
-from .jit import kernel, launch, launcher, run_parts, share, split
+from .jit import kernel, launch, run_parts, share, specialized_pairs, split
 
 
 @implements(kinds.Input, "cpu")
@@ -43,9 +43,8 @@ class Add(Implementation):
             # (the weights' column a contiguous copy: a strided view would be a second
             # compiled kernel, 2.3 s of a first run with stochastic depth)
             ws = np.ascontiguousarray(w[:, 0]) if w is not None else np.empty(0, y.dtype)
-            launch(_add_act_cpu, _add_act_part, split(3 * y.size), ew.ACT_CODES[act],
-                   y.dtype.type(ew.FUSED_PARAM.get(act, 0.0)), a, b, ws, y.size // len(y),
-                   y.reshape(-1))
+            launch(*_ADD_ACT[act], split(3 * y.size), y.dtype.type(ew.FUSED_PARAM.get(act, 0.0)),
+                   a, b, ws, y.size // len(y), y.reshape(-1))
             return y, (None, y, 2, w)
         z = xs[0] + xs[1] if w is None else xs[0] * rows(w[:, 0], xs[0]) + xs[1]
         for x in xs[2:]:
@@ -88,34 +87,26 @@ def _alike(xs) -> bool:
     return all(x.shape == xs[0].shape and x.dtype == xs[0].dtype for x in xs[1:])
 
 
-@launcher
-def _add_act_cpu(parts, code, slope, a, b, w, per, y):
-    run_parts(_add_act_part, parts, (code, slope, a, b, w, per, y))
+# y = act(a + b): a launcher and a part of their own for each activation (jit.specialized:
+# CODE a constant in each copy; a network compiles only those it uses)
+CODE = ew.NONE  # (each copy's own)
 
 
-@kernel(vector_division=True)
-def _add_act_part(t, parts, code, slope, a, b, w, per, y):
+def _add_act_each_cpu(parts, slope, a, b, w, per, y):
+    run_parts(_add_act_each_part, parts, (slope, a, b, w, per, y))
+
+
+def _add_act_each_part(t, parts, slope, a, b, w, per, y):
     """y = act(a + b), or act(w[n] a + b) for sample n (`per` values a sample) where w is given
-    (stochastic depth); part t of `parts`. A loop per activation, whose code is a constant
-    there (activation._act_part)."""
+    (stochastic depth), for the activation CODE; part t of `parts`."""
     lo, hi = share(y.size, t, parts)
-    if code == ew.NONE:
-        _add_act_run(ew.NONE, slope, a, b, w, per, y, lo, hi)
-    elif code == ew.RELU:
-        _add_act_run(ew.RELU, slope, a, b, w, per, y, lo, hi)
-    else:
-        _add_act_run(code, slope, a, b, w, per, y, lo, hi)
-
-
-@kernel(inline=True)
-def _add_act_run(code, slope, a, b, w, per, y, lo, hi):
     as_, bs, ys = a[lo:hi], b[lo:hi], y[lo:hi]  # (from 0: jit.share)
     if w.size == 0:
         for i in range(ys.size):
-            ys[i] = ew.act(code, as_[i] + bs[i], slope)
+            ys[i] = ew.act(CODE, as_[i] + bs[i], slope)
     else:
         for i in range(ys.size):
-            ys[i] = ew.act(code, as_[i] * w[(lo + i) // per] + bs[i], slope)
+            ys[i] = ew.act(CODE, as_[i] * w[(lo + i) // per] + bs[i], slope)
 
 
 def path_weights(p, mean, xs, ctx):
@@ -145,3 +136,8 @@ class Concat(Implementation):
 
     def backward(self, h, p, sizes, dy, ctx):
         return np.split(dy, np.cumsum(sizes)[:-1], axis=1), {}
+
+
+_ADD_ACT = specialized_pairs(_add_act_each_part, _add_act_each_cpu, "_add_act_{}",
+                             {name: code for name, code in ew.ACT_CODES.items() if name != "prelu"},
+                             vector_division=True)
