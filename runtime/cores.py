@@ -16,14 +16,19 @@ def usable() -> int:
     """The whole CPUs this process may use: its affinity's cores, at most its CPU quota rounded
     down (a thread more than the quota's CPUs is throttled for the rest of each period), at
     least one."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cores = os.cpu_count() or 1
+    cores = affinity()
     quota = cpu_quota()
     if quota is not None:
         cores = min(cores, max(1, math.floor(quota)))
     return max(1, cores)
+
+
+def affinity() -> int:
+    """The cores this process may run on (all of them where the platform cannot say)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def cpu_quota(proc: str = "/proc/self") -> float | None:

@@ -285,12 +285,8 @@ def connect() -> Group:
 def _threads(local: int) -> int:
     """Threads per rank: the cores the launcher bound this rank to, else the host's cores (at
     most its container's CPU quota: cores.usable) shared among its `local` ranks."""
-    try:
-        bound = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        bound = os.cpu_count() or 1
     usable = cores.usable()
-    return usable if bound < (os.cpu_count() or 1) else max(1, usable // local)
+    return usable if cores.affinity() < (os.cpu_count() or 1) else max(1, usable // local)
 
 
 def _aborting(group):

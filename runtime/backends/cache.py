@@ -193,8 +193,7 @@ class _Tolerant:
         try:
             return super()._load_index()
         except Exception as e:  # noqa: BLE001 - unpickling a damaged file raises anything
-            _once("damaged", f"a damaged file in netc's kernel cache ({self._index_path}: "
-                  f"{type(e).__name__}: {e}): its kernels are compiled again and written anew")
+            _damaged(self._index_path, e)
             return {}
 
     def _load_data(self, name):
@@ -203,8 +202,7 @@ class _Tolerant:
         except OSError:
             raise  # (load() takes it for a missing file: a miss)
         except Exception as e:  # noqa: BLE001 - as above
-            _once("damaged", f"a damaged file in netc's kernel cache ({self._data_path(name)}: "
-                  f"{type(e).__name__}: {e}): its kernels are compiled again and written anew")
+            _damaged(self._data_path(name), e)
             raise OSError(str(e)) from e
 
     def save(self, key, data):
@@ -223,6 +221,11 @@ def _tolerant_class(cls):
 
 
 _warned: set = set()
+
+
+def _damaged(path, e):
+    _once("damaged", f"a damaged file in netc's kernel cache ({path}: {type(e).__name__}: {e}): "
+          "its kernels are compiled again and written anew")
 
 
 def _once(kind, text):

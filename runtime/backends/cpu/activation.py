@@ -362,7 +362,6 @@ def _dropout_part(t, parts, x, seed, threshold, scale, y):
         ys[i] = xs[i] * scale if ew.keep(seed, lo + i, threshold) else xs[i] * 0
 
 
-
 _FIVE = {name: ew.ACT_CODES[name] for name in ("relu", "leaky", "elu", "sigmoid", "tanh")}
 _ACT = specialized_pairs(_act_each_part, _act_each_cpu, "_act_{}", _FIVE, vector_division=True)
 _ACT_GRAD = specialized_pairs(_act_grad_each_part, _act_grad_each_cpu, "_act_grad_{}", _FIVE,
