@@ -490,16 +490,17 @@ from netc.runtime.backends.cpu.jit import kernel
 
 
 @kernel(outlined=True)
-def scaled(x, k):
+def scaled(x, k, negate):
     out = np.empty_like(x)
     for i in range(x.size):
-        out[i] = x[i] * k
+        out[i] = -x[i] * k if negate else x[i] * k
     return out
 
 
 @kernel()
 def caller(x):
-    return scaled(x, 3.0).sum() + scaled(x, np.float32(2.0))[1:].sum()
+    return (scaled(x, 3.0, False).sum() + scaled(x, np.float32(2.0), False)[1:].sum()
+            + scaled(x, 1.0, True).sum())
 '''
 
 CALLER_FIRST = """import json, sys
@@ -526,11 +527,13 @@ print(json.dumps({
 
 def test_an_outlined_kernel_is_called_by_symbol_and_reloads_with_its_caller(tmp_path):
     """kernel(outlined=True): a kernel that calls it (plainly) declares its symbol, one per
-    compiled version, and holds none of its code; a value it returns (an array) comes back; and
-    the caller, loaded from the cache in a process that never compiled the helper, binds it
-    first (its reload steps) and gives the same number."""
+    compiled version, and holds none of its code; a value it returns (an array) comes back; a
+    flag given as a constant, False at one call and True at another, compiles one version for
+    both (Numba's own dispatch compiles one per literal value: 3 versions here); and the caller,
+    loaded from the cache in a process that never compiled the helper, binds it first (its
+    reload steps) and gives the same number."""
     runs = _two_processes(tmp_path, OUTLINED_PROBE, CALLER_FIRST)
-    want = float(3 * 45 + 2 * 45)
+    want = float(3 * 45 + 2 * 45 - 45)
     assert runs[0] == {"value": want, "caller": [0, 1], "helper versions": 2,
                        "declared": [True, True], "helper code in the caller": [False, False]}
     assert runs[1]["value"] == want and runs[1]["caller"] == [1, 0]

@@ -73,15 +73,24 @@ def outlined(fn):
     from several kernels: the im2col unfolding took 2.5-3 s, again in each CONV part): each of
     its compiled versions replaces the call Numba would emit (declare, call, link the callee's
     code in) with a call of its symbol and the caller's reload step (the caller's call sites
-    are plain calls)."""
+    are plain calls). A constant argument at a call site (a flag passed as True in one caller
+    and False in another) compiles the version for its plain type, shared by every such site,
+    not one version per value, as Numba would for a literal (the im2col unfolding's `fill` and
+    the Winograd transform's `add` each compiled twice more for each data type, 0.3-0.9 s each);
+    so an outlined function takes no literal arguments (`numba.literally`)."""
     add = fn.add_overload
+    template = fn.get_call_template
+
+    def get_call_template(args, kws):
+        return template(tuple(types.unliteral(a) for a in args),
+                        {k: types.unliteral(v) for k, v in kws.items()})
 
     def add_overload(cres):
         add(cres)  # (Numba has just inserted its own call of this version: replaced here)
         if not cres.objectmode:
             _call_by_symbol(fn, cres)
 
-    fn.add_overload = add_overload
+    fn.add_overload, fn.get_call_template = add_overload, get_call_template
     return fn
 
 
