@@ -53,9 +53,12 @@ class GlobalAvgPool(Implementation):
         return x.mean(axis=(2, 3)), x.shape
 
     def backward(self, h, p, shape, dy, ctx):
-        dx = np.empty(shape, dy.dtype)  # (a broadcast view is read-only, and on 1x1 planes already
-        dx[...] = (dy / (shape[2] * shape[3]))[:, :, None, None]  # contiguous: the kernels after
-        return [dx], {}  # it compiled again for a read-only gradient, 1.8 s each)
+        # a fresh array, not ascontiguousarray of a broadcast view: that stays read-only where it
+        # is already contiguous (1x1 planes), and the kernels after it compiled again for a
+        # read-only gradient (1.8 s each)
+        dx = np.empty(shape, dy.dtype)
+        dx[...] = (dy / (shape[2] * shape[3]))[:, :, None, None]
+        return [dx], {}
 
 
 def _two_by_two(geo, xshape, yshape) -> bool:
